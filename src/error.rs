@@ -1,0 +1,173 @@
+//! Errors: [`VerifyError`] for the per-request check, [`Error`] for every
+//! other operation, [`StoreError`] for storage backends.
+//!
+//! Messages are lowercase, without a trailing period, and never contain key
+//! material: at most a key id, which is public.
+
+use thiserror::Error;
+
+use crate::scope::Scope;
+use crate::token::KeyId;
+
+/// Why a presented string is not a key of this ring. Every reason is found
+/// offline, before the store is consulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MalformedReason {
+    /// Longer than the longest possible key; refused before any other work.
+    TooLong,
+    /// Not the length of a key of this ring.
+    WrongLength,
+    /// The prefix (or its `_` separator) is not this ring's.
+    WrongPrefix,
+    /// The body starts with a version this crate does not know.
+    UnknownVersion,
+    /// A character outside `0-9A-Za-z` in the body.
+    BadAlphabet,
+    /// The CRC32 checksum does not match: a typo or not a key at all.
+    BadChecksum,
+}
+
+impl MalformedReason {
+    /// A stable, lowercase description.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MalformedReason::TooLong => "too long",
+            MalformedReason::WrongLength => "wrong length",
+            MalformedReason::WrongPrefix => "wrong prefix",
+            MalformedReason::UnknownVersion => "unknown version",
+            MalformedReason::BadAlphabet => "bad character",
+            MalformedReason::BadChecksum => "bad checksum",
+        }
+    }
+}
+
+impl std::fmt::Display for MalformedReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a presented key was refused.
+///
+/// An unknown id and a wrong secret are one variant, [`VerifyError::Invalid`],
+/// on purpose: a caller cannot tell which ids exist. Expired, revoked and
+/// disabled are reported only once the secret has matched, for the same
+/// reason.
+///
+/// Each variant maps to an HTTP status ([`VerifyError::http_status`]) and a
+/// stable machine-readable code ([`VerifyError::code`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// Not a key of this ring: wrong length, prefix, alphabet or checksum.
+    #[error("malformed api key: {0}")]
+    Malformed(MalformedReason),
+    /// No such key, or the secret does not match.
+    #[error("invalid api key")]
+    Invalid,
+    /// The key's expiry has passed.
+    #[error("api key expired")]
+    Expired,
+    /// The key was revoked.
+    #[error("api key revoked")]
+    Revoked,
+    /// The key is disabled (reversibly).
+    #[error("api key disabled")]
+    Disabled,
+    /// The key lacks a scope the request requires; names the first missing
+    /// scope.
+    #[error("insufficient scope: missing `{0}`")]
+    InsufficientScope(Scope),
+    /// The key's use limit is used up.
+    #[error("api key usage limit exceeded")]
+    UsageExceeded,
+}
+
+impl VerifyError {
+    /// The HTTP status a server should answer with: 401 when the caller is
+    /// not authenticated, 403 when it is but may not do this, 429 when its
+    /// uses are exhausted.
+    pub const fn http_status(&self) -> u16 {
+        match self {
+            VerifyError::Malformed(_)
+            | VerifyError::Invalid
+            | VerifyError::Expired
+            | VerifyError::Revoked
+            | VerifyError::Disabled => 401,
+            VerifyError::InsufficientScope(_) => 403,
+            VerifyError::UsageExceeded => 429,
+        }
+    }
+
+    /// A stable machine-readable code, e.g. for a JSON error body.
+    pub const fn code(&self) -> &'static str {
+        match self {
+            VerifyError::Malformed(_) => "malformed_key",
+            VerifyError::Invalid => "invalid_key",
+            VerifyError::Expired => "key_expired",
+            VerifyError::Revoked => "key_revoked",
+            VerifyError::Disabled => "key_disabled",
+            VerifyError::InsufficientScope(_) => "insufficient_scope",
+            VerifyError::UsageExceeded => "usage_exceeded",
+        }
+    }
+}
+
+/// The error of every [`KeyRing`](crate::KeyRing) operation other than
+/// verification.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The ring's prefix breaks the format rules.
+    #[error(
+        "invalid key prefix `{0}`: expected [a-z][a-z0-9_]*, at most 32 characters, not ending in `_`"
+    )]
+    InvalidPrefix(String),
+    /// A scope string breaks the `resource:action` rules.
+    #[error("invalid scope `{0}`: expected `resource:action`, each [a-z0-9_.-]+ or `*`")]
+    InvalidScope(String),
+    /// A requirement with no alternative can never be met.
+    #[error("empty requirement: `any` needs at least one alternative")]
+    EmptyRequirement,
+    /// A key id string is not 11 base62 characters of a 64-bit value.
+    #[error("invalid key id `{0}`")]
+    InvalidKeyId(String),
+    /// An expiry policy that cannot be applied (zero or negative period, an
+    /// instant or date already past).
+    #[error("invalid expiry: {0}")]
+    InvalidExpiry(&'static str),
+    /// The expiry asked for ends after the ring's maximum lifetime.
+    #[error("expiry beyond the key ring's maximum lifetime of {max_days} days")]
+    ExpiryBeyondMax {
+        /// The ring's cap, in whole days.
+        max_days: i64,
+    },
+    /// A field of a request breaks its limits.
+    #[error("invalid input: {0}")]
+    InvalidInput(&'static str),
+    /// No key with this id.
+    #[error("no key with id {0}")]
+    NotFound(KeyId),
+    /// The operating system's random number generator failed.
+    #[error("operating system random number generator failed: {0}")]
+    Random(String),
+    /// The store failed.
+    #[error("storage error")]
+    Storage(#[from] StoreError),
+}
+
+/// The one error type of every [`KeyStore`](crate::KeyStore) method.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// `insert` found a record with this id already.
+    #[error("a key with id {0} already exists")]
+    Duplicate(KeyId),
+    /// `replace` found no record with this id.
+    #[error("no key with id {0}")]
+    NotFound(KeyId),
+    /// Anything else the backend reports, with its cause kept as the source.
+    #[error("storage backend failed")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}

@@ -1,0 +1,99 @@
+//! Events: what happened to which key, for audit logs and alerting.
+//!
+//! The ring calls an [`EventSink`] synchronously, after the operation took
+//! effect. Events carry key ids and owners, never a secret: a failed
+//! verification reports the reason and, when the presented string parsed,
+//! the id it named.
+
+use std::fmt;
+use std::sync::{Mutex, PoisonError};
+
+use time::OffsetDateTime;
+
+use crate::error::VerifyError;
+use crate::token::KeyId;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A key was issued.
+    Issued,
+    /// A verification succeeded (only when the ring reports successes).
+    Verified,
+    /// A verification failed, and why.
+    VerifyFailed(VerifyError),
+}
+
+/// One event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
+    /// The key concerned, when known.
+    pub key: Option<KeyId>,
+    /// The key's owner, when known.
+    pub owner: Option<String>,
+    /// When, by the ring's clock.
+    pub at: OffsetDateTime,
+}
+
+impl Event {
+    pub(crate) fn new(kind: EventKind, at: OffsetDateTime) -> Event {
+        Event { kind, key: None, owner: None, at }
+    }
+
+    pub(crate) fn key(mut self, id: KeyId) -> Event {
+        self.key = Some(id);
+        self
+    }
+
+    pub(crate) fn owner(mut self, owner: &str) -> Event {
+        self.owner = Some(owner.to_owned());
+        self
+    }
+}
+
+/// Receives the ring's events. Called on the thread that did the operation,
+/// so keep it quick (hand the event to a channel for slow sinks).
+pub trait EventSink: Send + Sync {
+    /// Records one event.
+    fn record(&self, event: &Event);
+}
+
+impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
+    fn record(&self, event: &Event) {
+        (**self).record(event);
+    }
+}
+
+/// An [`EventSink`] that keeps every event in memory, for tests and small
+/// tools.
+#[derive(Default)]
+pub struct EventLog(Mutex<Vec<Event>>);
+
+impl EventLog {
+    /// An empty log.
+    pub fn new() -> EventLog {
+        EventLog::default()
+    }
+
+    /// A copy of the events so far, oldest first.
+    pub fn events(&self) -> Vec<Event> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl EventSink for EventLog {
+    fn record(&self, event: &Event) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(event.clone());
+    }
+}
+
+impl fmt::Debug for EventLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("EventLog").field("events", &n).finish()
+    }
+}

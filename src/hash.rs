@@ -1,0 +1,227 @@
+//! Hash at rest: a keyed BLAKE3 of (key id, secret).
+//!
+//! Why BLAKE3 and not Argon2 or PBKDF2: those stretch a low-entropy password
+//! so that guessing it costs time. A keyward secret is 142 bits from the OS
+//! CSPRNG; nobody can guess it, so stretching buys nothing and would cost
+//! ~25-70 ms on every request. A single keyed BLAKE3 call (~60 ns) is
+//! preimage resistant, and its key (the host's pepper, kept in its secret
+//! manager) means a stolen copy of the store cannot even be checked against
+//! a guessed key without the pepper.
+//!
+//! The 32-byte hashing key is derived once per ring with BLAKE3's
+//! `derive_key` under a fixed purpose string, from the host's pepper or,
+//! without one, from nothing: every keyward hash is then domain separated
+//! from any other use of BLAKE3 or of the pepper.
+//!
+//! The stored form is self-describing, `$kw-b3k$v=1$<64 hex digits>`, so a
+//! later algorithm can sit beside this one. Digests are compared in constant
+//! time through [`subtle`], as four 64-bit words.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::token::{KeyId, SECRET_LEN};
+
+/// The purpose string of the hashing key (BLAKE3 `derive_key` context).
+const CONTEXT: &str = "keyward 2026-11-27 api key secret hash v1";
+/// The algorithm tag of the stored form.
+const TAG: &str = "$kw-b3k$v=1$";
+/// The only hash version so far.
+const VERSION: u8 = 1;
+
+/// The stored hash of a key: algorithm, version and a 32-byte digest.
+///
+/// `==` is constant time. There is no access to the raw bytes, so nothing
+/// can compare them with a variable-time `==` by accident. `Debug` does not
+/// print the digest.
+#[derive(Clone)]
+pub struct KeyHash {
+    digest: [u8; 32],
+}
+
+impl KeyHash {
+    /// The hash version of this record (1 for keyed BLAKE3).
+    pub fn version(&self) -> u8 {
+        VERSION
+    }
+
+    fn words(&self) -> [u64; 4] {
+        let mut words = [0u64; 4];
+        for (word, chunk) in words.iter_mut().zip(self.digest.chunks_exact(8)) {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(chunk);
+            *word = u64::from_le_bytes(bytes);
+        }
+        words
+    }
+
+    /// A digest no key hashes to in practice, compared against when the id is
+    /// unknown so that the work equals that of a wrong secret.
+    pub(crate) const fn placeholder() -> KeyHash {
+        KeyHash { digest: [0u8; 32] }
+    }
+}
+
+impl ConstantTimeEq for KeyHash {
+    fn ct_eq(&self, other: &Self) -> subtle::Choice {
+        self.words()[..].ct_eq(&other.words()[..])
+    }
+}
+
+impl PartialEq for KeyHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other).into()
+    }
+}
+
+impl Eq for KeyHash {}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({TAG}…)")
+    }
+}
+
+impl fmt::Display for KeyHash {
+    /// The stored form, `$kw-b3k$v=1$<64 hex digits>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(TAG)?;
+        for b in self.digest {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The stored form of a hash could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unrecognised key hash: expected `$kw-b3k$v=1$` and 64 lowercase hex digits")]
+pub struct HashFormatError;
+
+impl FromStr for KeyHash {
+    type Err = HashFormatError;
+
+    fn from_str(s: &str) -> Result<Self, HashFormatError> {
+        let hex = s.strip_prefix(TAG).ok_or(HashFormatError)?.as_bytes();
+        if hex.len() != 64 {
+            return Err(HashFormatError);
+        }
+        let mut digest = [0u8; 32];
+        for (out, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
+            *out = (hex_val(pair[0]).ok_or(HashFormatError)? << 4) | hex_val(pair[1]).ok_or(HashFormatError)?;
+        }
+        Ok(KeyHash { digest })
+    }
+}
+
+fn hex_val(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl Serialize for KeyHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The ring's hashing key, derived once from the host's pepper.
+pub(crate) struct Hasher {
+    key: [u8; 32],
+}
+
+impl Hasher {
+    /// A hasher keyed by `pepper`, or by the fixed context alone without one.
+    pub(crate) fn new(pepper: Option<&[u8; 32]>) -> Self {
+        let material: &[u8] = pepper.map_or(&[], |p| &p[..]);
+        Hasher { key: blake3::derive_key(CONTEXT, material) }
+    }
+
+    /// Hashes the id and the secret's base62 text: 1 + 8 + 24 = 33 bytes, one
+    /// BLAKE3 block.
+    pub(crate) fn hash(&self, id: KeyId, secret: &[u8; SECRET_LEN]) -> KeyHash {
+        let mut input = [0u8; 1 + 8 + SECRET_LEN];
+        input[0] = VERSION;
+        input[1..9].copy_from_slice(&id.as_u64().to_le_bytes());
+        input[9..].copy_from_slice(secret);
+        let digest = *blake3::keyed_hash(&self.key, &input).as_bytes();
+        input.zeroize();
+        KeyHash { digest }
+    }
+}
+
+impl Drop for Hasher {
+    fn drop(&mut self) {
+        self.key.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Hasher {}
+
+impl fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hasher(keyed BLAKE3, key redacted)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8; SECRET_LEN] = b"abcdefghijklmnopqrstuvwx";
+
+    #[test]
+    fn same_input_same_hash_and_every_input_matters() {
+        let h = Hasher::new(None);
+        let a = h.hash(KeyId::from_u64(7), SECRET);
+        assert_eq!(a, h.hash(KeyId::from_u64(7), SECRET));
+        assert_ne!(a, h.hash(KeyId::from_u64(8), SECRET));
+        let mut other = *SECRET;
+        other[23] = b'y';
+        assert_ne!(a, h.hash(KeyId::from_u64(7), &other));
+    }
+
+    #[test]
+    fn pepper_changes_the_hash() {
+        let plain = Hasher::new(None).hash(KeyId::from_u64(7), SECRET);
+        let peppered = Hasher::new(Some(&[9u8; 32])).hash(KeyId::from_u64(7), SECRET);
+        let other = Hasher::new(Some(&[8u8; 32])).hash(KeyId::from_u64(7), SECRET);
+        assert_ne!(plain, peppered);
+        assert_ne!(peppered, other);
+    }
+
+    #[test]
+    fn stored_form_round_trips_and_is_tagged() {
+        let h = Hasher::new(None).hash(KeyId::from_u64(7), SECRET);
+        let text = h.to_string();
+        assert!(text.starts_with("$kw-b3k$v=1$"));
+        assert_eq!(text.len(), TAG.len() + 64);
+        assert_eq!(text.parse::<KeyHash>().unwrap(), h);
+        assert_eq!(h.version(), 1);
+        for bad in ["", "$kw-b3k$v=2$00", &text.replace("v=1", "v=2"), &text[..text.len() - 1], &text.to_uppercase()] {
+            assert_eq!(bad.parse::<KeyHash>(), Err(HashFormatError), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_digest() {
+        let h = Hasher::new(None).hash(KeyId::from_u64(7), SECRET);
+        let hex = &h.to_string()[TAG.len()..];
+        assert!(!format!("{h:?}").contains(&hex[..8]));
+        assert!(!format!("{:?}", Hasher::new(Some(&[1; 32]))).contains("1, 1"));
+    }
+}

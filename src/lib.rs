@@ -1,0 +1,28 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod clock;
+mod error;
+mod event;
+mod expiry;
+mod hash;
+mod key;
+mod ring;
+mod scope;
+pub mod store;
+mod token;
+
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::error::{Error, MalformedReason, StoreError, VerifyError};
+pub use crate::event::{Event, EventKind, EventLog, EventSink};
+pub use crate::expiry::ExpiryPolicy;
+pub use crate::hash::{HashFormatError, KeyHash};
+pub use crate::key::{Contact, Issued, Key, NewKey, Rotation, Status, Verified};
+pub use crate::ring::{KeyRing, KeyRingBuilder, KeyState, ListFilter, RequestContext};
+pub use crate::scope::{Requirement, Scope, ScopeSet};
+pub use crate::store::{KeyStore, MemoryStore, RingSettings, StoredKey};
+pub use crate::token::{KeyId, MAX_KEY_LEN, MAX_PREFIX_LEN, Secret};
+
+/// The `time` crate, re-exported: its types appear in keyward's API.
+pub use time;

@@ -1,0 +1,498 @@
+//! Scopes (`resource:action`), sets of them, and requirements over them.
+//!
+//! A granted `*` stands for any resource or any action, except that a
+//! *sensitive* resource (configured on the key ring) is never covered by a
+//! wildcard resource or by an unrestricted key: it must be granted by name.
+//! A required scope is matched literally: `invoices:*` is required only by
+//! someone who needs every action on invoices, and only a grant of
+//! `invoices:*` (or `*:*` for a non-sensitive resource) covers it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::Error;
+
+/// Longest scope string accepted, so untrusted scope text stays small.
+const MAX_SCOPE_LEN: usize = 128;
+
+/// A permission: `resource:action`, each part `[a-z0-9_.-]+` or `*`.
+///
+/// ```
+/// use keyward::Scope;
+/// let s: Scope = "invoices:read".parse()?;
+/// assert_eq!((s.resource(), s.action()), ("invoices", "read"));
+/// assert!("Invoices:read".parse::<Scope>().is_err());
+/// # Ok::<(), keyward::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Scope {
+    text: Box<str>,
+    colon: u8,
+}
+
+impl Scope {
+    /// Parses and validates `resource:action`.
+    pub fn new(text: &str) -> Result<Scope, Error> {
+        let invalid = || Error::InvalidScope(text.chars().take(MAX_SCOPE_LEN).collect());
+        if text.len() > MAX_SCOPE_LEN {
+            return Err(invalid());
+        }
+        let (resource, action) = text.split_once(':').ok_or_else(invalid)?;
+        if !is_part(resource) || !is_part(action) {
+            return Err(invalid());
+        }
+        let colon = u8::try_from(resource.len()).map_err(|_| invalid())?;
+        Ok(Scope { text: text.into(), colon })
+    }
+
+    /// The part before the colon.
+    pub fn resource(&self) -> &str {
+        &self.text[..usize::from(self.colon)]
+    }
+
+    /// The part after the colon.
+    pub fn action(&self) -> &str {
+        &self.text[usize::from(self.colon) + 1..]
+    }
+
+    /// The whole `resource:action` text.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Whether this granted scope covers the `required` one.
+    fn covers(&self, required: &Scope, sensitive: &Sensitive) -> bool {
+        let resource = self.resource() == required.resource()
+            || (self.resource() == "*" && !sensitive.contains(required.resource()));
+        let action = self.action() == required.action() || self.action() == "*";
+        resource && action
+    }
+
+    /// The largest scope covered by both `self` and `other`, if any:
+    /// `*:read` and `invoices:*` meet in `invoices:read`.
+    fn meet(&self, other: &Scope, sensitive: &Sensitive) -> Option<Scope> {
+        let resource = meet_part(self.resource(), other.resource(), |r| sensitive.contains(r))?;
+        let action = meet_part(self.action(), other.action(), |_| false)?;
+        Scope::new(&format!("{resource}:{action}")).ok()
+    }
+}
+
+fn meet_part<'a>(a: &'a str, b: &'a str, protected: impl Fn(&str) -> bool) -> Option<&'a str> {
+    match (a, b) {
+        _ if a == b => Some(a),
+        ("*", named) | (named, "*") if !protected(named) => Some(named),
+        _ => None,
+    }
+}
+
+fn is_part(part: &str) -> bool {
+    part == "*"
+        || (!part.is_empty()
+            && part
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-')))
+}
+
+impl FromStr for Scope {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Scope, Error> {
+        Scope::new(s)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Scope({})", self.text)
+    }
+}
+
+impl Serialize for Scope {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for Scope {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        Scope::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The resources a key ring treats as sensitive: never covered by `*` or by
+/// an unrestricted key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sensitive(Box<[Box<str>]>);
+
+impl Sensitive {
+    pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(resources: I) -> Result<Self, Error> {
+        let mut names: Vec<Box<str>> = Vec::new();
+        for r in resources {
+            let r = r.as_ref();
+            if r == "*" || !is_part(r) {
+                return Err(Error::InvalidScope(r.chars().take(MAX_SCOPE_LEN).collect()));
+            }
+            names.push(r.into());
+        }
+        names.sort();
+        names.dedup();
+        Ok(Sensitive(names.into()))
+    }
+
+    fn contains(&self, resource: &str) -> bool {
+        self.0.iter().any(|r| &**r == resource)
+    }
+}
+
+/// What a key may do: either unrestricted (every non-sensitive scope) or an
+/// explicit set of scopes.
+///
+/// ```
+/// use keyward::ScopeSet;
+/// let set = ScopeSet::parse(["invoices:read", "customers:*"])?;
+/// assert_eq!(set.len(), 2);
+/// assert!(!set.is_unrestricted());
+/// assert!(ScopeSet::unrestricted().is_unrestricted());
+/// # Ok::<(), keyward::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "Repr", into = "Repr")]
+pub struct ScopeSet(Option<Box<[Scope]>>);
+
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Repr {
+    Unrestricted(UnrestrictedTag),
+    Only(Vec<Scope>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum UnrestrictedTag {
+    #[serde(rename = "unrestricted")]
+    Unrestricted,
+}
+
+impl From<Repr> for ScopeSet {
+    fn from(r: Repr) -> Self {
+        match r {
+            Repr::Unrestricted(_) => ScopeSet::unrestricted(),
+            Repr::Only(scopes) => ScopeSet::from_scopes(scopes),
+        }
+    }
+}
+
+impl From<ScopeSet> for Repr {
+    fn from(s: ScopeSet) -> Self {
+        match s.0 {
+            None => Repr::Unrestricted(UnrestrictedTag::Unrestricted),
+            Some(scopes) => Repr::Only(scopes.into_vec()),
+        }
+    }
+}
+
+impl ScopeSet {
+    /// Every scope except those on sensitive resources, like a key with
+    /// permissions switched off.
+    pub const fn unrestricted() -> ScopeSet {
+        ScopeSet(None)
+    }
+
+    /// The empty set: a key that passes no scope requirement.
+    pub fn empty() -> ScopeSet {
+        ScopeSet(Some(Box::new([])))
+    }
+
+    /// An explicit set; duplicates are dropped.
+    pub fn from_scopes<I: IntoIterator<Item = Scope>>(scopes: I) -> ScopeSet {
+        let mut v: Vec<Scope> = scopes.into_iter().collect();
+        v.sort();
+        v.dedup();
+        ScopeSet(Some(v.into()))
+    }
+
+    /// Parses each string as a [`Scope`].
+    pub fn parse<I: IntoIterator<Item = S>, S: AsRef<str>>(scopes: I) -> Result<ScopeSet, Error> {
+        let parsed = scopes
+            .into_iter()
+            .map(|s| Scope::new(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ScopeSet::from_scopes(parsed))
+    }
+
+    /// Whether this is the unrestricted set.
+    pub fn is_unrestricted(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// The explicit scopes, sorted (none for an unrestricted set).
+    pub fn iter(&self) -> std::slice::Iter<'_, Scope> {
+        self.0.as_deref().unwrap_or(&[]).iter()
+    }
+
+    /// How many explicit scopes (0 for an unrestricted set).
+    pub fn len(&self) -> usize {
+        self.0.as_deref().map_or(0, <[Scope]>::len)
+    }
+
+    /// Whether the set grants nothing.
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_some_and(<[Scope]>::is_empty)
+    }
+
+    /// Whether this set grants `required`, given the ring's sensitive
+    /// resources.
+    pub(crate) fn permits(&self, required: &Scope, sensitive: &Sensitive) -> bool {
+        match &self.0 {
+            None => !sensitive.contains(required.resource()),
+            Some(granted) => granted.iter().any(|g| g.covers(required, sensitive)),
+        }
+    }
+
+    /// The scopes granted by both sets ("a key never carries more than its
+    /// owner holds"): each pair of scopes contributes the narrower of the
+    /// two where one covers the other, or their meet.
+    pub(crate) fn cap(&self, owner: &ScopeSet, sensitive: &Sensitive) -> ScopeSet {
+        match (&self.0, &owner.0) {
+            (_, None) => self.clone(),
+            (None, Some(held)) => ScopeSet::from_scopes(
+                held.iter().filter(|s| !sensitive.contains(s.resource())).cloned(),
+            ),
+            (Some(asked), Some(held)) => ScopeSet::from_scopes(
+                asked
+                    .iter()
+                    .flat_map(|a| held.iter().filter_map(move |h| a.meet(h, sensitive)))
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+
+    /// Whether every scope this set grants is also granted by `wider`.
+    #[allow(dead_code)] // for `update`, which may only narrow scopes
+    pub(crate) fn is_within(&self, wider: &ScopeSet, sensitive: &Sensitive) -> bool {
+        match &self.0 {
+            None => wider.is_unrestricted(),
+            Some(mine) => mine.iter().all(|s| wider.permits(s, sensitive)),
+        }
+    }
+}
+
+impl fmt::Debug for ScopeSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("ScopeSet(unrestricted)"),
+            Some(s) => f.debug_set().entries(s.iter().map(Scope::as_str)).finish(),
+        }
+    }
+}
+
+/// What a request needs: a scope, all of several requirements, or any of
+/// them, nested as deep as needed.
+///
+/// Build it once (at start-up) and pass it by reference on each request.
+///
+/// ```
+/// use keyward::Requirement;
+/// // invoices:read and (customers:read or customers:*)
+/// let need = Requirement::all([
+///     Requirement::scope("invoices:read")?,
+///     Requirement::any([Requirement::scope("customers:read")?, Requirement::scope("customers:*")?])?,
+/// ]);
+/// # let _ = need;
+/// # Ok::<(), keyward::Error>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Requirement(Node);
+
+#[derive(Clone, PartialEq, Eq)]
+enum Node {
+    Scope(Scope),
+    All(Box<[Requirement]>),
+    Any(Box<[Requirement]>),
+}
+
+impl Requirement {
+    /// One scope.
+    pub fn scope(scope: &str) -> Result<Requirement, Error> {
+        Ok(Requirement(Node::Scope(Scope::new(scope)?)))
+    }
+
+    /// Every one of `parts` (an empty list is always met).
+    pub fn all<I: IntoIterator<Item = Requirement>>(parts: I) -> Requirement {
+        Requirement(Node::All(parts.into_iter().collect()))
+    }
+
+    /// At least one of `parts`; an empty list is refused, since it could
+    /// never be met.
+    pub fn any<I: IntoIterator<Item = Requirement>>(parts: I) -> Result<Requirement, Error> {
+        let parts: Box<[Requirement]> = parts.into_iter().collect();
+        if parts.is_empty() {
+            return Err(Error::EmptyRequirement);
+        }
+        Ok(Requirement(Node::Any(parts)))
+    }
+
+    /// Every scope in `scopes`.
+    pub fn all_of<I: IntoIterator<Item = S>, S: AsRef<str>>(scopes: I) -> Result<Requirement, Error> {
+        let parts = scopes
+            .into_iter()
+            .map(|s| Requirement::scope(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Requirement::all(parts))
+    }
+
+    /// At least one scope in `scopes`.
+    pub fn any_of<I: IntoIterator<Item = S>, S: AsRef<str>>(scopes: I) -> Result<Requirement, Error> {
+        let parts = scopes
+            .into_iter()
+            .map(|s| Requirement::scope(s.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Requirement::any(parts)
+    }
+
+    /// `Ok` when `granted` meets the requirement, else the first missing
+    /// scope (for `any`, the first alternative's).
+    pub(crate) fn check<'a>(&'a self, granted: &ScopeSet, sensitive: &Sensitive) -> Result<(), &'a Scope> {
+        match &self.0 {
+            Node::Scope(s) => {
+                if granted.permits(s, sensitive) {
+                    Ok(())
+                } else {
+                    Err(s)
+                }
+            }
+            Node::All(parts) => parts.iter().try_for_each(|p| p.check(granted, sensitive)),
+            Node::Any(parts) => {
+                let mut first_missing = None;
+                for p in parts.iter() {
+                    match p.check(granted, sensitive) {
+                        Ok(()) => return Ok(()),
+                        Err(missing) => {
+                            first_missing.get_or_insert(missing);
+                        }
+                    }
+                }
+                // `any` is never empty, so a missing scope was recorded.
+                first_missing.map_or(Ok(()), Err)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Requirement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Node::Scope(s) => write!(f, "{s}"),
+            Node::All(p) => f.debug_tuple("all").field(p).finish(),
+            Node::Any(p) => f.debug_tuple("any").field(p).finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: &str) -> Scope {
+        Scope::new(t).unwrap()
+    }
+
+    fn set(t: &[&str]) -> ScopeSet {
+        ScopeSet::parse(t).unwrap()
+    }
+
+    fn sens(t: &[&str]) -> Sensitive {
+        Sensitive::new(t).unwrap()
+    }
+
+    #[test]
+    fn scope_syntax() {
+        for ok in ["a:b", "invoices:read", "*:read", "invoices:*", "*:*", "v1.api-x_y:get"] {
+            assert!(Scope::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ":", "a:", ":b", "a:b:c", "A:b", "a b:c", "a:**", "inv*:read", "é:a"] {
+            assert!(Scope::new(bad).is_err(), "{bad}");
+        }
+        assert!(Scope::new(&format!("{}:b", "a".repeat(200))).is_err());
+        assert_eq!(
+            Scope::new("Bad").unwrap_err().to_string(),
+            "invalid scope `Bad`: expected `resource:action`, each [a-z0-9_.-]+ or `*`"
+        );
+    }
+
+    #[test]
+    fn wildcards_cover_but_not_sensitive_resources() {
+        let none = sens(&[]);
+        let billing = sens(&["billing"]);
+        assert!(set(&["invoices:*"]).permits(&s("invoices:write"), &none));
+        assert!(set(&["*:read"]).permits(&s("invoices:read"), &none));
+        assert!(!set(&["*:read"]).permits(&s("invoices:write"), &none));
+        assert!(!set(&["invoices:read"]).permits(&s("invoices:*"), &none));
+        assert!(!set(&["*:*"]).permits(&s("billing:read"), &billing));
+        assert!(!ScopeSet::unrestricted().permits(&s("billing:read"), &billing));
+        assert!(ScopeSet::unrestricted().permits(&s("invoices:read"), &billing));
+        assert!(set(&["billing:read"]).permits(&s("billing:read"), &billing));
+        assert!(set(&["billing:*"]).permits(&s("billing:write"), &billing));
+    }
+
+    #[test]
+    fn capping_keeps_only_what_both_grant() {
+        let none = sens(&[]);
+        let owner = set(&["billing:read"]);
+        assert_eq!(ScopeSet::unrestricted().cap(&owner, &none), owner);
+        assert_eq!(set(&["*:read", "x:y"]).cap(&set(&["invoices:*"]), &none), set(&["invoices:read"]));
+        assert_eq!(set(&["invoices:*"]).cap(&set(&["invoices:read", "other:read"]), &none), set(&["invoices:read"]));
+        assert_eq!(set(&["a:b"]).cap(&ScopeSet::unrestricted(), &none), set(&["a:b"]));
+        // A sensitive scope the owner holds is not granted through `*`.
+        let billing = sens(&["billing"]);
+        assert_eq!(ScopeSet::unrestricted().cap(&set(&["billing:read", "a:b"]), &billing), set(&["a:b"]));
+        assert_eq!(set(&["*:read"]).cap(&set(&["billing:read"]), &billing), ScopeSet::empty());
+        assert_eq!(set(&["billing:read"]).cap(&set(&["billing:*"]), &billing), set(&["billing:read"]));
+    }
+
+    #[test]
+    fn requirements_nest_and_name_the_missing_scope() {
+        let none = sens(&[]);
+        let granted = set(&["invoices:read", "customers:read"]);
+        let need = Requirement::all([
+            Requirement::scope("invoices:read").unwrap(),
+            Requirement::any_of(["customers:write", "customers:read"]).unwrap(),
+        ]);
+        assert_eq!(need.check(&granted, &none), Ok(()));
+        let need = Requirement::all_of(["invoices:read", "invoices:write"]).unwrap();
+        assert_eq!(need.check(&granted, &none), Err(&s("invoices:write")));
+        let need = Requirement::any_of(["a:b", "c:d"]).unwrap();
+        assert_eq!(need.check(&granted, &none), Err(&s("a:b")));
+        assert!(matches!(Requirement::any([]), Err(Error::EmptyRequirement)));
+        assert_eq!(Requirement::all([]).check(&ScopeSet::empty(), &none), Ok(()));
+    }
+
+    #[test]
+    fn scope_sets_serialize() {
+        let json = serde_json::to_string(&set(&["b:c", "a:b"])).unwrap();
+        assert_eq!(json, r#"["a:b","b:c"]"#);
+        assert_eq!(serde_json::from_str::<ScopeSet>(&json).unwrap(), set(&["a:b", "b:c"]));
+        let json = serde_json::to_string(&ScopeSet::unrestricted()).unwrap();
+        assert_eq!(json, r#""unrestricted""#);
+        assert!(serde_json::from_str::<ScopeSet>(&json).unwrap().is_unrestricted());
+        assert!(serde_json::from_str::<ScopeSet>(r#"["Bad"]"#).is_err());
+    }
+
+    #[test]
+    fn narrowing() {
+        let none = sens(&[]);
+        assert!(set(&["invoices:read"]).is_within(&set(&["invoices:*"]), &none));
+        assert!(!set(&["invoices:*"]).is_within(&set(&["invoices:read"]), &none));
+        assert!(!ScopeSet::unrestricted().is_within(&set(&["a:b"]), &none));
+        assert!(set(&["a:b"]).is_within(&ScopeSet::unrestricted(), &none));
+        assert!(!set(&["billing:read"]).is_within(&ScopeSet::unrestricted(), &sens(&["billing"])));
+    }
+}

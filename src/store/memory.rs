@@ -1,0 +1,160 @@
+//! [`MemoryStore`]: records in 64 independently locked shards.
+//!
+//! Sharding keeps a writer (issue, revoke) from stalling every reader: it
+//! blocks only the 1/64 of lookups that fall in its shard. Each shard sits on
+//! its own cache lines so that readers of different shards never contend.
+//!
+//! Ids are 64 random bits from the OS CSPRNG, so the map does not need a
+//! keyed (DoS-resistant) hash: an attacker cannot choose the ids a ring
+//! stores. A multiply spreads the id over the hash word; the shard is chosen
+//! from other id bits than those the map indexes buckets by.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::{KeyStore, RingSettings, StoreError, StoredKey};
+use crate::token::KeyId;
+
+const SHARDS: usize = 64;
+
+/// A fast in-memory [`KeyStore`]: the default for tests and single-process
+/// services. Nothing survives the process.
+pub struct MemoryStore {
+    shards: Box<[Shard]>,
+    settings: RwLock<Option<RingSettings>>,
+}
+
+#[repr(align(128))]
+#[derive(Default)]
+struct Shard(RwLock<Map>);
+
+type Map = HashMap<u64, Arc<StoredKey>, BuildHasherDefault<IdHasher>>;
+
+/// Hashes a random 64-bit id by one multiply (see the module docs).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 ids are hashed; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            settings: RwLock::new(None),
+        }
+    }
+
+    fn shard(&self, id: KeyId) -> &Shard {
+        // Bits 32..38: independent of the low bits the map indexes by.
+        &self.shards[(id.as_u64() >> 32) as usize % SHARDS]
+    }
+
+    /// How many keys the store holds.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Shard {
+    // A panic while holding a shard lock cannot leave a map half-updated (each
+    // write is one insert or remove), so a poisoned lock is safe to use.
+    fn read(&self) -> RwLockReadGuard<'_, Map> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Map> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    /// Prints the number of keys, never their records.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore").field("keys", &self.len()).finish()
+    }
+}
+
+impl KeyStore for MemoryStore {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.shard(id).read().get(&id.as_u64()).cloned()
+    }
+
+    fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
+        let id = entry.id();
+        let mut map = self.shard(id).write();
+        match map.entry(id.as_u64()) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::Duplicate(id)),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(Arc::new(entry));
+                Ok(())
+            }
+        }
+    }
+
+    fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
+        let id = entry.id();
+        match self.shard(id).write().get_mut(&id.as_u64()) {
+            Some(slot) => {
+                *slot = Arc::new(entry);
+                Ok(())
+            }
+            None => Err(StoreError::NotFound(id)),
+        }
+    }
+
+    fn remove(&self, id: KeyId) -> Result<bool, StoreError> {
+        Ok(self.shard(id).write().remove(&id.as_u64()).is_some())
+    }
+
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            out.extend(
+                shard
+                    .read()
+                    .values()
+                    .filter(|e| owner.is_none_or(|o| e.key.owner() == o))
+                    .cloned(),
+            );
+        }
+        Ok(out)
+    }
+
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        Ok(self.settings.read().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+
+    fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
+        *self.settings.write().unwrap_or_else(PoisonError::into_inner) = Some(settings.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,437 @@
+//! The key string format: `<prefix>_<body>`.
+//!
+//! The body is fixed width and base62 only, so a double click selects the
+//! whole key and a secret scanner can recognise it offline:
+//!
+//! ```text
+//! acme_live_1 0Jx3Zk9aBcD 7fQ2...(24 chars) 3hT9aQ
+//!           ^ ^           ^                 ^
+//!           | id: 11      secret: 24        CRC32 of everything before it,
+//!           | (u64)       (142 bits)        6 base62 chars
+//!           body version: 1 char
+//! ```
+//!
+//! Parsing goes by position from the right and never splits on `_`, because
+//! prefixes may contain `_`. Every check here (length, prefix, alphabet,
+//! checksum) runs before the store is consulted, and an input longer than the
+//! longest possible key is refused before anything else looks at it.
+//!
+//! The leading version character leaves room for another body layout later:
+//! a parser tries each known (version, length) pair from the right.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::TryRng;
+use rand::rngs::SysRng;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use crate::error::{Error, MalformedReason};
+
+/// The base62 alphabet, in the standard order (`0-9A-Za-z`).
+const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The body version this crate writes.
+pub(crate) const BODY_VERSION: u8 = b'1';
+/// Width of the key id in base62 characters (62^11 > 2^64).
+pub(crate) const ID_LEN: usize = 11;
+/// Width of the secret in base62 characters (24 * log2(62) = 142.9 bits).
+pub(crate) const SECRET_LEN: usize = 24;
+/// Width of the checksum in base62 characters (62^6 > 2^32).
+pub(crate) const CHECKSUM_LEN: usize = 6;
+/// Width of the whole body: version, id, secret, checksum.
+pub(crate) const BODY_LEN: usize = 1 + ID_LEN + SECRET_LEN + CHECKSUM_LEN;
+/// Longest prefix a ring accepts.
+pub const MAX_PREFIX_LEN: usize = 32;
+/// Longest string that can be a key of any ring; longer input is refused
+/// before it is looked at further.
+pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 1 + BODY_LEN;
+/// How many id characters the display hint keeps.
+const HINT_ID_CHARS: usize = 6;
+
+/// The identifier of a key: 64 random bits, public, shown as 11 base62
+/// characters.
+///
+/// The id is not secret: it is part of every key string, of the display hint
+/// and of every event. It is what a store is indexed by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(u64);
+
+impl KeyId {
+    /// Wraps a raw 64-bit id (for stores that persist ids as integers).
+    pub const fn from_u64(raw: u64) -> Self {
+        KeyId(raw)
+    }
+
+    /// The raw 64-bit value.
+    pub const fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    /// The id as its fixed-width base62 text.
+    fn encode(self) -> [u8; ID_LEN] {
+        let mut out = [0u8; ID_LEN];
+        encode_fixed(u128::from(self.0), &mut out);
+        out
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The encoding is ASCII by construction.
+        f.write_str(std::str::from_utf8(&self.encode()).map_err(|_| fmt::Error)?)
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl FromStr for KeyId {
+    type Err = Error;
+
+    /// Parses the 11-character base62 form printed by `Display`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        decode_id(s.as_bytes()).ok_or_else(|| Error::InvalidKeyId(s.chars().take(16).collect()))
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for KeyId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The plaintext of an API key, as handed to its holder exactly once.
+///
+/// It exists only in the value returned by issue (and, with the lifecycle
+/// operations, rotate and regenerate). It is never stored or logged: `Debug`
+/// prints only the non-secret display hint, there is no `Display` and no
+/// `Serialize`, and the bytes are overwritten with zeros when it is dropped.
+/// Read it with [`Secret::expose`] at the one place that hands it over.
+pub struct Secret {
+    text: String,
+    hint_len: usize,
+}
+
+impl Secret {
+    /// The full key string, e.g. `acme_live_1…`. Hand it to its holder and
+    /// drop it; do not log it.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+
+    /// The non-secret display hint (prefix, version and the first id
+    /// characters), the same as [`Key::hint`](crate::Key::hint).
+    pub fn hint(&self) -> &str {
+        &self.text[..self.hint_len]
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({}…, redacted)", self.hint())
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.text.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for Secret {}
+
+/// A validated key-ring prefix: `[a-z][a-z0-9_]*`, at most 32 characters, not
+/// ending in `_`.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Prefix(Box<str>);
+
+impl Prefix {
+    pub(crate) fn new(prefix: &str) -> Result<Self, Error> {
+        if is_valid_prefix(prefix.as_bytes()) {
+            Ok(Prefix(prefix.into()))
+        } else {
+            Err(Error::InvalidPrefix(prefix.chars().take(MAX_PREFIX_LEN + 8).collect()))
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Length of a whole key of this prefix.
+    fn key_len(&self) -> usize {
+        self.0.len() + 1 + BODY_LEN
+    }
+
+    /// The display hint of the key with this id.
+    pub(crate) fn hint(&self, id: KeyId) -> String {
+        let mut hint = String::with_capacity(self.0.len() + 2 + HINT_ID_CHARS);
+        hint.push_str(&self.0);
+        hint.push('_');
+        hint.push(char::from(BODY_VERSION));
+        let id = id.encode();
+        hint.extend(id[..HINT_ID_CHARS].iter().map(|&b| char::from(b)));
+        hint
+    }
+}
+
+impl fmt::Debug for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+fn is_valid_prefix(p: &[u8]) -> bool {
+    matches!(p.first(), Some(b'a'..=b'z'))
+        && p.len() <= MAX_PREFIX_LEN
+        && p.last() != Some(&b'_')
+        && p.iter().all(|&b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+}
+
+/// A key string that passed every offline check, borrowed from the input.
+#[derive(Clone, Copy)]
+pub(crate) struct ParsedKey<'a> {
+    pub(crate) id: KeyId,
+    /// The secret part as its base62 text; hashed as is, never decoded.
+    pub(crate) secret: &'a [u8; SECRET_LEN],
+}
+
+/// Checks a presented key against a ring's prefix: length first (oversize
+/// input is refused before any other work), then prefix and separator, body
+/// version, alphabet and checksum. Never panics, whatever the input.
+pub(crate) fn parse<'a>(presented: &'a str, prefix: &Prefix) -> Result<ParsedKey<'a>, MalformedReason> {
+    let bytes = presented.as_bytes();
+    if bytes.len() > MAX_KEY_LEN {
+        return Err(MalformedReason::TooLong);
+    }
+    if bytes.len() != prefix.key_len() {
+        return Err(MalformedReason::WrongLength);
+    }
+    let (head, body) = bytes.split_at(bytes.len() - BODY_LEN);
+    let Some((b'_', head_prefix)) = head.split_last() else {
+        return Err(MalformedReason::WrongPrefix);
+    };
+    if head_prefix != prefix.as_str().as_bytes() {
+        return Err(MalformedReason::WrongPrefix);
+    }
+    parse_body(bytes, body)
+}
+
+/// Checks a body (the last [`BODY_LEN`] bytes of `whole`) and splits it.
+fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, MalformedReason> {
+    if body.first() != Some(&BODY_VERSION) {
+        return Err(MalformedReason::UnknownVersion);
+    }
+    if !body[1..].iter().all(u8::is_ascii_alphanumeric) {
+        return Err(MalformedReason::BadAlphabet);
+    }
+    let (checked, checksum) = whole.split_at(whole.len() - CHECKSUM_LEN);
+    let expected = decode_fixed(checksum).ok_or(MalformedReason::BadChecksum)?;
+    if u128::from(crc32fast::hash(checked)) != expected {
+        return Err(MalformedReason::BadChecksum);
+    }
+    let id = decode_id(&body[1..1 + ID_LEN]).ok_or(MalformedReason::BadChecksum)?;
+    let secret = body[1 + ID_LEN..1 + ID_LEN + SECRET_LEN]
+        .try_into()
+        .map_err(|_| MalformedReason::WrongLength)?;
+    Ok(ParsedKey { id, secret })
+}
+
+/// A fresh id and secret from the operating system's CSPRNG.
+pub(crate) struct Generated {
+    pub(crate) id: KeyId,
+    pub(crate) secret: Secret,
+    /// The secret part's text, for hashing; wiped on drop.
+    secret_part: Zeroizing<[u8; SECRET_LEN]>,
+}
+
+impl Generated {
+    /// The secret part's text, for hashing.
+    pub(crate) fn secret_part(&self) -> &[u8; SECRET_LEN] {
+        &self.secret_part
+    }
+}
+
+/// Draws a new id and secret from the OS CSPRNG and formats the key string.
+pub(crate) fn generate(prefix: &Prefix) -> Result<Generated, Error> {
+    let mut id_bytes = [0u8; 8];
+    SysRng.try_fill_bytes(&mut id_bytes).map_err(|e| Error::Random(e.to_string()))?;
+    let id = KeyId(u64::from_le_bytes(id_bytes));
+    let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+    random_base62(&mut secret[..])?;
+    let text = format_key(prefix, id, &secret);
+    let hint_len = prefix.as_str().len() + 2 + HINT_ID_CHARS;
+    Ok(Generated { id, secret: Secret { text, hint_len }, secret_part: secret })
+}
+
+/// Writes the key string into a buffer allocated once at its final size, so
+/// no reallocation leaves a copy of the secret behind.
+fn format_key(prefix: &Prefix, id: KeyId, secret: &[u8; SECRET_LEN]) -> String {
+    let mut text = String::with_capacity(prefix.key_len());
+    text.push_str(prefix.as_str());
+    text.push('_');
+    text.push(char::from(BODY_VERSION));
+    text.extend(id.encode().iter().map(|&b| char::from(b)));
+    text.extend(secret.iter().map(|&b| char::from(b)));
+    let mut checksum = [0u8; CHECKSUM_LEN];
+    encode_fixed(u128::from(crc32fast::hash(text.as_bytes())), &mut checksum);
+    text.extend(checksum.iter().map(|&b| char::from(b)));
+    debug_assert_eq!(text.len(), prefix.key_len());
+    text
+}
+
+/// Fills `out` with uniformly random base62 characters: each random byte's
+/// low 6 bits are kept when below 62 (rejection sampling, no modulo bias).
+fn random_base62(out: &mut [u8]) -> Result<(), Error> {
+    let mut pool = [0u8; 64];
+    let mut filled = 0;
+    while filled < out.len() {
+        SysRng.try_fill_bytes(&mut pool).map_err(|e| Error::Random(e.to_string()))?;
+        for &b in &pool {
+            let v = b & 0x3f;
+            if v < 62 && filled < out.len() {
+                out[filled] = ALPHABET[usize::from(v)];
+                filled += 1;
+            }
+        }
+    }
+    pool.zeroize();
+    Ok(())
+}
+
+/// Writes `value` as exactly `out.len()` base62 digits, zero-padded on the
+/// left. Callers size `out` so that the value fits.
+fn encode_fixed(mut value: u128, out: &mut [u8]) {
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+    debug_assert_eq!(value, 0, "value does not fit the fixed width");
+}
+
+/// Decodes fixed-width base62 digits; `None` on a character outside the
+/// alphabet.
+fn decode_fixed(digits: &[u8]) -> Option<u128> {
+    base62::decode(digits).ok()
+}
+
+/// Decodes an 11-character id; `None` on bad characters or a value above
+/// `u64::MAX` (11 base62 digits can express more than 64 bits).
+fn decode_id(digits: &[u8]) -> Option<KeyId> {
+    if digits.len() != ID_LEN {
+        return None;
+    }
+    decode_fixed(digits).and_then(|v| u64::try_from(v).ok()).map(KeyId)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix() -> Prefix {
+        Prefix::new("acme_live").unwrap()
+    }
+
+    #[test]
+    fn generated_key_has_the_documented_shape() {
+        let g = generate(&prefix()).unwrap();
+        let text = g.secret.expose();
+        assert_eq!(text.len(), "acme_live_".len() + BODY_LEN);
+        assert!(text.starts_with("acme_live_1"));
+        assert!(text["acme_live_".len()..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        let parsed = parse(text, &prefix()).unwrap();
+        assert_eq!(parsed.id, g.id);
+        assert_eq!(parsed.secret, g.secret_part());
+    }
+
+    #[test]
+    fn fixed_width_encoding_agrees_with_the_base62_crate() {
+        for v in [0u64, 1, 61, 62, 12345678901234, u64::MAX] {
+            let mut out = [0u8; ID_LEN];
+            encode_fixed(u128::from(v), &mut out);
+            let ours = std::str::from_utf8(&out).unwrap().trim_start_matches('0');
+            let theirs = base62::encode(v);
+            assert_eq!(if ours.is_empty() { "0" } else { ours }, theirs);
+            assert_eq!(decode_fixed(&out), Some(u128::from(v)));
+        }
+    }
+
+    #[test]
+    fn id_above_u64_is_refused() {
+        // "zzzzzzzzzzz" is 62^11 - 1 > u64::MAX.
+        assert!(decode_id(b"zzzzzzzzzzz").is_none());
+        assert_eq!(decode_id(b"00000000001"), Some(KeyId(1)));
+    }
+
+    #[test]
+    fn key_id_text_round_trips() {
+        let id = KeyId(0xDEAD_BEEF_0BAD_F00D);
+        let text = id.to_string();
+        assert_eq!(text.len(), ID_LEN);
+        assert_eq!(text.parse::<KeyId>().unwrap(), id);
+        assert!("short".parse::<KeyId>().is_err());
+        assert!("zzzzzzzzzzz".parse::<KeyId>().is_err());
+    }
+
+    #[test]
+    fn prefix_rules() {
+        for ok in ["a", "acme", "acme_live", "a1_b2", &"a".repeat(32)] {
+            assert!(Prefix::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Acme", "1acme", "acme_", "_acme", "ac-me", "acmé", &"a".repeat(33)] {
+            assert!(Prefix::new(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn checks_run_in_the_documented_order() {
+        let p = prefix();
+        let key = generate(&p).unwrap();
+        let text = key.secret.expose().to_owned();
+        assert_eq!(parse(&"x".repeat(MAX_KEY_LEN + 1), &p).err(), Some(MalformedReason::TooLong));
+        assert_eq!(parse(&text[1..], &p).err(), Some(MalformedReason::WrongLength));
+        let other = text.replacen("acme_live", "acme_test", 1);
+        assert_eq!(parse(&other, &p).err(), Some(MalformedReason::WrongPrefix));
+        let mut v2 = text.clone().into_bytes();
+        v2["acme_live_".len()] = b'2';
+        assert_eq!(
+            parse(std::str::from_utf8(&v2).unwrap(), &p).err(),
+            Some(MalformedReason::UnknownVersion)
+        );
+        let mut bad_char = text.clone().into_bytes();
+        bad_char[20] = b'-';
+        assert_eq!(
+            parse(std::str::from_utf8(&bad_char).unwrap(), &p).err(),
+            Some(MalformedReason::BadAlphabet)
+        );
+        let mut bad_sum = text.clone().into_bytes();
+        let last = bad_sum.len() - 1;
+        bad_sum[last] = if bad_sum[last] == b'a' { b'b' } else { b'a' };
+        assert_eq!(
+            parse(std::str::from_utf8(&bad_sum).unwrap(), &p).err(),
+            Some(MalformedReason::BadChecksum)
+        );
+    }
+
+    #[test]
+    fn secret_debug_shows_only_the_hint() {
+        let g = generate(&prefix()).unwrap();
+        let debug = format!("{:?}", g.secret);
+        assert!(!debug.contains(g.secret.expose()));
+        assert!(!debug.contains(std::str::from_utf8(g.secret_part()).unwrap()));
+        assert!(debug.contains(g.secret.hint()));
+        assert_eq!(g.secret.hint(), prefix().hint(g.id));
+    }
+}
