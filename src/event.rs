@@ -41,7 +41,12 @@ pub struct Event {
 
 impl Event {
     pub(crate) fn new(kind: EventKind, at: OffsetDateTime) -> Event {
-        Event { kind, key: None, owner: None, at }
+        Event {
+            kind,
+            key: None,
+            owner: None,
+            at,
+        }
     }
 
     pub(crate) fn key(mut self, id: KeyId) -> Event {
@@ -81,13 +86,19 @@ impl EventLog {
 
     /// A copy of the events so far, oldest first.
     pub fn events(&self) -> Vec<Event> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
 impl EventSink for EventLog {
     fn record(&self, event: &Event) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(event.clone());
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(event.clone());
     }
 }
 

@@ -45,7 +45,9 @@ impl ExpiryPolicy {
                 Err(Error::InvalidExpiry("the period must be positive"))
             }
             ExpiryPolicy::Lifetime(_) | ExpiryPolicy::Idle(_) => Ok(()),
-            ExpiryPolicy::At(at) if at <= now => Err(Error::InvalidExpiry("the instant has passed")),
+            ExpiryPolicy::At(at) if at <= now => {
+                Err(Error::InvalidExpiry("the instant has passed"))
+            }
             ExpiryPolicy::EndOfDate(date) if end_of_date(date).is_none_or(|end| end <= now) => {
                 Err(Error::InvalidExpiry("the date has passed"))
             }
@@ -77,7 +79,8 @@ impl ExpiryPolicy {
 
 /// Midnight UTC at the start of the day after `date`.
 fn end_of_date(date: Date) -> Option<OffsetDateTime> {
-    date.next_day().map(|d| d.with_time(Time::MIDNIGHT).assume_utc())
+    date.next_day()
+        .map(|d| d.with_time(Time::MIDNIGHT).assume_utc())
 }
 
 /// Whether a key is expired at `now`: past its fixed `deadline`, or idle for
@@ -103,13 +106,19 @@ mod tests {
         assert_eq!(d, Some(datetime!(2026-04-01 0:00 UTC)));
         assert!(!is_expired(datetime!(2026-03-31 23:59:59.999 UTC), d, None));
         assert!(is_expired(datetime!(2026-04-01 0:00 UTC), d, None));
-        assert_eq!(ExpiryPolicy::EndOfDate(Date::MAX).deadline(datetime!(2026-01-01 0:00 UTC)), None);
+        assert_eq!(
+            ExpiryPolicy::EndOfDate(Date::MAX).deadline(datetime!(2026-01-01 0:00 UTC)),
+            None
+        );
     }
 
     #[test]
     fn lifetime_counts_from_the_anchor() {
         let t = datetime!(2026-01-01 0:00 UTC);
-        assert_eq!(ExpiryPolicy::days(30).deadline(t), Some(datetime!(2026-01-31 0:00 UTC)));
+        assert_eq!(
+            ExpiryPolicy::days(30).deadline(t),
+            Some(datetime!(2026-01-31 0:00 UTC))
+        );
         assert_eq!(ExpiryPolicy::Never.deadline(t), None);
         assert_eq!(ExpiryPolicy::Idle(Duration::days(1)).deadline(t), None);
     }
@@ -127,11 +136,31 @@ mod tests {
         let now = datetime!(2026-01-01 12:00 UTC);
         assert!(ExpiryPolicy::Never.validate(now).is_ok());
         assert!(ExpiryPolicy::days(1).validate(now).is_ok());
-        assert!(ExpiryPolicy::Lifetime(Duration::ZERO).validate(now).is_err());
-        assert!(ExpiryPolicy::Idle(Duration::seconds(-1)).validate(now).is_err());
+        assert!(
+            ExpiryPolicy::Lifetime(Duration::ZERO)
+                .validate(now)
+                .is_err()
+        );
+        assert!(
+            ExpiryPolicy::Idle(Duration::seconds(-1))
+                .validate(now)
+                .is_err()
+        );
         assert!(ExpiryPolicy::At(now).validate(now).is_err());
-        assert!(ExpiryPolicy::At(now + Duration::SECOND).validate(now).is_ok());
-        assert!(ExpiryPolicy::EndOfDate(date!(2026 - 01 - 01)).validate(now).is_ok());
-        assert!(ExpiryPolicy::EndOfDate(date!(2025 - 12 - 31)).validate(now).is_err());
+        assert!(
+            ExpiryPolicy::At(now + Duration::SECOND)
+                .validate(now)
+                .is_ok()
+        );
+        assert!(
+            ExpiryPolicy::EndOfDate(date!(2026 - 01 - 01))
+                .validate(now)
+                .is_ok()
+        );
+        assert!(
+            ExpiryPolicy::EndOfDate(date!(2025 - 12 - 31))
+                .validate(now)
+                .is_err()
+        );
     }
 }

@@ -112,7 +112,8 @@ impl FromStr for KeyHash {
         }
         let mut digest = [0u8; 32];
         for (out, pair) in digest.iter_mut().zip(hex.chunks_exact(2)) {
-            *out = (hex_val(pair[0]).ok_or(HashFormatError)? << 4) | hex_val(pair[1]).ok_or(HashFormatError)?;
+            *out = (hex_val(pair[0]).ok_or(HashFormatError)? << 4)
+                | hex_val(pair[1]).ok_or(HashFormatError)?;
         }
         Ok(KeyHash { digest })
     }
@@ -148,7 +149,9 @@ impl Hasher {
     /// A hasher keyed by `pepper`, or by the fixed context alone without one.
     pub(crate) fn new(pepper: Option<&[u8; 32]>) -> Self {
         let material: &[u8] = pepper.map_or(&[], |p| &p[..]);
-        Hasher { key: blake3::derive_key(CONTEXT, material) }
+        Hasher {
+            key: blake3::derive_key(CONTEXT, material),
+        }
     }
 
     /// Hashes the id and the secret's base62 text: 1 + 8 + 24 = 33 bytes, one
@@ -212,7 +215,13 @@ mod tests {
         assert_eq!(text.len(), TAG.len() + 64);
         assert_eq!(text.parse::<KeyHash>().unwrap(), h);
         assert_eq!(h.version(), 1);
-        for bad in ["", "$kw-b3k$v=2$00", &text.replace("v=1", "v=2"), &text[..text.len() - 1], &text.to_uppercase()] {
+        for bad in [
+            "",
+            "$kw-b3k$v=2$00",
+            &text.replace("v=1", "v=2"),
+            &text[..text.len() - 1],
+            &text.to_uppercase(),
+        ] {
             assert_eq!(bad.parse::<KeyHash>(), Err(HashFormatError), "{bad}");
         }
     }

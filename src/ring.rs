@@ -132,7 +132,9 @@ impl KeyRingBuilder {
 
     /// The policy of keys issued without their own (default: never). It
     /// seeds a new store; a store that already has ring settings keeps its
-    /// own.
+    /// own. Under a [maximum lifetime](Self::max_lifetime) a fixed default
+    /// must fit the cap, and a `Never` or idle default expires keys at the
+    /// cap.
     pub fn default_expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.default_expiry = policy;
         self
@@ -145,14 +147,19 @@ impl KeyRingBuilder {
         if let Some(max) = self.max_lifetime
             && !max.is_positive()
         {
-            return Err(Error::InvalidExpiry("the maximum lifetime must be positive"));
+            return Err(Error::InvalidExpiry(
+                "the maximum lifetime must be positive",
+            ));
         }
         let now = self.clock.now();
         let settings = match store.load_settings()? {
             Some(saved) => saved,
             None => {
                 check_default(self.default_expiry, self.max_lifetime, now)?;
-                let fresh = RingSettings { default_expiry: self.default_expiry, default_since: now };
+                let fresh = RingSettings {
+                    default_expiry: self.default_expiry,
+                    default_since: now,
+                };
                 store.save_settings(&fresh)?;
                 fresh
             }
@@ -171,10 +178,19 @@ impl KeyRingBuilder {
     }
 }
 
-/// A default policy must be one that a key could be issued with.
-fn check_default(policy: ExpiryPolicy, max: Option<Duration>, now: OffsetDateTime) -> Result<(), Error> {
+/// A default policy must be valid, and a fixed one must fit the cap;
+/// `Never` and idle defaults are allowed under a cap, which then gives
+/// default-governed keys their deadline.
+fn check_default(
+    policy: ExpiryPolicy,
+    max: Option<Duration>,
+    now: OffsetDateTime,
+) -> Result<(), Error> {
     policy.validate(now)?;
-    capped_deadline(policy, now, max).map(|_| ())
+    match policy {
+        ExpiryPolicy::Never | ExpiryPolicy::Idle(_) => Ok(()),
+        _ => capped_deadline(policy, now, max).map(|_| ()),
+    }
 }
 
 /// The deadline of `policy` for a key created at `created`, within the cap
@@ -188,7 +204,9 @@ fn capped_deadline(
     let deadline = policy.deadline(created);
     let Some(max) = max else { return Ok(deadline) };
     let limit = created.saturating_add(max);
-    let beyond = || Error::ExpiryBeyondMax { max_days: max.whole_days() };
+    let beyond = || Error::ExpiryBeyondMax {
+        max_days: max.whole_days(),
+    };
     match (policy, deadline) {
         (ExpiryPolicy::Idle(_), _) => Ok(Some(limit)),
         (_, None) => Err(beyond()),
@@ -312,10 +330,20 @@ impl<S: KeyStore> KeyRing<S> {
             key.id = generated.id;
             key.hint = self.prefix.hint(generated.id).into();
             let hash = self.hasher.hash(generated.id, generated.secret_part());
-            match self.store.insert(StoredKey { key: key.clone(), hash }) {
+            match self.store.insert(StoredKey {
+                key: key.clone(),
+                hash,
+            }) {
                 Ok(()) => {
-                    self.emit(|| Event::new(EventKind::Issued, now).key(key.id).owner(&key.owner));
-                    return Ok(Issued { key, secret: generated.secret });
+                    self.emit(|| {
+                        Event::new(EventKind::Issued, now)
+                            .key(key.id)
+                            .owner(&key.owner)
+                    });
+                    return Ok(Issued {
+                        key,
+                        secret: generated.secret,
+                    });
                 }
                 Err(StoreError::Duplicate(_)) => continue,
                 Err(e) => return Err(e.into()),
@@ -344,7 +372,11 @@ impl<S: KeyStore> KeyRing<S> {
         outcome
     }
 
-    fn check(&self, presented: &str, request: &RequestContext<'_>) -> Result<Verified, VerifyError> {
+    fn check(
+        &self,
+        presented: &str,
+        request: &RequestContext<'_>,
+    ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
         let digest = self.hasher.hash(parsed.id, parsed.secret);
         let entry = self.store.lookup(parsed.id);
@@ -378,7 +410,11 @@ impl<S: KeyStore> KeyRing<S> {
         let now = self.clock.now();
         match outcome {
             Ok(v) if self.report_successes => {
-                self.emit(|| Event::new(EventKind::Verified, now).key(v.id()).owner(v.owner()));
+                self.emit(|| {
+                    Event::new(EventKind::Verified, now)
+                        .key(v.id())
+                        .owner(v.owner())
+                });
             }
             Ok(_) => {}
             Err(e) => self.emit(|| {
@@ -444,7 +480,10 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// The ring settings in force.
     pub fn settings(&self) -> RingSettings {
-        self.settings.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The store the ring works on.
@@ -467,7 +506,9 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     fn is_expired(&self, key: &Key, now: OffsetDateTime) -> bool {
-        let last_active = key.last_used_at.map_or(key.created_at, |u| u.max(key.created_at));
+        let last_active = key
+            .last_used_at
+            .map_or(key.created_at, |u| u.max(key.created_at));
         match key.expiry {
             Some(policy) => {
                 expiry::is_expired(now, key.expires_at, policy.idle().map(|d| (d, last_active)))
@@ -490,9 +531,15 @@ fn check_request(request: &NewKey) -> Result<(), Error> {
         return Err(Error::InvalidInput("owner must not be empty"));
     }
     if request.owner.len() > MAX_FIELD_LEN || request.name.len() > MAX_FIELD_LEN {
-        return Err(Error::InvalidInput("owner and name are limited to 256 bytes"));
+        return Err(Error::InvalidInput(
+            "owner and name are limited to 256 bytes",
+        ));
     }
-    if request.description.as_ref().is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
+    if request
+        .description
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
+    {
         return Err(Error::InvalidInput("description is limited to 4096 bytes"));
     }
     if request.metadata.len() > MAX_METADATA_ENTRIES
@@ -501,7 +548,9 @@ fn check_request(request: &NewKey) -> Result<(), Error> {
             .iter()
             .any(|(k, v)| k.len() > MAX_FIELD_LEN || v.len() > MAX_FIELD_LEN)
     {
-        return Err(Error::InvalidInput("metadata is limited to 64 entries of 256 bytes each"));
+        return Err(Error::InvalidInput(
+            "metadata is limited to 64 entries of 256 bytes each",
+        ));
     }
     if request.use_limit == Some(0) {
         return Err(Error::InvalidInput("a use limit must be at least 1"));
@@ -524,6 +573,8 @@ impl<S: KeyStore> fmt::Debug for KeyRing<S> {
 
 impl fmt::Debug for KeyRingBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyRingBuilder").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("KeyRingBuilder")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
     }
 }

@@ -44,7 +44,10 @@ impl Scope {
             return Err(invalid());
         }
         let colon = u8::try_from(resource.len()).map_err(|_| invalid())?;
-        Ok(Scope { text: text.into(), colon })
+        Ok(Scope {
+            text: text.into(),
+            colon,
+        })
     }
 
     /// The part before the colon.
@@ -134,7 +137,9 @@ impl<'de> Deserialize<'de> for Scope {
 pub(crate) struct Sensitive(Box<[Box<str>]>);
 
 impl Sensitive {
-    pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(resources: I) -> Result<Self, Error> {
+    pub(crate) fn new<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        resources: I,
+    ) -> Result<Self, Error> {
         let mut names: Vec<Box<str>> = Vec::new();
         for r in resources {
             let r = r.as_ref();
@@ -264,7 +269,9 @@ impl ScopeSet {
         match (&self.0, &owner.0) {
             (_, None) => self.clone(),
             (None, Some(held)) => ScopeSet::from_scopes(
-                held.iter().filter(|s| !sensitive.contains(s.resource())).cloned(),
+                held.iter()
+                    .filter(|s| !sensitive.contains(s.resource()))
+                    .cloned(),
             ),
             (Some(asked), Some(held)) => ScopeSet::from_scopes(
                 asked
@@ -341,7 +348,9 @@ impl Requirement {
     }
 
     /// Every scope in `scopes`.
-    pub fn all_of<I: IntoIterator<Item = S>, S: AsRef<str>>(scopes: I) -> Result<Requirement, Error> {
+    pub fn all_of<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        scopes: I,
+    ) -> Result<Requirement, Error> {
         let parts = scopes
             .into_iter()
             .map(|s| Requirement::scope(s.as_ref()))
@@ -350,7 +359,9 @@ impl Requirement {
     }
 
     /// At least one scope in `scopes`.
-    pub fn any_of<I: IntoIterator<Item = S>, S: AsRef<str>>(scopes: I) -> Result<Requirement, Error> {
+    pub fn any_of<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        scopes: I,
+    ) -> Result<Requirement, Error> {
         let parts = scopes
             .into_iter()
             .map(|s| Requirement::scope(s.as_ref()))
@@ -360,7 +371,11 @@ impl Requirement {
 
     /// `Ok` when `granted` meets the requirement, else the first missing
     /// scope (for `any`, the first alternative's).
-    pub(crate) fn check<'a>(&'a self, granted: &ScopeSet, sensitive: &Sensitive) -> Result<(), &'a Scope> {
+    pub(crate) fn check<'a>(
+        &'a self,
+        granted: &ScopeSet,
+        sensitive: &Sensitive,
+    ) -> Result<(), &'a Scope> {
         match &self.0 {
             Node::Scope(s) => {
                 if granted.permits(s, sensitive) {
@@ -415,10 +430,28 @@ mod tests {
 
     #[test]
     fn scope_syntax() {
-        for ok in ["a:b", "invoices:read", "*:read", "invoices:*", "*:*", "v1.api-x_y:get"] {
+        for ok in [
+            "a:b",
+            "invoices:read",
+            "*:read",
+            "invoices:*",
+            "*:*",
+            "v1.api-x_y:get",
+        ] {
             assert!(Scope::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ":", "a:", ":b", "a:b:c", "A:b", "a b:c", "a:**", "inv*:read", "é:a"] {
+        for bad in [
+            "",
+            ":",
+            "a:",
+            ":b",
+            "a:b:c",
+            "A:b",
+            "a b:c",
+            "a:**",
+            "inv*:read",
+            "é:a",
+        ] {
             assert!(Scope::new(bad).is_err(), "{bad}");
         }
         assert!(Scope::new(&format!("{}:b", "a".repeat(200))).is_err());
@@ -448,14 +481,32 @@ mod tests {
         let none = sens(&[]);
         let owner = set(&["billing:read"]);
         assert_eq!(ScopeSet::unrestricted().cap(&owner, &none), owner);
-        assert_eq!(set(&["*:read", "x:y"]).cap(&set(&["invoices:*"]), &none), set(&["invoices:read"]));
-        assert_eq!(set(&["invoices:*"]).cap(&set(&["invoices:read", "other:read"]), &none), set(&["invoices:read"]));
-        assert_eq!(set(&["a:b"]).cap(&ScopeSet::unrestricted(), &none), set(&["a:b"]));
+        assert_eq!(
+            set(&["*:read", "x:y"]).cap(&set(&["invoices:*"]), &none),
+            set(&["invoices:read"])
+        );
+        assert_eq!(
+            set(&["invoices:*"]).cap(&set(&["invoices:read", "other:read"]), &none),
+            set(&["invoices:read"])
+        );
+        assert_eq!(
+            set(&["a:b"]).cap(&ScopeSet::unrestricted(), &none),
+            set(&["a:b"])
+        );
         // A sensitive scope the owner holds is not granted through `*`.
         let billing = sens(&["billing"]);
-        assert_eq!(ScopeSet::unrestricted().cap(&set(&["billing:read", "a:b"]), &billing), set(&["a:b"]));
-        assert_eq!(set(&["*:read"]).cap(&set(&["billing:read"]), &billing), ScopeSet::empty());
-        assert_eq!(set(&["billing:read"]).cap(&set(&["billing:*"]), &billing), set(&["billing:read"]));
+        assert_eq!(
+            ScopeSet::unrestricted().cap(&set(&["billing:read", "a:b"]), &billing),
+            set(&["a:b"])
+        );
+        assert_eq!(
+            set(&["*:read"]).cap(&set(&["billing:read"]), &billing),
+            ScopeSet::empty()
+        );
+        assert_eq!(
+            set(&["billing:read"]).cap(&set(&["billing:*"]), &billing),
+            set(&["billing:read"])
+        );
     }
 
     #[test]
@@ -472,17 +523,27 @@ mod tests {
         let need = Requirement::any_of(["a:b", "c:d"]).unwrap();
         assert_eq!(need.check(&granted, &none), Err(&s("a:b")));
         assert!(matches!(Requirement::any([]), Err(Error::EmptyRequirement)));
-        assert_eq!(Requirement::all([]).check(&ScopeSet::empty(), &none), Ok(()));
+        assert_eq!(
+            Requirement::all([]).check(&ScopeSet::empty(), &none),
+            Ok(())
+        );
     }
 
     #[test]
     fn scope_sets_serialize() {
         let json = serde_json::to_string(&set(&["b:c", "a:b"])).unwrap();
         assert_eq!(json, r#"["a:b","b:c"]"#);
-        assert_eq!(serde_json::from_str::<ScopeSet>(&json).unwrap(), set(&["a:b", "b:c"]));
+        assert_eq!(
+            serde_json::from_str::<ScopeSet>(&json).unwrap(),
+            set(&["a:b", "b:c"])
+        );
         let json = serde_json::to_string(&ScopeSet::unrestricted()).unwrap();
         assert_eq!(json, r#""unrestricted""#);
-        assert!(serde_json::from_str::<ScopeSet>(&json).unwrap().is_unrestricted());
+        assert!(
+            serde_json::from_str::<ScopeSet>(&json)
+                .unwrap()
+                .is_unrestricted()
+        );
         assert!(serde_json::from_str::<ScopeSet>(r#"["Bad"]"#).is_err());
     }
 

@@ -162,7 +162,9 @@ impl Prefix {
         if is_valid_prefix(prefix.as_bytes()) {
             Ok(Prefix(prefix.into()))
         } else {
-            Err(Error::InvalidPrefix(prefix.chars().take(MAX_PREFIX_LEN + 8).collect()))
+            Err(Error::InvalidPrefix(
+                prefix.chars().take(MAX_PREFIX_LEN + 8).collect(),
+            ))
         }
     }
 
@@ -197,7 +199,8 @@ fn is_valid_prefix(p: &[u8]) -> bool {
     matches!(p.first(), Some(b'a'..=b'z'))
         && p.len() <= MAX_PREFIX_LEN
         && p.last() != Some(&b'_')
-        && p.iter().all(|&b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        && p.iter()
+            .all(|&b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
 }
 
 /// A key string that passed every offline check, borrowed from the input.
@@ -211,7 +214,10 @@ pub(crate) struct ParsedKey<'a> {
 /// Checks a presented key against a ring's prefix: length first (oversize
 /// input is refused before any other work), then prefix and separator, body
 /// version, alphabet and checksum. Never panics, whatever the input.
-pub(crate) fn parse<'a>(presented: &'a str, prefix: &Prefix) -> Result<ParsedKey<'a>, MalformedReason> {
+pub(crate) fn parse<'a>(
+    presented: &'a str,
+    prefix: &Prefix,
+) -> Result<ParsedKey<'a>, MalformedReason> {
     let bytes = presented.as_bytes();
     if bytes.len() > MAX_KEY_LEN {
         return Err(MalformedReason::TooLong);
@@ -267,13 +273,19 @@ impl Generated {
 /// Draws a new id and secret from the OS CSPRNG and formats the key string.
 pub(crate) fn generate(prefix: &Prefix) -> Result<Generated, Error> {
     let mut id_bytes = [0u8; 8];
-    SysRng.try_fill_bytes(&mut id_bytes).map_err(|e| Error::Random(e.to_string()))?;
+    SysRng
+        .try_fill_bytes(&mut id_bytes)
+        .map_err(|e| Error::Random(e.to_string()))?;
     let id = KeyId(u64::from_le_bytes(id_bytes));
     let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
     random_base62(&mut secret[..])?;
     let text = format_key(prefix, id, &secret);
     let hint_len = prefix.as_str().len() + 2 + HINT_ID_CHARS;
-    Ok(Generated { id, secret: Secret { text, hint_len }, secret_part: secret })
+    Ok(Generated {
+        id,
+        secret: Secret { text, hint_len },
+        secret_part: secret,
+    })
 }
 
 /// Writes the key string into a buffer allocated once at its final size, so
@@ -298,7 +310,9 @@ fn random_base62(out: &mut [u8]) -> Result<(), Error> {
     let mut pool = [0u8; 64];
     let mut filled = 0;
     while filled < out.len() {
-        SysRng.try_fill_bytes(&mut pool).map_err(|e| Error::Random(e.to_string()))?;
+        SysRng
+            .try_fill_bytes(&mut pool)
+            .map_err(|e| Error::Random(e.to_string()))?;
         for &b in &pool {
             let v = b & 0x3f;
             if v < 62 && filled < out.len() {
@@ -333,7 +347,9 @@ fn decode_id(digits: &[u8]) -> Option<KeyId> {
     if digits.len() != ID_LEN {
         return None;
     }
-    decode_fixed(digits).and_then(|v| u64::try_from(v).ok()).map(KeyId)
+    decode_fixed(digits)
+        .and_then(|v| u64::try_from(v).ok())
+        .map(KeyId)
 }
 
 #[cfg(test)]
@@ -350,7 +366,11 @@ mod tests {
         let text = g.secret.expose();
         assert_eq!(text.len(), "acme_live_".len() + BODY_LEN);
         assert!(text.starts_with("acme_live_1"));
-        assert!(text["acme_live_".len()..].bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert!(
+            text["acme_live_".len()..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric())
+        );
         let parsed = parse(text, &prefix()).unwrap();
         assert_eq!(parsed.id, g.id);
         assert_eq!(parsed.secret, g.secret_part());
@@ -390,7 +410,16 @@ mod tests {
         for ok in ["a", "acme", "acme_live", "a1_b2", &"a".repeat(32)] {
             assert!(Prefix::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "Acme", "1acme", "acme_", "_acme", "ac-me", "acmé", &"a".repeat(33)] {
+        for bad in [
+            "",
+            "Acme",
+            "1acme",
+            "acme_",
+            "_acme",
+            "ac-me",
+            "acmé",
+            &"a".repeat(33),
+        ] {
             assert!(Prefix::new(bad).is_err(), "{bad}");
         }
     }
@@ -400,8 +429,14 @@ mod tests {
         let p = prefix();
         let key = generate(&p).unwrap();
         let text = key.secret.expose().to_owned();
-        assert_eq!(parse(&"x".repeat(MAX_KEY_LEN + 1), &p).err(), Some(MalformedReason::TooLong));
-        assert_eq!(parse(&text[1..], &p).err(), Some(MalformedReason::WrongLength));
+        assert_eq!(
+            parse(&"x".repeat(MAX_KEY_LEN + 1), &p).err(),
+            Some(MalformedReason::TooLong)
+        );
+        assert_eq!(
+            parse(&text[1..], &p).err(),
+            Some(MalformedReason::WrongLength)
+        );
         let other = text.replacen("acme_live", "acme_test", 1);
         assert_eq!(parse(&other, &p).err(), Some(MalformedReason::WrongPrefix));
         let mut v2 = text.clone().into_bytes();

@@ -99,7 +99,9 @@ impl Default for MemoryStore {
 impl fmt::Debug for MemoryStore {
     /// Prints the number of keys, never their records.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MemoryStore").field("keys", &self.len()).finish()
+        f.debug_struct("MemoryStore")
+            .field("keys", &self.len())
+            .finish()
     }
 }
 
@@ -150,11 +152,18 @@ impl KeyStore for MemoryStore {
     }
 
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        Ok(self.settings.read().unwrap_or_else(PoisonError::into_inner).clone())
+        Ok(self
+            .settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone())
     }
 
     fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
-        *self.settings.write().unwrap_or_else(PoisonError::into_inner) = Some(settings.clone());
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(settings.clone());
         Ok(())
     }
 }
