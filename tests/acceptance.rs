@@ -1,0 +1,1308 @@
+//! Acceptance tests of the core issue, through the public API only.
+//!
+//! The key format is checked against an independent implementation of the
+//! documented layout (`<prefix>_` + version `1` + 11 id + 24 secret + 6
+//! checksum chars, the checksum being CRC32 of everything before it as
+//! fixed-width base62), so that these tests can forge well-formed keys.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use keyward::time::macros::{date, datetime};
+use keyward::time::{Duration, OffsetDateTime};
+use keyward::*;
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+const BASE62: &str = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+const ID_LEN: usize = 11;
+const SECRET_LEN: usize = 24;
+const CHECKSUM_LEN: usize = 6;
+const BODY_LEN: usize = 1 + ID_LEN + SECRET_LEN + CHECKSUM_LEN;
+
+const T0: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+/// The parts of a key string of `prefix`, by position.
+struct Parts<'a> {
+    version: &'a str,
+    id: &'a str,
+    secret: &'a str,
+    checksum: &'a str,
+}
+
+fn parts<'a>(key: &'a str, prefix: &str) -> Parts<'a> {
+    assert_eq!(key.len(), prefix.len() + 1 + BODY_LEN, "key length");
+    let body = &key[prefix.len() + 1..];
+    Parts {
+        version: &body[..1],
+        id: &body[1..1 + ID_LEN],
+        secret: &body[1 + ID_LEN..1 + ID_LEN + SECRET_LEN],
+        checksum: &body[1 + ID_LEN + SECRET_LEN..],
+    }
+}
+
+/// The documented checksum: CRC32 (IEEE) of `checked`, as 6 base62 digits,
+/// zero-padded on the left.
+fn checksum(checked: &str) -> String {
+    let encoded = base62::encode(crc32fast::hash(checked.as_bytes()));
+    format!("{encoded:0>CHECKSUM_LEN$}")
+}
+
+/// A well-formed key string (valid checksum) from its parts.
+fn forge(prefix: &str, id: &str, secret: &str) -> String {
+    assert_eq!(id.len(), ID_LEN);
+    assert_eq!(secret.len(), SECRET_LEN);
+    let checked = format!("{prefix}_1{id}{secret}");
+    let sum = checksum(&checked);
+    format!("{checked}{sum}")
+}
+
+/// Another 24-char base62 secret: each character shifted by one place in
+/// the alphabet, so it differs from `secret` everywhere.
+fn other_secret(secret: &str) -> String {
+    secret
+        .chars()
+        .map(|c| {
+            let i = BASE62.find(c).expect("secret is base62");
+            BASE62.as_bytes()[(i + 1) % 62] as char
+        })
+        .collect()
+}
+
+/// Asserts that `text` contains neither the whole key nor its secret part,
+/// nor any 10-character run of the secret part.
+fn assert_no_secret(what: &str, text: &str, key: &str, prefix: &str) {
+    let secret = parts(key, prefix).secret;
+    assert!(!text.contains(key), "{what} contains the whole key");
+    assert!(!text.contains(secret), "{what} contains the secret part");
+    for start in 0..=secret.len() - 10 {
+        assert!(
+            !text.contains(&secret[start..start + 10]),
+            "{what} contains 10 characters of the secret part (from offset {start})"
+        );
+    }
+}
+
+fn ring(prefix: &str) -> KeyRing {
+    KeyRing::builder(prefix)
+        .build(MemoryStore::new())
+        .expect("ring builds")
+}
+
+fn clocked_ring(prefix: &str, clock: &ManualClock) -> KeyRing {
+    KeyRing::builder(prefix)
+        .clock(clock.clone())
+        .build(MemoryStore::new())
+        .expect("ring builds")
+}
+
+/// Changes a stored key's status behind the ring's back: the lifecycle
+/// operations (disable, revoke) are not in the API yet, so the record is
+/// edited through its serde form and written back with `KeyStore::replace`.
+fn set_status<S: KeyStore>(ring: &KeyRing<S>, id: KeyId, status: serde_json::Value) {
+    let stored = ring.store().lookup(id).expect("key is stored");
+    let mut json = serde_json::to_value(&*stored).expect("stored key serializes");
+    json["key"]["status"] = status;
+    let edited: StoredKey = serde_json::from_value(json).expect("edited record deserializes");
+    ring.store().replace(edited).expect("replace");
+}
+
+fn revoked_status() -> serde_json::Value {
+    serde_json::json!({"state": "revoked", "at": "2026-01-02T00:00:00Z", "reason": "leaked"})
+}
+
+fn disabled_status() -> serde_json::Value {
+    serde_json::json!({"state": "disabled"})
+}
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+fn assert_zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+
+fn _object_safe(_: &dyn KeyStore) {}
+
+// ---------------------------------------------------------------------------
+// Format
+// ---------------------------------------------------------------------------
+
+#[test]
+fn issued_key_has_the_documented_layout_and_checksum() {
+    let ring = ring("acme_live");
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let key = issued.secret.expose();
+    assert!(key.starts_with("acme_live_"));
+    let p = parts(key, "acme_live");
+    assert_eq!(p.version, "1");
+    assert_eq!(p.id, issued.key.id().to_string());
+    assert!(
+        key["acme_live_".len()..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric())
+    );
+    assert_eq!(p.checksum, checksum(&key[..key.len() - CHECKSUM_LEN]));
+    assert_eq!(forge("acme_live", p.id, p.secret), key);
+    // The display hint: prefix, version and the first 6 id characters.
+    assert_eq!(issued.key.hint(), format!("acme_live_1{}", &p.id[..6]));
+    assert_eq!(issued.secret.hint(), issued.key.hint());
+    assert!(key.len() <= MAX_KEY_LEN);
+}
+
+#[test]
+fn issue_then_verify_returns_owner_scopes_and_metadata() {
+    let ring = ring("acme");
+    let scopes = ScopeSet::parse(["invoices:read", "customers:*"]).unwrap();
+    let issued = ring
+        .issue(
+            NewKey::new("acct_42")
+                .name("invoice export")
+                .scopes(scopes.clone())
+                .metadata("team", "billing")
+                .metadata("env", "prod"),
+        )
+        .unwrap();
+    let verified = ring
+        .verify(issued.secret.expose())
+        .expect("a fresh key verifies");
+    assert_eq!(verified.id(), issued.key.id());
+    assert_eq!(verified.owner(), "acct_42");
+    assert_eq!(verified.scopes(), &scopes);
+    assert_eq!(
+        verified.metadata().get("team").map(String::as_str),
+        Some("billing")
+    );
+    assert_eq!(
+        verified.metadata().get("env").map(String::as_str),
+        Some("prod")
+    );
+    assert_eq!(verified.metadata().len(), 2);
+    assert_eq!(verified.key(), &issued.key);
+    assert_eq!(ring.get(issued.key.id()).as_ref(), Some(&issued.key));
+}
+
+#[test]
+fn every_single_character_substitution_is_rejected() {
+    let ring = ring("acme");
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let key = issued.secret.expose();
+    let replacements: Vec<char> = BASE62.chars().chain(['_', '-', 'é', ' ', '\0']).collect();
+
+    let (mut bad_checksum, mut invalid, mut other_malformed, mut total) = (0u32, 0u32, 0u32, 0u32);
+    let mut body_alnum = 0u32; // substitutions by a base62 char inside the body after the version
+    for (pos, original) in key.char_indices() {
+        for &r in &replacements {
+            if r == original {
+                continue;
+            }
+            let mut candidate = String::with_capacity(key.len() + 2);
+            candidate.push_str(&key[..pos]);
+            candidate.push(r);
+            candidate.push_str(&key[pos + original.len_utf8()..]);
+            total += 1;
+            let in_body = pos > "acme_".len();
+            if in_body && r.is_ascii_alphanumeric() {
+                body_alnum += 1;
+            }
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| ring.verify(&candidate)));
+            let outcome = outcome.unwrap_or_else(|_| panic!("verify panicked at position {pos}"));
+            match outcome {
+                Err(VerifyError::Malformed(MalformedReason::BadChecksum)) => bad_checksum += 1,
+                Err(VerifyError::Malformed(_)) => other_malformed += 1,
+                Err(VerifyError::Invalid) => invalid += 1,
+                Err(other) => panic!("position {pos}: unexpected error {other:?}"),
+                Ok(_) => panic!("position {pos}: a substituted key verified"),
+            }
+        }
+    }
+    println!(
+        "substitutions: {total}; bad checksum: {bad_checksum}; other malformed: {other_malformed}; invalid: {invalid}"
+    );
+    assert_eq!(bad_checksum + other_malformed + invalid, total);
+    // CRC32 detects every single-byte change, and a change in the checksum
+    // digits changes the decoded value: every substitution of a base62 char
+    // in the body (past the version) is a checksum failure, found offline.
+    assert!(
+        bad_checksum >= body_alnum,
+        "only {bad_checksum} of {body_alnum} base62 substitutions in the body were caught by the checksum"
+    );
+    assert_eq!(invalid, 0, "a substitution reached the store lookup");
+}
+
+#[test]
+fn key_of_another_ring_is_malformed() {
+    let acme = ring("acme");
+    let acme_test = ring("acme_test");
+    let other = ring("other");
+    let abcd = ring("abcd"); // same length as "acme"
+
+    let from_acme = acme.issue(NewKey::new("o")).unwrap();
+    let from_acme_test = acme_test.issue(NewKey::new("o")).unwrap();
+    let from_other = other.issue(NewKey::new("o")).unwrap();
+    let from_abcd = abcd.issue(NewKey::new("o")).unwrap();
+
+    let malformed = |r: &KeyRing, k: &Issued| match r.verify(k.secret.expose()) {
+        Err(VerifyError::Malformed(reason)) => reason,
+        other => panic!("expected malformed, got {other:?}"),
+    };
+    assert_eq!(
+        malformed(&acme, &from_acme_test),
+        MalformedReason::WrongLength
+    );
+    assert_eq!(malformed(&acme, &from_other), MalformedReason::WrongLength);
+    assert_eq!(
+        malformed(&acme_test, &from_acme),
+        MalformedReason::WrongLength
+    );
+    assert_eq!(malformed(&other, &from_acme), MalformedReason::WrongLength);
+    assert_eq!(malformed(&acme, &from_abcd), MalformedReason::WrongPrefix);
+    assert_eq!(malformed(&abcd, &from_acme), MalformedReason::WrongPrefix);
+    // A key of the right prefix and length but from another ring (another
+    // store): well formed, unknown here.
+    let acme2 = ring("acme");
+    assert_eq!(
+        acme2.verify(from_acme.secret.expose()).unwrap_err(),
+        VerifyError::Invalid
+    );
+}
+
+#[test]
+fn oversize_input_is_refused_as_too_long() {
+    let ring = ring("acme");
+    let long = "a".repeat(MAX_KEY_LEN + 1);
+    assert_eq!(
+        ring.verify(&long).unwrap_err(),
+        VerifyError::Malformed(MalformedReason::TooLong)
+    );
+    assert_eq!(
+        ring.verify(&"é".repeat(10_000)).unwrap_err(),
+        VerifyError::Malformed(MalformedReason::TooLong)
+    );
+    assert_eq!(
+        ring.verify("").unwrap_err(),
+        VerifyError::Malformed(MalformedReason::WrongLength)
+    );
+}
+
+#[test]
+fn unknown_id_and_wrong_secret_are_indistinguishable() {
+    let ring = ring("acme");
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let second = ring.issue(NewKey::new("acct_2")).unwrap();
+    let key = issued.secret.expose();
+    let p = parts(key, "acme");
+
+    // A well-formed key whose id does not exist in the store.
+    let mut raw = issued.key.id().as_u64().wrapping_add(1);
+    while ring.get(KeyId::from_u64(raw)).is_some() {
+        raw = raw.wrapping_add(1);
+    }
+    let unknown_id = forge("acme", &KeyId::from_u64(raw).to_string(), p.secret);
+    // The right id with another secret, and a valid checksum.
+    let wrong_secret = forge("acme", p.id, &other_secret(p.secret));
+    // Another existing key's id with this key's secret.
+    let swapped = forge("acme", &second.key.id().to_string(), p.secret);
+
+    let e_unknown = ring.verify(&unknown_id).unwrap_err();
+    let e_wrong = ring.verify(&wrong_secret).unwrap_err();
+    let e_swapped = ring.verify(&swapped).unwrap_err();
+    assert_eq!(e_unknown, VerifyError::Invalid);
+    assert_eq!(e_wrong, e_unknown);
+    assert_eq!(e_swapped, e_unknown);
+    assert_eq!(e_wrong.to_string(), e_unknown.to_string());
+    assert_eq!(format!("{e_wrong:?}"), format!("{e_unknown:?}"));
+    assert_eq!(
+        (e_wrong.http_status(), e_wrong.code()),
+        (e_unknown.http_status(), e_unknown.code())
+    );
+    // The real key still works.
+    assert!(ring.verify(key).is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// Expiry
+// ---------------------------------------------------------------------------
+
+#[test]
+fn end_of_utc_date_is_valid_through_that_date() {
+    let clock = ManualClock::new(datetime!(2026-03-01 12:00 UTC));
+    let ring = clocked_ring("acme", &clock);
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(date!(2026 - 03 - 31))))
+        .unwrap();
+    assert_eq!(
+        issued.key.own_deadline(),
+        Some(datetime!(2026-04-01 00:00 UTC))
+    );
+    assert_eq!(
+        ring.expires_at(&issued.key),
+        Some(datetime!(2026-04-01 00:00 UTC))
+    );
+
+    clock.set(datetime!(2026-03-31 23:59:59.999 UTC));
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    assert_eq!(ring.state(&issued.key), KeyState::Active);
+
+    clock.set(datetime!(2026-04-01 00:00:00 UTC));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+    assert_eq!(ring.state(&issued.key), KeyState::Expired);
+}
+
+#[test]
+fn lifetime_above_max_is_refused_with_a_clear_error() {
+    let clock = ManualClock::new(T0);
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .max_lifetime(Duration::days(90))
+        .default_expiry(ExpiryPolicy::days(30))
+        .build(MemoryStore::new())
+        .unwrap();
+
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(91)))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ExpiryBeyondMax { max_days: 90 }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "expiry beyond the key ring's maximum lifetime of 90 days"
+    );
+
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Never))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ExpiryBeyondMax { max_days: 90 }),
+        "{err:?}"
+    );
+
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(date!(2027 - 01 - 01))))
+        .unwrap_err();
+    assert!(matches!(err, Error::ExpiryBeyondMax { .. }), "{err:?}");
+
+    let err = ring
+        .issue(
+            NewKey::new("o").expiry(ExpiryPolicy::At(T0 + Duration::days(90) + Duration::SECOND)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::ExpiryBeyondMax { .. }), "{err:?}");
+
+    // Exactly at the cap is allowed.
+    let at_cap = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(90)))
+        .unwrap();
+    assert_eq!(ring.expires_at(&at_cap.key), Some(T0 + Duration::days(90)));
+    // An idle key gets the cap as its hard deadline.
+    let idle = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::days(7))))
+        .unwrap();
+    assert_eq!(ring.expires_at(&idle.key), Some(T0 + Duration::days(90)));
+}
+
+#[test]
+fn key_without_policy_takes_the_ring_default() {
+    let clock = ManualClock::new(T0);
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::days(30))
+        .build(MemoryStore::new())
+        .unwrap();
+    assert_eq!(ring.settings().default_expiry(), ExpiryPolicy::days(30));
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(issued.key.expiry(), None);
+    assert_eq!(issued.key.created_at(), T0);
+    assert_eq!(
+        ring.expires_at(&issued.key),
+        Some(issued.key.created_at() + Duration::days(30))
+    );
+
+    clock.set(T0 + Duration::days(29) + Duration::hours(23) + Duration::minutes(59));
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    clock.set(T0 + Duration::days(30));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+}
+
+/// The builder's default policy is `Never`; under a cap, keys governed by
+/// it get the cap as their deadline (`KeyRingBuilder::max_lifetime` docs),
+/// so a ring with a cap and no explicit default builds.
+#[test]
+fn max_lifetime_without_explicit_default_builds_and_caps_default_governed_keys() {
+    let clock = ManualClock::new(T0);
+    let built = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .max_lifetime(Duration::days(90))
+        .build(MemoryStore::new());
+    let ring = match built {
+        Ok(ring) => ring,
+        Err(e) => panic!("a ring with only a max lifetime does not build: {e}"),
+    };
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(ring.expires_at(&issued.key), Some(T0 + Duration::days(90)));
+    clock.set(T0 + Duration::days(90));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+}
+
+/// `ExpiryPolicy::deadline` treats the end of the last representable date
+/// as "never expires" on purpose; issue should not refuse that policy with
+/// "the date has passed".
+#[test]
+fn end_of_the_last_representable_date_is_not_refused_as_past() {
+    let ring = ring("acme");
+    match ring.issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(keyward::time::Date::MAX))) {
+        Ok(issued) => assert!(ring.verify(issued.secret.expose()).is_ok()),
+        Err(e) => panic!("EndOfDate(Date::MAX) refused: {e}"),
+    }
+}
+
+/// An `At` instant with a sub-minute UTC offset is accepted at issue, but
+/// the record it produces cannot be serialized (RFC 3339 has no offset
+/// seconds), so no serde-based store could persist it.
+#[test]
+fn key_with_an_expiry_instant_at_a_seconds_offset_serializes() {
+    let ring = ring("acme");
+    let at = datetime!(2030-01-01 00:00 +00:00:30);
+    let Ok(issued) = ring.issue(NewKey::new("o").expiry(ExpiryPolicy::At(at))) else {
+        return; // refusing such an instant at issue is fine too
+    };
+    let json = serde_json::to_string(&issued.key).expect("an issued key serializes");
+    let back: Key = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, issued.key);
+}
+
+#[test]
+fn status_and_expiry_are_reported_only_after_the_secret_matched() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let expired = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(1)))
+        .unwrap();
+    let revoked = ring.issue(NewKey::new("o")).unwrap();
+    let disabled = ring.issue(NewKey::new("o")).unwrap();
+    set_status(&ring, revoked.key.id(), revoked_status());
+    set_status(&ring, disabled.key.id(), disabled_status());
+    clock.set(T0 + Duration::days(2));
+
+    let wrong = |issued: &Issued| {
+        let p = parts(issued.secret.expose(), "acme");
+        forge("acme", p.id, &other_secret(p.secret))
+    };
+    assert_eq!(
+        ring.verify(expired.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+    assert_eq!(
+        ring.verify(&wrong(&expired)).unwrap_err(),
+        VerifyError::Invalid
+    );
+    assert_eq!(
+        ring.verify(revoked.secret.expose()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert_eq!(
+        ring.verify(&wrong(&revoked)).unwrap_err(),
+        VerifyError::Invalid
+    );
+    assert_eq!(
+        ring.verify(disabled.secret.expose()).unwrap_err(),
+        VerifyError::Disabled
+    );
+    assert_eq!(
+        ring.verify(&wrong(&disabled)).unwrap_err(),
+        VerifyError::Invalid
+    );
+}
+
+/// `NewKey::use_limit` documents "at most `limit` successful
+/// verifications", and `VerifyError::UsageExceeded` exists for it; the
+/// spec asks for a counter decremented on each success.
+#[test]
+fn use_limit_is_enforced() {
+    let ring = ring("acme");
+    let issued = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    assert_eq!(issued.key.use_limit(), Some(2));
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::UsageExceeded,
+        "a key with a use limit of 2 verified a third time"
+    );
+}
+
+/// `ExpiryPolicy::Idle` documents "expires after this long without a
+/// successful verification": a key in regular use must not expire.
+#[test]
+fn idle_timeout_counts_from_the_last_successful_verify() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    for step in 1..=4 {
+        clock.set(T0 + Duration::minutes(40 * step));
+        assert!(
+            ring.verify(issued.secret.expose()).is_ok(),
+            "a key used every 40 minutes with a 1 hour idle timeout expired after {} minutes",
+            40 * step
+        );
+    }
+    clock.advance(Duration::hours(1));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Scopes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn scopes_are_capped_to_the_owners() {
+    let ring = ring("acme");
+    let issued = ring
+        .issue(
+            NewKey::new("o")
+                .owner_scopes(ScopeSet::parse(["billing:read"]).unwrap())
+                .scopes(ScopeSet::unrestricted()),
+        )
+        .unwrap();
+    assert!(!issued.key.scopes().is_unrestricted());
+    assert_eq!(
+        issued.key.scopes(),
+        &ScopeSet::parse(["billing:read"]).unwrap()
+    );
+
+    let read = Requirement::scope("billing:read").unwrap();
+    let write = Requirement::scope("billing:write").unwrap();
+    assert!(ring.verify_with(issued.secret.expose(), &read).is_ok());
+    let err = ring
+        .verify_with(issued.secret.expose(), &write)
+        .unwrap_err();
+    match &err {
+        VerifyError::InsufficientScope(missing) => assert_eq!(missing.as_str(), "billing:write"),
+        other => panic!("expected insufficient scope, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "insufficient scope: missing `billing:write`"
+    );
+}
+
+#[test]
+fn sensitive_resources_must_be_granted_by_name() {
+    let ring = KeyRing::builder("acme")
+        .sensitive(["admin"])
+        .build(MemoryStore::new())
+        .unwrap();
+    let admin_read = Requirement::scope("admin:read").unwrap();
+    let other_read = Requirement::scope("invoices:read").unwrap();
+
+    let wildcard = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::parse(["*:*"]).unwrap()))
+        .unwrap();
+    let unrestricted = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::unrestricted()))
+        .unwrap();
+    let named = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::parse(["admin:read"]).unwrap()))
+        .unwrap();
+    let admin_star = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::parse(["admin:*"]).unwrap()))
+        .unwrap();
+
+    for (what, issued) in [("*:*", &wildcard), ("unrestricted", &unrestricted)] {
+        match ring.verify_with(issued.secret.expose(), &admin_read) {
+            Err(VerifyError::InsufficientScope(s)) => {
+                assert_eq!(s.as_str(), "admin:read", "{what}")
+            }
+            other => panic!("{what} key on a sensitive resource: {other:?}"),
+        }
+        assert!(
+            ring.verify_with(issued.secret.expose(), &other_read)
+                .is_ok(),
+            "{what}"
+        );
+    }
+    assert!(ring.verify_with(named.secret.expose(), &admin_read).is_ok());
+    assert!(
+        ring.verify_with(admin_star.secret.expose(), &admin_read)
+            .is_ok()
+    );
+}
+
+/// An unrestricted set never covers a sensitive resource, so an owner whose
+/// scopes are "unrestricted" does not hold `admin:read` on a ring where
+/// `admin` is sensitive; capping a key to that owner must drop it ("a key
+/// never carries more than its owner holds").
+#[test]
+fn capping_to_an_unrestricted_owner_drops_sensitive_scopes() {
+    let ring = KeyRing::builder("acme")
+        .sensitive(["admin"])
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring
+        .issue(
+            NewKey::new("o")
+                .owner_scopes(ScopeSet::unrestricted())
+                .scopes(ScopeSet::parse(["admin:read", "invoices:read"]).unwrap()),
+        )
+        .unwrap();
+    assert_eq!(
+        issued.key.scopes(),
+        &ScopeSet::parse(["invoices:read"]).unwrap(),
+        "the key carries a sensitive scope its unrestricted owner does not hold"
+    );
+    let admin_read = Requirement::scope("admin:read").unwrap();
+    assert!(matches!(
+        ring.verify_with(issued.secret.expose(), &admin_read),
+        Err(VerifyError::InsufficientScope(_))
+    ));
+}
+
+#[test]
+fn requirements_all_and_any() {
+    let ring = ring("acme");
+    let issued = ring
+        .issue(
+            NewKey::new("o").scopes(ScopeSet::parse(["invoices:read", "customers:read"]).unwrap()),
+        )
+        .unwrap();
+    let key = issued.secret.expose();
+    let need = Requirement::all([
+        Requirement::scope("invoices:read").unwrap(),
+        Requirement::any_of(["customers:write", "customers:read"]).unwrap(),
+    ]);
+    assert!(ring.verify_with(key, &need).is_ok());
+    let need = Requirement::all_of(["invoices:read", "invoices:write"]).unwrap();
+    match ring.verify_with(key, &need) {
+        Err(VerifyError::InsufficientScope(s)) => assert_eq!(s.as_str(), "invoices:write"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(Requirement::any([]), Err(Error::EmptyRequirement)));
+}
+
+// ---------------------------------------------------------------------------
+// Secrets never leak
+// ---------------------------------------------------------------------------
+
+#[test]
+fn debug_output_never_contains_the_secret() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .report_successes(true)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring
+        .issue(
+            NewKey::new("acct_1")
+                .name("n")
+                .description("d")
+                .contact(Contact::new("Ada", "Lovelace", "ada", "ada@example.com"))
+                .scopes(ScopeSet::parse(["a:b"]).unwrap())
+                .expiry(ExpiryPolicy::days(1))
+                .metadata("k", "v"),
+        )
+        .unwrap();
+    let key = issued.secret.expose().to_owned();
+    let p = parts(&key, "acme");
+    let wrong = forge("acme", p.id, &other_secret(p.secret));
+
+    let mut outputs: Vec<(String, String)> = vec![
+        ("Issued {:?}".into(), format!("{issued:?}")),
+        ("Issued {:#?}".into(), format!("{issued:#?}")),
+        ("Secret {:?}".into(), format!("{:?}", issued.secret)),
+        ("Key {:?}".into(), format!("{:?}", issued.key)),
+        ("Key {:#?}".into(), format!("{:#?}", issued.key)),
+    ];
+    let verified = ring.verify(&key).unwrap();
+    outputs.push(("Verified".into(), format!("{verified:?}")));
+    outputs.push(("Verified {:#?}".into(), format!("{verified:#?}")));
+    outputs.push(("KeyRing".into(), format!("{ring:?}")));
+    outputs.push(("KeyRing {:#?}".into(), format!("{ring:#?}")));
+    outputs.push((
+        "StoredKey".into(),
+        format!("{:?}", ring.store().lookup(issued.key.id()).unwrap()),
+    ));
+
+    // Every VerifyError this test can provoke with this key's material.
+    let mut verify_errors = vec![
+        ring.verify(&wrong).unwrap_err(),
+        ring.verify(&key[1..]).unwrap_err(),
+        ring.verify(&format!("{key}x")).unwrap_err(),
+        ring.verify(&format!(
+            "{}{}",
+            &key[..key.len() - 1],
+            if key.ends_with('a') { 'b' } else { 'a' }
+        ))
+        .unwrap_err(),
+        ring.verify_with(&key, &Requirement::scope("a:c").unwrap())
+            .unwrap_err(),
+    ];
+    clock.advance(Duration::days(2));
+    verify_errors.push(ring.verify(&key).unwrap_err());
+    assert!(verify_errors.contains(&VerifyError::Expired));
+    for e in &verify_errors {
+        outputs.push((format!("VerifyError {e}"), format!("{e:?}")));
+        outputs.push((format!("VerifyError display {e}"), e.to_string()));
+    }
+    // Every Error the issue path can produce.
+    let errors = [
+        ring.issue(NewKey::new("")).unwrap_err(),
+        ring.issue(NewKey::new("o").use_limit(0)).unwrap_err(),
+        ring.issue(NewKey::new("o").expiry(ExpiryPolicy::At(T0)))
+            .unwrap_err(),
+        ring.issue(NewKey::new("o").expiry(ExpiryPolicy::Lifetime(Duration::ZERO)))
+            .unwrap_err(),
+        KeyRing::builder("Acme")
+            .build(MemoryStore::new())
+            .unwrap_err(),
+        key.parse::<KeyId>().unwrap_err(),
+    ];
+    for e in &errors {
+        outputs.push((format!("Error {e}"), format!("{e:?}")));
+    }
+    for event in log.events() {
+        outputs.push(("Event".into(), format!("{event:?}")));
+    }
+    outputs.push(("EventLog".into(), format!("{log:?}")));
+
+    for (what, text) in &outputs {
+        assert_no_secret(what, text, &key, "acme");
+    }
+    // The redacted Debug still says which key it is.
+    assert!(format!("{:?}", issued.secret).contains(issued.key.hint()));
+}
+
+// ---------------------------------------------------------------------------
+// Errors: statuses, codes, messages
+// ---------------------------------------------------------------------------
+
+#[test]
+fn verify_error_statuses_codes_and_messages_are_pinned() {
+    let scope = Scope::new("billing:write").unwrap();
+    let cases = [
+        (
+            VerifyError::Malformed(MalformedReason::BadChecksum),
+            401,
+            "malformed_key",
+            "malformed api key: bad checksum",
+        ),
+        (
+            VerifyError::Malformed(MalformedReason::TooLong),
+            401,
+            "malformed_key",
+            "malformed api key: too long",
+        ),
+        (
+            VerifyError::Malformed(MalformedReason::WrongLength),
+            401,
+            "malformed_key",
+            "malformed api key: wrong length",
+        ),
+        (
+            VerifyError::Malformed(MalformedReason::WrongPrefix),
+            401,
+            "malformed_key",
+            "malformed api key: wrong prefix",
+        ),
+        (
+            VerifyError::Malformed(MalformedReason::UnknownVersion),
+            401,
+            "malformed_key",
+            "malformed api key: unknown version",
+        ),
+        (
+            VerifyError::Malformed(MalformedReason::BadAlphabet),
+            401,
+            "malformed_key",
+            "malformed api key: bad character",
+        ),
+        (VerifyError::Invalid, 401, "invalid_key", "invalid api key"),
+        (VerifyError::Expired, 401, "key_expired", "api key expired"),
+        (VerifyError::Revoked, 401, "key_revoked", "api key revoked"),
+        (
+            VerifyError::Disabled,
+            401,
+            "key_disabled",
+            "api key disabled",
+        ),
+        (
+            VerifyError::InsufficientScope(scope),
+            403,
+            "insufficient_scope",
+            "insufficient scope: missing `billing:write`",
+        ),
+        (
+            VerifyError::UsageExceeded,
+            429,
+            "usage_exceeded",
+            "api key usage limit exceeded",
+        ),
+    ];
+    for (err, status, code, message) in &cases {
+        assert_eq!(err.http_status(), *status, "{err:?}");
+        assert_eq!(err.code(), *code, "{err:?}");
+        assert_eq!(err.to_string(), *message, "{err:?}");
+        assert_eq!(err.to_string(), err.to_string().to_lowercase(), "{err:?}");
+        assert!(!err.to_string().ends_with('.'), "{err:?}");
+    }
+}
+
+#[test]
+fn verify_errors_produced_by_the_ring_match_their_pins() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let issued = ring
+        .issue(
+            NewKey::new("o")
+                .expiry(ExpiryPolicy::days(1))
+                .scopes(ScopeSet::parse(["a:b"]).unwrap()),
+        )
+        .unwrap();
+    let key = issued.secret.expose();
+    let p = parts(key, "acme");
+
+    let e = ring
+        .verify(&forge("acme", p.id, &other_secret(p.secret)))
+        .unwrap_err();
+    assert_eq!(
+        (e.http_status(), e.code(), e.to_string().as_str()),
+        (401, "invalid_key", "invalid api key")
+    );
+    let tampered = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('0') { '1' } else { '0' }
+    );
+    let e = ring.verify(&tampered).unwrap_err();
+    assert_eq!(
+        (e.http_status(), e.code(), e.to_string().as_str()),
+        (401, "malformed_key", "malformed api key: bad checksum")
+    );
+    let e = ring
+        .verify_with(key, &Requirement::scope("a:c").unwrap())
+        .unwrap_err();
+    assert_eq!(
+        (e.http_status(), e.code(), e.to_string().as_str()),
+        (
+            403,
+            "insufficient_scope",
+            "insufficient scope: missing `a:c`"
+        )
+    );
+    clock.advance(Duration::days(1));
+    let e = ring.verify(key).unwrap_err();
+    assert_eq!(
+        (e.http_status(), e.code(), e.to_string().as_str()),
+        (401, "key_expired", "api key expired")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------
+
+#[test]
+fn events_report_issue_and_failed_verifies_without_secrets() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(NewKey::new("acct_7")).unwrap();
+    let key = issued.secret.expose();
+    let id = issued.key.id();
+
+    let events = log.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, EventKind::Issued);
+    assert_eq!(events[0].key, Some(id));
+    assert_eq!(events[0].owner.as_deref(), Some("acct_7"));
+    assert_eq!(events[0].at, T0);
+
+    // Successes are not reported by default.
+    ring.verify(key).unwrap();
+    assert_eq!(
+        log.events().len(),
+        1,
+        "a successful verify emitted an event"
+    );
+
+    // A wrong secret: the string parsed, so the id is reported.
+    let p = parts(key, "acme");
+    let wrong = forge("acme", p.id, &other_secret(p.secret));
+    assert_eq!(ring.verify(&wrong).unwrap_err(), VerifyError::Invalid);
+    // A malformed string: no id.
+    let garbage = "acme_not_a_key";
+    assert!(matches!(
+        ring.verify(garbage),
+        Err(VerifyError::Malformed(_))
+    ));
+    // A bad checksum: no id either (the string did not parse).
+    let tampered = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('0') { '1' } else { '0' }
+    );
+    assert_eq!(
+        ring.verify(&tampered).unwrap_err(),
+        VerifyError::Malformed(MalformedReason::BadChecksum)
+    );
+
+    let events = log.events();
+    assert_eq!(events.len(), 4, "{events:?}");
+    assert_eq!(
+        events[1].kind,
+        EventKind::VerifyFailed(VerifyError::Invalid)
+    );
+    assert_eq!(events[1].key, Some(id));
+    assert!(matches!(
+        events[2].kind,
+        EventKind::VerifyFailed(VerifyError::Malformed(_))
+    ));
+    assert_eq!(events[2].key, None);
+    assert_eq!(
+        events[3].kind,
+        EventKind::VerifyFailed(VerifyError::Malformed(MalformedReason::BadChecksum))
+    );
+    assert_eq!(events[3].key, None);
+    for event in &events {
+        assert_no_secret("event", &format!("{event:?}"), key, "acme");
+    }
+}
+
+#[test]
+fn successful_verifies_are_reported_only_when_asked() {
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .events(Arc::clone(&log))
+        .report_successes(true)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(NewKey::new("acct_7")).unwrap();
+    ring.verify(issued.secret.expose()).unwrap();
+    let events = log.events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].kind, EventKind::Verified);
+    assert_eq!(events[1].key, Some(issued.key.id()));
+    assert_eq!(events[1].owner.as_deref(), Some("acct_7"));
+    assert_no_secret(
+        "event",
+        &format!("{events:?}"),
+        issued.secret.expose(),
+        "acme",
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Listing
+// ---------------------------------------------------------------------------
+
+#[test]
+fn list_filters_by_owner_and_state_without_secrets() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let issue = |owner: &str, policy: ExpiryPolicy| {
+        clock.advance(Duration::SECOND); // distinct creation times: a stable order
+        ring.issue(NewKey::new(owner).expiry(policy)).unwrap()
+    };
+    let a_short = issue("alice", ExpiryPolicy::days(10));
+    let a_long = issue("alice", ExpiryPolicy::days(100));
+    let b_short = issue("bob", ExpiryPolicy::days(10));
+    let b_never = issue("bob", ExpiryPolicy::Never);
+    let b_disabled = issue("bob", ExpiryPolicy::Never);
+    let c_revoked = issue("carol", ExpiryPolicy::days(100));
+    set_status(&ring, b_disabled.key.id(), disabled_status());
+    set_status(&ring, c_revoked.key.id(), revoked_status());
+    clock.set(T0 + Duration::days(20));
+
+    let ids = |filter: ListFilter| -> Vec<KeyId> {
+        ring.list(&filter).unwrap().iter().map(Key::id).collect()
+    };
+    let all = [
+        &a_short,
+        &a_long,
+        &b_short,
+        &b_never,
+        &b_disabled,
+        &c_revoked,
+    ];
+    assert_eq!(ids(ListFilter::new()), all.map(|k| k.key.id()).to_vec());
+    assert_eq!(
+        ids(ListFilter::new().owner("alice")),
+        vec![a_short.key.id(), a_long.key.id()]
+    );
+    assert_eq!(
+        ids(ListFilter::new().owner("bob")),
+        vec![b_short.key.id(), b_never.key.id(), b_disabled.key.id()]
+    );
+    assert_eq!(ids(ListFilter::new().owner("nobody")), vec![]);
+    assert_eq!(
+        ids(ListFilter::new().state(KeyState::Expired)),
+        vec![a_short.key.id(), b_short.key.id()]
+    );
+    assert_eq!(
+        ids(ListFilter::new().state(KeyState::Active)),
+        vec![a_long.key.id(), b_never.key.id()]
+    );
+    assert_eq!(
+        ids(ListFilter::new().state(KeyState::Disabled)),
+        vec![b_disabled.key.id()]
+    );
+    assert_eq!(
+        ids(ListFilter::new().state(KeyState::Revoked)),
+        vec![c_revoked.key.id()]
+    );
+    assert_eq!(
+        ids(ListFilter::new().owner("alice").state(KeyState::Expired)),
+        vec![a_short.key.id()]
+    );
+    assert_eq!(
+        ids(ListFilter::new().owner("carol").state(KeyState::Active)),
+        vec![]
+    );
+
+    for listed in ring.list(&ListFilter::new()).unwrap() {
+        let json = serde_json::to_string(&listed).unwrap();
+        let debug = format!("{listed:?}");
+        for issued in all {
+            assert_no_secret("listed key json", &json, issued.secret.expose(), "acme");
+            assert_no_secret("listed key debug", &debug, issued.secret.expose(), "acme");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------
+
+#[test]
+fn bad_issue_requests_are_refused_with_clear_errors() {
+    let clock = ManualClock::new(datetime!(2026-03-15 12:00 UTC));
+    let ring = clocked_ring("acme", &clock);
+
+    let err = ring.issue(NewKey::new("")).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert_eq!(err.to_string(), "invalid input: owner must not be empty");
+
+    let err = ring.issue(NewKey::new("o").use_limit(0)).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "invalid input: a use limit must be at least 1"
+    );
+
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(date!(2026 - 03 - 14))))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidExpiry(_)), "{err:?}");
+    assert_eq!(err.to_string(), "invalid expiry: the date has passed");
+    // Today is still valid (through the end of the day).
+    assert!(
+        ring.issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(date!(2026 - 03 - 15))))
+            .is_ok()
+    );
+
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::At(datetime!(2026-03-15 11:59 UTC))))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidExpiry(_)), "{err:?}");
+    assert_eq!(err.to_string(), "invalid expiry: the instant has passed");
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::At(datetime!(2026-03-15 12:00 UTC))))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidExpiry(_)), "{err:?}");
+
+    for zero in [
+        ExpiryPolicy::Lifetime(Duration::ZERO),
+        ExpiryPolicy::Lifetime(Duration::seconds(-1)),
+    ] {
+        let err = ring.issue(NewKey::new("o").expiry(zero)).unwrap_err();
+        assert!(matches!(err, Error::InvalidExpiry(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "invalid expiry: the period must be positive"
+        );
+    }
+    let err = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::ZERO)))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidExpiry(_)), "{err:?}");
+
+    let err = ring.issue(NewKey::new("o".repeat(257))).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+
+    // Nothing was stored by the refused requests.
+    assert_eq!(ring.list(&ListFilter::new()).unwrap().len(), 1);
+    assert_eq!(
+        ring.list(&ListFilter::new()).unwrap()[0].expiry(),
+        Some(ExpiryPolicy::EndOfDate(date!(2026 - 03 - 15)))
+    );
+}
+
+#[test]
+fn invalid_prefixes_are_refused_at_build() {
+    for bad in [
+        "Acme",
+        "acme_",
+        "",
+        &"a".repeat(33),
+        "1acme",
+        "_acme",
+        "ac-me",
+        "acmé",
+    ] {
+        match KeyRing::builder(bad).build(MemoryStore::new()) {
+            Err(Error::InvalidPrefix(_)) => {}
+            Err(other) => panic!("prefix {bad:?}: unexpected error {other:?}"),
+            Ok(_) => panic!("prefix {bad:?} was accepted"),
+        }
+    }
+    let err = KeyRing::builder("Acme")
+        .build(MemoryStore::new())
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid key prefix `Acme`: expected [a-z][a-z0-9_]*, at most 32 characters, not ending in `_`"
+    );
+    for good in ["a", "acme", "acme_live", "a1_b2", &"a".repeat(32)] {
+        assert!(
+            KeyRing::builder(good).build(MemoryStore::new()).is_ok(),
+            "{good}"
+        );
+    }
+    assert_eq!(MAX_PREFIX_LEN, 32);
+    assert_eq!(MAX_KEY_LEN, 32 + 1 + BODY_LEN);
+}
+
+// ---------------------------------------------------------------------------
+// Types
+// ---------------------------------------------------------------------------
+
+#[test]
+fn public_types_are_send_and_sync() {
+    assert_send_sync::<KeyRing<MemoryStore>>();
+    assert_send_sync::<KeyRing<Arc<dyn KeyStore>>>();
+    assert_send_sync::<Key>();
+    assert_send_sync::<KeyId>();
+    assert_send_sync::<Verified>();
+    assert_send_sync::<Issued>();
+    assert_send_sync::<Secret>();
+    assert_send_sync::<VerifyError>();
+    assert_send_sync::<Error>();
+    assert_send_sync::<MemoryStore>();
+    assert_send_sync::<ManualClock>();
+    assert_send_sync::<EventLog>();
+    assert_send_sync::<Event>();
+    assert_send_sync::<Scope>();
+    assert_send_sync::<ScopeSet>();
+    assert_send_sync::<Requirement>();
+    assert_send_sync::<StoredKey>();
+    assert_send_sync::<KeyHash>();
+}
+
+#[test]
+fn secret_zeroizes_on_drop() {
+    assert_zeroize_on_drop::<Secret>();
+}
+
+#[test]
+fn ring_runs_on_a_shared_dyn_store() {
+    let shared: Arc<dyn KeyStore> = Arc::new(MemoryStore::new());
+    _object_safe(&*shared);
+    let ring = KeyRing::builder("acme").build(Arc::clone(&shared)).unwrap();
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap().id(),
+        issued.key.id()
+    );
+    // The record went to the shared store.
+    let stored = shared
+        .lookup(issued.key.id())
+        .expect("record in the shared store");
+    assert_eq!(stored.key(), &issued.key);
+    // A second ring on the same store verifies the same key.
+    let second = KeyRing::builder("acme").build(Arc::clone(&shared)).unwrap();
+    assert_eq!(second.verify(issued.secret.expose()).unwrap().owner(), "o");
+}
+
+#[test]
+fn key_and_stored_key_round_trip_through_serde_json() {
+    let clock = ManualClock::new(datetime!(2026-01-01 10:11:12.123456789 UTC));
+    let ring = clocked_ring("acme", &clock);
+    let requests = [
+        NewKey::new("o")
+            .name("full")
+            .description("a description")
+            .contact(Contact::new("Ada", "Lovelace", "ada", "ada@example.com"))
+            .scopes(ScopeSet::parse(["invoices:read", "*:write"]).unwrap())
+            .expiry(ExpiryPolicy::EndOfDate(date!(2026 - 12 - 31)))
+            .use_limit(5)
+            .metadata("k", "v"),
+        NewKey::new("o").scopes(ScopeSet::unrestricted()),
+        NewKey::new("o").expiry(ExpiryPolicy::Lifetime(
+            Duration::minutes(90) + Duration::nanoseconds(7),
+        )),
+        NewKey::new("o").expiry(ExpiryPolicy::At(datetime!(2027-06-01 08:00:00.5 +02:00))),
+        NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::days(3))),
+        NewKey::new("o").expiry(ExpiryPolicy::Never),
+    ];
+    let mut issued_keys = Vec::new();
+    for request in requests {
+        issued_keys.push(ring.issue(request).unwrap());
+    }
+    let revoked = ring.issue(NewKey::new("o")).unwrap();
+    set_status(&ring, revoked.key.id(), revoked_status());
+    issued_keys.push(revoked);
+
+    for issued in &issued_keys {
+        let stored = ring.store().lookup(issued.key.id()).unwrap();
+        let json = serde_json::to_string(&*stored).unwrap();
+        let back: StoredKey = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, &*stored, "{json}");
+        assert_eq!(back.hash(), stored.hash());
+        assert_no_secret("stored key json", &json, issued.secret.expose(), "acme");
+
+        let key = stored.key();
+        let json = serde_json::to_string(key).unwrap();
+        let back: Key = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, key, "{json}");
+        assert_eq!(back.expiry(), key.expiry());
+        assert_eq!(back.created_at(), key.created_at());
+    }
+    // Scope sets keep their meaning through serde.
+    let json = serde_json::to_string(&ScopeSet::unrestricted()).unwrap();
+    assert!(
+        serde_json::from_str::<ScopeSet>(&json)
+            .unwrap()
+            .is_unrestricted()
+    );
+    // A record that came back from serde still verifies.
+    let first = &issued_keys[0];
+    let stored = ring.store().lookup(first.key.id()).unwrap();
+    let copy: StoredKey = serde_json::from_str(&serde_json::to_string(&*stored).unwrap()).unwrap();
+    let other = clocked_ring("acme", &clock);
+    other.store().insert(copy).unwrap();
+    assert_eq!(
+        other.verify(first.secret.expose()).unwrap().id(),
+        first.key.id()
+    );
+}
