@@ -149,6 +149,15 @@ pub enum Error {
     /// No key with this id.
     #[error("no key with id {0}")]
     NotFound(KeyId),
+    /// The operation needs a key that is not revoked.
+    #[error("key {0} is revoked")]
+    Revoked(KeyId),
+    /// The key was rotated already; rotate its successor instead.
+    #[error("key {0} was already rotated")]
+    AlreadyRotated(KeyId),
+    /// An update tried to grant a scope the key does not hold.
+    #[error("scopes may only narrow: `{0}` is not granted to the key")]
+    ScopeWidening(String),
     /// The operating system's random number generator failed.
     #[error("operating system random number generator failed: {0}")]
     Random(String),

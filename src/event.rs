@@ -11,6 +11,7 @@ use std::sync::{Mutex, PoisonError};
 use time::OffsetDateTime;
 
 use crate::error::VerifyError;
+use crate::expiry::ExpiryPolicy;
 use crate::token::KeyId;
 
 /// What happened.
@@ -19,6 +20,43 @@ use crate::token::KeyId;
 pub enum EventKind {
     /// A key was issued.
     Issued,
+    /// A key was rotated: `to` is its successor; the event's key is the old
+    /// one.
+    Rotated {
+        /// The new key.
+        to: KeyId,
+    },
+    /// A key got a new secret; the old one stopped working.
+    Regenerated,
+    /// A key was disabled.
+    Disabled,
+    /// A disabled key was enabled again.
+    Enabled,
+    /// A key was revoked.
+    Revoked {
+        /// Why, as given.
+        reason: String,
+    },
+    /// A key was deleted.
+    Deleted,
+    /// A key's name, description, contact, metadata or scopes changed.
+    Updated,
+    /// Every key of an owner was revoked (each also has its own `Revoked`
+    /// event); the event's owner says whose.
+    OwnerRevoked {
+        /// How many keys this revoked.
+        count: usize,
+    },
+    /// Every key in the ring was revoked at once.
+    AllRevoked {
+        /// The new revoke-all epoch.
+        epoch: u64,
+    },
+    /// The ring's default expiry policy changed.
+    PolicyChanged {
+        /// The new default.
+        policy: ExpiryPolicy,
+    },
     /// A verification succeeded (only when the ring reports successes).
     Verified,
     /// A verification failed, and why.
@@ -37,6 +75,9 @@ pub struct Event {
     pub owner: Option<String>,
     /// When, by the ring's clock.
     pub at: OffsetDateTime,
+    /// Who did it, when the operation was made through
+    /// [`KeyRing::by`](crate::KeyRing::by).
+    pub actor: Option<String>,
 }
 
 impl Event {
@@ -46,7 +87,13 @@ impl Event {
             key: None,
             owner: None,
             at,
+            actor: None,
         }
+    }
+
+    pub(crate) fn actor(mut self, actor: Option<&str>) -> Event {
+        self.actor = actor.map(str::to_owned);
+        self
     }
 
     pub(crate) fn key(mut self, id: KeyId) -> Event {

@@ -83,17 +83,6 @@ fn end_of_date(date: Date) -> Option<OffsetDateTime> {
         .map(|d| d.with_time(Time::MIDNIGHT).assume_utc())
 }
 
-/// Whether a key is expired at `now`: past its fixed `deadline`, or idle for
-/// `idle` since `last_active`.
-pub(crate) fn is_expired(
-    now: OffsetDateTime,
-    deadline: Option<OffsetDateTime>,
-    idle: Option<(Duration, OffsetDateTime)>,
-) -> bool {
-    deadline.is_some_and(|d| now >= d)
-        || idle.is_some_and(|(period, last_active)| now >= last_active.saturating_add(period))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,8 +93,7 @@ mod tests {
         let p = ExpiryPolicy::EndOfDate(date!(2026 - 03 - 31));
         let d = p.deadline(datetime!(2026-01-01 0:00 UTC));
         assert_eq!(d, Some(datetime!(2026-04-01 0:00 UTC)));
-        assert!(!is_expired(datetime!(2026-03-31 23:59:59.999 UTC), d, None));
-        assert!(is_expired(datetime!(2026-04-01 0:00 UTC), d, None));
+        assert!(datetime!(2026-03-31 23:59:59.999 UTC) < d.unwrap());
         assert_eq!(
             ExpiryPolicy::EndOfDate(Date::MAX).deadline(datetime!(2026-01-01 0:00 UTC)),
             None
@@ -121,14 +109,6 @@ mod tests {
         );
         assert_eq!(ExpiryPolicy::Never.deadline(t), None);
         assert_eq!(ExpiryPolicy::Idle(Duration::days(1)).deadline(t), None);
-    }
-
-    #[test]
-    fn idle_expires_a_period_after_last_activity() {
-        let t = datetime!(2026-01-01 0:00 UTC);
-        let idle = Some((Duration::hours(1), t));
-        assert!(!is_expired(t + Duration::minutes(59), None, idle));
-        assert!(is_expired(t + Duration::hours(1), None, idle));
     }
 
     #[test]

@@ -106,6 +106,9 @@ pub struct Key {
     pub(crate) rotation: Option<Box<Rotation>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) metadata: BTreeMap<String, String>,
+    /// The ring's revoke-all epoch when the key was issued.
+    #[serde(default)]
+    pub(crate) epoch: u64,
 }
 
 impl Key {
@@ -169,12 +172,12 @@ impl Key {
         &self.status
     }
 
-    /// The last successful verification, as last persisted.
+    /// The last successful verification (one-second resolution).
     pub fn last_used_at(&self) -> Option<OffsetDateTime> {
         self.last_used_at
     }
 
-    /// Successful verifications so far, as last persisted.
+    /// Successful verifications so far.
     pub fn uses(&self) -> u64 {
         self.uses
     }
@@ -332,4 +335,73 @@ impl Verified {
     pub fn key(&self) -> &Key {
         &self.entry.key
     }
+}
+
+/// Changes to a key's descriptive fields, for
+/// [`KeyRing::update`](crate::KeyRing::update). Fields left unset stay as
+/// they are. Scopes may only narrow.
+///
+/// ```
+/// use keyward::{KeyUpdate, ScopeSet};
+/// let change = KeyUpdate::new().name("nightly export").scopes(ScopeSet::parse(["invoices:read"])?);
+/// # let _ = change;
+/// # Ok::<(), keyward::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct KeyUpdate {
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<Option<String>>,
+    pub(crate) contact: Option<Option<Contact>>,
+    pub(crate) metadata: Option<BTreeMap<String, String>>,
+    pub(crate) scopes: Option<ScopeSet>,
+}
+
+impl KeyUpdate {
+    /// No change yet.
+    pub fn new() -> KeyUpdate {
+        KeyUpdate::default()
+    }
+
+    /// A new name.
+    pub fn name(mut self, name: impl Into<String>) -> KeyUpdate {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A new description (`None` removes it).
+    pub fn description(mut self, description: Option<String>) -> KeyUpdate {
+        self.description = Some(description);
+        self
+    }
+
+    /// A new contact (`None` removes it).
+    pub fn contact(mut self, contact: Option<Contact>) -> KeyUpdate {
+        self.contact = Some(contact);
+        self
+    }
+
+    /// New metadata, replacing all entries.
+    pub fn metadata(mut self, metadata: BTreeMap<String, String>) -> KeyUpdate {
+        self.metadata = Some(metadata);
+        self
+    }
+
+    /// Narrower scopes: every scope must already be granted by the key.
+    pub fn scopes(mut self, scopes: ScopeSet) -> KeyUpdate {
+        self.scopes = Some(scopes);
+        self
+    }
+}
+
+/// A key that expires soon, with what a reminder needs: see
+/// [`KeyRing::expiring_within`](crate::KeyRing::expiring_within).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Reminder {
+    /// The key, with its contact.
+    pub key: Key,
+    /// When it stops working unless renewed (for an idle timeout: unless
+    /// used again).
+    pub expires_at: OffsetDateTime,
 }

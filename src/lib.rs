@@ -18,8 +18,10 @@ pub use crate::error::{Error, MalformedReason, StoreError, VerifyError};
 pub use crate::event::{Event, EventKind, EventLog, EventSink};
 pub use crate::expiry::ExpiryPolicy;
 pub use crate::hash::{HashFormatError, KeyHash};
-pub use crate::key::{Contact, Issued, Key, NewKey, Rotation, Status, Verified};
-pub use crate::ring::{KeyRing, KeyRingBuilder, KeyState, ListFilter, RequestContext};
+pub use crate::key::{
+    Contact, Issued, Key, KeyUpdate, NewKey, Reminder, Rotation, Status, Verified,
+};
+pub use crate::ring::{Acting, KeyRing, KeyRingBuilder, KeyState, ListFilter, RequestContext};
 pub use crate::scope::{Requirement, Scope, ScopeSet};
 pub use crate::store::{KeyStore, MemoryStore, RingSettings, StoredKey};
 pub use crate::token::{KeyId, MAX_KEY_LEN, MAX_PREFIX_LEN, Secret};

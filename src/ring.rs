@@ -6,19 +6,33 @@
 //! 3. `KeyStore::lookup`: one in-memory map lookup;
 //! 4. a constant-time compare against the stored hash, or against a
 //!    placeholder when the id is unknown (same work, same answer: invalid);
-//! 5. only then: status, expiry, scope requirement.
+//! 5. only then: status and revoke-all epoch, expiry (own deadline, rotation
+//!    grace, idle timeout, ring default), scope requirement, use limit.
+//!
+//! Every administrative operation is a read-modify-write of one record,
+//! serialised by one ring-wide lock (writes are rare; verification never
+//! takes it), so two operations on one key cannot lose each other's change.
+//!
+//! Usage (`last_used_at`, the use count) is updated by `verify` in memory,
+//! with atomics, and written back to the store by a background thread every
+//! [`flush_interval`](KeyRingBuilder::flush_interval), on
+//! [`KeyRing::flush`] and when the ring is dropped. Keys with a use limit
+//! are the exception: each successful use is written at once, so a restart
+//! cannot hand out uses again.
 
 use std::fmt;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use time::{Duration, OffsetDateTime};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, StoreError, VerifyError};
 use crate::event::{Event, EventKind, EventSink};
-use crate::expiry::{self, ExpiryPolicy};
+use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
-use crate::key::{Issued, Key, NewKey, Status, Verified};
+use crate::key::{Issued, Key, KeyUpdate, NewKey, Reminder, Rotation, Status, Verified};
 use crate::scope::{Requirement, Sensitive};
 use crate::store::{KeyStore, MemoryStore, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
@@ -32,6 +46,10 @@ const MAX_METADATA_ENTRIES: usize = 64;
 /// Attempts at drawing an unused id before giving up (a collision of 64-bit
 /// random ids is already negligible once).
 const ID_ATTEMPTS: usize = 4;
+/// Default delay bound for writing usage back to the store.
+const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// The reason recorded by [`KeyRing::owner_password_expired`].
+const PASSWORD_EXPIRED: &str = "owner password expired";
 
 /// Manages the keys of one prefix on one store.
 ///
@@ -46,13 +64,59 @@ const ID_ATTEMPTS: usize = 4;
 pub struct KeyRing<S: KeyStore = MemoryStore> {
     prefix: Prefix,
     hasher: Hasher,
-    store: S,
+    shared: Arc<Shared<S>>,
     clock: Box<dyn Clock>,
     events: Option<Box<dyn EventSink>>,
     report_successes: bool,
+    revoke_on_password_expiry: bool,
     sensitive: Sensitive,
     max_lifetime: Option<Duration>,
     settings: RwLock<RingSettings>,
+    /// The revoke-all epoch, read on every verify without a lock.
+    epoch: AtomicU64,
+    /// Dropping it stops the background flusher.
+    _stop_flusher: Option<SyncSender<()>>,
+}
+
+/// What the background flusher shares with the ring.
+struct Shared<S> {
+    store: S,
+    /// Serialises every read-modify-write of a record.
+    writes: Mutex<()>,
+}
+
+impl<S: KeyStore> Shared<S> {
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // The guarded data is `()`: a panic elsewhere cannot leave it broken.
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes every key's changed usage back to the store.
+    fn flush_usage(&self) -> Result<(), StoreError> {
+        let mut first_error = None;
+        for entry in self.store.list(None)? {
+            if entry.usage.take_dirty()
+                && let Err(e) = self.write_usage(entry.id())
+            {
+                entry.usage.mark_dirty();
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => self.store.flush(),
+        }
+    }
+
+    /// Writes one key's live usage into its record.
+    fn write_usage(&self, id: KeyId) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        match self.store.lookup(id) {
+            Some(current) => self.store.replace(current.revised(|_| {})),
+            // Deleted meanwhile: nothing to write.
+            None => Ok(()),
+        }
+    }
 }
 
 /// Configures a [`KeyRing`]; made by [`KeyRing::builder`].
@@ -63,9 +127,11 @@ pub struct KeyRingBuilder {
     clock: Box<dyn Clock>,
     events: Option<Box<dyn EventSink>>,
     report_successes: bool,
+    revoke_on_password_expiry: bool,
     sensitive: Vec<String>,
     max_lifetime: Option<Duration>,
     default_expiry: ExpiryPolicy,
+    flush_interval: Option<std::time::Duration>,
 }
 
 impl KeyRing<MemoryStore> {
@@ -78,9 +144,11 @@ impl KeyRing<MemoryStore> {
             clock: Box::new(SystemClock),
             events: None,
             report_successes: false,
+            revoke_on_password_expiry: false,
             sensitive: Vec::new(),
             max_lifetime: None,
             default_expiry: ExpiryPolicy::Never,
+            flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
         }
     }
 }
@@ -91,9 +159,8 @@ impl KeyRingBuilder {
     /// stolen store can be checked against a guessed key (which, at 142
     /// random bits, nobody can guess). Changing it invalidates every key.
     pub fn pepper(mut self, pepper: [u8; 32]) -> Self {
-        let mut pepper = zeroize::Zeroizing::new(pepper);
+        let pepper = zeroize::Zeroizing::new(pepper);
         self.hasher = Hasher::new(Some(&pepper));
-        zeroize::Zeroize::zeroize(&mut *pepper);
         self
     }
 
@@ -116,6 +183,13 @@ impl KeyRingBuilder {
         self
     }
 
+    /// Whether [`KeyRing::owner_password_expired`] revokes the owner's keys
+    /// (default: no, it does nothing).
+    pub fn revoke_on_password_expiry(mut self, yes: bool) -> Self {
+        self.revoke_on_password_expiry = yes;
+        self
+    }
+
     /// Resources never covered by `*` or an unrestricted key; they must be
     /// granted by name.
     pub fn sensitive<I: IntoIterator<Item = R>, R: Into<String>>(mut self, resources: I) -> Self {
@@ -132,16 +206,25 @@ impl KeyRingBuilder {
 
     /// The policy of keys issued without their own (default: never). It
     /// seeds a new store; a store that already has ring settings keeps its
-    /// own. Under a [maximum lifetime](Self::max_lifetime) a fixed default
-    /// must fit the cap, and a `Never` or idle default expires keys at the
-    /// cap.
+    /// own (change it with [`KeyRing::set_default_expiry`]). Under a
+    /// [maximum lifetime](Self::max_lifetime) a fixed default must fit the
+    /// cap, and a `Never` or idle default expires keys at the cap.
     pub fn default_expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.default_expiry = policy;
         self
     }
 
+    /// How often a background thread writes usage (`last_used_at`, use
+    /// counts) back to the store: the most a crash can lose. Default 30
+    /// seconds; `None` runs no thread, and usage is written only by
+    /// [`KeyRing::flush`] and when the ring is dropped.
+    pub fn flush_interval(mut self, every: Option<std::time::Duration>) -> Self {
+        self.flush_interval = every;
+        self
+    }
+
     /// Checks the configuration and opens the ring on `store`.
-    pub fn build<S: KeyStore>(self, store: S) -> Result<KeyRing<S>, Error> {
+    pub fn build<S: KeyStore + 'static>(self, store: S) -> Result<KeyRing<S>, Error> {
         let prefix = Prefix::new(&self.prefix)?;
         let sensitive = Sensitive::new(&self.sensitive)?;
         if let Some(max) = self.max_lifetime
@@ -159,23 +242,59 @@ impl KeyRingBuilder {
                 let fresh = RingSettings {
                     default_expiry: self.default_expiry,
                     default_since: now,
+                    epoch: 0,
+                    revoked_all_at: None,
                 };
                 store.save_settings(&fresh)?;
                 fresh
             }
         };
+        let shared = Arc::new(Shared {
+            store,
+            writes: Mutex::new(()),
+        });
+        let stop_flusher = match self.flush_interval {
+            Some(every) => Some(spawn_flusher(&shared, every)?),
+            None => None,
+        };
         Ok(KeyRing {
             prefix,
             hasher: self.hasher,
-            store,
+            shared,
             clock: self.clock,
             events: self.events,
             report_successes: self.report_successes,
+            revoke_on_password_expiry: self.revoke_on_password_expiry,
             sensitive,
             max_lifetime: self.max_lifetime,
+            epoch: AtomicU64::new(settings.epoch),
             settings: RwLock::new(settings),
+            _stop_flusher: stop_flusher,
         })
     }
+}
+
+/// Starts the thread that writes usage back every `every`; it stops when the
+/// returned sender is dropped (with the ring).
+fn spawn_flusher<S: KeyStore + 'static>(
+    shared: &Arc<Shared<S>>,
+    every: std::time::Duration,
+) -> Result<SyncSender<()>, Error> {
+    let (stop, stopped) = mpsc::sync_channel::<()>(0);
+    let shared = Arc::downgrade(shared);
+    std::thread::Builder::new()
+        .name("keyward-flush".into())
+        .spawn(move || {
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let Some(shared) = shared.upgrade() else {
+                    break;
+                };
+                // A failed write leaves the keys marked; the next round retries.
+                let _ = shared.flush_usage();
+            }
+        })
+        .map_err(|e| Error::Storage(StoreError::Backend(Box::new(e))))?;
+    Ok(stop)
 }
 
 /// A default policy must be valid, and a fixed one must fit the cap;
@@ -253,9 +372,9 @@ pub enum KeyState {
     Active,
     /// Disabled (reversibly).
     Disabled,
-    /// Revoked.
+    /// Revoked, one by one or by a revoke-all.
     Revoked,
-    /// Past its expiry.
+    /// Past its expiry (or its rotation grace, or idle too long).
     Expired,
 }
 
@@ -286,7 +405,30 @@ impl ListFilter {
     }
 }
 
+/// The ring's administrative operations on behalf of a named actor, who is
+/// then recorded in every event: `ring.by("alice").revoke(id, "left")`.
+#[derive(Debug)]
+pub struct Acting<'a, S: KeyStore> {
+    ring: &'a KeyRing<S>,
+    actor: Option<&'a str>,
+}
+
 impl<S: KeyStore> KeyRing<S> {
+    /// The administrative operations, recorded as done by `actor`.
+    pub fn by<'a>(&'a self, actor: &'a str) -> Acting<'a, S> {
+        Acting {
+            ring: self,
+            actor: Some(actor),
+        }
+    }
+
+    fn anonymous(&self) -> Acting<'_, S> {
+        Acting {
+            ring: self,
+            actor: None,
+        }
+    }
+
     /// Issues a key. Its plaintext is in the returned [`Issued::secret`] and
     /// nowhere else.
     ///
@@ -294,66 +436,89 @@ impl<S: KeyStore> KeyRing<S> {
     /// or lies beyond the ring's maximum lifetime. When the request names
     /// the owner's scopes, the key's scopes are capped to them.
     pub fn issue(&self, request: NewKey) -> Result<Issued, Error> {
-        check_request(&request)?;
-        let now = self.clock.now();
-        let expires_at = match request.expiry {
-            Some(policy) => {
-                policy.validate(now)?;
-                capped_deadline(policy, now, self.max_lifetime)?
-            }
-            None => None,
-        };
-        let scopes = match &request.owner_scopes {
-            Some(held) => request.scopes.cap(held, &self.sensitive),
-            None => request.scopes,
-        };
-        let mut key = Key {
-            id: KeyId::from_u64(0),
-            hint: Box::from(""),
-            name: request.name.into(),
-            description: request.description.map(Into::into),
-            owner: request.owner.into(),
-            contact: request.contact.map(Box::new),
-            scopes,
-            created_at: now,
-            expiry: request.expiry,
-            expires_at,
-            status: Status::Active,
-            last_used_at: None,
-            uses: 0,
-            use_limit: request.use_limit,
-            rotation: None,
-            metadata: request.metadata,
-        };
-        for _ in 0..ID_ATTEMPTS {
-            let generated = token::generate(&self.prefix)?;
-            key.id = generated.id;
-            key.hint = self.prefix.hint(generated.id).into();
-            let hash = self.hasher.hash(generated.id, generated.secret_part());
-            match self.store.insert(StoredKey {
-                key: key.clone(),
-                hash,
-            }) {
-                Ok(()) => {
-                    self.emit(|| {
-                        Event::new(EventKind::Issued, now)
-                            .key(key.id)
-                            .owner(&key.owner)
-                    });
-                    return Ok(Issued {
-                        key,
-                        secret: generated.secret,
-                    });
-                }
-                Err(StoreError::Duplicate(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(Error::Storage(StoreError::Duplicate(key.id)))
+        self.anonymous().issue(request)
     }
 
-    /// Checks a presented key: valid, active, not expired. The per-request
-    /// call: no I/O, no heap allocation on success.
+    /// Replaces a key by a new one (new id and secret) that inherits its
+    /// name, description, owner, contact, scopes, metadata, expiry and
+    /// remaining uses. The old key keeps working until `grace` from now, but
+    /// never past its own expiry; a zero grace ends it at once.
+    ///
+    /// A key with its own expiry policy hands its deadline on unchanged (a
+    /// rotation renews the secret, not the lifetime); a key governed by the
+    /// ring default stays so. Refused for a revoked, deleted or already
+    /// rotated key, and for a negative grace.
+    pub fn rotate(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
+        self.anonymous().rotate(id, grace)
+    }
+
+    /// Gives a key a new secret, keeping its id and record; the old secret
+    /// fails at once. Refused for a revoked or deleted key.
+    pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
+        self.anonymous().regenerate(id)
+    }
+
+    /// Switches a key off, reversibly. Disabling a disabled key changes
+    /// nothing; a revoked key cannot be disabled.
+    pub fn disable(&self, id: KeyId) -> Result<(), Error> {
+        self.anonymous().disable(id)
+    }
+
+    /// Switches a disabled key back on. Enabling an active key changes
+    /// nothing; a revoked key cannot be enabled.
+    pub fn enable(&self, id: KeyId) -> Result<(), Error> {
+        self.anonymous().enable(id)
+    }
+
+    /// Revokes a key for good, with a reason kept in its record. Revoking a
+    /// revoked key changes nothing (the first reason stays).
+    pub fn revoke(&self, id: KeyId, reason: &str) -> Result<(), Error> {
+        self.anonymous().revoke(id, reason)
+    }
+
+    /// Deletes a key's record. A deleted key verifies as `invalid`, like one
+    /// that never existed.
+    pub fn delete(&self, id: KeyId) -> Result<(), Error> {
+        self.anonymous().delete(id)
+    }
+
+    /// Changes a key's name, description, contact or metadata, or narrows
+    /// its scopes (widening is refused).
+    pub fn update(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
+        self.anonymous().update(id, change)
+    }
+
+    /// Revokes every key of `owner`; returns the ids it revoked.
+    pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
+        self.anonymous().revoke_owner(owner, reason)
+    }
+
+    /// Revokes every key in the ring at once, in one settings write however
+    /// many keys there are: it raises the ring's epoch, and keys issued in an
+    /// earlier epoch no longer verify. Keys issued afterwards work.
+    pub fn revoke_all(&self) -> Result<(), Error> {
+        self.anonymous().revoke_all()
+    }
+
+    /// Tells the ring that `owner`'s password expired: revokes the owner's
+    /// keys when the ring was built with
+    /// [`revoke_on_password_expiry`](KeyRingBuilder::revoke_on_password_expiry),
+    /// else does nothing. Returns the ids it revoked.
+    pub fn owner_password_expired(&self, owner: &str) -> Result<Vec<KeyId>, Error> {
+        self.anonymous().owner_password_expired(owner)
+    }
+
+    /// Changes the policy of keys issued without their own. It takes effect
+    /// now: a key governed by the default expires the new period after this
+    /// moment, not after its creation. Keys with their own policy are not
+    /// touched. Persisted in the store.
+    pub fn set_default_expiry(&self, policy: ExpiryPolicy) -> Result<(), Error> {
+        self.anonymous().set_default_expiry(policy)
+    }
+
+    /// Checks a presented key: valid, active, not expired, uses left. The
+    /// per-request call: no I/O (except for a key with a use limit, whose
+    /// use is written at once), no heap allocation on success.
     pub fn verify(&self, presented: &str) -> Result<Verified, VerifyError> {
         self.verify_with(presented, RequestContext::new())
     }
@@ -379,7 +544,7 @@ impl<S: KeyStore> KeyRing<S> {
     ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
         let digest = self.hasher.hash(parsed.id, parsed.secret);
-        let entry = self.store.lookup(parsed.id);
+        let entry = self.store().lookup(parsed.id);
         // An unknown id is compared against a placeholder: the same work as a
         // wrong secret, and the same answer.
         let placeholder = KeyHash::placeholder();
@@ -395,13 +560,27 @@ impl<S: KeyStore> KeyRing<S> {
             Status::Disabled => return Err(VerifyError::Disabled),
             Status::Revoked { .. } => return Err(VerifyError::Revoked),
         }
-        if self.is_expired(key, self.clock.now()) {
+        if key.epoch < self.epoch.load(Ordering::Acquire) {
+            return Err(VerifyError::Revoked);
+        }
+        let now = self.clock.now();
+        if self.next_expiry(&entry).is_some_and(|at| now >= at) {
             return Err(VerifyError::Expired);
         }
         if let Some(requirement) = request.requirement {
             requirement
                 .check(&key.scopes, &self.sensitive)
                 .map_err(|missing| VerifyError::InsufficientScope(missing.clone()))?;
+        }
+        if !entry.usage.consume(key.use_limit, now) {
+            return Err(VerifyError::UsageExceeded);
+        }
+        if key.use_limit.is_some() {
+            // A limited use is written at once, so a restart cannot grant it
+            // again; a failed write leaves the key marked for the flusher.
+            if entry.usage.take_dirty() && self.shared.write_usage(key.id).is_err() {
+                entry.usage.mark_dirty();
+            }
         }
         Ok(Verified { entry })
     }
@@ -434,61 +613,122 @@ impl<S: KeyStore> KeyRing<S> {
         }
     }
 
-    /// The key with this id, if any. Never includes a secret.
+    /// The key with this id, if any, with its live usage. Never includes a
+    /// secret.
     pub fn get(&self, id: KeyId) -> Option<Key> {
-        self.store.lookup(id).map(|e| e.key.clone())
+        self.store().lookup(id).map(|e| e.current_key())
     }
 
     /// The keys that match `filter`, oldest first. Never includes a secret.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Key>, Error> {
         let now = self.clock.now();
         let mut keys: Vec<Key> = self
-            .store
+            .store()
             .list(filter.owner.as_deref())?
             .into_iter()
             .filter(|e| filter.owner.as_deref().is_none_or(|o| e.key.owner() == o))
-            .filter(|e| filter.state.is_none_or(|s| self.state_at(&e.key, now) == s))
-            .map(|e| e.key.clone())
+            .filter(|e| filter.state.is_none_or(|s| self.state_at(e, now) == s))
+            .map(|e| e.current_key())
             .collect();
         keys.sort_by_key(|k| (k.created_at, k.id));
         Ok(keys)
     }
 
-    /// The state of `key` now.
-    pub fn state(&self, key: &Key) -> KeyState {
-        self.state_at(key, self.clock.now())
+    /// The active keys that stop working within `window` from now, soonest
+    /// first, each with its record (and so its contact): what a host needs
+    /// to e-mail a reminder. Revoked, disabled and already expired keys are
+    /// left out.
+    pub fn expiring_within(&self, window: Duration) -> Result<Vec<Reminder>, Error> {
+        let now = self.clock.now();
+        let until = now.saturating_add(window);
+        let mut due: Vec<Reminder> = self
+            .store()
+            .list(None)?
+            .into_iter()
+            .filter(|e| self.state_at(e, now) == KeyState::Active)
+            .filter_map(|e| {
+                let at = self.next_expiry(&e)?;
+                (at <= until).then(|| Reminder {
+                    key: e.current_key(),
+                    expires_at: at,
+                })
+            })
+            .collect();
+        due.sort_by_key(|r| (r.expires_at, r.key.id));
+        Ok(due)
     }
 
-    fn state_at(&self, key: &Key, now: OffsetDateTime) -> KeyState {
+    /// The state of the key with this id now; `None` if there is no such
+    /// key.
+    pub fn state(&self, id: KeyId) -> Option<KeyState> {
+        let now = self.clock.now();
+        self.store().lookup(id).map(|e| self.state_at(&e, now))
+    }
+
+    fn state_at(&self, entry: &StoredKey, now: OffsetDateTime) -> KeyState {
+        let key = &entry.key;
         match key.status {
             Status::Revoked { .. } => KeyState::Revoked,
+            _ if key.epoch < self.epoch.load(Ordering::Acquire) => KeyState::Revoked,
             Status::Disabled => KeyState::Disabled,
-            Status::Active if self.is_expired(key, now) => KeyState::Expired,
+            Status::Active if self.next_expiry(entry).is_some_and(|at| now >= at) => {
+                KeyState::Expired
+            }
             Status::Active => KeyState::Active,
         }
     }
 
-    /// The fixed deadline of `key`: its own policy's, or the ring default's
-    /// as it applies now. `None` when it has none (it may still expire
-    /// through an idle timeout).
-    pub fn expires_at(&self, key: &Key) -> Option<OffsetDateTime> {
-        match key.expiry {
-            Some(_) => key.expires_at,
-            None => self.default_deadline(key, &self.settings()),
-        }
+    /// When the key with this id stops working, as things stand: the
+    /// earliest of its own deadline (or the ring default's), its rotation
+    /// grace and its idle timeout. `None` when it has no end, or no such key.
+    pub fn expires_at(&self, id: KeyId) -> Option<OffsetDateTime> {
+        self.store().lookup(id).and_then(|e| self.next_expiry(&e))
     }
 
     /// The ring settings in force.
     pub fn settings(&self) -> RingSettings {
-        self.settings
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.read_settings().clone()
+    }
+
+    fn read_settings(&self) -> std::sync::RwLockReadGuard<'_, RingSettings> {
+        self.settings.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The store the ring works on.
     pub fn store(&self) -> &S {
-        &self.store
+        &self.shared.store
+    }
+
+    /// Writes usage (`last_used_at`, use counts) changed since the last
+    /// flush back to the store, then flushes the store.
+    pub fn flush(&self) -> Result<(), Error> {
+        Ok(self.shared.flush_usage()?)
+    }
+
+    /// The instant the key stops working: the earliest of its fixed
+    /// deadline, its rotation grace and its idle timeout.
+    fn next_expiry(&self, entry: &StoredKey) -> Option<OffsetDateTime> {
+        let key = &entry.key;
+        let last_active = entry
+            .usage
+            .last_used()
+            .map_or(key.created_at, |u| u.max(key.created_at));
+        let (deadline, idle_end) = match key.expiry {
+            Some(policy) => (
+                key.expires_at,
+                policy.idle().map(|d| last_active.saturating_add(d)),
+            ),
+            None => {
+                let settings = self.read_settings();
+                let idle_end = settings
+                    .default_expiry
+                    .idle()
+                    .map(|d| last_active.max(settings.default_since).saturating_add(d));
+                (self.default_deadline(key, &settings), idle_end)
+            }
+        };
+        let grace = key.rotation.as_ref().and_then(|r| r.grace_until);
+        [deadline, idle_end, grace].into_iter().flatten().min()
     }
 
     /// Default-governed keys count from the later of their creation and the
@@ -505,24 +745,353 @@ impl<S: KeyStore> KeyRing<S> {
         }
     }
 
-    fn is_expired(&self, key: &Key, now: OffsetDateTime) -> bool {
-        let last_active = key
-            .last_used_at
-            .map_or(key.created_at, |u| u.max(key.created_at));
-        match key.expiry {
-            Some(policy) => {
-                expiry::is_expired(now, key.expires_at, policy.idle().map(|d| (d, last_active)))
-            }
-            None => {
-                let settings = self.settings.read().unwrap_or_else(PoisonError::into_inner);
-                let deadline = self.default_deadline(key, &settings);
-                let idle = settings
-                    .default_expiry
-                    .idle()
-                    .map(|d| (d, last_active.max(settings.default_since)));
-                expiry::is_expired(now, deadline, idle)
+    /// Draws a fresh key string with an unused id and stores `key` under it.
+    fn insert_new(&self, mut key: Key) -> Result<Issued, Error> {
+        for _ in 0..ID_ATTEMPTS {
+            let generated = token::generate(&self.prefix)?;
+            key.id = generated.id;
+            key.hint = self.prefix.hint(generated.id).into();
+            let hash = self.hasher.hash(generated.id, generated.secret_part());
+            match self.store().insert(StoredKey::new(key.clone(), hash)) {
+                Ok(()) => {
+                    return Ok(Issued {
+                        key,
+                        secret: generated.secret,
+                    });
+                }
+                Err(StoreError::Duplicate(_)) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
+        Err(Error::Storage(StoreError::Duplicate(key.id)))
+    }
+
+    /// The current record of `id`, refusing a revoked one.
+    fn live_entry(&self, id: KeyId) -> Result<Arc<StoredKey>, Error> {
+        let entry = self.store().lookup(id).ok_or(Error::NotFound(id))?;
+        let revoked = matches!(entry.key.status, Status::Revoked { .. })
+            || entry.key.epoch < self.epoch.load(Ordering::Acquire);
+        if revoked {
+            return Err(Error::Revoked(id));
+        }
+        Ok(entry)
+    }
+}
+
+impl<S: KeyStore> Acting<'_, S> {
+    fn event(&self, kind: EventKind, key: &Key, now: OffsetDateTime) {
+        self.ring.emit(|| {
+            Event::new(kind, now)
+                .key(key.id)
+                .owner(&key.owner)
+                .actor(self.actor)
+        });
+    }
+
+    /// See [`KeyRing::issue`].
+    pub fn issue(&self, request: NewKey) -> Result<Issued, Error> {
+        let ring = self.ring;
+        check_request(&request)?;
+        let _guard = ring.shared.lock();
+        let now = ring.clock.now();
+        let expires_at = match request.expiry {
+            Some(policy) => {
+                policy.validate(now)?;
+                capped_deadline(policy, now, ring.max_lifetime)?
+            }
+            None => None,
+        };
+        let scopes = match &request.owner_scopes {
+            Some(held) => request.scopes.cap(held, &ring.sensitive),
+            None => request.scopes,
+        };
+        let key = Key {
+            id: KeyId::from_u64(0),
+            hint: Box::from(""),
+            name: request.name.into(),
+            description: request.description.map(Into::into),
+            owner: request.owner.into(),
+            contact: request.contact.map(Box::new),
+            scopes,
+            created_at: now,
+            expiry: request.expiry,
+            expires_at,
+            status: Status::Active,
+            last_used_at: None,
+            uses: 0,
+            use_limit: request.use_limit,
+            rotation: None,
+            metadata: request.metadata,
+            epoch: ring.epoch.load(Ordering::Acquire),
+        };
+        let issued = ring.insert_new(key)?;
+        self.event(EventKind::Issued, &issued.key, now);
+        Ok(issued)
+    }
+
+    /// See [`KeyRing::rotate`].
+    pub fn rotate(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
+        let ring = self.ring;
+        if grace.is_negative() {
+            return Err(Error::InvalidInput("a grace period must not be negative"));
+        }
+        let _guard = ring.shared.lock();
+        let old = ring.live_entry(id)?;
+        if old
+            .key
+            .rotation
+            .as_ref()
+            .is_some_and(|r| r.rotated_to.is_some())
+        {
+            return Err(Error::AlreadyRotated(id));
+        }
+        let now = ring.clock.now();
+        let old_key = old.current_key();
+        let successor = Key {
+            id: KeyId::from_u64(0),
+            hint: Box::from(""),
+            created_at: now,
+            status: Status::Active,
+            last_used_at: None,
+            uses: 0,
+            use_limit: old_key
+                .use_limit
+                .map(|limit| limit.saturating_sub(old_key.uses)),
+            rotation: Some(Box::new(Rotation {
+                rotated_from: Some(id),
+                ..Rotation::default()
+            })),
+            epoch: ring.epoch.load(Ordering::Acquire),
+            ..old_key
+        };
+        let issued = ring.insert_new(successor)?;
+        let grace_until = [Some(now.saturating_add(grace)), ring.next_expiry(&old)]
+            .into_iter()
+            .flatten()
+            .min();
+        let retired = old.revised(|k| {
+            let rotation = k.rotation.get_or_insert_with(Box::default);
+            rotation.rotated_to = Some(issued.key.id);
+            rotation.grace_until = grace_until;
+        });
+        if let Err(e) = ring.store().replace(retired) {
+            // Undo the new key, so a failed rotation leaves things as they were.
+            let _ = ring.store().remove(issued.key.id);
+            return Err(e.into());
+        }
+        self.event(EventKind::Rotated { to: issued.key.id }, &old.key, now);
+        self.event(EventKind::Issued, &issued.key, now);
+        Ok(issued)
+    }
+
+    /// See [`KeyRing::regenerate`].
+    pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let old = ring.live_entry(id)?;
+        let generated = token::generate_with_id(&ring.prefix, id)?;
+        let mut next = old.revised(|_| {});
+        next.hash = ring.hasher.hash(id, generated.secret_part());
+        let key = next.key.clone();
+        ring.store().replace(next)?;
+        let now = ring.clock.now();
+        self.event(EventKind::Regenerated, &key, now);
+        Ok(Issued {
+            key,
+            secret: generated.secret,
+        })
+    }
+
+    /// See [`KeyRing::disable`].
+    pub fn disable(&self, id: KeyId) -> Result<(), Error> {
+        self.set_status(id, Status::Active, Status::Disabled, EventKind::Disabled)
+    }
+
+    /// See [`KeyRing::enable`].
+    pub fn enable(&self, id: KeyId) -> Result<(), Error> {
+        self.set_status(id, Status::Disabled, Status::Active, EventKind::Enabled)
+    }
+
+    fn set_status(
+        &self,
+        id: KeyId,
+        from: Status,
+        to: Status,
+        kind: EventKind,
+    ) -> Result<(), Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let entry = ring.live_entry(id)?;
+        if entry.key.status != from {
+            return Ok(());
+        }
+        let next = entry.revised(|k| k.status = to);
+        ring.store().replace(next)?;
+        self.event(kind, &entry.key, ring.clock.now());
+        Ok(())
+    }
+
+    /// See [`KeyRing::revoke`].
+    pub fn revoke(&self, id: KeyId, reason: &str) -> Result<(), Error> {
+        let _guard = self.ring.shared.lock();
+        self.revoke_locked(id, reason).map(|_| ())
+    }
+
+    /// Revokes one key; `Ok(false)` if it was revoked already.
+    fn revoke_locked(&self, id: KeyId, reason: &str) -> Result<bool, Error> {
+        let ring = self.ring;
+        let entry = ring.store().lookup(id).ok_or(Error::NotFound(id))?;
+        if matches!(entry.key.status, Status::Revoked { .. }) {
+            return Ok(false);
+        }
+        if reason.len() > MAX_FIELD_LEN {
+            return Err(Error::InvalidInput("a reason is limited to 256 bytes"));
+        }
+        let now = ring.clock.now();
+        let next = entry.revised(|k| {
+            k.status = Status::Revoked {
+                at: now,
+                reason: reason.to_owned(),
+            }
+        });
+        ring.store().replace(next)?;
+        self.event(
+            EventKind::Revoked {
+                reason: reason.to_owned(),
+            },
+            &entry.key,
+            now,
+        );
+        Ok(true)
+    }
+
+    /// See [`KeyRing::delete`].
+    pub fn delete(&self, id: KeyId) -> Result<(), Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let entry = ring.store().lookup(id).ok_or(Error::NotFound(id))?;
+        if !ring.store().remove(id)? {
+            return Err(Error::NotFound(id));
+        }
+        self.event(EventKind::Deleted, &entry.key, ring.clock.now());
+        Ok(())
+    }
+
+    /// See [`KeyRing::update`].
+    pub fn update(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let entry = ring.live_entry(id)?;
+        if let Some(scopes) = &change.scopes
+            && !scopes.is_within(&entry.key.scopes, &ring.sensitive)
+        {
+            let wider = match scopes
+                .iter()
+                .find(|s| !entry.key.scopes.permits(s, &ring.sensitive))
+            {
+                Some(s) => s.to_string(),
+                None => "unrestricted".to_owned(),
+            };
+            return Err(Error::ScopeWidening(wider));
+        }
+        let mut probe = NewKey::new(entry.key.owner.to_string());
+        probe.name = change.name.clone().unwrap_or_default();
+        probe.description = change.description.clone().flatten();
+        probe.metadata = change.metadata.clone().unwrap_or_default();
+        check_request(&probe)?;
+        let next = entry.revised(|k| {
+            if let Some(name) = change.name {
+                k.name = name.into();
+            }
+            if let Some(description) = change.description {
+                k.description = description.map(Into::into);
+            }
+            if let Some(contact) = change.contact {
+                k.contact = contact.map(Box::new);
+            }
+            if let Some(metadata) = change.metadata {
+                k.metadata = metadata;
+            }
+            if let Some(scopes) = change.scopes {
+                k.scopes = scopes;
+            }
+        });
+        let key = next.key.clone();
+        ring.store().replace(next)?;
+        self.event(EventKind::Updated, &key, ring.clock.now());
+        Ok(key)
+    }
+
+    /// See [`KeyRing::revoke_owner`].
+    pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let mut revoked = Vec::new();
+        for entry in ring.store().list(Some(owner))? {
+            if entry.key.owner() == owner && self.revoke_locked(entry.id(), reason)? {
+                revoked.push(entry.id());
+            }
+        }
+        revoked.sort();
+        let now = ring.clock.now();
+        ring.emit(|| {
+            Event::new(
+                EventKind::OwnerRevoked {
+                    count: revoked.len(),
+                },
+                now,
+            )
+            .owner(owner)
+            .actor(self.actor)
+        });
+        Ok(revoked)
+    }
+
+    /// See [`KeyRing::revoke_all`].
+    pub fn revoke_all(&self) -> Result<(), Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let now = ring.clock.now();
+        let mut next = ring.settings();
+        next.epoch += 1;
+        next.revoked_all_at = Some(now);
+        // Durable first: a failed write leaves every key as it was.
+        ring.store().save_settings(&next)?;
+        let epoch = next.epoch;
+        *ring
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        ring.epoch.store(epoch, Ordering::Release);
+        ring.emit(|| Event::new(EventKind::AllRevoked { epoch }, now).actor(self.actor));
+        Ok(())
+    }
+
+    /// See [`KeyRing::owner_password_expired`].
+    pub fn owner_password_expired(&self, owner: &str) -> Result<Vec<KeyId>, Error> {
+        if self.ring.revoke_on_password_expiry {
+            self.revoke_owner(owner, PASSWORD_EXPIRED)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
+    /// See [`KeyRing::set_default_expiry`].
+    pub fn set_default_expiry(&self, policy: ExpiryPolicy) -> Result<(), Error> {
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let now = ring.clock.now();
+        check_default(policy, ring.max_lifetime, now)?;
+        let mut next = ring.settings();
+        next.default_expiry = policy;
+        next.default_since = now;
+        ring.store().save_settings(&next)?;
+        *ring
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = next;
+        ring.emit(|| Event::new(EventKind::PolicyChanged { policy }, now).actor(self.actor));
+        Ok(())
     }
 }
 
@@ -558,11 +1127,18 @@ fn check_request(request: &NewKey) -> Result<(), Error> {
     Ok(())
 }
 
+impl<S: KeyStore> Drop for KeyRing<S> {
+    /// Writes outstanding usage back, best effort.
+    fn drop(&mut self) {
+        let _ = self.shared.flush_usage();
+    }
+}
+
 impl<S: KeyStore> fmt::Debug for KeyRing<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("prefix", &self.prefix)
-            .field("store", &self.store)
+            .field("store", self.store())
             .field("clock", &self.clock)
             .field("events", &self.events.is_some())
             .field("sensitive", &self.sensitive)

@@ -283,7 +283,6 @@ impl ScopeSet {
     }
 
     /// Whether every scope this set grants is also granted by `wider`.
-    #[allow(dead_code)] // for `update`, which may only narrow scopes
     pub(crate) fn is_within(&self, wider: &ScopeSet, sensitive: &Sensitive) -> bool {
         match &self.0 {
             None => wider.is_unrestricted(),

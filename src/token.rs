@@ -276,7 +276,11 @@ pub(crate) fn generate(prefix: &Prefix) -> Result<Generated, Error> {
     SysRng
         .try_fill_bytes(&mut id_bytes)
         .map_err(|e| Error::Random(e.to_string()))?;
-    let id = KeyId(u64::from_le_bytes(id_bytes));
+    generate_with_id(prefix, KeyId(u64::from_le_bytes(id_bytes)))
+}
+
+/// A new secret for an existing id (regeneration), formatted as a key.
+pub(crate) fn generate_with_id(prefix: &Prefix, id: KeyId) -> Result<Generated, Error> {
     let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
     random_base62(&mut secret[..])?;
     let text = format_key(prefix, id, &secret);

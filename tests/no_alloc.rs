@@ -84,7 +84,12 @@ fn successful_verify_does_not_allocate() {
         }
     });
     assert_eq!(verified, presented.len());
-    assert_eq!(n, 0, "{n} heap allocations in {} successful verifies", 2 * presented.len());
+    assert_eq!(
+        n,
+        0,
+        "{n} heap allocations in {} successful verifies",
+        2 * presented.len()
+    );
 }
 
 #[test]

@@ -26,6 +26,7 @@ mod memory;
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -39,15 +40,59 @@ pub use memory::MemoryStore;
 
 /// What a store keeps per key: the record and the hash of its secret.
 ///
-/// Serialize it (e.g. with `serde_json`) to persist it in a host database.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Serialize it (e.g. with `serde_json`) to persist it in a host database;
+/// only the record and the hash are written.
+///
+/// Beside the record, a `StoredKey` carries the key's live usage (last use,
+/// use count), which `verify` updates in memory without I/O. Clones share
+/// it, so a new version of a record made from an old one keeps counting
+/// where the old one was. The ring writes it back to the store with a
+/// bounded delay ([`KeyRing::flush`](crate::KeyRing::flush)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredRepr", into = "StoredRepr")]
 pub struct StoredKey {
     pub(crate) key: Key,
     pub(crate) hash: KeyHash,
+    pub(crate) usage: Arc<Usage>,
 }
 
+#[derive(Serialize, Deserialize)]
+struct StoredRepr {
+    key: Key,
+    hash: KeyHash,
+}
+
+impl From<StoredRepr> for StoredKey {
+    fn from(r: StoredRepr) -> Self {
+        StoredKey::new(r.key, r.hash)
+    }
+}
+
+impl From<StoredKey> for StoredRepr {
+    fn from(s: StoredKey) -> Self {
+        StoredRepr {
+            key: s.key,
+            hash: s.hash,
+        }
+    }
+}
+
+impl PartialEq for StoredKey {
+    /// Compares the record and the hash; live usage is not part of the value.
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.hash == other.hash
+    }
+}
+
+impl Eq for StoredKey {}
+
 impl StoredKey {
-    /// The key record.
+    pub(crate) fn new(key: Key, hash: KeyHash) -> StoredKey {
+        let usage = Arc::new(Usage::from_key(&key));
+        StoredKey { key, hash, usage }
+    }
+
+    /// The key record, as last written.
     pub fn key(&self) -> &Key {
         &self.key
     }
@@ -61,6 +106,105 @@ impl StoredKey {
     pub fn hash(&self) -> &KeyHash {
         &self.hash
     }
+
+    /// A new version of this record: the same hash and live usage, with the
+    /// live usage folded into the record so the write persists it.
+    pub(crate) fn revised(&self, change: impl FnOnce(&mut Key)) -> StoredKey {
+        let mut next = self.clone();
+        self.usage.fold_into(&mut next.key);
+        change(&mut next.key);
+        next
+    }
+
+    /// The record with its live usage folded in.
+    pub(crate) fn current_key(&self) -> Key {
+        let mut key = self.key.clone();
+        self.usage.fold_into(&mut key);
+        key
+    }
+}
+
+/// Live usage of a key: updated by `verify` with atomics, no lock, no I/O.
+#[derive(Debug)]
+pub(crate) struct Usage {
+    /// Unix seconds of the last successful verification; `i64::MIN` for never.
+    last_used: AtomicI64,
+    uses: AtomicU64,
+    /// Changed since last written to the store.
+    dirty: AtomicBool,
+}
+
+const NEVER: i64 = i64::MIN;
+
+impl Usage {
+    fn from_key(key: &Key) -> Usage {
+        Usage {
+            last_used: AtomicI64::new(
+                key.last_used_at
+                    .map_or(NEVER, OffsetDateTime::unix_timestamp),
+            ),
+            uses: AtomicU64::new(key.uses),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// The last use, at one-second resolution.
+    pub(crate) fn last_used(&self) -> Option<OffsetDateTime> {
+        match self.last_used.load(Ordering::Relaxed) {
+            NEVER => None,
+            secs => OffsetDateTime::from_unix_timestamp(secs).ok(),
+        }
+    }
+
+    pub(crate) fn uses(&self) -> u64 {
+        self.uses.load(Ordering::Acquire)
+    }
+
+    /// Counts one use, within `limit` if there is one: `false` when the
+    /// limit is used up. Exactly `limit` calls succeed, whatever the threads.
+    pub(crate) fn consume(&self, limit: Option<u64>, now: OffsetDateTime) -> bool {
+        match limit {
+            None => {
+                self.uses.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(limit) => {
+                let taken = self
+                    .uses
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < limit).then_some(n + 1)
+                    });
+                if taken.is_err() {
+                    return false;
+                }
+            }
+        }
+        // Written only when the second changes, so a hot key's cache line is
+        // mostly read, not written, by concurrent verifiers.
+        let secs = now.unix_timestamp();
+        if self.last_used.load(Ordering::Relaxed) < secs {
+            self.last_used.fetch_max(secs, Ordering::Relaxed);
+        }
+        if !self.dirty.load(Ordering::Relaxed) {
+            self.dirty.store(true, Ordering::Release);
+        }
+        true
+    }
+
+    /// Clears the dirty mark; `true` if it was set.
+    pub(crate) fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// Sets the dirty mark again (after a failed write).
+    pub(crate) fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Writes the live values into `key` (never moving them backwards).
+    fn fold_into(&self, key: &mut Key) {
+        key.uses = key.uses.max(self.uses());
+        key.last_used_at = key.last_used_at.max(self.last_used());
+    }
 }
 
 /// Settings of a key ring that live with its keys, so every process on the
@@ -72,6 +216,12 @@ pub struct RingSettings {
     /// their lifetime from here or from their creation, whichever is later.
     #[serde(with = "time::serde::rfc3339")]
     pub(crate) default_since: OffsetDateTime,
+    /// The revoke-all epoch: keys issued in an earlier epoch are revoked.
+    #[serde(default)]
+    pub(crate) epoch: u64,
+    /// When every key was last revoked at once.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub(crate) revoked_all_at: Option<OffsetDateTime>,
 }
 
 impl RingSettings {
@@ -83,6 +233,17 @@ impl RingSettings {
     /// When the default policy was last set.
     pub fn default_since(&self) -> OffsetDateTime {
         self.default_since
+    }
+
+    /// The revoke-all epoch: raised by each `revoke_all`; keys issued in an
+    /// earlier epoch no longer verify.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// When every key was last revoked at once, if ever.
+    pub fn revoked_all_at(&self) -> Option<OffsetDateTime> {
+        self.revoked_all_at
     }
 }
 
