@@ -48,10 +48,24 @@ impl ExpiryPolicy {
             ExpiryPolicy::At(at) if at <= now => {
                 Err(Error::InvalidExpiry("the instant has passed"))
             }
-            ExpiryPolicy::EndOfDate(date) if end_of_date(date).is_none_or(|end| end <= now) => {
+            // `Date::MAX` has no following midnight: it never ends.
+            ExpiryPolicy::EndOfDate(date) if end_of_date(date).is_some_and(|end| end <= now) => {
                 Err(Error::InvalidExpiry("the date has passed"))
             }
             ExpiryPolicy::At(_) | ExpiryPolicy::EndOfDate(_) => Ok(()),
+        }
+    }
+
+    /// The same policy with any instant in UTC: RFC 3339, the stored form,
+    /// has no room for an offset with seconds. Refuses an instant that has
+    /// no UTC form (beyond the supported range).
+    pub(crate) fn normalized(self) -> Result<ExpiryPolicy, Error> {
+        match self {
+            ExpiryPolicy::At(at) => at
+                .checked_to_offset(time::UtcOffset::UTC)
+                .map(ExpiryPolicy::At)
+                .ok_or(Error::InvalidExpiry("the instant is out of range")),
+            other => Ok(other),
         }
     }
 

@@ -22,9 +22,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::token::{KeyId, SECRET_LEN};
+use crate::token::{KeyId, MAX_PREFIX_LEN, SECRET_LEN};
 
 /// The purpose string of the hashing key (BLAKE3 `derive_key` context).
 const CONTEXT: &str = "keyward 2026-11-27 api key secret hash v1";
@@ -146,11 +146,24 @@ pub(crate) struct Hasher {
 }
 
 impl Hasher {
-    /// A hasher keyed by `pepper`, or by the fixed context alone without one.
-    pub(crate) fn new(pepper: Option<&[u8; 32]>) -> Self {
-        let material: &[u8] = pepper.map_or(&[], |p| &p[..]);
+    /// A hasher for keys of `prefix`, keyed by `pepper` or, without one, by
+    /// the fixed context alone. The prefix is part of the key material, so a
+    /// key of one ring does not verify on another ring that shares its store
+    /// and pepper (an `acme_live` key relabelled `acme_test` fails).
+    pub(crate) fn new(pepper: Option<&[u8; 32]>, prefix: &str) -> Self {
+        let prefix = &prefix.as_bytes()[..prefix.len().min(MAX_PREFIX_LEN)];
+        let mut material = Zeroizing::new([0u8; 32 + 1 + MAX_PREFIX_LEN]);
+        let mut len = 0;
+        if let Some(pepper) = pepper {
+            material[..32].copy_from_slice(pepper);
+            len = 32;
+        }
+        // A length byte keeps (pepper, prefix) pairs unambiguous.
+        material[len] = prefix.len() as u8;
+        material[len + 1..len + 1 + prefix.len()].copy_from_slice(prefix);
+        len += 1 + prefix.len();
         Hasher {
-            key: blake3::derive_key(CONTEXT, material),
+            key: blake3::derive_key(CONTEXT, &material[..len]),
         }
     }
 
@@ -189,7 +202,7 @@ mod tests {
 
     #[test]
     fn same_input_same_hash_and_every_input_matters() {
-        let h = Hasher::new(None);
+        let h = Hasher::new(None, "acme");
         let a = h.hash(KeyId::from_u64(7), SECRET);
         assert_eq!(a, h.hash(KeyId::from_u64(7), SECRET));
         assert_ne!(a, h.hash(KeyId::from_u64(8), SECRET));
@@ -200,16 +213,23 @@ mod tests {
 
     #[test]
     fn pepper_changes_the_hash() {
-        let plain = Hasher::new(None).hash(KeyId::from_u64(7), SECRET);
-        let peppered = Hasher::new(Some(&[9u8; 32])).hash(KeyId::from_u64(7), SECRET);
-        let other = Hasher::new(Some(&[8u8; 32])).hash(KeyId::from_u64(7), SECRET);
+        let plain = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);
+        let peppered = Hasher::new(Some(&[9u8; 32]), "acme").hash(KeyId::from_u64(7), SECRET);
+        let other = Hasher::new(Some(&[8u8; 32]), "acme").hash(KeyId::from_u64(7), SECRET);
         assert_ne!(plain, peppered);
         assert_ne!(peppered, other);
     }
 
     #[test]
+    fn prefix_changes_the_hash() {
+        let live = Hasher::new(Some(&[9u8; 32]), "acme_live").hash(KeyId::from_u64(7), SECRET);
+        let test = Hasher::new(Some(&[9u8; 32]), "acme_test").hash(KeyId::from_u64(7), SECRET);
+        assert_ne!(live, test);
+    }
+
+    #[test]
     fn stored_form_round_trips_and_is_tagged() {
-        let h = Hasher::new(None).hash(KeyId::from_u64(7), SECRET);
+        let h = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);
         let text = h.to_string();
         assert!(text.starts_with("$kw-b3k$v=1$"));
         assert_eq!(text.len(), TAG.len() + 64);
@@ -228,9 +248,9 @@ mod tests {
 
     #[test]
     fn debug_hides_the_digest() {
-        let h = Hasher::new(None).hash(KeyId::from_u64(7), SECRET);
+        let h = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);
         let hex = &h.to_string()[TAG.len()..];
         assert!(!format!("{h:?}").contains(&hex[..8]));
-        assert!(!format!("{:?}", Hasher::new(Some(&[1; 32]))).contains("1, 1"));
+        assert!(!format!("{:?}", Hasher::new(Some(&[1; 32]), "acme")).contains("1, 1"));
     }
 }

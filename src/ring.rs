@@ -123,7 +123,7 @@ impl<S: KeyStore> Shared<S> {
 #[must_use]
 pub struct KeyRingBuilder {
     prefix: String,
-    hasher: Hasher,
+    pepper: Option<zeroize::Zeroizing<[u8; 32]>>,
     clock: Box<dyn Clock>,
     events: Option<Box<dyn EventSink>>,
     report_successes: bool,
@@ -140,7 +140,7 @@ impl KeyRing<MemoryStore> {
     pub fn builder(prefix: impl Into<String>) -> KeyRingBuilder {
         KeyRingBuilder {
             prefix: prefix.into(),
-            hasher: Hasher::new(None),
+            pepper: None,
             clock: Box::new(SystemClock),
             events: None,
             report_successes: false,
@@ -159,8 +159,7 @@ impl KeyRingBuilder {
     /// stolen store can be checked against a guessed key (which, at 142
     /// random bits, nobody can guess). Changing it invalidates every key.
     pub fn pepper(mut self, pepper: [u8; 32]) -> Self {
-        let pepper = zeroize::Zeroizing::new(pepper);
-        self.hasher = Hasher::new(Some(&pepper));
+        self.pepper = Some(zeroize::Zeroizing::new(pepper));
         self
     }
 
@@ -226,6 +225,7 @@ impl KeyRingBuilder {
     /// Checks the configuration and opens the ring on `store`.
     pub fn build<S: KeyStore + 'static>(self, store: S) -> Result<KeyRing<S>, Error> {
         let prefix = Prefix::new(&self.prefix)?;
+        let hasher = Hasher::new(self.pepper.as_deref(), prefix.as_str());
         let sensitive = Sensitive::new(&self.sensitive)?;
         if let Some(max) = self.max_lifetime
             && !max.is_positive()
@@ -259,7 +259,7 @@ impl KeyRingBuilder {
         };
         Ok(KeyRing {
             prefix,
-            hasher: self.hasher,
+            hasher,
             shared,
             clock: self.clock,
             events: self.events,
@@ -794,7 +794,8 @@ impl<S: KeyStore> Acting<'_, S> {
         check_request(&request)?;
         let _guard = ring.shared.lock();
         let now = ring.clock.now();
-        let expires_at = match request.expiry {
+        let policy = request.expiry.map(ExpiryPolicy::normalized).transpose()?;
+        let expires_at = match policy {
             Some(policy) => {
                 policy.validate(now)?;
                 capped_deadline(policy, now, ring.max_lifetime)?
@@ -814,7 +815,7 @@ impl<S: KeyStore> Acting<'_, S> {
             contact: request.contact.map(Box::new),
             scopes,
             created_at: now,
-            expiry: request.expiry,
+            expiry: policy,
             expires_at,
             status: Status::Active,
             last_used_at: None,

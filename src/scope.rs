@@ -267,7 +267,14 @@ impl ScopeSet {
     /// two where one covers the other, or their meet.
     pub(crate) fn cap(&self, owner: &ScopeSet, sensitive: &Sensitive) -> ScopeSet {
         match (&self.0, &owner.0) {
-            (_, None) => self.clone(),
+            // An unrestricted owner holds every scope but the sensitive ones.
+            (None, None) => ScopeSet::unrestricted(),
+            (Some(asked), None) => ScopeSet::from_scopes(
+                asked
+                    .iter()
+                    .filter(|s| !sensitive.contains(s.resource()))
+                    .cloned(),
+            ),
             (None, Some(held)) => ScopeSet::from_scopes(
                 held.iter()
                     .filter(|s| !sensitive.contains(s.resource()))

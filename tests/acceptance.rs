@@ -178,7 +178,19 @@ fn issue_then_verify_returns_owner_scopes_and_metadata() {
     );
     assert_eq!(verified.metadata().len(), 2);
     assert_eq!(verified.key(), &issued.key);
-    assert_eq!(ring.get(issued.key.id()).as_ref(), Some(&issued.key));
+    // `get` shows the record with its live usage: one successful verify.
+    let got = ring.get(issued.key.id()).expect("the key exists");
+    assert_eq!(got.uses(), 1);
+    assert!(got.last_used_at().is_some());
+    assert_eq!(
+        (got.id(), got.owner(), got.scopes(), got.metadata()),
+        (
+            issued.key.id(),
+            issued.key.owner(),
+            issued.key.scopes(),
+            issued.key.metadata()
+        )
+    );
 }
 
 #[test]
@@ -335,20 +347,20 @@ fn end_of_utc_date_is_valid_through_that_date() {
         Some(datetime!(2026-04-01 00:00 UTC))
     );
     assert_eq!(
-        ring.expires_at(&issued.key),
+        ring.expires_at(issued.key.id()),
         Some(datetime!(2026-04-01 00:00 UTC))
     );
 
     clock.set(datetime!(2026-03-31 23:59:59.999 UTC));
     assert!(ring.verify(issued.secret.expose()).is_ok());
-    assert_eq!(ring.state(&issued.key), KeyState::Active);
+    assert_eq!(ring.state(issued.key.id()), Some(KeyState::Active));
 
     clock.set(datetime!(2026-04-01 00:00:00 UTC));
     assert_eq!(
         ring.verify(issued.secret.expose()).unwrap_err(),
         VerifyError::Expired
     );
-    assert_eq!(ring.state(&issued.key), KeyState::Expired);
+    assert_eq!(ring.state(issued.key.id()), Some(KeyState::Expired));
 }
 
 #[test]
@@ -397,12 +409,16 @@ fn lifetime_above_max_is_refused_with_a_clear_error() {
     let at_cap = ring
         .issue(NewKey::new("o").expiry(ExpiryPolicy::days(90)))
         .unwrap();
-    assert_eq!(ring.expires_at(&at_cap.key), Some(T0 + Duration::days(90)));
+    assert_eq!(
+        ring.expires_at(at_cap.key.id()),
+        Some(T0 + Duration::days(90))
+    );
     // An idle key gets the cap as its hard deadline.
     let idle = ring
         .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::days(7))))
         .unwrap();
-    assert_eq!(ring.expires_at(&idle.key), Some(T0 + Duration::days(90)));
+    assert_eq!(ring.expires_at(idle.key.id()), Some(T0 + Duration::days(7)));
+    assert_eq!(idle.key.own_deadline(), Some(T0 + Duration::days(90)));
 }
 
 #[test]
@@ -418,7 +434,7 @@ fn key_without_policy_takes_the_ring_default() {
     assert_eq!(issued.key.expiry(), None);
     assert_eq!(issued.key.created_at(), T0);
     assert_eq!(
-        ring.expires_at(&issued.key),
+        ring.expires_at(issued.key.id()),
         Some(issued.key.created_at() + Duration::days(30))
     );
 
@@ -446,7 +462,10 @@ fn max_lifetime_without_explicit_default_builds_and_caps_default_governed_keys()
         Err(e) => panic!("a ring with only a max lifetime does not build: {e}"),
     };
     let issued = ring.issue(NewKey::new("o")).unwrap();
-    assert_eq!(ring.expires_at(&issued.key), Some(T0 + Duration::days(90)));
+    assert_eq!(
+        ring.expires_at(issued.key.id()),
+        Some(T0 + Duration::days(90))
+    );
     clock.set(T0 + Duration::days(90));
     assert_eq!(
         ring.verify(issued.secret.expose()).unwrap_err(),
@@ -1305,4 +1324,25 @@ fn key_and_stored_key_round_trip_through_serde_json() {
         other.verify(first.secret.expose()).unwrap().id(),
         first.key.id()
     );
+}
+
+#[test]
+fn a_key_relabelled_with_another_rings_prefix_does_not_verify() {
+    // Two rings on one store with one pepper (say live and test sharing an
+    // imported copy): a live key given the test prefix and a recomputed
+    // checksum must not verify on the test ring.
+    let store = std::sync::Arc::new(MemoryStore::new());
+    let live = KeyRing::builder("acme_live")
+        .pepper([3; 32])
+        .build(store.clone())
+        .unwrap();
+    let test = KeyRing::builder("acme_test")
+        .pepper([3; 32])
+        .build(store.clone())
+        .unwrap();
+    let issued = live.issue(NewKey::new("o")).unwrap();
+    let p = parts(issued.secret.expose(), "acme_live");
+    let relabelled = forge("acme_test", p.id, p.secret);
+    assert_eq!(test.verify(&relabelled).unwrap_err(), VerifyError::Invalid);
+    assert!(live.verify(issued.secret.expose()).is_ok());
 }

@@ -281,29 +281,37 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     }
 }
 
-impl<S: KeyStore + ?Sized> KeyStore for Arc<S> {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        (**self).lookup(id)
-    }
-    fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
-        (**self).insert(entry)
-    }
-    fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
-        (**self).replace(entry)
-    }
-    fn remove(&self, id: KeyId) -> Result<bool, StoreError> {
-        (**self).remove(id)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        (**self).list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        (**self).load_settings()
-    }
-    fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
-        (**self).save_settings(settings)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        (**self).flush()
-    }
+/// Forwards every method, so a ring can run on `Arc<S>` (a store shared with
+/// other code) or `Box<dyn KeyStore>`.
+macro_rules! forward_store {
+    ($($pointer:ident),*) => {$(
+        impl<S: KeyStore + ?Sized> KeyStore for $pointer<S> {
+            fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+                (**self).lookup(id)
+            }
+            fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
+                (**self).insert(entry)
+            }
+            fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
+                (**self).replace(entry)
+            }
+            fn remove(&self, id: KeyId) -> Result<bool, StoreError> {
+                (**self).remove(id)
+            }
+            fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+                (**self).list(owner)
+            }
+            fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+                (**self).load_settings()
+            }
+            fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
+                (**self).save_settings(settings)
+            }
+            fn flush(&self) -> Result<(), StoreError> {
+                (**self).flush()
+            }
+        }
+    )*};
 }
+
+forward_store!(Arc, Box);
