@@ -146,6 +146,17 @@ impl KeyStore for MemoryStore {
 }
 
 impl MemoryStore {
+    /// Removes every key and the settings.
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.write().clear();
+        }
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Applies one change that [`check_batch`] accepted.
     pub(crate) fn apply_checked(&self, change: Change) {
         match change {

@@ -23,6 +23,7 @@
 //! - **Settings are the ring's.** `Change::Settings` / `load_settings` keep
 //!   one [`RingSettings`] value per store, durable like a key write.
 
+mod file;
 mod memory;
 
 use std::fmt;
@@ -37,6 +38,7 @@ use crate::expiry::ExpiryPolicy;
 use crate::hash::KeyHash;
 use crate::key::Key;
 use crate::token::KeyId;
+pub use file::{FileStore, FileStoreOptions, ImportMode, ImportReport, Recovery};
 pub use memory::MemoryStore;
 
 /// What a store keeps per key: the record and the hash of its secret.
