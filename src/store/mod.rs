@@ -23,6 +23,7 @@
 //! - **Settings are the ring's.** `Change::Settings` / `load_settings` keep
 //!   one [`RingSettings`] value per store, durable like a key write.
 
+pub mod conformance;
 mod file;
 mod memory;
 
