@@ -176,6 +176,42 @@ pub enum StoreError {
     /// `replace` found no record with this id.
     #[error("no key with id {0}")]
     NotFound(KeyId),
+    /// Another open store holds the lock on this path (this process or
+    /// another).
+    #[error("store {} is locked by another open store", .0.display())]
+    Locked(std::path::PathBuf),
+    /// The file is damaged before its tail: committed data follows the
+    /// damage, so it cannot be dropped as a torn write.
+    #[error("store {} is corrupt at byte {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Where the damage starts.
+        offset: u64,
+        /// What is wrong there.
+        reason: &'static str,
+    },
+    /// An earlier write failed, so the store refuses writes until it is
+    /// reopened (which finds out what reached the disk).
+    #[error("store {} refuses writes after an earlier i/o error; reopen it", .0.display())]
+    Poisoned(std::path::PathBuf),
+    /// An operating-system i/o error.
+    #[error("i/o error on {}", path.display())]
+    Io {
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An import stream is not a keyward export.
+    #[error("invalid import at line {line}: {reason}")]
+    InvalidImport {
+        /// The 1-based line.
+        line: usize,
+        /// What is wrong.
+        reason: String,
+    },
     /// Anything else the backend reports, with its cause kept as the source.
     #[error("storage backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -23,7 +23,7 @@ pub use crate::key::{
 };
 pub use crate::ring::{Acting, KeyRing, KeyRingBuilder, KeyState, ListFilter, RequestContext};
 pub use crate::scope::{Requirement, Scope, ScopeSet};
-pub use crate::store::{KeyStore, MemoryStore, RingSettings, StoredKey};
+pub use crate::store::{Change, FileStore, KeyStore, MemoryStore, RingSettings, StoredKey};
 pub use crate::token::{KeyId, MAX_KEY_LEN, MAX_PREFIX_LEN, Secret};
 
 /// The `time` crate, re-exported: its types appear in keyward's API.

@@ -34,7 +34,7 @@ use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{Issued, Key, KeyUpdate, NewKey, Reminder, Rotation, Status, Verified};
 use crate::scope::{Requirement, Sensitive};
-use crate::store::{KeyStore, MemoryStore, RingSettings, StoredKey};
+use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
 
 /// Longest owner, name or metadata entry accepted, in bytes.
@@ -745,21 +745,28 @@ impl<S: KeyStore> KeyRing<S> {
         }
     }
 
-    /// Draws a fresh key string with an unused id and stores `key` under it.
-    fn insert_new(&self, mut key: Key) -> Result<Issued, Error> {
+    /// Draws a fresh key string with an unused id and stores `key` under it,
+    /// in one batch with the changes `with` makes for the new id.
+    fn insert_new(
+        &self,
+        mut key: Key,
+        with: impl Fn(KeyId) -> Vec<Change>,
+    ) -> Result<Issued, Error> {
         for _ in 0..ID_ATTEMPTS {
             let generated = token::generate(&self.prefix)?;
             key.id = generated.id;
             key.hint = self.prefix.hint(generated.id).into();
             let hash = self.hasher.hash(generated.id, generated.secret_part());
-            match self.store().insert(StoredKey::new(key.clone(), hash)) {
+            let mut batch = vec![Change::Insert(StoredKey::new(key.clone(), hash))];
+            batch.extend(with(generated.id));
+            match self.store().apply(batch) {
                 Ok(()) => {
                     return Ok(Issued {
                         key,
                         secret: generated.secret,
                     });
                 }
-                Err(StoreError::Duplicate(_)) => continue,
+                Err(StoreError::Duplicate(dup)) if dup == generated.id => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -825,7 +832,7 @@ impl<S: KeyStore> Acting<'_, S> {
             metadata: request.metadata,
             epoch: ring.epoch.load(Ordering::Acquire),
         };
-        let issued = ring.insert_new(key)?;
+        let issued = ring.insert_new(key, |_| Vec::new())?;
         self.event(EventKind::Issued, &issued.key, now);
         Ok(issued)
     }
@@ -865,21 +872,18 @@ impl<S: KeyStore> Acting<'_, S> {
             epoch: ring.epoch.load(Ordering::Acquire),
             ..old_key
         };
-        let issued = ring.insert_new(successor)?;
         let grace_until = [Some(now.saturating_add(grace)), ring.next_expiry(&old)]
             .into_iter()
             .flatten()
             .min();
-        let retired = old.revised(|k| {
-            let rotation = k.rotation.get_or_insert_with(Box::default);
-            rotation.rotated_to = Some(issued.key.id);
-            rotation.grace_until = grace_until;
-        });
-        if let Err(e) = ring.store().replace(retired) {
-            // Undo the new key, so a failed rotation leaves things as they were.
-            let _ = ring.store().remove(issued.key.id);
-            return Err(e.into());
-        }
+        // One batch: a crash leaves the rotation whole or absent.
+        let issued = ring.insert_new(successor, |new_id| {
+            vec![Change::Replace(old.revised(|k| {
+                let rotation = k.rotation.get_or_insert_with(Box::default);
+                rotation.rotated_to = Some(new_id);
+                rotation.grace_until = grace_until;
+            }))]
+        })?;
         self.event(EventKind::Rotated { to: issued.key.id }, &old.key, now);
         self.event(EventKind::Issued, &issued.key, now);
         Ok(issued)
@@ -935,35 +939,45 @@ impl<S: KeyStore> Acting<'_, S> {
     /// See [`KeyRing::revoke`].
     pub fn revoke(&self, id: KeyId, reason: &str) -> Result<(), Error> {
         let _guard = self.ring.shared.lock();
-        self.revoke_locked(id, reason).map(|_| ())
+        let entry = self.ring.store().lookup(id).ok_or(Error::NotFound(id))?;
+        self.revoke_locked(&[entry], reason).map(|_| ())
     }
 
-    /// Revokes one key; `Ok(false)` if it was revoked already.
-    fn revoke_locked(&self, id: KeyId, reason: &str) -> Result<bool, Error> {
-        let ring = self.ring;
-        let entry = ring.store().lookup(id).ok_or(Error::NotFound(id))?;
-        if matches!(entry.key.status, Status::Revoked { .. }) {
-            return Ok(false);
-        }
+    /// Revokes `entries` that are not revoked yet, in one batch; returns
+    /// their ids, sorted.
+    fn revoke_locked(&self, entries: &[Arc<StoredKey>], reason: &str) -> Result<Vec<KeyId>, Error> {
         if reason.len() > MAX_FIELD_LEN {
             return Err(Error::InvalidInput("a reason is limited to 256 bytes"));
         }
+        let ring = self.ring;
         let now = ring.clock.now();
-        let next = entry.revised(|k| {
-            k.status = Status::Revoked {
-                at: now,
+        let fresh: Vec<&Arc<StoredKey>> = entries
+            .iter()
+            .filter(|e| !matches!(e.key.status, Status::Revoked { .. }))
+            .collect();
+        let batch = fresh
+            .iter()
+            .map(|e| {
+                Change::Replace(e.revised(|k| {
+                    k.status = Status::Revoked {
+                        at: now,
+                        reason: reason.to_owned(),
+                    }
+                }))
+            })
+            .collect::<Vec<_>>();
+        if !batch.is_empty() {
+            ring.store().apply(batch)?;
+        }
+        for entry in &fresh {
+            let kind = EventKind::Revoked {
                 reason: reason.to_owned(),
-            }
-        });
-        ring.store().replace(next)?;
-        self.event(
-            EventKind::Revoked {
-                reason: reason.to_owned(),
-            },
-            &entry.key,
-            now,
-        );
-        Ok(true)
+            };
+            self.event(kind, &entry.key, now);
+        }
+        let mut ids: Vec<KeyId> = fresh.iter().map(|e| e.id()).collect();
+        ids.sort();
+        Ok(ids)
     }
 
     /// See [`KeyRing::delete`].
@@ -971,9 +985,7 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
         let entry = ring.store().lookup(id).ok_or(Error::NotFound(id))?;
-        if !ring.store().remove(id)? {
-            return Err(Error::NotFound(id));
-        }
+        ring.store().remove(id)?;
         self.event(EventKind::Deleted, &entry.key, ring.clock.now());
         Ok(())
     }
@@ -1027,13 +1039,10 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let mut revoked = Vec::new();
-        for entry in ring.store().list(Some(owner))? {
-            if entry.key.owner() == owner && self.revoke_locked(entry.id(), reason)? {
-                revoked.push(entry.id());
-            }
-        }
-        revoked.sort();
+        let mut entries = ring.store().list(Some(owner))?;
+        entries.retain(|e| e.key.owner() == owner);
+        // One batch: an owner's keys are revoked together or not at all.
+        let revoked = self.revoke_locked(&entries, reason)?;
         let now = ring.clock.now();
         ring.emit(|| {
             Event::new(

@@ -12,9 +12,9 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{KeyStore, RingSettings, StoreError, StoredKey};
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
 use crate::token::KeyId;
 
 const SHARDS: usize = 64;
@@ -24,6 +24,8 @@ const SHARDS: usize = 64;
 pub struct MemoryStore {
     shards: Box<[Shard]>,
     settings: RwLock<Option<RingSettings>>,
+    /// Serialises batches, so each is checked and applied as one.
+    batches: Mutex<()>,
 }
 
 #[repr(align(128))]
@@ -59,6 +61,7 @@ impl MemoryStore {
         MemoryStore {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             settings: RwLock::new(None),
+            batches: Mutex::new(()),
         }
     }
 
@@ -110,33 +113,6 @@ impl KeyStore for MemoryStore {
         self.shard(id).read().get(&id.as_u64()).cloned()
     }
 
-    fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
-        let id = entry.id();
-        let mut map = self.shard(id).write();
-        match map.entry(id.as_u64()) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(StoreError::Duplicate(id)),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(Arc::new(entry));
-                Ok(())
-            }
-        }
-    }
-
-    fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
-        let id = entry.id();
-        match self.shard(id).write().get_mut(&id.as_u64()) {
-            Some(slot) => {
-                *slot = Arc::new(entry);
-                Ok(())
-            }
-            None => Err(StoreError::NotFound(id)),
-        }
-    }
-
-    fn remove(&self, id: KeyId) -> Result<bool, StoreError> {
-        Ok(self.shard(id).write().remove(&id.as_u64()).is_some())
-    }
-
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
@@ -159,11 +135,44 @@ impl KeyStore for MemoryStore {
             .clone())
     }
 
-    fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        check_batch(&changes, |id| self.lookup(id).is_some())?;
+        for change in changes {
+            self.apply_checked(change);
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    /// Removes every key and the settings.
+    pub(crate) fn clear(&self) {
+        for shard in self.shards.iter() {
+            shard.write().clear();
+        }
         *self
             .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(settings.clone());
-        Ok(())
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Applies one change that [`check_batch`] accepted.
+    pub(crate) fn apply_checked(&self, change: Change) {
+        match change {
+            Change::Insert(entry) | Change::Replace(entry) => {
+                let id = entry.id();
+                self.shard(id).write().insert(id.as_u64(), Arc::new(entry));
+            }
+            Change::Remove(id) => {
+                self.shard(id).write().remove(&id.as_u64());
+            }
+            Change::Settings(settings) => {
+                *self
+                    .settings
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(settings);
+            }
+        }
     }
 }

@@ -8,20 +8,23 @@
 //!   beyond cloning an `Arc`. A backend on a shared database keeps an
 //!   in-memory index of its records and refreshes it from the database's
 //!   change notifications; it must not assume it is the only writer.
-//! - **Writes are durable before they return `Ok`.** Once `insert`, `replace`,
-//!   `remove` or `save_settings` has returned `Ok`, the change survives a
+//! - **Writes are durable before they return `Ok`.** Once `apply` (or one of
+//!   the single-change writers built on it) has returned `Ok`, the change survives a
 //!   crash of the process (and, for a durable backend, of the machine), and
 //!   every later `lookup` in this process sees it. A revocation in particular
 //!   must never be lost or reordered behind an older write of the same key.
-//! - **A failed write changes nothing.** On `Err`, neither the index nor the
-//!   durable copy holds the new value.
-//! - **Ids are unique.** `insert` of an id that exists fails with
+//! - **A batch is all or nothing.** On `Err`, neither the index nor the
+//!   durable copy holds any change of the batch; after a crash, a batch is
+//!   either wholly there or wholly absent.
+//! - **Ids are unique.** An `Insert` of an id that exists fails with
 //!   [`StoreError::Duplicate`] and leaves the existing record as it was.
 //! - **No plaintext.** The store sees only [`StoredKey`]s (record and hash);
 //!   it must not log them, and a `Debug` of the store should not print them.
-//! - **Settings are the ring's.** `save_settings` / `load_settings` keep one
-//!   [`RingSettings`] value per store, durable like a key write.
+//! - **Settings are the ring's.** `Change::Settings` / `load_settings` keep
+//!   one [`RingSettings`] value per store, durable like a key write.
 
+pub mod conformance;
+mod file;
 mod memory;
 
 use std::fmt;
@@ -36,6 +39,7 @@ use crate::expiry::ExpiryPolicy;
 use crate::hash::KeyHash;
 use crate::key::Key;
 use crate::token::KeyId;
+pub use file::{FileStore, FileStoreOptions, ImportMode, ImportReport, Recovery};
 pub use memory::MemoryStore;
 
 /// What a store keeps per key: the record and the hash of its secret.
@@ -247,23 +251,31 @@ impl RingSettings {
     }
 }
 
+/// One change to a store; [`KeyStore::apply`] takes a batch of them.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Change {
+    /// Add a record; the id must be new.
+    Insert(StoredKey),
+    /// Replace the record with the same id; it must exist.
+    Replace(StoredKey),
+    /// Delete the record with this id; it must exist.
+    Remove(KeyId),
+    /// Replace the ring settings.
+    Settings(RingSettings),
+}
+
 /// Storage for a key ring's records. See the [module docs](self) for the
 /// guarantees an implementation must give.
+///
+/// Four methods are required: `lookup` (the hot path, from memory), `list`,
+/// `load_settings` and `apply` (every write, as an all-or-nothing batch);
+/// the single-change writers are defaulted on `apply`.
 ///
 /// The trait is object safe: `&dyn KeyStore` and `Box<dyn KeyStore>` work.
 pub trait KeyStore: fmt::Debug + Send + Sync {
     /// The record with this id, from memory. The verify hot path: no I/O.
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>>;
-
-    /// Adds a new record; [`StoreError::Duplicate`] if the id exists.
-    fn insert(&self, entry: StoredKey) -> Result<(), StoreError>;
-
-    /// Replaces the record with the same id; [`StoreError::NotFound`] if
-    /// there is none.
-    fn replace(&self, entry: StoredKey) -> Result<(), StoreError>;
-
-    /// Deletes a record for good; `Ok(false)` if there was none.
-    fn remove(&self, id: KeyId) -> Result<bool, StoreError>;
 
     /// Every record, or every record of one owner. Order is unspecified.
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError>;
@@ -271,14 +283,69 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// The ring settings last saved, if any.
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError>;
 
-    /// Saves the ring settings.
-    fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError>;
+    /// Applies a batch of changes atomically: all of them, durably, or none
+    /// (a rotation, for instance, inserts the new key and marks the old one
+    /// in one batch, so a crash cannot leave half a rotation). Checks first:
+    /// [`StoreError::Duplicate`] for an `Insert` of an existing id,
+    /// [`StoreError::NotFound`] for a `Replace` or `Remove` of a missing
+    /// one, and then nothing is applied. Later changes in a batch see the
+    /// earlier ones.
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
 
     /// Makes buffered writes durable. Stores that write through (as they
-    /// should for every mutation above) need not override it.
+    /// must for `apply`) need not override it.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Adds a new record; [`StoreError::Duplicate`] if the id exists.
+    fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
+        self.apply(vec![Change::Insert(entry)])
+    }
+
+    /// Replaces the record with the same id; [`StoreError::NotFound`] if
+    /// there is none.
+    fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
+        self.apply(vec![Change::Replace(entry)])
+    }
+
+    /// Deletes a record for good; [`StoreError::NotFound`] if there is none.
+    fn remove(&self, id: KeyId) -> Result<(), StoreError> {
+        self.apply(vec![Change::Remove(id)])
+    }
+
+    /// Saves the ring settings.
+    fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
+        self.apply(vec![Change::Settings(settings.clone())])
+    }
+}
+
+/// Checks a batch against the current records: the error `apply` must
+/// return, if any. `exists` answers for ids not touched earlier in the
+/// batch.
+pub(crate) fn check_batch(
+    changes: &[Change],
+    exists: impl Fn(KeyId) -> bool,
+) -> Result<(), StoreError> {
+    let mut touched: std::collections::HashMap<KeyId, bool> = std::collections::HashMap::new();
+    for change in changes {
+        let (id, after) = match change {
+            Change::Insert(e) => (e.id(), true),
+            Change::Replace(e) => (e.id(), true),
+            Change::Remove(id) => (*id, false),
+            Change::Settings(_) => continue,
+        };
+        let present = touched.get(&id).copied().unwrap_or_else(|| exists(id));
+        match change {
+            Change::Insert(_) if present => return Err(StoreError::Duplicate(id)),
+            Change::Replace(_) | Change::Remove(_) if !present => {
+                return Err(StoreError::NotFound(id));
+            }
+            _ => {}
+        }
+        touched.insert(id, after);
+    }
+    Ok(())
 }
 
 /// Forwards every method, so a ring can run on `Arc<S>` (a store shared with
@@ -289,23 +356,14 @@ macro_rules! forward_store {
             fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
                 (**self).lookup(id)
             }
-            fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
-                (**self).insert(entry)
-            }
-            fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
-                (**self).replace(entry)
-            }
-            fn remove(&self, id: KeyId) -> Result<bool, StoreError> {
-                (**self).remove(id)
-            }
             fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
                 (**self).list(owner)
             }
             fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
                 (**self).load_settings()
             }
-            fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
-                (**self).save_settings(settings)
+            fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+                (**self).apply(changes)
             }
             fn flush(&self) -> Result<(), StoreError> {
                 (**self).flush()

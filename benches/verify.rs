@@ -1,0 +1,405 @@
+//! Every figure of BENCHMARKS.md from one command: `cargo bench --bench verify`.
+//!
+//! Criterion times the per-call costs (each printed with its ratio to the
+//! floor measured in the same run); plain loops measure what criterion does
+//! not: thread scaling, memory per key, FileStore open and issue rates.
+//! Sizes come from `KEYWARD_BENCH_SIZES` (default 1000,10000,100000,1000000).
+//! A CSV of the latency figures is written to `target/keyward-bench.csv` for
+//! `cargo run --example plot_benchmarks`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::Criterion;
+use keyward::{FileStore, KeyRing, KeyStore, MemoryStore, NewKey, ScopeSet};
+use sha2::{Digest, Sha256};
+
+// ---- live heap bytes, for memory per key -------------------------------
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// SAFETY: every call goes unchanged to the system allocator; the counter is
+// a relaxed atomic.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+// ---- the key set ----------------------------------------------------------
+
+const PREFIX: &str = "bench";
+const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// A small deterministic generator for choosing keys at random.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn base62(mut v: u64, width: usize) -> String {
+    let mut out = vec![b'0'; width];
+    for slot in out.iter_mut().rev() {
+        *slot = ALPHABET[(v % 62) as usize];
+        v /= 62;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A key string with a valid checksum from its parts.
+fn forge(id: &str, secret: &str) -> String {
+    let checked = format!("{PREFIX}_1{id}{secret}");
+    let sum = base62(u64::from(crc32fast::hash(checked.as_bytes())), 6);
+    format!("{checked}{sum}")
+}
+
+fn issue_request(i: usize) -> NewKey {
+    NewKey::new(format!("acct_{}", i % 50_000))
+        .scopes(ScopeSet::parse(["invoices:read"]).unwrap())
+}
+
+struct Set {
+    ring: KeyRing<MemoryStore>,
+    valid: Vec<String>,
+    wrong_secret: Vec<String>,
+    unknown_id: Vec<String>,
+    bad_checksum: Vec<String>,
+    malformed: Vec<String>,
+    /// The floor: id -> digest in a map of the same size.
+    floor_map: HashMap<u64, [u8; 32], BuildHasherDefault<IdHasher>>,
+    floor_key: [u8; 32],
+    /// Peer (a): SHA-256 hex of the key string -> record, in a String map.
+    sha_map: HashMap<String, (String, u64)>,
+    /// Random indices to draw keys by.
+    order: Vec<usize>,
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only u64 keys")
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+fn build(n: usize) -> Set {
+    let ring = KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let valid: Vec<String> = (0..n).map(|i| ring.issue(issue_request(i)).unwrap().secret.expose().to_owned()).collect();
+    let body = PREFIX.len() + 1;
+    let id_of = |k: &str| k[body + 1..body + 12].to_owned();
+    let secret_of = |k: &str| k[body + 12..body + 36].to_owned();
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let samples = n.min(1 << 16);
+    let wrong_secret = (0..samples)
+        .map(|i| forge(&id_of(&valid[i]), &secret_of(&valid[(i + 1) % n])))
+        .collect();
+    let unknown_id = (0..samples)
+        .map(|i| forge(&base62(rng.next(), 11), &secret_of(&valid[i])))
+        .collect();
+    let bad_checksum = (0..samples)
+        .map(|i| {
+            let mut k = valid[i].clone();
+            let last = k.pop().unwrap();
+            k.push(if last == 'A' { 'B' } else { 'A' });
+            k
+        })
+        .collect();
+    let malformed = (0..samples).map(|i| format!("{PREFIX}_1{}", &valid[i][body + 1..body + 20])).collect();
+    let floor_key = [9u8; 32];
+    let floor_map = (0..n as u64)
+        .map(|i| (rng.next() ^ i, *blake3::keyed_hash(&floor_key, &i.to_le_bytes()).as_bytes()))
+        .collect::<HashMap<_, _, _>>();
+    let sha_map = valid
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (hex(&Sha256::digest(k.as_bytes())), (format!("acct_{i}"), i as u64)))
+        .collect();
+    let order = (0..1 << 16).map(|_| (rng.next() % n as u64) as usize).collect();
+    Set { ring, valid, wrong_secret, unknown_id, bad_checksum, malformed, floor_map, floor_key, sha_map, order }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---- criterion part ------------------------------------------------------
+
+fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
+    let mut group = c.benchmark_group(format!("n{n}"));
+    let floor_ids: Vec<u64> = set.floor_map.keys().copied().collect();
+    let secrets: Vec<[u8; 33]> = set
+        .valid
+        .iter()
+        .take(1 << 16)
+        .map(|k| {
+            let mut input = [0u8; 33];
+            input[..24].copy_from_slice(&k.as_bytes()[PREFIX.len() + 13..PREFIX.len() + 37]);
+            input
+        })
+        .collect();
+    let mut i = 0usize;
+    group.bench_function("floor", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let slot = set.order[i & 0xFFFF];
+            let digest = blake3::keyed_hash(&set.floor_key, &secrets[slot % secrets.len()]);
+            let stored = set.floor_map.get(&floor_ids[slot]);
+            black_box(stored.is_some_and(|s| blake3::Hash::from(*s) == digest))
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("valid", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(set.ring.verify(&set.valid[set.order[i & 0xFFFF]]).is_ok())
+        })
+    });
+    for (name, keys) in [
+        ("wrong_secret", &set.wrong_secret),
+        ("unknown_id", &set.unknown_id),
+        ("bad_checksum", &set.bad_checksum),
+        ("malformed", &set.malformed),
+    ] {
+        let mut i = 0usize;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = i.wrapping_add(1);
+                black_box(set.ring.verify(&keys[set.order[i & 0xFFFF] % keys.len()]).is_err())
+            })
+        });
+    }
+    let mut i = 0usize;
+    group.bench_function("peer_sha256_string_map", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            let key = &set.valid[set.order[i & 0xFFFF]];
+            let digest = hex(&Sha256::digest(key.as_bytes()));
+            black_box(set.sha_map.get(&digest).map(|r| r.1))
+        })
+    });
+    group.finish();
+}
+
+fn bench_argon2(c: &mut Criterion) {
+    let argon = argon2::Argon2::default();
+    let salt = [5u8; 16];
+    let key = b"bench_1JFA4D1omlLdYUGrgJLQzJ29pTBAIpyr8I1G1x1f02";
+    let mut stored = [0u8; 32];
+    argon.hash_password_into(key, &salt, &mut stored).unwrap();
+    let mut group = c.benchmark_group("argon2");
+    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group.bench_function("peer_argon2id_default", |b| {
+        b.iter(|| {
+            let mut out = [0u8; 32];
+            argon.hash_password_into(black_box(key), &salt, &mut out).unwrap();
+            black_box(out == stored)
+        })
+    });
+    group.finish();
+}
+
+/// The median of a criterion benchmark, in ns, from its saved estimates.
+fn median(group: &str, name: &str) -> Option<f64> {
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let path = format!("{dir}/criterion/{group}/{name}/new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+// ---- plain-loop part -----------------------------------------------------
+
+/// Verifies per second over `secs` on `threads` threads, optionally with a
+/// writer thread issuing and revoking keys meanwhile.
+fn throughput(set: &Set, threads: usize, writer: bool, secs: f64) -> f64 {
+    let stop = AtomicBool::new(false);
+    let total = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (stop, total) = (&stop, &total);
+            scope.spawn(move || {
+                let mut i = t * 7919;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..256 {
+                        i = i.wrapping_add(1);
+                        black_box(set.ring.verify(&set.valid[set.order[i & 0xFFFF]]).is_ok());
+                    }
+                    n += 256;
+                }
+                total.fetch_add(n, Ordering::Relaxed);
+            });
+        }
+        if writer {
+            let stop = &stop;
+            scope.spawn(move || {
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let issued = set.ring.issue(issue_request(i)).unwrap();
+                    set.ring.revoke(issued.key.id(), "bench").unwrap();
+                    i += 1;
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs_f64(secs));
+        stop.store(true, Ordering::Relaxed);
+    });
+    total.load(Ordering::Relaxed) as f64 / secs
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("KEYWARD_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000,100000,1000000".into())
+        .split(',')
+        .map(|s| s.trim().parse().expect("KEYWARD_BENCH_SIZES: comma-separated numbers"))
+        .collect();
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(60)
+        .warm_up_time(Duration::from_millis(800))
+        .measurement_time(Duration::from_secs(2));
+
+    let mut report = Vec::new();
+    let mut largest = None;
+    for &n in &sizes {
+        let before = live();
+        let set = build(n);
+        let ring_bytes = live() - before;
+        let _ = ring_bytes;
+        bench_size(&mut c, n, &set);
+        largest = Some((n, set));
+    }
+    bench_argon2(&mut c);
+    c.final_summary();
+
+    // Latency table.
+    let mut csv = String::from("keys,name,median_ns\n");
+    println!("\n## verify latency (criterion medians, ns; ratio to the floor of the same size)\n");
+    println!("| keys | floor | valid | wrong secret | unknown id | bad checksum | malformed | SHA-256 + String map |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &n in &sizes {
+        let group = format!("n{n}");
+        let get = |name: &str| median(&group, name);
+        let floor = get("floor");
+        let cell = |name: &str| match (get(name), floor) {
+            (Some(v), Some(f)) => format!("{v:.0} ({:.2}x)", v / f),
+            _ => "-".into(),
+        };
+        for name in ["floor", "valid", "wrong_secret", "unknown_id", "bad_checksum", "malformed", "peer_sha256_string_map"] {
+            if let Some(v) = get(name) {
+                csv.push_str(&format!("{n},{name},{v:.1}\n"));
+            }
+        }
+        println!(
+            "| {n} | {} | {} | {} | {} | {} | {} | {} |",
+            floor.map_or("-".into(), |f| format!("{f:.0}")),
+            cell("valid"),
+            cell("wrong_secret"),
+            cell("unknown_id"),
+            cell("bad_checksum"),
+            cell("malformed"),
+            cell("peer_sha256_string_map"),
+        );
+        report.push((n, get("valid"), get("bad_checksum"), get("malformed"), get("peer_sha256_string_map")));
+    }
+    let argon = median("argon2", "peer_argon2id_default");
+    if let Some(a) = argon {
+        csv.push_str(&format!("0,peer_argon2id_default,{a:.1}\n"));
+        let valid_small = report.first().and_then(|r| r.1);
+        println!(
+            "\nArgon2id (argon2 crate defaults), one verify: {:.2} ms; keyward valid verify is {:.0}x faster",
+            a / 1e6,
+            valid_small.map_or(f64::NAN, |v| a / v)
+        );
+    }
+    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);
+
+    let Some((n, set)) = largest else { return };
+    println!("\n## threads, {n} keys, verifies of random valid keys for 3 s each\n");
+    let one = throughput(&set, 1, false, 3.0);
+    let two = throughput(&set, 2, false, 3.0);
+    let two_w = throughput(&set, 2, true, 3.0);
+    println!("| threads | verifies/s | ratio to 1 thread |");
+    println!("|---|---:|---:|");
+    println!("| 1 | {:.2} M | 1.00x |", one / 1e6);
+    println!("| 2 | {:.2} M | {:.2}x |", two / 1e6, two / one);
+    println!("| 2 + a writer issuing and revoking | {:.2} M | {:.2}x |", two_w / 1e6, two_w / one);
+    drop(set);
+
+    println!("\n## memory and FileStore, {n} keys\n");
+    let before = live();
+    let ring = KeyRing::builder(PREFIX).pepper([7; 32]).flush_interval(None).build(MemoryStore::new()).unwrap();
+    for i in 0..n {
+        drop(ring.issue(issue_request(i)).unwrap());
+    }
+    let memory_per_key = (live() - before) as f64 / n as f64;
+    println!("MemoryStore: {memory_per_key:.0} bytes per key (live heap, allocator-counted)");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    {
+        let store = FileStore::open(&path).unwrap();
+        let mut export = Vec::new();
+        let source = ring.store();
+        let _ = source; // the export format is FileStore's: copy through a FileStore import
+        let staging = FileStore::open(dir.path().join("staging.kw")).unwrap();
+        staging.apply(ring.store().list(None).unwrap().iter().map(|k| keyward::Change::Insert(keyward::StoredKey::clone(k))).collect()).unwrap();
+        staging.export(&mut export).unwrap();
+        store.import(&export[..], keyward::store::ImportMode::Replace).unwrap();
+    }
+    drop(ring);
+    let file_size = std::fs::metadata(&path).unwrap().len();
+    let before = live();
+    let started = Instant::now();
+    let store = FileStore::open(&path).unwrap();
+    let open_time = started.elapsed();
+    let file_per_key = (live() - before) as f64 / n as f64;
+    assert_eq!(store.len(), n);
+    println!("FileStore open: {:.2} s for {n} keys ({:.0} MB file)", open_time.as_secs_f64(), file_size as f64 / 1e6);
+    println!("FileStore: {file_per_key:.0} bytes per key after open (live heap)");
+    let ring = KeyRing::builder(PREFIX).pepper([7; 32]).flush_interval(None).build(store).unwrap();
+    let count = 200;
+    let started = Instant::now();
+    for i in 0..count {
+        ring.issue(issue_request(i)).unwrap();
+    }
+    let rate = count as f64 / started.elapsed().as_secs_f64();
+    println!("FileStore issue with fsync: {rate:.0} keys/s ({:.2} ms each)", 1e3 / rate);
+}

@@ -1,0 +1,337 @@
+//! A conformance suite that any [`KeyStore`] implementation can run against
+//! itself, e.g. a host's store on its own database. The shipped stores run
+//! it in their tests.
+//!
+//! Each check panics with a message saying which rule of the
+//! [`KeyStore` contract](super) was broken, so call them from a test:
+//!
+//! ```
+//! use keyward::MemoryStore;
+//! use keyward::store::conformance;
+//!
+//! // In a #[test]:
+//! conformance::check_all(MemoryStore::new);
+//! ```
+//!
+//! For a durable store, also run [`check_persistence`] with a function that
+//! opens the same storage each time it is called.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use time::macros::datetime;
+
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey};
+use crate::expiry::ExpiryPolicy;
+use crate::hash::Hasher;
+use crate::key::{Key, Status};
+use crate::scope::ScopeSet;
+use crate::token::KeyId;
+
+/// A record for the checks: id `id`, owner `owner`, name `name`.
+pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
+    let key = Key {
+        id: KeyId::from_u64(id),
+        hint: format!("conformance_1{id}").into(),
+        name: name.into(),
+        description: Some("conformance suite".into()),
+        owner: owner.into(),
+        contact: None,
+        scopes: ScopeSet::parse(["invoices:read"]).unwrap_or_else(|_| ScopeSet::empty()),
+        created_at: datetime!(2026-01-01 0:00 UTC),
+        expiry: Some(ExpiryPolicy::days(30)),
+        expires_at: Some(datetime!(2026-01-31 0:00 UTC)),
+        status: Status::Active,
+        last_used_at: None,
+        uses: 0,
+        use_limit: None,
+        rotation: None,
+        metadata: BTreeMap::from([("suite".to_owned(), "conformance".to_owned())]),
+        epoch: 0,
+    };
+    let secret = [b'c'; crate::token::SECRET_LEN];
+    StoredKey::new(
+        key,
+        Hasher::new(None, "conformance").hash(KeyId::from_u64(id), &secret),
+    )
+}
+
+fn sample_settings(epoch: u64) -> RingSettings {
+    RingSettings {
+        default_expiry: ExpiryPolicy::days(7),
+        default_since: datetime!(2026-01-01 0:00 UTC),
+        epoch,
+        revoked_all_at: None,
+    }
+}
+
+fn get<S: KeyStore>(store: &S, id: u64) -> Option<Arc<StoredKey>> {
+    store.lookup(KeyId::from_u64(id))
+}
+
+fn ids(list: Vec<Arc<StoredKey>>) -> Vec<u64> {
+    let mut ids: Vec<u64> = list.iter().map(|k| k.id().as_u64()).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// Runs every check below, each on a fresh, empty store from `fresh`.
+pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
+    check_empty(&fresh());
+    check_insert_and_lookup(&fresh());
+    check_duplicate_insert(&fresh());
+    check_replace(&fresh());
+    check_remove(&fresh());
+    check_batch_is_all_or_nothing(&fresh());
+    check_batch_sees_earlier_changes(&fresh());
+    check_settings(&fresh());
+    check_list_by_owner(&fresh());
+    check_concurrent_writers(&fresh());
+    check_debug_hides_records(&fresh());
+}
+
+/// A new store is empty.
+pub fn check_empty<S: KeyStore>(store: &S) {
+    assert!(get(store, 1).is_none(), "an empty store found a key");
+    assert!(
+        store.list(None).expect("list").is_empty(),
+        "an empty store listed keys"
+    );
+    assert!(
+        store.load_settings().expect("load_settings").is_none(),
+        "an empty store has settings"
+    );
+}
+
+/// An inserted record is found by `lookup` and `list`, unchanged.
+pub fn check_insert_and_lookup<S: KeyStore>(store: &S) {
+    let key = sample_key(1, "alice", "first");
+    store.insert(key.clone()).expect("insert");
+    assert_eq!(get(store, 1).as_deref(), Some(&key), "lookup after insert");
+    assert_eq!(
+        ids(store.list(None).expect("list")),
+        [1],
+        "list after insert"
+    );
+}
+
+/// Inserting an existing id fails with `Duplicate` and keeps the original.
+pub fn check_duplicate_insert<S: KeyStore>(store: &S) {
+    let original = sample_key(1, "alice", "original");
+    store.insert(original.clone()).expect("insert");
+    match store.insert(sample_key(1, "mallory", "impostor")) {
+        Err(StoreError::Duplicate(id)) => assert_eq!(id, KeyId::from_u64(1)),
+        other => panic!("insert of an existing id: expected Duplicate, got {other:?}"),
+    }
+    assert_eq!(
+        get(store, 1).as_deref(),
+        Some(&original),
+        "a refused insert changed the record"
+    );
+}
+
+/// `replace` needs an existing record and then takes effect at once.
+pub fn check_replace<S: KeyStore>(store: &S) {
+    assert!(
+        matches!(
+            store.replace(sample_key(1, "alice", "x")),
+            Err(StoreError::NotFound(_))
+        ),
+        "replace of a missing id must fail with NotFound"
+    );
+    assert!(
+        get(store, 1).is_none(),
+        "a refused replace created a record"
+    );
+    store
+        .insert(sample_key(1, "alice", "before"))
+        .expect("insert");
+    let after = sample_key(1, "alice", "after");
+    store.replace(after.clone()).expect("replace");
+    assert_eq!(
+        get(store, 1).as_deref(),
+        Some(&after),
+        "lookup right after replace"
+    );
+}
+
+/// `remove` deletes, and fails with `NotFound` for a missing id.
+pub fn check_remove<S: KeyStore>(store: &S) {
+    store.insert(sample_key(1, "alice", "k")).expect("insert");
+    store.insert(sample_key(2, "alice", "k")).expect("insert");
+    store.remove(KeyId::from_u64(1)).expect("remove");
+    assert!(get(store, 1).is_none(), "a removed key is still found");
+    assert_eq!(
+        ids(store.list(None).expect("list")),
+        [2],
+        "list after remove"
+    );
+    assert!(
+        matches!(
+            store.remove(KeyId::from_u64(1)),
+            Err(StoreError::NotFound(_))
+        ),
+        "remove of a missing id must fail with NotFound"
+    );
+}
+
+/// A batch with one bad change applies none of its changes.
+pub fn check_batch_is_all_or_nothing<S: KeyStore>(store: &S) {
+    store
+        .insert(sample_key(1, "alice", "existing"))
+        .expect("insert");
+    let result = store.apply(vec![
+        Change::Insert(sample_key(2, "alice", "new")),
+        Change::Settings(sample_settings(9)),
+        Change::Replace(sample_key(3, "alice", "missing")),
+    ]);
+    assert!(
+        matches!(result, Err(StoreError::NotFound(_))),
+        "expected NotFound, got {result:?}"
+    );
+    assert!(
+        get(store, 2).is_none(),
+        "part of a refused batch was applied"
+    );
+    assert!(
+        store.load_settings().expect("load_settings").is_none(),
+        "settings of a refused batch were applied"
+    );
+    let result = store.apply(vec![
+        Change::Insert(sample_key(4, "alice", "new")),
+        Change::Insert(sample_key(1, "alice", "duplicate")),
+    ]);
+    assert!(
+        matches!(result, Err(StoreError::Duplicate(_))),
+        "expected Duplicate, got {result:?}"
+    );
+    assert!(
+        get(store, 4).is_none(),
+        "part of a refused batch was applied"
+    );
+}
+
+/// Later changes of a batch see the earlier ones.
+pub fn check_batch_sees_earlier_changes<S: KeyStore>(store: &S) {
+    let second = sample_key(1, "alice", "second");
+    store
+        .apply(vec![
+            Change::Insert(sample_key(1, "alice", "first")),
+            Change::Replace(second.clone()),
+        ])
+        .expect("insert then replace in one batch");
+    assert_eq!(get(store, 1).as_deref(), Some(&second));
+    let again = sample_key(1, "alice", "again");
+    store
+        .apply(vec![
+            Change::Remove(KeyId::from_u64(1)),
+            Change::Insert(again.clone()),
+        ])
+        .expect("remove then insert in one batch");
+    assert_eq!(get(store, 1).as_deref(), Some(&again));
+}
+
+/// Settings round-trip, the last write wins.
+pub fn check_settings<S: KeyStore>(store: &S) {
+    store
+        .save_settings(&sample_settings(1))
+        .expect("save_settings");
+    store
+        .save_settings(&sample_settings(2))
+        .expect("save_settings");
+    assert_eq!(
+        store.load_settings().expect("load_settings"),
+        Some(sample_settings(2))
+    );
+}
+
+/// `list(Some(owner))` returns that owner's records (and may not return
+/// others').
+pub fn check_list_by_owner<S: KeyStore>(store: &S) {
+    for (id, owner) in [(1, "alice"), (2, "bob"), (3, "alice")] {
+        store.insert(sample_key(id, owner, "k")).expect("insert");
+    }
+    let alice: Vec<_> = store
+        .list(Some("alice"))
+        .expect("list")
+        .into_iter()
+        .filter(|k| k.key().owner() == "alice")
+        .collect();
+    assert_eq!(ids(alice), [1, 3], "list by owner misses records");
+    assert_eq!(ids(store.list(None).expect("list")), [1, 2, 3]);
+}
+
+/// Writers on several threads lose nothing.
+pub fn check_concurrent_writers<S: KeyStore>(store: &S) {
+    std::thread::scope(|scope| {
+        for t in 0..4u64 {
+            scope.spawn(move || {
+                for i in 0..50u64 {
+                    store
+                        .insert(sample_key(1 + t * 1000 + i, "alice", "k"))
+                        .expect("concurrent insert");
+                }
+            });
+        }
+    });
+    assert_eq!(
+        store.list(None).expect("list").len(),
+        200,
+        "concurrent inserts were lost"
+    );
+}
+
+/// `Debug` of the store does not print the hashes it holds.
+pub fn check_debug_hides_records<S: KeyStore>(store: &S) {
+    let key = sample_key(1, "alice", "k");
+    store.insert(key.clone()).expect("insert");
+    let hash = key.hash().to_string();
+    let digest = &hash[hash.len() - 16..];
+    assert!(
+        !format!("{store:?}").contains(digest),
+        "Debug of the store prints a key hash"
+    );
+}
+
+/// Writes survive closing and reopening: `open` must open the same storage
+/// each time (empty the first time).
+pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
+    let kept = sample_key(1, "alice", "kept");
+    let replaced = sample_key(2, "alice", "replaced");
+    {
+        let store = open();
+        check_empty(&store);
+        store.insert(kept.clone()).expect("insert");
+        store
+            .insert(sample_key(2, "alice", "before"))
+            .expect("insert");
+        store.replace(replaced.clone()).expect("replace");
+        store
+            .insert(sample_key(3, "alice", "removed"))
+            .expect("insert");
+        store.remove(KeyId::from_u64(3)).expect("remove");
+        store
+            .save_settings(&sample_settings(5))
+            .expect("save_settings");
+    }
+    let store = open();
+    assert_eq!(
+        get(&store, 1).as_deref(),
+        Some(&kept),
+        "an insert did not survive a reopen"
+    );
+    assert_eq!(
+        get(&store, 2).as_deref(),
+        Some(&replaced),
+        "a replace did not survive a reopen"
+    );
+    assert!(
+        get(&store, 3).is_none(),
+        "a remove did not survive a reopen"
+    );
+    assert_eq!(
+        store.load_settings().expect("load_settings"),
+        Some(sample_settings(5)),
+        "settings did not survive a reopen"
+    );
+}

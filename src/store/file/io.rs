@@ -1,0 +1,92 @@
+//! The small file-system interface the file store is written against, so
+//! tests can put a fault-injecting, power-loss-simulating disk under it.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+/// The operations the file store needs, and nothing more.
+pub(crate) trait Fs: fmt::Debug + Send + Sync {
+    /// Opens a file for reading; `Ok(None)` if it does not exist.
+    fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read + Send>>>;
+    /// Opens a file for appending, creating it empty if it does not exist.
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Creates a file, or truncates it to empty, for writing.
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Atomically replaces `to` by `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Makes the directory's entries (creations, renames) durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Removes a file; not finding it is not an error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+}
+
+/// An open file, written at its end.
+pub(crate) trait FsFile: Send {
+    /// Appends all of `data`.
+    fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Makes everything appended so far durable (fsync).
+    fn sync(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; later appends go after them.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+/// The real file system.
+#[derive(Debug, Default)]
+pub(crate) struct OsFs;
+
+struct OsFile(File);
+
+impl FsFile for OsFile {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+}
+
+impl Fs for OsFs {
+    fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read + Send>>> {
+        match File::open(path) {
+            Ok(f) => Ok(Some(Box::new(io::BufReader::with_capacity(1 << 20, f)))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! [`FileStore`]: durable storage in one append-only file on one machine.
+//!
+//! Every record lives in memory (the same sharded index as
+//! [`MemoryStore`]), so `lookup`, and with it `verify`, never touches the
+//! disk. Every write is one record appended to the file and fsynced before
+//! it returns; the [format](format) documents the bytes.
+//!
+//! - **Crash safety.** A record counts only when its CRC32 matches. At open,
+//!   a torn tail (the one write a crash cut short) is dropped and reported
+//!   in [`FileStore::recovery`]; damage followed by committed records is an
+//!   error naming the byte offset, never skipped, since skipping a record
+//!   could bring a revoked key back.
+//! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
+//!   at open; a second open fails at once with [`StoreError::Locked`].
+//! - **Fail-stop.** After an i/o error on a write (a failed fsync included)
+//!   the store refuses every further write with [`StoreError::Poisoned`]
+//!   until reopened: the index is updated only after the disk said yes, and
+//!   the reopen reads back what the disk really holds.
+//! - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
+//!   it, renames it over the file and fsyncs the directory: a crash at any
+//!   step leaves the complete old file or the complete new one. It runs by
+//!   itself once dead records outnumber live ones (and at least
+//!   [`FileStoreOptions::min_dead_to_compact`] are dead), and on
+//!   [`FileStore::compact`].
+
+pub(crate) mod format;
+pub(crate) mod io;
+#[cfg(test)]
+mod sim;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN};
+use self::io::{Fs, FsFile, OsFs};
+use super::memory::MemoryStore;
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
+use crate::token::KeyId;
+
+/// Keys per record when the whole store is rewritten (compaction, import).
+const REWRITE_CHUNK: usize = 4096;
+
+/// Tuning for [`FileStore::open_with`].
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct FileStoreOptions {
+    /// Automatic compaction waits for at least this many dead records
+    /// (default 10,000), so small stores are not rewritten over and over.
+    pub min_dead_to_compact: u64,
+}
+
+impl Default for FileStoreOptions {
+    fn default() -> Self {
+        FileStoreOptions {
+            min_dead_to_compact: 10_000,
+        }
+    }
+}
+
+impl FileStoreOptions {
+    /// Sets [`min_dead_to_compact`](Self::min_dead_to_compact).
+    pub fn min_dead_to_compact(mut self, n: u64) -> Self {
+        self.min_dead_to_compact = n;
+        self
+    }
+}
+
+/// What opening the file found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Recovery {
+    /// Records replayed.
+    pub records: u64,
+    /// Bytes of a torn tail dropped (0 after a clean shutdown).
+    pub dropped_bytes: u64,
+    /// Where the dropped tail started, if any.
+    pub dropped_at: Option<u64>,
+}
+
+/// How [`FileStore::import`] treats the keys already in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ImportMode {
+    /// The store becomes exactly the export: keys and settings.
+    Replace,
+    /// Keys of the export whose id is not in the store are added; keys whose
+    /// id is already there are skipped (never two keys with one id). The
+    /// store keeps its settings, or takes the export's if it has none.
+    Merge,
+}
+
+/// What [`FileStore::import`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ImportReport {
+    /// Keys added.
+    pub imported: usize,
+    /// Keys skipped because their id existed (merge only).
+    pub skipped: usize,
+}
+
+/// A durable [`KeyStore`] in one file. See the [module docs](self).
+pub struct FileStore {
+    index: MemoryStore,
+    log: Mutex<Log>,
+    path: PathBuf,
+    fs: Box<dyn Fs>,
+    options: FileStoreOptions,
+    recovery: Recovery,
+    /// Held open for the store's life: the OS lock lives with it.
+    _lock: Option<std::fs::File>,
+}
+
+struct Log {
+    file: Box<dyn FsFile>,
+    /// Entries in the file (live and dead).
+    entries: u64,
+    poisoned: bool,
+}
+
+/// The first line of an export.
+#[derive(Serialize, Deserialize)]
+struct ExportHeader {
+    keyward_export: u32,
+    settings: Option<RingSettings>,
+}
+
+/// A borrowed [`Entry`], to encode without cloning records.
+#[derive(Serialize)]
+#[serde(rename_all = "snake_case")]
+enum EntryRef<'a> {
+    Put(&'a StoredKey),
+    Remove(KeyId),
+    Settings(&'a RingSettings),
+}
+
+impl FileStore {
+    /// Opens the store in the file at `path`, creating it if missing, with
+    /// default options.
+    pub fn open(path: impl AsRef<Path>) -> Result<FileStore, StoreError> {
+        FileStore::open_with(path, FileStoreOptions::default())
+    }
+
+    /// Opens the store at `path` with `options`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: FileStoreOptions,
+    ) -> Result<FileStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let lock = lock_beside(&path)?;
+        FileStore::open_on(Box::new(OsFs), path, options, Some(lock))
+    }
+
+    /// Opens on any [`Fs`] (tests put a simulated disk here).
+    pub(crate) fn open_on(
+        fs: Box<dyn Fs>,
+        path: PathBuf,
+        options: FileStoreOptions,
+        lock: Option<std::fs::File>,
+    ) -> Result<FileStore, StoreError> {
+        let io_err = |source| StoreError::Io {
+            path: path.clone(),
+            source,
+        };
+        // A compaction cut short leaves its temporary file; the data file is
+        // intact either way.
+        fs.remove(&temp_path(&path)).map_err(io_err)?;
+        let index = MemoryStore::new();
+        let (file, recovery, entries) = match fs.open_read(&path).map_err(io_err)? {
+            None => (create_fresh(&*fs, &path)?, Recovery::default(), 0),
+            Some(reader) => match load(reader, &path, &index)? {
+                Loaded::Fresh => (create_fresh(&*fs, &path)?, Recovery::default(), 0),
+                Loaded::Log {
+                    valid_len,
+                    dropped,
+                    records,
+                    entries,
+                } => {
+                    let mut file = fs.open_append(&path).map_err(io_err)?;
+                    if dropped > 0 {
+                        file.truncate(valid_len).map_err(io_err)?;
+                        file.sync().map_err(io_err)?;
+                    }
+                    let recovery = Recovery {
+                        records,
+                        dropped_bytes: dropped,
+                        dropped_at: (dropped > 0).then_some(valid_len),
+                    };
+                    (file, recovery, entries)
+                }
+            },
+        };
+        Ok(FileStore {
+            index,
+            log: Mutex::new(Log {
+                file,
+                entries,
+                poisoned: false,
+            }),
+            path,
+            fs,
+            options,
+            recovery,
+            _lock: lock,
+        })
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the open found: records replayed, torn tail dropped.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// How many keys the store holds.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the store holds no key.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn log(&self) -> MutexGuard<'_, Log> {
+        // Every change to `Log` is completed before anything can panic, so
+        // a poisoned lock holds a consistent value.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn io_err(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Rewrites the file with only the live records (see the module docs).
+    pub fn compact(&self) -> Result<(), StoreError> {
+        let mut log = self.log();
+        if log.poisoned {
+            return Err(StoreError::Poisoned(self.path.clone()));
+        }
+        let keys = self.index.list(None)?;
+        let settings = self.index.load_settings()?;
+        self.rewrite(&mut log, &keys, settings.as_ref())
+    }
+
+    /// Writes the whole store to `out`: one JSON line of settings, then one
+    /// line per key (record and hash, never a secret). Read it back with
+    /// [`import`](Self::import).
+    pub fn export(&self, mut out: impl Write) -> Result<(), StoreError> {
+        let io_err = |e| self.io_err(e);
+        let header = ExportHeader {
+            keyward_export: 1,
+            settings: self.index.load_settings()?,
+        };
+        let mut keys = self.index.list(None)?;
+        keys.sort_by_key(|k| k.id());
+        serde_json::to_writer(&mut out, &header).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        out.write_all(b"\n").map_err(io_err)?;
+        for key in keys {
+            serde_json::to_writer(&mut out, &*key).map_err(|e| StoreError::Backend(Box::new(e)))?;
+            out.write_all(b"\n").map_err(io_err)?;
+        }
+        out.flush().map_err(io_err)
+    }
+
+    /// Reads an [`export`](Self::export) into this store, replacing or
+    /// merging (see [`ImportMode`]). All or nothing: the input is read and
+    /// checked whole, then the store is rewritten atomically as by a
+    /// compaction. Build key rings on the store after importing: a running
+    /// ring keeps the settings it read at build.
+    pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
+        let (settings, incoming) = read_export(input)?;
+        let mut log = self.log();
+        if log.poisoned {
+            return Err(StoreError::Poisoned(self.path.clone()));
+        }
+        let mut report = ImportReport::default();
+        let (keys, settings) = match mode {
+            ImportMode::Replace => {
+                report.imported = incoming.len();
+                (
+                    incoming.into_iter().map(Arc::new).collect::<Vec<_>>(),
+                    settings,
+                )
+            }
+            ImportMode::Merge => {
+                let mut keys = self.index.list(None)?;
+                for key in incoming {
+                    if self.index.lookup(key.id()).is_some() {
+                        report.skipped += 1;
+                    } else {
+                        report.imported += 1;
+                        keys.push(Arc::new(key));
+                    }
+                }
+                (keys, self.index.load_settings()?.or(settings))
+            }
+        };
+        self.rewrite(&mut log, &keys, settings.as_ref())?;
+        self.index.clear();
+        for key in keys {
+            self.index
+                .apply_checked(Change::Insert(StoredKey::clone(&key)));
+        }
+        if let Some(settings) = settings {
+            self.index.apply_checked(Change::Settings(settings));
+        }
+        Ok(report)
+    }
+
+    /// Writes `keys` and `settings` as a new file and puts it in place of
+    /// the old one: temp file, fsync, rename, fsync directory.
+    fn rewrite(
+        &self,
+        log: &mut Log,
+        keys: &[Arc<StoredKey>],
+        settings: Option<&RingSettings>,
+    ) -> Result<(), StoreError> {
+        let temp = temp_path(&self.path);
+        let result = (|| -> Result<Box<dyn FsFile>, StoreError> {
+            let mut file = self.fs.create(&temp).map_err(|e| self.io_err(e))?;
+            file.append(&format::header()).map_err(|e| self.io_err(e))?;
+            if let Some(settings) = settings {
+                file.append(&encode(&[EntryRef::Settings(settings)])?)
+                    .map_err(|e| self.io_err(e))?;
+            }
+            for chunk in keys.chunks(REWRITE_CHUNK) {
+                let entries: Vec<EntryRef<'_>> = chunk.iter().map(|k| EntryRef::Put(k)).collect();
+                file.append(&encode(&entries)?)
+                    .map_err(|e| self.io_err(e))?;
+            }
+            file.sync().map_err(|e| self.io_err(e))?;
+            drop(file);
+            self.fs
+                .rename(&temp, &self.path)
+                .map_err(|e| self.io_err(e))?;
+            self.fs
+                .sync_dir(parent(&self.path))
+                .map_err(|e| self.io_err(e))?;
+            self.fs.open_append(&self.path).map_err(|e| self.io_err(e))
+        })();
+        match result {
+            Ok(file) => {
+                log.file = file;
+                log.entries = keys.len() as u64 + u64::from(settings.is_some());
+                Ok(())
+            }
+            Err(e) => {
+                // Where the rewrite stopped, the file on disk is the old one
+                // or the new one; only a reopen knows which.
+                log.poisoned = true;
+                let _ = self.fs.remove(&temp);
+                Err(e)
+            }
+        }
+    }
+}
+
+fn encode(entries: &[EntryRef<'_>]) -> Result<Vec<u8>, StoreError> {
+    // `format::encode` takes owned entries; this is the same shape, borrowed.
+    let payload = serde_json::to_vec(entries).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    format::encode_payload(&payload)
+        .ok_or_else(|| StoreError::Backend("batch too large for one record".into()))
+}
+
+impl KeyStore for FileStore {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.index.lookup(id)
+    }
+
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.index.list(owner)
+    }
+
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.index.load_settings()
+    }
+
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let mut log = self.log();
+        if log.poisoned {
+            return Err(StoreError::Poisoned(self.path.clone()));
+        }
+        check_batch(&changes, |id| self.index.lookup(id).is_some())?;
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<EntryRef<'_>> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Insert(e) | Change::Replace(e) => EntryRef::Put(e),
+                Change::Remove(id) => EntryRef::Remove(*id),
+                Change::Settings(s) => EntryRef::Settings(s),
+            })
+            .collect();
+        let record = encode(&entries)?;
+        if let Err(e) = log.file.append(&record).and_then(|()| log.file.sync()) {
+            log.poisoned = true;
+            return Err(self.io_err(e));
+        }
+        log.entries += changes.len() as u64;
+        for change in changes {
+            self.index.apply_checked(change);
+        }
+        let live = self.index.len() as u64 + 1;
+        let dead = log.entries.saturating_sub(live);
+        if dead > live && dead >= self.options.min_dead_to_compact {
+            // The batch is durable already; a failed compaction poisons the
+            // store, and the next write reports it.
+            let keys = self.index.list(None)?;
+            let settings = self.index.load_settings()?;
+            let _ = self.rewrite(&mut log, &keys, settings.as_ref());
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for FileStore {
+    /// Prints the path and the number of keys, never their records.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileStore")
+            .field("path", &self.path)
+            .field("keys", &self.index.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".compact");
+    PathBuf::from(name)
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Takes the exclusive lock on `<path>.lock`, failing at once if held.
+fn lock_beside(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
+            path: lock_path,
+            source,
+        }),
+    }
+}
+
+/// Creates an empty store file: header, fsync, directory fsync.
+fn create_fresh(fs: &dyn Fs, path: &Path) -> Result<Box<dyn FsFile>, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = fs.create(path).map_err(io_err)?;
+    file.append(&format::header()).map_err(io_err)?;
+    file.sync().map_err(io_err)?;
+    fs.sync_dir(parent(path)).map_err(io_err)?;
+    Ok(file)
+}
+
+enum Loaded {
+    /// No header yet (a creation cut short): start afresh.
+    Fresh,
+    Log {
+        valid_len: u64,
+        dropped: u64,
+        records: u64,
+        entries: u64,
+    },
+}
+
+/// Replays the file into `index`.
+fn load(
+    reader: Box<dyn Read + Send>,
+    path: &Path,
+    index: &MemoryStore,
+) -> Result<Loaded, StoreError> {
+    let mut reader = BufReader::with_capacity(1 << 20, reader);
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let corrupt = |offset: u64, reason: &'static str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
+    let mut header = Vec::with_capacity(HEADER_LEN);
+    (&mut reader)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut header)
+        .map_err(io_err)?;
+    match format::check_header(&header) {
+        HeaderCheck::Valid => {}
+        HeaderCheck::Unfinished => {
+            // Nothing was ever committed if the header is incomplete, unless
+            // data follows it: then it is damage, not an unfinished creation.
+            return if reader.fill_buf().map_err(io_err)?.is_empty() {
+                Ok(Loaded::Fresh)
+            } else {
+                Err(corrupt(0, "bad file header"))
+            };
+        }
+        HeaderCheck::Invalid => {
+            return Err(corrupt(0, "not a keyward store, or a bad file header"));
+        }
+    }
+    let mut offset = HEADER_LEN as u64;
+    let (mut records, mut entries) = (0u64, 0u64);
+    let mut payload = Vec::new();
+    loop {
+        let mut head = Vec::with_capacity(RECORD_HEAD_LEN);
+        (&mut reader)
+            .take(RECORD_HEAD_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(io_err)?;
+        if head.is_empty() {
+            break;
+        }
+        let parsed = head
+            .first_chunk::<RECORD_HEAD_LEN>()
+            .and_then(format::parse_head);
+        let mut valid = false;
+        payload.clear();
+        if let Some(h) = parsed {
+            // Reads at most what the file holds, whatever the length field.
+            (&mut reader)
+                .take(u64::from(h.len))
+                .read_to_end(&mut payload)
+                .map_err(io_err)?;
+            valid = format::payload_matches(h, &payload);
+        }
+        if !valid {
+            let mut tail = head;
+            tail.extend_from_slice(&payload);
+            reader.read_to_end(&mut tail).map_err(io_err)?;
+            if format::valid_record_after_start(&tail) {
+                return Err(corrupt(
+                    offset,
+                    "damaged record followed by committed records",
+                ));
+            }
+            return Ok(Loaded::Log {
+                valid_len: offset,
+                dropped: tail.len() as u64,
+                records,
+                entries,
+            });
+        }
+        let batch: Vec<Entry> =
+            serde_json::from_slice(&payload).map_err(|_| corrupt(offset, "undecodable record"))?;
+        entries += batch.len() as u64;
+        for entry in batch {
+            index.apply_checked(match entry {
+                Entry::Put(key) => Change::Replace(*key),
+                Entry::Remove(id) => Change::Remove(id),
+                Entry::Settings(s) => Change::Settings(s),
+            });
+        }
+        records += 1;
+        offset += (RECORD_HEAD_LEN + payload.len()) as u64;
+    }
+    Ok(Loaded::Log {
+        valid_len: offset,
+        dropped: 0,
+        records,
+        entries,
+    })
+}
+
+/// Reads and checks a whole export.
+fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>), StoreError> {
+    let invalid = |line: usize, reason: String| StoreError::InvalidImport { line, reason };
+    let mut lines = BufReader::new(input).lines();
+    let first = lines
+        .next()
+        .ok_or_else(|| invalid(1, "empty input".into()))?
+        .map_err(|e| invalid(1, e.to_string()))?;
+    let header: ExportHeader =
+        serde_json::from_str(&first).map_err(|e| invalid(1, e.to_string()))?;
+    if header.keyward_export != 1 {
+        return Err(invalid(
+            1,
+            format!("unknown export version {}", header.keyward_export),
+        ));
+    }
+    let mut keys = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in lines.enumerate() {
+        let n = i + 2;
+        let line = line.map_err(|e| invalid(n, e.to_string()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let key: StoredKey = serde_json::from_str(&line).map_err(|e| invalid(n, e.to_string()))?;
+        if !seen.insert(key.id()) {
+            return Err(invalid(n, format!("key id {} appears twice", key.id())));
+        }
+        keys.push(key);
+    }
+    Ok((header.settings, keys))
+}

@@ -1,0 +1,636 @@
+//! Crash, power-loss, corruption and i/o-error tests of the file store, on
+//! the simulated disk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use time::macros::datetime;
+
+use super::format::{HEADER_LEN, RECORD_HEAD_LEN};
+use super::sim::{EIO, ENOSPC, SimFs};
+use super::*;
+use crate::expiry::ExpiryPolicy;
+use crate::hash::Hasher;
+use crate::key::{Key, Status};
+use crate::scope::ScopeSet;
+
+/// A small deterministic generator (xorshift64*), so every failure can be
+/// replayed from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) as usize % n.max(1)
+    }
+}
+
+fn sample(id: u64, version: usize) -> StoredKey {
+    let key = Key {
+        id: KeyId::from_u64(id),
+        hint: format!("t_1{id}").into(),
+        name: format!("version {version}").into(),
+        description: None,
+        owner: format!("owner{}", id % 3).into(),
+        contact: None,
+        scopes: ScopeSet::parse(["invoices:read"]).unwrap(),
+        created_at: datetime!(2026-01-01 0:00 UTC),
+        expiry: None,
+        expires_at: None,
+        status: if version % 5 == 4 {
+            Status::Revoked {
+                at: datetime!(2026-01-02 0:00 UTC),
+                reason: "test".into(),
+            }
+        } else {
+            Status::Active
+        },
+        last_used_at: None,
+        uses: version as u64,
+        use_limit: None,
+        rotation: None,
+        metadata: BTreeMap::new(),
+        epoch: 0,
+    };
+    StoredKey::new(
+        key,
+        Hasher::new(None, "t").hash(KeyId::from_u64(id), &[b'a'; 24]),
+    )
+}
+
+fn settings(n: usize) -> RingSettings {
+    RingSettings {
+        default_expiry: ExpiryPolicy::days(n as i64 + 1),
+        default_since: datetime!(2026-01-01 0:00 UTC),
+        epoch: n as u64,
+        revoked_all_at: None,
+    }
+}
+
+/// The logical content of a store: every record and the settings, as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct State {
+    keys: BTreeMap<u64, String>,
+    settings: Option<String>,
+}
+
+impl State {
+    fn of(store: &impl KeyStore) -> State {
+        State {
+            keys: store
+                .list(None)
+                .unwrap()
+                .iter()
+                .map(|k| (k.id().as_u64(), serde_json::to_string(&**k).unwrap()))
+                .collect(),
+            settings: store
+                .load_settings()
+                .unwrap()
+                .map(|s| serde_json::to_string(&s).unwrap()),
+        }
+    }
+
+    /// The state after `batch`, or `None` if the store must refuse it.
+    fn after(&self, batch: &[Change]) -> Option<State> {
+        check_batch(batch, |id| self.keys.contains_key(&id.as_u64())).ok()?;
+        let mut next = self.clone();
+        for change in batch {
+            match change {
+                Change::Insert(k) | Change::Replace(k) => {
+                    next.keys
+                        .insert(k.id().as_u64(), serde_json::to_string(k).unwrap());
+                }
+                Change::Remove(id) => {
+                    next.keys.remove(&id.as_u64());
+                }
+                Change::Settings(s) => next.settings = Some(serde_json::to_string(s).unwrap()),
+            }
+        }
+        Some(next)
+    }
+}
+
+/// A random batch: mostly valid, sometimes not (duplicate insert, missing
+/// replace), 1 to 3 changes.
+fn random_batch(rng: &mut Rng, state: &State, counter: &mut usize) -> Vec<Change> {
+    let ids: Vec<u64> = state.keys.keys().copied().collect();
+    (0..1 + rng.below(3))
+        .map(|_| {
+            *counter += 1;
+            let existing = (!ids.is_empty()).then(|| ids[rng.below(ids.len())]);
+            match (rng.below(10), existing) {
+                (0..=3, _) | (_, None) => {
+                    Change::Insert(sample(1 + rng.below(40) as u64, *counter))
+                }
+                (4..=6, Some(id)) => Change::Replace(sample(id, *counter)),
+                (7, Some(id)) => Change::Remove(KeyId::from_u64(id)),
+                _ => Change::Settings(settings(*counter)),
+            }
+        })
+        .collect()
+}
+
+fn path() -> PathBuf {
+    PathBuf::from("/sim/keys.kw")
+}
+
+fn open(sim: &SimFs, options: FileStoreOptions) -> Result<FileStore, StoreError> {
+    FileStore::open_on(Box::new(sim.clone()), path(), options, None)
+}
+
+/// One round: a random workload, the process dies at a random call, the
+/// power fails, the store is reopened. The reopened state must be what was
+/// acknowledged, or that plus the one operation in flight, whole.
+fn crash_round(seed: u64, sync: bool) -> Result<(), String> {
+    let mut rng = Rng::new(seed);
+    let sim = SimFs::new();
+    sim.ignore_sync(!sync);
+    let options = FileStoreOptions::default().min_dead_to_compact(1 + rng.below(8) as u64);
+    let store = open(&sim, options).map_err(|e| format!("first open: {e}"))?;
+    sim.die_at_call(1 + rng.below(60) as u64);
+    let mut acked = State::default();
+    let mut in_flight = None;
+    let mut counter = 0;
+    for _ in 0..30 {
+        if rng.below(12) == 0 {
+            if store.compact().is_err() {
+                break;
+            }
+            continue;
+        }
+        let batch = random_batch(&mut rng, &acked, &mut counter);
+        let after = acked.after(&batch);
+        match (store.apply(batch), after) {
+            (Ok(()), Some(after)) => acked = after,
+            (Ok(()), None) => return Err("an invalid batch was accepted".into()),
+            (Err(StoreError::Duplicate(_) | StoreError::NotFound(_)), None) => {}
+            (Err(_), after) => {
+                in_flight = after;
+                break;
+            }
+        }
+    }
+    drop(store);
+    sim.crash(|n| rng.below(n));
+    let reopened = open(&sim, options).map_err(|e| format!("reopen: {e}"))?;
+    let got = State::of(&reopened);
+    if got == acked || in_flight.as_ref() == Some(&got) {
+        Ok(())
+    } else {
+        Err(format!(
+            "seed {seed}: reopened {} keys, acknowledged {}",
+            got.keys.len(),
+            acked.keys.len()
+        ))
+    }
+}
+
+fn crash_rounds() -> u64 {
+    std::env::var("KEYWARD_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+#[test]
+fn power_loss_never_loses_an_acknowledged_write() {
+    let rounds = crash_rounds();
+    let failures: Vec<String> = (0..rounds)
+        .filter_map(|seed| crash_round(seed, true).err())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {rounds} rounds failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+}
+
+#[test]
+fn the_power_loss_test_catches_a_store_without_fsync() {
+    let failures = (0..2_000)
+        .filter(|&seed| crash_round(seed, false).is_err())
+        .count();
+    assert!(failures > 0, "no round noticed that fsync did nothing");
+}
+
+#[test]
+fn reopen_after_a_clean_shutdown_restores_everything() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    let mut rng = Rng::new(1);
+    let (mut state, mut counter) = (State::default(), 0);
+    for _ in 0..200 {
+        let batch = random_batch(&mut rng, &state, &mut counter);
+        if let Some(after) = state.after(&batch) {
+            store.apply(batch).unwrap();
+            state = after;
+        } else {
+            assert!(store.apply(batch).is_err());
+        }
+    }
+    assert_eq!(State::of(&store), state);
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(State::of(&reopened), state);
+    assert_eq!(reopened.recovery().dropped_bytes, 0);
+}
+
+/// A store with dead records, built the same way for a given seed.
+fn store_with_history(sim: &SimFs, seed: u64) -> (FileStore, State) {
+    let options = FileStoreOptions::default().min_dead_to_compact(u64::MAX);
+    let store = open(sim, options).unwrap();
+    let mut rng = Rng::new(seed);
+    let (mut state, mut counter) = (State::default(), 0);
+    while state.keys.len() < 10 || counter < 60 {
+        let batch = random_batch(&mut rng, &state, &mut counter);
+        if let Some(after) = state.after(&batch) {
+            store.apply(batch).unwrap();
+            state = after;
+        }
+    }
+    (store, state)
+}
+
+#[test]
+fn a_crash_at_every_step_of_compaction_leaves_the_old_or_the_new_file() {
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 7);
+    let before = sim.calls();
+    store.compact().unwrap();
+    let steps = sim.calls() - before;
+    assert!(steps >= 5, "compaction made only {steps} calls");
+    assert_eq!(State::of(&store), state);
+
+    for step in 1..=steps {
+        for fate in 0..20 {
+            let sim = SimFs::new();
+            let (store, state) = store_with_history(&sim, 7);
+            sim.die_at_call(step);
+            assert!(
+                store.compact().is_err(),
+                "step {step}: compaction survived the death"
+            );
+            assert!(matches!(
+                store.insert(sample(99, 0)),
+                Err(StoreError::Poisoned(_))
+            ));
+            drop(store);
+            let mut rng = Rng::new(fate);
+            sim.crash(|n| rng.below(n));
+            let reopened = open(&sim, FileStoreOptions::default())
+                .unwrap_or_else(|e| panic!("step {step}, fate {fate}: {e}"));
+            assert_eq!(State::of(&reopened), state, "step {step}, fate {fate}");
+            assert!(
+                sim.read(&temp_path(&path())).is_none(),
+                "the temporary file is cleaned up"
+            );
+        }
+    }
+}
+
+#[test]
+fn compaction_shrinks_the_file_and_keeps_the_state() {
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 3);
+    let before = sim.read(&path()).unwrap().len();
+    store.compact().unwrap();
+    let after = sim.read(&path()).unwrap().len();
+    assert!(after < before, "{after} >= {before}");
+    drop(store);
+    assert_eq!(
+        State::of(&open(&sim, FileStoreOptions::default()).unwrap()),
+        state
+    );
+}
+
+#[test]
+fn automatic_compaction_runs_past_the_dead_record_threshold() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default().min_dead_to_compact(50)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    let mut largest = 0;
+    for version in 1..400 {
+        store.replace(sample(1, version)).unwrap();
+        largest = largest.max(sim.read(&path()).unwrap().len());
+    }
+    let size = sim.read(&path()).unwrap().len();
+    assert!(largest < 120 * 600, "the file grew to {largest} bytes");
+    assert!(size < largest, "no compaction happened");
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(
+        reopened.lookup(KeyId::from_u64(1)).unwrap().key().name(),
+        "version 399"
+    );
+}
+
+/// A file of six records and the state after each prefix of them.
+fn six_records() -> (Vec<u8>, Vec<usize>, Vec<State>) {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    let mut states = vec![State::of(&store)];
+    for (i, batch) in [
+        vec![Change::Insert(sample(1, 0)), Change::Insert(sample(2, 0))],
+        vec![Change::Settings(settings(1))],
+        vec![Change::Replace(sample(1, 4))],
+        vec![Change::Insert(sample(3, 0))],
+        vec![Change::Remove(KeyId::from_u64(2))],
+        vec![Change::Replace(sample(3, 9)), Change::Insert(sample(4, 1))],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        store
+            .apply(batch)
+            .unwrap_or_else(|e| panic!("batch {i}: {e}"));
+        states.push(State::of(&store));
+    }
+    let bytes = sim.read(&path()).unwrap();
+    let mut starts = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        starts.push(at);
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        at += RECORD_HEAD_LEN + len;
+    }
+    assert_eq!(starts.len(), 6);
+    (bytes, starts, states)
+}
+
+fn open_bytes(bytes: Vec<u8>) -> Result<FileStore, StoreError> {
+    let sim = SimFs::new();
+    sim.put(&path(), bytes);
+    open(&sim, FileStoreOptions::default())
+}
+
+#[test]
+fn truncation_anywhere_in_the_last_two_records_keeps_the_intact_prefix() {
+    let (bytes, starts, states) = six_records();
+    for cut in starts[4]..bytes.len() {
+        let store =
+            open_bytes(bytes[..cut].to_vec()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        // Records whose end is within the cut survive whole.
+        let whole = starts[1..].iter().filter(|&&end| end <= cut).count();
+        let boundary = starts[whole];
+        assert_eq!(State::of(&store), states[whole], "cut at {cut}");
+        assert_eq!(
+            store.recovery().dropped_bytes,
+            (cut - boundary) as u64,
+            "cut at {cut}"
+        );
+        assert_eq!(store.recovery().records, whole as u64, "cut at {cut}");
+    }
+    // Cut exactly at a record boundary: nothing to drop.
+    let store = open_bytes(bytes[..starts[5]].to_vec()).unwrap();
+    assert_eq!(State::of(&store), states[5]);
+    assert_eq!(store.recovery().dropped_bytes, 0);
+}
+
+#[test]
+fn a_flipped_byte_before_the_last_record_is_an_error_naming_its_record() {
+    let (bytes, starts, _) = six_records();
+    for i in 0..starts[5] {
+        let mut damaged = bytes.clone();
+        damaged[i] ^= 0xFF;
+        let record_start = starts
+            .iter()
+            .rev()
+            .find(|&&s| s <= i)
+            .map_or(0, |&s| s as u64);
+        match open_bytes(damaged) {
+            Err(StoreError::Corrupt {
+                offset, path: p, ..
+            }) => {
+                assert_eq!(offset, record_start, "flip at {i}");
+                assert_eq!(p, path());
+            }
+            Err(e) => panic!("flip at {i}: unexpected error {e}"),
+            Ok(_) => panic!("flip at {i} went unnoticed"),
+        }
+    }
+}
+
+#[test]
+fn a_flipped_byte_in_the_last_record_drops_it_as_a_torn_write() {
+    let (bytes, starts, states) = six_records();
+    for i in starts[5]..bytes.len() {
+        let mut damaged = bytes.clone();
+        damaged[i] ^= 0xFF;
+        let store = open_bytes(damaged).unwrap_or_else(|e| panic!("flip at {i}: {e}"));
+        assert_eq!(State::of(&store), states[5], "flip at {i}");
+        assert_eq!(store.recovery().dropped_at, Some(starts[5] as u64));
+    }
+}
+
+#[test]
+fn an_absurd_length_is_an_error_not_an_allocation() {
+    let (bytes, starts, _) = six_records();
+    for &start in &starts[..5] {
+        for len in [u32::MAX, 0x7FFF_FFFF, super::format::MAX_PAYLOAD, 1 << 30] {
+            let mut damaged = bytes.clone();
+            damaged[start + 4..start + 8].copy_from_slice(&len.to_le_bytes());
+            match open_bytes(damaged) {
+                Err(StoreError::Corrupt { offset, .. }) => assert_eq!(offset, start as u64),
+                other => panic!("length {len} at {start}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn damage_in_the_header_is_an_error() {
+    assert!(matches!(
+        open_bytes(b"something else entirely".to_vec()),
+        Err(StoreError::Corrupt { offset: 0, .. })
+    ));
+    // A header cut short by a crash at creation starts a fresh store.
+    let store = open_bytes(super::format::header()[..7].to_vec()).unwrap();
+    assert!(store.is_empty());
+}
+
+/// A fixed workload: batches and one compaction.
+fn workload() -> Vec<Option<Vec<Change>>> {
+    let mut steps = Vec::new();
+    for i in 0..10u64 {
+        steps.push(Some(vec![Change::Insert(sample(i + 1, 0))]));
+        if i % 3 == 2 {
+            steps.push(Some(vec![
+                Change::Replace(sample(i, i as usize)),
+                Change::Settings(settings(i as usize)),
+            ]));
+        }
+        if i == 6 {
+            steps.push(None); // compaction
+        }
+    }
+    steps.push(Some(vec![Change::Remove(KeyId::from_u64(2))]));
+    steps
+}
+
+fn run_step(store: &FileStore, step: &Option<Vec<Change>>) -> Result<(), StoreError> {
+    match step {
+        Some(batch) => store.apply(batch.clone()),
+        None => store.compact(),
+    }
+}
+
+#[test]
+fn an_io_error_on_any_call_is_reported_and_stops_further_writes() {
+    let steps = workload();
+    // The state after each number of completed steps.
+    let mut states = vec![State::default()];
+    for step in &steps {
+        let last = states.last().unwrap().clone();
+        states.push(match step {
+            Some(batch) => last.after(batch).unwrap(),
+            None => last,
+        });
+    }
+    let counting = SimFs::new();
+    let store = open(&counting, FileStoreOptions::default()).unwrap();
+    let before = counting.calls();
+    for step in &steps {
+        run_step(&store, step).unwrap();
+    }
+    let calls = counting.calls() - before;
+    assert_eq!(State::of(&store), *states.last().unwrap());
+
+    for errno in [EIO, ENOSPC] {
+        for n in 1..=calls {
+            for fate in 0..4 {
+                let sim = SimFs::new();
+                let store = open(&sim, FileStoreOptions::default()).unwrap();
+                sim.fail_call(n, errno);
+                let results: Vec<_> = steps.iter().map(|step| run_step(&store, step)).collect();
+                let failed = results
+                    .iter()
+                    .position(Result::is_err)
+                    .unwrap_or_else(|| panic!("call {n}: no error"));
+                assert!(
+                    matches!(&results[failed], Err(StoreError::Io { .. })),
+                    "call {n}: {:?}",
+                    results[failed]
+                );
+                for later in &results[failed + 1..] {
+                    assert!(
+                        matches!(later, Err(StoreError::Poisoned(_))),
+                        "call {n}: {later:?}"
+                    );
+                }
+                // Memory holds exactly the acknowledged steps.
+                assert_eq!(
+                    State::of(&store),
+                    states[failed],
+                    "call {n}: memory diverged"
+                );
+                drop(store);
+                let mut rng = Rng::new(fate);
+                sim.crash(|k| rng.below(k));
+                let reopened = open(&sim, FileStoreOptions::default())
+                    .unwrap_or_else(|e| panic!("call {n}: {e}"));
+                let got = State::of(&reopened);
+                // The failed step may have reached the disk, whole; nothing else.
+                assert!(
+                    got == states[failed] || got == states[failed + 1],
+                    "call {n}, {errno}, fate {fate}: reopened state is neither before nor after the failed step"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn export_then_import_copies_the_store() {
+    let sim = SimFs::new();
+    let (source, state) = store_with_history(&sim, 11);
+    let mut export = Vec::new();
+    source.export(&mut export).unwrap();
+    let text = String::from_utf8(export.clone()).unwrap();
+    assert!(text.lines().next().unwrap().contains("keyward_export"));
+
+    let other = SimFs::new();
+    let target = open(&other, FileStoreOptions::default()).unwrap();
+    target.insert(sample(1000, 0)).unwrap();
+    let report = target.import(&export[..], ImportMode::Replace).unwrap();
+    assert_eq!(report.imported, state.keys.len());
+    assert_eq!(State::of(&target), state);
+    drop(target);
+    assert_eq!(
+        State::of(&open(&other, FileStoreOptions::default()).unwrap()),
+        state
+    );
+}
+
+#[test]
+fn merge_import_never_creates_two_keys_with_one_id() {
+    let sim = SimFs::new();
+    let (source, state) = store_with_history(&sim, 12);
+    let mut export = Vec::new();
+    source.export(&mut export).unwrap();
+    let existing_id = *state.keys.keys().next().unwrap();
+
+    let other = SimFs::new();
+    let target = open(&other, FileStoreOptions::default()).unwrap();
+    let mine = sample(existing_id, 77);
+    target.insert(mine.clone()).unwrap();
+    target.insert(sample(5000, 1)).unwrap();
+    let report = target.import(&export[..], ImportMode::Merge).unwrap();
+    assert_eq!(report.skipped, 1);
+    assert_eq!(report.imported, state.keys.len() - 1);
+    assert_eq!(target.len(), state.keys.len() + 1);
+    assert_eq!(*target.lookup(KeyId::from_u64(existing_id)).unwrap(), mine);
+}
+
+#[test]
+fn a_bad_import_changes_nothing() {
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 13);
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let mut text = String::from_utf8(export).unwrap();
+    text.push_str("{not json}\n");
+    match store.import(text.as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line, .. }) => assert_eq!(line, text.lines().count()),
+        other => panic!("{other:?}"),
+    }
+    let first_key = text.lines().nth(1).unwrap().to_owned();
+    let twice = format!(
+        "{}\n{first_key}\n{first_key}\n",
+        text.lines().next().unwrap()
+    );
+    assert!(matches!(
+        store.import(twice.as_bytes(), ImportMode::Replace),
+        Err(StoreError::InvalidImport { line: 3, .. })
+    ));
+    assert!(store.import(&b""[..], ImportMode::Merge).is_err());
+    assert_eq!(State::of(&store), state);
+}
+
+#[test]
+fn messages_name_the_file() {
+    let p = Path::new("/srv/keys.kw");
+    assert_eq!(
+        StoreError::Locked(p.into()).to_string(),
+        "store /srv/keys.kw is locked by another open store"
+    );
+    assert_eq!(
+        StoreError::Corrupt {
+            path: p.into(),
+            offset: 42,
+            reason: "damaged record followed by committed records"
+        }
+        .to_string(),
+        "store /srv/keys.kw is corrupt at byte 42: damaged record followed by committed records"
+    );
+    assert_eq!(
+        StoreError::Poisoned(p.into()).to_string(),
+        "store /srv/keys.kw refuses writes after an earlier i/o error; reopen it"
+    );
+}

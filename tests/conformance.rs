@@ -1,0 +1,57 @@
+//! The public `KeyStore` conformance suite, run on the shipped stores.
+
+use keyward::store::conformance;
+use keyward::{FileStore, MemoryStore};
+
+#[test]
+fn memory_store_conforms() {
+    conformance::check_all(MemoryStore::new);
+}
+
+#[test]
+fn file_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut n = 0;
+    conformance::check_all(|| {
+        n += 1;
+        FileStore::open(dir.path().join(format!("store{n}.kw"))).unwrap()
+    });
+}
+
+#[test]
+fn file_store_persists() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    conformance::check_persistence(|| FileStore::open(&path).unwrap());
+}
+
+#[test]
+fn the_suite_catches_a_broken_store() {
+    // A store that forgets writes must fail the suite: proof that it checks.
+    #[derive(Debug)]
+    struct Forgetful(MemoryStore);
+    impl keyward::KeyStore for Forgetful {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            // Applies only the first change of a batch.
+            self.0.apply(changes.into_iter().take(1).collect())
+        }
+    }
+    let outcome =
+        std::panic::catch_unwind(|| conformance::check_all(|| Forgetful(MemoryStore::new())));
+    assert!(
+        outcome.is_err(),
+        "the suite passed a store that drops changes"
+    );
+}

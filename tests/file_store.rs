@@ -1,0 +1,316 @@
+//! FileStore against real processes: the exclusive lock, and a writer killed
+//! with SIGKILL at random moments. The child side of each test is an
+//! ignored test that the parent runs in a child process.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keyward::time::Duration as Span;
+use keyward::{
+    FileStore, KeyId, KeyRing, KeyState, KeyStore, ListFilter, NewKey, StoreError, VerifyError,
+};
+
+const PEPPER: [u8; 32] = *b"kill test pepper, not a secret!!";
+
+fn spawn_child(test: &str, env: (&str, &Path)) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env.0, env.1)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn ring_on(store: FileStore) -> KeyRing<FileStore> {
+    KeyRing::builder("kill")
+        .pepper(PEPPER)
+        .flush_interval(None)
+        .build(store)
+        .unwrap()
+}
+
+#[test]
+fn a_second_open_in_this_process_is_locked_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let first = FileStore::open(&path).unwrap();
+    match FileStore::open(&path) {
+        Err(StoreError::Locked(p)) => assert_eq!(p, path),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert_eq!(
+        FileStore::open(&path).unwrap_err().to_string(),
+        format!("store {} is locked by another open store", path.display())
+    );
+    drop(first);
+    FileStore::open(&path).expect("the lock is released with the store");
+}
+
+#[test]
+#[ignore = "child process of a_store_held_by_another_process_is_locked_out"]
+fn lock_child() {
+    let Some(path) = std::env::var_os("KEYWARD_LOCK_CHILD") else {
+        return;
+    };
+    let _store = FileStore::open(PathBuf::from(path)).unwrap();
+    // A fresh line: the harness has printed "test lock_child ... " already.
+    println!("\nKW locked");
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+#[test]
+fn a_store_held_by_another_process_is_locked_out_until_it_dies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let mut child = spawn_child("lock_child", ("KEYWARD_LOCK_CHILD", &path));
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let first = reader
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("KW "));
+    assert_eq!(first.as_deref(), Some("KW locked"));
+    assert!(matches!(FileStore::open(&path), Err(StoreError::Locked(_))));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    FileStore::open(&path).expect("the lock dies with its holder");
+}
+
+/// The child: issue, rotate and revoke in a loop, printing each operation
+/// once it has returned `Ok` (acknowledged).
+#[test]
+#[ignore = "child process of acknowledged_writes_survive_sigkill"]
+fn kill_child() {
+    let Some(dir) = std::env::var_os("KEYWARD_KILL_DIR") else {
+        return;
+    };
+    let ring = ring_on(FileStore::open(Path::new(&dir).join("keys.kw")).unwrap());
+    // A fresh line: the harness has printed "test kill_child ... " already.
+    println!();
+    let mut live: Vec<KeyId> = ring
+        .list(&ListFilter::new().state(KeyState::Active))
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.rotation().is_none_or(|r| r.rotated_to.is_none()))
+        .map(|k| k.id())
+        .collect();
+    for i in 0u64.. {
+        let pick = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33) as usize;
+        match i % 4 {
+            0 | 1 => {
+                let issued = ring.issue(NewKey::new(format!("owner{}", i % 5))).unwrap();
+                println!("KW issued {} {}", issued.key.id(), issued.secret.expose());
+                live.push(issued.key.id());
+            }
+            2 if !live.is_empty() => {
+                let old = live.swap_remove(pick % live.len());
+                let new = ring.rotate(old, Span::days(1)).unwrap();
+                println!("KW rotated {old} {} {}", new.key.id(), new.secret.expose());
+                live.push(new.key.id());
+            }
+            _ if !live.is_empty() => {
+                let id = live.swap_remove(pick % live.len());
+                ring.revoke(id, "kill test").unwrap();
+                println!("KW revoked {id}");
+            }
+            _ => {}
+        }
+    }
+}
+
+/// What the parent knows was acknowledged, and what earlier rounds left
+/// visible beyond it (an unacknowledged operation that reached the disk
+/// becomes part of the state the next round starts from).
+#[derive(Default)]
+struct Acked {
+    seen_keys: BTreeSet<String>,
+    seen_revoked: BTreeSet<String>,
+    seen_rotated: BTreeMap<String, String>,
+    /// id -> secret, for every key whose creation was acknowledged.
+    secrets: BTreeMap<String, String>,
+    revoked: BTreeSet<String>,
+    /// old id -> new id.
+    rotated: BTreeMap<String, String>,
+}
+
+impl Acked {
+    fn take(&mut self, line: &str) {
+        let Some(line) = line.strip_prefix("KW ") else {
+            return; // the test harness's own output
+        };
+        let parts: Vec<&str> = line.split(' ').collect();
+        match parts.as_slice() {
+            ["issued", id, secret] => {
+                self.secrets.insert((*id).into(), (*secret).into());
+            }
+            ["rotated", old, new, secret] => {
+                self.secrets.insert((*new).into(), (*secret).into());
+                self.rotated.insert((*old).into(), (*new).into());
+            }
+            ["revoked", id] => {
+                self.revoked.insert((*id).into());
+            }
+            _ => panic!("unexpected line from the child: {line:?}"),
+        }
+    }
+}
+
+fn kill_rounds() -> usize {
+    std::env::var("KEYWARD_KILL_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked = Acked::default();
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..kill_rounds() {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let wanted = 1 + (rng % 25) as usize;
+        let mut child = spawn_child("kill_child", ("KEYWARD_KILL_DIR", dir.path()));
+        let mut out = child.stdout.take().unwrap();
+        // Read acknowledgements until `wanted`, then SIGKILL mid-stream.
+        let mut buffer = Vec::new();
+        let started = Instant::now();
+        let mut chunk = [0u8; 4096];
+        while count_acks(&buffer) < wanted && started.elapsed() < Duration::from_secs(30) {
+            let n = out.read(&mut chunk).unwrap();
+            if n == 0 {
+                break;
+            }
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        out.read_to_end(&mut buffer).unwrap();
+        // Only complete lines were acknowledged.
+        let text = String::from_utf8(buffer).unwrap();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
+            .filter(|l| !l.is_empty())
+            .for_each(|l| acked.take(l));
+
+        let store = FileStore::open(dir.path().join("keys.kw"))
+            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        check_round(round, &store, &mut acked);
+        let ring = ring_on(store);
+        for (id, secret) in &acked.secrets {
+            let outcome = ring.verify(secret);
+            if acked.revoked.contains(id) {
+                assert_eq!(
+                    outcome.unwrap_err(),
+                    VerifyError::Revoked,
+                    "round {round}: revoked key {id}"
+                );
+            } else {
+                assert!(
+                    outcome.is_ok(),
+                    "round {round}: acknowledged key {id}: {outcome:?}"
+                );
+            }
+        }
+    }
+}
+
+fn count_acks(buffer: &[u8]) -> usize {
+    // Complete lines only: the last piece has no newline yet.
+    let pieces: Vec<&[u8]> = buffer.split(|&b| b == b'\n').collect();
+    pieces[..pieces.len() - 1]
+        .iter()
+        .filter(|l| l.starts_with(b"KW "))
+        .count()
+}
+
+/// The store holds every acknowledged operation and at most one more, whole.
+fn check_round(round: usize, store: &FileStore, acked: &mut Acked) {
+    let keys = store.list(None).unwrap();
+    let by_id: BTreeMap<String, _> = keys
+        .iter()
+        .map(|k| (k.id().to_string(), k.clone()))
+        .collect();
+    for id in acked.secrets.keys() {
+        assert!(
+            by_id.contains_key(id),
+            "round {round}: acknowledged key {id} is missing"
+        );
+    }
+    let known_keys: BTreeSet<&String> = acked.secrets.keys().chain(&acked.seen_keys).collect();
+    let extra_keys = by_id.keys().filter(|id| !known_keys.contains(id)).count();
+    let revoked: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| matches!(k.key().status(), keyward::Status::Revoked { .. }))
+        .map(|k| k.id().to_string())
+        .collect();
+    assert!(
+        acked.revoked.is_subset(&revoked),
+        "round {round}: an acknowledged revocation is missing"
+    );
+    let extra_revoked = revoked
+        .iter()
+        .filter(|id| !acked.revoked.contains(*id) && !acked.seen_revoked.contains(*id))
+        .count();
+    let rotated: BTreeMap<String, String> = keys
+        .iter()
+        .filter_map(|k| {
+            Some((
+                k.id().to_string(),
+                k.key().rotation()?.rotated_to?.to_string(),
+            ))
+        })
+        .collect();
+    for (old, new) in &acked.rotated {
+        assert_eq!(
+            rotated.get(old),
+            Some(new),
+            "round {round}: acknowledged rotation of {old} is missing"
+        );
+    }
+    let extra_rotated = rotated
+        .keys()
+        .filter(|id| !acked.rotated.contains_key(*id) && !acked.seen_rotated.contains_key(*id))
+        .count();
+    // One unacknowledged operation at most: an issue (one extra key), a
+    // rotation (one extra key and one extra link, together) or a revocation.
+    let extra_ops = extra_revoked + extra_rotated + usize::from(extra_keys > extra_rotated);
+    assert!(
+        extra_keys <= 1 && extra_ops <= 1,
+        "round {round}: {extra_keys} extra keys, {extra_revoked} extra revocations, {extra_rotated} extra rotations"
+    );
+    assert!(
+        extra_keys >= extra_rotated,
+        "round {round}: a rotation is visible without its new key"
+    );
+    // Whole: every rotation link points at a key that exists.
+    for (old, new) in &rotated {
+        let successor = by_id
+            .get(new)
+            .unwrap_or_else(|| panic!("round {round}: {old} rotated to missing {new}"));
+        assert_eq!(
+            successor
+                .key()
+                .rotation()
+                .and_then(|r| r.rotated_from)
+                .map(|id| id.to_string())
+                .as_deref(),
+            Some(old.as_str())
+        );
+    }
+    acked.seen_keys = by_id.keys().cloned().collect();
+    acked.seen_revoked = revoked;
+    acked.seen_rotated = rotated;
+}
