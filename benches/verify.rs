@@ -35,7 +35,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
@@ -80,8 +83,7 @@ fn forge(id: &str, secret: &str) -> String {
 }
 
 fn issue_request(i: usize) -> NewKey {
-    NewKey::new(format!("acct_{}", i % 50_000))
-        .scopes(ScopeSet::parse(["invoices:read"]).unwrap())
+    NewKey::new(format!("acct_{}", i % 50_000)).scopes(ScopeSet::parse(["invoices:read"]).unwrap())
 }
 
 struct Set {
@@ -120,7 +122,15 @@ fn build(n: usize) -> Set {
         .flush_interval(None)
         .build(MemoryStore::new())
         .unwrap();
-    let valid: Vec<String> = (0..n).map(|i| ring.issue(issue_request(i)).unwrap().secret.expose().to_owned()).collect();
+    let valid: Vec<String> = (0..n)
+        .map(|i| {
+            ring.issue(issue_request(i))
+                .unwrap()
+                .secret
+                .expose()
+                .to_owned()
+        })
+        .collect();
     let body = PREFIX.len() + 1;
     let id_of = |k: &str| k[body + 1..body + 12].to_owned();
     let secret_of = |k: &str| k[body + 12..body + 36].to_owned();
@@ -140,18 +150,43 @@ fn build(n: usize) -> Set {
             k
         })
         .collect();
-    let malformed = (0..samples).map(|i| format!("{PREFIX}_1{}", &valid[i][body + 1..body + 20])).collect();
+    let malformed = (0..samples)
+        .map(|i| format!("{PREFIX}_1{}", &valid[i][body + 1..body + 20]))
+        .collect();
     let floor_key = [9u8; 32];
     let floor_map = (0..n as u64)
-        .map(|i| (rng.next() ^ i, *blake3::keyed_hash(&floor_key, &i.to_le_bytes()).as_bytes()))
+        .map(|i| {
+            (
+                rng.next() ^ i,
+                *blake3::keyed_hash(&floor_key, &i.to_le_bytes()).as_bytes(),
+            )
+        })
         .collect::<HashMap<_, _, _>>();
     let sha_map = valid
         .iter()
         .enumerate()
-        .map(|(i, k)| (hex(&Sha256::digest(k.as_bytes())), (format!("acct_{i}"), i as u64)))
+        .map(|(i, k)| {
+            (
+                hex(&Sha256::digest(k.as_bytes())),
+                (format!("acct_{i}"), i as u64),
+            )
+        })
         .collect();
-    let order = (0..1 << 16).map(|_| (rng.next() % n as u64) as usize).collect();
-    Set { ring, valid, wrong_secret, unknown_id, bad_checksum, malformed, floor_map, floor_key, sha_map, order }
+    let order = (0..1 << 16)
+        .map(|_| (rng.next() % n as u64) as usize)
+        .collect();
+    Set {
+        ring,
+        valid,
+        wrong_secret,
+        unknown_id,
+        bad_checksum,
+        malformed,
+        floor_map,
+        floor_key,
+        sha_map,
+        order,
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -200,7 +235,11 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 i = i.wrapping_add(1);
-                black_box(set.ring.verify(&keys[set.order[i & 0xFFFF] % keys.len()]).is_err())
+                black_box(
+                    set.ring
+                        .verify(&keys[set.order[i & 0xFFFF] % keys.len()])
+                        .is_err(),
+                )
             })
         });
     }
@@ -223,11 +262,15 @@ fn bench_argon2(c: &mut Criterion) {
     let mut stored = [0u8; 32];
     argon.hash_password_into(key, &salt, &mut stored).unwrap();
     let mut group = c.benchmark_group("argon2");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     group.bench_function("peer_argon2id_default", |b| {
         b.iter(|| {
             let mut out = [0u8; 32];
-            argon.hash_password_into(black_box(key), &salt, &mut out).unwrap();
+            argon
+                .hash_password_into(black_box(key), &salt, &mut out)
+                .unwrap();
             black_box(out == stored)
         })
     });
@@ -287,7 +330,11 @@ fn main() {
     let sizes: Vec<usize> = std::env::var("KEYWARD_BENCH_SIZES")
         .unwrap_or_else(|_| "1000,10000,100000,1000000".into())
         .split(',')
-        .map(|s| s.trim().parse().expect("KEYWARD_BENCH_SIZES: comma-separated numbers"))
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("KEYWARD_BENCH_SIZES: comma-separated numbers")
+        })
         .collect();
     let mut c = Criterion::default()
         .configure_from_args()
@@ -311,7 +358,9 @@ fn main() {
     // Latency table.
     let mut csv = String::from("keys,name,median_ns\n");
     println!("\n## verify latency (criterion medians, ns; ratio to the floor of the same size)\n");
-    println!("| keys | floor | valid | wrong secret | unknown id | bad checksum | malformed | SHA-256 + String map |");
+    println!(
+        "| keys | floor | valid | wrong secret | unknown id | bad checksum | malformed | SHA-256 + String map |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let group = format!("n{n}");
@@ -321,7 +370,15 @@ fn main() {
             (Some(v), Some(f)) => format!("{v:.0} ({:.2}x)", v / f),
             _ => "-".into(),
         };
-        for name in ["floor", "valid", "wrong_secret", "unknown_id", "bad_checksum", "malformed", "peer_sha256_string_map"] {
+        for name in [
+            "floor",
+            "valid",
+            "wrong_secret",
+            "unknown_id",
+            "bad_checksum",
+            "malformed",
+            "peer_sha256_string_map",
+        ] {
             if let Some(v) = get(name) {
                 csv.push_str(&format!("{n},{name},{v:.1}\n"));
             }
@@ -336,7 +393,13 @@ fn main() {
             cell("malformed"),
             cell("peer_sha256_string_map"),
         );
-        report.push((n, get("valid"), get("bad_checksum"), get("malformed"), get("peer_sha256_string_map")));
+        report.push((
+            n,
+            get("valid"),
+            get("bad_checksum"),
+            get("malformed"),
+            get("peer_sha256_string_map"),
+        ));
     }
     let argon = median("argon2", "peer_argon2id_default");
     if let Some(a) = argon {
@@ -360,12 +423,20 @@ fn main() {
     println!("|---|---:|---:|");
     println!("| 1 | {:.2} M | 1.00x |", one / 1e6);
     println!("| 2 | {:.2} M | {:.2}x |", two / 1e6, two / one);
-    println!("| 2 + a writer issuing and revoking | {:.2} M | {:.2}x |", two_w / 1e6, two_w / one);
+    println!(
+        "| 2 + a writer issuing and revoking | {:.2} M | {:.2}x |",
+        two_w / 1e6,
+        two_w / one
+    );
     drop(set);
 
     println!("\n## memory and FileStore, {n} keys\n");
     let before = live();
-    let ring = KeyRing::builder(PREFIX).pepper([7; 32]).flush_interval(None).build(MemoryStore::new()).unwrap();
+    let ring = KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
     for i in 0..n {
         drop(ring.issue(issue_request(i)).unwrap());
     }
@@ -380,9 +451,20 @@ fn main() {
         let source = ring.store();
         let _ = source; // the export format is FileStore's: copy through a FileStore import
         let staging = FileStore::open(dir.path().join("staging.kw")).unwrap();
-        staging.apply(ring.store().list(None).unwrap().iter().map(|k| keyward::Change::Insert(keyward::StoredKey::clone(k))).collect()).unwrap();
+        staging
+            .apply(
+                ring.store()
+                    .list(None)
+                    .unwrap()
+                    .iter()
+                    .map(|k| keyward::Change::Insert(keyward::StoredKey::clone(k)))
+                    .collect(),
+            )
+            .unwrap();
         staging.export(&mut export).unwrap();
-        store.import(&export[..], keyward::store::ImportMode::Replace).unwrap();
+        store
+            .import(&export[..], keyward::store::ImportMode::Replace)
+            .unwrap();
     }
     drop(ring);
     let file_size = std::fs::metadata(&path).unwrap().len();
@@ -392,14 +474,25 @@ fn main() {
     let open_time = started.elapsed();
     let file_per_key = (live() - before) as f64 / n as f64;
     assert_eq!(store.len(), n);
-    println!("FileStore open: {:.2} s for {n} keys ({:.0} MB file)", open_time.as_secs_f64(), file_size as f64 / 1e6);
+    println!(
+        "FileStore open: {:.2} s for {n} keys ({:.0} MB file)",
+        open_time.as_secs_f64(),
+        file_size as f64 / 1e6
+    );
     println!("FileStore: {file_per_key:.0} bytes per key after open (live heap)");
-    let ring = KeyRing::builder(PREFIX).pepper([7; 32]).flush_interval(None).build(store).unwrap();
+    let ring = KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .flush_interval(None)
+        .build(store)
+        .unwrap();
     let count = 200;
     let started = Instant::now();
     for i in 0..count {
         ring.issue(issue_request(i)).unwrap();
     }
     let rate = count as f64 / started.elapsed().as_secs_f64();
-    println!("FileStore issue with fsync: {rate:.0} keys/s ({:.2} ms each)", 1e3 / rate);
+    println!(
+        "FileStore issue with fsync: {rate:.0} keys/s ({:.2} ms each)",
+        1e3 / rate
+    );
 }

@@ -48,6 +48,8 @@ const MAX_METADATA_ENTRIES: usize = 64;
 const ID_ATTEMPTS: usize = 4;
 /// Default delay bound for writing usage back to the store.
 const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// How often the background thread reloads the ring settings.
+const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
 const PASSWORD_EXPIRED: &str = "owner password expired";
 
@@ -71,24 +73,58 @@ pub struct KeyRing<S: KeyStore = MemoryStore> {
     revoke_on_password_expiry: bool,
     sensitive: Sensitive,
     max_lifetime: Option<Duration>,
-    settings: RwLock<RingSettings>,
-    /// The revoke-all epoch, read on every verify without a lock.
-    epoch: AtomicU64,
     /// Dropping it stops the background flusher.
     _stop_flusher: Option<SyncSender<()>>,
 }
 
-/// What the background flusher shares with the ring.
+/// What the background thread shares with the ring.
 struct Shared<S> {
     store: S,
     /// Serialises every read-modify-write of a record.
     writes: Mutex<()>,
+    /// The ring settings as last read from or written to the store.
+    settings: RwLock<RingSettings>,
+    /// Their revoke-all epoch, read on every verify without a lock.
+    epoch: AtomicU64,
 }
 
 impl<S: KeyStore> Shared<S> {
     fn lock(&self) -> MutexGuard<'_, ()> {
         // The guarded data is `()`: a panic elsewhere cannot leave it broken.
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the settings in the store, where another ring on the same
+    /// store may have changed them. The epoch only moves forward.
+    fn refresh(&self) -> Result<(), StoreError> {
+        if let Some(stored) = self.store.load_settings()? {
+            self.take_settings(stored);
+        }
+        Ok(())
+    }
+
+    fn take_settings(&self, settings: RingSettings) {
+        self.epoch.fetch_max(settings.epoch, Ordering::AcqRel);
+        *self
+            .settings
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = settings;
+    }
+
+    /// The settings to change: the store's (another ring may have written
+    /// them), never behind this ring's epoch.
+    fn settings_to_change(&self) -> Result<RingSettings, StoreError> {
+        let cached = self
+            .settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut next = self
+            .store
+            .load_settings()?
+            .unwrap_or_else(|| cached.clone());
+        next.epoch = next.epoch.max(self.epoch.load(Ordering::Acquire));
+        Ok(next)
     }
 
     /// Writes every key's changed usage back to the store.
@@ -252,6 +288,8 @@ impl KeyRingBuilder {
         let shared = Arc::new(Shared {
             store,
             writes: Mutex::new(()),
+            epoch: AtomicU64::new(settings.epoch),
+            settings: RwLock::new(settings),
         });
         let stop_flusher = match self.flush_interval {
             Some(every) => Some(spawn_flusher(&shared, every)?),
@@ -267,8 +305,6 @@ impl KeyRingBuilder {
             revoke_on_password_expiry: self.revoke_on_password_expiry,
             sensitive,
             max_lifetime: self.max_lifetime,
-            epoch: AtomicU64::new(settings.epoch),
-            settings: RwLock::new(settings),
             _stop_flusher: stop_flusher,
         })
     }
@@ -282,15 +318,23 @@ fn spawn_flusher<S: KeyStore + 'static>(
 ) -> Result<SyncSender<()>, Error> {
     let (stop, stopped) = mpsc::sync_channel::<()>(0);
     let shared = Arc::downgrade(shared);
+    // Settings are reloaded at least every second, so a revoke-all or a new
+    // default written by another ring on the same store arrives within it.
+    let tick = every.min(SETTINGS_REFRESH);
     std::thread::Builder::new()
         .name("keyward-flush".into())
         .spawn(move || {
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+            let mut last_flush = std::time::Instant::now();
+            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
                 let Some(shared) = shared.upgrade() else {
                     break;
                 };
-                // A failed write leaves the keys marked; the next round retries.
-                let _ = shared.flush_usage();
+                let _ = shared.refresh();
+                if last_flush.elapsed() >= every {
+                    // A failed write leaves the keys marked; the next round retries.
+                    let _ = shared.flush_usage();
+                    last_flush = std::time::Instant::now();
+                }
             }
         })
         .map_err(|e| Error::Storage(StoreError::Backend(Box::new(e))))?;
@@ -446,8 +490,9 @@ impl<S: KeyStore> KeyRing<S> {
     ///
     /// A key with its own expiry policy hands its deadline on unchanged (a
     /// rotation renews the secret, not the lifetime); a key governed by the
-    /// ring default stays so. Refused for a revoked, deleted or already
-    /// rotated key, and for a negative grace.
+    /// ring default stays so. A key with a use limit gets no grace: its
+    /// remaining uses go to the successor, and it stops at once. Refused for
+    /// a revoked, deleted or already rotated key, and for a negative grace.
     pub fn rotate(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
         self.anonymous().rotate(id, grace)
     }
@@ -555,13 +600,14 @@ impl<S: KeyStore> KeyRing<S> {
             _ => return Err(VerifyError::Invalid),
         };
         let key = &entry.key;
+        // Revoked (by epoch or by record) outranks disabled.
+        if key.epoch < self.shared.epoch.load(Ordering::Acquire) {
+            return Err(VerifyError::Revoked);
+        }
         match key.status {
             Status::Active => {}
             Status::Disabled => return Err(VerifyError::Disabled),
             Status::Revoked { .. } => return Err(VerifyError::Revoked),
-        }
-        if key.epoch < self.epoch.load(Ordering::Acquire) {
-            return Err(VerifyError::Revoked);
         }
         let now = self.clock.now();
         if self.next_expiry(&entry).is_some_and(|at| now >= at) {
@@ -669,7 +715,7 @@ impl<S: KeyStore> KeyRing<S> {
         let key = &entry.key;
         match key.status {
             Status::Revoked { .. } => KeyState::Revoked,
-            _ if key.epoch < self.epoch.load(Ordering::Acquire) => KeyState::Revoked,
+            _ if key.epoch < self.shared.epoch.load(Ordering::Acquire) => KeyState::Revoked,
             Status::Disabled => KeyState::Disabled,
             Status::Active if self.next_expiry(entry).is_some_and(|at| now >= at) => {
                 KeyState::Expired
@@ -685,13 +731,24 @@ impl<S: KeyStore> KeyRing<S> {
         self.store().lookup(id).and_then(|e| self.next_expiry(&e))
     }
 
+    /// Reloads the ring settings (revoke-all epoch, default policy) from the
+    /// store, where another ring on the same store may have changed them.
+    /// The background thread does this every second; call it to be sure at
+    /// once, or when the ring runs without the thread.
+    pub fn refresh(&self) -> Result<(), Error> {
+        Ok(self.shared.refresh()?)
+    }
+
     /// The ring settings in force.
     pub fn settings(&self) -> RingSettings {
         self.read_settings().clone()
     }
 
     fn read_settings(&self) -> std::sync::RwLockReadGuard<'_, RingSettings> {
-        self.settings.read().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .settings
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The store the ring works on.
@@ -777,7 +834,7 @@ impl<S: KeyStore> KeyRing<S> {
     fn live_entry(&self, id: KeyId) -> Result<Arc<StoredKey>, Error> {
         let entry = self.store().lookup(id).ok_or(Error::NotFound(id))?;
         let revoked = matches!(entry.key.status, Status::Revoked { .. })
-            || entry.key.epoch < self.epoch.load(Ordering::Acquire);
+            || entry.key.epoch < self.shared.epoch.load(Ordering::Acquire);
         if revoked {
             return Err(Error::Revoked(id));
         }
@@ -800,6 +857,9 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         check_request(&request)?;
         let _guard = ring.shared.lock();
+        // Stamp the key with the store's epoch, which another ring may have
+        // raised.
+        ring.shared.refresh()?;
         let now = ring.clock.now();
         let policy = request.expiry.map(ExpiryPolicy::normalized).transpose()?;
         let expires_at = match policy {
@@ -830,7 +890,7 @@ impl<S: KeyStore> Acting<'_, S> {
             use_limit: request.use_limit,
             rotation: None,
             metadata: request.metadata,
-            epoch: ring.epoch.load(Ordering::Acquire),
+            epoch: ring.shared.epoch.load(Ordering::Acquire),
         };
         let issued = ring.insert_new(key, |_| Vec::new())?;
         self.event(EventKind::Issued, &issued.key, now);
@@ -844,6 +904,7 @@ impl<S: KeyStore> Acting<'_, S> {
             return Err(Error::InvalidInput("a grace period must not be negative"));
         }
         let _guard = ring.shared.lock();
+        ring.shared.refresh()?;
         let old = ring.live_entry(id)?;
         if old
             .key
@@ -869,8 +930,15 @@ impl<S: KeyStore> Acting<'_, S> {
                 rotated_from: Some(id),
                 ..Rotation::default()
             })),
-            epoch: ring.epoch.load(Ordering::Acquire),
+            epoch: ring.shared.epoch.load(Ordering::Acquire),
             ..old_key
+        };
+        // A key with a use limit hands its remaining uses to the successor
+        // and stops at once: a grace would let both spend the same uses.
+        let grace = if old_key.use_limit.is_some() {
+            Duration::ZERO
+        } else {
+            grace
         };
         let grace_until = [Some(now.saturating_add(grace)), ring.next_expiry(&old)]
             .into_iter()
@@ -1062,17 +1130,13 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
         let now = ring.clock.now();
-        let mut next = ring.settings();
+        let mut next = ring.shared.settings_to_change()?;
         next.epoch += 1;
         next.revoked_all_at = Some(now);
         // Durable first: a failed write leaves every key as it was.
         ring.store().save_settings(&next)?;
         let epoch = next.epoch;
-        *ring
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = next;
-        ring.epoch.store(epoch, Ordering::Release);
+        ring.shared.take_settings(next);
         ring.emit(|| Event::new(EventKind::AllRevoked { epoch }, now).actor(self.actor));
         Ok(())
     }
@@ -1092,14 +1156,11 @@ impl<S: KeyStore> Acting<'_, S> {
         let _guard = ring.shared.lock();
         let now = ring.clock.now();
         check_default(policy, ring.max_lifetime, now)?;
-        let mut next = ring.settings();
+        let mut next = ring.shared.settings_to_change()?;
         next.default_expiry = policy;
         next.default_since = now;
         ring.store().save_settings(&next)?;
-        *ring
-            .settings
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = next;
+        ring.shared.take_settings(next);
         ring.emit(|| Event::new(EventKind::PolicyChanged { policy }, now).actor(self.actor));
         Ok(())
     }

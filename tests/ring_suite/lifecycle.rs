@@ -16,6 +16,8 @@ use keyward::time::macros::datetime;
 use keyward::time::{Duration, OffsetDateTime};
 use keyward::*;
 
+use crate::stores::{TestStore, fresh_store};
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -73,20 +75,20 @@ fn never_issued<S: KeyStore>(ring: &KeyRing<S>, like: &str) -> String {
     }
 }
 
-fn clocked(clock: &ManualClock) -> KeyRing {
+fn clocked(clock: &ManualClock) -> KeyRing<TestStore> {
     KeyRing::builder(PREFIX)
         .clock(clock.clone())
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(fresh_store())
         .expect("ring builds")
 }
 
-fn ring_with_default(clock: &ManualClock, default: ExpiryPolicy) -> KeyRing {
+fn ring_with_default(clock: &ManualClock, default: ExpiryPolicy) -> KeyRing<TestStore> {
     KeyRing::builder(PREFIX)
         .clock(clock.clone())
         .default_expiry(default)
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(fresh_store())
         .expect("ring builds")
 }
 
@@ -322,7 +324,7 @@ fn rotate_refuses_revoked_deleted_and_already_rotated_keys_and_negative_grace() 
 
     let once = ring.issue(NewKey::new("o")).unwrap();
     let successor = ring.rotate(once.key.id(), Duration::hours(1)).unwrap();
-    let before = ring.store().len();
+    let before = ring.store().list(None).unwrap().len();
     assert!(matches!(
         ring.rotate(once.key.id(), Duration::hours(1)),
         Err(Error::AlreadyRotated(id)) if id == once.key.id()
@@ -333,7 +335,11 @@ fn rotate_refuses_revoked_deleted_and_already_rotated_keys_and_negative_grace() 
         ring.rotate(once.key.id(), Duration::ZERO),
         Err(Error::AlreadyRotated(id)) if id == once.key.id()
     ));
-    assert_eq!(ring.store().len(), before, "a refused rotation added a key");
+    assert_eq!(
+        ring.store().list(None).unwrap().len(),
+        before,
+        "a refused rotation added a key"
+    );
     // The successor itself can be rotated.
     ring.rotate(successor.key.id(), Duration::ZERO).unwrap();
 
@@ -394,7 +400,7 @@ fn regenerate_keeps_the_id_and_kills_the_old_secret_at_once() {
     assert_eq!(check(&ring, &old), Err(VerifyError::Invalid));
     assert_eq!(ring.verify(new.secret.expose()).unwrap().id(), old.key.id());
     assert_eq!(check(&ring, &old), Err(VerifyError::Invalid));
-    assert_eq!(ring.store().len(), 1);
+    assert_eq!(ring.store().list(None).unwrap().len(), 1);
 }
 
 #[test]
@@ -705,27 +711,25 @@ impl KeyStore for CountingStore {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
         self.inner.lookup(id)
     }
-    fn insert(&self, entry: StoredKey) -> Result<(), StoreError> {
-        self.inserts.fetch_add(1, Ordering::SeqCst);
-        self.inner.insert(entry)
-    }
-    fn replace(&self, entry: StoredKey) -> Result<(), StoreError> {
-        self.replaces.fetch_add(1, Ordering::SeqCst);
-        self.inner.replace(entry)
-    }
-    fn remove(&self, id: KeyId) -> Result<bool, StoreError> {
-        self.removes.fetch_add(1, Ordering::SeqCst);
-        self.inner.remove(id)
-    }
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
         self.inner.list(owner)
     }
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
         self.inner.load_settings()
     }
-    fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
-        self.settings_saves.fetch_add(1, Ordering::SeqCst);
-        self.inner.save_settings(settings)
+    /// Counts every change of every batch by kind.
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        for change in &changes {
+            let counter = match change {
+                Change::Insert(_) => &self.inserts,
+                Change::Replace(_) => &self.replaces,
+                Change::Remove(_) => &self.removes,
+                Change::Settings(_) => &self.settings_saves,
+                _ => unreachable!("no other change kinds exist"),
+            };
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.apply(changes)
     }
 }
 
@@ -766,7 +770,7 @@ fn owner_password_expired_revokes_the_owners_keys_when_configured() {
         .clock(clock.clone())
         .revoke_on_password_expiry(true)
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(fresh_store())
         .unwrap();
     let alice = [
         ring.issue(NewKey::new("alice")).unwrap(),
@@ -855,7 +859,7 @@ fn default_expiry_beyond_max_lifetime_is_refused() {
         .max_lifetime(Duration::days(365))
         .default_expiry(ExpiryPolicy::days(30))
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(fresh_store())
         .unwrap();
     let before = ring.settings();
     assert!(matches!(
@@ -876,7 +880,7 @@ fn default_expiry_beyond_max_lifetime_is_refused() {
 #[test]
 fn default_expiry_is_persisted_in_the_store() {
     let clock = ManualClock::new(T0);
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(fresh_store());
     let first = KeyRing::builder(PREFIX)
         .clock(clock.clone())
         .default_expiry(ExpiryPolicy::days(30))
@@ -998,7 +1002,7 @@ fn usage_is_written_to_the_store_on_flush_without_a_flusher() {
 #[test]
 fn usage_is_written_by_the_background_flusher() {
     let clock = ManualClock::new(T0);
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(fresh_store());
     let ring = KeyRing::builder(PREFIX)
         .clock(clock.clone())
         .flush_interval(Some(std::time::Duration::from_millis(50)))
@@ -1026,7 +1030,7 @@ fn usage_is_written_by_the_background_flusher() {
 #[test]
 fn dropping_the_ring_flushes_usage() {
     let clock = ManualClock::new(T0 + Duration::hours(3));
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(fresh_store());
     let ring = KeyRing::builder(PREFIX)
         .clock(clock.clone())
         .flush_interval(None)
@@ -1404,7 +1408,7 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
         .events(Arc::clone(&log))
         .revoke_on_password_expiry(true)
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(fresh_store())
         .unwrap();
     let mut tail = Tail {
         log: Arc::clone(&log),
@@ -1833,7 +1837,7 @@ fn rotation_with_grace_does_not_multiply_a_use_limit() {
 #[test]
 fn revoke_all_reaches_another_ring_on_the_same_store() {
     let clock = ManualClock::new(T0);
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(fresh_store());
     let build = |flush| {
         KeyRing::builder(PREFIX)
             .clock(clock.clone())
@@ -1871,7 +1875,7 @@ fn revoke_all_reaches_another_ring_on_the_same_store() {
 #[test]
 fn a_settings_change_on_another_ring_does_not_undo_revoke_all() {
     let clock = ManualClock::new(T0);
-    let store = Arc::new(MemoryStore::new());
+    let store = Arc::new(fresh_store());
     let build = || {
         KeyRing::builder(PREFIX)
             .clock(clock.clone())

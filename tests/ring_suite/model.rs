@@ -7,11 +7,14 @@
 //! leaves the model unchanged), the ids `revoke_owner` returns, and each
 //! key's `state()` and `expires_at()`.
 //!
-//! Cases: `KEYWARD_MODEL_CASES` (default 2000).
+//! Cases: `KEYWARD_MODEL_CASES` (default 2000 on MemoryStore, 200 on
+//! FileStore, where every write is fsynced).
 
 use keyward::time::macros::datetime;
 use keyward::time::{Duration, OffsetDateTime};
 use keyward::*;
+
+use crate::stores::fresh_store;
 use proptest::prelude::*;
 
 const PREFIX: &str = "acme";
@@ -333,7 +336,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let ring = KeyRing::builder(PREFIX)
         .clock(clock.clone())
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(fresh_store())
         .expect("ring builds");
     let mut model = Model::new();
 
@@ -544,7 +547,7 @@ fn cases() -> u32 {
     std::env::var("KEYWARD_MODEL_CASES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2000)
+        .unwrap_or(crate::stores::DEFAULT_MODEL_CASES)
 }
 
 proptest! {
