@@ -3,7 +3,7 @@
 //! Every record lives in memory (the same sharded index as
 //! [`MemoryStore`]), so `lookup`, and with it `verify`, never touches the
 //! disk. Every write is one record appended to the file and fsynced before
-//! it returns; the [format](format) documents the bytes.
+//! it returns; `format` documents the bytes.
 //!
 //! - **Crash safety.** A record counts only when its CRC32 matches. At open,
 //!   a torn tail (the one write a crash cut short) is dropped and reported
@@ -105,7 +105,59 @@ pub struct ImportReport {
     pub skipped: usize,
 }
 
-/// A durable [`KeyStore`] in one file. See the [module docs](self).
+/// A durable [`KeyStore`]: one append-only file on one machine.
+///
+/// Every record lives in memory (the same sharded index as
+/// [`MemoryStore`]), so `lookup`, and with it `verify`, never touches the
+/// disk. Every write is one record appended to the file and fsynced before
+/// it returns; the format is below.
+///
+/// - **Crash safety.** A record counts only when its CRC32 matches. At open,
+///   a torn tail (the one write a crash cut short) is dropped and reported
+///   in [`FileStore::recovery`]; damage followed by committed records is an
+///   error naming the byte offset, never skipped, since skipping a record
+///   could bring a revoked key back.
+/// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
+///   at open; a second open fails at once with [`StoreError::Locked`].
+/// - **Fail-stop.** After an i/o error on a write (a failed fsync included)
+///   the store refuses every further write with [`StoreError::Poisoned`]
+///   until reopened: the index is updated only after the disk said yes, and
+///   the reopen reads back what the disk really holds.
+/// - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
+///   it, renames it over the file and fsyncs the directory: a crash at any
+///   step leaves the complete old file or the complete new one. It runs by
+///   itself once dead records outnumber live ones (and at least
+///   [`FileStoreOptions::min_dead_to_compact`] are dead), and on
+///   [`FileStore::compact`].
+///
+/// # On-disk format
+///
+/// The on-disk format: a header, then one record per committed batch.
+///
+/// ```text
+/// header (16 bytes)
+///   magic    8  b"KEYWARD\0"
+///   version  2  u16 LE, 1
+///   reserved 2  zero
+///   crc      4  u32 LE, CRC32 of the 12 bytes above
+/// record (12-byte head, then the payload)
+///   magic    2  b"KW"
+///   kind     1  1 = batch
+///   flags    1  zero
+///   len      4  u32 LE, payload length
+///   crc      4  u32 LE, CRC32 of kind, flags, len and payload
+///   payload  len bytes: a JSON array of entries, each
+///            {"put": StoredKey} | {"remove": "<key id>"} | {"settings": RingSettings}
+/// ```
+///
+/// One `apply` is one record, so a batch is on disk whole or not at all: a
+/// record is taken only when its checksum matches. Records are replayed in
+/// order; a later `put` of an id replaces the earlier one.
+///
+/// At open, an invalid record at offset X is a *torn tail* (a write cut
+/// short by a crash; dropped) only if no valid record starts anywhere after
+/// X. Otherwise the damage is followed by committed data, and dropping it
+/// could resurrect a revoked key: the open fails with the offset.
 pub struct FileStore {
     index: MemoryStore,
     log: Mutex<Log>,
