@@ -21,7 +21,8 @@
 //! cannot hand out uses again.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
@@ -32,7 +33,10 @@ use crate::error::{Error, StoreError, VerifyError};
 use crate::event::{Event, EventKind, EventSink};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
-use crate::key::{Issued, Key, KeyUpdate, NewKey, Reminder, Rotation, Status, Verified};
+use crate::key::{
+    Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Status, StatusCode,
+    Verified, instant, nanos,
+};
 use crate::scope::{Requirement, Sensitive};
 use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
@@ -48,6 +52,8 @@ const MAX_METADATA_ENTRIES: usize = 64;
 const ID_ATTEMPTS: usize = 4;
 /// Default delay bound for writing usage back to the store.
 const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Keys per store write when usage is flushed.
+const FLUSH_BATCH: usize = 1024;
 /// How often the background thread reloads the ring settings.
 const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
@@ -86,6 +92,83 @@ struct Shared<S> {
     settings: RwLock<RingSettings>,
     /// Their revoke-all epoch, read on every verify without a lock.
     epoch: AtomicU64,
+    /// Their default policy, read on every verify without a lock.
+    default: HotDefault,
+}
+
+/// The ring's default policy in a form `verify` reads without taking a lock
+/// (a sequence lock over atomics: a reader retries if a writer was at work).
+/// Written only under the settings write lock.
+struct HotDefault {
+    seq: AtomicU64,
+    kind: AtomicU64,
+    value: AtomicI64,
+    since: AtomicI64,
+}
+
+/// The default policy as `verify` uses it.
+#[derive(Clone, Copy)]
+struct DefaultPolicy {
+    kind: u64,
+    value: i64,
+    since: Nanos,
+}
+
+const DEFAULT_NEVER: u64 = 0;
+const DEFAULT_FIXED: u64 = 1;
+const DEFAULT_LIFETIME: u64 = 2;
+const DEFAULT_IDLE: u64 = 3;
+
+fn span(d: Duration) -> i64 {
+    i64::try_from(d.whole_nanoseconds()).unwrap_or(i64::MAX)
+}
+
+impl HotDefault {
+    fn new(settings: &RingSettings) -> HotDefault {
+        let hot = HotDefault {
+            seq: AtomicU64::new(0),
+            kind: AtomicU64::new(0),
+            value: AtomicI64::new(0),
+            since: AtomicI64::new(0),
+        };
+        hot.store(settings);
+        hot
+    }
+
+    fn store(&self, settings: &RingSettings) {
+        let (kind, value) = match settings.default_expiry {
+            ExpiryPolicy::Lifetime(d) => (DEFAULT_LIFETIME, span(d)),
+            ExpiryPolicy::Idle(d) => (DEFAULT_IDLE, span(d)),
+            ExpiryPolicy::Never => (DEFAULT_NEVER, 0),
+            fixed => (
+                DEFAULT_FIXED,
+                fixed.deadline(settings.default_since).map_or(NEVER, nanos),
+            ),
+        };
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        std::sync::atomic::fence(Ordering::Release);
+        self.kind.store(kind, Ordering::Relaxed);
+        self.value.store(value, Ordering::Relaxed);
+        self.since
+            .store(nanos(settings.default_since), Ordering::Relaxed);
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
+    fn load(&self) -> DefaultPolicy {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            let policy = DefaultPolicy {
+                kind: self.kind.load(Ordering::Relaxed),
+                value: self.value.load(Ordering::Relaxed),
+                since: self.since.load(Ordering::Relaxed),
+            };
+            std::sync::atomic::fence(Ordering::Acquire);
+            if before % 2 == 0 && self.seq.load(Ordering::Relaxed) == before {
+                return policy;
+            }
+            std::hint::spin_loop();
+        }
+    }
 }
 
 impl<S: KeyStore> Shared<S> {
@@ -104,11 +187,13 @@ impl<S: KeyStore> Shared<S> {
     }
 
     fn take_settings(&self, settings: RingSettings) {
-        self.epoch.fetch_max(settings.epoch, Ordering::AcqRel);
-        *self
+        let mut current = self
             .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = settings;
+            .unwrap_or_else(PoisonError::into_inner);
+        self.default.store(&settings);
+        self.epoch.fetch_max(settings.epoch, Ordering::AcqRel);
+        *current = settings;
     }
 
     /// The settings to change: the store's (another ring may have written
@@ -127,31 +212,28 @@ impl<S: KeyStore> Shared<S> {
         Ok(next)
     }
 
-    /// Writes every key's changed usage back to the store.
+    /// Writes every key's changed usage back to the store, in batches.
     fn flush_usage(&self) -> Result<(), StoreError> {
-        let mut first_error = None;
-        for entry in self.store.list(None)? {
-            if entry.usage.take_dirty()
-                && let Err(e) = self.write_usage(entry.id())
-            {
-                entry.usage.mark_dirty();
-                first_error.get_or_insert(e);
+        let changed: Vec<KeyId> = self
+            .store
+            .list(None)?
+            .iter()
+            .filter(|e| e.usage_changed())
+            .map(|e| e.id())
+            .collect();
+        for ids in changed.chunks(FLUSH_BATCH) {
+            let _guard = self.lock();
+            let batch: Vec<Change> = ids
+                .iter()
+                .filter_map(|&id| self.store.lookup(id))
+                .filter(|e| e.usage_changed())
+                .map(|e| Change::Replace(e.revised(|_| {})))
+                .collect();
+            if !batch.is_empty() {
+                self.store.apply(batch)?;
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => self.store.flush(),
-        }
-    }
-
-    /// Writes one key's live usage into its record.
-    fn write_usage(&self, id: KeyId) -> Result<(), StoreError> {
-        let _guard = self.lock();
-        match self.store.lookup(id) {
-            Some(current) => self.store.replace(current.revised(|_| {})),
-            // Deleted meanwhile: nothing to write.
-            None => Ok(()),
-        }
+        self.store.flush()
     }
 }
 
@@ -289,6 +371,7 @@ impl KeyRingBuilder {
             store,
             writes: Mutex::new(()),
             epoch: AtomicU64::new(settings.epoch),
+            default: HotDefault::new(&settings),
             settings: RwLock::new(settings),
         });
         let stop_flusher = match self.flush_interval {
@@ -605,12 +688,12 @@ impl<S: KeyStore> KeyRing<S> {
             return Err(VerifyError::Revoked);
         }
         match key.status {
-            Status::Active => {}
-            Status::Disabled => return Err(VerifyError::Disabled),
-            Status::Revoked { .. } => return Err(VerifyError::Revoked),
+            StatusCode::Active => {}
+            StatusCode::Disabled => return Err(VerifyError::Disabled),
+            StatusCode::Revoked => return Err(VerifyError::Revoked),
         }
-        let now = self.clock.now();
-        if self.next_expiry(&entry).is_some_and(|at| now >= at) {
+        let now = nanos(self.clock.now());
+        if now >= self.cutoff(&entry) {
             return Err(VerifyError::Expired);
         }
         if let Some(requirement) = request.requirement {
@@ -618,16 +701,39 @@ impl<S: KeyStore> KeyRing<S> {
                 .check(&key.scopes, &self.sensitive)
                 .map_err(|missing| VerifyError::InsufficientScope(missing.clone()))?;
         }
-        if !entry.usage.consume(key.use_limit, now) {
+        if key.use_limit.is_some() {
+            return self.consume_limited(entry, now, presented, request);
+        }
+        entry.usage.consume(None, now.div_euclid(1_000_000_000));
+        Ok(Verified { entry })
+    }
+
+    /// Spends one use of a limited key under the write lock, on the current
+    /// version of its record, and writes it at once: exact across threads
+    /// and administrative writes, and a restart cannot grant it again.
+    fn consume_limited(
+        &self,
+        entry: Arc<StoredKey>,
+        now: Nanos,
+        presented: &str,
+        request: &RequestContext<'_>,
+    ) -> Result<Verified, VerifyError> {
+        let guard = self.shared.lock();
+        let current = self.store().lookup(entry.id());
+        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &entry)) {
+            // The record changed since the checks: check again.
+            drop(guard);
+            return self.check(presented, request);
+        }
+        if !entry
+            .usage
+            .consume(entry.key.use_limit, now.div_euclid(1_000_000_000))
+        {
             return Err(VerifyError::UsageExceeded);
         }
-        if key.use_limit.is_some() {
-            // A limited use is written at once, so a restart cannot grant it
-            // again; a failed write leaves the key marked for the flusher.
-            if entry.usage.take_dirty() && self.shared.write_usage(key.id).is_err() {
-                entry.usage.mark_dirty();
-            }
-        }
+        // The use is spent in memory either way; a failed write is retried
+        // by the next flush.
+        let _ = self.store().replace(entry.revised(|_| {}));
         Ok(Verified { entry })
     }
 
@@ -693,10 +799,10 @@ impl<S: KeyStore> KeyRing<S> {
             .into_iter()
             .filter(|e| self.state_at(e, now) == KeyState::Active)
             .filter_map(|e| {
-                let at = self.next_expiry(&e)?;
-                (at <= until).then(|| Reminder {
+                let at = self.cutoff(&e);
+                (at != NEVER && at <= nanos(until)).then(|| Reminder {
                     key: e.current_key(),
-                    expires_at: at,
+                    expires_at: instant(at),
                 })
             })
             .collect();
@@ -714,13 +820,11 @@ impl<S: KeyStore> KeyRing<S> {
     fn state_at(&self, entry: &StoredKey, now: OffsetDateTime) -> KeyState {
         let key = &entry.key;
         match key.status {
-            Status::Revoked { .. } => KeyState::Revoked,
+            StatusCode::Revoked => KeyState::Revoked,
             _ if key.epoch < self.shared.epoch.load(Ordering::Acquire) => KeyState::Revoked,
-            Status::Disabled => KeyState::Disabled,
-            Status::Active if self.next_expiry(entry).is_some_and(|at| now >= at) => {
-                KeyState::Expired
-            }
-            Status::Active => KeyState::Active,
+            StatusCode::Disabled => KeyState::Disabled,
+            StatusCode::Active if nanos(now) >= self.cutoff(entry) => KeyState::Expired,
+            StatusCode::Active => KeyState::Active,
         }
     }
 
@@ -728,7 +832,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// earliest of its own deadline (or the ring default's), its rotation
     /// grace and its idle timeout. `None` when it has no end, or no such key.
     pub fn expires_at(&self, id: KeyId) -> Option<OffsetDateTime> {
-        self.store().lookup(id).and_then(|e| self.next_expiry(&e))
+        let entry = self.store().lookup(id)?;
+        let cutoff = self.cutoff(&entry);
+        (cutoff != NEVER).then_some(instant(cutoff))
     }
 
     /// Reloads the ring settings (revoke-all epoch, default policy) from the
@@ -745,6 +851,7 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     fn read_settings(&self) -> std::sync::RwLockReadGuard<'_, RingSettings> {
+        // Off the hot path: verify reads `shared.default` and `shared.epoch`.
         self.shared
             .settings
             .read()
@@ -762,44 +869,37 @@ impl<S: KeyStore> KeyRing<S> {
         Ok(self.shared.flush_usage()?)
     }
 
-    /// The instant the key stops working: the earliest of its fixed
-    /// deadline, its rotation grace and its idle timeout.
-    fn next_expiry(&self, entry: &StoredKey) -> Option<OffsetDateTime> {
+    /// The instant the key stops working ([`NEVER`] for none): the
+    /// earliest of its fixed deadline (its own, or the ring default's within
+    /// the ring's cap), its rotation grace and its idle timeout. Reads only
+    /// the record's first cache lines and the lock-free default.
+    fn cutoff(&self, entry: &StoredKey) -> Nanos {
         let key = &entry.key;
-        let last_active = entry
-            .usage
-            .last_used()
-            .map_or(key.created_at, |u| u.max(key.created_at));
-        let (deadline, idle_end) = match key.expiry {
-            Some(policy) => (
-                key.expires_at,
-                policy.idle().map(|d| last_active.saturating_add(d)),
-            ),
-            None => {
-                let settings = self.read_settings();
-                let idle_end = settings
-                    .default_expiry
-                    .idle()
-                    .map(|d| last_active.max(settings.default_since).saturating_add(d));
-                (self.default_deadline(key, &settings), idle_end)
-            }
+        let last_active = key.created_at.max(entry.usage.last_used_nanos());
+        let (deadline, idle_end) = if key.expiry.is_some() {
+            let idle_end = match key.idle {
+                0 => NEVER,
+                idle => last_active.saturating_add(idle),
+            };
+            (key.expires_at, idle_end)
+        } else {
+            let d = self.shared.default.load();
+            let deadline = match d.kind {
+                DEFAULT_FIXED => d.value,
+                DEFAULT_LIFETIME => key.created_at.max(d.since).saturating_add(d.value),
+                _ => NEVER,
+            };
+            let deadline = match self.max_lifetime {
+                Some(max) => deadline.min(key.created_at.saturating_add(span(max))),
+                None => deadline,
+            };
+            let idle_end = match d.kind {
+                DEFAULT_IDLE => last_active.max(d.since).saturating_add(d.value),
+                _ => NEVER,
+            };
+            (deadline, idle_end)
         };
-        let grace = key.rotation.as_ref().and_then(|r| r.grace_until);
-        [deadline, idle_end, grace].into_iter().flatten().min()
-    }
-
-    /// Default-governed keys count from the later of their creation and the
-    /// moment the default was set, within the ring's cap from creation.
-    fn default_deadline(&self, key: &Key, settings: &RingSettings) -> Option<OffsetDateTime> {
-        let anchor = key.created_at.max(settings.default_since);
-        let deadline = settings.default_expiry.deadline(anchor);
-        match self.max_lifetime {
-            Some(max) => {
-                let limit = key.created_at.saturating_add(max);
-                Some(deadline.map_or(limit, |d| d.min(limit)))
-            }
-            None => deadline,
-        }
+        deadline.min(idle_end).min(key.grace_until)
     }
 
     /// Draws a fresh key string with an unused id and stores `key` under it,
@@ -833,7 +933,7 @@ impl<S: KeyStore> KeyRing<S> {
     /// The current record of `id`, refusing a revoked one.
     fn live_entry(&self, id: KeyId) -> Result<Arc<StoredKey>, Error> {
         let entry = self.store().lookup(id).ok_or(Error::NotFound(id))?;
-        let revoked = matches!(entry.key.status, Status::Revoked { .. })
+        let revoked = entry.key.status == StatusCode::Revoked
             || entry.key.epoch < self.shared.epoch.load(Ordering::Acquire);
         if revoked {
             return Err(Error::Revoked(id));
@@ -873,25 +973,31 @@ impl<S: KeyStore> Acting<'_, S> {
             Some(held) => request.scopes.cap(held, &ring.sensitive),
             None => request.scopes,
         };
-        let key = Key {
+        let mut key = Key {
             id: KeyId::from_u64(0),
+            epoch: ring.shared.epoch.load(Ordering::Acquire),
+            created_at: nanos(now),
+            expires_at: NEVER,
+            grace_until: NEVER,
+            idle: 0,
+            use_limit: request.use_limit.and_then(NonZeroU64::new),
+            status: StatusCode::Active,
+            expiry: None,
+            last_used_at: NOT_YET,
+            uses: 0,
             hint: Box::from(""),
             name: request.name.into(),
-            description: request.description.map(Into::into),
             owner: request.owner.into(),
-            contact: request.contact.map(Box::new),
             scopes,
-            created_at: now,
-            expiry: policy,
-            expires_at,
-            status: Status::Active,
-            last_used_at: None,
-            uses: 0,
-            use_limit: request.use_limit,
-            rotation: None,
-            metadata: request.metadata,
-            epoch: ring.shared.epoch.load(Ordering::Acquire),
+            extra: Some(Box::new(Extra {
+                description: request.description.map(Into::into),
+                contact: request.contact,
+                metadata: request.metadata,
+                ..Extra::default()
+            })),
         };
+        key.set_expiry(policy, expires_at);
+        key.tidy();
         let issued = ring.insert_new(key, |_| Vec::new())?;
         self.event(EventKind::Issued, &issued.key, now);
         Ok(issued)
@@ -908,31 +1014,35 @@ impl<S: KeyStore> Acting<'_, S> {
         let old = ring.live_entry(id)?;
         if old
             .key
-            .rotation
+            .extra
             .as_ref()
-            .is_some_and(|r| r.rotated_to.is_some())
+            .is_some_and(|e| e.rotated_to.is_some())
         {
             return Err(Error::AlreadyRotated(id));
         }
         let now = ring.clock.now();
         let old_key = old.current_key();
-        let successor = Key {
-            id: KeyId::from_u64(0),
-            hint: Box::from(""),
-            created_at: now,
-            status: Status::Active,
-            last_used_at: None,
-            uses: 0,
-            use_limit: old_key
-                .use_limit
-                .map(|limit| limit.saturating_sub(old_key.uses)),
-            rotation: Some(Box::new(Rotation {
-                rotated_from: Some(id),
-                ..Rotation::default()
-            })),
-            epoch: ring.shared.epoch.load(Ordering::Acquire),
-            ..old_key
-        };
+        let mut successor = old_key.clone();
+        successor.epoch = ring.shared.epoch.load(Ordering::Acquire);
+        successor.created_at = nanos(now);
+        successor.grace_until = NEVER;
+        successor.status = StatusCode::Active;
+        successor.last_used_at = NOT_YET;
+        successor.uses = 0;
+        successor.use_limit = old_key
+            .use_limit
+            .and_then(|limit| NonZeroU64::new(limit.get().saturating_sub(old_key.uses)));
+        let extra = successor.extra_mut();
+        extra.rotated_from = Some(id);
+        extra.rotated_to = None;
+        extra.revoked = None;
+        successor.tidy();
+        if old_key.use_limit.is_some() && successor.use_limit.is_none() {
+            // Every use is spent: there is nothing to hand on.
+            return Err(Error::InvalidInput(
+                "the key's uses are spent; issue a new key",
+            ));
+        }
         // A key with a use limit hands its remaining uses to the successor
         // and stops at once: a grace would let both spend the same uses.
         let grace = if old_key.use_limit.is_some() {
@@ -940,16 +1050,12 @@ impl<S: KeyStore> Acting<'_, S> {
         } else {
             grace
         };
-        let grace_until = [Some(now.saturating_add(grace)), ring.next_expiry(&old)]
-            .into_iter()
-            .flatten()
-            .min();
+        let grace_until = nanos(now.saturating_add(grace)).min(ring.cutoff(&old));
         // One batch: a crash leaves the rotation whole or absent.
         let issued = ring.insert_new(successor, |new_id| {
             vec![Change::Replace(old.revised(|k| {
-                let rotation = k.rotation.get_or_insert_with(Box::default);
-                rotation.rotated_to = Some(new_id);
-                rotation.grace_until = grace_until;
+                k.extra_mut().rotated_to = Some(new_id);
+                k.grace_until = grace_until;
             }))]
         })?;
         self.event(EventKind::Rotated { to: issued.key.id }, &old.key, now);
@@ -995,10 +1101,10 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
         let entry = ring.live_entry(id)?;
-        if entry.key.status != from {
+        if entry.key.status() != from {
             return Ok(());
         }
-        let next = entry.revised(|k| k.status = to);
+        let next = entry.revised(|k| k.set_status(to));
         ring.store().replace(next)?;
         self.event(kind, &entry.key, ring.clock.now());
         Ok(())
@@ -1021,16 +1127,16 @@ impl<S: KeyStore> Acting<'_, S> {
         let now = ring.clock.now();
         let fresh: Vec<&Arc<StoredKey>> = entries
             .iter()
-            .filter(|e| !matches!(e.key.status, Status::Revoked { .. }))
+            .filter(|e| e.key.status != StatusCode::Revoked)
             .collect();
         let batch = fresh
             .iter()
             .map(|e| {
                 Change::Replace(e.revised(|k| {
-                    k.status = Status::Revoked {
+                    k.set_status(Status::Revoked {
                         at: now,
                         reason: reason.to_owned(),
-                    }
+                    })
                 }))
             })
             .collect::<Vec<_>>();
@@ -1085,13 +1191,13 @@ impl<S: KeyStore> Acting<'_, S> {
                 k.name = name.into();
             }
             if let Some(description) = change.description {
-                k.description = description.map(Into::into);
+                k.extra_mut().description = description.map(Into::into);
             }
             if let Some(contact) = change.contact {
-                k.contact = contact.map(Box::new);
+                k.extra_mut().contact = contact;
             }
             if let Some(metadata) = change.metadata {
-                k.metadata = metadata;
+                k.extra_mut().metadata = metadata;
             }
             if let Some(scopes) = change.scopes {
                 k.scopes = scopes;

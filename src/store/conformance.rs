@@ -24,31 +24,38 @@ use time::macros::datetime;
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::Hasher;
-use crate::key::{Key, Status};
+use crate::key::{Extra, Key, NEVER, NOT_YET, StatusCode, nanos};
 use crate::scope::ScopeSet;
 use crate::token::KeyId;
 
 /// A record for the checks: id `id`, owner `owner`, name `name`.
 pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
-    let key = Key {
+    let mut key = Key {
         id: KeyId::from_u64(id),
+        epoch: 0,
+        created_at: nanos(datetime!(2026-01-01 0:00 UTC)),
+        expires_at: NEVER,
+        grace_until: NEVER,
+        idle: 0,
+        use_limit: None,
+        status: StatusCode::Active,
+        expiry: None,
+        last_used_at: NOT_YET,
+        uses: 0,
         hint: format!("conformance_1{id}").into(),
         name: name.into(),
-        description: Some("conformance suite".into()),
         owner: owner.into(),
-        contact: None,
         scopes: ScopeSet::parse(["invoices:read"]).unwrap_or_else(|_| ScopeSet::empty()),
-        created_at: datetime!(2026-01-01 0:00 UTC),
-        expiry: Some(ExpiryPolicy::days(30)),
-        expires_at: Some(datetime!(2026-01-31 0:00 UTC)),
-        status: Status::Active,
-        last_used_at: None,
-        uses: 0,
-        use_limit: None,
-        rotation: None,
-        metadata: BTreeMap::from([("suite".to_owned(), "conformance".to_owned())]),
-        epoch: 0,
+        extra: Some(Box::new(Extra {
+            description: Some("conformance suite".into()),
+            metadata: BTreeMap::from([("suite".to_owned(), "conformance".to_owned())]),
+            ..Extra::default()
+        })),
     };
+    key.set_expiry(
+        Some(ExpiryPolicy::days(30)),
+        Some(datetime!(2026-01-31 0:00 UTC)),
+    );
     let secret = [b'c'; crate::token::SECRET_LEN];
     StoredKey::new(
         key,

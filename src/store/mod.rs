@@ -28,8 +28,9 @@ mod file;
 mod memory;
 
 use std::fmt;
+use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -37,7 +38,7 @@ use time::OffsetDateTime;
 pub use crate::error::StoreError;
 use crate::expiry::ExpiryPolicy;
 use crate::hash::KeyHash;
-use crate::key::Key;
+use crate::key::{Key, NOT_YET};
 use crate::token::KeyId;
 pub use file::{FileStore, FileStoreOptions, ImportMode, ImportReport, Recovery};
 pub use memory::MemoryStore;
@@ -48,16 +49,20 @@ pub use memory::MemoryStore;
 /// only the record and the hash are written.
 ///
 /// Beside the record, a `StoredKey` carries the key's live usage (last use,
-/// use count), which `verify` updates in memory without I/O. Clones share
-/// it, so a new version of a record made from an old one keeps counting
-/// where the old one was. The ring writes it back to the store with a
-/// bounded delay ([`KeyRing::flush`](crate::KeyRing::flush)).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// use count), which `verify` updates in memory without I/O, and which the
+/// ring writes back to the store with a bounded delay
+/// ([`KeyRing::flush`](crate::KeyRing::flush)).
+///
+/// Layout: the usage counters, the hash and the fields `verify` reads fill
+/// the first two cache lines of the (64-byte aligned) allocation, so a
+/// verification touches two lines of the record and no other allocation.
+#[derive(Debug, Serialize, Deserialize)]
 #[serde(from = "StoredRepr", into = "StoredRepr")]
+#[repr(C, align(64))]
 pub struct StoredKey {
-    pub(crate) key: Key,
+    pub(crate) usage: Usage,
     pub(crate) hash: KeyHash,
-    pub(crate) usage: Arc<Usage>,
+    pub(crate) key: Key,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,6 +86,13 @@ impl From<StoredKey> for StoredRepr {
     }
 }
 
+impl Clone for StoredKey {
+    /// A copy with the live usage folded into the record.
+    fn clone(&self) -> Self {
+        StoredKey::new(self.current_key(), self.hash.clone())
+    }
+}
+
 impl PartialEq for StoredKey {
     /// Compares the record and the hash; live usage is not part of the value.
     fn eq(&self, other: &Self) -> bool {
@@ -92,8 +104,8 @@ impl Eq for StoredKey {}
 
 impl StoredKey {
     pub(crate) fn new(key: Key, hash: KeyHash) -> StoredKey {
-        let usage = Arc::new(Usage::from_key(&key));
-        StoredKey { key, hash, usage }
+        let usage = Usage::from_key(&key);
+        StoredKey { usage, hash, key }
     }
 
     /// The key record, as last written.
@@ -111,13 +123,13 @@ impl StoredKey {
         &self.hash
     }
 
-    /// A new version of this record: the same hash and live usage, with the
-    /// live usage folded into the record so the write persists it.
+    /// A new version of this record, with the live usage folded in so the
+    /// write persists it. Call it under the ring's write lock.
     pub(crate) fn revised(&self, change: impl FnOnce(&mut Key)) -> StoredKey {
-        let mut next = self.clone();
-        self.usage.fold_into(&mut next.key);
-        change(&mut next.key);
-        next
+        let mut key = self.current_key();
+        change(&mut key);
+        key.tidy();
+        StoredKey::new(key, self.hash.clone())
     }
 
     /// The record with its live usage folded in.
@@ -125,6 +137,11 @@ impl StoredKey {
         let mut key = self.key.clone();
         self.usage.fold_into(&mut key);
         key
+    }
+
+    /// Whether the live usage differs from the record's.
+    pub(crate) fn usage_changed(&self) -> bool {
+        self.usage.uses() != self.key.uses || self.usage.last_used_nanos() > self.key.last_used_at
     }
 }
 
@@ -134,29 +151,24 @@ pub(crate) struct Usage {
     /// Unix seconds of the last successful verification; `i64::MIN` for never.
     last_used: AtomicI64,
     uses: AtomicU64,
-    /// Changed since last written to the store.
-    dirty: AtomicBool,
 }
-
-const NEVER: i64 = i64::MIN;
 
 impl Usage {
     fn from_key(key: &Key) -> Usage {
+        let last_used = match key.last_used_at {
+            NOT_YET => i64::MIN,
+            n => n.div_euclid(1_000_000_000),
+        };
         Usage {
-            last_used: AtomicI64::new(
-                key.last_used_at
-                    .map_or(NEVER, OffsetDateTime::unix_timestamp),
-            ),
+            last_used: AtomicI64::new(last_used),
             uses: AtomicU64::new(key.uses),
-            dirty: AtomicBool::new(false),
         }
     }
 
-    /// The last use, at one-second resolution.
-    pub(crate) fn last_used(&self) -> Option<OffsetDateTime> {
+    pub(crate) fn last_used_nanos(&self) -> i64 {
         match self.last_used.load(Ordering::Relaxed) {
-            NEVER => None,
-            secs => OffsetDateTime::from_unix_timestamp(secs).ok(),
+            i64::MIN => NOT_YET,
+            secs => secs.saturating_mul(1_000_000_000),
         }
     }
 
@@ -166,7 +178,7 @@ impl Usage {
 
     /// Counts one use, within `limit` if there is one: `false` when the
     /// limit is used up. Exactly `limit` calls succeed, whatever the threads.
-    pub(crate) fn consume(&self, limit: Option<u64>, now: OffsetDateTime) -> bool {
+    pub(crate) fn consume(&self, limit: Option<NonZeroU64>, now_secs: i64) -> bool {
         match limit {
             None => {
                 self.uses.fetch_add(1, Ordering::AcqRel);
@@ -175,7 +187,7 @@ impl Usage {
                 let taken = self
                     .uses
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < limit).then_some(n + 1)
+                        (n < limit.get()).then_some(n + 1)
                     });
                 if taken.is_err() {
                     return false;
@@ -184,30 +196,16 @@ impl Usage {
         }
         // Written only when the second changes, so a hot key's cache line is
         // mostly read, not written, by concurrent verifiers.
-        let secs = now.unix_timestamp();
-        if self.last_used.load(Ordering::Relaxed) < secs {
-            self.last_used.fetch_max(secs, Ordering::Relaxed);
-        }
-        if !self.dirty.load(Ordering::Relaxed) {
-            self.dirty.store(true, Ordering::Release);
+        if self.last_used.load(Ordering::Relaxed) < now_secs {
+            self.last_used.fetch_max(now_secs, Ordering::Relaxed);
         }
         true
-    }
-
-    /// Clears the dirty mark; `true` if it was set.
-    pub(crate) fn take_dirty(&self) -> bool {
-        self.dirty.swap(false, Ordering::AcqRel)
-    }
-
-    /// Sets the dirty mark again (after a failed write).
-    pub(crate) fn mark_dirty(&self) {
-        self.dirty.store(true, Ordering::Release);
     }
 
     /// Writes the live values into `key` (never moving them backwards).
     fn fold_into(&self, key: &mut Key) {
         key.uses = key.uses.max(self.uses());
-        key.last_used_at = key.last_used_at.max(self.last_used());
+        key.last_used_at = key.last_used_at.max(self.last_used_nanos());
     }
 }
 

@@ -157,7 +157,7 @@ fn rotate_issues_a_new_key_that_inherits_the_settings() {
     assert_eq!(k.metadata(), old.key.metadata());
     assert_eq!(k.metadata().len(), 2);
     assert_eq!(k.created_at(), T0 + Duration::days(10));
-    assert_eq!(k.status(), &Status::Active);
+    assert_eq!(k.status(), Status::Active);
     assert_eq!(k.uses(), 0);
     // An own-policy key hands its deadline on unchanged.
     assert_eq!(k.expiry(), Some(ExpiryPolicy::days(30)));
@@ -432,7 +432,7 @@ fn disable_and_enable_are_reversible() {
     let key = ring.issue(NewKey::new("o")).unwrap();
     ring.disable(key.key.id()).unwrap();
     assert_eq!(check(&ring, &key), Err(VerifyError::Disabled));
-    assert_eq!(ring.get(key.key.id()).unwrap().status(), &Status::Disabled);
+    assert_eq!(ring.get(key.key.id()).unwrap().status(), Status::Disabled);
     assert_eq!(ring.state(key.key.id()), Some(KeyState::Disabled));
     // Disabling again changes nothing.
     ring.disable(key.key.id()).unwrap();
@@ -440,7 +440,7 @@ fn disable_and_enable_are_reversible() {
 
     ring.enable(key.key.id()).unwrap();
     assert_eq!(check(&ring, &key), Ok(()));
-    assert_eq!(ring.get(key.key.id()).unwrap().status(), &Status::Active);
+    assert_eq!(ring.get(key.key.id()).unwrap().status(), Status::Active);
     // Enabling an active key changes nothing.
     ring.enable(key.key.id()).unwrap();
     assert_eq!(check(&ring, &key), Ok(()));
@@ -474,7 +474,7 @@ fn revoke_is_irreversible() {
     assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
     assert_eq!(
         ring.get(key.key.id()).unwrap().status(),
-        &revoked(T0, "leaked")
+        revoked(T0, "leaked")
     );
 
     // A disabled key, once revoked, cannot be enabled either.
@@ -506,14 +506,14 @@ fn revoke_records_time_and_reason_and_keeps_the_first() {
     assert_eq!(ring.state(key.key.id()), Some(KeyState::Revoked));
     assert_eq!(
         stored(&ring, key.key.id()).status(),
-        &revoked(at, "leaked in a ci log")
+        revoked(at, "leaked in a ci log")
     );
 
     clock.advance(Duration::days(1));
     ring.revoke(key.key.id(), "second reason").unwrap();
     assert_eq!(
         ring.get(key.key.id()).unwrap().status(),
-        &revoked(at, "leaked in a ci log"),
+        revoked(at, "leaked in a ci log"),
         "revoking twice replaced the first reason"
     );
     assert_eq!(check(&ring, &other), Ok(()), "another key was touched");
@@ -587,12 +587,12 @@ fn revoke_owner_revokes_only_that_owners_keys() {
         assert_eq!(check(&ring, key), Err(VerifyError::Revoked));
         assert_eq!(
             ring.get(key.key.id()).unwrap().status(),
-            &revoked(T0 + Duration::hours(1), "offboarded")
+            revoked(T0 + Duration::hours(1), "offboarded")
         );
     }
     for key in bob.iter().chain([&alicia]) {
         assert_eq!(check(&ring, key), Ok(()));
-        assert_eq!(ring.get(key.key.id()).unwrap().status(), &Status::Active);
+        assert_eq!(ring.get(key.key.id()).unwrap().status(), Status::Active);
     }
     // Again: nothing left to revoke.
     assert_eq!(ring.revoke_owner("alice", "again").unwrap(), vec![]);
@@ -787,7 +787,7 @@ fn owner_password_expired_revokes_the_owners_keys_when_configured() {
         assert_eq!(check(&ring, key), Err(VerifyError::Revoked));
         assert_eq!(
             ring.get(key.key.id()).unwrap().status(),
-            &revoked(T0 + Duration::minutes(5), "owner password expired")
+            revoked(T0 + Duration::minutes(5), "owner password expired")
         );
     }
     assert_eq!(check(&ring, &bob), Ok(()));
@@ -799,7 +799,7 @@ fn owner_password_expired_does_nothing_by_default() {
     let alice = ring.issue(NewKey::new("alice")).unwrap();
     assert_eq!(ring.owner_password_expired("alice").unwrap(), vec![]);
     assert_eq!(check(&ring, &alice), Ok(()));
-    assert_eq!(ring.get(alice.key.id()).unwrap().status(), &Status::Active);
+    assert_eq!(ring.get(alice.key.id()).unwrap().status(), Status::Active);
 }
 
 // ---------------------------------------------------------------------------

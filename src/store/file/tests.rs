@@ -11,7 +11,7 @@ use super::sim::{EIO, ENOSPC, SimFs};
 use super::*;
 use crate::expiry::ExpiryPolicy;
 use crate::hash::Hasher;
-use crate::key::{Key, Status};
+use crate::key::{Key, NEVER, NOT_YET, Status, StatusCode, nanos};
 use crate::scope::ScopeSet;
 
 /// A small deterministic generator (xorshift64*), so every failure can be
@@ -32,32 +32,30 @@ impl Rng {
 }
 
 fn sample(id: u64, version: usize) -> StoredKey {
-    let key = Key {
+    let mut key = Key {
         id: KeyId::from_u64(id),
+        epoch: 0,
+        created_at: nanos(datetime!(2026-01-01 0:00 UTC)),
+        expires_at: NEVER,
+        grace_until: NEVER,
+        idle: 0,
+        use_limit: None,
+        status: StatusCode::Active,
+        expiry: None,
+        last_used_at: NOT_YET,
+        uses: version as u64,
         hint: format!("t_1{id}").into(),
         name: format!("version {version}").into(),
-        description: None,
         owner: format!("owner{}", id % 3).into(),
-        contact: None,
         scopes: ScopeSet::parse(["invoices:read"]).unwrap(),
-        created_at: datetime!(2026-01-01 0:00 UTC),
-        expiry: None,
-        expires_at: None,
-        status: if version % 5 == 4 {
-            Status::Revoked {
-                at: datetime!(2026-01-02 0:00 UTC),
-                reason: "test".into(),
-            }
-        } else {
-            Status::Active
-        },
-        last_used_at: None,
-        uses: version as u64,
-        use_limit: None,
-        rotation: None,
-        metadata: BTreeMap::new(),
-        epoch: 0,
+        extra: None,
     };
+    if version % 5 == 4 {
+        key.set_status(Status::Revoked {
+            at: datetime!(2026-01-02 0:00 UTC),
+            reason: "test".into(),
+        });
+    }
     StoredKey::new(
         key,
         Hasher::new(None, "t").hash(KeyId::from_u64(id), &[b'a'; 24]),
