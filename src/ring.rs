@@ -163,7 +163,7 @@ impl HotDefault {
                 since: self.since.load(Ordering::Relaxed),
             };
             std::sync::atomic::fence(Ordering::Acquire);
-            if before % 2 == 0 && self.seq.load(Ordering::Relaxed) == before {
+            if before & 1 == 0 && self.seq.load(Ordering::Relaxed) == before {
                 return policy;
             }
             std::hint::spin_loop();
