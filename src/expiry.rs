@@ -81,14 +81,6 @@ impl ExpiryPolicy {
             ExpiryPolicy::Lifetime(d) => Some(anchor.saturating_add(d)),
         }
     }
-
-    /// The idle period, for an idle-timeout policy.
-    pub(crate) fn idle(&self) -> Option<Duration> {
-        match *self {
-            ExpiryPolicy::Idle(d) => Some(d),
-            _ => None,
-        }
-    }
 }
 
 /// Midnight UTC at the start of the day after `date`.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -130,6 +131,87 @@ impl Extra {
 
 static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
 
+/// A use count that `verify` bumps in place; clones and comparisons read it.
+#[derive(Debug, Default)]
+pub(crate) struct Counter(pub(crate) AtomicU64);
+
+impl Clone for Counter {
+    fn clone(&self) -> Self {
+        Counter(AtomicU64::new(self.get()))
+    }
+}
+
+impl PartialEq for Counter {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Counter {}
+
+impl Counter {
+    pub(crate) fn new(n: u64) -> Counter {
+        Counter(AtomicU64::new(n))
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// An instant that `verify` moves forward in place.
+#[derive(Debug)]
+pub(crate) struct Stamp(AtomicI64);
+
+impl Clone for Stamp {
+    fn clone(&self) -> Self {
+        Stamp(AtomicI64::new(self.get()))
+    }
+}
+
+impl PartialEq for Stamp {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl Eq for Stamp {}
+
+impl Stamp {
+    pub(crate) fn new(n: Nanos) -> Stamp {
+        Stamp(AtomicI64::new(n))
+    }
+
+    pub(crate) fn get(&self) -> Nanos {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// "Usage changed since the record was last written." Not part of a key's
+/// value: clones start clean and comparisons ignore it.
+#[derive(Debug, Default)]
+pub(crate) struct Dirty(AtomicBool);
+
+impl Clone for Dirty {
+    fn clone(&self) -> Self {
+        Dirty::default()
+    }
+}
+
+impl PartialEq for Dirty {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Dirty {}
+
+impl Dirty {
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// The record of an API key. It never contains the plaintext: only the store
 /// keeps the key's hash, beside this record.
 ///
@@ -147,14 +229,16 @@ pub struct Key {
     pub(crate) expires_at: Nanos,
     /// The end of the rotation grace of a replaced key.
     pub(crate) grace_until: Nanos,
-    /// The idle period of the key's own policy, in nanoseconds (0: none).
-    pub(crate) idle: i64,
     pub(crate) use_limit: Option<NonZeroU64>,
+    /// Successful verifications, counted in place by `verify`.
+    pub(crate) uses: Counter,
+    /// The last successful verification (to the second), moved in place.
+    pub(crate) last_used_at: Stamp,
     pub(crate) status: StatusCode,
+    /// Set by `verify` when it changed the usage; cleared by a write.
+    pub(crate) dirty: Dirty,
     /// `None`: governed by the ring's default policy.
     pub(crate) expiry: Option<ExpiryPolicy>,
-    pub(crate) last_used_at: Nanos,
-    pub(crate) uses: u64,
     pub(crate) hint: Box<str>,
     pub(crate) name: Box<str>,
     pub(crate) owner: Box<str>,
@@ -239,12 +323,43 @@ impl Key {
 
     /// The last successful verification (one-second resolution).
     pub fn last_used_at(&self) -> Option<OffsetDateTime> {
-        optional(self.last_used_at)
+        optional(self.last_used_at.get())
     }
 
     /// Successful verifications so far.
     pub fn uses(&self) -> u64 {
-        self.uses
+        self.uses.get()
+    }
+
+    /// Counts one use at `now`, within the key's use limit: `false` when the
+    /// limit is used up (exactly `limit` calls succeed, whatever the
+    /// threads). No lock; the last use moves only when the second changes,
+    /// so concurrent verifiers of a hot key mostly read its cache line.
+    pub(crate) fn consume(&self, now: Nanos) -> bool {
+        match self.use_limit {
+            None => {
+                self.uses.0.fetch_add(1, Ordering::AcqRel);
+            }
+            Some(limit) => {
+                let taken = self
+                    .uses
+                    .0
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < limit.get()).then_some(n + 1)
+                    });
+                if taken.is_err() {
+                    return false;
+                }
+            }
+        }
+        let second = now - now.rem_euclid(1_000_000_000);
+        if self.last_used_at.get() < second {
+            self.last_used_at.0.fetch_max(second, Ordering::Relaxed);
+        }
+        if !self.dirty.get() {
+            self.dirty.0.store(true, Ordering::Release);
+        }
+        true
     }
 
     /// The most successful verifications allowed, if limited.
@@ -300,9 +415,6 @@ impl Key {
     ) {
         self.expiry = policy;
         self.expires_at = deadline.map_or(NEVER, nanos);
-        self.idle = policy.and_then(|p| p.idle()).map_or(0, |d| {
-            i64::try_from(d.whole_nanoseconds()).unwrap_or(i64::MAX)
-        });
     }
 }
 
@@ -360,7 +472,7 @@ impl Serialize for Key {
             expires_at: self.own_deadline(),
             status: self.status(),
             last_used_at: self.last_used_at(),
-            uses: self.uses,
+            uses: self.uses(),
             use_limit: self.use_limit(),
             rotated_from: extra.and_then(|e| e.rotated_from),
             rotated_to: extra.and_then(|e| e.rotated_to),
@@ -381,12 +493,12 @@ impl<'de> Deserialize<'de> for Key {
             created_at: nanos(r.created_at),
             expires_at: NEVER,
             grace_until: r.grace_until.map_or(NEVER, nanos),
-            idle: 0,
             use_limit: r.use_limit.and_then(NonZeroU64::new),
             status: StatusCode::Active,
             expiry: None,
-            last_used_at: r.last_used_at.map_or(NOT_YET, nanos),
-            uses: r.uses,
+            last_used_at: Stamp::new(r.last_used_at.map_or(NOT_YET, nanos)),
+            uses: Counter::new(r.uses),
+            dirty: Dirty::default(),
             hint: r.hint,
             name: r.name,
             owner: r.owner,

@@ -34,8 +34,8 @@ use crate::event::{Event, EventKind, EventSink};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{
-    Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Status, StatusCode,
-    Verified, instant, nanos,
+    Counter, Dirty, Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Stamp,
+    Status, StatusCode, Verified, instant, nanos,
 };
 use crate::scope::{Requirement, Sensitive};
 use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
@@ -704,7 +704,7 @@ impl<S: KeyStore> KeyRing<S> {
         if key.use_limit.is_some() {
             return self.consume_limited(entry, now, presented, request);
         }
-        entry.usage.consume(None, now.div_euclid(1_000_000_000));
+        entry.key.consume(now);
         Ok(Verified { entry })
     }
 
@@ -725,10 +725,7 @@ impl<S: KeyStore> KeyRing<S> {
             drop(guard);
             return self.check(presented, request);
         }
-        if !entry
-            .usage
-            .consume(entry.key.use_limit, now.div_euclid(1_000_000_000))
-        {
+        if !entry.key.consume(now) {
             return Err(VerifyError::UsageExceeded);
         }
         // The use is spent in memory either way; a failed write is retried
@@ -875,11 +872,11 @@ impl<S: KeyStore> KeyRing<S> {
     /// the record's first cache lines and the lock-free default.
     fn cutoff(&self, entry: &StoredKey) -> Nanos {
         let key = &entry.key;
-        let last_active = key.created_at.max(entry.usage.last_used_nanos());
+        let last_active = key.created_at.max(key.last_used_at.get());
         let (deadline, idle_end) = if key.expiry.is_some() {
-            let idle_end = match key.idle {
-                0 => NEVER,
-                idle => last_active.saturating_add(idle),
+            let idle_end = match key.expiry {
+                Some(ExpiryPolicy::Idle(d)) => last_active.saturating_add(span(d)),
+                _ => NEVER,
             };
             (key.expires_at, idle_end)
         } else {
@@ -979,12 +976,12 @@ impl<S: KeyStore> Acting<'_, S> {
             created_at: nanos(now),
             expires_at: NEVER,
             grace_until: NEVER,
-            idle: 0,
             use_limit: request.use_limit.and_then(NonZeroU64::new),
             status: StatusCode::Active,
             expiry: None,
-            last_used_at: NOT_YET,
-            uses: 0,
+            last_used_at: Stamp::new(NOT_YET),
+            uses: Counter::new(0),
+            dirty: Dirty::default(),
             hint: Box::from(""),
             name: request.name.into(),
             owner: request.owner.into(),
@@ -1027,11 +1024,11 @@ impl<S: KeyStore> Acting<'_, S> {
         successor.created_at = nanos(now);
         successor.grace_until = NEVER;
         successor.status = StatusCode::Active;
-        successor.last_used_at = NOT_YET;
-        successor.uses = 0;
+        successor.last_used_at = Stamp::new(NOT_YET);
+        successor.uses = Counter::new(0);
         successor.use_limit = old_key
             .use_limit
-            .and_then(|limit| NonZeroU64::new(limit.get().saturating_sub(old_key.uses)));
+            .and_then(|limit| NonZeroU64::new(limit.get().saturating_sub(old_key.uses())));
         let extra = successor.extra_mut();
         extra.rotated_from = Some(id);
         extra.rotated_to = None;

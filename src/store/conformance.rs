@@ -24,7 +24,7 @@ use time::macros::datetime;
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::Hasher;
-use crate::key::{Extra, Key, NEVER, NOT_YET, StatusCode, nanos};
+use crate::key::{Counter, Dirty, Extra, Key, NEVER, NOT_YET, Stamp, StatusCode, nanos};
 use crate::scope::ScopeSet;
 use crate::token::KeyId;
 
@@ -36,12 +36,12 @@ pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
         created_at: nanos(datetime!(2026-01-01 0:00 UTC)),
         expires_at: NEVER,
         grace_until: NEVER,
-        idle: 0,
         use_limit: None,
         status: StatusCode::Active,
         expiry: None,
-        last_used_at: NOT_YET,
-        uses: 0,
+        last_used_at: Stamp::new(NOT_YET),
+        uses: Counter::new(0),
+        dirty: Dirty::default(),
         hint: format!("conformance_1{id}").into(),
         name: name.into(),
         owner: owner.into(),

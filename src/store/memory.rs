@@ -9,9 +9,10 @@
 //! stores. A multiply spreads the id over the hash word; the shard is chosen
 //! from other id bits than those the map indexes buckets by.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
@@ -32,7 +33,34 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Shard(RwLock<Map>);
 
-type Map = HashMap<u64, Arc<StoredKey>, BuildHasherDefault<IdHasher>>;
+/// A set of records keyed by the id inside them: an 8-byte slot per key
+/// instead of 16 for a map from id to record. A probe compares tags first,
+/// so the record is read only on a likely match, and `verify` reads it
+/// anyway.
+type Map = HashSet<ById, BuildHasherDefault<IdHasher>>;
+
+/// A record, hashed and compared by its id.
+struct ById(Arc<StoredKey>);
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.key.id.as_u64().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key.id == other.0.key.id
+    }
+}
+
+impl Eq for ById {}
+
+impl Borrow<u64> for ById {
+    fn borrow(&self) -> &u64 {
+        self.0.key.id.raw()
+    }
+}
 
 /// Hashes a random 64-bit id by one multiply (see the module docs).
 #[derive(Default)]
@@ -110,7 +138,10 @@ impl fmt::Debug for MemoryStore {
 
 impl KeyStore for MemoryStore {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.shard(id).read().get(&id.as_u64()).cloned()
+        self.shard(id)
+            .read()
+            .get(&id.as_u64())
+            .map(|e| Arc::clone(&e.0))
     }
 
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
@@ -119,9 +150,9 @@ impl KeyStore for MemoryStore {
             out.extend(
                 shard
                     .read()
-                    .values()
-                    .filter(|e| owner.is_none_or(|o| e.key.owner() == o))
-                    .cloned(),
+                    .iter()
+                    .filter(|e| owner.is_none_or(|o| e.0.key.owner() == o))
+                    .map(|e| Arc::clone(&e.0)),
             );
         }
         Ok(out)
@@ -162,7 +193,7 @@ impl MemoryStore {
         match change {
             Change::Insert(entry) | Change::Replace(entry) => {
                 let id = entry.id();
-                self.shard(id).write().insert(id.as_u64(), Arc::new(entry));
+                self.shard(id).write().replace(ById(Arc::new(entry)));
             }
             Change::Remove(id) => {
                 self.shard(id).write().remove(&id.as_u64());

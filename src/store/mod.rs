@@ -28,9 +28,7 @@ mod file;
 mod memory;
 
 use std::fmt;
-use std::num::NonZeroU64;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -38,9 +36,9 @@ use time::OffsetDateTime;
 pub use crate::error::StoreError;
 use crate::expiry::ExpiryPolicy;
 use crate::hash::KeyHash;
-use crate::key::{Key, NOT_YET};
+use crate::key::Key;
 use crate::token::KeyId;
-pub use file::{FileStore, FileStoreOptions, ImportMode, ImportReport, Recovery};
+pub use file::{FileStore, FileStoreOptions, ImportMode, ImportReport, Recovery, export};
 pub use memory::MemoryStore;
 
 /// What a store keeps per key: the record and the hash of its secret.
@@ -48,67 +46,26 @@ pub use memory::MemoryStore;
 /// Serialize it (e.g. with `serde_json`) to persist it in a host database;
 /// only the record and the hash are written.
 ///
-/// Beside the record, a `StoredKey` carries the key's live usage (last use,
-/// use count), which `verify` updates in memory without I/O, and which the
-/// ring writes back to the store with a bounded delay
-/// ([`KeyRing::flush`](crate::KeyRing::flush)).
+/// The record's usage (last use, use count) is updated in place by `verify`
+/// without I/O, and written back to the store by the ring with a bounded
+/// delay ([`KeyRing::flush`](crate::KeyRing::flush)).
 ///
-/// Layout: the usage counters, the hash and the fields `verify` reads fill
-/// the first two cache lines of the (64-byte aligned) allocation, so a
-/// verification touches two lines of the record and no other allocation.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(from = "StoredRepr", into = "StoredRepr")]
-#[repr(C, align(64))]
+/// Layout: the hash and the fields `verify` reads and counts come first,
+/// so a verification reads about two cache lines of the record and no other
+/// allocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[repr(C)]
 pub struct StoredKey {
-    pub(crate) usage: Usage,
     pub(crate) hash: KeyHash,
     pub(crate) key: Key,
 }
 
-#[derive(Serialize, Deserialize)]
-struct StoredRepr {
-    key: Key,
-    hash: KeyHash,
-}
-
-impl From<StoredRepr> for StoredKey {
-    fn from(r: StoredRepr) -> Self {
-        StoredKey::new(r.key, r.hash)
-    }
-}
-
-impl From<StoredKey> for StoredRepr {
-    fn from(s: StoredKey) -> Self {
-        StoredRepr {
-            key: s.key,
-            hash: s.hash,
-        }
-    }
-}
-
-impl Clone for StoredKey {
-    /// A copy with the live usage folded into the record.
-    fn clone(&self) -> Self {
-        StoredKey::new(self.current_key(), self.hash.clone())
-    }
-}
-
-impl PartialEq for StoredKey {
-    /// Compares the record and the hash; live usage is not part of the value.
-    fn eq(&self, other: &Self) -> bool {
-        self.key == other.key && self.hash == other.hash
-    }
-}
-
-impl Eq for StoredKey {}
-
 impl StoredKey {
     pub(crate) fn new(key: Key, hash: KeyHash) -> StoredKey {
-        let usage = Usage::from_key(&key);
-        StoredKey { usage, hash, key }
+        StoredKey { hash, key }
     }
 
-    /// The key record, as last written.
+    /// The key record, with its live usage.
     pub fn key(&self) -> &Key {
         &self.key
     }
@@ -123,89 +80,23 @@ impl StoredKey {
         &self.hash
     }
 
-    /// A new version of this record, with the live usage folded in so the
-    /// write persists it. Call it under the ring's write lock.
+    /// A new version of this record (usage as it stands, clean). Call it
+    /// under the ring's write lock.
     pub(crate) fn revised(&self, change: impl FnOnce(&mut Key)) -> StoredKey {
-        let mut key = self.current_key();
+        let mut key = self.key.clone();
         change(&mut key);
         key.tidy();
         StoredKey::new(key, self.hash.clone())
     }
 
-    /// The record with its live usage folded in.
+    /// The record as it stands.
     pub(crate) fn current_key(&self) -> Key {
-        let mut key = self.key.clone();
-        self.usage.fold_into(&mut key);
-        key
+        self.key.clone()
     }
 
-    /// Whether the live usage differs from the record's.
+    /// Whether `verify` changed the usage since the record was written.
     pub(crate) fn usage_changed(&self) -> bool {
-        self.usage.uses() != self.key.uses || self.usage.last_used_nanos() > self.key.last_used_at
-    }
-}
-
-/// Live usage of a key: updated by `verify` with atomics, no lock, no I/O.
-#[derive(Debug)]
-pub(crate) struct Usage {
-    /// Unix seconds of the last successful verification; `i64::MIN` for never.
-    last_used: AtomicI64,
-    uses: AtomicU64,
-}
-
-impl Usage {
-    fn from_key(key: &Key) -> Usage {
-        let last_used = match key.last_used_at {
-            NOT_YET => i64::MIN,
-            n => n.div_euclid(1_000_000_000),
-        };
-        Usage {
-            last_used: AtomicI64::new(last_used),
-            uses: AtomicU64::new(key.uses),
-        }
-    }
-
-    pub(crate) fn last_used_nanos(&self) -> i64 {
-        match self.last_used.load(Ordering::Relaxed) {
-            i64::MIN => NOT_YET,
-            secs => secs.saturating_mul(1_000_000_000),
-        }
-    }
-
-    pub(crate) fn uses(&self) -> u64 {
-        self.uses.load(Ordering::Acquire)
-    }
-
-    /// Counts one use, within `limit` if there is one: `false` when the
-    /// limit is used up. Exactly `limit` calls succeed, whatever the threads.
-    pub(crate) fn consume(&self, limit: Option<NonZeroU64>, now_secs: i64) -> bool {
-        match limit {
-            None => {
-                self.uses.fetch_add(1, Ordering::AcqRel);
-            }
-            Some(limit) => {
-                let taken = self
-                    .uses
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < limit.get()).then_some(n + 1)
-                    });
-                if taken.is_err() {
-                    return false;
-                }
-            }
-        }
-        // Written only when the second changes, so a hot key's cache line is
-        // mostly read, not written, by concurrent verifiers.
-        if self.last_used.load(Ordering::Relaxed) < now_secs {
-            self.last_used.fetch_max(now_secs, Ordering::Relaxed);
-        }
-        true
-    }
-
-    /// Writes the live values into `key` (never moving them backwards).
-    fn fold_into(&self, key: &mut Key) {
-        key.uses = key.uses.max(self.uses());
-        key.last_used_at = key.last_used_at.max(self.last_used_nanos());
+        self.key.dirty.get()
     }
 }
 

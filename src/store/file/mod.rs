@@ -310,21 +310,9 @@ impl FileStore {
     /// Writes the whole store to `out`: one JSON line of settings, then one
     /// line per key (record and hash, never a secret). Read it back with
     /// [`import`](Self::import).
-    pub fn export(&self, mut out: impl Write) -> Result<(), StoreError> {
-        let io_err = |e| self.io_err(e);
-        let header = ExportHeader {
-            keyward_export: 1,
-            settings: self.index.load_settings()?,
-        };
-        let mut keys = self.index.list(None)?;
-        keys.sort_by_key(|k| k.id());
-        serde_json::to_writer(&mut out, &header).map_err(|e| StoreError::Backend(Box::new(e)))?;
-        out.write_all(b"\n").map_err(io_err)?;
-        for key in keys {
-            serde_json::to_writer(&mut out, &*key).map_err(|e| StoreError::Backend(Box::new(e)))?;
-            out.write_all(b"\n").map_err(io_err)?;
-        }
-        out.flush().map_err(io_err)
+    pub fn export(&self, out: impl Write) -> Result<(), StoreError> {
+        // An i/o error here is the writer's, named `<export>`.
+        export(&self.index, out)
     }
 
     /// Reads an [`export`](Self::export) into this store, replacing or
@@ -648,6 +636,30 @@ fn load(
         records,
         entries,
     })
+}
+
+/// Writes the whole of any store in the export format of
+/// [`FileStore::export`]: one JSON line of settings, then one line per key
+/// (record and hash, never a secret), in id order. A `FileStore` reads it
+/// back with [`FileStore::import`].
+pub fn export(store: &dyn KeyStore, mut out: impl Write) -> Result<(), StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: PathBuf::from("<export>"),
+        source,
+    };
+    let header = ExportHeader {
+        keyward_export: 1,
+        settings: store.load_settings()?,
+    };
+    let mut keys = store.list(None)?;
+    keys.sort_by_key(|k| k.id());
+    serde_json::to_writer(&mut out, &header).map_err(|e| StoreError::Backend(Box::new(e)))?;
+    out.write_all(b"\n").map_err(io_err)?;
+    for key in keys {
+        serde_json::to_writer(&mut out, &*key).map_err(|e| StoreError::Backend(Box::new(e)))?;
+        out.write_all(b"\n").map_err(io_err)?;
+    }
+    out.flush().map_err(io_err)
 }
 
 /// Reads and checks a whole export.

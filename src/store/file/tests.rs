@@ -11,7 +11,7 @@ use super::sim::{EIO, ENOSPC, SimFs};
 use super::*;
 use crate::expiry::ExpiryPolicy;
 use crate::hash::Hasher;
-use crate::key::{Key, NEVER, NOT_YET, Status, StatusCode, nanos};
+use crate::key::{Counter, Dirty, Key, NEVER, NOT_YET, Stamp, Status, StatusCode, nanos};
 use crate::scope::ScopeSet;
 
 /// A small deterministic generator (xorshift64*), so every failure can be
@@ -38,12 +38,12 @@ fn sample(id: u64, version: usize) -> StoredKey {
         created_at: nanos(datetime!(2026-01-01 0:00 UTC)),
         expires_at: NEVER,
         grace_until: NEVER,
-        idle: 0,
         use_limit: None,
         status: StatusCode::Active,
         expiry: None,
-        last_used_at: NOT_YET,
-        uses: version as u64,
+        last_used_at: Stamp::new(NOT_YET),
+        uses: Counter::new(version as u64),
+        dirty: Dirty::default(),
         hint: format!("t_1{id}").into(),
         name: format!("version {version}").into(),
         owner: format!("owner{}", id % 3).into(),
