@@ -1240,6 +1240,8 @@ impl<S: KeyStore> Acting<'_, S> {
         ring.store().save_settings(&next)?;
         let epoch = next.epoch;
         ring.shared.take_settings(next);
+        // The store may have kept a newer epoch than ours.
+        ring.shared.refresh()?;
         ring.emit(|| Event::new(EventKind::AllRevoked { epoch }, now).actor(self.actor));
         Ok(())
     }
@@ -1264,6 +1266,7 @@ impl<S: KeyStore> Acting<'_, S> {
         next.default_since = now;
         ring.store().save_settings(&next)?;
         ring.shared.take_settings(next);
+        ring.shared.refresh()?;
         ring.emit(|| Event::new(EventKind::PolicyChanged { policy }, now).actor(self.actor));
         Ok(())
     }

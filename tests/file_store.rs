@@ -327,3 +327,35 @@ fn check_round(round: usize, store: &FileStore, acked: &mut Acked) {
     acked.seen_revoked = revoked;
     acked.seen_rotated = rotated;
 }
+
+#[test]
+#[cfg(unix)]
+fn a_symlink_to_an_open_store_is_locked_out_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let link = dir.path().join("alias.kw");
+    let _first = FileStore::open(&path).unwrap();
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    assert!(matches!(FileStore::open(&link), Err(StoreError::Locked(_))));
+    let dotted = dir.path().join(".").join("keys.kw");
+    assert!(matches!(
+        FileStore::open(&dotted),
+        Err(StoreError::Locked(_))
+    ));
+}
+
+#[test]
+#[cfg(unix)]
+fn store_files_are_private_to_their_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let store = FileStore::open(&path).unwrap();
+    let ring = ring_on(store);
+    ring.issue(NewKey::new("o")).unwrap();
+    ring.store().compact().unwrap();
+    for file in [path.clone(), dir.path().join("keys.kw.lock")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
+    }
+}

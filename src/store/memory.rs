@@ -15,7 +15,7 @@ use std::fmt;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, merge_settings};
 use crate::token::KeyId;
 
 const SHARDS: usize = 64;
@@ -177,15 +177,12 @@ impl KeyStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// Removes every key and the settings.
-    pub(crate) fn clear(&self) {
-        for shard in self.shards.iter() {
-            shard.write().clear();
-        }
+    /// Sets the settings exactly as given (an import replacing the store).
+    pub(crate) fn set_settings(&self, settings: RingSettings) {
         *self
             .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+            .unwrap_or_else(PoisonError::into_inner) = Some(settings);
     }
 
     /// Applies one change that [`check_batch`] accepted.
@@ -199,10 +196,11 @@ impl MemoryStore {
                 self.shard(id).write().remove(&id.as_u64());
             }
             Change::Settings(settings) => {
-                *self
+                let mut current = self
                     .settings
                     .write()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(settings);
+                    .unwrap_or_else(PoisonError::into_inner);
+                *current = Some(merge_settings(current.as_ref(), settings));
             }
         }
     }

@@ -13,15 +13,20 @@
 //!   crash of the process (and, for a durable backend, of the machine), and
 //!   every later `lookup` in this process sees it. A revocation in particular
 //!   must never be lost or reordered behind an older write of the same key.
-//! - **A batch is all or nothing.** On `Err`, neither the index nor the
-//!   durable copy holds any change of the batch; after a crash, a batch is
-//!   either wholly there or wholly absent.
+//! - **A batch is all or nothing.** After a crash, a batch is either wholly
+//!   there or wholly absent. On `Err`, the in-memory view holds no change of
+//!   the batch; a durable store may still find the whole batch on disk when
+//!   it is reopened (the write may have landed before the error), never a
+//!   part of it.
 //! - **Ids are unique.** An `Insert` of an id that exists fails with
 //!   [`StoreError::Duplicate`] and leaves the existing record as it was.
 //! - **No plaintext.** The store sees only [`StoredKey`]s (record and hash);
 //!   it must not log them, and a `Debug` of the store should not print them.
 //! - **Settings are the ring's.** `Change::Settings` / `load_settings` keep
-//!   one [`RingSettings`] value per store, durable like a key write.
+//!   one [`RingSettings`] value per store, durable like a key write. The
+//!   revoke-all epoch never moves backwards: a settings write carrying a
+//!   lower epoch than the stored one keeps the stored epoch (and its
+//!   instant), so a ring with stale settings cannot undo a `revoke_all`.
 
 pub mod conformance;
 mod file;
@@ -207,6 +212,22 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
         self.apply(vec![Change::Settings(settings.clone())])
     }
+}
+
+/// The settings a store keeps when `new` is written over `current`: `new`,
+/// except that the revoke-all epoch (and its instant) never move backwards,
+/// so a ring holding stale settings cannot undo another's `revoke_all`.
+pub(crate) fn merge_settings(
+    current: Option<&RingSettings>,
+    mut new: RingSettings,
+) -> RingSettings {
+    if let Some(current) = current
+        && current.epoch > new.epoch
+    {
+        new.epoch = current.epoch;
+        new.revoked_all_at = current.revoked_all_at;
+    }
+    new
 }
 
 /// Checks a batch against the current records: the error `apply` must

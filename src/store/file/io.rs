@@ -32,6 +32,17 @@ pub(crate) trait FsFile: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
 }
 
+/// Files the store creates are readable by their owner only: they hold key
+/// hashes, and a readable lock file would let anyone hold the lock.
+pub(crate) fn private(options: &mut OpenOptions) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+}
+
 /// The real file system.
 #[derive(Debug, Default)]
 pub(crate) struct OsFs;
@@ -62,16 +73,13 @@ impl Fs for OsFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new().append(true).create(true).open(path)?;
+        let file = private(OpenOptions::new().append(true).create(true)).open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        let file =
+            private(OpenOptions::new().write(true).create(true).truncate(true)).open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 

@@ -11,11 +11,17 @@
 //!   error naming the byte offset, never skipped, since skipping a record
 //!   could bring a revoked key back.
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
-//!   at open; a second open fails at once with [`StoreError::Locked`].
+//!   at open; a second open fails at once with [`StoreError::Locked`]. The
+//!   path is resolved first (symbolic links followed), so every spelling of
+//!   one store meets the same lock. Files are created readable by their
+//!   owner only.
 //! - **Fail-stop.** After an i/o error on a write (a failed fsync included)
 //!   the store refuses every further write with [`StoreError::Poisoned`]
-//!   until reopened: the index is updated only after the disk said yes, and
-//!   the reopen reads back what the disk really holds.
+//!   until reopened: the index is updated only after the disk said yes.
+//!   A reopen replays the file and fsyncs it before taking writes. (After a
+//!   failed fsync, Linux may report later fsyncs as good while the failed
+//!   pages never reach the disk; such a loss before the last record shows
+//!   up at a later open as a corruption error.)
 //! - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
 //!   it, renames it over the file and fsyncs the directory: a crash at any
 //!   step leaves the complete old file or the complete new one. It runs by
@@ -40,7 +46,8 @@ use serde::{Deserialize, Serialize};
 use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN};
 use self::io::{Fs, FsFile, OsFs};
 use super::memory::MemoryStore;
-use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, merge_settings};
+use crate::key::{Status, StatusCode};
 use crate::token::KeyId;
 
 /// Keys per record when the whole store is rewritten (compaction, import).
@@ -118,11 +125,17 @@ pub struct ImportReport {
 ///   error naming the byte offset, never skipped, since skipping a record
 ///   could bring a revoked key back.
 /// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
-///   at open; a second open fails at once with [`StoreError::Locked`].
+///   at open; a second open fails at once with [`StoreError::Locked`]. The
+///   path is resolved first (symbolic links followed), so every spelling of
+///   one store meets the same lock. Files are created readable by their
+///   owner only.
 /// - **Fail-stop.** After an i/o error on a write (a failed fsync included)
 ///   the store refuses every further write with [`StoreError::Poisoned`]
-///   until reopened: the index is updated only after the disk said yes, and
-///   the reopen reads back what the disk really holds.
+///   until reopened: the index is updated only after the disk said yes.
+///   A reopen replays the file and fsyncs it before taking writes. (After a
+///   failed fsync, Linux may report later fsyncs as good while the failed
+///   pages never reach the disk; such a loss before the last record shows
+///   up at a later open as a corruption error.)
 /// - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
 ///   it, renames it over the file and fsyncs the directory: a crash at any
 ///   step leaves the complete old file or the complete new one. It runs by
@@ -204,7 +217,7 @@ impl FileStore {
         path: impl AsRef<Path>,
         options: FileStoreOptions,
     ) -> Result<FileStore, StoreError> {
-        let path = path.as_ref().to_path_buf();
+        let path = canonical(path.as_ref())?;
         let lock = lock_beside(&path)?;
         FileStore::open_on(Box::new(OsFs), path, options, Some(lock))
     }
@@ -237,8 +250,12 @@ impl FileStore {
                     let mut file = fs.open_append(&path).map_err(io_err)?;
                     if dropped > 0 {
                         file.truncate(valid_len).map_err(io_err)?;
-                        file.sync().map_err(io_err)?;
                     }
+                    // What was replayed may still sit in the page cache only
+                    // (a writer killed before its fsync): make it durable, with
+                    // the file's directory entry, before building on it.
+                    file.sync().map_err(io_err)?;
+                    fs.sync_dir(parent(&path)).map_err(io_err)?;
                     let recovery = Recovery {
                         records,
                         dropped_bytes: dropped,
@@ -311,7 +328,9 @@ impl FileStore {
     /// line per key (record and hash, never a secret). Read it back with
     /// [`import`](Self::import).
     pub fn export(&self, out: impl Write) -> Result<(), StoreError> {
-        // An i/o error here is the writer's, named `<export>`.
+        // Under the write lock: a consistent snapshot, no half batch. An i/o
+        // error here is the writer's, named `<export>`.
+        let _log = self.log();
         export(&self.index, out)
     }
 
@@ -327,35 +346,66 @@ impl FileStore {
             return Err(StoreError::Poisoned(self.path.clone()));
         }
         let mut report = ImportReport::default();
-        let (keys, settings) = match mode {
+        let (keys, added, settings) = match mode {
             ImportMode::Replace => {
                 report.imported = incoming.len();
-                (
-                    incoming.into_iter().map(Arc::new).collect::<Vec<_>>(),
-                    settings,
-                )
+                let keys: Vec<Arc<StoredKey>> = incoming.into_iter().map(Arc::new).collect();
+                (keys.clone(), keys, settings)
             }
             ImportMode::Merge => {
+                let target = self.index.load_settings()?;
+                let target_epoch = target.as_ref().map_or(0, |t| t.epoch);
+                let source_epoch = settings.as_ref().map_or(0, |s| s.epoch);
+                let revoked_at = settings
+                    .as_ref()
+                    .and_then(|s| s.revoked_all_at)
+                    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
                 let mut keys = self.index.list(None)?;
+                let mut added = Vec::new();
                 for key in incoming {
                     if self.index.lookup(key.id()).is_some() {
                         report.skipped += 1;
-                    } else {
-                        report.imported += 1;
-                        keys.push(Arc::new(key));
+                        continue;
                     }
+                    report.imported += 1;
+                    // The source's revoke-all epoch does not come along: write
+                    // its effect into the record, and stamp the key with this
+                    // store's epoch.
+                    let key = key.revised(|k| {
+                        if k.epoch < source_epoch && k.status != StatusCode::Revoked {
+                            k.set_status(Status::Revoked {
+                                at: revoked_at,
+                                reason: "revoked by revoke_all in the exported store".into(),
+                            });
+                        }
+                        k.epoch = target_epoch;
+                    });
+                    let key = Arc::new(key);
+                    keys.push(Arc::clone(&key));
+                    added.push(key);
                 }
-                (keys, self.index.load_settings()?.or(settings))
+                (keys, added, target.or(settings))
             }
         };
         self.rewrite(&mut log, &keys, settings.as_ref())?;
-        self.index.clear();
-        for key in keys {
+        // Move the index to the new state without passing through an empty
+        // one: readers see each key's old or new record, never none. Keys
+        // leave before new ones arrive, so an old key never meets settings
+        // it was not issued under (a new key may be refused for a moment).
+        if mode == ImportMode::Replace {
+            let keep: std::collections::HashSet<KeyId> = keys.iter().map(|k| k.id()).collect();
+            for old in self.index.list(None)? {
+                if !keep.contains(&old.id()) {
+                    self.index.apply_checked(Change::Remove(old.id()));
+                }
+            }
+        }
+        for key in added {
             self.index
-                .apply_checked(Change::Insert(StoredKey::clone(&key)));
+                .apply_checked(Change::Replace(StoredKey::clone(&key)));
         }
         if let Some(settings) = settings {
-            self.index.apply_checked(Change::Settings(settings));
+            self.index.set_settings(settings);
         }
         Ok(report)
     }
@@ -369,6 +419,7 @@ impl FileStore {
         settings: Option<&RingSettings>,
     ) -> Result<(), StoreError> {
         let temp = temp_path(&self.path);
+        let mut renaming = false;
         let result = (|| -> Result<Box<dyn FsFile>, StoreError> {
             let mut file = self.fs.create(&temp).map_err(|e| self.io_err(e))?;
             file.append(&format::header()).map_err(|e| self.io_err(e))?;
@@ -383,6 +434,7 @@ impl FileStore {
             }
             file.sync().map_err(|e| self.io_err(e))?;
             drop(file);
+            renaming = true;
             self.fs
                 .rename(&temp, &self.path)
                 .map_err(|e| self.io_err(e))?;
@@ -398,9 +450,12 @@ impl FileStore {
                 Ok(())
             }
             Err(e) => {
-                // Where the rewrite stopped, the file on disk is the old one
-                // or the new one; only a reopen knows which.
-                log.poisoned = true;
+                // Before the rename the old file is untouched and still ours;
+                // from the rename on, the file on disk is the old one or the
+                // new one, and only a reopen knows which.
+                if renaming {
+                    log.poisoned = true;
+                }
                 let _ = self.fs.remove(&temp);
                 Err(e)
             }
@@ -437,6 +492,15 @@ impl KeyStore for FileStore {
         if changes.is_empty() {
             return Ok(());
         }
+        // Settings are written as the store will keep them (epoch merged).
+        let stored = self.index.load_settings()?;
+        let changes: Vec<Change> = changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Settings(s) => Change::Settings(merge_settings(stored.as_ref(), s)),
+                other => other,
+            })
+            .collect();
         let entries: Vec<EntryRef<'_>> = changes
             .iter()
             .map(|c| match c {
@@ -490,21 +554,46 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
+/// The path with its directory resolved (symbolic links followed), so two
+/// spellings of one store take one lock.
+fn canonical(path: &Path) -> Result<PathBuf, StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file name",
+        ))
+    })?;
+    let dir = std::fs::canonicalize(parent(path)).map_err(io_err)?;
+    let resolved = dir.join(name);
+    // A symbolic link as the file itself: lock and write its target.
+    match std::fs::canonicalize(&resolved) {
+        Ok(target) => Ok(target),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(resolved),
+        Err(e) => Err(io_err(e)),
+    }
+}
+
 /// Takes the exclusive lock on `<path>.lock`, failing at once if held.
 fn lock_beside(path: &Path) -> Result<std::fs::File, StoreError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|source| StoreError::Io {
-            path: lock_path.clone(),
-            source,
-        })?;
+    let file = io::private(
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .open(&lock_path)
+    .map_err(|source| StoreError::Io {
+        path: lock_path.clone(),
+        source,
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(path.to_path_buf())),
@@ -601,9 +690,16 @@ fn load(
             valid = format::payload_matches(h, &payload);
         }
         if !valid {
+            // Whole by its own length, yet wrong, with bytes after it: not a
+            // write cut short (only the last write can be), but damage.
+            let complete = parsed.is_some_and(|h| payload.len() == h.len as usize);
             let mut tail = head;
             tail.extend_from_slice(&payload);
+            let record_len = tail.len();
             reader.read_to_end(&mut tail).map_err(io_err)?;
+            if complete && tail.len() > record_len {
+                return Err(corrupt(offset, "damaged record followed by more data"));
+            }
             if format::valid_record_after_start(&tail) {
                 return Err(corrupt(
                     offset,

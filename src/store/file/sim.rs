@@ -120,6 +120,16 @@ impl SimFs {
         d.durable_dir.insert(path.to_path_buf(), i);
     }
 
+    /// The process restarts, the machine does not: every write the dead
+    /// process made is still pending in the page cache, neither lost nor
+    /// durable.
+    pub(crate) fn restart(&self) {
+        let mut d = self.disk();
+        d.dead = false;
+        d.die_at = None;
+        d.fail_at = None;
+    }
+
     /// Power loss: each pending write is kept, dropped, torn at a sector
     /// boundary or zeroed, as `choose(n)` (a random number below `n`)
     /// decides; unsynced directory changes are undone. The disk then works
