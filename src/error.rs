@@ -6,6 +6,7 @@
 
 use thiserror::Error;
 
+use crate::binding::Binding;
 use crate::scope::Scope;
 use crate::token::KeyId;
 
@@ -82,6 +83,10 @@ pub enum VerifyError {
     /// The key's use limit is used up.
     #[error("api key usage limit exceeded")]
     UsageExceeded,
+    /// The request did not present what the key is bound to (a client
+    /// certificate, a network).
+    #[error("api key binding mismatch: {0}")]
+    BindingMismatch(Binding),
 }
 
 impl VerifyError {
@@ -95,7 +100,7 @@ impl VerifyError {
             | VerifyError::Expired
             | VerifyError::Revoked
             | VerifyError::Disabled => 401,
-            VerifyError::InsufficientScope(_) => 403,
+            VerifyError::InsufficientScope(_) | VerifyError::BindingMismatch(_) => 403,
             VerifyError::UsageExceeded => 429,
         }
     }
@@ -110,6 +115,7 @@ impl VerifyError {
             VerifyError::Disabled => "key_disabled",
             VerifyError::InsufficientScope(_) => "insufficient_scope",
             VerifyError::UsageExceeded => "usage_exceeded",
+            VerifyError::BindingMismatch(_) => "binding_mismatch",
         }
     }
 }
@@ -133,6 +139,9 @@ pub enum Error {
     /// A key id string is not 11 base62 characters of a 64-bit value.
     #[error("invalid key id `{0}`")]
     InvalidKeyId(String),
+    /// A client-certificate fingerprint or a network that cannot be parsed.
+    #[error("invalid binding: {0}")]
+    InvalidBinding(String),
     /// An expiry policy that cannot be applied (zero or negative period, an
     /// instant or date already past).
     #[error("invalid expiry: {0}")]
@@ -161,6 +170,12 @@ pub enum Error {
     /// The operating system's random number generator failed.
     #[error("operating system random number generator failed: {0}")]
     Random(String),
+    /// The ring has no signing key for access tokens.
+    #[error("no signing key configured for access tokens")]
+    NoSigningKey,
+    /// The API key presented for an exchange was refused.
+    #[error("exchange refused: {0}")]
+    Rejected(#[source] VerifyError),
     /// The store failed.
     #[error("storage error")]
     Storage(#[from] StoreError),

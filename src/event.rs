@@ -39,6 +39,8 @@ pub enum EventKind {
     },
     /// A key was deleted.
     Deleted,
+    /// A key was found in leaked text (and then revoked, in its own event).
+    Exposed,
     /// A key's name, description, contact, metadata or scopes changed.
     Updated,
     /// Every key of an owner was revoked (each also has its own `Revoked`

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+use crate::binding::{Bindings, CertFingerprint, Network};
 use crate::expiry::ExpiryPolicy;
 use crate::scope::ScopeSet;
 use crate::store::StoredKey;
@@ -121,6 +122,7 @@ pub(crate) struct Extra {
     pub(crate) rotated_to: Option<KeyId>,
     pub(crate) revoked: Option<(Nanos, Box<str>)>,
     pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) bindings: Bindings,
 }
 
 impl Extra {
@@ -130,6 +132,10 @@ impl Extra {
 }
 
 static NO_METADATA: BTreeMap<String, String> = BTreeMap::new();
+static NO_BINDINGS: Bindings = Bindings {
+    client_cert: None,
+    networks: Vec::new(),
+};
 
 /// A use count that `verify` bumps in place; clones and comparisons read it.
 #[derive(Debug, Default)]
@@ -237,6 +243,9 @@ pub struct Key {
     pub(crate) status: StatusCode,
     /// Set by `verify` when it changed the usage; cleared by a write.
     pub(crate) dirty: Dirty,
+    /// Whether the key has bindings (kept with the rarely set fields), so
+    /// `verify` looks there only when it must.
+    pub(crate) bound: bool,
     /// `None`: governed by the ring's default policy.
     pub(crate) expiry: Option<ExpiryPolicy>,
     pub(crate) hint: Box<str>,
@@ -378,6 +387,11 @@ impl Key {
         (rotation != Rotation::default()).then_some(rotation)
     }
 
+    /// What a request must present besides the key.
+    pub fn bindings(&self) -> &Bindings {
+        self.extra.as_ref().map_or(&NO_BINDINGS, |e| &e.bindings)
+    }
+
     /// Free-form host data.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         self.extra.as_ref().map_or(&NO_METADATA, |e| &e.metadata)
@@ -388,8 +402,10 @@ impl Key {
         self.extra.get_or_insert_with(Box::default)
     }
 
-    /// Drops the box of rarely set fields when nothing is in it.
+    /// Drops the box of rarely set fields when nothing is in it, and keeps
+    /// the binding flag true to it.
     pub(crate) fn tidy(&mut self) {
+        self.bound = self.extra.as_ref().is_some_and(|e| !e.bindings.is_empty());
         if self.extra.as_ref().is_some_and(|e| e.is_empty()) {
             self.extra = None;
         }
@@ -452,6 +468,8 @@ struct KeyRepr {
     grace_until: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     metadata: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Bindings::is_empty")]
+    bindings: Bindings,
     #[serde(default)]
     epoch: u64,
 }
@@ -478,6 +496,7 @@ impl Serialize for Key {
             rotated_to: extra.and_then(|e| e.rotated_to),
             grace_until: optional(self.grace_until),
             metadata: self.metadata().clone(),
+            bindings: self.bindings().clone(),
             epoch: self.epoch,
         }
         .serialize(serializer)
@@ -499,6 +518,7 @@ impl<'de> Deserialize<'de> for Key {
             last_used_at: Stamp::new(r.last_used_at.map_or(NOT_YET, nanos)),
             uses: Counter::new(r.uses),
             dirty: Dirty::default(),
+            bound: false,
             hint: r.hint,
             name: r.name,
             owner: r.owner,
@@ -510,6 +530,7 @@ impl<'de> Deserialize<'de> for Key {
                 rotated_to: r.rotated_to,
                 revoked: None,
                 metadata: r.metadata,
+                bindings: r.bindings,
             })),
         };
         key.set_expiry(r.expiry, r.expires_at);
@@ -542,6 +563,7 @@ pub struct NewKey {
     pub(crate) expiry: Option<ExpiryPolicy>,
     pub(crate) use_limit: Option<u64>,
     pub(crate) metadata: BTreeMap<String, String>,
+    pub(crate) bindings: Bindings,
 }
 
 impl NewKey {
@@ -558,6 +580,7 @@ impl NewKey {
             expiry: None,
             use_limit: None,
             metadata: BTreeMap::new(),
+            bindings: Bindings::default(),
         }
     }
 
@@ -601,6 +624,20 @@ impl NewKey {
     /// At most `limit` successful verifications.
     pub fn use_limit(mut self, limit: u64) -> NewKey {
         self.use_limit = Some(limit);
+        self
+    }
+
+    /// Binds the key to a client certificate: a request must present it
+    /// (see [`RequestContext::client_cert`](crate::RequestContext::client_cert)).
+    pub fn client_cert(mut self, fingerprint: CertFingerprint) -> NewKey {
+        self.bindings.client_cert = Some(fingerprint);
+        self
+    }
+
+    /// Lets the key be used from `network` (call once per network; a key
+    /// with none may be used from anywhere).
+    pub fn allow_network(mut self, network: Network) -> NewKey {
+        self.bindings.networks.push(network);
         self
     }
 
@@ -676,6 +713,7 @@ pub struct KeyUpdate {
     pub(crate) contact: Option<Option<Contact>>,
     pub(crate) metadata: Option<BTreeMap<String, String>>,
     pub(crate) scopes: Option<ScopeSet>,
+    pub(crate) bindings: Option<Bindings>,
 }
 
 impl KeyUpdate {
@@ -705,6 +743,12 @@ impl KeyUpdate {
     /// New metadata, replacing all entries.
     pub fn metadata(mut self, metadata: BTreeMap<String, String>) -> KeyUpdate {
         self.metadata = Some(metadata);
+        self
+    }
+
+    /// New bindings, replacing the old ones.
+    pub fn bindings(mut self, bindings: Bindings) -> KeyUpdate {
+        self.bindings = Some(bindings);
         self
     }
 

@@ -21,6 +21,7 @@
 //! cannot hand out uses again.
 
 use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender};
@@ -28,6 +29,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use time::{Duration, OffsetDateTime};
 
+use crate::access::{AccessClaims, AccessToken, Signer};
+use crate::binding::CertFingerprint;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, StoreError, VerifyError};
 use crate::event::{Event, EventKind, EventSink};
@@ -37,7 +40,7 @@ use crate::key::{
     Counter, Dirty, Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Stamp,
     Status, StatusCode, Verified, instant, nanos,
 };
-use crate::scope::{Requirement, Sensitive};
+use crate::scope::{Requirement, ScopeSet, Sensitive};
 use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
 
@@ -52,6 +55,10 @@ const MAX_METADATA_ENTRIES: usize = 64;
 const ID_ATTEMPTS: usize = 4;
 /// Default delay bound for writing usage back to the store.
 const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Default life of an access token.
+const DEFAULT_TOKEN_TTL: Duration = Duration::minutes(30);
+/// Default cap on the life of an access token.
+const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::hours(1);
 /// Keys per store write when usage is flushed.
 const FLUSH_BATCH: usize = 1024;
 /// How often the background thread reloads the ring settings.
@@ -72,6 +79,8 @@ const PASSWORD_EXPIRED: &str = "owner password expired";
 pub struct KeyRing<S: KeyStore = MemoryStore> {
     prefix: Prefix,
     hasher: Hasher,
+    signer: Signer,
+    max_token_ttl: Duration,
     shared: Arc<Shared<S>>,
     clock: Box<dyn Clock>,
     events: Option<Box<dyn EventSink>>,
@@ -250,6 +259,8 @@ pub struct KeyRingBuilder {
     max_lifetime: Option<Duration>,
     default_expiry: ExpiryPolicy,
     flush_interval: Option<std::time::Duration>,
+    signing_keys: Vec<(u8, zeroize::Zeroizing<[u8; 32]>, bool)>,
+    max_token_ttl: Duration,
 }
 
 impl KeyRing<MemoryStore> {
@@ -267,6 +278,8 @@ impl KeyRing<MemoryStore> {
             max_lifetime: None,
             default_expiry: ExpiryPolicy::Never,
             flush_interval: Some(DEFAULT_FLUSH_INTERVAL),
+            signing_keys: Vec::new(),
+            max_token_ttl: DEFAULT_MAX_TOKEN_TTL,
         }
     }
 }
@@ -340,10 +353,42 @@ impl KeyRingBuilder {
         self
     }
 
+    /// The key that signs access tokens from now on, with its id (0 to 61,
+    /// written into each token), from the host's secret manager. See
+    /// [`KeyRing::exchange`].
+    pub fn signing_key(mut self, id: u8, key: [u8; 32]) -> Self {
+        self.signing_keys
+            .push((id, zeroize::Zeroizing::new(key), true));
+        self
+    }
+
+    /// A previous signing key: tokens it signed still verify (until they
+    /// expire), but no new token is signed with it. For rolling the key.
+    pub fn accept_signing_key(mut self, id: u8, key: [u8; 32]) -> Self {
+        self.signing_keys
+            .push((id, zeroize::Zeroizing::new(key), false));
+        self
+    }
+
+    /// The longest life of an access token (default one hour).
+    pub fn max_token_ttl(mut self, max: Duration) -> Self {
+        self.max_token_ttl = max;
+        self
+    }
+
     /// Checks the configuration and opens the ring on `store`.
     pub fn build<S: KeyStore + 'static>(self, store: S) -> Result<KeyRing<S>, Error> {
         let prefix = Prefix::new(&self.prefix)?;
         let hasher = Hasher::new(self.pepper.as_deref(), prefix.as_str());
+        let mut signer = Signer::new();
+        for (id, key, current) in &self.signing_keys {
+            signer.add(*id, key, prefix.as_str(), *current)?;
+        }
+        if !self.max_token_ttl.is_positive() {
+            return Err(Error::InvalidInput(
+                "the maximum token lifetime must be positive",
+            ));
+        }
         let sensitive = Sensitive::new(&self.sensitive)?;
         if let Some(max) = self.max_lifetime
             && !max.is_positive()
@@ -381,6 +426,8 @@ impl KeyRingBuilder {
         Ok(KeyRing {
             prefix,
             hasher,
+            signer,
+            max_token_ttl: self.max_token_ttl,
             shared,
             clock: self.clock,
             events: self.events,
@@ -470,6 +517,11 @@ fn capped_deadline(
 pub struct RequestContext<'a> {
     /// The scopes the request needs.
     pub requirement: Option<&'a Requirement>,
+    /// The address the request came from, for keys bound to networks.
+    pub peer: Option<IpAddr>,
+    /// The client certificate the request presented (from the TLS layer),
+    /// for keys bound to one.
+    pub client_cert: Option<CertFingerprint>,
 }
 
 impl<'a> RequestContext<'a> {
@@ -483,12 +535,69 @@ impl<'a> RequestContext<'a> {
         self.requirement = Some(requirement);
         self
     }
+
+    /// The peer address of the request.
+    pub fn peer_addr(mut self, peer: IpAddr) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// The fingerprint of the client certificate the request presented.
+    pub fn client_cert(mut self, fingerprint: CertFingerprint) -> Self {
+        self.client_cert = Some(fingerprint);
+        self
+    }
+
+    /// The client certificate the request presented, in DER form (hashed
+    /// here with SHA-256).
+    pub fn client_cert_der(self, der: &[u8]) -> Self {
+        self.client_cert(CertFingerprint::of_der(der))
+    }
 }
 
 impl<'a> From<&'a Requirement> for RequestContext<'a> {
     fn from(requirement: &'a Requirement) -> Self {
         RequestContext::new().require(requirement)
     }
+}
+
+/// What [`KeyRing::exchange_with`] asks for.
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct TokenRequest<'a> {
+    ttl: Option<Duration>,
+    scopes: Option<ScopeSet>,
+    context: RequestContext<'a>,
+}
+
+impl<'a> TokenRequest<'a> {
+    /// The default: 30 minutes, the key's scopes, no request context.
+    pub fn new() -> Self {
+        TokenRequest::default()
+    }
+
+    /// How long the token lives (capped by the ring's maximum and the key's
+    /// expiry).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Fewer scopes than the key has.
+    pub fn scopes(mut self, scopes: ScopeSet) -> Self {
+        self.scopes = Some(scopes);
+        self
+    }
+
+    /// The request the key is presented with (bindings, a requirement).
+    pub fn context(mut self, context: RequestContext<'a>) -> Self {
+        self.context = context;
+        self
+    }
+}
+
+fn whole_second(n: Nanos) -> Nanos {
+    n - n.rem_euclid(1_000_000_000)
 }
 
 /// The state of a key at an instant, for listings and filters.
@@ -696,6 +805,11 @@ impl<S: KeyStore> KeyRing<S> {
         if now >= self.cutoff(&entry) {
             return Err(VerifyError::Expired);
         }
+        if key.bound {
+            key.bindings()
+                .check(request.client_cert, request.peer)
+                .map_err(VerifyError::BindingMismatch)?;
+        }
         if let Some(requirement) = request.requirement {
             requirement
                 .check(&key.scopes, &self.sensitive)
@@ -760,6 +874,130 @@ impl<S: KeyStore> KeyRing<S> {
         if let Some(sink) = &self.events {
             sink.record(&event());
         }
+    }
+
+    /// Trades a valid API key for a short-lived access token of `ttl`
+    /// (capped by the ring's [maximum](KeyRingBuilder::max_token_ttl) and by
+    /// the key's own expiry), carrying the key's id, owner and scopes. See
+    /// [`exchange_with`](Self::exchange_with) for narrower scopes, bindings
+    /// and the default lifetime (30 minutes).
+    pub fn exchange(&self, presented: &str, ttl: Duration) -> Result<AccessToken, Error> {
+        self.exchange_with(presented, TokenRequest::new().ttl(ttl))
+    }
+
+    /// Trades a valid API key for an access token: the key is verified with
+    /// the request's context (bindings, scope requirement), so a revoked,
+    /// disabled or expired key gets none. The token's scopes may be narrowed,
+    /// never widened.
+    pub fn exchange_with(
+        &self,
+        presented: &str,
+        request: TokenRequest<'_>,
+    ) -> Result<AccessToken, Error> {
+        let verified = self
+            .verify_with(presented, request.context)
+            .map_err(Error::Rejected)?;
+        let key = verified.key();
+        let scopes = match request.scopes {
+            Some(narrower) => {
+                if !narrower.is_within(&key.scopes, &self.sensitive) {
+                    let wider = narrower
+                        .iter()
+                        .find(|s| !key.scopes.permits(s, &self.sensitive))
+                        .map_or_else(|| "unrestricted".to_owned(), ToString::to_string);
+                    return Err(Error::ScopeWidening(wider));
+                }
+                narrower
+            }
+            None => key.scopes.clone(),
+        };
+        let ttl = request.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
+        if !ttl.is_positive() {
+            return Err(Error::InvalidInput("a token lifetime must be positive"));
+        }
+        let now = self.clock.now();
+        let issued = whole_second(nanos(now));
+        // Tokens carry whole seconds: round the end down, never past a cap.
+        let end = nanos(now.saturating_add(ttl.min(self.max_token_ttl)))
+            .min(self.cutoff(&verified.entry));
+        let expires = whole_second(end);
+        if expires <= issued {
+            return Err(Error::InvalidInput(
+                "the key expires too soon for an access token",
+            ));
+        }
+        let claims = AccessClaims {
+            key_id: key.id,
+            owner: key.owner.to_string(),
+            scopes,
+            issued_at: instant(issued),
+            expires_at: instant(expires),
+        };
+        self.signer.sign(&self.prefix, claims)
+    }
+
+    /// Checks an access token: shape, signature (constant time), expiry.
+    /// No store lookup: a token of a key revoked since its exchange still
+    /// works until it expires (minutes); use
+    /// [`verify_access_token_strict`](Self::verify_access_token_strict) to
+    /// refuse it at once.
+    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let outcome = self.check_token(token);
+        if let Err(e) = &outcome {
+            self.emit(|| Event::new(EventKind::VerifyFailed(e.clone()), self.clock.now()));
+        }
+        outcome
+    }
+
+    /// Like [`verify_access_token`](Self::verify_access_token), and the key
+    /// the token was exchanged for must still be active: one in-memory
+    /// lookup, no I/O.
+    pub fn verify_access_token_strict(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let outcome = self.check_token(token).and_then(|claims| {
+            let entry = self
+                .store()
+                .lookup(claims.key_id)
+                .ok_or(VerifyError::Invalid)?;
+            match self.state_at(&entry, self.clock.now()) {
+                KeyState::Active => Ok(claims),
+                KeyState::Revoked => Err(VerifyError::Revoked),
+                KeyState::Disabled => Err(VerifyError::Disabled),
+                KeyState::Expired => Err(VerifyError::Expired),
+            }
+        });
+        if let Err(e) = &outcome {
+            self.emit(|| Event::new(EventKind::VerifyFailed(e.clone()), self.clock.now()));
+        }
+        outcome
+    }
+
+    fn check_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.signer.open(&self.prefix, token)?;
+        if self.clock.now() >= claims.expires_at {
+            return Err(VerifyError::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Whether a token's scopes meet `requirement` (with the ring's
+    /// sensitive resources): the error names the first missing scope.
+    pub fn authorize(
+        &self,
+        claims: &AccessClaims,
+        requirement: &Requirement,
+    ) -> Result<(), VerifyError> {
+        requirement
+            .check(&claims.scopes, &self.sensitive)
+            .map_err(|missing| VerifyError::InsufficientScope(missing.clone()))
+    }
+
+    /// Revokes every key of this ring found in `text` (a log, a commit, a
+    /// paste) and records an `Exposed` event for each; returns the ids it
+    /// revoked. Keys of other rings, unknown ids and keys already revoked are
+    /// passed over. Access tokens found revoke the key they were exchanged
+    /// for.
+    pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
+        self.anonymous().revoke_leaked(text, reason)
     }
 
     /// The key with this id, if any, with its live usage. Never includes a
@@ -982,6 +1220,7 @@ impl<S: KeyStore> Acting<'_, S> {
             last_used_at: Stamp::new(NOT_YET),
             uses: Counter::new(0),
             dirty: Dirty::default(),
+            bound: false,
             hint: Box::from(""),
             name: request.name.into(),
             owner: request.owner.into(),
@@ -990,6 +1229,7 @@ impl<S: KeyStore> Acting<'_, S> {
                 description: request.description.map(Into::into),
                 contact: request.contact,
                 metadata: request.metadata,
+                bindings: request.bindings,
                 ..Extra::default()
             })),
         };
@@ -1199,6 +1439,9 @@ impl<S: KeyStore> Acting<'_, S> {
             if let Some(scopes) = change.scopes {
                 k.scopes = scopes;
             }
+            if let Some(bindings) = change.bindings {
+                k.extra_mut().bindings = bindings;
+            }
         });
         let key = next.key.clone();
         ring.store().replace(next)?;
@@ -1244,6 +1487,28 @@ impl<S: KeyStore> Acting<'_, S> {
         ring.shared.refresh()?;
         ring.emit(|| Event::new(EventKind::AllRevoked { epoch }, now).actor(self.actor));
         Ok(())
+    }
+
+    /// See [`KeyRing::revoke_leaked`].
+    pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
+        let ring = self.ring;
+        let mut ids: Vec<KeyId> = crate::scan::scan(text)
+            .into_iter()
+            .filter(|found| found.prefix == ring.prefix.as_str())
+            .map(|found| found.key_id)
+            .collect();
+        ids.sort();
+        ids.dedup();
+        let _guard = ring.shared.lock();
+        let entries: Vec<Arc<StoredKey>> = ids
+            .iter()
+            .filter_map(|&id| ring.store().lookup(id))
+            .collect();
+        let now = ring.clock.now();
+        for entry in &entries {
+            self.event(EventKind::Exposed, &entry.key, now);
+        }
+        self.revoke_locked(&entries, reason)
     }
 
     /// See [`KeyRing::owner_password_expired`].

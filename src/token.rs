@@ -260,6 +260,56 @@ fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, Malform
     Ok(ParsedKey { id, secret })
 }
 
+/// A key recognised in a run of word characters, by shape and checksum.
+pub(crate) struct Hit {
+    /// Where the key starts in the run (it always ends with the run).
+    pub(crate) start: usize,
+    /// Where its prefix ends.
+    pub(crate) prefix_end: usize,
+    /// Where the part a redaction removes starts.
+    pub(crate) secret_start: usize,
+    pub(crate) key_id: KeyId,
+    /// An access token rather than an API key.
+    pub(crate) token: bool,
+}
+
+/// Finds the API key that a run of `[A-Za-z0-9_]` characters ends with, if
+/// any. The prefix may be glued to what precedes it with `_`: each possible
+/// prefix start is tried, and only the right one matches the checksum.
+pub(crate) fn recognise(run: &[u8]) -> Option<Hit> {
+    recognise_api_key(run).or_else(|| crate::access::recognise(run))
+}
+
+fn recognise_api_key(run: &[u8]) -> Option<Hit> {
+    let head_len = run.len().checked_sub(BODY_LEN + 1)?;
+    let body = &run[head_len + 1..];
+    if run[head_len] != b'_'
+        || body[0] != BODY_VERSION
+        || !body.iter().all(u8::is_ascii_alphanumeric)
+    {
+        return None;
+    }
+    prefix_starts(&run[..head_len]).find_map(|start| {
+        let key = &run[start..];
+        parse_body(key, body).ok().map(|parsed| Hit {
+            start,
+            prefix_end: head_len,
+            secret_start: head_len + 2 + ID_LEN,
+            key_id: parsed.id,
+            token: false,
+        })
+    })
+}
+
+/// The positions in `head` where a valid prefix ending at its end could
+/// start: its beginning, and just after each `_`, longest first.
+pub(crate) fn prefix_starts(head: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    let earliest = head.len().saturating_sub(MAX_PREFIX_LEN);
+    (earliest..head.len())
+        .filter(move |&i| i == 0 || head[i - 1] == b'_')
+        .filter(move |&i| is_valid_prefix(&head[i..]))
+}
+
 /// A fresh id and secret from the operating system's CSPRNG.
 pub(crate) struct Generated {
     pub(crate) id: KeyId,
@@ -336,7 +386,7 @@ fn random_base62(out: &mut [u8]) -> Result<(), Error> {
 
 /// Writes `value` as exactly `out.len()` base62 digits, zero-padded on the
 /// left. Callers size `out` so that the value fits.
-fn encode_fixed(mut value: u128, out: &mut [u8]) {
+pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
     for slot in out.iter_mut().rev() {
         *slot = ALPHABET[(value % 62) as usize];
         value /= 62;
@@ -346,7 +396,7 @@ fn encode_fixed(mut value: u128, out: &mut [u8]) {
 
 /// Decodes fixed-width base62 digits; `None` on a character outside the
 /// alphabet.
-fn decode_fixed(digits: &[u8]) -> Option<u128> {
+pub(crate) fn decode_fixed(digits: &[u8]) -> Option<u128> {
     base62::decode(digits).ok()
 }
 

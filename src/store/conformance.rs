@@ -42,6 +42,7 @@ pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
         last_used_at: Stamp::new(NOT_YET),
         uses: Counter::new(0),
         dirty: Dirty::default(),
+        bound: false,
         hint: format!("conformance_1{id}").into(),
         name: name.into(),
         owner: owner.into(),

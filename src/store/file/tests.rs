@@ -44,6 +44,7 @@ fn sample(id: u64, version: usize) -> StoredKey {
         last_used_at: Stamp::new(NOT_YET),
         uses: Counter::new(version as u64),
         dirty: Dirty::default(),
+        bound: false,
         hint: format!("t_1{id}").into(),
         name: format!("version {version}").into(),
         owner: format!("owner{}", id % 3).into(),

@@ -1,0 +1,373 @@
+//! Short-lived access tokens, exchanged for an API key and verified without
+//! a store lookup.
+//!
+//! ```text
+//! <prefix>_T  k  iiiiiiiiiii  ttttttt  eeeeeee  lll  <claims>  <mac: 22>  <crc: 6>
+//!             |  key id (11)  issued   expires  len  owner and scopes, base62 in
+//!             signing key     (Unix seconds)         21-character chunks of 15 bytes
+//! ```
+//!
+//! The MAC is a keyed BLAKE3 over everything before it, under a key derived
+//! from the ring's signing key (chosen by the one-character signing key id,
+//! so a ring can roll to a new signing key while tokens signed by the
+//! previous one stay valid until they expire) and the ring prefix, cut to
+//! 128 bits and compared in constant time. The `T` after the prefix keeps a
+//! token from ever parsing as an API key (whose body starts with `1`); the
+//! CRC32 at the end lets a scanner find tokens offline, as it finds keys.
+
+use std::fmt;
+
+use subtle::ConstantTimeEq;
+use time::OffsetDateTime;
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, MalformedReason, VerifyError};
+use crate::scope::ScopeSet;
+use crate::token::{self, Hit, KeyId, Prefix, decode_fixed, encode_fixed};
+
+/// The body version character of access tokens.
+const TOKEN_VERSION: u8 = b'T';
+const KID_LEN: usize = 1;
+const TIME_LEN: usize = 7;
+const CLAIMS_LEN_LEN: usize = 3;
+const CHUNK_BYTES: usize = 15;
+const CHUNK_CHARS: usize = 21;
+const MAC_LEN: usize = 22;
+/// The fixed part after `_T`: signing key id, key id, two instants, claims
+/// length, MAC and checksum.
+const FIXED_LEN: usize =
+    KID_LEN + token::ID_LEN + 2 * TIME_LEN + CLAIMS_LEN_LEN + MAC_LEN + token::CHECKSUM_LEN;
+/// Most bytes of claims (owner and scopes) a token carries.
+pub(crate) const MAX_CLAIMS: usize = 4096;
+/// Longest token text accepted.
+const MAX_TOKEN_LEN: usize =
+    token::MAX_PREFIX_LEN + 2 + FIXED_LEN + MAX_CLAIMS.div_ceil(CHUNK_BYTES) * CHUNK_CHARS;
+/// The purpose string of MAC keys.
+const CONTEXT: &str = "keyward 2026-11-27 access token mac v1";
+
+/// What an access token says: whose key, what it may do, for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AccessClaims {
+    /// The API key the token was exchanged for.
+    pub key_id: KeyId,
+    /// That key's owner.
+    pub owner: String,
+    /// The scopes of the token (the key's, or fewer).
+    pub scopes: ScopeSet,
+    /// When the token was issued (to the second).
+    pub issued_at: OffsetDateTime,
+    /// When it stops working (to the second).
+    pub expires_at: OffsetDateTime,
+}
+
+/// A freshly issued access token: its text (handed over once; redacted in
+/// `Debug`, no `Display`, wiped on drop) and its claims.
+pub struct AccessToken {
+    text: String,
+    hint_len: usize,
+    /// What the token says.
+    pub claims: AccessClaims,
+}
+
+impl AccessToken {
+    /// The token text to hand to the client.
+    pub fn expose(&self) -> &str {
+        &self.text
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field(
+                "token",
+                &format_args!("{}…, redacted", &self.text[..self.hint_len]),
+            )
+            .field("claims", &self.claims)
+            .finish()
+    }
+}
+
+impl Drop for AccessToken {
+    fn drop(&mut self) {
+        self.text.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for AccessToken {}
+
+/// The MAC keys of a ring, by signing key id.
+pub(crate) struct Signer {
+    current: Option<u8>,
+    keys: Vec<(u8, [u8; 32])>,
+}
+
+impl Signer {
+    pub(crate) fn new() -> Signer {
+        Signer {
+            current: None,
+            keys: Vec::new(),
+        }
+    }
+
+    /// Adds a signing key under `id` (0 to 61), derived for `prefix`;
+    /// `current` makes it the one new tokens are signed with.
+    pub(crate) fn add(
+        &mut self,
+        id: u8,
+        key: &[u8; 32],
+        prefix: &str,
+        current: bool,
+    ) -> Result<(), Error> {
+        if id >= 62 {
+            return Err(Error::InvalidInput("a signing key id is 0 to 61"));
+        }
+        let mut material = zeroize::Zeroizing::new(Vec::with_capacity(32 + prefix.len()));
+        material.extend_from_slice(key);
+        material.extend_from_slice(prefix.as_bytes());
+        let derived = blake3::derive_key(CONTEXT, &material);
+        self.keys.retain(|(k, _)| *k != id);
+        self.keys.push((id, derived));
+        if current {
+            self.current = Some(id);
+        }
+        Ok(())
+    }
+
+    fn key(&self, id: u8) -> Option<&[u8; 32]> {
+        self.keys.iter().find(|(k, _)| *k == id).map(|(_, key)| key)
+    }
+
+    /// Issues a token for `claims`.
+    pub(crate) fn sign(&self, prefix: &Prefix, claims: AccessClaims) -> Result<AccessToken, Error> {
+        let kid = self.current.ok_or(Error::NoSigningKey)?;
+        let key = self.key(kid).ok_or(Error::NoSigningKey)?;
+        let mut bytes = claims.owner.as_bytes().to_vec();
+        bytes.push(0);
+        bytes.extend_from_slice(scopes_text(&claims.scopes).as_bytes());
+        if bytes.len() > MAX_CLAIMS {
+            return Err(Error::InvalidInput(
+                "owner and scopes are too long for an access token",
+            ));
+        }
+        let mut text = String::new();
+        text.push_str(prefix.as_str());
+        text.push('_');
+        text.push(char::from(TOKEN_VERSION));
+        push_fixed(&mut text, u128::from(kid), KID_LEN);
+        text.push_str(&claims.key_id.to_string());
+        push_fixed(&mut text, seconds(claims.issued_at), TIME_LEN);
+        push_fixed(&mut text, seconds(claims.expires_at), TIME_LEN);
+        push_fixed(&mut text, bytes.len() as u128, CLAIMS_LEN_LEN);
+        for chunk in bytes.chunks(CHUNK_BYTES) {
+            let mut block = [0u8; 16];
+            block[1..1 + chunk.len()].copy_from_slice(chunk);
+            push_fixed(&mut text, u128::from_be_bytes(block), CHUNK_CHARS);
+        }
+        let tag = mac(key, text.as_bytes());
+        push_fixed(&mut text, tag, MAC_LEN);
+        let checksum = u128::from(crc32fast::hash(text.as_bytes()));
+        push_fixed(&mut text, checksum, token::CHECKSUM_LEN);
+        let hint_len = prefix.as_str().len() + 2 + KID_LEN + token::ID_LEN;
+        Ok(AccessToken {
+            text,
+            hint_len,
+            claims,
+        })
+    }
+
+    /// Checks a token's shape, checksum, signing key and MAC, and reads its
+    /// claims. Expiry and the parent key are the caller's.
+    pub(crate) fn open(
+        &self,
+        prefix: &Prefix,
+        presented: &str,
+    ) -> Result<AccessClaims, VerifyError> {
+        let malformed = |r| VerifyError::Malformed(r);
+        let bytes = presented.as_bytes();
+        if bytes.len() > MAX_TOKEN_LEN {
+            return Err(malformed(MalformedReason::TooLong));
+        }
+        let head = prefix.as_str().len() + 2;
+        if bytes.len() < head + FIXED_LEN
+            || &bytes[..head - 2] != prefix.as_str().as_bytes()
+            || bytes[head - 2] != b'_'
+        {
+            return Err(malformed(MalformedReason::WrongPrefix));
+        }
+        if bytes[head - 1] != TOKEN_VERSION {
+            return Err(malformed(MalformedReason::UnknownVersion));
+        }
+        let body = parse_body(bytes, head)?;
+        let key = self.key(body.kid).ok_or(VerifyError::Invalid)?;
+        let expected = mac(key, &bytes[..body.mac_at]).to_be_bytes();
+        if !bool::from(expected.ct_eq(&body.mac.to_be_bytes())) {
+            return Err(VerifyError::Invalid);
+        }
+        claims_of(&body).ok_or(VerifyError::Invalid)
+    }
+}
+
+impl fmt::Debug for Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<u8> = self.keys.iter().map(|(id, _)| *id).collect();
+        f.debug_struct("Signer")
+            .field("current", &self.current)
+            .field("key_ids", &ids)
+            .finish()
+    }
+}
+
+impl Drop for Signer {
+    fn drop(&mut self) {
+        for (_, key) in &mut self.keys {
+            key.zeroize();
+        }
+    }
+}
+
+/// The fields of a token that passed its shape and checksum checks.
+struct Body<'a> {
+    kid: u8,
+    key_id: KeyId,
+    issued: u128,
+    expires: u128,
+    claims: Vec<u8>,
+    mac: u128,
+    mac_at: usize,
+    _text: &'a [u8],
+}
+
+/// Reads the fields after `<prefix>_T` (at `head`), checking lengths,
+/// alphabet and checksum. Never panics.
+fn parse_body(bytes: &[u8], head: usize) -> Result<Body<'_>, VerifyError> {
+    let malformed = |r| VerifyError::Malformed(r);
+    if !bytes[head..].iter().all(u8::is_ascii_alphanumeric) {
+        return Err(malformed(MalformedReason::BadAlphabet));
+    }
+    let (checked, checksum) = bytes.split_at(bytes.len() - token::CHECKSUM_LEN);
+    if decode_fixed(checksum) != Some(u128::from(crc32fast::hash(checked))) {
+        return Err(malformed(MalformedReason::BadChecksum));
+    }
+    let mut at = head;
+    let mut field = |len: usize| -> Result<(u128, usize), VerifyError> {
+        let value = bytes.get(at..at + len).and_then(decode_fixed);
+        at += len;
+        value
+            .map(|v| (v, at))
+            .ok_or(malformed(MalformedReason::WrongLength))
+    };
+    let (kid, _) = field(KID_LEN)?;
+    let kid = u8::try_from(kid).map_err(|_| malformed(MalformedReason::WrongLength))?;
+    let (key_id, _) = field(token::ID_LEN)?;
+    let key_id = u64::try_from(key_id)
+        .map(KeyId::from_u64)
+        .map_err(|_| malformed(MalformedReason::WrongLength))?;
+    let (issued, _) = field(TIME_LEN)?;
+    let (expires, _) = field(TIME_LEN)?;
+    let (claims_len, _) = field(CLAIMS_LEN_LEN)?;
+    let claims_len =
+        usize::try_from(claims_len).map_err(|_| malformed(MalformedReason::WrongLength))?;
+    let chunks = claims_len.div_ceil(CHUNK_BYTES);
+    if claims_len > MAX_CLAIMS || bytes.len() != head + FIXED_LEN + chunks * CHUNK_CHARS {
+        return Err(malformed(MalformedReason::WrongLength));
+    }
+    let mut claims = Vec::with_capacity(chunks * CHUNK_BYTES);
+    let mut mac_at = 0;
+    for _ in 0..chunks {
+        let (block, end) = field(CHUNK_CHARS)?;
+        let block = block.to_be_bytes();
+        if block[0] != 0 {
+            return Err(malformed(MalformedReason::WrongLength));
+        }
+        claims.extend_from_slice(&block[1..]);
+        mac_at = end;
+    }
+    claims.truncate(claims_len);
+    let (mac, _) = field(MAC_LEN)?;
+    if chunks == 0 {
+        mac_at = head + KID_LEN + token::ID_LEN + 2 * TIME_LEN + CLAIMS_LEN_LEN;
+    }
+    Ok(Body {
+        kid,
+        key_id,
+        issued,
+        expires,
+        claims,
+        mac,
+        mac_at,
+        _text: bytes,
+    })
+}
+
+fn claims_of(body: &Body<'_>) -> Option<AccessClaims> {
+    let split = body.claims.iter().position(|&b| b == 0)?;
+    let owner = std::str::from_utf8(&body.claims[..split]).ok()?.to_owned();
+    let scopes = std::str::from_utf8(&body.claims[split + 1..]).ok()?;
+    let scopes = match scopes {
+        "*" => ScopeSet::unrestricted(),
+        "" => ScopeSet::empty(),
+        list => ScopeSet::parse(list.split(' ')).ok()?,
+    };
+    Some(AccessClaims {
+        key_id: body.key_id,
+        owner,
+        scopes,
+        issued_at: instant(body.issued)?,
+        expires_at: instant(body.expires)?,
+    })
+}
+
+/// Finds an access token that a run of word characters ends with (for the
+/// scanner): shape and checksum only, no key needed.
+pub(crate) fn recognise(run: &[u8]) -> Option<Hit> {
+    (1..run.len())
+        .rev()
+        .filter(|&i| run[i] == TOKEN_VERSION && run[i - 1] == b'_')
+        .find_map(|marker| {
+            let head = marker + 1;
+            let body = parse_body(run, head).ok()?;
+            let start = token::prefix_starts(&run[..marker - 1]).next()?;
+            let prefix_end = marker - 1;
+            Some(Hit {
+                start,
+                prefix_end,
+                secret_start: head + KID_LEN + token::ID_LEN,
+                key_id: body.key_id,
+                token: true,
+            })
+        })
+}
+
+fn scopes_text(scopes: &ScopeSet) -> String {
+    if scopes.is_unrestricted() {
+        return "*".to_owned();
+    }
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn mac(key: &[u8; 32], data: &[u8]) -> u128 {
+    let hash = blake3::keyed_hash(key, data);
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash.as_bytes()[..16]);
+    u128::from_be_bytes(first)
+}
+
+fn seconds(t: OffsetDateTime) -> u128 {
+    u128::try_from(t.unix_timestamp()).unwrap_or(0)
+}
+
+fn instant(secs: u128) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(i64::try_from(secs).ok()?).ok()
+}
+
+fn push_fixed(text: &mut String, value: u128, width: usize) {
+    let mut digits = [0u8; 22];
+    encode_fixed(value, &mut digits[..width]);
+    text.extend(digits[..width].iter().map(|&b| char::from(b)));
+}

@@ -1,0 +1,346 @@
+//! Request bindings: a key that works only with a given client certificate,
+//! or only from given networks, in addition to its secret.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::Error;
+
+/// The SHA-256 fingerprint of a client certificate's DER encoding, as TLS
+/// layers report it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CertFingerprint([u8; 32]);
+
+impl CertFingerprint {
+    /// The fingerprint of a certificate in DER form.
+    pub fn of_der(der: &[u8]) -> CertFingerprint {
+        CertFingerprint(Sha256::digest(der).into())
+    }
+
+    /// Parses 64 hex digits, optionally separated by `:` (as `openssl x509
+    /// -fingerprint -sha256` prints them), in either case.
+    pub fn from_hex(text: &str) -> Result<CertFingerprint, Error> {
+        let invalid = || {
+            Error::InvalidBinding(format!(
+                "not a SHA-256 fingerprint: `{}`",
+                text.chars().take(100).collect::<String>()
+            ))
+        };
+        let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
+        if digits.len() != 64 {
+            return Err(invalid());
+        }
+        let mut out = [0u8; 32];
+        for (slot, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+            let hex = std::str::from_utf8(pair).map_err(|_| invalid())?;
+            *slot = u8::from_str_radix(hex, 16).map_err(|_| invalid())?;
+        }
+        Ok(CertFingerprint(out))
+    }
+
+    fn matches(&self, other: &CertFingerprint) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Display for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for CertFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CertFingerprint({self})")
+    }
+}
+
+impl FromStr for CertFingerprint {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        CertFingerprint::from_hex(s)
+    }
+}
+
+/// An IPv4 or IPv6 network in CIDR form (`10.0.0.0/8`, `2001:db8::/32`; a
+/// bare address is a network of one).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Network {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Network {
+    /// Parses CIDR notation. Host bits must be zero (`10.0.0.1/8` is
+    /// refused, as a likely typo).
+    pub fn parse(text: &str) -> Result<Network, Error> {
+        let invalid = |why: &str| {
+            Error::InvalidBinding(format!(
+                "invalid network `{}`: {why}",
+                text.chars().take(100).collect::<String>()
+            ))
+        };
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| invalid("not an ip address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => {
+                p.parse::<u8>().map_err(|_| invalid("bad prefix length"))?
+            }
+            Some(_) => return Err(invalid("bad prefix length")),
+        };
+        if prefix > max {
+            return Err(invalid("prefix length too long"));
+        }
+        let network = Network { addr, prefix };
+        if network.masked(addr) != bits(addr) {
+            return Err(invalid("host bits are set"));
+        }
+        Ok(network)
+    }
+
+    /// Whether `peer` is inside the network. An IPv4 address given as an
+    /// IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) counts as IPv4.
+    pub fn contains(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        peer.is_ipv4() == self.addr.is_ipv4() && self.masked(peer) == bits(self.addr)
+    }
+
+    fn masked(&self, ip: IpAddr) -> u128 {
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let host_bits = u32::from(width - self.prefix);
+        let mask = if host_bits >= 128 {
+            0
+        } else {
+            u128::MAX << host_bits
+        };
+        bits(ip) & mask
+    }
+}
+
+fn bits(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl fmt::Debug for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Network({self})")
+    }
+}
+
+impl FromStr for Network {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Network::parse(s)
+    }
+}
+
+/// What a request must present besides the key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bindings {
+    /// The client certificate the request must present, if any.
+    pub client_cert: Option<CertFingerprint>,
+    /// The networks the request must come from; empty for any.
+    pub networks: Vec<Network>,
+}
+
+impl Bindings {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.client_cert.is_none() && self.networks.is_empty()
+    }
+
+    /// The first binding the request breaks, if any.
+    pub(crate) fn check(
+        &self,
+        cert: Option<CertFingerprint>,
+        peer: Option<IpAddr>,
+    ) -> Result<(), Binding> {
+        if let Some(required) = &self.client_cert
+            && !cert.is_some_and(|c| required.matches(&c))
+        {
+            return Err(Binding::ClientCertificate);
+        }
+        if !self.networks.is_empty()
+            && !peer.is_some_and(|p| self.networks.iter().any(|n| n.contains(p)))
+        {
+            return Err(Binding::Network);
+        }
+        Ok(())
+    }
+}
+
+/// Which binding a request broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Binding {
+    /// The client certificate was missing or not the bound one.
+    ClientCertificate,
+    /// The peer address was missing or outside the allowed networks.
+    Network,
+}
+
+impl fmt::Display for Binding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Binding::ClientCertificate => "client certificate",
+            Binding::Network => "network",
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct BindingsRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    client_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    networks: Vec<String>,
+}
+
+impl Serialize for Bindings {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        BindingsRepr {
+            client_cert: self.client_cert.map(|c| c.to_string()),
+            networks: self.networks.iter().map(ToString::to_string).collect(),
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bindings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let r = BindingsRepr::deserialize(deserializer)?;
+        Ok(Bindings {
+            client_cert: r
+                .client_cert
+                .map(|c| CertFingerprint::from_hex(&c))
+                .transpose()
+                .map_err(serde::de::Error::custom)?,
+            networks: r
+                .networks
+                .iter()
+                .map(|n| Network::parse(n))
+                .collect::<Result<_, _>>()
+                .map_err(serde::de::Error::custom)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn networks_contain_their_edges_and_nothing_else() {
+        let n = Network::parse("10.1.0.0/16").unwrap();
+        assert!(n.contains(ip("10.1.0.0")));
+        assert!(n.contains(ip("10.1.255.255")));
+        assert!(!n.contains(ip("10.0.255.255")));
+        assert!(!n.contains(ip("10.2.0.0")));
+        assert!(n.contains(ip("::ffff:10.1.2.3")));
+        assert!(!n.contains(ip("::1")));
+        let v6 = Network::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8::")));
+        assert!(v6.contains(ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff")));
+        assert!(!v6.contains(ip("2001:db9::")));
+        assert!(!v6.contains(ip("10.1.2.3")));
+        assert!(
+            Network::parse("0.0.0.0/0")
+                .unwrap()
+                .contains(ip("255.255.255.255"))
+        );
+        assert!(Network::parse("::/0").unwrap().contains(ip("2001:db8::1")));
+        let one = Network::parse("192.168.1.7").unwrap();
+        assert!(one.contains(ip("192.168.1.7")) && !one.contains(ip("192.168.1.8")));
+    }
+
+    #[test]
+    fn malformed_networks_are_refused() {
+        for bad in [
+            "",
+            "10.0.0.0/",
+            "10.0.0.0/33",
+            "10.0.0.1/8",
+            "::/129",
+            "10.0.0/8",
+            "10.0.0.0/-1",
+            "10.0.0.0/08a",
+            "x/8",
+            "2001:db8::1/32",
+        ] {
+            assert!(Network::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Network::parse("10.0.0.1/8").unwrap_err().to_string(),
+            "invalid binding: invalid network `10.0.0.1/8`: host bits are set"
+        );
+    }
+
+    #[test]
+    fn fingerprints() {
+        let fp = CertFingerprint::of_der(b"certificate");
+        assert_eq!(CertFingerprint::from_hex(&fp.to_string()).unwrap(), fp);
+        let colons: String = fp
+            .to_string()
+            .to_uppercase()
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(CertFingerprint::from_hex(&colons).unwrap(), fp);
+        for bad in ["", "abc", &"g".repeat(64), &"0".repeat(63)] {
+            assert!(CertFingerprint::from_hex(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bindings_check_both() {
+        let fp = CertFingerprint::of_der(b"right");
+        let b = Bindings {
+            client_cert: Some(fp),
+            networks: vec![Network::parse("10.0.0.0/8").unwrap()],
+        };
+        assert_eq!(b.check(Some(fp), Some(ip("10.2.3.4"))), Ok(()));
+        assert_eq!(
+            b.check(None, Some(ip("10.2.3.4"))),
+            Err(Binding::ClientCertificate)
+        );
+        assert_eq!(
+            b.check(
+                Some(CertFingerprint::of_der(b"wrong")),
+                Some(ip("10.2.3.4"))
+            ),
+            Err(Binding::ClientCertificate)
+        );
+        assert_eq!(b.check(Some(fp), None), Err(Binding::Network));
+        assert_eq!(
+            b.check(Some(fp), Some(ip("11.0.0.1"))),
+            Err(Binding::Network)
+        );
+        let json = serde_json::to_string(&b).unwrap();
+        assert_eq!(serde_json::from_str::<Bindings>(&json).unwrap(), b);
+    }
+}
