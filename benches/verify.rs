@@ -270,6 +270,62 @@ fn bench_argon2(c: &mut Criterion) {
     group.finish();
 }
 
+/// Access-token verification next to API-key verification (1,000 keys), and
+/// leak scanning throughput.
+fn bench_tokens_and_scan(c: &mut Criterion) {
+    let ring = KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .signing_key(1, [3; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let keys: Vec<String> = (0..1000).map(|i| ring.issue(issue_request(i)).unwrap().secret.expose().to_owned()).collect();
+    let tokens: Vec<String> = keys
+        .iter()
+        .map(|k| ring.exchange(k, keyward::time::Duration::minutes(30)).unwrap().expose().to_owned())
+        .collect();
+    let mut group = c.benchmark_group("tokens");
+    let mut i = 0usize;
+    group.bench_function("api_key_verify", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(7);
+            black_box(ring.verify(&keys[i % keys.len()]).is_ok())
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("access_token_verify", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(7);
+            black_box(ring.verify_access_token(&tokens[i % tokens.len()]).is_ok())
+        })
+    });
+    let mut i = 0usize;
+    group.bench_function("access_token_verify_strict", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(7);
+            black_box(ring.verify_access_token_strict(&tokens[i % tokens.len()]).is_ok())
+        })
+    });
+    group.finish();
+
+    // 8 MB of log lines, one in a hundred carrying a key.
+    let mut text = String::new();
+    let mut n = 0;
+    while text.len() < 8 << 20 {
+        if n % 100 == 0 {
+            text.push_str(&format!("2026-11-27T10:00:00Z INFO GET /v1/invoices?api_key={} 200 12ms\n", keys[n % keys.len()]));
+        } else {
+            text.push_str(&format!("2026-11-27T10:00:00Z INFO GET /v1/invoices/{n} user=acct_{n} 200 12ms\n"));
+        }
+        n += 1;
+    }
+    let mut group = c.benchmark_group("scan");
+    group.throughput(criterion::Throughput::Bytes(text.len() as u64));
+    group.sample_size(10);
+    group.bench_function("log_8mb", |b| b.iter(|| black_box(keyward::scan(&text).len())));
+    group.finish();
+}
+
 /// The median of a criterion benchmark, in ns, from its saved estimates.
 fn median(group: &str, name: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
@@ -351,6 +407,7 @@ fn main() {
         largest = Some((n, set));
     }
     bench_argon2(&mut c);
+    bench_tokens_and_scan(&mut c);
     c.final_summary();
 
     // Latency table.
@@ -408,6 +465,22 @@ fn main() {
             a / 1e6,
             valid_small.map_or(f64::NAN, |v| a / v)
         );
+    }
+    if let (Some(key), Some(token), Some(strict)) = (
+        median("tokens", "api_key_verify"),
+        median("tokens", "access_token_verify"),
+        median("tokens", "access_token_verify_strict"),
+    ) {
+        println!("\n## access tokens (1,000 keys, criterion medians)\n");
+        println!("| check | ns | ratio to API-key verify |");
+        println!("|---|---:|---:|");
+        println!("| API-key verify | {key:.0} | 1.00x |");
+        println!("| access-token verify (no store lookup) | {token:.0} | {:.2}x |", token / key);
+        println!("| access-token verify, strict (one lookup) | {strict:.0} | {:.2}x |", strict / key);
+    }
+    if let Some(scan) = median("scan", "log_8mb") {
+        let bytes = 8u64 << 20;
+        println!("\nscan: {:.0} MB/s over 8 MB of log lines (one key per 100 lines)", bytes as f64 / scan * 1e3);
     }
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);

@@ -20,7 +20,7 @@
 //! zlib / `crc32fast` one) of the match without its last six characters,
 //! write it in base62 (`0-9A-Za-z`, most significant digit first) padded to
 //! six digits with `0`, and compare with the last six characters. Access
-//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{62,}\b` and carry the
+//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}\b` and carry the
 //! same checksum at their end.
 
 use std::ops::Range;
