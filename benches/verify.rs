@@ -3,7 +3,8 @@
 //! Criterion times the per-call costs (each printed with its ratio to the
 //! floor measured in the same run); plain loops measure what criterion does
 //! not: thread scaling, memory per key, FileStore open and issue rates.
-//! Sizes come from `KEYWARD_BENCH_SIZES` (default 1000,10000,100000,1000000).
+//! Sizes come from `KEYWARD_BENCH_SIZES` (default 1000,10000,100000,1000000);
+//! `KEYWARD_BENCH_LATENCY_ONLY=1` stops after the latency table.
 //! A CSV of the latency figures is written to `target/keyward-bench.csv` for
 //! `cargo run --example plot_benchmarks`.
 
@@ -485,6 +486,9 @@ fn main() {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);
 
+    if std::env::var_os("KEYWARD_BENCH_LATENCY_ONLY").is_some() {
+        return;
+    }
     let Some((n, set)) = largest else { return };
     println!("\n## threads, {n} keys, verifies of random valid keys for 3 s each\n");
     let one = throughput(&set, 1, None, 3.0);

@@ -10,6 +10,13 @@ use time::{Duration, OffsetDateTime};
 pub trait Clock: fmt::Debug + Send + Sync {
     /// The current instant.
     fn now(&self) -> OffsetDateTime;
+
+    /// The current instant as nanoseconds since the Unix epoch, the form
+    /// `verify` compares with. Override it when there is a cheaper way than
+    /// building an [`OffsetDateTime`].
+    fn unix_nanos(&self) -> i128 {
+        self.now().unix_timestamp_nanos()
+    }
 }
 
 /// The operating system's wall clock.
@@ -19,6 +26,13 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> OffsetDateTime {
         OffsetDateTime::now_utc()
+    }
+
+    fn unix_nanos(&self) -> i128 {
+        match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+            Ok(since) => since.as_nanos() as i128,
+            Err(before) => -(before.duration().as_nanos() as i128),
+        }
     }
 }
 

@@ -801,7 +801,7 @@ impl<S: KeyStore> KeyRing<S> {
             StatusCode::Disabled => return Err(VerifyError::Disabled),
             StatusCode::Revoked => return Err(VerifyError::Revoked),
         }
-        let now = nanos(self.clock.now());
+        let now = self.now_nanos();
         if now >= self.cutoff(&entry) {
             return Err(VerifyError::Expired);
         }
@@ -846,6 +846,10 @@ impl<S: KeyStore> KeyRing<S> {
         // by the next flush.
         let _ = self.store().replace(entry.revised(|_| {}));
         Ok(Verified { entry })
+    }
+
+    fn now_nanos(&self) -> Nanos {
+        self.clock.unix_nanos().clamp(i128::from(NOT_YET + 1), i128::from(NEVER - 1)) as Nanos
     }
 
     fn report(&self, presented: &str, outcome: &Result<Verified, VerifyError>) {

@@ -245,7 +245,8 @@ fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, Malform
     if body.first() != Some(&BODY_VERSION) {
         return Err(MalformedReason::UnknownVersion);
     }
-    if !body[1..].iter().all(u8::is_ascii_alphanumeric) {
+    // Branch-free over the whole body, so the check vectorises.
+    if !body[1..].iter().fold(true, |ok, &b| ok & b.is_ascii_alphanumeric()) {
         return Err(MalformedReason::BadAlphabet);
     }
     let (checked, checksum) = whole.split_at(whole.len() - CHECKSUM_LEN);
@@ -397,8 +398,32 @@ pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
 /// Decodes fixed-width base62 digits; `None` on a character outside the
 /// alphabet.
 pub(crate) fn decode_fixed(digits: &[u8]) -> Option<u128> {
+    if digits.len() <= 10 {
+        // 62^10 < 2^64: the common case (checksums, ids' halves) in u64.
+        return decode_small(digits).map(u128::from);
+    }
     base62::decode(digits).ok()
 }
+
+/// Decodes up to 10 base62 digits through a table; `None` on a character
+/// outside the alphabet.
+fn decode_small(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &b| {
+        let d = DIGIT[usize::from(b)];
+        (d < 62).then(|| acc * 62 + u64::from(d))
+    })
+}
+
+/// The value of each byte as a base62 digit; 255 for non-digits.
+static DIGIT: [u8; 256] = {
+    let mut table = [255u8; 256];
+    let mut i = 0;
+    while i < 62 {
+        table[ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
 
 /// Decodes an 11-character id; `None` on bad characters or a value above
 /// `u64::MAX` (11 base62 digits can express more than 64 bits).
@@ -406,9 +431,11 @@ fn decode_id(digits: &[u8]) -> Option<KeyId> {
     if digits.len() != ID_LEN {
         return None;
     }
-    decode_fixed(digits)
-        .and_then(|v| u64::try_from(v).ok())
-        .map(KeyId)
+    // 11 digits: the first one times 62^10, then the other ten, checked.
+    let (first, rest) = digits.split_first()?;
+    let high = decode_small(std::slice::from_ref(first))?;
+    let low = decode_small(rest)?;
+    high.checked_mul(62u64.pow(10))?.checked_add(low).map(KeyId)
 }
 
 #[cfg(test)]
