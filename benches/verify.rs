@@ -280,10 +280,23 @@ fn bench_tokens_and_scan(c: &mut Criterion) {
         .flush_interval(None)
         .build(MemoryStore::new())
         .unwrap();
-    let keys: Vec<String> = (0..1000).map(|i| ring.issue(issue_request(i)).unwrap().secret.expose().to_owned()).collect();
+    let keys: Vec<String> = (0..1000)
+        .map(|i| {
+            ring.issue(issue_request(i))
+                .unwrap()
+                .secret
+                .expose()
+                .to_owned()
+        })
+        .collect();
     let tokens: Vec<String> = keys
         .iter()
-        .map(|k| ring.exchange(k, keyward::time::Duration::minutes(30)).unwrap().expose().to_owned())
+        .map(|k| {
+            ring.exchange(k, keyward::time::Duration::minutes(30))
+                .unwrap()
+                .expose()
+                .to_owned()
+        })
         .collect();
     let mut group = c.benchmark_group("tokens");
     let mut i = 0usize;
@@ -304,7 +317,10 @@ fn bench_tokens_and_scan(c: &mut Criterion) {
     group.bench_function("access_token_verify_strict", |b| {
         b.iter(|| {
             i = i.wrapping_add(7);
-            black_box(ring.verify_access_token_strict(&tokens[i % tokens.len()]).is_ok())
+            black_box(
+                ring.verify_access_token_strict(&tokens[i % tokens.len()])
+                    .is_ok(),
+            )
         })
     });
     group.finish();
@@ -314,16 +330,23 @@ fn bench_tokens_and_scan(c: &mut Criterion) {
     let mut n = 0;
     while text.len() < 8 << 20 {
         if n % 100 == 0 {
-            text.push_str(&format!("2026-11-27T10:00:00Z INFO GET /v1/invoices?api_key={} 200 12ms\n", keys[n % keys.len()]));
+            text.push_str(&format!(
+                "2026-11-27T10:00:00Z INFO GET /v1/invoices?api_key={} 200 12ms\n",
+                keys[n % keys.len()]
+            ));
         } else {
-            text.push_str(&format!("2026-11-27T10:00:00Z INFO GET /v1/invoices/{n} user=acct_{n} 200 12ms\n"));
+            text.push_str(&format!(
+                "2026-11-27T10:00:00Z INFO GET /v1/invoices/{n} user=acct_{n} 200 12ms\n"
+            ));
         }
         n += 1;
     }
     let mut group = c.benchmark_group("scan");
     group.throughput(criterion::Throughput::Bytes(text.len() as u64));
     group.sample_size(10);
-    group.bench_function("log_8mb", |b| b.iter(|| black_box(keyward::scan(&text).len())));
+    group.bench_function("log_8mb", |b| {
+        b.iter(|| black_box(keyward::scan(&text).len()))
+    });
     group.finish();
 }
 
@@ -476,12 +499,21 @@ fn main() {
         println!("| check | ns | ratio to API-key verify |");
         println!("|---|---:|---:|");
         println!("| API-key verify | {key:.0} | 1.00x |");
-        println!("| access-token verify (no store lookup) | {token:.0} | {:.2}x |", token / key);
-        println!("| access-token verify, strict (one lookup) | {strict:.0} | {:.2}x |", strict / key);
+        println!(
+            "| access-token verify (no store lookup) | {token:.0} | {:.2}x |",
+            token / key
+        );
+        println!(
+            "| access-token verify, strict (one lookup) | {strict:.0} | {:.2}x |",
+            strict / key
+        );
     }
     if let Some(scan) = median("scan", "log_8mb") {
         let bytes = 8u64 << 20;
-        println!("\nscan: {:.0} MB/s over 8 MB of log lines (one key per 100 lines)", bytes as f64 / scan * 1e3);
+        println!(
+            "\nscan: {:.0} MB/s over 8 MB of log lines (one key per 100 lines)",
+            bytes as f64 / scan * 1e3
+        );
     }
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);

@@ -243,6 +243,9 @@ struct Body<'a> {
 /// alphabet and checksum. Never panics.
 fn parse_body(bytes: &[u8], head: usize) -> Result<Body<'_>, VerifyError> {
     let malformed = |r| VerifyError::Malformed(r);
+    if bytes.len() < head + FIXED_LEN {
+        return Err(malformed(MalformedReason::WrongLength));
+    }
     if !bytes[head..].iter().all(u8::is_ascii_alphanumeric) {
         return Err(malformed(MalformedReason::BadAlphabet));
     }
@@ -302,7 +305,8 @@ fn parse_body(bytes: &[u8], head: usize) -> Result<Body<'_>, VerifyError> {
 }
 
 fn claims_of(body: &Body<'_>) -> Option<AccessClaims> {
-    let split = body.claims.iter().position(|&b| b == 0)?;
+    // Scopes never contain a NUL; an owner might (issue refuses it anyway).
+    let split = body.claims.iter().rposition(|&b| b == 0)?;
     let owner = std::str::from_utf8(&body.claims[..split]).ok()?.to_owned();
     let scopes = std::str::from_utf8(&body.claims[split + 1..]).ok()?;
     let scopes = match scopes {
@@ -327,15 +331,17 @@ pub(crate) fn recognise(run: &[u8]) -> Option<Hit> {
         .filter(|&i| run[i] == TOKEN_VERSION && run[i - 1] == b'_')
         .find_map(|marker| {
             let head = marker + 1;
-            let body = parse_body(run, head).ok()?;
-            let start = token::prefix_starts(&run[..marker - 1]).next()?;
-            let prefix_end = marker - 1;
-            Some(Hit {
-                start,
-                prefix_end,
-                secret_start: head + KID_LEN + token::ID_LEN,
-                key_id: body.key_id,
-                token: true,
+            // The checksum covers the token from its prefix on: try each
+            // place the prefix could start, as for API keys.
+            token::prefix_starts(&run[..marker - 1]).find_map(|start| {
+                let body = parse_body(&run[start..], head - start).ok()?;
+                Some(Hit {
+                    start,
+                    prefix_end: marker - 1,
+                    secret_start: head + KID_LEN + token::ID_LEN,
+                    key_id: body.key_id,
+                    token: true,
+                })
             })
         })
 }

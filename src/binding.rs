@@ -32,7 +32,7 @@ impl CertFingerprint {
             ))
         };
         let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
-        if digits.len() != 64 {
+        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(invalid());
         }
         let mut out = [0u8; 32];
@@ -90,6 +90,9 @@ impl Network {
             None => (text, None),
         };
         let addr: IpAddr = addr.parse().map_err(|_| invalid("not an ip address"))?;
+        if addr.to_canonical() != addr {
+            return Err(invalid("write an IPv4-mapped network as IPv4"));
+        }
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,

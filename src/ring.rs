@@ -40,6 +40,7 @@ use crate::key::{
     Counter, Dirty, Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Stamp,
     Status, StatusCode, Verified, instant, nanos,
 };
+use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
 use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
@@ -849,7 +850,9 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     fn now_nanos(&self) -> Nanos {
-        self.clock.unix_nanos().clamp(i128::from(NOT_YET + 1), i128::from(NEVER - 1)) as Nanos
+        self.clock
+            .unix_nanos()
+            .clamp(i128::from(NOT_YET + 1), i128::from(NEVER - 1)) as Nanos
     }
 
     fn report(&self, presented: &str, outcome: &Result<Verified, VerifyError>) {
@@ -997,9 +1000,10 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Revokes every key of this ring found in `text` (a log, a commit, a
     /// paste) and records an `Exposed` event for each; returns the ids it
-    /// revoked. Keys of other rings, unknown ids and keys already revoked are
-    /// passed over. Access tokens found revoke the key they were exchanged
-    /// for.
+    /// revoked. Only genuine finds count: a key whose secret matches its
+    /// stored hash, or a token whose signature checks (it revokes the key it
+    /// was exchanged for). Strings that merely name a key id, keys of other
+    /// rings, unknown ids and keys already revoked are passed over.
     pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         self.anonymous().revoke_leaked(text, reason)
     }
@@ -1496,10 +1500,28 @@ impl<S: KeyStore> Acting<'_, S> {
     /// See [`KeyRing::revoke_leaked`].
     pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         let ring = self.ring;
+        // Only what proves itself: a key whose secret matches, a token whose
+        // MAC does. Ids are public, so a string that merely names a key (with
+        // a valid checksum) must not be able to revoke it.
         let mut ids: Vec<KeyId> = crate::scan::scan(text)
             .into_iter()
             .filter(|found| found.prefix == ring.prefix.as_str())
-            .map(|found| found.key_id)
+            .filter_map(|found| {
+                let leaked = &text[found.range.clone()];
+                match found.kind {
+                    FoundKind::ApiKey => {
+                        let parsed = token::parse(leaked, &ring.prefix).ok()?;
+                        let entry = ring.store().lookup(parsed.id)?;
+                        (ring.hasher.hash(parsed.id, parsed.secret) == entry.hash)
+                            .then_some(parsed.id)
+                    }
+                    _ => ring
+                        .signer
+                        .open(&ring.prefix, leaked)
+                        .ok()
+                        .map(|claims| claims.key_id),
+                }
+            })
             .collect();
         ids.sort();
         ids.dedup();
@@ -1507,6 +1529,7 @@ impl<S: KeyStore> Acting<'_, S> {
         let entries: Vec<Arc<StoredKey>> = ids
             .iter()
             .filter_map(|&id| ring.store().lookup(id))
+            .filter(|e| e.key.status != StatusCode::Revoked)
             .collect();
         let now = ring.clock.now();
         for entry in &entries {
@@ -1544,6 +1567,11 @@ impl<S: KeyStore> Acting<'_, S> {
 fn check_request(request: &NewKey) -> Result<(), Error> {
     if request.owner.is_empty() {
         return Err(Error::InvalidInput("owner must not be empty"));
+    }
+    if request.owner.contains('\0') {
+        return Err(Error::InvalidInput(
+            "owner must not contain a NUL character",
+        ));
     }
     if request.owner.len() > MAX_FIELD_LEN || request.name.len() > MAX_FIELD_LEN {
         return Err(Error::InvalidInput(

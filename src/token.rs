@@ -246,7 +246,10 @@ fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, Malform
         return Err(MalformedReason::UnknownVersion);
     }
     // Branch-free over the whole body, so the check vectorises.
-    if !body[1..].iter().fold(true, |ok, &b| ok & b.is_ascii_alphanumeric()) {
+    if !body[1..]
+        .iter()
+        .fold(true, |ok, &b| ok & b.is_ascii_alphanumeric())
+    {
         return Err(MalformedReason::BadAlphabet);
     }
     let (checked, checksum) = whole.split_at(whole.len() - CHECKSUM_LEN);
