@@ -36,10 +36,11 @@ mod sim;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 
 use serde::{Deserialize, Serialize};
 
@@ -664,26 +665,87 @@ fn load(
             return Err(corrupt(0, "not a keyward store, or a bad file header"));
         }
     }
+    // Parsing JSON is most of the cost of an open: the reader checks each
+    // record here, parser threads decode them, and one thread applies them
+    // in file order.
+    let (work, jobs) = mpsc::sync_channel::<Job>(PARSE_QUEUE);
+    let jobs = Mutex::new(jobs);
+    let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Parsed>(PARSE_QUEUE);
+    std::thread::scope(|scope| {
+        for _ in 0..PARSERS {
+            let (jobs, parsed_tx) = (&jobs, parsed_tx.clone());
+            scope.spawn(move || {
+                loop {
+                    let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+                    let Ok((seq, offset, payload)) = job else {
+                        break;
+                    };
+                    let batch = serde_json::from_slice::<Vec<Entry>>(&payload).ok();
+                    if parsed_tx.send((seq, offset, batch)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(parsed_tx);
+        let applier = scope.spawn(move || apply_in_order(parsed_rx, index));
+        let outcome = read_records(&mut reader, path, work);
+        let (entries, undecodable) = applier.join().unwrap_or((0, Some(0)));
+        // A record that decodes to nothing is damage wherever it is.
+        if let Some(offset) = undecodable {
+            return Err(corrupt(offset, "undecodable record"));
+        }
+        let (valid_len, dropped, records) = outcome?;
+        Ok(Loaded::Log {
+            valid_len,
+            dropped,
+            records,
+            entries,
+        })
+    })
+}
+
+/// Threads that decode records while a store opens.
+const PARSERS: usize = 2;
+/// Records in flight between the reader, the parsers and the applier.
+const PARSE_QUEUE: usize = 8;
+
+/// Reads and checks records, handing each valid payload (with its offset)
+/// to `work`. Returns the valid length, the bytes of a torn tail dropped,
+/// and the number of records; damage before the tail is an error.
+fn read_records(
+    reader: &mut BufReader<Box<dyn Read + Send>>,
+    path: &Path,
+    work: mpsc::SyncSender<Job>,
+) -> Result<(u64, u64, u64), StoreError> {
+    let io_err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let corrupt = |offset: u64, reason: &'static str| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    };
     let mut offset = HEADER_LEN as u64;
-    let (mut records, mut entries) = (0u64, 0u64);
-    let mut payload = Vec::new();
+    let mut records = 0u64;
     loop {
         let mut head = Vec::with_capacity(RECORD_HEAD_LEN);
-        (&mut reader)
+        (&mut *reader)
             .take(RECORD_HEAD_LEN as u64)
             .read_to_end(&mut head)
             .map_err(io_err)?;
         if head.is_empty() {
-            break;
+            return Ok((offset, 0, records));
         }
         let parsed = head
             .first_chunk::<RECORD_HEAD_LEN>()
             .and_then(format::parse_head);
         let mut valid = false;
-        payload.clear();
+        let mut payload = Vec::new();
         if let Some(h) = parsed {
             // Reads at most what the file holds, whatever the length field.
-            (&mut reader)
+            (&mut *reader)
                 .take(u64::from(h.len))
                 .read_to_end(&mut payload)
                 .map_err(io_err)?;
@@ -706,33 +768,53 @@ fn load(
                     "damaged record followed by committed records",
                 ));
             }
-            return Ok(Loaded::Log {
-                valid_len: offset,
-                dropped: tail.len() as u64,
-                records,
-                entries,
-            });
+            return Ok((offset, tail.len() as u64, records));
         }
-        let batch: Vec<Entry> =
-            serde_json::from_slice(&payload).map_err(|_| corrupt(offset, "undecodable record"))?;
-        entries += batch.len() as u64;
-        for entry in batch {
-            index.apply_checked(match entry {
-                Entry::Put(key) => Change::Replace(*key),
-                Entry::Remove(id) => Change::Remove(id),
-                Entry::Settings(s) => Change::Settings(s),
-            });
+        let len = (RECORD_HEAD_LEN + payload.len()) as u64;
+        if work.send((records, offset, payload)).is_err() {
+            return Err(corrupt(offset, "undecodable record"));
         }
         records += 1;
-        offset += (RECORD_HEAD_LEN + payload.len()) as u64;
+        offset += len;
     }
-    Ok(Loaded::Log {
-        valid_len: offset,
-        dropped: 0,
-        records,
-        entries,
-    })
 }
+
+/// Applies decoded batches to `index` in file order (parsers finish out of
+/// order). Returns the entries applied and the offset of the first record
+/// that did not decode, if any (nothing from it on is applied).
+fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, Option<u64>) {
+    let mut waiting: BTreeMap<u64, (u64, Option<Vec<Entry>>)> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut entries = 0u64;
+    let mut failed: Option<u64> = None;
+    for (seq, offset, batch) in parsed {
+        waiting.insert(seq, (offset, batch));
+        while failed.is_none()
+            && let Some((offset, batch)) = waiting.remove(&next)
+        {
+            next += 1;
+            let Some(batch) = batch else {
+                failed = Some(offset);
+                break;
+            };
+            for entry in batch {
+                entries += 1;
+                index.apply_checked(match entry {
+                    Entry::Put(key) => Change::Replace(*key),
+                    Entry::Remove(id) => Change::Remove(id),
+                    Entry::Settings(s) => Change::Settings(s),
+                });
+            }
+        }
+    }
+    (entries, failed)
+}
+
+/// A decoded record: its place in the file, its offset, its entries (none
+/// if it did not decode).
+type Parsed = (u64, u64, Option<Vec<Entry>>);
+/// A record to decode: its place in the file, its offset, its payload.
+type Job = (u64, u64, Vec<u8>);
 
 /// Writes the whole of any store in the export format of
 /// [`FileStore::export`]: one JSON line of settings, then one line per key

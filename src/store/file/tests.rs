@@ -781,3 +781,21 @@ fn a_restart_makes_what_it_replayed_durable() {
         );
     }
 }
+
+#[test]
+fn a_record_that_checks_but_does_not_decode_is_an_error_naming_it() {
+    let (bytes, starts, _) = six_records();
+    let bad = super::format::encode_payload(b"[{\"put\": 42}]").unwrap();
+    for at in [starts[1], starts[5], bytes.len()] {
+        let mut damaged = bytes[..at].to_vec();
+        damaged.extend_from_slice(&bad);
+        damaged.extend_from_slice(&bytes[at..]);
+        match open_bytes(damaged) {
+            Err(StoreError::Corrupt { offset, reason, .. }) => {
+                assert_eq!(offset, at as u64);
+                assert_eq!(reason, "undecodable record");
+            }
+            other => panic!("record at {at}: expected a corruption error, got {other:?}"),
+        }
+    }
+}
