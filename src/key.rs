@@ -256,6 +256,31 @@ pub struct Key {
 }
 
 impl Key {
+    /// A new active record: never used, no expiry of its own, nothing in the
+    /// rarely set fields. Callers fill in the rest and call
+    /// [`tidy`](Self::tidy).
+    pub(crate) fn blank(id: KeyId, owner: Box<str>, created_at: OffsetDateTime) -> Key {
+        Key {
+            id,
+            epoch: 0,
+            created_at: nanos(created_at),
+            expires_at: NEVER,
+            grace_until: NEVER,
+            use_limit: None,
+            uses: Counter::new(0),
+            last_used_at: Stamp::new(NOT_YET),
+            status: StatusCode::Active,
+            dirty: Dirty::default(),
+            bound: false,
+            expiry: None,
+            hint: Box::from(""),
+            name: Box::from(""),
+            owner,
+            scopes: ScopeSet::empty(),
+            extra: None,
+        }
+    }
+
     /// The key's id.
     pub fn id(&self) -> KeyId {
         self.id

@@ -37,8 +37,8 @@ use crate::event::{Event, EventKind, EventSink};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{
-    Counter, Dirty, Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Stamp,
-    Status, StatusCode, Verified, instant, nanos,
+    Counter, Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Stamp, Status,
+    StatusCode, Verified, instant, nanos,
 };
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
@@ -1216,31 +1216,18 @@ impl<S: KeyStore> Acting<'_, S> {
             Some(held) => request.scopes.cap(held, &ring.sensitive),
             None => request.scopes,
         };
-        let mut key = Key {
-            id: KeyId::from_u64(0),
-            epoch: ring.shared.epoch.load(Ordering::Acquire),
-            created_at: nanos(now),
-            expires_at: NEVER,
-            grace_until: NEVER,
-            use_limit: request.use_limit.and_then(NonZeroU64::new),
-            status: StatusCode::Active,
-            expiry: None,
-            last_used_at: Stamp::new(NOT_YET),
-            uses: Counter::new(0),
-            dirty: Dirty::default(),
-            bound: false,
-            hint: Box::from(""),
-            name: request.name.into(),
-            owner: request.owner.into(),
-            scopes,
-            extra: Some(Box::new(Extra {
-                description: request.description.map(Into::into),
-                contact: request.contact,
-                metadata: request.metadata,
-                bindings: request.bindings,
-                ..Extra::default()
-            })),
-        };
+        let mut key = Key::blank(KeyId::from_u64(0), request.owner.into(), now);
+        key.epoch = ring.shared.epoch.load(Ordering::Acquire);
+        key.use_limit = request.use_limit.and_then(NonZeroU64::new);
+        key.name = request.name.into();
+        key.scopes = scopes;
+        key.extra = Some(Box::new(Extra {
+            description: request.description.map(Into::into),
+            contact: request.contact,
+            metadata: request.metadata,
+            bindings: request.bindings,
+            ..Extra::default()
+        }));
         key.set_expiry(policy, expires_at);
         key.tidy();
         let issued = ring.insert_new(key, |_| Vec::new())?;

@@ -24,35 +24,25 @@ use time::macros::datetime;
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::Hasher;
-use crate::key::{Counter, Dirty, Extra, Key, NEVER, NOT_YET, Stamp, StatusCode, nanos};
+use crate::key::{Extra, Key};
 use crate::scope::ScopeSet;
 use crate::token::KeyId;
 
 /// A record for the checks: id `id`, owner `owner`, name `name`.
 pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
-    let mut key = Key {
-        id: KeyId::from_u64(id),
-        epoch: 0,
-        created_at: nanos(datetime!(2026-01-01 0:00 UTC)),
-        expires_at: NEVER,
-        grace_until: NEVER,
-        use_limit: None,
-        status: StatusCode::Active,
-        expiry: None,
-        last_used_at: Stamp::new(NOT_YET),
-        uses: Counter::new(0),
-        dirty: Dirty::default(),
-        bound: false,
-        hint: format!("conformance_1{id}").into(),
-        name: name.into(),
-        owner: owner.into(),
-        scopes: ScopeSet::parse(["invoices:read"]).unwrap_or_else(|_| ScopeSet::empty()),
-        extra: Some(Box::new(Extra {
-            description: Some("conformance suite".into()),
-            metadata: BTreeMap::from([("suite".to_owned(), "conformance".to_owned())]),
-            ..Extra::default()
-        })),
-    };
+    let mut key = Key::blank(
+        KeyId::from_u64(id),
+        owner.into(),
+        datetime!(2026-01-01 0:00 UTC),
+    );
+    key.hint = format!("conformance_1{id}").into();
+    key.name = name.into();
+    key.scopes = ScopeSet::parse(["invoices:read"]).unwrap_or_else(|_| ScopeSet::empty());
+    key.extra = Some(Box::new(Extra {
+        description: Some("conformance suite".into()),
+        metadata: BTreeMap::from([("suite".to_owned(), "conformance".to_owned())]),
+        ..Extra::default()
+    }));
     key.set_expiry(
         Some(ExpiryPolicy::days(30)),
         Some(datetime!(2026-01-31 0:00 UTC)),

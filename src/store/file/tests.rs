@@ -11,7 +11,7 @@ use super::sim::{EIO, ENOSPC, SimFs};
 use super::*;
 use crate::expiry::ExpiryPolicy;
 use crate::hash::Hasher;
-use crate::key::{Counter, Dirty, Key, NEVER, NOT_YET, Stamp, Status, StatusCode, nanos};
+use crate::key::{Counter, Key, Status};
 use crate::scope::ScopeSet;
 
 /// A small deterministic generator (xorshift64*), so every failure can be
@@ -32,25 +32,15 @@ impl Rng {
 }
 
 fn sample(id: u64, version: usize) -> StoredKey {
-    let mut key = Key {
-        id: KeyId::from_u64(id),
-        epoch: 0,
-        created_at: nanos(datetime!(2026-01-01 0:00 UTC)),
-        expires_at: NEVER,
-        grace_until: NEVER,
-        use_limit: None,
-        status: StatusCode::Active,
-        expiry: None,
-        last_used_at: Stamp::new(NOT_YET),
-        uses: Counter::new(version as u64),
-        dirty: Dirty::default(),
-        bound: false,
-        hint: format!("t_1{id}").into(),
-        name: format!("version {version}").into(),
-        owner: format!("owner{}", id % 3).into(),
-        scopes: ScopeSet::parse(["invoices:read"]).unwrap(),
-        extra: None,
-    };
+    let mut key = Key::blank(
+        KeyId::from_u64(id),
+        format!("owner{}", id % 3).into(),
+        datetime!(2026-01-01 0:00 UTC),
+    );
+    key.uses = Counter::new(version as u64);
+    key.hint = format!("t_1{id}").into();
+    key.name = format!("version {version}").into();
+    key.scopes = ScopeSet::parse(["invoices:read"]).unwrap();
     if version % 5 == 4 {
         key.set_status(Status::Revoked {
             at: datetime!(2026-01-02 0:00 UTC),
