@@ -59,6 +59,11 @@ pub struct AccessClaims {
     pub issued_at: OffsetDateTime,
     /// When it stops working (to the second).
     pub expires_at: OffsetDateTime,
+    /// Whether the key was bound (to a client certificate or networks): such
+    /// a token verifies only with a request context, through
+    /// [`KeyRing::verify_access_token_with`](crate::KeyRing::verify_access_token_with),
+    /// which checks the key's bindings again.
+    pub bound: bool,
 }
 
 /// A freshly issued access token: its text (handed over once; redacted in
@@ -123,6 +128,9 @@ impl Signer {
         if id >= 62 {
             return Err(Error::InvalidInput("a signing key id is 0 to 61"));
         }
+        if self.keys.iter().any(|(k, _)| *k == id) {
+            return Err(Error::InvalidInput("each signing key needs its own id"));
+        }
         let mut material = zeroize::Zeroizing::new(Vec::with_capacity(32 + prefix.len()));
         material.extend_from_slice(key);
         material.extend_from_slice(prefix.as_bytes());
@@ -146,6 +154,9 @@ impl Signer {
         let mut bytes = claims.owner.as_bytes().to_vec();
         bytes.push(0);
         bytes.extend_from_slice(scopes_text(&claims.scopes).as_bytes());
+        if claims.bound {
+            bytes.extend_from_slice(b"\0bound");
+        }
         if bytes.len() > MAX_CLAIMS {
             return Err(Error::InvalidInput(
                 "owner and scopes are too long for an access token",
@@ -305,10 +316,18 @@ fn parse_body(bytes: &[u8], head: usize) -> Result<Body<'_>, VerifyError> {
 }
 
 fn claims_of(body: &Body<'_>) -> Option<AccessClaims> {
-    // Scopes never contain a NUL; an owner might (issue refuses it anyway).
-    let split = body.claims.iter().rposition(|&b| b == 0)?;
-    let owner = std::str::from_utf8(&body.claims[..split]).ok()?.to_owned();
-    let scopes = std::str::from_utf8(&body.claims[split + 1..]).ok()?;
+    // owner NUL scopes [NUL "bound"]: owners and scopes never hold a NUL.
+    let mut parts = body.claims.split(|&b| b == 0);
+    let owner = std::str::from_utf8(parts.next()?).ok()?.to_owned();
+    let scopes = std::str::from_utf8(parts.next()?).ok()?;
+    let bound = match parts.next() {
+        None => false,
+        Some(b"bound") => true,
+        Some(_) => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
     let scopes = match scopes {
         "*" => ScopeSet::unrestricted(),
         "" => ScopeSet::empty(),
@@ -320,6 +339,7 @@ fn claims_of(body: &Body<'_>) -> Option<AccessClaims> {
         scopes,
         issued_at: instant(body.issued)?,
         expires_at: instant(body.expires)?,
+        bound,
     })
 }
 

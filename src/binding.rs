@@ -199,6 +199,9 @@ pub enum Binding {
     ClientCertificate,
     /// The peer address was missing or outside the allowed networks.
     Network,
+    /// A token of a bound key was checked without the request it came
+    /// with.
+    NotPresented,
 }
 
 impl fmt::Display for Binding {
@@ -206,6 +209,7 @@ impl fmt::Display for Binding {
         f.write_str(match self {
             Binding::ClientCertificate => "client certificate",
             Binding::Network => "network",
+            Binding::NotPresented => "no request context for a bound key",
         })
     }
 }

@@ -123,6 +123,9 @@ pub(crate) struct Extra {
     pub(crate) revoked: Option<(Nanos, Box<str>)>,
     pub(crate) metadata: BTreeMap<String, String>,
     pub(crate) bindings: Bindings,
+    /// Access tokens issued up to this instant are refused by strict checks
+    /// (set by `regenerate`).
+    pub(crate) tokens_after: Option<Nanos>,
 }
 
 impl Extra {
@@ -495,6 +498,12 @@ struct KeyRepr {
     metadata: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Bindings::is_empty")]
     bindings: Bindings,
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    tokens_after: Option<OffsetDateTime>,
     #[serde(default)]
     epoch: u64,
 }
@@ -522,6 +531,7 @@ impl Serialize for Key {
             grace_until: optional(self.grace_until),
             metadata: self.metadata().clone(),
             bindings: self.bindings().clone(),
+            tokens_after: extra.and_then(|e| e.tokens_after).map(instant),
             epoch: self.epoch,
         }
         .serialize(serializer)
@@ -556,6 +566,7 @@ impl<'de> Deserialize<'de> for Key {
                 revoked: None,
                 metadata: r.metadata,
                 bindings: r.bindings,
+                tokens_after: r.tokens_after.map(nanos),
             })),
         };
         key.set_expiry(r.expiry, r.expires_at);

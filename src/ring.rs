@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use time::{Duration, OffsetDateTime};
 
 use crate::access::{AccessClaims, AccessToken, Signer};
-use crate::binding::CertFingerprint;
+use crate::binding::{Binding, CertFingerprint};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, StoreError, VerifyError};
 use crate::event::{Event, EventKind, EventSink};
@@ -905,6 +905,13 @@ impl<S: KeyStore> KeyRing<S> {
             .verify_with(presented, request.context)
             .map_err(Error::Rejected)?;
         let key = verified.key();
+        if key.use_limit.is_some() {
+            // A token is not counted against the key's uses, so it would
+            // outlive them.
+            return Err(Error::InvalidInput(
+                "a key with a use limit cannot be exchanged for access tokens",
+            ));
+        }
         let scopes = match request.scopes {
             Some(narrower) => {
                 if !narrower.is_within(&key.scopes, &self.sensitive) {
@@ -939,6 +946,7 @@ impl<S: KeyStore> KeyRing<S> {
             scopes,
             issued_at: instant(issued),
             expires_at: instant(expires),
+            bound: key.bound,
         };
         self.signer.sign(&self.prefix, claims)
     }
@@ -960,17 +968,50 @@ impl<S: KeyStore> KeyRing<S> {
     /// the token was exchanged for must still be active: one in-memory
     /// lookup, no I/O.
     pub fn verify_access_token_strict(&self, token: &str) -> Result<AccessClaims, VerifyError> {
-        let outcome = self.check_token(token).and_then(|claims| {
+        self.verify_access_token_with(token, RequestContext::new())
+    }
+
+    /// Strict verification with the request's context: the key must still be
+    /// active, the token must postdate the key's last regeneration, and a
+    /// token of a bound key must come with what the key is bound to (the
+    /// key's current bindings are checked, as for the key itself).
+    pub fn verify_access_token_with<'a>(
+        &self,
+        token: &str,
+        request: impl Into<RequestContext<'a>>,
+    ) -> Result<AccessClaims, VerifyError> {
+        let request = request.into();
+        let outcome = self.signer.open(&self.prefix, token).and_then(|claims| {
+            if self.clock.now() >= claims.expires_at {
+                return Err(VerifyError::Expired);
+            }
             let entry = self
                 .store()
                 .lookup(claims.key_id)
                 .ok_or(VerifyError::Invalid)?;
             match self.state_at(&entry, self.clock.now()) {
-                KeyState::Active => Ok(claims),
-                KeyState::Revoked => Err(VerifyError::Revoked),
-                KeyState::Disabled => Err(VerifyError::Disabled),
-                KeyState::Expired => Err(VerifyError::Expired),
+                KeyState::Active => {}
+                KeyState::Revoked => return Err(VerifyError::Revoked),
+                KeyState::Disabled => return Err(VerifyError::Disabled),
+                KeyState::Expired => return Err(VerifyError::Expired),
             }
+            // Tokens carry whole seconds: one issued in the second of a
+            // regeneration is refused too (fail closed).
+            let regenerated = entry.key.extra.as_ref().and_then(|e| e.tokens_after);
+            if regenerated.is_some_and(|at| nanos(claims.issued_at) <= at) {
+                return Err(VerifyError::Revoked);
+            }
+            if claims.bound || entry.key.bound {
+                entry
+                    .key
+                    .bindings()
+                    .check(request.client_cert, request.peer)
+                    .map_err(VerifyError::BindingMismatch)?;
+            }
+            if let Some(requirement) = request.requirement {
+                self.authorize(&claims, requirement)?;
+            }
+            Ok(claims)
         });
         if let Err(e) = &outcome {
             self.emit(|| Event::new(EventKind::VerifyFailed(e.clone()), self.clock.now()));
@@ -982,6 +1023,10 @@ impl<S: KeyStore> KeyRing<S> {
         let claims = self.signer.open(&self.prefix, token)?;
         if self.clock.now() >= claims.expires_at {
             return Err(VerifyError::Expired);
+        }
+        if claims.bound {
+            // Bindings need the request: see `verify_access_token_with`.
+            return Err(VerifyError::BindingMismatch(Binding::NotPresented));
         }
         Ok(claims)
     }
@@ -1258,7 +1303,9 @@ impl<S: KeyStore> Acting<'_, S> {
         successor.epoch = ring.shared.epoch.load(Ordering::Acquire);
         successor.created_at = nanos(now);
         successor.grace_until = NEVER;
-        successor.status = StatusCode::Active;
+        // A disabled key's successor is disabled too (revoked keys are not
+        // rotated at all).
+        successor.status = old_key.status;
         successor.last_used_at = Stamp::new(NOT_YET);
         successor.uses = Counter::new(0);
         successor.use_limit = old_key
@@ -1301,7 +1348,9 @@ impl<S: KeyStore> Acting<'_, S> {
         let _guard = ring.shared.lock();
         let old = ring.live_entry(id)?;
         let generated = token::generate_with_id(&ring.prefix, id)?;
-        let mut next = old.revised(|_| {});
+        let now_nanos = nanos(ring.clock.now());
+        // Tokens exchanged with the old secret stop too (strict checks).
+        let mut next = old.revised(|k| k.extra_mut().tokens_after = Some(now_nanos));
         next.hash = ring.hasher.hash(id, generated.secret_part());
         let key = next.key.clone();
         ring.store().replace(next)?;

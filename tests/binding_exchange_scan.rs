@@ -2565,3 +2565,114 @@ fn revoke_leaked_ignores_forged_strings_that_name_a_real_key() {
     ring.verify(victim.secret.expose())
         .expect("the victim's key still works");
 }
+
+// ---------------------------------------------------------------------------
+// Fixes from the security review of the token paths
+// ---------------------------------------------------------------------------
+
+#[test]
+fn a_token_of_a_bound_key_needs_the_bindings_again() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring
+        .issue(
+            NewKey::new("acct_1")
+                .client_cert(CertFingerprint::of_der(CERT))
+                .allow_network(net("10.0.0.0/8")),
+        )
+        .unwrap();
+    let inside = RequestContext::new()
+        .client_cert_der(CERT)
+        .peer_addr(ip("10.1.2.3"));
+    let token = ring
+        .exchange_with(issued.secret.expose(), TokenRequest::new().context(inside))
+        .unwrap();
+    assert!(token.claims.bound);
+    // Without the request, a bound token is refused by both plain checks.
+    assert_eq!(
+        ring.verify_access_token(token.expose()).unwrap_err(),
+        VerifyError::BindingMismatch(Binding::NotPresented)
+    );
+    assert_eq!(
+        ring.verify_access_token_strict(token.expose()).unwrap_err(),
+        VerifyError::BindingMismatch(Binding::ClientCertificate)
+    );
+    // With it, the key's bindings are checked as for the key itself.
+    assert!(
+        ring.verify_access_token_with(token.expose(), inside)
+            .is_ok()
+    );
+    let outside = inside.peer_addr(ip("8.8.8.8"));
+    assert_eq!(
+        ring.verify_access_token_with(token.expose(), outside)
+            .unwrap_err(),
+        VerifyError::BindingMismatch(Binding::Network)
+    );
+    let no_cert = RequestContext::new().peer_addr(ip("10.1.2.3"));
+    assert_eq!(
+        ring.verify_access_token_with(token.expose(), no_cert)
+            .unwrap_err(),
+        VerifyError::BindingMismatch(Binding::ClientCertificate)
+    );
+}
+
+#[test]
+fn a_key_with_a_use_limit_cannot_be_exchanged() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1").use_limit(5)).unwrap();
+    match ring.exchange(issued.secret.expose(), Duration::minutes(5)) {
+        Err(Error::InvalidInput(why)) => assert!(why.contains("use limit"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn tokens_from_before_a_regeneration_fail_strict_checks() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let old_token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    clock.advance(Duration::seconds(10));
+    let regenerated = ring.regenerate(issued.key.id()).unwrap();
+    assert_eq!(
+        ring.verify_access_token_strict(old_token.expose())
+            .unwrap_err(),
+        VerifyError::Revoked
+    );
+    // Plain checks do not look at the key (documented): still valid.
+    assert!(ring.verify_access_token(old_token.expose()).is_ok());
+    clock.advance(Duration::seconds(1));
+    let new_token = ring
+        .exchange(regenerated.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    assert!(ring.verify_access_token_strict(new_token.expose()).is_ok());
+    // The mark survives a save and reload of the record.
+    let json = serde_json::to_string(&ring.get(issued.key.id()).unwrap()).unwrap();
+    assert!(json.contains("tokens_after"), "{json}");
+}
+
+#[test]
+fn rotating_a_disabled_key_gives_a_disabled_successor() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    ring.disable(issued.key.id()).unwrap();
+    let successor = ring.rotate(issued.key.id(), Duration::hours(1)).unwrap();
+    assert_eq!(successor.key.status(), Status::Disabled);
+    assert_eq!(
+        ring.verify(successor.secret.expose()).unwrap_err(),
+        VerifyError::Disabled
+    );
+}
+
+#[test]
+fn signing_key_ids_must_be_distinct() {
+    let built = KeyRing::builder("acme")
+        .signing_key(3, SIGNING)
+        .accept_signing_key(3, OLD_SIGNING)
+        .build(MemoryStore::new());
+    assert!(matches!(built, Err(Error::InvalidInput(_))));
+}

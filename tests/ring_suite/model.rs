@@ -284,8 +284,9 @@ impl Model {
     }
 
     /// Applies a rotation the ring made: the successor inherits owner,
-    /// policy and own deadline; the old key works until `grace` from now,
-    /// never past its own expiry.
+    /// policy, own deadline and status (a disabled key's successor is
+    /// disabled); the old key works until `grace` from now, never past its
+    /// own expiry.
     fn rotate(&mut self, i: usize, grace: Duration, new: &Issued) {
         let now = self.now;
         let cap = self.expiry(&self.keys[i]);
@@ -300,7 +301,7 @@ impl Model {
             created: now,
             policy: old.policy,
             deadline: old.deadline,
-            status: MStatus::Active,
+            status: old.status.clone(),
             epoch: self.epoch,
             last_used: None,
             grace_until: None,
