@@ -301,7 +301,7 @@ impl Model {
             created: now,
             policy: old.policy,
             deadline: old.deadline,
-            status: old.status.clone(),
+            status: old.status,
             epoch: self.epoch,
             last_used: None,
             grace_until: None,
