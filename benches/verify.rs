@@ -424,9 +424,7 @@ fn main() {
     let mut report = Vec::new();
     let mut largest = None;
     for &n in &sizes {
-        let before = live();
         let set = build(n);
-        let _ = before;
         bench_size(&mut c, n, &set);
         largest = Some((n, set));
     }

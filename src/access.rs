@@ -239,7 +239,7 @@ impl Drop for Signer {
 }
 
 /// The fields of a token that passed its shape and checksum checks.
-struct Body<'a> {
+struct Body {
     kid: u8,
     key_id: KeyId,
     issued: u128,
@@ -247,12 +247,11 @@ struct Body<'a> {
     claims: Vec<u8>,
     mac: u128,
     mac_at: usize,
-    _text: &'a [u8],
 }
 
 /// Reads the fields after `<prefix>_T` (at `head`), checking lengths,
 /// alphabet and checksum. Never panics.
-fn parse_body(bytes: &[u8], head: usize) -> Result<Body<'_>, VerifyError> {
+fn parse_body(bytes: &[u8], head: usize) -> Result<Body, VerifyError> {
     let malformed = |r| VerifyError::Malformed(r);
     if bytes.len() < head + FIXED_LEN {
         return Err(malformed(MalformedReason::WrongLength));
@@ -311,11 +310,10 @@ fn parse_body(bytes: &[u8], head: usize) -> Result<Body<'_>, VerifyError> {
         claims,
         mac,
         mac_at,
-        _text: bytes,
     })
 }
 
-fn claims_of(body: &Body<'_>) -> Option<AccessClaims> {
+fn claims_of(body: &Body) -> Option<AccessClaims> {
     // owner NUL scopes [NUL "bound"]: owners and scopes never hold a NUL.
     let mut parts = body.claims.split(|&b| b == 0);
     let owner = std::str::from_utf8(parts.next()?).ok()?.to_owned();
