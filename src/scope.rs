@@ -169,38 +169,55 @@ impl Sensitive {
 /// assert!(ScopeSet::unrestricted().is_unrestricted());
 /// # Ok::<(), keyward::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(from = "Repr", into = "Repr")]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct ScopeSet(Option<Box<[Scope]>>);
 
-#[derive(Serialize, Deserialize)]
-#[serde(untagged)]
-enum Repr {
-    Unrestricted(UnrestrictedTag),
-    Only(Vec<Scope>),
-}
-
-#[derive(Serialize, Deserialize)]
-enum UnrestrictedTag {
-    #[serde(rename = "unrestricted")]
-    Unrestricted,
-}
-
-impl From<Repr> for ScopeSet {
-    fn from(r: Repr) -> Self {
-        match r {
-            Repr::Unrestricted(_) => ScopeSet::unrestricted(),
-            Repr::Only(scopes) => ScopeSet::from_scopes(scopes),
+/// Serialized as the string `"unrestricted"` or a list of scope strings.
+impl Serialize for ScopeSet {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            None => serializer.serialize_str(UNRESTRICTED),
+            Some(scopes) => serializer.collect_seq(scopes.iter()),
         }
     }
 }
 
-impl From<ScopeSet> for Repr {
-    fn from(s: ScopeSet) -> Self {
-        match s.0 {
-            None => Repr::Unrestricted(UnrestrictedTag::Unrestricted),
-            Some(scopes) => Repr::Only(scopes.into_vec()),
+const UNRESTRICTED: &str = "unrestricted";
+
+impl<'de> Deserialize<'de> for ScopeSet {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A visitor rather than an untagged enum: no buffering, which matters
+        // when a store of a million keys is read at open.
+        struct Visit;
+
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ScopeSet;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"unrestricted\" or a list of scopes")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ScopeSet, E> {
+                if v == UNRESTRICTED {
+                    Ok(ScopeSet::unrestricted())
+                } else {
+                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                }
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<ScopeSet, A::Error> {
+                let mut scopes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+                while let Some(scope) = seq.next_element::<Scope>()? {
+                    scopes.push(scope);
+                }
+                Ok(ScopeSet::from_scopes(scopes))
+            }
         }
+
+        deserializer.deserialize_any(Visit)
     }
 }
 
