@@ -185,6 +185,13 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner) = Some(settings);
     }
 
+    /// Puts a record already in its `Arc` (a store being loaded: the
+    /// allocation happens on the thread that decoded it).
+    pub(crate) fn put_shared(&self, entry: Arc<StoredKey>) {
+        let id = entry.id();
+        self.shard(id).write().replace(ById(entry));
+    }
+
     /// Applies one change that [`check_batch`] accepted.
     pub(crate) fn apply_checked(&self, change: Change) {
         match change {

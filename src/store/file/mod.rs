@@ -680,7 +680,19 @@ fn load(
                     let Ok((seq, offset, payload)) = job else {
                         break;
                     };
-                    let batch = serde_json::from_slice::<Vec<Entry>>(&payload).ok();
+                    let batch =
+                        serde_json::from_slice::<Vec<Entry>>(&payload)
+                            .ok()
+                            .map(|entries| {
+                                entries
+                                    .into_iter()
+                                    .map(|entry| match entry {
+                                        Entry::Put(key) => Decoded::Put(Arc::new(*key)),
+                                        Entry::Remove(id) => Decoded::Remove(id),
+                                        Entry::Settings(s) => Decoded::Settings(s),
+                                    })
+                                    .collect()
+                            });
                     if parsed_tx.send((seq, offset, batch)).is_err() {
                         break;
                     }
@@ -783,7 +795,7 @@ fn read_records(
 /// order). Returns the entries applied and the offset of the first record
 /// that did not decode, if any (nothing from it on is applied).
 fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, Option<u64>) {
-    let mut waiting: BTreeMap<u64, (u64, Option<Vec<Entry>>)> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, (u64, Option<Vec<Decoded>>)> = BTreeMap::new();
     let mut next = 0u64;
     let mut entries = 0u64;
     let mut failed: Option<u64> = None;
@@ -799,11 +811,11 @@ fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, 
             };
             for entry in batch {
                 entries += 1;
-                index.apply_checked(match entry {
-                    Entry::Put(key) => Change::Replace(*key),
-                    Entry::Remove(id) => Change::Remove(id),
-                    Entry::Settings(s) => Change::Settings(s),
-                });
+                match entry {
+                    Decoded::Put(key) => index.put_shared(key),
+                    Decoded::Remove(id) => index.apply_checked(Change::Remove(id)),
+                    Decoded::Settings(s) => index.apply_checked(Change::Settings(s)),
+                }
             }
         }
     }
@@ -812,7 +824,14 @@ fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, 
 
 /// A decoded record: its place in the file, its offset, its entries (none
 /// if it did not decode).
-type Parsed = (u64, u64, Option<Vec<Entry>>);
+type Parsed = (u64, u64, Option<Vec<Decoded>>);
+
+/// A decoded entry, its record already allocated where it was decoded.
+enum Decoded {
+    Put(Arc<StoredKey>),
+    Remove(KeyId),
+    Settings(RingSettings),
+}
 /// A record to decode: its place in the file, its offset, its payload.
 type Job = (u64, u64, Vec<u8>);
 
