@@ -350,7 +350,19 @@ impl FileStore {
         let (keys, added, settings) = match mode {
             ImportMode::Replace => {
                 report.imported = incoming.len();
-                let keys: Vec<Arc<StoredKey>> = incoming.into_iter().map(Arc::new).collect();
+                // A record stamped with a later epoch than its store's could
+                // never be reached by a revoke-all: bring it back in line.
+                let epoch = settings.as_ref().map_or(0, |s| s.epoch);
+                let keys: Vec<Arc<StoredKey>> = incoming
+                    .into_iter()
+                    .map(|key| {
+                        if key.key.epoch > epoch {
+                            Arc::new(key.revised(|k| k.epoch = epoch))
+                        } else {
+                            Arc::new(key)
+                        }
+                    })
+                    .collect();
                 (keys.clone(), keys, settings)
             }
             ImportMode::Merge => {

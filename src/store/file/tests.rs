@@ -789,3 +789,22 @@ fn a_record_that_checks_but_does_not_decode_is_an_error_naming_it() {
         }
     }
 }
+
+#[test]
+fn import_brings_a_record_from_a_future_epoch_back_in_line() {
+    // A tampered export: a key stamped with an epoch no revoke-all would
+    // ever reach.
+    let disk = SimFs::new();
+    let source = open(&disk, FileStoreOptions::default()).unwrap();
+    source.save_settings(&settings(0)).unwrap();
+    let mut export = Vec::new();
+    source.export(&mut export).unwrap();
+    let mut forged = sample(7, 0);
+    forged.key.epoch = u64::MAX;
+    let mut text = String::from_utf8(export).unwrap();
+    text.push_str(&serde_json::to_string(&forged).unwrap());
+    text.push('\n');
+    let target = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+    target.import(text.as_bytes(), ImportMode::Replace).unwrap();
+    assert_eq!(target.lookup(KeyId::from_u64(7)).unwrap().key().epoch, 0);
+}
