@@ -374,22 +374,24 @@ impl Requirement {
     pub fn all_of<I: IntoIterator<Item = S>, S: AsRef<str>>(
         scopes: I,
     ) -> Result<Requirement, Error> {
-        let parts = scopes
-            .into_iter()
-            .map(|s| Requirement::scope(s.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Requirement::all(parts))
+        Ok(Requirement::all(Requirement::each(scopes)?))
     }
 
     /// At least one scope in `scopes`.
     pub fn any_of<I: IntoIterator<Item = S>, S: AsRef<str>>(
         scopes: I,
     ) -> Result<Requirement, Error> {
-        let parts = scopes
+        Requirement::any(Requirement::each(scopes)?)
+    }
+
+    /// One requirement per scope string.
+    fn each<I: IntoIterator<Item = S>, S: AsRef<str>>(
+        scopes: I,
+    ) -> Result<Vec<Requirement>, Error> {
+        scopes
             .into_iter()
             .map(|s| Requirement::scope(s.as_ref()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Requirement::any(parts)
+            .collect()
     }
 
     /// `Ok` when `granted` meets the requirement, else the first missing

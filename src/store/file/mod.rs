@@ -648,15 +648,8 @@ fn load(
     index: &MemoryStore,
 ) -> Result<Loaded, StoreError> {
     let mut reader = BufReader::with_capacity(1 << 20, reader);
-    let io_err = |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let corrupt = |offset: u64, reason: &'static str| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
+    let io_err = |source| io_error(path, source);
+    let corrupt = |offset, reason| corruption(path, offset, reason);
     let mut header = Vec::with_capacity(HEADER_LEN);
     (&mut reader)
         .take(HEADER_LEN as u64)
@@ -729,6 +722,21 @@ fn load(
     })
 }
 
+fn io_error(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corruption(path: &Path, offset: u64, reason: &'static str) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset,
+        reason,
+    }
+}
+
 /// Threads that decode records while a store opens.
 const PARSERS: usize = 2;
 /// Records in flight between the reader, the parsers and the applier.
@@ -742,15 +750,8 @@ fn read_records(
     path: &Path,
     work: mpsc::SyncSender<Job>,
 ) -> Result<(u64, u64, u64), StoreError> {
-    let io_err = |source| StoreError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let corrupt = |offset: u64, reason: &'static str| StoreError::Corrupt {
-        path: path.to_path_buf(),
-        offset,
-        reason,
-    };
+    let io_err = |source| io_error(path, source);
+    let corrupt = |offset, reason| corruption(path, offset, reason);
     let mut offset = HEADER_LEN as u64;
     let mut records = 0u64;
     loop {
