@@ -117,13 +117,9 @@ impl Hasher for IdHasher {
     }
 }
 
-fn build(n: usize) -> Set {
-    let ring = KeyRing::builder(PREFIX)
-        .pepper([7; 32])
-        .flush_interval(None)
-        .build(MemoryStore::new())
-        .unwrap();
-    let valid: Vec<String> = (0..n)
+/// Issues `n` keys on `ring` and returns their strings.
+fn issue_keys(ring: &KeyRing, n: usize) -> Vec<String> {
+    (0..n)
         .map(|i| {
             ring.issue(issue_request(i))
                 .unwrap()
@@ -131,7 +127,16 @@ fn build(n: usize) -> Set {
                 .expose()
                 .to_owned()
         })
-        .collect();
+        .collect()
+}
+
+fn build(n: usize) -> Set {
+    let ring = KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let valid: Vec<String> = issue_keys(&ring, n);
     let body = PREFIX.len() + 1;
     let id_of = |k: &str| k[body + 1..body + 12].to_owned();
     let secret_of = |k: &str| k[body + 12..body + 36].to_owned();
@@ -280,15 +285,7 @@ fn bench_tokens_and_scan(c: &mut Criterion) {
         .flush_interval(None)
         .build(MemoryStore::new())
         .unwrap();
-    let keys: Vec<String> = (0..1000)
-        .map(|i| {
-            ring.issue(issue_request(i))
-                .unwrap()
-                .secret
-                .expose()
-                .to_owned()
-        })
-        .collect();
+    let keys: Vec<String> = issue_keys(&ring, 1000);
     let tokens: Vec<String> = keys
         .iter()
         .map(|k| {
