@@ -99,8 +99,11 @@ struct Set {
     floor_key: [u8; 32],
     /// Peer (a): SHA-256 hex of the key string -> record, in a String map.
     sha_map: HashMap<String, (String, u64)>,
-    /// Random indices to draw keys by.
+    /// Random indices to draw keys by: at least one per key, so every key
+    /// of the set is drawn (a power of two long).
     order: Vec<usize>,
+    /// `order.len() - 1`.
+    mask: usize,
 }
 
 #[derive(Default)]
@@ -141,7 +144,10 @@ fn build(n: usize) -> Set {
     let id_of = |k: &str| k[body + 1..body + 12].to_owned();
     let secret_of = |k: &str| k[body + 12..body + 36].to_owned();
     let mut rng = Rng(0x1234_5678_9ABC_DEF1);
-    let samples = n.min(1 << 16);
+    // As many of each kind of bad input as there are keys, so that every
+    // kind is drawn from the whole set (the same records and the same spread
+    // in memory as the valid keys).
+    let samples = n;
     let wrong_secret = (0..samples)
         .map(|i| forge(&id_of(&valid[i]), &secret_of(&valid[(i + 1) % n])))
         .collect();
@@ -159,15 +165,21 @@ fn build(n: usize) -> Set {
     let malformed = (0..samples)
         .map(|i| format!("{PREFIX}_1{}", &valid[i][body + 1..body + 20]))
         .collect();
+    // The floor finds every valid key: its map holds each key's first 8 id
+    // bytes and the digest of its id and secret text.
     let floor_key = [9u8; 32];
-    let floor_map = (0..n as u64)
-        .map(|i| {
+    let start = PREFIX.len() + 2;
+    let floor_map = valid
+        .iter()
+        .map(|k| {
+            let k = k.as_bytes();
             (
-                rng.next() ^ i,
-                *blake3::keyed_hash(&floor_key, &i.to_le_bytes()).as_bytes(),
+                u64::from_le_bytes(k[start..start + 8].try_into().unwrap()),
+                *blake3::keyed_hash(&floor_key, &k[start..start + 35]).as_bytes(),
             )
         })
         .collect::<HashMap<_, _, _>>();
+    assert_eq!(floor_map.len(), n, "floor ids must be distinct");
     let sha_map = valid
         .iter()
         .enumerate()
@@ -178,9 +190,10 @@ fn build(n: usize) -> Set {
             )
         })
         .collect();
-    let order = (0..1 << 16)
+    let order: Vec<usize> = (0..n.max(1 << 16).next_power_of_two())
         .map(|_| (rng.next() % n as u64) as usize)
         .collect();
+    let mask = order.len() - 1;
     Set {
         ring,
         valid,
@@ -192,6 +205,7 @@ fn build(n: usize) -> Set {
         floor_key,
         sha_map,
         order,
+        mask,
     }
 }
 
@@ -210,7 +224,7 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
             i = i.wrapping_add(1);
             // The same presented string as `valid` reads: hash id and secret
             // text, look the id up (its first 8 bytes as the map key).
-            let key = set.valid[set.order[i & 0xFFFF]].as_bytes();
+            let key = set.valid[set.order[i & set.mask]].as_bytes();
             let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
             let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap());
             let stored = set.floor_map.get(&id);
@@ -221,7 +235,7 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
     group.bench_function("valid", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            black_box(set.ring.verify(&set.valid[set.order[i & 0xFFFF]]).is_ok())
+            black_box(set.ring.verify(&set.valid[set.order[i & set.mask]]).is_ok())
         })
     });
     for (name, keys) in [
@@ -236,7 +250,7 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
                 i = i.wrapping_add(1);
                 black_box(
                     set.ring
-                        .verify(&keys[set.order[i & 0xFFFF] % keys.len()])
+                        .verify(&keys[set.order[i & set.mask] % keys.len()])
                         .is_err(),
                 )
             })
@@ -246,7 +260,7 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
     group.bench_function("peer_sha256_string_map", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
-            let key = &set.valid[set.order[i & 0xFFFF]];
+            let key = &set.valid[set.order[i & set.mask]];
             let digest = hex(&Sha256::digest(key.as_bytes()));
             black_box(set.sha_map.get(&digest).map(|r| r.1))
         })
@@ -373,7 +387,7 @@ fn throughput(set: &Set, threads: usize, writer: Option<u32>, secs: f64) -> f64 
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..256 {
                         i = i.wrapping_add(1);
-                        black_box(set.ring.verify(&set.valid[set.order[i & 0xFFFF]]).is_ok());
+                        black_box(set.ring.verify(&set.valid[set.order[i & set.mask]]).is_ok());
                     }
                     n += 256;
                 }

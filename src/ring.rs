@@ -781,13 +781,42 @@ impl<S: KeyStore> KeyRing<S> {
         request: &RequestContext<'_>,
     ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
+        // The clock is read before the record: reading it orders the CPU
+        // (`lfence; rdtsc` in the vDSO), which after the lookup would wait
+        // out the record's cache misses.
+        let now = self.now_nanos();
         let digest = self.hasher.hash(parsed.id, parsed.secret);
-        let entry = self.store().lookup(parsed.id);
-        // An unknown id is compared against a placeholder: the same work as a
-        // wrong secret, and the same answer.
+        let mut outcome = Err(VerifyError::Invalid);
+        self.store().inspect(parsed.id, &mut |entry| {
+            outcome = self.judge(entry, &digest, now, request);
+        });
+        let entry = outcome?;
+        if entry.key.use_limit.is_some() {
+            return self.consume_limited(entry, now, presented, request);
+        }
+        entry.key.consume(now);
+        Ok(Verified { entry })
+    }
+
+    /// The checks of `verify` on a record the store lends: the secret
+    /// (constant time; an unknown id is compared against a placeholder, the
+    /// same work and the same answer as a wrong secret), then revocation,
+    /// status, expiry, bindings and scopes. Only a key that passes is
+    /// reference counted.
+    fn judge(
+        &self,
+        entry: Option<&Arc<StoredKey>>,
+        digest: &KeyHash,
+        now: Nanos,
+        request: &RequestContext<'_>,
+    ) -> Result<Arc<StoredKey>, VerifyError> {
+        // The record's deadline is read before the secret is compared, so
+        // the CPU fetches all of the record's cache lines at once (it tells
+        // nothing: ids are public).
+        let cutoff = entry.map_or(NEVER, |e| self.cutoff(e));
         let placeholder = KeyHash::placeholder();
-        let stored = entry.as_ref().map_or(&placeholder, |e| &e.hash);
-        let matches = digest == *stored;
+        let stored = entry.map_or(&placeholder, |e| &e.hash);
+        let matches = *digest == *stored;
         let entry = match entry {
             Some(entry) if matches => entry,
             _ => return Err(VerifyError::Invalid),
@@ -802,8 +831,7 @@ impl<S: KeyStore> KeyRing<S> {
             StatusCode::Disabled => return Err(VerifyError::Disabled),
             StatusCode::Revoked => return Err(VerifyError::Revoked),
         }
-        let now = self.now_nanos();
-        if now >= self.cutoff(&entry) {
+        if now >= cutoff {
             return Err(VerifyError::Expired);
         }
         if key.bound {
@@ -816,11 +844,7 @@ impl<S: KeyStore> KeyRing<S> {
                 .check(&key.scopes, &self.sensitive)
                 .map_err(|missing| VerifyError::InsufficientScope(missing.clone()))?;
         }
-        if key.use_limit.is_some() {
-            return self.consume_limited(entry, now, presented, request);
-        }
-        entry.key.consume(now);
-        Ok(Verified { entry })
+        Ok(Arc::clone(entry))
     }
 
     /// Spends one use of a limited key under the write lock, on the current

@@ -1545,6 +1545,39 @@ fn non_strict_verification_does_not_look_up_the_store() {
     );
 }
 
+/// A store that implements only `lookup` gets the default `inspect`, and
+/// `verify` gives the same answers through it, one lookup per call.
+#[test]
+fn verify_works_through_the_default_inspect() {
+    let ring = KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(CountingStore::default())
+        .expect("ring");
+    let issued = invoices_key(&ring);
+    let other = invoices_key(&ring);
+    let key = issued.secret.expose();
+    let wrong_secret = with_fresh_checksum(&replaced(
+        key,
+        key.len() - 10,
+        shifted(key.as_bytes()[key.len() - 10], 1),
+    ));
+
+    ring.revoke(other.key.id(), "test").expect("revoke");
+    let before = ring.store().lookups();
+    let verified = ring.verify(key).expect("valid key");
+    assert_eq!(verified.id(), issued.key.id());
+    assert_eq!(verified.key().uses(), 1, "the use is counted");
+    assert_eq!(
+        ring.verify(&wrong_secret).unwrap_err(),
+        VerifyError::Invalid
+    );
+    assert_eq!(
+        ring.verify(other.secret.expose()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert_eq!(ring.store().lookups(), before + 3, "one lookup per verify");
+}
+
 #[test]
 fn exchange_refuses_keys_that_do_not_verify() {
     let clock = ManualClock::new(T0);

@@ -63,8 +63,24 @@ fn sample_settings(epoch: u64) -> RingSettings {
     }
 }
 
+/// The record by `lookup`, checked against what `inspect` lends (which
+/// must be called exactly once, with the same record).
 fn get<S: KeyStore>(store: &S, id: u64) -> Option<Arc<StoredKey>> {
-    store.lookup(KeyId::from_u64(id))
+    let id = KeyId::from_u64(id);
+    let found = store.lookup(id);
+    let mut calls = 0;
+    let mut lent = None;
+    store.inspect(id, &mut |entry| {
+        calls += 1;
+        lent = entry.cloned();
+    });
+    assert_eq!(calls, 1, "inspect must call its function exactly once");
+    assert_eq!(
+        lent.as_deref(),
+        found.as_deref(),
+        "inspect lent another record than lookup returned"
+    );
+    found
 }
 
 fn ids(list: Vec<Arc<StoredKey>>) -> Vec<u64> {
@@ -101,7 +117,7 @@ pub fn check_empty<S: KeyStore>(store: &S) {
     );
 }
 
-/// An inserted record is found by `lookup` and `list`, unchanged.
+/// An inserted record is found by `lookup`, `inspect` and `list`, unchanged.
 pub fn check_insert_and_lookup<S: KeyStore>(store: &S) {
     let key = sample_key(1, "alice", "first");
     store.insert(key.clone()).expect("insert");

@@ -144,6 +144,10 @@ impl KeyStore for MemoryStore {
             .map(|e| Arc::clone(&e.0))
     }
 
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+        f(self.shard(id).read().get(&id.as_u64()).map(|e| &e.0));
+    }
+
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {

@@ -488,6 +488,10 @@ impl KeyStore for FileStore {
         self.index.lookup(id)
     }
 
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+        self.index.inspect(id, f)
+    }
+
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
         self.index.list(owner)
     }
