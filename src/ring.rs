@@ -810,10 +810,6 @@ impl<S: KeyStore> KeyRing<S> {
         now: Nanos,
         request: &RequestContext<'_>,
     ) -> Result<Arc<StoredKey>, VerifyError> {
-        // The record's deadline is read before the secret is compared, so
-        // the CPU fetches all of the record's cache lines at once (it tells
-        // nothing: ids are public).
-        let cutoff = entry.map_or(NEVER, |e| self.cutoff(e));
         let placeholder = KeyHash::placeholder();
         let stored = entry.map_or(&placeholder, |e| &e.hash);
         let matches = *digest == *stored;
@@ -831,7 +827,7 @@ impl<S: KeyStore> KeyRing<S> {
             StatusCode::Disabled => return Err(VerifyError::Disabled),
             StatusCode::Revoked => return Err(VerifyError::Revoked),
         }
-        if now >= cutoff {
+        if now >= self.cutoff(entry) {
             return Err(VerifyError::Expired);
         }
         if key.bound {
