@@ -168,7 +168,8 @@ pub enum Change {
 ///
 /// The trait is object safe: `&dyn KeyStore` and `Box<dyn KeyStore>` work.
 pub trait KeyStore: fmt::Debug + Send + Sync {
-    /// The record with this id, from memory. The verify hot path: no I/O.
+    /// The record with this id, from memory, without I/O: `verify` reaches
+    /// it through [`inspect`](Self::inspect) unless the store overrides that.
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>>;
 
     /// Calls `f` once with the record with this id (or `None`), lent for
