@@ -69,11 +69,6 @@ impl KeyId {
         self.0
     }
 
-    /// The raw value, borrowed (for maps keyed by records).
-    pub(crate) const fn raw(&self) -> &u64 {
-        &self.0
-    }
-
     /// The id as its fixed-width base62 text.
     fn encode(self) -> [u8; ID_LEN] {
         let mut out = [0u8; ID_LEN];

@@ -4,17 +4,16 @@
 //! blocks only the 1/64 of lookups that fall in its shard. Each shard sits on
 //! its own cache lines so that readers of different shards never contend.
 //!
-//! Ids are 64 random bits from the OS CSPRNG, so the map does not need a
-//! keyed (DoS-resistant) hash: an attacker cannot choose the ids a ring
-//! stores. A multiply spreads the id over the hash word; the shard is chosen
-//! from other id bits than those the map indexes buckets by.
+//! Each shard is an [`IdTable`]: a cuckoo table whose 64-byte buckets hold
+//! the ids inline beside their records, so a lookup reads one pair of
+//! buckets (in parallel) and then the record. Ids are 64 random bits from
+//! the OS CSPRNG, so the shard is simply bits 32..38 of the id; inside a
+//! shard the id is mixed with a per-table random seed.
 
-use std::borrow::Borrow;
-use std::collections::HashSet;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use super::table::IdTable;
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, merge_settings};
 use crate::token::KeyId;
 
@@ -30,58 +29,16 @@ pub struct MemoryStore {
 }
 
 #[repr(align(128))]
-#[derive(Default)]
 struct Shard(RwLock<Map>);
 
-/// A set of records keyed by the id inside them: an 8-byte slot per key
-/// instead of 16 for a map from id to record. A probe compares tags first,
-/// so the record is read only on a likely match, and `verify` reads it
-/// anyway.
-type Map = HashSet<ById, BuildHasherDefault<IdHasher>>;
-
-/// A record, hashed and compared by its id.
-struct ById(Arc<StoredKey>);
-
-impl Hash for ById {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.key.id.as_u64().hash(state);
+impl Default for Shard {
+    fn default() -> Self {
+        Shard(RwLock::new(IdTable::new()))
     }
 }
 
-impl PartialEq for ById {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.key.id == other.0.key.id
-    }
-}
-
-impl Eq for ById {}
-
-impl Borrow<u64> for ById {
-    fn borrow(&self) -> &u64 {
-        self.0.key.id.raw()
-    }
-}
-
-/// Hashes a random 64-bit id by one multiply (see the module docs).
-#[derive(Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 ids are hashed; fold anything else in anyway.
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
-}
+/// Records by id: a cuckoo table with the id inline (see [`IdTable`]).
+type Map = IdTable;
 
 impl MemoryStore {
     /// An empty store.
@@ -138,14 +95,11 @@ impl fmt::Debug for MemoryStore {
 
 impl KeyStore for MemoryStore {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.shard(id)
-            .read()
-            .get(&id.as_u64())
-            .map(|e| Arc::clone(&e.0))
+        self.shard(id).read().get(id.as_u64()).map(Arc::clone)
     }
 
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
-        f(self.shard(id).read().get(&id.as_u64()).map(|e| &e.0));
+        f(self.shard(id).read().get(id.as_u64()));
     }
 
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
@@ -155,8 +109,8 @@ impl KeyStore for MemoryStore {
                 shard
                     .read()
                     .iter()
-                    .filter(|e| owner.is_none_or(|o| e.0.key.owner() == o))
-                    .map(|e| Arc::clone(&e.0)),
+                    .filter(|e| owner.is_none_or(|o| e.key.owner() == o))
+                    .map(Arc::clone),
             );
         }
         Ok(out)
@@ -193,7 +147,7 @@ impl MemoryStore {
     /// allocation happens on the thread that decoded it).
     pub(crate) fn put_shared(&self, entry: Arc<StoredKey>) {
         let id = entry.id();
-        self.shard(id).write().replace(ById(entry));
+        self.shard(id).write().insert(entry);
     }
 
     /// Applies one change that [`check_batch`] accepted.
@@ -201,10 +155,10 @@ impl MemoryStore {
         match change {
             Change::Insert(entry) | Change::Replace(entry) => {
                 let id = entry.id();
-                self.shard(id).write().replace(ById(Arc::new(entry)));
+                self.shard(id).write().insert(Arc::new(entry));
             }
             Change::Remove(id) => {
-                self.shard(id).write().remove(&id.as_u64());
+                self.shard(id).write().remove(id.as_u64());
             }
             Change::Settings(settings) => {
                 let mut current = self

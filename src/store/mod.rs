@@ -31,6 +31,7 @@
 pub mod conformance;
 mod file;
 mod memory;
+mod table;
 
 use std::fmt;
 use std::sync::Arc;
