@@ -812,7 +812,14 @@ impl<S: KeyStore> KeyRing<S> {
     ) -> Result<Arc<StoredKey>, VerifyError> {
         let placeholder = KeyHash::placeholder();
         let stored = entry.map_or(&placeholder, |e| &e.hash);
-        let matches = *digest == *stored;
+        // Read the record's reference count now, alongside its hash: the
+        // count can sit on the cache line before the hash, and the locked
+        // increment of the clone below would otherwise fetch that line only
+        // once every check is done. A plain load for every record, whatever
+        // the secret, so the timing stays independent of it; a live record
+        // always counts at least one.
+        let counted = entry.is_none_or(|e| Arc::strong_count(e) > 0);
+        let matches = (*digest == *stored) & counted;
         let entry = match entry {
             Some(entry) if matches => entry,
             _ => return Err(VerifyError::Invalid),

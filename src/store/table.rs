@@ -43,7 +43,7 @@ impl Bucket {
     fn matches(&self, id: u64) -> u32 {
         let mut mask = 0;
         for k in 0..WAYS {
-            mask |= u32::from(self.ids[k] == id && self.keys[k].is_some()) << k;
+            mask |= u32::from((self.ids[k] == id) & self.keys[k].is_some()) << k;
         }
         mask
     }
