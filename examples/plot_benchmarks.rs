@@ -40,11 +40,21 @@ struct Spec {
     color: RGBColor,
 }
 
-const SERIES: [Spec; 5] = [
+const SERIES: [Spec; 7] = [
     Spec {
         name: "valid",
         label: "keyward: valid key verify",
         color: RGBColor(31, 119, 180),
+    },
+    Spec {
+        name: "valid_one_at_a_time",
+        label: "keyward: valid key verify, one at a time",
+        color: RGBColor(23, 190, 207),
+    },
+    Spec {
+        name: "floor_one_at_a_time",
+        label: "floor, one at a time",
+        color: RGBColor(188, 189, 34),
     },
     Spec {
         name: "bad_checksum",
