@@ -215,57 +215,110 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+// ---- the calls measured --------------------------------------------------
+
+/// The floor for the key drawn at `i`: hash id and secret text, find the id
+/// (its first 8 bytes as the map key), compare in constant time.
+#[inline]
+fn floor_call(set: &Set, i: usize) -> bool {
+    let start = PREFIX.len() + 2;
+    let key = set.valid[set.order[i & set.mask]].as_bytes();
+    let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
+    let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap());
+    let stored = set.floor_map.get(&id);
+    stored.is_some_and(|s| blake3::Hash::from(*s) == digest)
+}
+
+/// A verify of the valid key drawn at `i`.
+#[inline]
+fn valid_call(set: &Set, i: usize) -> bool {
+    set.ring.verify(&set.valid[set.order[i & set.mask]]).is_ok()
+}
+
+/// The next draw: back to back the next index; one at a time an index that
+/// depends on the answer, so the next call cannot start before it.
+/// A constant, so that back to back the index never waits for the answer (a
+/// runtime flag lets the compiler select with a conditional move, which
+/// makes every draw wait for the previous answer).
+#[inline]
+fn next<const ONE_AT_A_TIME: bool>(i: usize, found: bool) -> usize {
+    if ONE_AT_A_TIME {
+        i.wrapping_add(2 - usize::from(found))
+    } else {
+        i.wrapping_add(1)
+    }
+}
+
+/// Floor and valid verify timed in alternating blocks, so that both see the
+/// same state of a noisy machine: the median and quartiles of the
+/// per-round ratios valid / floor.
+fn paired<const ONE_AT_A_TIME: bool>(set: &Set) -> [f64; 3] {
+    const ROUNDS: usize = 61;
+    const CALLS: usize = 20_000;
+    fn block<const CHAINED: bool>(
+        set: &Set,
+        call: impl Fn(&Set, usize) -> bool,
+        i: &mut usize,
+    ) -> f64 {
+        let started = Instant::now();
+        for _ in 0..CALLS {
+            let found = black_box(call(set, *i));
+            *i = next::<CHAINED>(*i, found);
+        }
+        started.elapsed().as_secs_f64()
+    }
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let (mut i, mut j) = (0usize, 0usize);
+    for round in 0..ROUNDS {
+        let (floor, valid) = if round % 2 == 0 {
+            let f = block::<ONE_AT_A_TIME>(set, floor_call, &mut i);
+            (f, block::<ONE_AT_A_TIME>(set, valid_call, &mut j))
+        } else {
+            let v = block::<ONE_AT_A_TIME>(set, valid_call, &mut j);
+            (block::<ONE_AT_A_TIME>(set, floor_call, &mut i), v)
+        };
+        ratios.push(valid / floor);
+    }
+    ratios.sort_by(f64::total_cmp);
+    [
+        ratios[ROUNDS / 4],
+        ratios[ROUNDS / 2],
+        ratios[ROUNDS * 3 / 4],
+    ]
+}
+
 // ---- criterion part ------------------------------------------------------
+
+/// One criterion row of `call` (generic, so the call is inlined as it would
+/// be in a server: no indirect call).
+fn row<const ONE_AT_A_TIME: bool>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    set: &Set,
+    call: impl Fn(&Set, usize) -> bool,
+) {
+    let mut i = 0usize;
+    group.bench_function(name, |b| {
+        b.iter(|| {
+            let found = call(set, i);
+            i = next::<ONE_AT_A_TIME>(i, found);
+            found
+        })
+    });
+}
 
 fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
     let mut group = c.benchmark_group(format!("n{n}"));
-    let start = PREFIX.len() + 2;
-    let mut i = 0usize;
-    group.bench_function("floor", |b| {
-        b.iter(|| {
-            i = i.wrapping_add(1);
-            // The same presented string as `valid` reads: hash id and secret
-            // text, look the id up (its first 8 bytes as the map key).
-            let key = set.valid[set.order[i & set.mask]].as_bytes();
-            let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
-            let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap());
-            let stored = set.floor_map.get(&id);
-            black_box(stored.is_some_and(|s| blake3::Hash::from(*s) == digest))
-        })
-    });
-    let mut i = 0usize;
-    group.bench_function("valid", |b| {
-        b.iter(|| {
-            i = i.wrapping_add(1);
-            black_box(set.ring.verify(&set.valid[set.order[i & set.mask]]).is_ok())
-        })
-    });
-    // One at a time: the next key is chosen from the previous call's
-    // answer, so a call cannot start before the one before it finished (as
-    // for requests, whose verifications do not overlap). Back to back above,
-    // the CPU may overlap one call's memory accesses with the next call's;
-    // `verify` lets it do so less, as its locked instructions (shard lock,
+    // One at a time: the next key is chosen from the previous call's answer,
+    // so a call cannot start before the one before it finished (as for
+    // requests, whose verifications do not overlap). Back to back, the CPU
+    // may overlap one call's memory accesses with the next call's; `verify`
+    // lets it do so far less, as its locked instructions (shard lock,
     // reference count, use count) order memory.
-    let mut i = 0usize;
-    group.bench_function("floor_one_at_a_time", |b| {
-        b.iter(|| {
-            let key = set.valid[set.order[i & set.mask]].as_bytes();
-            let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
-            let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap());
-            let stored = set.floor_map.get(&id);
-            let found = stored.is_some_and(|s| blake3::Hash::from(*s) == digest);
-            i = i.wrapping_add(2 - usize::from(found));
-            found
-        })
-    });
-    let mut i = 0usize;
-    group.bench_function("valid_one_at_a_time", |b| {
-        b.iter(|| {
-            let found = set.ring.verify(&set.valid[set.order[i & set.mask]]).is_ok();
-            i = i.wrapping_add(2 - usize::from(found));
-            found
-        })
-    });
+    row::<false>(&mut group, "floor", set, floor_call);
+    row::<false>(&mut group, "valid", set, valid_call);
+    row::<true>(&mut group, "floor_one_at_a_time", set, floor_call);
+    row::<true>(&mut group, "valid_one_at_a_time", set, valid_call);
     for (name, keys) in [
         ("wrong_secret", &set.wrong_secret[..]),
         ("unknown_id", &set.unknown_id[..]),
@@ -595,6 +648,20 @@ fn main() {
     }
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);
+
+    if let Some((n, set)) = &largest {
+        println!(
+            "\n## valid verify / floor, {n} keys, timed in alternating blocks (61 rounds of 20,000 calls each)\n"
+        );
+        println!("| calls | median ratio | middle half of the rounds |");
+        println!("|---|---:|---:|");
+        for (label, [low, median, high]) in [
+            ("back to back", paired::<false>(set)),
+            ("one at a time", paired::<true>(set)),
+        ] {
+            println!("| {label} | {median:.2}x | {low:.2}x–{high:.2}x |");
+        }
+    }
 
     if std::env::var_os("KEYWARD_BENCH_LATENCY_ONLY").is_some() {
         return;

@@ -74,7 +74,7 @@ impl IdTable {
     fn with_buckets(count: usize) -> IdTable {
         // std's RandomState is seeded from the OS once per thread and
         // stepped per instance, so every table gets its own seed.
-        let seed = RandomState::new().hash_one(0x6b65_7977_6172_64u64);
+        let seed = RandomState::new().hash_one(0x006b_6579_7761_7264_u64);
         IdTable {
             buckets: (0..count.max(1)).map(|_| Bucket::default()).collect(),
             len: 0,
