@@ -247,6 +247,32 @@ mod tests {
     }
 
     #[test]
+    fn every_digit_position_accepts_exactly_lowercase_hex() {
+        let h = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);
+        let text = h.to_string();
+        for position in 0..64 {
+            for byte in 0u8..128 {
+                let mut bytes = text.clone().into_bytes();
+                bytes[TAG.len() + position] = byte;
+                let candidate = String::from_utf8(bytes).unwrap();
+                let parsed = candidate.parse::<KeyHash>();
+                if byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte) {
+                    let value = (byte as char).to_digit(16).unwrap() as u8;
+                    let digest = parsed.expect("a hex digit is accepted").digest;
+                    let nibble = if position % 2 == 0 {
+                        digest[position / 2] >> 4
+                    } else {
+                        digest[position / 2] & 0x0f
+                    };
+                    assert_eq!(nibble, value, "digit {byte} at {position}");
+                } else {
+                    assert_eq!(parsed, Err(HashFormatError), "byte {byte} at {position}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn debug_hides_the_digest() {
         let h = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);
         let hex = &h.to_string()[TAG.len()..];
