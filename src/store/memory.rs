@@ -51,7 +51,8 @@ impl MemoryStore {
     }
 
     fn shard(&self, id: KeyId) -> &Shard {
-        // Bits 32..38: independent of the low bits the map indexes by.
+        // Bits 32..38 of the random id; inside the shard the table mixes
+        // the whole id with its own seed.
         &self.shards[(id.as_u64() >> 32) as usize % SHARDS]
     }
 
@@ -67,8 +68,9 @@ impl MemoryStore {
 }
 
 impl Shard {
-    // A panic while holding a shard lock cannot leave a map half-updated (each
-    // write is one insert or remove), so a poisoned lock is safe to use.
+    // A panic while holding a shard lock cannot leave a table half-updated
+    // (each write is one insert or remove, and a rebuild draws its seeds
+    // before it takes any key out), so a poisoned lock is safe to use.
     fn read(&self) -> RwLockReadGuard<'_, Map> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }

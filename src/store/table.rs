@@ -56,6 +56,33 @@ impl Bucket {
 /// A key waiting for a slot.
 type Entry = (u64, Arc<StoredKey>);
 
+/// A table's random values: the seed mixed into ids, and the walk's start.
+#[derive(Clone, Copy)]
+struct Seeds {
+    mix: u64,
+    walk: u64,
+}
+
+impl Seeds {
+    /// Fresh values from std's `RandomState` (seeded from the OS once per
+    /// thread and stepped per instance, so every call differs).
+    fn draw() -> Seeds {
+        Seeds {
+            mix: RandomState::new().hash_one(0x006b_6579_7761_7264_u64),
+            walk: RandomState::new().hash_one(0x0077_616c_6b00_u64),
+        }
+    }
+
+    /// Other values derived from these, for a rebuild that must retry: no
+    /// call that could fail while keys are out of the table.
+    fn next(self) -> Seeds {
+        Seeds {
+            mix: fold_mul(self.mix ^ 0xD6E8_FEB8_6659_FD93, 0x9E37_79B9_7F4A_7C15),
+            walk: fold_mul(self.walk ^ 0xA076_1D64_78BD_642F, 0xE703_7ED1_A0B4_28DB),
+        }
+    }
+}
+
 /// A map from id to record, with the id stored inline (see the module docs).
 pub(super) struct IdTable {
     buckets: Box<[Bucket]>,
@@ -68,18 +95,15 @@ pub(super) struct IdTable {
 impl IdTable {
     /// An empty table of one bucket.
     pub(super) fn new() -> IdTable {
-        IdTable::with_buckets(1)
+        IdTable::with_buckets(1, Seeds::draw())
     }
 
-    fn with_buckets(count: usize) -> IdTable {
-        // std's RandomState is seeded from the OS once per thread and
-        // stepped per instance, so every table gets its own seed.
-        let seed = RandomState::new().hash_one(0x006b_6579_7761_7264_u64);
+    fn with_buckets(count: usize, seeds: Seeds) -> IdTable {
         IdTable {
             buckets: (0..count.max(1)).map(|_| Bucket::default()).collect(),
             len: 0,
-            seed,
-            walk: seed | 1,
+            seed: seeds.mix,
+            walk: seeds.walk | 1,
         }
     }
 
@@ -206,13 +230,18 @@ impl IdTable {
     }
 
     /// Rebuilds into 5/4 as many buckets (at least one more) with a new
-    /// seed; grows again if a key finds no place, so no key is lost.
+    /// seed; grows again if a key finds no place, so no key is lost. The
+    /// seeds are drawn before any key leaves the table, and nothing after
+    /// that can panic (an allocation failure aborts), so a panic cannot
+    /// leave the shard without its keys.
     fn grow(&mut self) {
         let mut count = self.buckets.len();
+        let mut seeds = Seeds::draw();
         let mut pending: Vec<Entry> = self.drain();
         loop {
             count = (count + count / 4).max(count + 1);
-            let mut table = IdTable::with_buckets(count);
+            let mut table = IdTable::with_buckets(count, seeds);
+            seeds = seeds.next();
             let mut left = Vec::new();
             for entry in pending.drain(..) {
                 match table.place(entry) {
@@ -341,7 +370,7 @@ mod tests {
     fn a_walk_that_fails_loses_no_key() {
         // Fill a two-bucket table through `place` (which never grows) until
         // a walk fails.
-        let mut table = IdTable::with_buckets(2);
+        let mut table = IdTable::with_buckets(2, Seeds::draw());
         let mut placed = Vec::new();
         let mut next = 1u64;
         let homeless = loop {
