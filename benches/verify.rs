@@ -530,6 +530,12 @@ fn main() {
     c.final_summary();
 
     // Latency tables.
+    let get = |n: usize, name: &str| median(&format!("n{n}"), name);
+    let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
+        (Some(v), Some(b)) => format!("{v:.0} ({:.2}x)", v / b),
+        _ => "-".into(),
+    };
+    let plain = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.0}"));
     let mut csv = String::from("keys,name,median_ns\n");
     println!(
         "\n## verify latency, back to back (criterion medians, ns; ratio to the floor of the same size)\n"
@@ -539,13 +545,6 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
-        let group = format!("n{n}");
-        let get = |name: &str| median(&group, name);
-        let floor = get("floor");
-        let cell = |name: &str| match (get(name), floor) {
-            (Some(v), Some(f)) => format!("{v:.0} ({:.2}x)", v / f),
-            _ => "-".into(),
-        };
         for name in [
             "floor",
             "valid",
@@ -559,13 +558,15 @@ fn main() {
             "malformed_in_cache",
             "peer_sha256_string_map",
         ] {
-            if let Some(v) = get(name) {
+            if let Some(v) = get(n, name) {
                 csv.push_str(&format!("{n},{name},{v:.1}\n"));
             }
         }
+        let floor = get(n, "floor");
+        let cell = |name: &str| ratio(get(n, name), floor);
         println!(
             "| {n} | {} | {} | {} | {} | {} | {} | {} |",
-            floor.map_or("-".into(), |f| format!("{f:.0}")),
+            plain(floor),
             cell("valid"),
             cell("wrong_secret"),
             cell("unknown_id"),
@@ -573,25 +574,19 @@ fn main() {
             cell("malformed"),
             cell("peer_sha256_string_map"),
         );
-        report.push((n, get("valid")));
+        report.push((n, get(n, "valid")));
     }
-    let ratio = |v: Option<f64>, base: Option<f64>| match (v, base) {
-        (Some(v), Some(b)) => format!("{v:.0} ({:.2}x)", v / b),
-        _ => "-".into(),
-    };
     println!(
         "\n## one at a time: each call waits for the previous one (per-request latency; ratio to the floor measured the same way)\n"
     );
     println!("| keys | floor | valid |");
     println!("|---:|---:|---:|");
     for &n in &sizes {
-        let group = format!("n{n}");
-        let get = |name: &str| median(&group, name);
-        let floor = get("floor_one_at_a_time");
+        let floor = get(n, "floor_one_at_a_time");
         println!(
             "| {n} | {} | {} |",
-            floor.map_or("-".into(), |f| format!("{f:.0}")),
-            ratio(get("valid_one_at_a_time"), floor),
+            plain(floor),
+            ratio(get(n, "valid_one_at_a_time"), floor),
         );
     }
     println!("\n## rejections, ratio to a valid verify of the same size (back to back)\n");
@@ -600,15 +595,13 @@ fn main() {
     );
     println!("|---:|---:|---:|---:|---:|");
     for &n in &sizes {
-        let group = format!("n{n}");
-        let get = |name: &str| median(&group, name);
-        let valid = get("valid");
+        let cell = |name: &str| ratio(get(n, name), get(n, "valid"));
         println!(
             "| {n} | {} | {} | {} | {} |",
-            ratio(get("bad_checksum"), valid),
-            ratio(get("malformed"), valid),
-            ratio(get("bad_checksum_in_cache"), valid),
-            ratio(get("malformed_in_cache"), valid),
+            cell("bad_checksum"),
+            cell("malformed"),
+            cell("bad_checksum_in_cache"),
+            cell("malformed_in_cache"),
         );
     }
     let argon = median("argon2", "peer_argon2id_default");
