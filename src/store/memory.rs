@@ -29,16 +29,13 @@ pub struct MemoryStore {
 }
 
 #[repr(align(128))]
-struct Shard(RwLock<Map>);
+struct Shard(RwLock<IdTable>);
 
 impl Default for Shard {
     fn default() -> Self {
         Shard(RwLock::new(IdTable::new()))
     }
 }
-
-/// Records by id: a cuckoo table with the id inline (see [`IdTable`]).
-type Map = IdTable;
 
 impl MemoryStore {
     /// An empty store.
@@ -71,11 +68,11 @@ impl Shard {
     // A panic while holding a shard lock cannot leave a table half-updated
     // (each write is one insert or remove, and a rebuild draws its seeds
     // before it takes any key out), so a poisoned lock is safe to use.
-    fn read(&self) -> RwLockReadGuard<'_, Map> {
+    fn read(&self) -> RwLockReadGuard<'_, IdTable> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Map> {
+    fn write(&self) -> RwLockWriteGuard<'_, IdTable> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -28,6 +28,15 @@ const WAYS: usize = 4;
 /// Moves a walk may make before the table grows instead.
 const MAX_KICKS: usize = 128;
 
+/// Odd 64-bit constants for the multiply mixes (the golden ratio's and
+/// wyhash's).
+const MIX: [u64; 4] = [
+    0x9E37_79B9_7F4A_7C15,
+    0xD6E8_FEB8_6659_FD93,
+    0xA076_1D64_78BD_642F,
+    0xE703_7ED1_A0B4_28DB,
+];
+
 /// One cache line: the ids first, then their records.
 #[repr(C, align(64))]
 #[derive(Default)]
@@ -77,8 +86,8 @@ impl Seeds {
     /// call that could fail while keys are out of the table.
     fn next(self) -> Seeds {
         Seeds {
-            mix: fold_mul(self.mix ^ 0xD6E8_FEB8_6659_FD93, 0x9E37_79B9_7F4A_7C15),
-            walk: fold_mul(self.walk ^ 0xA076_1D64_78BD_642F, 0xE703_7ED1_A0B4_28DB),
+            mix: fold_mul(self.mix ^ MIX[1], MIX[0]),
+            walk: fold_mul(self.walk ^ MIX[2], MIX[3]),
         }
     }
 }
@@ -116,8 +125,8 @@ impl IdTable {
     /// id with the bucket count, i.e. uniform over any count.
     #[inline]
     fn buckets_of(&self, id: u64) -> (usize, usize) {
-        let h1 = fold_mul(id ^ self.seed, 0x9E37_79B9_7F4A_7C15);
-        let h2 = fold_mul(h1 ^ 0xD6E8_FEB8_6659_FD93, 0xA076_1D64_78BD_642F);
+        let h1 = fold_mul(id ^ self.seed, MIX[0]);
+        let h2 = fold_mul(h1 ^ MIX[1], MIX[2]);
         let count = self.buckets.len() as u64;
         let spread = |h: u64| ((u128::from(h) * u128::from(count)) >> 64) as usize;
         (spread(h1), spread(h2))
@@ -186,16 +195,13 @@ impl IdTable {
     /// passed in).
     fn place(&mut self, (mut id, mut key): Entry) -> Result<(), Entry> {
         let (i, j) = self.buckets_of(id);
-        let mut bucket = i;
         for b in [i, j] {
             if let Some(k) = self.buckets[b].free_slot() {
                 self.set(b, k, id, key);
                 return Ok(());
             }
         }
-        if self.step() & 1 == 1 {
-            bucket = j;
-        }
+        let mut bucket = if self.step() & 1 == 1 { j } else { i };
         for _ in 0..MAX_KICKS {
             // Swap the newcomer with a random resident of a full bucket,
             // then try the resident's other bucket.
