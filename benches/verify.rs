@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use keyward::{FileStore, KeyRing, MemoryStore, NewKey, ScopeSet};
+use keyward::{Clock, FileStore, KeyRing, MemoryStore, NewKey, ScopeSet, SystemClock};
 use sha2::{Digest, Sha256};
 
 // ---- live heap bytes, for memory per key -------------------------------
@@ -221,12 +221,18 @@ fn hex(bytes: &[u8]) -> String {
 /// (its first 8 bytes as the map key), compare in constant time.
 #[inline]
 fn floor_call(set: &Set, i: usize) -> bool {
+    floor_lookup(set, i).is_some()
+}
+
+/// The floor's work, returning the stored digest when it matched.
+#[inline]
+fn floor_lookup(set: &Set, i: usize) -> Option<&[u8; 32]> {
     let start = PREFIX.len() + 2;
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
     let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap());
-    let stored = set.floor_map.get(&id);
-    stored.is_some_and(|s| blake3::Hash::from(*s) == digest)
+    let stored = set.floor_map.get(&id)?;
+    (blake3::Hash::from(*stored) == digest).then_some(stored)
 }
 
 /// A verify of the valid key drawn at `i`.
@@ -249,42 +255,112 @@ fn next<const ONE_AT_A_TIME: bool>(i: usize, found: bool) -> usize {
     }
 }
 
-/// Floor and valid verify timed in alternating blocks, so that both see the
-/// same state of a noisy machine: the median and quartiles of the
-/// per-round ratios valid / floor.
-fn paired<const ONE_AT_A_TIME: bool>(set: &Set) -> [f64; 3] {
+/// A wall clock of kernel-tick resolution (a few ms): on Linux
+/// `CLOCK_REALTIME_COARSE`, read from the vDSO without the ordered `rdtsc`
+/// of the precise clock. A clock a host can plug into a ring with
+/// `KeyRingBuilder::clock`; here it measures what the precise clock costs.
+#[derive(Debug, Clone, Copy)]
+struct CoarseClock;
+
+impl Clock for CoarseClock {
+    fn now(&self) -> time::OffsetDateTime {
+        if cfg!(target_os = "linux") {
+            time::OffsetDateTime::from_unix_timestamp_nanos(self.unix_nanos())
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+        } else {
+            // Elsewhere the precise clock (the default `unix_nanos` reads
+            // `now`).
+            time::OffsetDateTime::now_utc()
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn unix_nanos(&self) -> i128 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+    }
+}
+
+/// The largest size's valid keys on a ring that reads [`CoarseClock`].
+struct Coarse {
+    ring: KeyRing<MemoryStore>,
+    valid: Vec<String>,
+}
+
+impl Coarse {
+    fn build(n: usize) -> Coarse {
+        let ring = KeyRing::builder(PREFIX)
+            .pepper([7; 32])
+            .flush_interval(None)
+            .clock(CoarseClock)
+            .build(MemoryStore::new())
+            .unwrap();
+        let valid = issue_keys(&ring, n);
+        Coarse { ring, valid }
+    }
+}
+
+/// A counter every call of the locked-increment variant adds to.
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The calls timed in alternating blocks, the floor first: the floor plus
+/// one thing `verify` does (the clock read at the same point, after the
+/// string and before the hash; a locked increment, as of a reference
+/// count), and verify itself.
+type PairedCall = fn(&Set, &Coarse, usize) -> bool;
+const PAIRED: [(&str, PairedCall); 6] = [
+    ("floor", |set, _, i| floor_call(set, i)),
+    ("floor + clock read", |set, _, i| {
+        black_box(SystemClock.unix_nanos());
+        floor_call(set, i)
+    }),
+    ("floor + coarse clock read", |set, _, i| {
+        black_box(CoarseClock.unix_nanos());
+        floor_call(set, i)
+    }),
+    ("floor + locked increment", |set, _, i| {
+        COUNTER.fetch_add(1, Ordering::Relaxed);
+        floor_call(set, i)
+    }),
+    ("valid verify", |set, _, i| valid_call(set, i)),
+    ("valid verify, coarse clock", |set, coarse, i| {
+        coarse
+            .ring
+            .verify(&coarse.valid[set.order[i & set.mask]])
+            .is_ok()
+    }),
+];
+
+/// The calls of [`PAIRED`] timed in blocks that take turns (the order
+/// rotated each round), so that all see the same state of a noisy machine:
+/// for each call after the floor, the median and quartiles of its per-round
+/// ratio to the floor; and the floor's median ns per call.
+fn paired<const ONE_AT_A_TIME: bool>(set: &Set, coarse: &Coarse) -> (f64, Vec<[f64; 3]>) {
     const ROUNDS: usize = 61;
     const CALLS: usize = 20_000;
-    fn block<const CHAINED: bool>(
-        set: &Set,
-        call: impl Fn(&Set, usize) -> bool,
-        i: &mut usize,
-    ) -> f64 {
-        let started = Instant::now();
-        for _ in 0..CALLS {
-            let found = black_box(call(set, *i));
-            *i = next::<CHAINED>(*i, found);
+    let mut at = [0usize; PAIRED.len()];
+    let mut seconds = vec![[0f64; PAIRED.len()]; ROUNDS];
+    for (round, times) in seconds.iter_mut().enumerate() {
+        for turn in 0..PAIRED.len() {
+            let k = (round + turn) % PAIRED.len();
+            let call = PAIRED[k].1;
+            let started = Instant::now();
+            for _ in 0..CALLS {
+                let found = black_box(call(set, coarse, at[k]));
+                at[k] = next::<ONE_AT_A_TIME>(at[k], found);
+            }
+            times[k] = started.elapsed().as_secs_f64();
         }
-        started.elapsed().as_secs_f64()
     }
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    let (mut i, mut j) = (0usize, 0usize);
-    for round in 0..ROUNDS {
-        let (floor, valid) = if round % 2 == 0 {
-            let f = block::<ONE_AT_A_TIME>(set, floor_call, &mut i);
-            (f, block::<ONE_AT_A_TIME>(set, valid_call, &mut j))
-        } else {
-            let v = block::<ONE_AT_A_TIME>(set, valid_call, &mut j);
-            (block::<ONE_AT_A_TIME>(set, floor_call, &mut i), v)
-        };
-        ratios.push(valid / floor);
-    }
-    ratios.sort_by(f64::total_cmp);
-    [
-        ratios[ROUNDS / 4],
-        ratios[ROUNDS / 2],
-        ratios[ROUNDS * 3 / 4],
-    ]
+    let quartiles = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        [v[ROUNDS / 4], v[ROUNDS / 2], v[ROUNDS * 3 / 4]]
+    };
+    let floor_ns = quartiles(seconds.iter().map(|t| t[0] * 1e9 / CALLS as f64).collect())[1];
+    let ratios = (1..PAIRED.len())
+        .map(|k| quartiles(seconds.iter().map(|t| t[k] / t[0]).collect()))
+        .collect();
+    (floor_ns, ratios)
 }
 
 // ---- criterion part ------------------------------------------------------
@@ -644,15 +720,21 @@ fn main() {
 
     if let Some((n, set)) = &largest {
         println!(
-            "\n## valid verify / floor, {n} keys, timed in alternating blocks (61 rounds of 20,000 calls each)\n"
+            "\n## ratios to the floor, {n} keys, timed in blocks that take turns (61 rounds of 20,000 calls each; median, and the middle half of the rounds)\n"
         );
-        println!("| calls | median ratio | middle half of the rounds |");
-        println!("|---|---:|---:|");
-        for (label, [low, median, high]) in [
-            ("back to back", paired::<false>(set)),
-            ("one at a time", paired::<true>(set)),
+        let coarse = Coarse::build(*n);
+        let names: Vec<&str> = PAIRED[1..].iter().map(|(name, _)| *name).collect();
+        println!("| calls | floor, ns | {} |", names.join(" | "));
+        println!("|---|---:|{}", "---:|".repeat(names.len()));
+        for (label, (floor_ns, ratios)) in [
+            ("back to back", paired::<false>(set, &coarse)),
+            ("one at a time", paired::<true>(set, &coarse)),
         ] {
-            println!("| {label} | {median:.2}x | {low:.2}x–{high:.2}x |");
+            let cells: Vec<String> = ratios
+                .iter()
+                .map(|[low, median, high]| format!("{median:.2}x ({low:.2}–{high:.2})"))
+                .collect();
+            println!("| {label} | {floor_ns:.0} | {} |", cells.join(" | "));
         }
     }
 
