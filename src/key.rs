@@ -462,11 +462,15 @@ impl Key {
     }
 }
 
-/// The stored form of a [`Key`]: every field by name, instants in RFC 3339.
+/// The stored form of a [`Key`]: fields by name, instants in RFC 3339. A
+/// field at its default (empty, none, zero) is left out, and read as the
+/// default when absent: smaller files that open faster, and records written
+/// before a field existed still read.
 #[derive(Serialize, Deserialize)]
 struct KeyRepr {
     id: KeyId,
     hint: Box<str>,
+    #[serde(default, skip_serializing_if = "str::is_empty")]
     name: Box<str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<Box<str>>,
@@ -476,13 +480,24 @@ struct KeyRepr {
     scopes: ScopeSet,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     expiry: Option<ExpiryPolicy>,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     expires_at: Option<OffsetDateTime>,
     status: Status,
-    #[serde(with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     last_used_at: Option<OffsetDateTime>,
+    #[serde(default, skip_serializing_if = "is_zero")]
     uses: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     use_limit: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rotated_from: Option<KeyId>,
@@ -504,8 +519,12 @@ struct KeyRepr {
         skip_serializing_if = "Option::is_none"
     )]
     tokens_after: Option<OffsetDateTime>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     epoch: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Serialize for Key {
@@ -541,6 +560,16 @@ impl Serialize for Key {
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let r = KeyRepr::deserialize(deserializer)?;
+        let extra = Extra {
+            description: r.description,
+            contact: r.contact,
+            rotated_from: r.rotated_from,
+            rotated_to: r.rotated_to,
+            revoked: None,
+            metadata: r.metadata,
+            bindings: r.bindings,
+            tokens_after: r.tokens_after.map(nanos),
+        };
         let mut key = Key {
             id: r.id,
             epoch: r.epoch,
@@ -558,16 +587,8 @@ impl<'de> Deserialize<'de> for Key {
             name: r.name,
             owner: r.owner,
             scopes: r.scopes,
-            extra: Some(Box::new(Extra {
-                description: r.description,
-                contact: r.contact,
-                rotated_from: r.rotated_from,
-                rotated_to: r.rotated_to,
-                revoked: None,
-                metadata: r.metadata,
-                bindings: r.bindings,
-                tokens_after: r.tokens_after.map(nanos),
-            })),
+            // Most keys have none of these: no allocation for them.
+            extra: (!extra.is_empty()).then(|| Box::new(extra)),
         };
         key.set_expiry(r.expiry, r.expires_at);
         key.set_status(r.status);
@@ -805,4 +826,111 @@ pub struct Reminder {
     /// When it stops working unless renewed (for an idle timeout: unless
     /// used again).
     pub expires_at: OffsetDateTime,
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn blank() -> Key {
+        Key::blank(
+            KeyId::from_u64(0x1234_5678),
+            "acct_1".into(),
+            datetime!(2026-11-27 12:00 UTC),
+        )
+    }
+
+    fn json(key: &Key) -> serde_json::Value {
+        serde_json::to_value(key).unwrap()
+    }
+
+    #[test]
+    fn stored_form_leaves_fields_at_their_default_out() {
+        let stored = json(&blank());
+        let fields: Vec<&str> = stored
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // Sorted by serde_json's map; the defaults (name, expiry,
+        // expires_at, last_used_at, uses, use_limit, epoch) are absent.
+        assert_eq!(
+            fields,
+            ["created_at", "hint", "id", "owner", "scopes", "status"]
+        );
+    }
+
+    #[test]
+    fn stored_form_round_trips_fields_away_from_their_default() {
+        let mut key = blank();
+        key.name = "ci deploy".into();
+        key.epoch = 3;
+        key.uses = Counter::new(7);
+        key.use_limit = NonZeroU64::new(9);
+        key.last_used_at = Stamp::new(nanos(datetime!(2026-11-28 8:30 UTC)));
+        key.set_expiry(
+            Some(ExpiryPolicy::Idle(time::Duration::days(30))),
+            Some(datetime!(2026-12-28 8:30 UTC)),
+        );
+        let stored = json(&key);
+        for field in [
+            "name",
+            "epoch",
+            "uses",
+            "use_limit",
+            "last_used_at",
+            "expiry",
+            "expires_at",
+        ] {
+            assert!(stored.get(field).is_some(), "{field} must be written");
+        }
+        let back: Key = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(json(&back), stored);
+        assert_eq!(back.uses(), 7);
+        assert_eq!(back.epoch, 3);
+    }
+
+    #[test]
+    fn stored_form_with_defaults_written_out_reads_as_the_short_form() {
+        // A record as written before defaults were left out.
+        let long = serde_json::json!({
+            "id": "0005iZpROH4",
+            "hint": "bench_10005iZ",
+            "name": "",
+            "owner": "acct_20799",
+            "scopes": ["invoices:read"],
+            "created_at": "2026-11-27T18:02:13.471153598Z",
+            "expiry": null,
+            "expires_at": null,
+            "status": {"state": "active"},
+            "last_used_at": null,
+            "uses": 0,
+            "use_limit": null,
+            "epoch": 0
+        });
+        let mut short = long.clone();
+        let object = short.as_object_mut().unwrap();
+        for field in [
+            "name",
+            "expiry",
+            "expires_at",
+            "last_used_at",
+            "uses",
+            "use_limit",
+            "epoch",
+        ] {
+            object.remove(field);
+        }
+        let from_long: Key = serde_json::from_value(long).unwrap();
+        let from_short: Key = serde_json::from_value(short.clone()).unwrap();
+        assert_eq!(json(&from_long), short);
+        assert_eq!(json(&from_short), short);
+        assert!(
+            from_long.extra.is_none(),
+            "none of the rarely set fields: none kept"
+        );
+    }
 }

@@ -696,7 +696,7 @@ fn load(
                                 entries
                                     .into_iter()
                                     .map(|entry| match entry {
-                                        Entry::Put(key) => Decoded::Put(Arc::new(*key)),
+                                        Entry::Put(key) => Decoded::Put(Arc::new(key)),
                                         Entry::Remove(id) => Decoded::Remove(id),
                                         Entry::Settings(s) => Decoded::Settings(s),
                                     })
