@@ -306,9 +306,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// The calls timed in alternating blocks, the floor first: the floor plus
 /// one thing `verify` does (the clock read at the same point, after the
 /// string and before the hash; a locked increment, as of a reference
-/// count), and verify itself.
+/// count; dependent work on what the lookup found, as verify's checks of the
+/// record), and verify itself.
 type PairedCall = fn(&Set, &Coarse, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 6] = [
+const PAIRED: [(&str, PairedCall); 7] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         black_box(SystemClock.unix_nanos());
@@ -321,6 +322,18 @@ const PAIRED: [(&str, PairedCall); 6] = [
     ("floor + locked increment", |set, _, i| {
         COUNTER.fetch_add(1, Ordering::Relaxed);
         floor_call(set, i)
+    }),
+    ("floor + dependent steps", |set, _, i| {
+        floor_lookup(set, i).is_some_and(|digest| {
+            // 60 steps, each waiting for the one before, on what the lookup
+            // found: work after the last cache miss that the CPU cannot do
+            // early, as verify's checks of the record it found.
+            let mut x = u64::from_le_bytes(digest[..8].try_into().unwrap());
+            for _ in 0..black_box(60) {
+                x = x.rotate_left(7) ^ x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            }
+            x != 1
+        })
     }),
     ("valid verify", |set, _, i| valid_call(set, i)),
     ("valid verify, coarse clock", |set, coarse, i| {
