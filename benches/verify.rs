@@ -12,6 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -281,14 +282,19 @@ impl Clock for CoarseClock {
     }
 }
 
-/// The largest size's valid keys on a ring that reads [`CoarseClock`].
-struct Coarse {
+/// What the variants of [`PAIRED`] need beside the set: the largest size's
+/// valid keys on a ring that reads [`CoarseClock`], and stand-ins for
+/// records.
+struct Variants {
     ring: KeyRing<MemoryStore>,
     valid: Vec<String>,
+    /// One per key, about the size of a `StoredKey`, each behind an `Arc`
+    /// as a ring's records are.
+    records: Vec<Arc<[u64; 24]>>,
 }
 
-impl Coarse {
-    fn build(n: usize) -> Coarse {
+impl Variants {
+    fn build(n: usize) -> Variants {
         let ring = KeyRing::builder(PREFIX)
             .pepper([7; 32])
             .flush_interval(None)
@@ -296,7 +302,20 @@ impl Coarse {
             .build(MemoryStore::new())
             .unwrap();
         let valid = issue_keys(&ring, n);
-        Coarse { ring, valid }
+        let records = (0..n as u64).map(|k| Arc::new([k; 24])).collect();
+        Variants {
+            ring,
+            valid,
+            records,
+        }
+    }
+
+    /// The record the floor's lookup for `i` points to (a random one, as
+    /// a table's slot points to its record).
+    fn record(&self, set: &Set, i: usize) -> Option<&Arc<[u64; 24]>> {
+        let digest = floor_lookup(set, i)?;
+        let at = u64::from_le_bytes(digest[..8].try_into().unwrap()) as usize;
+        Some(&self.records[at % self.records.len()])
     }
 }
 
@@ -305,11 +324,12 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// The calls timed in alternating blocks, the floor first: the floor plus
 /// one thing `verify` does (the clock read at the same point, after the
-/// string and before the hash; a locked increment, as of a reference
-/// count; dependent work on what the lookup found, as verify's checks of the
-/// record), and verify itself.
-type PairedCall = fn(&Set, &Coarse, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 7] = [
+/// string and before the hash; a locked increment on a line in cache;
+/// dependent work on what the lookup found, as verify's checks of the
+/// record; reading the record the lookup points to, or taking a reference
+/// count on it, as verify returns one), and verify itself.
+type PairedCall = fn(&Set, &Variants, usize) -> bool;
+const PAIRED: [(&str, PairedCall); 9] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         black_box(SystemClock.unix_nanos());
@@ -335,12 +355,19 @@ const PAIRED: [(&str, PairedCall); 7] = [
             x != 1
         })
     }),
+    ("floor + record read", |set, v, i| {
+        v.record(set, i)
+            .is_some_and(|r| black_box(r[0]) != u64::MAX)
+    }),
+    ("floor + record reference", |set, v, i| {
+        v.record(set, i).is_some_and(|r| {
+            let counted = Arc::clone(r);
+            black_box(counted[0]) != u64::MAX
+        })
+    }),
     ("valid verify", |set, _, i| valid_call(set, i)),
-    ("valid verify, coarse clock", |set, coarse, i| {
-        coarse
-            .ring
-            .verify(&coarse.valid[set.order[i & set.mask]])
-            .is_ok()
+    ("valid verify, coarse clock", |set, v, i| {
+        v.ring.verify(&v.valid[set.order[i & set.mask]]).is_ok()
     }),
 ];
 
@@ -348,7 +375,7 @@ const PAIRED: [(&str, PairedCall); 7] = [
 /// rotated each round), so that all see the same state of a noisy machine:
 /// for each call after the floor, the median and quartiles of its per-round
 /// ratio to the floor; and the floor's median ns per call.
-fn paired<const ONE_AT_A_TIME: bool>(set: &Set, coarse: &Coarse) -> (f64, Vec<[f64; 3]>) {
+fn paired<const ONE_AT_A_TIME: bool>(set: &Set, variants: &Variants) -> (f64, Vec<[f64; 3]>) {
     const ROUNDS: usize = 61;
     const CALLS: usize = 20_000;
     let mut at = [0usize; PAIRED.len()];
@@ -359,7 +386,7 @@ fn paired<const ONE_AT_A_TIME: bool>(set: &Set, coarse: &Coarse) -> (f64, Vec<[f
             let call = PAIRED[k].1;
             let started = Instant::now();
             for _ in 0..CALLS {
-                let found = black_box(call(set, coarse, at[k]));
+                let found = black_box(call(set, variants, at[k]));
                 at[k] = next::<ONE_AT_A_TIME>(at[k], found);
             }
             times[k] = started.elapsed().as_secs_f64();
@@ -759,13 +786,13 @@ fn main() {
         println!(
             "\n## ratios to the floor, {n} keys, timed in blocks that take turns (61 rounds of 20,000 calls each; median, and the middle half of the rounds)\n"
         );
-        let coarse = Coarse::build(*n);
+        let variants = Variants::build(*n);
         let names: Vec<&str> = PAIRED[1..].iter().map(|(name, _)| *name).collect();
         println!("| calls | floor, ns | {} |", names.join(" | "));
         println!("|---|---:|{}", "---:|".repeat(names.len()));
         for (label, (floor_ns, ratios)) in [
-            ("back to back", paired::<false>(set, &coarse)),
-            ("one at a time", paired::<true>(set, &coarse)),
+            ("back to back", paired::<false>(set, &variants)),
+            ("one at a time", paired::<true>(set, &variants)),
         ] {
             let cells: Vec<String> = ratios
                 .iter()
