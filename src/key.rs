@@ -561,6 +561,16 @@ impl Serialize for Key {
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let r = KeyRepr::deserialize(deserializer)?;
+        // `issue` refuses a limit of 0 and none is ever written; read as
+        // "no limit", a hand-edited 0 would grant unlimited uses.
+        let use_limit = match r.use_limit {
+            Some(0) => {
+                return Err(serde::de::Error::custom(
+                    "use_limit must be at least 1 (absent: no limit)",
+                ));
+            }
+            limit => limit.and_then(NonZeroU64::new),
+        };
         let extra = Extra {
             description: r.description,
             contact: r.contact,
@@ -577,7 +587,7 @@ impl<'de> Deserialize<'de> for Key {
             created_at: nanos(r.created_at),
             expires_at: NEVER,
             grace_until: r.grace_until.map_or(NEVER, nanos),
-            use_limit: r.use_limit.and_then(NonZeroU64::new),
+            use_limit,
             status: StatusCode::Active,
             expiry: None,
             last_used_at: Stamp::new(r.last_used_at.map_or(NOT_YET, nanos)),
@@ -893,6 +903,17 @@ mod tests {
         assert_eq!(json(&back), stored);
         assert_eq!(back.uses(), 7);
         assert_eq!(back.epoch, 3);
+    }
+
+    #[test]
+    fn stored_use_limit_of_zero_is_refused_not_read_as_unlimited() {
+        let mut stored = json(&blank());
+        stored["use_limit"] = serde_json::json!(0);
+        let error = serde_json::from_value::<Key>(stored.clone()).unwrap_err();
+        assert!(error.to_string().contains("use_limit"), "{error}");
+        stored["use_limit"] = serde_json::json!(1);
+        let key: Key = serde_json::from_value(stored).unwrap();
+        assert_eq!(key.use_limit(), Some(1));
     }
 
     #[test]

@@ -652,6 +652,34 @@ fn a_bad_import_changes_nothing() {
 }
 
 #[test]
+fn an_import_with_a_use_limit_of_zero_is_refused() {
+    // Read as "no limit", a hand-edited 0 would grant unlimited uses.
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 14);
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut record: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    let key = if record.get("key").is_some() {
+        &mut record["key"]
+    } else {
+        &mut record
+    };
+    assert!(key.get("owner").is_some(), "the key record: {key}");
+    key["use_limit"] = serde_json::json!(0);
+    lines[1] = record.to_string();
+    let edited = lines.join("\n") + "\n";
+    match store.import(edited.as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line: 2, reason }) => {
+            assert!(reason.contains("use_limit"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(State::of(&store), state);
+}
+
+#[test]
 fn messages_name_the_file() {
     let p = Path::new("/srv/keys.kw");
     assert_eq!(
