@@ -781,9 +781,10 @@ impl<S: KeyStore> KeyRing<S> {
         request: &RequestContext<'_>,
     ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
-        // The clock is read before the record: reading it orders the CPU
-        // (`lfence; rdtsc` in the vDSO), which after the lookup would wait
-        // out the record's cache misses.
+        // The clock is read before the record: the vDSO's ordered TSC read
+        // (`rdtscp`, or `lfence; rdtsc`) waits for every earlier
+        // instruction, so after the lookup it would wait out the record's
+        // cache misses.
         let now = self.now_nanos();
         let digest = self.hasher.hash(parsed.id, parsed.secret);
         let mut outcome = Err(VerifyError::Invalid);
