@@ -561,8 +561,9 @@ impl Serialize for Key {
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let r = KeyRepr::deserialize(deserializer)?;
-        // `issue` refuses a limit of 0 and none is ever written; read as
-        // "no limit", a hand-edited 0 would grant unlimited uses.
+        // `issue` refuses a limit of 0 and this build never writes one (an
+        // early development build wrote 0 for a rotated, fully spent key).
+        // Read as "no limit", a 0 would grant unlimited uses: refuse it.
         let use_limit = match r.use_limit {
             Some(0) => {
                 return Err(serde::de::Error::custom(

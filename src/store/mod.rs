@@ -57,8 +57,8 @@ pub use memory::MemoryStore;
 /// delay ([`KeyRing::flush`](crate::KeyRing::flush)).
 ///
 /// Layout: the hash and the fields `verify` reads and counts come first,
-/// so a verification reads about two cache lines of the record and no other
-/// allocation.
+/// so a verification reads the record's first 144 bytes (three cache lines
+/// at malloc's 16-byte alignment) and no other allocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(C)]
 pub struct StoredKey {
