@@ -504,13 +504,7 @@ fn row<const ONE_AT_A_TIME: bool>(
     set: &Set,
     call: impl Fn(&Set, usize) -> bool,
 ) {
-    // Each row starts at its own place in the draw order, so it does not
-    // begin on the keys the row before it just brought into cache.
-    let mut i = Rng(DRAW_SEED
-        .fetch_add(1, Ordering::Relaxed)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        | 1)
-    .next() as usize;
+    let mut i = row_start();
     group.bench_function(name, |b| {
         b.iter(|| {
             let found = call(set, i);
@@ -518,6 +512,13 @@ fn row<const ONE_AT_A_TIME: bool>(
             found
         })
     });
+}
+
+/// Where a criterion row starts in the draw order: its own place, so that
+/// it does not begin on the keys the row before it just brought into cache.
+fn row_start() -> usize {
+    let seed = DRAW_SEED.fetch_add(1, Ordering::Relaxed);
+    Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).next() as usize
 }
 
 /// A criterion row of `call` on the key drawn at each place, with the
@@ -529,11 +530,7 @@ fn row_string_in_cache<const ONE_AT_A_TIME: bool>(
     keys: &[String],
     call: impl Fn(&Set, usize) -> bool,
 ) {
-    let mut i = Rng(DRAW_SEED
-        .fetch_add(1, Ordering::Relaxed)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        | 1)
-    .next() as usize;
+    let mut i = row_start();
     group.bench_function(name, |b| {
         b.iter(|| {
             prefetch_ahead(keys, set, i);
