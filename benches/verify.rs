@@ -249,6 +249,73 @@ fn floor_lookup_with(set: &Set, i: usize, after_string: impl FnOnce(&[u8])) -> O
     (blake3::Hash::from(*stored) == digest).then_some(stored)
 }
 
+/// The base62 value of each byte (keyward's alphabet); 255 for others.
+static DIGIT: [u8; 256] = {
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut table = [255u8; 256];
+    let mut i = 0;
+    while i < 62 {
+        table[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Decodes up to 10 base62 digits, as keyward does; `None` on a character
+/// outside the alphabet.
+fn decode62(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |acc, &b| {
+        let d = DIGIT[usize::from(b)];
+        (d < 62).then(|| acc * 62 + u64::from(d))
+    })
+}
+
+/// What `verify`'s parse does before the lookup: length, prefix,
+/// version, alphabet, CRC32 checksum, id decode.
+#[inline]
+fn parse_like(key: &[u8]) -> Option<u64> {
+    if key.len() != PREFIX.len() + 1 + 42 {
+        return None;
+    }
+    let (head, body) = key.split_at(key.len() - 42);
+    let (&b'_', p) = head.split_last()? else {
+        return None;
+    };
+    if p != PREFIX.as_bytes() || body[0] != b'1' {
+        return None;
+    }
+    if !body[1..]
+        .iter()
+        .fold(true, |ok, &b| ok & b.is_ascii_alphanumeric())
+    {
+        return None;
+    }
+    let (checked, checksum) = key.split_at(key.len() - 6);
+    if u64::from(crc32fast::hash(checked)) != decode62(checksum)? {
+        return None;
+    }
+    let high = decode62(&body[1..2])?;
+    let low = decode62(&body[2..12])?;
+    high.checked_mul(62u64.pow(10))?.checked_add(low)
+}
+
+/// The floor with verify's parse first (the lookup's key made to depend on
+/// the decoded id, as verify's does) and, if `clock`, the clock read after.
+#[inline]
+fn floor_parsed(set: &Set, i: usize, clock: bool) -> Option<&[u8; 32]> {
+    let start = PREFIX.len() + 2;
+    let key = set.valid[set.order[i & set.mask]].as_bytes();
+    let decoded = parse_like(key)?;
+    if clock {
+        black_box(SystemClock.unix_nanos());
+    }
+    let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
+    let id =
+        u64::from_le_bytes(key[start..start + 8].try_into().unwrap()) ^ (decoded & black_box(0));
+    let stored = set.floor_map.get(&id)?;
+    (blake3::Hash::from(*stored) == digest).then_some(stored)
+}
+
 /// A verify of the valid key drawn at `i`.
 #[inline]
 fn valid_call(set: &Set, i: usize) -> bool {
@@ -342,12 +409,16 @@ impl Variants {
     /// reached straight from what the lookup found (one dependent access,
     /// as keyward's table slot holds its record's pointer).
     fn record(&self, set: &Set, i: usize) -> Option<&Record> {
-        let digest = floor_lookup(set, i)?;
+        floor_lookup(set, i).map(|digest| self.record_of(digest))
+    }
+
+    /// The record a stored digest points to (see [`Variants::record`]).
+    fn record_of(&self, digest: &[u8; 32]) -> &Record {
         let at = u64::from_le_bytes(digest[..8].try_into().unwrap());
         // Scaled by a multiply, as keyward's table picks its buckets (a
         // division would lengthen the chain).
         let at = ((u128::from(at) * self.records.len() as u128) >> 64) as usize;
-        Some(&self.records[at])
+        &self.records[at]
     }
 }
 
@@ -369,10 +440,14 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// dependent work on what the lookup found, as verify's checks of the
 /// record; reading the record the lookup points to, in one line or in the
 /// three its first bytes span, with or without checks on what it read, or
-/// taking a reference count on it, as verify returns one), and verify
+/// taking a reference count on it, as verify returns one); the floor with
+/// verify's parse and checksum in front (and its clock read); a model of
+/// verify on the floor's map (that parse, the clock read, then the record
+/// reached from the floor's slot, referenced and checked: verify's work
+/// with the floor's lookup in place of keyward's store); and verify
 /// itself.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 11] = [
+const PAIRED: [(&str, PairedCall); 14] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -442,6 +517,28 @@ const PAIRED: [(&str, PairedCall); 11] = [
                 && d[2] != 7
         })
     }),
+    ("floor + parse and checksum", |set, _, i| {
+        floor_parsed(set, i, false).is_some()
+    }),
+    ("floor + parse, checksum, clock read", |set, _, i| {
+        floor_parsed(set, i, true).is_some()
+    }),
+    ("verify model on the floor's map", |set, v, i| {
+        // Parse, checksum, clock read, hash, the floor's lookup, then the
+        // record: a reference taken, the checks, the reference dropped.
+        floor_parsed(set, i, true).is_some_and(|digest| {
+            let r = v.record_of(digest);
+            r.count.fetch_add(1, Ordering::Relaxed);
+            let d = &r.data;
+            let ok = d[1] < u64::MAX - 1
+                && d[7] != 3
+                && d[9].min(d[10]).min(d[11]) > 2
+                && d[15] != 5
+                && d[2] != 7;
+            r.count.fetch_sub(1, Ordering::Release);
+            ok
+        })
+    }),
     ("valid verify", |set, _, i| valid_call(set, i)),
     ("valid verify, coarse clock", |set, v, i| {
         v.ring.verify(&v.valid[set.order[i & set.mask]]).is_ok()
@@ -466,6 +563,11 @@ fn paired<const ONE_AT_A_TIME: bool>(set: &Set, variants: &Variants) -> (f64, Ve
     const ROUNDS: usize = 61;
     const CALLS: usize = 20_000;
     let mut rng = Rng(0x005E_ED0F_B10C_u64 ^ u64::from(ONE_AT_A_TIME));
+    // The parse model must take the path a valid key takes in `verify`.
+    assert!(
+        (0..1000).all(|i| floor_parsed(set, i, true).is_some()),
+        "the bench's parse model refused a valid key"
+    );
     let mut seconds = vec![[0f64; PAIRED.len()]; ROUNDS];
     for (round, times) in seconds.iter_mut().enumerate() {
         for turn in 0..PAIRED.len() {
