@@ -240,11 +240,19 @@ fn floor_lookup(set: &Set, i: usize) -> Option<&[u8; 32]> {
 /// it first), before the hash.
 #[inline]
 fn floor_lookup_with(set: &Set, i: usize, after_string: impl FnOnce(&[u8])) -> Option<&[u8; 32]> {
-    let start = PREFIX.len() + 2;
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     after_string(key);
+    floor_find(set, key, 0)
+}
+
+/// The floor's hash and lookup of `key`, whose map key (the id text's first
+/// 8 bytes) is xored with `mix`: zero, but when it comes from a decode the
+/// lookup waits for that decode, as verify's lookup waits for its parse.
+#[inline]
+fn floor_find<'s>(set: &'s Set, key: &[u8], mix: u64) -> Option<&'s [u8; 32]> {
+    let start = PREFIX.len() + 2;
     let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
-    let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap());
+    let id = u64::from_le_bytes(key[start..start + 8].try_into().unwrap()) ^ mix;
     let stored = set.floor_map.get(&id)?;
     (blake3::Hash::from(*stored) == digest).then_some(stored)
 }
@@ -303,17 +311,12 @@ fn parse_like(key: &[u8]) -> Option<u64> {
 /// the decoded id, as verify's does) and, if `clock`, the clock read after.
 #[inline]
 fn floor_parsed(set: &Set, i: usize, clock: bool) -> Option<&[u8; 32]> {
-    let start = PREFIX.len() + 2;
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     let decoded = parse_like(key)?;
     if clock {
         black_box(SystemClock.unix_nanos());
     }
-    let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
-    let id =
-        u64::from_le_bytes(key[start..start + 8].try_into().unwrap()) ^ (decoded & black_box(0));
-    let stored = set.floor_map.get(&id)?;
-    (blake3::Hash::from(*stored) == digest).then_some(stored)
+    floor_find(set, key, decoded & black_box(0))
 }
 
 /// A verify of the valid key drawn at `i`.
