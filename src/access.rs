@@ -178,7 +178,7 @@ impl Signer {
         }
         let tag = mac(key, text.as_bytes());
         push_fixed(&mut text, tag, MAC_LEN);
-        let checksum = u128::from(crc32fast::hash(text.as_bytes()));
+        let checksum = u128::from(token::crc32(text.as_bytes()));
         push_fixed(&mut text, checksum, token::CHECKSUM_LEN);
         let hint_len = prefix.as_str().len() + 2 + KID_LEN + token::ID_LEN;
         Ok(AccessToken {
@@ -260,7 +260,7 @@ fn parse_body(bytes: &[u8], head: usize) -> Result<Body, VerifyError> {
         return Err(malformed(MalformedReason::BadAlphabet));
     }
     let (checked, checksum) = bytes.split_at(bytes.len() - token::CHECKSUM_LEN);
-    if decode_fixed(checksum) != Some(u128::from(crc32fast::hash(checked))) {
+    if decode_fixed(checksum) != Some(u128::from(token::crc32(checked))) {
         return Err(malformed(MalformedReason::BadChecksum));
     }
     let mut at = head;

@@ -21,6 +21,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 use rand::TryRng;
 use rand::rngs::SysRng;
@@ -249,7 +250,7 @@ fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, Malform
     }
     let (checked, checksum) = whole.split_at(whole.len() - CHECKSUM_LEN);
     let expected = decode_fixed(checksum).ok_or(MalformedReason::BadChecksum)?;
-    if u128::from(crc32fast::hash(checked)) != expected {
+    if u128::from(crc32(checked)) != expected {
         return Err(MalformedReason::BadChecksum);
     }
     let id = decode_id(&body[1..1 + ID_LEN]).ok_or(MalformedReason::BadChecksum)?;
@@ -356,7 +357,7 @@ fn format_key(prefix: &Prefix, id: KeyId, secret: &[u8; SECRET_LEN]) -> String {
     text.extend(id.encode().iter().map(|&b| char::from(b)));
     text.extend(secret.iter().map(|&b| char::from(b)));
     let mut checksum = [0u8; CHECKSUM_LEN];
-    encode_fixed(u128::from(crc32fast::hash(text.as_bytes())), &mut checksum);
+    encode_fixed(u128::from(crc32(text.as_bytes())), &mut checksum);
     text.extend(checksum.iter().map(|&b| char::from(b)));
     debug_assert_eq!(text.len(), prefix.key_len());
     text
@@ -393,6 +394,16 @@ pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
     debug_assert_eq!(value, 0, "value does not fit the fixed width");
 }
 
+/// The CRC32 (IEEE) of `bytes`, as `crc32fast::hash` computes it but
+/// without its CPU feature detection on every call: the hasher that
+/// detection picks is built once and copied.
+pub(crate) fn crc32(bytes: &[u8]) -> u32 {
+    static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
+    let mut hasher = FRESH.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
 /// Decodes fixed-width base62 digits; `None` on a character outside the
 /// alphabet.
 pub(crate) fn decode_fixed(digits: &[u8]) -> Option<u128> {
@@ -404,12 +415,18 @@ pub(crate) fn decode_fixed(digits: &[u8]) -> Option<u128> {
 }
 
 /// Decodes up to 10 base62 digits through a table; `None` on a character
-/// outside the alphabet.
+/// outside the alphabet. Branch-free over the digits: a bad character (255
+/// in the table) is noted in `seen` and the sum, which wraps harmlessly, is
+/// then thrown away; verify's parse decodes two of these per call.
 fn decode_small(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |acc, &b| {
+    debug_assert!(digits.len() <= 10, "62^10 < 2^64: at most 10 digits");
+    let (value, seen) = digits.iter().fold((0u64, 0u8), |(acc, seen), &b| {
         let d = DIGIT[usize::from(b)];
-        (d < 62).then(|| acc * 62 + u64::from(d))
-    })
+        (acc.wrapping_mul(62).wrapping_add(u64::from(d)), seen | d)
+    });
+    // Every digit is below 64 (62 values), so only a bad one sets a bit
+    // above the sixth.
+    (seen < 64).then_some(value)
 }
 
 /// The value of each byte as a base62 digit; 255 for non-digits.
@@ -469,6 +486,40 @@ mod tests {
             let theirs = base62::encode(v);
             assert_eq!(if ours.is_empty() { "0" } else { ours }, theirs);
             assert_eq!(decode_fixed(&out), Some(u128::from(v)));
+        }
+    }
+
+    #[test]
+    fn a_bad_character_anywhere_is_refused_and_good_digits_decode() {
+        // The decode is branch-free (a bad digit is noted, not returned on):
+        // every byte value outside the alphabet, at every position of a
+        // 10-digit field, must still be refused.
+        let good = *b"7aZ09yQkLm";
+        let value = good.iter().fold(0u64, |acc, &b| {
+            let d = ALPHABET.iter().position(|&a| a == b).unwrap() as u64;
+            acc * 62 + d
+        });
+        assert_eq!(decode_small(&good), Some(value));
+        assert_eq!(decode_small(b"zzzzzzzzzz"), Some(62u64.pow(10) - 1));
+        assert_eq!(decode_small(b""), Some(0));
+        for position in 0..good.len() {
+            for byte in 0..=255u8 {
+                let mut digits = good;
+                digits[position] = byte;
+                let expected = ALPHABET.contains(&byte);
+                assert_eq!(
+                    decode_small(&digits).is_some(),
+                    expected,
+                    "byte {byte} at position {position}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn crc32_matches_crc32fast() {
+        for text in [&b""[..], b"a", b"bench_1", &[0xA5; 300]] {
+            assert_eq!(crc32(text), crc32fast::hash(text));
         }
     }
 
