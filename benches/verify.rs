@@ -272,10 +272,20 @@ static DIGIT: [u8; 256] = {
 /// Decodes up to 10 base62 digits, as keyward does; `None` on a character
 /// outside the alphabet.
 fn decode62(digits: &[u8]) -> Option<u64> {
-    digits.iter().try_fold(0u64, |acc, &b| {
+    let (value, seen) = digits.iter().fold((0u64, 0u8), |(acc, seen), &b| {
         let d = DIGIT[usize::from(b)];
-        (d < 62).then(|| acc * 62 + u64::from(d))
-    })
+        (acc.wrapping_mul(62).wrapping_add(u64::from(d)), seen | d)
+    });
+    (seen < 64).then_some(value)
+}
+
+/// CRC32 as keyward computes it: a hasher built once (CPU detection done)
+/// and copied per call.
+fn crc32(bytes: &[u8]) -> u32 {
+    static FRESH: std::sync::OnceLock<crc32fast::Hasher> = std::sync::OnceLock::new();
+    let mut hasher = FRESH.get_or_init(crc32fast::Hasher::new).clone();
+    hasher.update(bytes);
+    hasher.finalize()
 }
 
 /// What `verify`'s parse does before the lookup: length, prefix,
@@ -299,7 +309,7 @@ fn parse_like(key: &[u8]) -> Option<u64> {
         return None;
     }
     let (checked, checksum) = key.split_at(key.len() - 6);
-    if u64::from(crc32fast::hash(checked)) != decode62(checksum)? {
+    if u64::from(crc32(checked)) != decode62(checksum)? {
         return None;
     }
     let high = decode62(&body[1..2])?;
