@@ -49,6 +49,7 @@ impl KeyHash {
         VERSION
     }
 
+    #[inline]
     fn words(&self) -> [u64; 4] {
         let mut words = [0u64; 4];
         for (word, chunk) in words.iter_mut().zip(self.digest.chunks_exact(8)) {
@@ -70,6 +71,7 @@ impl ConstantTimeEq for KeyHash {
     /// Folds the differences of the four words into one (xor and or: no
     /// branch, and no early exit) and asks `subtle` whether it is zero: one
     /// optimisation barrier per compare instead of one per word.
+    #[inline]
     fn ct_eq(&self, other: &Self) -> subtle::Choice {
         let (a, b) = (self.words(), other.words());
         let diff = a.iter().zip(&b).fold(0u64, |acc, (x, y)| acc | (x ^ y));
@@ -78,6 +80,7 @@ impl ConstantTimeEq for KeyHash {
 }
 
 impl PartialEq for KeyHash {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
         self.ct_eq(other).into()
     }
@@ -174,6 +177,7 @@ impl Hasher {
 
     /// Hashes the id and the secret's base62 text: 1 + 8 + 24 = 33 bytes, one
     /// BLAKE3 block.
+    #[inline]
     pub(crate) fn hash(&self, id: KeyId, secret: &[u8; SECRET_LEN]) -> KeyHash {
         let mut input = [0u8; 1 + 8 + SECRET_LEN];
         input[0] = VERSION;

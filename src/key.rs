@@ -163,6 +163,7 @@ impl Counter {
         Counter(AtomicU64::new(n))
     }
 
+    #[inline]
     pub(crate) fn get(&self) -> u64 {
         self.0.load(Ordering::Acquire)
     }
@@ -191,6 +192,7 @@ impl Stamp {
         Stamp(AtomicI64::new(n))
     }
 
+    #[inline]
     pub(crate) fn get(&self) -> Nanos {
         self.0.load(Ordering::Relaxed)
     }
@@ -216,6 +218,7 @@ impl PartialEq for Dirty {
 impl Eq for Dirty {}
 
 impl Dirty {
+    #[inline]
     pub(crate) fn get(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
@@ -372,6 +375,7 @@ impl Key {
     /// limit is used up (exactly `limit` calls succeed, whatever the
     /// threads). No lock; the last use moves only when the second changes,
     /// so concurrent verifiers of a hot key mostly read its cache line.
+    #[inline]
     pub(crate) fn consume(&self, now: Nanos) -> bool {
         match self.use_limit {
             None => {

@@ -164,6 +164,7 @@ impl HotDefault {
         self.seq.fetch_add(1, Ordering::Release);
     }
 
+    #[inline]
     fn load(&self) -> DefaultPolicy {
         loop {
             let before = self.seq.load(Ordering::Acquire);

@@ -215,6 +215,7 @@ pub(crate) struct ParsedKey<'a> {
 /// Checks a presented key against a ring's prefix: length first (oversize
 /// input is refused before any other work), then prefix and separator, body
 /// version, alphabet and checksum. Never panics, whatever the input.
+#[inline]
 pub(crate) fn parse<'a>(
     presented: &'a str,
     prefix: &Prefix,
@@ -237,6 +238,7 @@ pub(crate) fn parse<'a>(
 }
 
 /// Checks a body (the last [`BODY_LEN`] bytes of `whole`) and splits it.
+#[inline]
 fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, MalformedReason> {
     if body.first() != Some(&BODY_VERSION) {
         return Err(MalformedReason::UnknownVersion);
@@ -397,6 +399,7 @@ pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
 /// The CRC32 (IEEE) of `bytes`, as `crc32fast::hash` computes it but
 /// without its CPU feature detection on every call: the hasher that
 /// detection picks is built once and copied.
+#[inline]
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
     let mut hasher = FRESH.get_or_init(crc32fast::Hasher::new).clone();
@@ -418,6 +421,7 @@ pub(crate) fn decode_fixed(digits: &[u8]) -> Option<u128> {
 /// outside the alphabet. Branch-free over the digits: a bad character (255
 /// in the table) is noted in `seen` and the sum, which wraps harmlessly, is
 /// then thrown away; verify's parse decodes two of these per call.
+#[inline]
 fn decode_small(digits: &[u8]) -> Option<u64> {
     debug_assert!(digits.len() <= 10, "62^10 < 2^64: at most 10 digits");
     let (value, seen) = digits.iter().fold((0u64, 0u8), |(acc, seen), &b| {
@@ -442,6 +446,7 @@ static DIGIT: [u8; 256] = {
 
 /// Decodes an 11-character id; `None` on bad characters or a value above
 /// `u64::MAX` (11 base62 digits can express more than 64 bits).
+#[inline]
 fn decode_id(digits: &[u8]) -> Option<KeyId> {
     if digits.len() != ID_LEN {
         return None;

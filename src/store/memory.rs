@@ -47,6 +47,7 @@ impl MemoryStore {
         }
     }
 
+    #[inline]
     fn shard(&self, id: KeyId) -> &Shard {
         // Bits 32..38 of the random id; inside the shard the table mixes
         // the whole id with its own seed.
@@ -68,6 +69,7 @@ impl Shard {
     // A panic while holding a shard lock cannot leave a table half-updated
     // (each write is one insert or remove, and a rebuild draws its seeds
     // before it takes any key out), so a poisoned lock is safe to use.
+    #[inline]
     fn read(&self) -> RwLockReadGuard<'_, IdTable> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
@@ -97,6 +99,7 @@ impl KeyStore for MemoryStore {
         self.shard(id).read().get(id.as_u64()).map(Arc::clone)
     }
 
+    #[inline]
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
         f(self.shard(id).read().get(id.as_u64()));
     }
