@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
-use keyward::{Clock, FileStore, KeyRing, MemoryStore, NewKey, ScopeSet, SystemClock};
+use keyward::{Clock, CoarseClock, FileStore, KeyRing, MemoryStore, NewKey, ScopeSet, SystemClock};
 use sha2::{Digest, Sha256};
 
 // ---- live heap bytes, for memory per key -------------------------------
@@ -346,32 +346,6 @@ fn next<const ONE_AT_A_TIME: bool>(i: usize, found: bool) -> usize {
         i.wrapping_add(2 - usize::from(found))
     } else {
         i.wrapping_add(1)
-    }
-}
-
-/// A wall clock of kernel-tick resolution (a few ms): on Linux
-/// `CLOCK_REALTIME_COARSE`, read from the vDSO without the ordered TSC read
-/// (`rdtscp`, or `lfence; rdtsc`) of the precise clock. A clock a host can plug into a ring with
-/// `KeyRingBuilder::clock`; here it measures what the precise clock costs.
-#[derive(Debug, Clone, Copy)]
-struct CoarseClock;
-
-impl Clock for CoarseClock {
-    fn now(&self) -> time::OffsetDateTime {
-        if cfg!(target_os = "linux") {
-            time::OffsetDateTime::from_unix_timestamp_nanos(self.unix_nanos())
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
-        } else {
-            // Elsewhere the precise clock (the default `unix_nanos` reads
-            // `now`).
-            time::OffsetDateTime::now_utc()
-        }
-    }
-
-    #[cfg(target_os = "linux")]
-    fn unix_nanos(&self) -> i128 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
     }
 }
 

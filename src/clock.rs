@@ -36,6 +36,54 @@ impl Clock for SystemClock {
     }
 }
 
+/// The operating system's wall clock read at the kernel's tick resolution:
+/// cheaper per read than [`SystemClock`], for services where `verify`'s
+/// speed matters more than sub-tick precision of expiry.
+///
+/// On Linux it reads `CLOCK_REALTIME_COARSE` from the vDSO: the wall time
+/// at the last timer tick (every 1–10 ms depending on the kernel's `HZ`,
+/// 4 ms on most distributions), with no ordered read of the CPU's time
+/// stamp counter. That ordered read makes the CPU finish everything before
+/// it, and on the bench machine it cost valid verify about 0.1x of the
+/// floor back to back at a million keys (see BENCHMARKS.md). The price: the
+/// time it returns is up to one tick old, so a key can be accepted up to
+/// one tick after its expiry, and `last_used_at` (kept to the second) can
+/// read a second early. It never runs ahead of [`SystemClock`].
+///
+/// Elsewhere it is [`SystemClock`].
+///
+/// ```
+/// use keyward::{Clock, CoarseClock, KeyRing, MemoryStore, NewKey};
+///
+/// let ring = KeyRing::builder("acme")
+///     .clock(CoarseClock)
+///     .build(MemoryStore::new())?;
+/// let issued = ring.issue(NewKey::new("acct_1"))?;
+/// assert!(ring.verify(issued.secret.expose()).is_ok());
+/// # Ok::<(), keyward::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CoarseClock;
+
+impl Clock for CoarseClock {
+    fn now(&self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(self.unix_nanos())
+            .unwrap_or_else(|_| SystemClock.now())
+    }
+
+    #[cfg(target_os = "linux")]
+    #[inline]
+    fn unix_nanos(&self) -> i128 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn unix_nanos(&self) -> i128 {
+        SystemClock.unix_nanos()
+    }
+}
+
 /// A clock that moves only when told to. Clones share one time, so a test
 /// keeps a clone and advances the clock the ring reads.
 ///
@@ -79,5 +127,43 @@ impl Clock for ManualClock {
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ManualClock").field(&self.now()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_trails_the_system_clock_by_at_most_a_moment() {
+        // Read coarse, then precise: the coarse time is the wall time at the
+        // last tick, so it is never after the precise time read later, and
+        // never far behind it (a tick is at most 10 ms; a second allows for
+        // the test thread being descheduled between the two reads).
+        for _ in 0..1_000 {
+            let coarse = CoarseClock.unix_nanos();
+            let precise = SystemClock.unix_nanos();
+            assert!(coarse <= precise, "coarse {coarse} after precise {precise}");
+            assert!(
+                precise - coarse < 1_000_000_000,
+                "coarse {coarse}, precise {precise}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_coarse_clock_moves_forward_and_now_agrees_with_unix_nanos() {
+        let start = CoarseClock.unix_nanos();
+        let now = CoarseClock.now().unix_timestamp_nanos();
+        assert!(now >= start);
+        // It moves on within a few ticks.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while CoarseClock.unix_nanos() == start {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the coarse clock never moved"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 }

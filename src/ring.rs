@@ -296,7 +296,9 @@ impl KeyRingBuilder {
         self
     }
 
-    /// The time source (default: [`SystemClock`]).
+    /// The time source (default: [`SystemClock`];
+    /// [`CoarseClock`](crate::CoarseClock) reads the wall clock more
+    /// cheaply, at the kernel's tick resolution).
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Box::new(clock);
         self
