@@ -18,7 +18,9 @@ mod token;
 
 pub use crate::access::{AccessClaims, AccessToken};
 pub use crate::binding::{Binding, Bindings, CertFingerprint, Network};
-pub use crate::clock::{Clock, CoarseClock, ManualClock, SystemClock};
+#[cfg(feature = "coarse-clock")]
+pub use crate::clock::CoarseClock;
+pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, MalformedReason, StoreError, VerifyError};
 pub use crate::event::{Event, EventKind, EventLog, EventSink};
 pub use crate::expiry::ExpiryPolicy;

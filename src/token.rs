@@ -96,7 +96,17 @@ impl FromStr for KeyId {
 
     /// Parses the 11-character base62 form printed by `Display`.
     fn from_str(s: &str) -> Result<Self, Error> {
-        decode_id(s.as_bytes()).ok_or_else(|| Error::InvalidKeyId(s.chars().take(16).collect()))
+        decode_id(s.as_bytes()).ok_or_else(|| {
+            // Echo the input only when it is no longer than an id: a longer
+            // one may be a whole key pasted by mistake (with a short prefix,
+            // the first 16 characters would reach into its secret).
+            let length = s.chars().count();
+            Error::InvalidKeyId(if length <= ID_LEN {
+                s.to_owned()
+            } else {
+                format!("<{length} characters>")
+            })
+        })
     }
 }
 
@@ -434,6 +444,7 @@ fn decode_small(digits: &[u8]) -> Option<u64> {
 }
 
 /// The value of each byte as a base62 digit; 255 for non-digits.
+/// `decode_small` relies on both: digits fit in six bits, and 255 does not.
 static DIGIT: [u8; 256] = {
     let mut table = [255u8; 256];
     let mut i = 0;
@@ -526,6 +537,24 @@ mod tests {
         for text in [&b""[..], b"a", b"bench_1", &[0xA5; 300]] {
             assert_eq!(crc32(text), crc32fast::hash(text));
         }
+    }
+
+    #[test]
+    fn a_bad_key_id_error_never_echoes_a_secret() {
+        // A whole key with a one-character prefix passed where an id is
+        // expected: no character of its secret may reach the error.
+        let key = generate(&Prefix::new("a").unwrap()).unwrap();
+        let text = key.secret.expose();
+        // (The first 16 characters, once echoed, were `a_1`, the id and two
+        // of the secret's.)
+        let message = text.parse::<KeyId>().unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!("invalid key id `<{} characters>`", text.len())
+        );
+        // A short bad id is echoed, to help whoever typed it.
+        let message = "zzzzzzzzzzz".parse::<KeyId>().unwrap_err().to_string();
+        assert_eq!(message, "invalid key id `zzzzzzzzzzz`");
     }
 
     #[test]
