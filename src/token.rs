@@ -407,8 +407,8 @@ pub(crate) fn encode_fixed(mut value: u128, out: &mut [u8]) {
 }
 
 /// The CRC32 (IEEE) of `bytes`, as `crc32fast::hash` computes it but
-/// without its CPU feature detection on every call: the hasher that
-/// detection picks is built once and copied.
+/// without its choice of implementation on every call (a check of the CPU
+/// features std has cached): the hasher it picks is built once and copied.
 #[inline]
 pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     static FRESH: OnceLock<crc32fast::Hasher> = OnceLock::new();
