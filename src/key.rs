@@ -227,31 +227,37 @@ impl Dirty {
 /// The record of an API key. It never contains the plaintext: only the store
 /// keeps the key's hash, beside this record.
 ///
-/// The fields `verify` reads come first and are kept small (times as
-/// nanoseconds, status as a byte), so that with the hash they share the
-/// first cache lines of the record; rarely set fields are boxed.
+/// The fields `verify` reads on its common path come first, kept small
+/// (times as nanoseconds, status as a byte, the shape of the rarely read
+/// fields as flags): with the hash before them they end 96 bytes into the
+/// record's allocation (see [`StoredKey`](crate::StoredKey)). Rarely set
+/// fields are boxed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(C)]
 pub struct Key {
-    pub(crate) id: KeyId,
-    /// The ring's revoke-all epoch when the key was issued.
-    pub(crate) epoch: u64,
-    pub(crate) created_at: Nanos,
-    /// The deadline of the key's own policy, capped by the ring's maximum.
-    pub(crate) expires_at: Nanos,
-    /// The end of the rotation grace of a replaced key.
-    pub(crate) grace_until: Nanos,
-    pub(crate) use_limit: Option<NonZeroU64>,
     /// Successful verifications, counted in place by `verify`.
     pub(crate) uses: Counter,
     /// The last successful verification (to the second), moved in place.
     pub(crate) last_used_at: Stamp,
+    pub(crate) created_at: Nanos,
+    /// The deadline of the key's own policy, capped by the ring's maximum.
+    pub(crate) expires_at: Nanos,
+    /// The ring's revoke-all epoch when the key was issued.
+    pub(crate) epoch: u64,
     pub(crate) status: StatusCode,
     /// Set by `verify` when it changed the usage; cleared by a write.
     pub(crate) dirty: Dirty,
     /// Whether the key has bindings (kept with the rarely set fields), so
     /// `verify` looks there only when it must.
     pub(crate) bound: bool,
+    /// Which of the fields below `verify` must read; kept by
+    /// [`tidy`](Self::tidy).
+    pub(crate) shape: Shape,
+    // The fields `verify` reads only when `shape` says so, or never.
+    pub(crate) id: KeyId,
+    /// The end of the rotation grace of a replaced key.
+    pub(crate) grace_until: Nanos,
+    pub(crate) use_limit: Option<NonZeroU64>,
     /// `None`: governed by the ring's default policy.
     pub(crate) expiry: Option<ExpiryPolicy>,
     pub(crate) hint: Box<str>,
@@ -261,23 +267,42 @@ pub struct Key {
     pub(crate) extra: Option<Box<Extra>>,
 }
 
+/// Which of a record's further fields `verify` has to read, so that for
+/// most keys it reads none of them: they lie in a third cache line, and
+/// reading it cost valid verify about a quarter of the floor back to back
+/// at a million keys (see BENCHMARKS.md). Derived from those fields by
+/// [`Key::tidy`], which every stored record has been through
+/// ([`StoredKey::new`](crate::StoredKey) calls it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Shape {
+    /// `use_limit` is set.
+    pub(crate) limited: bool,
+    /// `grace_until` is set.
+    pub(crate) graced: bool,
+    /// `expiry` is set: the key has a policy of its own.
+    pub(crate) own_policy: bool,
+    /// `expiry` is an idle timeout.
+    pub(crate) own_idle: bool,
+}
+
 impl Key {
     /// A new active record: never used, no expiry of its own, nothing in the
     /// rarely set fields. Callers fill in the rest and call
     /// [`tidy`](Self::tidy).
     pub(crate) fn blank(id: KeyId, owner: Box<str>, created_at: OffsetDateTime) -> Key {
         Key {
-            id,
-            epoch: 0,
-            created_at: nanos(created_at),
-            expires_at: NEVER,
-            grace_until: NEVER,
-            use_limit: None,
             uses: Counter::new(0),
             last_used_at: Stamp::new(NOT_YET),
+            created_at: nanos(created_at),
+            expires_at: NEVER,
+            epoch: 0,
             status: StatusCode::Active,
             dirty: Dirty::default(),
             bound: false,
+            shape: Shape::default(),
+            id,
+            grace_until: NEVER,
+            use_limit: None,
             expiry: None,
             hint: Box::from(""),
             name: Box::from(""),
@@ -377,7 +402,13 @@ impl Key {
     /// so concurrent verifiers of a hot key mostly read its cache line.
     #[inline]
     pub(crate) fn consume(&self, now: Nanos) -> bool {
-        match self.use_limit {
+        // `use_limit` is read only for a key the shape says has one.
+        let limit = if self.shape.limited {
+            self.use_limit
+        } else {
+            None
+        };
+        match limit {
             None => {
                 self.uses.0.fetch_add(1, Ordering::AcqRel);
             }
@@ -435,9 +466,15 @@ impl Key {
     }
 
     /// Drops the box of rarely set fields when nothing is in it, and keeps
-    /// the binding flag true to it.
+    /// the binding flag and the [`Shape`] true to the fields.
     pub(crate) fn tidy(&mut self) {
         self.bound = self.extra.as_ref().is_some_and(|e| !e.bindings.is_empty());
+        self.shape = Shape {
+            limited: self.use_limit.is_some(),
+            graced: self.grace_until != NEVER,
+            own_policy: self.expiry.is_some(),
+            own_idle: matches!(self.expiry, Some(ExpiryPolicy::Idle(_))),
+        };
         if self.extra.as_ref().is_some_and(|e| e.is_empty()) {
             self.extra = None;
         }
@@ -599,6 +636,7 @@ impl<'de> Deserialize<'de> for Key {
             uses: Counter::new(r.uses),
             dirty: Dirty::default(),
             bound: false,
+            shape: Shape::default(),
             hint: r.hint,
             name: r.name,
             owner: r.owner,
@@ -847,6 +885,86 @@ pub struct Reminder {
 #[cfg(test)]
 mod tests {
     use time::macros::datetime;
+
+    use std::mem::{offset_of, size_of};
+
+    use crate::StoredKey;
+    use crate::hash::KeyHash;
+
+    /// `Arc`'s two counts before the data.
+    const ARC_COUNTS: usize = 16;
+
+    #[test]
+    fn what_verify_reads_of_a_plain_key_ends_96_bytes_into_its_allocation() {
+        let key = offset_of!(StoredKey, key);
+        let ends = [
+            offset_of!(StoredKey, hash) + size_of::<KeyHash>(),
+            key + offset_of!(Key, uses) + size_of::<Counter>(),
+            key + offset_of!(Key, last_used_at) + size_of::<Stamp>(),
+            key + offset_of!(Key, created_at) + size_of::<Nanos>(),
+            key + offset_of!(Key, expires_at) + size_of::<Nanos>(),
+            key + offset_of!(Key, epoch) + size_of::<u64>(),
+            key + offset_of!(Key, status) + size_of::<StatusCode>(),
+            key + offset_of!(Key, dirty) + size_of::<Dirty>(),
+            key + offset_of!(Key, bound) + size_of::<bool>(),
+            key + offset_of!(Key, shape) + size_of::<Shape>(),
+        ];
+        for end in ends {
+            assert!(
+                ARC_COUNTS + end <= 96,
+                "a hot field ends at {}",
+                ARC_COUNTS + end
+            );
+        }
+        // And the fields the shape guards lie beyond, so the flags save a
+        // read: at least one of them starts at or past 96 bytes.
+        let guarded = [
+            offset_of!(Key, grace_until),
+            offset_of!(Key, use_limit),
+            offset_of!(Key, expiry),
+        ];
+        assert!(guarded.iter().any(|&o| ARC_COUNTS + key + o >= 96));
+    }
+
+    #[test]
+    fn tidy_derives_the_shape_from_the_fields() {
+        let mut key = Key::blank(
+            KeyId::from_u64(7),
+            "acct".into(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        key.tidy();
+        assert_eq!(key.shape, Shape::default());
+        key.use_limit = NonZeroU64::new(3);
+        key.grace_until = 5;
+        key.expiry = Some(ExpiryPolicy::Idle(time::Duration::days(1)));
+        key.tidy();
+        assert_eq!(
+            key.shape,
+            Shape {
+                limited: true,
+                graced: true,
+                own_policy: true,
+                own_idle: true
+            }
+        );
+        key.expiry = Some(ExpiryPolicy::days(30));
+        key.tidy();
+        assert!(key.shape.own_policy && !key.shape.own_idle);
+    }
+
+    #[test]
+    fn a_stored_record_has_its_shape_even_if_the_caller_forgot_tidy() {
+        let mut key = Key::blank(
+            KeyId::from_u64(7),
+            "acct".into(),
+            OffsetDateTime::UNIX_EPOCH,
+        );
+        key.use_limit = NonZeroU64::new(1);
+        key.grace_until = 5;
+        let stored = StoredKey::new(key, KeyHash::placeholder());
+        assert!(stored.key.shape.limited && stored.key.shape.graced);
+    }
 
     use super::*;
 

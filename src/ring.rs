@@ -795,7 +795,7 @@ impl<S: KeyStore> KeyRing<S> {
             outcome = self.judge(entry, &digest, now, request);
         });
         let entry = outcome?;
-        if entry.key.use_limit.is_some() {
+        if entry.key.shape.limited {
             return self.consume_limited(entry, now, presented, request);
         }
         entry.key.consume(now);
@@ -1195,10 +1195,15 @@ impl<S: KeyStore> KeyRing<S> {
     fn cutoff(&self, entry: &StoredKey) -> Nanos {
         let key = &entry.key;
         let last_active = key.created_at.max(key.last_used_at.get());
-        let (deadline, idle_end) = if key.expiry.is_some() {
-            let idle_end = match key.expiry {
-                Some(ExpiryPolicy::Idle(d)) => last_active.saturating_add(span(d)),
-                _ => NEVER,
+        // The shape tells which further fields to read (see `Shape`).
+        let (deadline, idle_end) = if key.shape.own_policy {
+            let idle_end = if key.shape.own_idle {
+                match key.expiry {
+                    Some(ExpiryPolicy::Idle(d)) => last_active.saturating_add(span(d)),
+                    _ => NEVER,
+                }
+            } else {
+                NEVER
             };
             (key.expires_at, idle_end)
         } else {
@@ -1218,7 +1223,12 @@ impl<S: KeyStore> KeyRing<S> {
             };
             (deadline, idle_end)
         };
-        deadline.min(idle_end).min(key.grace_until)
+        let cutoff = deadline.min(idle_end);
+        if key.shape.graced {
+            cutoff.min(key.grace_until)
+        } else {
+            cutoff
+        }
     }
 
     /// Draws a fresh key string with an unused id and stores `key` under it,

@@ -57,8 +57,13 @@ pub use memory::MemoryStore;
 /// delay ([`KeyRing::flush`](crate::KeyRing::flush)).
 ///
 /// Layout: the hash and the fields `verify` reads and counts come first,
-/// so a verification reads the record's first 144 bytes (three cache lines
-/// at malloc's 16-byte alignment) and no other allocation.
+/// so a verification of most keys reads the first 96 bytes of the record's
+/// allocation (the `Arc`'s two counts, the hash, then the record's first
+/// fields) and no other allocation. At malloc's 16-byte alignment those
+/// bytes span two cache lines when the allocation starts 0, 16 or 32 bytes
+/// into a line, three when it starts 48 bytes in. A key with a use limit,
+/// a rotation grace, a policy of its own, bindings, or a request for
+/// scopes makes verify read further.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[repr(C)]
 pub struct StoredKey {
@@ -67,7 +72,9 @@ pub struct StoredKey {
 }
 
 impl StoredKey {
-    pub(crate) fn new(key: Key, hash: KeyHash) -> StoredKey {
+    pub(crate) fn new(mut key: Key, hash: KeyHash) -> StoredKey {
+        // Whatever the caller changed, the flags verify goes by match.
+        key.tidy();
         StoredKey { hash, key }
     }
 
