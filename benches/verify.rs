@@ -484,7 +484,8 @@ const PAIRED: [(&str, PairedCall); 14] = [
     }),
     ("floor + record read, 3 lines", |set, v, i| {
         // A word in each of the three cache lines the first 144 bytes of a
-        // record span, what verify reads of it (bytes 0, 72 and 136: for
+        // record span, what verify read of it before the layout change
+        // (a143197; it now reads the first 96) (bytes 0, 72 and 136: for
         // every 16-byte start offset within a line, three distinct lines).
         v.record(set, i).is_some_and(|r| {
             (r.count.load(Ordering::Relaxed) ^ black_box(r.data[7]) ^ black_box(r.data[15]))
