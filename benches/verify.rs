@@ -484,9 +484,10 @@ const PAIRED: [(&str, PairedCall); 14] = [
     }),
     ("floor + record read, 3 lines", |set, v, i| {
         // A word in each of the three cache lines the first 144 bytes of a
-        // record span, what verify read of it before the layout change
-        // (a143197; it now reads the first 96) (bytes 0, 72 and 136: for
-        // every 16-byte start offset within a line, three distinct lines).
+        // record span (bytes 0, 72 and 136: for every 16-byte start offset
+        // within a line, three distinct lines): what verify read of it
+        // before the layout change of a143197, which keeps a plain key's
+        // reads within the first 96 bytes.
         v.record(set, i).is_some_and(|r| {
             (r.count.load(Ordering::Relaxed) ^ black_box(r.data[7]) ^ black_box(r.data[15]))
                 != u64::MAX
