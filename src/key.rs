@@ -928,11 +928,7 @@ mod tests {
 
     #[test]
     fn tidy_derives_the_shape_from_the_fields() {
-        let mut key = Key::blank(
-            KeyId::from_u64(7),
-            "acct".into(),
-            OffsetDateTime::UNIX_EPOCH,
-        );
+        let mut key = blank();
         key.tidy();
         assert_eq!(key.shape, Shape::default());
         key.use_limit = NonZeroU64::new(3);
@@ -955,11 +951,7 @@ mod tests {
 
     #[test]
     fn a_stored_record_has_its_shape_even_if_the_caller_forgot_tidy() {
-        let mut key = Key::blank(
-            KeyId::from_u64(7),
-            "acct".into(),
-            OffsetDateTime::UNIX_EPOCH,
-        );
+        let mut key = blank();
         key.use_limit = NonZeroU64::new(1);
         key.grace_until = 5;
         let stored = StoredKey::new(key, KeyHash::placeholder());
