@@ -268,9 +268,10 @@ pub struct Key {
 }
 
 /// Which of a record's further fields `verify` has to read, so that for
-/// most keys it reads none of them: they lie in a third cache line, and
-/// reading it cost valid verify about a quarter of the floor back to back
-/// at a million keys (see BENCHMARKS.md). Derived from those fields by
+/// most keys it reads none of them: they can lie in a third cache line.
+/// Reading a third line cost a stripped-down verify about a quarter of the
+/// floor back to back at a million keys; in the whole verify the saving was
+/// within the run-to-run noise (see BENCHMARKS.md). Derived from those fields by
 /// [`Key::tidy`], which every stored record has been through
 /// ([`StoredKey::new`](crate::StoredKey) calls it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -98,7 +98,7 @@ impl StoredKey {
     pub(crate) fn revised(&self, change: impl FnOnce(&mut Key)) -> StoredKey {
         let mut key = self.key.clone();
         change(&mut key);
-        key.tidy();
+        // `new` tidies it.
         StoredKey::new(key, self.hash.clone())
     }
 
