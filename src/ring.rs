@@ -296,9 +296,12 @@ impl KeyRingBuilder {
         self
     }
 
-    /// The time source (default: [`SystemClock`];
-    /// [`CoarseClock`](crate::CoarseClock) reads the wall clock more
-    /// cheaply, at the kernel's tick resolution).
+    /// The time source (default: [`SystemClock`]).
+    #[cfg_attr(
+        feature = "coarse-clock",
+        doc = "[`CoarseClock`](crate::CoarseClock) reads the wall clock more cheaply, \
+               at the kernel's tick resolution."
+    )]
     pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
         self.clock = Box::new(clock);
         self
