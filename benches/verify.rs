@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -350,13 +350,59 @@ fn next<const ONE_AT_A_TIME: bool>(i: usize, found: bool) -> usize {
 }
 
 /// What the variants of [`PAIRED`] need beside the set: the largest size's
-/// valid keys on a ring that reads [`CoarseClock`], and stand-ins for
+/// valid keys on a second ring, on [`SwitchedClock`], and stand-ins for
 /// records.
 struct Variants {
     ring: KeyRing<MemoryStore>,
     valid: Vec<String>,
+
     /// One per key, laid out as a `StoredKey`'s allocation.
     records: Vec<Record>,
+}
+
+/// Which clock [`SwitchedClock`] acts as: one of the `AS_*` values.
+static CLOCK_MODE: AtomicU8 = AtomicU8::new(AS_SYSTEM);
+/// `SystemClock` as shipped: `verify` judges by its trailing reading.
+const AS_SYSTEM: u8 = 0;
+/// `SystemClock` without its trailing reading: `verify` reads the precise
+/// clock every call, as it did before `SystemClock` had one.
+const AS_PRECISE: u8 = 1;
+/// `CoarseClock`.
+const AS_COARSE: u8 = 2;
+
+/// The second ring's clock, switched per call by [`CLOCK_MODE`], so the
+/// three clocks are compared on one ring and one set of keys (rings built
+/// one after the other lie in different memory, which can differ by a
+/// tenth of the floor back to back).
+#[derive(Debug)]
+struct SwitchedClock;
+
+impl Clock for SwitchedClock {
+    fn now(&self) -> keyward::time::OffsetDateTime {
+        SystemClock.now()
+    }
+
+    fn unix_nanos(&self) -> i128 {
+        if CLOCK_MODE.load(Ordering::Relaxed) == AS_COARSE {
+            CoarseClock.unix_nanos()
+        } else {
+            SystemClock.unix_nanos()
+        }
+    }
+
+    fn trailing_unix_nanos(&self) -> Option<i128> {
+        if CLOCK_MODE.load(Ordering::Relaxed) == AS_SYSTEM {
+            SystemClock.trailing_unix_nanos()
+        } else {
+            None
+        }
+    }
+}
+
+/// Verify on the second ring, its clock acting as `mode`.
+fn second_ring_call(set: &Set, v: &Variants, i: usize, mode: u8) -> bool {
+    CLOCK_MODE.store(mode, Ordering::Relaxed);
+    v.ring.verify(&v.valid[set.order[i & set.mask]]).is_ok()
 }
 
 /// A stand-in for a record: an `Arc<StoredKey>` allocation is two counts
@@ -374,7 +420,7 @@ impl Variants {
         let ring = KeyRing::builder(PREFIX)
             .pepper([7; 32])
             .flush_interval(None)
-            .clock(CoarseClock)
+            .clock(SwitchedClock)
             .build(MemoryStore::new())
             .unwrap();
         let valid = issue_keys(&ring, n);
@@ -432,9 +478,12 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// verify on the floor's map (that parse, the clock read, then the record
 /// reached from the floor's slot, referenced and checked: verify's work
 /// with the floor's lookup in place of keyward's store); and verify
-/// itself.
+/// itself; then verify on a second ring whose clock acts, call by call, as
+/// `SystemClock` (judged by its trailing reading), as `SystemClock` with
+/// only precise readings (as before it had a trailing one), and as
+/// `CoarseClock`.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 14] = [
+const PAIRED: [(&str, PairedCall); 16] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -529,8 +578,15 @@ const PAIRED: [(&str, PairedCall); 14] = [
         })
     }),
     ("valid verify", |set, _, i| valid_call(set, i)),
-    ("valid verify, coarse clock", |set, v, i| {
-        v.ring.verify(&v.valid[set.order[i & set.mask]]).is_ok()
+    ("valid verify, second ring, SystemClock", |set, v, i| {
+        second_ring_call(set, v, i, AS_SYSTEM)
+    }),
+    (
+        "valid verify, second ring, precise reading every call",
+        |set, v, i| second_ring_call(set, v, i, AS_PRECISE),
+    ),
+    ("valid verify, second ring, CoarseClock", |set, v, i| {
+        second_ring_call(set, v, i, AS_COARSE)
     }),
 ];
 

@@ -17,9 +17,42 @@ pub trait Clock: fmt::Debug + Send + Sync {
     fn unix_nanos(&self) -> i128 {
         self.now().unix_timestamp_nanos()
     }
+
+    /// A cheaper reading of the same clock, for `verify`, that may trail
+    /// [`unix_nanos`](Self::unix_nanos) but never runs ahead of it, and in
+    /// normal operation trails it by far less than a second (e.g. the time
+    /// at the kernel's last tick). `None`, the default: there is no such
+    /// reading, and `verify` reads `unix_nanos` every time.
+    ///
+    /// `verify` judges expiry from this reading alone only when the answer
+    /// cannot depend on the trail: a key whose deadline the reading has
+    /// passed is expired, and a key whose deadline is more than one second
+    /// after the reading is not. For a key in between, `verify` reads
+    /// `unix_nanos`. The answer is the precise clock's as long as the
+    /// trail stays under a second. A key's last use, kept to the second,
+    /// is stamped from this reading, so a use in the first tick of a
+    /// second can be recorded in the second before.
+    fn trailing_unix_nanos(&self) -> Option<i128> {
+        None
+    }
 }
 
 /// The operating system's wall clock.
+///
+/// On Linux, with the `coarse-clock` feature (on by default), `verify`
+/// reads it through [`trailing_unix_nanos`](Clock::trailing_unix_nanos):
+/// `CLOCK_REALTIME_COARSE`, the wall time at the kernel's last tick (1–10
+/// ms ago), without the ordered read of the CPU's time stamp counter that a
+/// precise reading needs. That ordered read makes the CPU finish everything
+/// before it, and on the bench machine it cost valid verify about 0.1x of
+/// the floor back to back at a million keys (see BENCHMARKS.md). `verify`
+/// still reads the precise time for a key within a second of its deadline,
+/// so its answers are the precise clock's unless the kernel's timekeeping
+/// has stalled for over a second: in the first tick after a virtual machine
+/// resumes from a longer pause, a key whose deadline passed during the
+/// pause can still be accepted, until the next tick. Everything else
+/// (issue times, events, [`now`](Clock::now), [`unix_nanos`](Clock::unix_nanos))
+/// reads the precise clock.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -34,11 +67,26 @@ impl Clock for SystemClock {
             Err(before) => -(before.duration().as_nanos() as i128),
         }
     }
+
+    #[cfg(all(feature = "coarse-clock", target_os = "linux"))]
+    fn trailing_unix_nanos(&self) -> Option<i128> {
+        Some(coarse_unix_nanos())
+    }
 }
 
-/// The operating system's wall clock read at the kernel's tick resolution:
-/// cheaper per read than [`SystemClock`], for services where `verify`'s
-/// speed matters more than sub-tick precision of time.
+/// `CLOCK_REALTIME_COARSE` in nanoseconds since the Unix epoch.
+#[cfg(all(feature = "coarse-clock", target_os = "linux"))]
+fn coarse_unix_nanos() -> i128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+}
+
+/// The operating system's wall clock read at the kernel's tick resolution,
+/// for every reading: cheaper per read than [`SystemClock`]'s precise
+/// readings, for hosts that want no precise reading at all. `verify` on a
+/// [`SystemClock`] is as fast, since it reads the same coarse time and
+/// reads the precise time only near a key's deadline; prefer that unless
+/// you have measured a need.
 ///
 /// On Linux it reads `CLOCK_REALTIME_COARSE` from the vDSO: the wall time
 /// at the kernel's last timekeeping tick, with no ordered read of the
@@ -85,8 +133,7 @@ impl Clock for CoarseClock {
 
     #[cfg(target_os = "linux")]
     fn unix_nanos(&self) -> i128 {
-        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
-        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+        coarse_unix_nanos()
     }
 
     #[cfg(not(target_os = "linux"))]
@@ -138,6 +185,37 @@ impl Clock for ManualClock {
 impl fmt::Debug for ManualClock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("ManualClock").field(&self.now()).finish()
+    }
+}
+
+#[cfg(test)]
+mod system_tests {
+    use super::*;
+
+    #[test]
+    #[cfg(all(feature = "coarse-clock", target_os = "linux"))]
+    fn the_system_clock_trails_its_precise_reading_by_less_than_a_second() {
+        for _ in 0..1_000 {
+            let trailing = SystemClock.trailing_unix_nanos().expect("coarse on Linux");
+            let precise = SystemClock.unix_nanos();
+            assert!(trailing <= precise, "trailing {trailing} after {precise}");
+            assert!(
+                precise - trailing < 1_000_000_000,
+                "trailing {trailing}, precise {precise}"
+            );
+        }
+    }
+
+    #[test]
+    #[cfg(not(all(feature = "coarse-clock", target_os = "linux")))]
+    fn without_the_coarse_clock_the_system_clock_has_no_trailing_reading() {
+        assert_eq!(SystemClock.trailing_unix_nanos(), None);
+    }
+
+    #[test]
+    fn other_clocks_have_no_trailing_reading_unless_they_say_so() {
+        let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH);
+        assert_eq!(clock.trailing_unix_nanos(), None);
     }
 }
 

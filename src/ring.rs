@@ -67,6 +67,26 @@ const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
 const PASSWORD_EXPIRED: &str = "owner password expired";
 
+/// How far past a trailing clock reading (see
+/// [`Clock::trailing_unix_nanos`]) a deadline must lie for `verify` to
+/// judge it by that reading alone: a hundred ticks of the slowest kernel
+/// tick (10 ms), and longer than typical pauses of a virtual machine.
+const TRAIL_MARGIN: Nanos = 1_000_000_000;
+
+/// A reading of the ring's clock for `verify`: `nanos` is never after the
+/// clock's precise time, and a deadline after `sure_before` has certainly
+/// not passed (for a precise reading the two are equal).
+#[derive(Clone, Copy)]
+struct Reading {
+    nanos: Nanos,
+    sure_before: Nanos,
+}
+
+/// A clock reading clamped into the range of record times.
+fn clamp_nanos(n: i128) -> Nanos {
+    n.clamp(i128::from(NOT_YET + 1), i128::from(NEVER - 1)) as Nanos
+}
+
 /// Manages the keys of one prefix on one store.
 ///
 /// ```
@@ -787,11 +807,11 @@ impl<S: KeyStore> KeyRing<S> {
         request: &RequestContext<'_>,
     ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
-        // The clock is read before the record: the vDSO's ordered TSC read
-        // (`rdtscp`, or `lfence; rdtsc`) waits for every earlier
+        // The clock is read before the record: a precise reading's ordered
+        // TSC read (`rdtscp`, or `lfence; rdtsc`) waits for every earlier
         // instruction, so after the lookup it would wait out the record's
-        // cache misses.
-        let now = self.now_nanos();
+        // cache misses. A trailing reading has no such read.
+        let now = self.reading();
         let digest = self.hasher.hash(parsed.id, parsed.secret);
         let mut outcome = Err(VerifyError::Invalid);
         self.store().inspect(parsed.id, &mut |entry| {
@@ -799,9 +819,9 @@ impl<S: KeyStore> KeyRing<S> {
         });
         let entry = outcome?;
         if entry.key.shape.limited {
-            return self.consume_limited(entry, now, presented, request);
+            return self.consume_limited(entry, now.nanos, presented, request);
         }
-        entry.key.consume(now);
+        entry.key.consume(now.nanos);
         Ok(Verified { entry })
     }
 
@@ -814,7 +834,7 @@ impl<S: KeyStore> KeyRing<S> {
         &self,
         entry: Option<&Arc<StoredKey>>,
         digest: &KeyHash,
-        now: Nanos,
+        now: Reading,
         request: &RequestContext<'_>,
     ) -> Result<Arc<StoredKey>, VerifyError> {
         let placeholder = KeyHash::placeholder();
@@ -841,7 +861,7 @@ impl<S: KeyStore> KeyRing<S> {
             StatusCode::Disabled => return Err(VerifyError::Disabled),
             StatusCode::Revoked => return Err(VerifyError::Revoked),
         }
-        if now >= self.cutoff(entry) {
+        if self.expired(now, self.cutoff(entry)) {
             return Err(VerifyError::Expired);
         }
         if key.bound {
@@ -884,9 +904,42 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     fn now_nanos(&self) -> Nanos {
-        self.clock
-            .unix_nanos()
-            .clamp(i128::from(NOT_YET + 1), i128::from(NEVER - 1)) as Nanos
+        clamp_nanos(self.clock.unix_nanos())
+    }
+
+    /// The time `verify` judges by: the clock's trailing reading when it
+    /// has one (see [`Clock::trailing_unix_nanos`]), else its precise one.
+    fn reading(&self) -> Reading {
+        match self.clock.trailing_unix_nanos() {
+            Some(trailing) => {
+                let nanos = clamp_nanos(trailing);
+                Reading {
+                    nanos,
+                    sure_before: nanos.saturating_add(TRAIL_MARGIN),
+                }
+            }
+            None => {
+                let nanos = self.now_nanos();
+                Reading {
+                    nanos,
+                    sure_before: nanos,
+                }
+            }
+        }
+    }
+
+    /// Whether `cutoff` has passed. A trailing reading never runs ahead of
+    /// the clock, so a cutoff it has reached has passed; one more than
+    /// [`TRAIL_MARGIN`] after it has not; in between, the precise clock
+    /// decides.
+    fn expired(&self, now: Reading, cutoff: Nanos) -> bool {
+        if cutoff <= now.nanos {
+            true
+        } else if cutoff > now.sure_before {
+            false
+        } else {
+            self.now_nanos() >= cutoff
+        }
     }
 
     fn report(&self, presented: &str, outcome: &Result<Verified, VerifyError>) {
