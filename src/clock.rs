@@ -44,8 +44,9 @@ pub trait Clock: fmt::Debug + Send + Sync {
 /// `CLOCK_REALTIME_COARSE`, the wall time at the kernel's last tick (1–10
 /// ms ago), without the ordered read of the CPU's time stamp counter that a
 /// precise reading needs. That ordered read makes the CPU finish everything
-/// before it, and on the bench machine it cost valid verify about 0.1x of
-/// the floor back to back at a million keys (see BENCHMARKS.md). `verify`
+/// before it; on the bench machine, skipping it made valid verify about
+/// 0.04x of the floor faster back to back at a million keys, and 0.02x
+/// one at a time (see BENCHMARKS.md). `verify`
 /// still reads the precise time for a key within a second of its deadline,
 /// so its answers are the precise clock's unless the kernel's timekeeping
 /// has stalled for over a second: in the first tick after a virtual machine
@@ -92,7 +93,7 @@ fn coarse_unix_nanos() -> i128 {
 /// at the kernel's last timekeeping tick, with no ordered read of the
 /// CPU's time stamp counter. That ordered read makes the CPU finish
 /// everything before it, and on the bench machine it cost valid verify
-/// about 0.1x of the floor back to back at a million keys (see
+/// about 0.05x of the floor back to back at a million keys (see
 /// BENCHMARKS.md). A tick is 1–10 ms depending on the kernel's `HZ`
 /// (`clock_getres(CLOCK_REALTIME_COARSE)` reports it); when the tick is
 /// delayed (e.g. a descheduled virtual CPU) the reading can lag by several
