@@ -13,7 +13,9 @@ pub trait Clock: fmt::Debug + Send + Sync {
 
     /// The current instant as nanoseconds since the Unix epoch, the form
     /// `verify` compares with. Override it when there is a cheaper way than
-    /// building an [`OffsetDateTime`].
+    /// building an [`OffsetDateTime`]. `verify` may call it while it holds
+    /// a store's read lock, so it must not block for long or call back into
+    /// the ring.
     fn unix_nanos(&self) -> i128 {
         self.now().unix_timestamp_nanos()
     }
@@ -27,11 +29,14 @@ pub trait Clock: fmt::Debug + Send + Sync {
     /// `verify` judges expiry from this reading alone only when the answer
     /// cannot depend on the trail: a key whose deadline the reading has
     /// passed is expired, and a key whose deadline is more than one second
-    /// after the reading is not. For a key in between, `verify` reads
-    /// `unix_nanos`. The answer is the precise clock's as long as the
-    /// trail stays under a second. A key's last use, kept to the second,
-    /// is stamped from this reading, so a use in the first tick of a
-    /// second can be recorded in the second before.
+    /// after the reading is not. For a key in between, and for every key
+    /// with an idle timeout (a use extends it, so a wrong yes would last a
+    /// whole period), `verify` reads `unix_nanos`. The answer is the
+    /// precise clock's as long as the trail stays under a second. A key's
+    /// last use, kept to the second, is stamped from this reading, so a use
+    /// in the first tick of a second can be recorded in the second before,
+    /// and an idle timeout can end up to a second and that trail earlier
+    /// than the use's own second would give.
     fn trailing_unix_nanos(&self) -> Option<i128> {
         None
     }
@@ -47,13 +52,16 @@ pub trait Clock: fmt::Debug + Send + Sync {
 /// before it; on the bench machine, skipping it made valid verify about
 /// 0.04x of the floor faster back to back at a million keys, and 0.02x
 /// one at a time (see BENCHMARKS.md). `verify`
-/// still reads the precise time for a key within a second of its deadline,
-/// so its answers are the precise clock's unless the kernel's timekeeping
-/// has stalled for over a second: in the first tick after a virtual machine
-/// resumes from a longer pause, a key whose deadline passed during the
-/// pause can still be accepted, until the next tick. Everything else
+/// still reads the precise time for a key within a second of its deadline
+/// and for a key with an idle timeout, so its answers are the precise
+/// clock's unless the kernel's timekeeping has stalled for over a second:
+/// in the first tick after a virtual machine resumes from a longer pause,
+/// a key whose fixed deadline passed during the pause can still be
+/// accepted, until the next tick. Apart from the last-use stamp (see
+/// [`trailing_unix_nanos`](Clock::trailing_unix_nanos)), everything else
 /// (issue times, events, [`now`](Clock::now), [`unix_nanos`](Clock::unix_nanos))
-/// reads the precise clock.
+/// reads the precise clock. Elsewhere than Linux, or without the feature,
+/// `verify` reads the precise clock every time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;
 
@@ -100,7 +108,9 @@ fn coarse_unix_nanos() -> i128 {
 /// ticks. It never runs ahead of [`SystemClock`].
 ///
 /// The price, compared with [`SystemClock`]:
-/// - a key can be accepted up to that lag after its deadline;
+/// - a key can be accepted up to that lag after its deadline, and a key
+///   with an idle timeout that is accepted so is extended by a whole
+///   period from that use;
 /// - deadlines measured from a coarse reading (a lifetime from creation,
 ///   a rotation's grace, an idle timeout from the last use, which is kept
 ///   to the second) can fall up to that lag earlier, and an idle timeout up

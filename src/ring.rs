@@ -70,16 +70,18 @@ const PASSWORD_EXPIRED: &str = "owner password expired";
 /// How far past a trailing clock reading (see
 /// [`Clock::trailing_unix_nanos`]) a deadline must lie for `verify` to
 /// judge it by that reading alone: a hundred ticks of the slowest kernel
-/// tick (10 ms), and longer than typical pauses of a virtual machine.
+/// tick (10 ms).
 const TRAIL_MARGIN: Nanos = 1_000_000_000;
 
 /// A reading of the ring's clock for `verify`: `nanos` is never after the
-/// clock's precise time, and a deadline after `sure_before` has certainly
-/// not passed (for a precise reading the two are equal).
+/// clock's precise time. For a trailing reading (`exact` false), a
+/// deadline after `sure_before` has not passed as long as the reading lags
+/// by less than [`TRAIL_MARGIN`].
 #[derive(Clone, Copy)]
 struct Reading {
     nanos: Nanos,
     sure_before: Nanos,
+    exact: bool,
 }
 
 /// A clock reading clamped into the range of record times.
@@ -861,7 +863,8 @@ impl<S: KeyStore> KeyRing<S> {
             StatusCode::Disabled => return Err(VerifyError::Disabled),
             StatusCode::Revoked => return Err(VerifyError::Revoked),
         }
-        if self.expired(now, self.cutoff(entry)) {
+        let (cutoff, renews) = self.limits(entry);
+        if self.expired(now, cutoff, renews) {
             return Err(VerifyError::Expired);
         }
         if key.bound {
@@ -916,6 +919,7 @@ impl<S: KeyStore> KeyRing<S> {
                 Reading {
                     nanos,
                     sure_before: nanos.saturating_add(TRAIL_MARGIN),
+                    exact: false,
                 }
             }
             None => {
@@ -923,6 +927,7 @@ impl<S: KeyStore> KeyRing<S> {
                 Reading {
                     nanos,
                     sure_before: nanos,
+                    exact: true,
                 }
             }
         }
@@ -931,11 +936,14 @@ impl<S: KeyStore> KeyRing<S> {
     /// Whether `cutoff` has passed. A trailing reading never runs ahead of
     /// the clock, so a cutoff it has reached has passed; one more than
     /// [`TRAIL_MARGIN`] after it has not; in between, the precise clock
-    /// decides.
-    fn expired(&self, now: Reading, cutoff: Nanos) -> bool {
+    /// decides. It decides too for a key a use `renews` (an idle timeout):
+    /// a trailing reading that lagged by more than the margin (a stalled
+    /// kernel tick) would otherwise let such a key through after its idle
+    /// end, and the use it stamps would extend it by a whole period.
+    fn expired(&self, now: Reading, cutoff: Nanos, renews: bool) -> bool {
         if cutoff <= now.nanos {
             true
-        } else if cutoff > now.sure_before {
+        } else if now.exact || (cutoff > now.sure_before && !renews) {
             false
         } else {
             self.now_nanos() >= cutoff
@@ -1249,6 +1257,13 @@ impl<S: KeyStore> KeyRing<S> {
     /// the ring's cap), its rotation grace and its idle timeout. Reads only
     /// the record's first cache lines and the lock-free default.
     fn cutoff(&self, entry: &StoredKey) -> Nanos {
+        self.limits(entry).0
+    }
+
+    /// The key's cutoff, and whether a use moves it (an idle timeout
+    /// applies).
+    #[inline]
+    fn limits(&self, entry: &StoredKey) -> (Nanos, bool) {
         let key = &entry.key;
         let last_active = key.created_at.max(key.last_used_at.get());
         // The shape tells which further fields to read (see `Shape`).
@@ -1280,10 +1295,11 @@ impl<S: KeyStore> KeyRing<S> {
             (deadline, idle_end)
         };
         let cutoff = deadline.min(idle_end);
+        let renews = idle_end != NEVER;
         if key.shape.graced {
-            cutoff.min(key.grace_until)
+            (cutoff.min(key.grace_until), renews)
         } else {
-            cutoff
+            (cutoff, renews)
         }
     }
 

@@ -3,8 +3,8 @@
 //! reading alone only where the answer cannot depend on how far it trails,
 //! and by the precise clock within a second of a deadline.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use keyward::time::macros::datetime;
 use keyward::time::{Duration, OffsetDateTime};
@@ -21,17 +21,22 @@ struct TwoReadings(Arc<Readings>);
 #[derive(Debug, Default)]
 struct Readings {
     /// Nanoseconds after `T0`.
-    precise: AtomicI64,
-    /// Nanoseconds after `T0`.
-    trailing: AtomicI64,
+    precise: Mutex<i64>,
+    /// Nanoseconds since the Unix epoch.
+    trailing: Mutex<i128>,
     precise_reads: AtomicUsize,
 }
 
 impl TwoReadings {
     /// Sets both readings, as offsets from `T0` in nanoseconds.
     fn set(&self, trailing: i64, precise: i64) {
-        self.0.trailing.store(trailing, Ordering::SeqCst);
-        self.0.precise.store(precise, Ordering::SeqCst);
+        self.set_trailing_at(at(trailing));
+        *self.0.precise.lock().unwrap() = precise;
+    }
+
+    /// Sets the trailing reading in nanoseconds since the Unix epoch.
+    fn set_trailing_at(&self, nanos: i128) {
+        *self.0.trailing.lock().unwrap() = nanos;
     }
 
     fn precise_reads(&self) -> usize {
@@ -45,29 +50,36 @@ fn at(offset: i64) -> i128 {
 
 impl Clock for TwoReadings {
     fn now(&self) -> OffsetDateTime {
-        T0 + Duration::nanoseconds(self.0.precise.load(Ordering::SeqCst))
+        T0 + Duration::nanoseconds(*self.0.precise.lock().unwrap())
     }
 
     fn unix_nanos(&self) -> i128 {
         self.0.precise_reads.fetch_add(1, Ordering::SeqCst);
-        at(self.0.precise.load(Ordering::SeqCst))
+        at(*self.0.precise.lock().unwrap())
     }
 
     fn trailing_unix_nanos(&self) -> Option<i128> {
-        Some(at(self.0.trailing.load(Ordering::SeqCst)))
+        Some(*self.0.trailing.lock().unwrap())
     }
 }
 
 /// A ring on `clock` and one key of it that expires at `T0 + 1 hour`.
 fn ring_with_key(clock: &TwoReadings) -> (KeyRing, String) {
+    ring_with(
+        clock,
+        NewKey::new("acct_1").expiry(ExpiryPolicy::At(T0 + Duration::hours(1))),
+    )
+}
+
+/// A ring on `clock` and the key `new` issued on it at `T0`.
+fn ring_with(clock: &TwoReadings, new: NewKey) -> (KeyRing, String) {
+    clock.set(0, 0);
     let ring = KeyRing::builder("acme")
         .clock(clock.clone())
         .flush_interval(None)
         .build(MemoryStore::new())
         .unwrap();
-    let issued = ring
-        .issue(NewKey::new("acct_1").expiry(ExpiryPolicy::At(T0 + Duration::hours(1))))
-        .unwrap();
+    let issued = ring.issue(new).unwrap();
     (ring, issued.secret.expose().to_owned())
 }
 
@@ -137,26 +149,96 @@ fn the_precise_clock_is_read_up_to_exactly_one_second_before_the_deadline() {
 }
 
 #[test]
-fn an_idle_timeout_is_judged_the_same_way() {
+fn an_idle_timeout_is_judged_by_the_precise_clock() {
+    // A use renews an idle key: a trailing reading that lags by over a
+    // second must not let one through after its idle end, or the use it
+    // stamps would extend the key by a whole period.
     let clock = TwoReadings::default();
-    let ring = KeyRing::builder("acme")
-        .clock(clock.clone())
-        .flush_interval(None)
-        .build(MemoryStore::new())
-        .unwrap();
-    let issued = ring
-        .issue(NewKey::new("acct_1").expiry(ExpiryPolicy::Idle(Duration::minutes(10))))
-        .unwrap();
-    let key = issued.secret.expose().to_owned();
+    let (ring, key) = ring_with(
+        &clock,
+        NewKey::new("acct_1").expiry(ExpiryPolicy::Idle(Duration::minutes(10))),
+    );
     let idle_end = 600 * SECOND;
-    let (outcome, reads) = verify_at(&ring, &clock, &key, idle_end - 2 * SECOND, idle_end);
-    assert!(outcome.is_ok(), "{outcome:?}");
-    assert_eq!(reads, 0);
-    // That use moved the idle deadline to ten minutes after its second.
-    let idle_end = idle_end - 2 * SECOND + 600 * SECOND;
-    let (outcome, reads) = verify_at(&ring, &clock, &key, idle_end - 1, idle_end);
+    let (outcome, reads) = verify_at(
+        &ring,
+        &clock,
+        &key,
+        idle_end - 2 * SECOND,
+        idle_end + 30 * SECOND,
+    );
     assert!(matches!(outcome, Err(VerifyError::Expired)), "{outcome:?}");
     assert_eq!(reads, 1);
+    let (outcome, _) = verify_at(
+        &ring,
+        &clock,
+        &key,
+        idle_end + 300 * SECOND,
+        idle_end + 300 * SECOND,
+    );
+    assert!(matches!(outcome, Err(VerifyError::Expired)), "{outcome:?}");
+    // Before its idle end it verifies, on the precise clock's word.
+    let (outcome, reads) = verify_at(&ring, &clock, &key, idle_end - 2 * SECOND, idle_end - 1);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(reads, 1);
+    // A reading that has passed the idle end needs no precise read.
+    let (outcome, reads) = verify_at(&ring, &clock, &key, 2 * idle_end, 2 * idle_end);
+    assert!(matches!(outcome, Err(VerifyError::Expired)), "{outcome:?}");
+    assert_eq!(reads, 0);
+}
+
+#[test]
+fn a_ring_default_idle_timeout_is_judged_by_the_precise_clock() {
+    let clock = TwoReadings::default();
+    let (ring, key) = ring_with(&clock, NewKey::new("acct_1"));
+    ring.set_default_expiry(ExpiryPolicy::Idle(Duration::minutes(10)))
+        .unwrap();
+    let idle_end = 600 * SECOND;
+    let (outcome, reads) = verify_at(
+        &ring,
+        &clock,
+        &key,
+        idle_end - 2 * SECOND,
+        idle_end + 30 * SECOND,
+    );
+    assert!(matches!(outcome, Err(VerifyError::Expired)), "{outcome:?}");
+    assert_eq!(reads, 1);
+}
+
+#[test]
+fn a_trailing_reading_beyond_the_range_of_record_times_is_clamped() {
+    let clock = TwoReadings::default();
+    let (ring, key) = ring_with_key(&clock);
+    // The clock says the far future: past any deadline.
+    clock.set_trailing_at(i128::MAX);
+    let before = clock.precise_reads();
+    let outcome = ring.verify(&key);
+    assert!(matches!(outcome, Err(VerifyError::Expired)), "{outcome:?}");
+    assert_eq!(clock.precise_reads(), before);
+    // A key that never expires still verifies; at the end of the range of
+    // record times the precise clock is asked.
+    let (ring, key) = ring_with(&clock, NewKey::new("acct_2").expiry(ExpiryPolicy::Never));
+    clock.set_trailing_at(i128::MAX);
+    let before = clock.precise_reads();
+    let outcome = ring.verify(&key);
+    assert!(outcome.is_ok(), "{outcome:?}");
+    assert_eq!(clock.precise_reads() - before, 1);
+}
+
+#[test]
+fn a_limited_key_is_stamped_from_the_trailing_reading_too() {
+    let clock = TwoReadings::default();
+    let (ring, key) = ring_with(&clock, NewKey::new("acct_1").use_limit(5));
+    let (outcome, _) = verify_at(
+        &ring,
+        &clock,
+        &key,
+        10 * SECOND - 1,
+        10 * SECOND + 3_000_000,
+    );
+    let verified = outcome.unwrap();
+    let record = ring.get(verified.id()).unwrap();
+    assert_eq!(record.uses(), 1);
+    assert_eq!(record.last_used_at(), Some(T0 + Duration::seconds(9)));
 }
 
 #[test]
