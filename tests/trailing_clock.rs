@@ -1,7 +1,8 @@
 //! `verify` on a clock with a trailing reading (`Clock::trailing_unix_nanos`,
 //! as `SystemClock` has on Linux): expiry is judged from the trailing
 //! reading alone only where the answer cannot depend on how far it trails,
-//! and by the precise clock within a second of a deadline.
+//! and by the precise clock within a second of a deadline and for keys
+//! with an idle timeout.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -288,5 +289,12 @@ fn a_ring_on_a_clock_without_a_trailing_reading_reads_the_precise_one_every_time
     assert_eq!(reads, 1);
     let (outcome, reads) = verify_at(&ring, &clock, key, 0, DEADLINE);
     assert!(matches!(outcome, Err(VerifyError::Expired)), "{outcome:?}");
+    assert_eq!(reads, 1);
+    // A key with an idle timeout too: one precise reading, not a second.
+    let idle = ring
+        .issue(NewKey::new("acct_2").expiry(ExpiryPolicy::Idle(Duration::minutes(10))))
+        .unwrap();
+    let (outcome, reads) = verify_at(&ring, &clock, idle.secret.expose(), 0, 600 * SECOND - 1);
+    assert!(outcome.is_ok(), "{outcome:?}");
     assert_eq!(reads, 1);
 }
