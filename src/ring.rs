@@ -74,13 +74,10 @@ const PASSWORD_EXPIRED: &str = "owner password expired";
 const TRAIL_MARGIN: Nanos = 1_000_000_000;
 
 /// A reading of the ring's clock for `verify`: `nanos` is never after the
-/// clock's precise time. For a trailing reading (`exact` false), a
-/// deadline after `sure_before` has not passed as long as the reading lags
-/// by less than [`TRAIL_MARGIN`].
+/// clock's precise time, and is that time when `exact`.
 #[derive(Clone, Copy)]
 struct Reading {
     nanos: Nanos,
-    sure_before: Nanos,
     exact: bool,
 }
 
@@ -914,22 +911,14 @@ impl<S: KeyStore> KeyRing<S> {
     /// has one (see [`Clock::trailing_unix_nanos`]), else its precise one.
     fn reading(&self) -> Reading {
         match self.clock.trailing_unix_nanos() {
-            Some(trailing) => {
-                let nanos = clamp_nanos(trailing);
-                Reading {
-                    nanos,
-                    sure_before: nanos.saturating_add(TRAIL_MARGIN),
-                    exact: false,
-                }
-            }
-            None => {
-                let nanos = self.now_nanos();
-                Reading {
-                    nanos,
-                    sure_before: nanos,
-                    exact: true,
-                }
-            }
+            Some(trailing) => Reading {
+                nanos: clamp_nanos(trailing),
+                exact: false,
+            },
+            None => Reading {
+                nanos: self.now_nanos(),
+                exact: true,
+            },
         }
     }
 
@@ -943,7 +932,7 @@ impl<S: KeyStore> KeyRing<S> {
     fn expired(&self, now: Reading, cutoff: Nanos, renews: bool) -> bool {
         if cutoff <= now.nanos {
             true
-        } else if now.exact || (cutoff > now.sure_before && !renews) {
+        } else if now.exact || (cutoff > now.nanos.saturating_add(TRAIL_MARGIN) && !renews) {
             false
         } else {
             self.now_nanos() >= cutoff
