@@ -232,15 +232,7 @@ fn a_trailing_reading_beyond_the_range_of_record_times_is_clamped() {
 fn a_limited_key_is_stamped_from_the_trailing_reading_too() {
     let clock = TwoReadings::default();
     let (ring, key) = ring_with(&clock, NewKey::new("acct_1").use_limit(5));
-    let (outcome, _) = verify_at(
-        &ring,
-        &clock,
-        &key,
-        10 * SECOND - 1,
-        10 * SECOND + 3_000_000,
-    );
-    let verified = outcome.unwrap();
-    let record = ring.get(verified.id()).unwrap();
+    let record = used_across_a_second(&ring, &clock, &key);
     assert_eq!(record.uses(), 1);
     assert_eq!(record.last_used_at(), Some(T0 + Duration::seconds(9)));
 }
@@ -249,18 +241,16 @@ fn a_limited_key_is_stamped_from_the_trailing_reading_too() {
 fn the_last_use_is_stamped_from_the_trailing_reading() {
     let clock = TwoReadings::default();
     let (ring, key) = ring_with_key(&clock);
-    // The precise clock has moved into the next second; the trailing one
-    // has not.
-    let (outcome, _) = verify_at(
-        &ring,
-        &clock,
-        &key,
-        10 * SECOND - 1,
-        10 * SECOND + 3_000_000,
-    );
-    let verified = outcome.unwrap();
-    let record = ring.get(verified.id()).unwrap();
+    let record = used_across_a_second(&ring, &clock, &key);
     assert_eq!(record.last_used_at(), Some(T0 + Duration::seconds(9)));
+}
+
+/// Verifies `key` when the precise clock has moved into `T0`'s tenth
+/// second and the trailing one has not, and returns its record after.
+fn used_across_a_second(ring: &KeyRing, clock: &TwoReadings, key: &str) -> Key {
+    let (outcome, _) = verify_at(ring, clock, key, 10 * SECOND - 1, 10 * SECOND + 3_000_000);
+    let verified = outcome.unwrap();
+    ring.get(verified.id()).unwrap()
 }
 
 #[test]
