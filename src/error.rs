@@ -27,6 +27,10 @@ pub enum MalformedReason {
     BadAlphabet,
     /// The CRC32 checksum does not match: a typo or not a key at all.
     BadChecksum,
+    /// The checksum matches, but the key id's digits encode a number of more
+    /// than 64 bits: a string made to pass the checksum, never a key that
+    /// this crate issued.
+    IdOutOfRange,
 }
 
 impl MalformedReason {
@@ -39,6 +43,7 @@ impl MalformedReason {
             MalformedReason::UnknownVersion => "unknown version",
             MalformedReason::BadAlphabet => "bad character",
             MalformedReason::BadChecksum => "bad checksum",
+            MalformedReason::IdOutOfRange => "id out of range",
         }
     }
 }

@@ -265,7 +265,7 @@ fn parse_body<'a>(whole: &[u8], body: &'a [u8]) -> Result<ParsedKey<'a>, Malform
     if u128::from(crc32(checked)) != expected {
         return Err(MalformedReason::BadChecksum);
     }
-    let id = decode_id(&body[1..1 + ID_LEN]).ok_or(MalformedReason::BadChecksum)?;
+    let id = decode_id(&body[1..1 + ID_LEN]).ok_or(MalformedReason::IdOutOfRange)?;
     let secret = body[1 + ID_LEN..1 + ID_LEN + SECRET_LEN]
         .try_into()
         .map_err(|_| MalformedReason::WrongLength)?;
@@ -627,6 +627,28 @@ mod tests {
             parse(std::str::from_utf8(&bad_sum).unwrap(), &p).err(),
             Some(MalformedReason::BadChecksum)
         );
+    }
+
+    #[test]
+    fn a_checksummed_id_above_64_bits_is_out_of_range() {
+        let p = prefix();
+        let mut text = generate(&p).unwrap().secret.expose().as_bytes().to_vec();
+        let id_start = "acme_live_".len() + 1;
+        // The largest 11-digit id, 62^11 - 1, is above u64::MAX; the one
+        // below u64::MAX differs from it only in range.
+        for (id, expected) in [
+            ("zzzzzzzzzzz", Some(MalformedReason::IdOutOfRange)),
+            ("00000000001", None),
+        ] {
+            text[id_start..id_start + ID_LEN].copy_from_slice(id.as_bytes());
+            let sum_start = text.len() - CHECKSUM_LEN;
+            encode_fixed(
+                u128::from(crc32(&text[..sum_start])),
+                &mut text[sum_start..],
+            );
+            let key = std::str::from_utf8(&text).unwrap();
+            assert_eq!(parse(key, &p).err(), expected, "{id}");
+        }
     }
 
     #[test]

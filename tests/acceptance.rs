@@ -854,6 +854,12 @@ fn verify_error_statuses_codes_and_messages_are_pinned() {
             "malformed_key",
             "malformed api key: bad character",
         ),
+        (
+            VerifyError::Malformed(MalformedReason::IdOutOfRange),
+            401,
+            "malformed_key",
+            "malformed api key: id out of range",
+        ),
         (VerifyError::Invalid, 401, "invalid_key", "invalid api key"),
         (VerifyError::Expired, 401, "key_expired", "api key expired"),
         (VerifyError::Revoked, 401, "key_revoked", "api key revoked"),
