@@ -481,9 +481,12 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// itself; then verify on a second ring whose clock acts, call by call, as
 /// `SystemClock` (judged by its trailing reading), as `SystemClock` with
 /// only precise readings (as before it had a trailing one), and as
-/// `CoarseClock`.
+/// `CoarseClock`; then the floor and verify with the presented string in
+/// cache (fetched ahead, as in the criterion rows that say so), and the
+/// bad-checksum rejection with the string from memory and in cache, for
+/// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 16] = [
+const PAIRED: [(&str, PairedCall); 20] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -588,7 +591,52 @@ const PAIRED: [(&str, PairedCall); 16] = [
     ("valid verify, second ring, CoarseClock", |set, v, i| {
         second_ring_call(set, v, i, AS_COARSE)
     }),
+    ("floor, string in cache", |set, _, i| {
+        prefetch_ahead(&set.valid, set, i);
+        floor_call(set, i)
+    }),
+    ("valid verify, string in cache", |set, _, i| {
+        prefetch_ahead(&set.valid, set, i);
+        valid_call(set, i)
+    }),
+    ("bad checksum", |set, _, i| bad_checksum_call(set, i)),
+    ("bad checksum, string in cache", |set, _, i| {
+        prefetch_ahead(&set.bad_checksum, set, i);
+        bad_checksum_call(set, i)
+    }),
 ];
+
+/// Ratios of one call of [`PAIRED`] to another (not the floor), each taken
+/// round by round as the ratios to the floor are: the conditions the
+/// targets are read under, with the string in cache on both sides or on
+/// neither.
+const DERIVED: [(&str, &str, &str); 3] = [
+    (
+        "valid verify / floor, both with the string in cache",
+        "valid verify, string in cache",
+        "floor, string in cache",
+    ),
+    (
+        "bad checksum / valid verify, both fetching the string from memory",
+        "bad checksum",
+        "valid verify",
+    ),
+    (
+        "bad checksum / valid verify, both with the string in cache",
+        "bad checksum, string in cache",
+        "valid verify, string in cache",
+    ),
+];
+
+/// A verify of the bad-checksum string drawn at `i`: refused before any
+/// lookup. Returns whether it passed (never), so that one at a time the
+/// next draw waits for the answer.
+#[inline]
+fn bad_checksum_call(set: &Set, i: usize) -> bool {
+    set.ring
+        .verify(&set.bad_checksum[set.order[i & set.mask]])
+        .is_ok()
+}
 
 /// The calls of [`PAIRED`] timed in blocks that take turns (the order
 /// rotated each round), so that all see the same state of a noisy machine:
@@ -604,7 +652,12 @@ const PAIRED: [(&str, PairedCall); 16] = [
 /// into cache: the floor variants ran on keys already in cache while
 /// `verify` found its table and records cold, which put the ratio of
 /// `verify` to the floor too high.)
-fn paired<const ONE_AT_A_TIME: bool>(set: &Set, variants: &Variants) -> (f64, Vec<[f64; 3]>) {
+///
+/// Also returns the [`DERIVED`] ratios, in its order.
+fn paired<const ONE_AT_A_TIME: bool>(
+    set: &Set,
+    variants: &Variants,
+) -> (f64, Vec<[f64; 3]>, Vec<[f64; 3]>) {
     const ROUNDS: usize = 61;
     const CALLS: usize = 20_000;
     let mut rng = Rng(0x005E_ED0F_B10C_u64 ^ u64::from(ONE_AT_A_TIME));
@@ -635,10 +688,19 @@ fn paired<const ONE_AT_A_TIME: bool>(set: &Set, variants: &Variants) -> (f64, Ve
         [v[ROUNDS / 4], v[ROUNDS / 2], v[ROUNDS * 3 / 4]]
     };
     let floor_ns = quartiles(seconds.iter().map(|t| t[0] * 1e9 / CALLS as f64).collect())[1];
-    let ratios = (1..PAIRED.len())
-        .map(|k| quartiles(seconds.iter().map(|t| t[k] / t[0]).collect()))
+    let ratio = |k: usize, to: usize| quartiles(seconds.iter().map(|t| t[k] / t[to]).collect());
+    let ratios = (1..PAIRED.len()).map(|k| ratio(k, 0)).collect();
+    let at = |name: &str| {
+        PAIRED
+            .iter()
+            .position(|(n, _)| *n == name)
+            .expect("DERIVED names calls of PAIRED")
+    };
+    let derived = DERIVED
+        .iter()
+        .map(|(_, call, to)| ratio(at(call), at(to)))
         .collect();
-    (floor_ns, ratios)
+    (floor_ns, ratios, derived)
 }
 
 // ---- criterion part ------------------------------------------------------
@@ -1140,14 +1202,23 @@ fn main() {
             "\n## ratios to the floor, {n} keys, timed in blocks that take turns (61 rounds of 20,000 calls each; median, and the middle half of the rounds)\n"
         );
         let variants = Variants::build(*n);
-        let (apart_ns, apart) = paired::<false>(set, &variants);
-        let (chained_ns, chained) = paired::<true>(set, &variants);
+        let (apart_ns, apart, apart_derived) = paired::<false>(set, &variants);
+        let (chained_ns, chained, chained_derived) = paired::<true>(set, &variants);
         println!("| call | back to back | one at a time |");
         println!("|---|---:|---:|");
         println!("| floor, ns | {apart_ns:.0} | {chained_ns:.0} |");
         let cell = |[low, median, high]: [f64; 3]| format!("{median:.2}x ({low:.2}–{high:.2})");
         for (k, (name, _)) in PAIRED[1..].iter().enumerate() {
             println!("| {name} | {} | {} |", cell(apart[k]), cell(chained[k]));
+        }
+        println!("\n| ratio, round by round, in the same blocks | back to back | one at a time |");
+        println!("|---|---:|---:|");
+        for (k, (name, _, _)) in DERIVED.iter().enumerate() {
+            println!(
+                "| {name} | {} | {} |",
+                cell(apart_derived[k]),
+                cell(chained_derived[k])
+            );
         }
     }
 
