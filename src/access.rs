@@ -276,7 +276,7 @@ fn parse_body(bytes: &[u8], head: usize) -> Result<Body, VerifyError> {
     let (key_id, _) = field(token::ID_LEN)?;
     let key_id = u64::try_from(key_id)
         .map(KeyId::from_u64)
-        .map_err(|_| malformed(MalformedReason::WrongLength))?;
+        .map_err(|_| malformed(MalformedReason::IdOutOfRange))?;
     let (issued, _) = field(TIME_LEN)?;
     let (expires, _) = field(TIME_LEN)?;
     let (claims_len, _) = field(CLAIMS_LEN_LEN)?;

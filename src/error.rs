@@ -66,7 +66,8 @@ impl std::fmt::Display for MalformedReason {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    /// Not a key of this ring: wrong length, prefix, alphabet or checksum.
+    /// Not a key of this ring: wrong length, prefix, version, alphabet or
+    /// checksum, or an id out of range.
     #[error("malformed api key: {0}")]
     Malformed(MalformedReason),
     /// No such key, or the secret does not match.

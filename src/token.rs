@@ -224,7 +224,8 @@ pub(crate) struct ParsedKey<'a> {
 
 /// Checks a presented key against a ring's prefix: length first (oversize
 /// input is refused before any other work), then prefix and separator, body
-/// version, alphabet and checksum. Never panics, whatever the input.
+/// version, alphabet, checksum and the id's range. Never panics, whatever
+/// the input.
 #[inline]
 pub(crate) fn parse<'a>(
     presented: &'a str,
@@ -634,11 +635,13 @@ mod tests {
         let p = prefix();
         let mut text = generate(&p).unwrap().secret.expose().as_bytes().to_vec();
         let id_start = "acme_live_".len() + 1;
-        // The largest 11-digit id, 62^11 - 1, is above u64::MAX; the one
-        // below u64::MAX differs from it only in range.
+        // u64::MAX is accepted; one more, and the largest 11-digit id
+        // (62^11 - 1), are out of range.
+        assert_eq!(KeyId(u64::MAX).to_string(), "LygHa16AHYF");
         for (id, expected) in [
+            ("LygHa16AHYF", None),
+            ("LygHa16AHYG", Some(MalformedReason::IdOutOfRange)),
             ("zzzzzzzzzzz", Some(MalformedReason::IdOutOfRange)),
-            ("00000000001", None),
         ] {
             text[id_start..id_start + ID_LEN].copy_from_slice(id.as_bytes());
             let sum_start = text.len() - CHECKSUM_LEN;

@@ -1892,6 +1892,34 @@ fn tokens_and_api_keys_are_not_interchangeable() {
 }
 
 #[test]
+fn a_token_whose_key_id_is_above_64_bits_is_out_of_range() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = invoices_key(&ring);
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .expect("exchange");
+    // `<prefix>_T`, one character of signing-key id, then the key id.
+    let at = "acme_T".len() + 1;
+    let with_id = |id: &str| {
+        let t = token.expose();
+        with_fresh_checksum(&format!("{}{id}{}", &t[..at], &t[at + ID_LEN..]))
+    };
+    // u64::MAX parses, and fails only at the MAC; one more is out of range.
+    assert_eq!(
+        refused(ring.verify_access_token(&with_id("LygHa16AHYF"))),
+        VerifyError::Invalid
+    );
+    for id in ["LygHa16AHYG", "zzzzzzzzzzz"] {
+        assert_eq!(
+            refused(ring.verify_access_token(&with_id(id))),
+            VerifyError::Malformed(MalformedReason::IdOutOfRange),
+            "{id}"
+        );
+    }
+}
+
+#[test]
 fn token_debug_shows_neither_the_token_nor_its_mac() {
     let clock = ManualClock::new(T0);
     let ring = ring("acme", &clock);
