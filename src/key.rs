@@ -271,7 +271,7 @@ pub struct Key {
 /// most keys it reads none of them: they can lie in a third cache line.
 /// Reading a third line cost a stripped-down verify about a quarter of the
 /// floor back to back at a million keys; in the whole verify the saving was
-/// within the run-to-run noise (see BENCHMARKS.md). Derived from those fields by
+/// within the run-to-run noise (see docs/benchmark-history.md). Derived from those fields by
 /// [`Key::tidy`], which every stored record has been through
 /// ([`StoredKey::new`](crate::StoredKey) calls it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
