@@ -136,7 +136,7 @@ proptest! {
         let id_value = base62::decode(&id_and_secret[..11]).unwrap();
         let expected = if id_value > u128::from(u64::MAX) {
             // The checksum matches but the id is not a 64-bit value.
-            VerifyError::Malformed(MalformedReason::BadChecksum)
+            VerifyError::Malformed(MalformedReason::IdOutOfRange)
         } else {
             VerifyError::Invalid
         };
