@@ -460,9 +460,10 @@ fn ipv4_mapped_ipv6_peer_counts_as_its_ipv4_address() {
     );
 }
 
-/// FAILS (src bug): a network written in IPv4-mapped IPv6 form is accepted
-/// by `Network::parse` but can never match anything, because `contains`
-/// turns mapped peers into IPv4 and then requires the network to be IPv4.
+/// Regression (a bug this independent test found, since fixed): a network
+/// written in IPv4-mapped IPv6 form was accepted by `Network::parse` but
+/// could never match anything, because `contains` turns mapped peers into
+/// IPv4 and then required the network to be IPv4.
 #[test]
 fn ipv4_mapped_ipv6_network_is_refused_or_matches_its_ipv4_addresses() {
     for text in ["::ffff:10.1.0.0/112", "::ffff:192.0.2.9"] {
@@ -703,8 +704,9 @@ fn garbage_fingerprints_are_refused_with_a_clear_message() {
     assert_ne!(fp, CertFingerprint::of_der(OTHER_CERT));
 }
 
-/// FAILS (src bug): `u8::from_str_radix` accepts a leading `+`, so
-/// `CertFingerprint::from_hex` takes `+0+1+2...` (32 pairs) as a
+/// Regression (a bug this independent test found, since fixed):
+/// `u8::from_str_radix` accepts a leading `+`, so
+/// `CertFingerprint::from_hex` took `+0+1+2...` (32 pairs) as a
 /// fingerprint.
 #[test]
 fn fingerprint_with_plus_signs_is_refused() {
@@ -1832,9 +1834,10 @@ fn owners_and_scope_sets_round_trip_through_tokens() {
     }
 }
 
-/// FAILS (src bug): an owner containing a NUL byte is accepted by `issue`
-/// and `exchange`, but the token never verifies: the claims are
-/// `owner \0 scopes` and `claims_of` splits at the first NUL.
+/// Regression (a bug this independent test found, since fixed): an owner
+/// containing a NUL byte was accepted by `issue` and `exchange`, but the
+/// token never verified: the claims are `owner \0 scopes` and `claims_of`
+/// split at the first NUL.
 #[test]
 fn an_owner_with_a_nul_byte_is_refused_or_round_trips() {
     let clock = ManualClock::new(T0);
@@ -2145,10 +2148,11 @@ fn scan_finds_a_key_glued_to_a_word_with_an_underscore() {
     }
 }
 
-/// FAILS (src bug): an API key glued to a preceding word with `_` is found
-/// (token.rs checks the checksum from each possible prefix start), but an
-/// access token in the same place is not: access.rs `recognise` checks the
-/// checksum over the whole run from its start.
+/// Regression (a bug this independent test found, since fixed): an API key
+/// glued to a preceding word with `_` was found (token.rs checks the
+/// checksum from each possible prefix start), but an access token in the
+/// same place was not: access.rs `recognise` checked the checksum over the
+/// whole run from its start.
 #[test]
 fn scan_finds_a_token_glued_to_a_word_with_an_underscore() {
     let clock = ManualClock::new(T0);
@@ -2193,8 +2197,9 @@ fn random_text(rng: &mut Rng, underscores: bool, separators: bool) -> String {
     while text.len() < 10 * MIB {
         if separators && rng.below(64) == 0 {
             text.push([' ', '\n', '=', '"', '&'][rng.below(5) as usize]);
-            // Runs of at least six characters: shorter ones with a `_T`
-            // crash the scanner (see the test of short runs below).
+            // Runs of at least six characters (shorter ones with a `_T`
+            // once crashed the scanner; the test of short runs below
+            // covers them).
             for _ in 0..6 {
                 text.push(rng.base62() as char);
             }
@@ -2224,11 +2229,12 @@ fn random_base62_text_yields_no_reports() {
     }
 }
 
-/// FAILS (src bug, crash): access.rs `parse_body` computes
-/// `bytes.len() - CHECKSUM_LEN` before any length check, so a run of word
-/// characters shorter than six with a `_T` in it (`MY_T`, `x_Tab`) makes
-/// `scan` panic: an overflow in debug builds, an out-of-range `split_at` in
-/// release. `redact` and `revoke_leaked` go down with it.
+/// Regression (a crash this independent test found, since fixed): access.rs
+/// `parse_body` computed `bytes.len() - CHECKSUM_LEN` before any length
+/// check, so a run of word characters shorter than six with a `_T` in it
+/// (`MY_T`, `x_Tab`) made `scan` panic: an overflow in debug builds, an
+/// out-of-range `split_at` in release. `redact` and `revoke_leaked` went
+/// down with it.
 #[test]
 fn scan_redact_and_revoke_leaked_survive_short_runs_with_a_token_marker() {
     let clock = ManualClock::new(T0);
@@ -2582,11 +2588,12 @@ fn revoke_leaked_revokes_this_rings_found_keys_only() {
     );
 }
 
-/// FAILS (src bug, security): `revoke_leaked` revokes a key whose id
-/// appears in a checksum-valid string even when the secret in it is not the
-/// key's. Key ids are public (events, listings, and every redacted log line
-/// keeps them), so anyone who can get text in front of the scanner (a public
-/// paste a secret-scanning partner reports) can revoke any key by forging
+/// Regression (a security bug this independent test found, since fixed):
+/// `revoke_leaked` revoked a key whose id appeared in a checksum-valid
+/// string even when the secret in it was not the key's. Key ids are public
+/// (events, listings, and every redacted log line keep them), so anyone who
+/// could get text in front of the scanner (a public paste a secret-scanning
+/// partner reports) could revoke any key by forging
 /// `prefix_1<id><any secret><crc>`, or a token string naming the id.
 #[test]
 fn revoke_leaked_ignores_forged_strings_that_name_a_real_key() {
