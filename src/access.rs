@@ -35,12 +35,12 @@ const CHUNK_CHARS: usize = 21;
 const MAC_LEN: usize = 22;
 /// The fixed part after `_T`: signing key id, key id, two instants, claims
 /// length, MAC and checksum.
-const FIXED_LEN: usize =
+pub(crate) const FIXED_LEN: usize =
     KID_LEN + token::ID_LEN + 2 * TIME_LEN + CLAIMS_LEN_LEN + MAC_LEN + token::CHECKSUM_LEN;
 /// Most bytes of claims (owner and scopes) a token carries.
 pub(crate) const MAX_CLAIMS: usize = 4096;
 /// Longest token text accepted.
-const MAX_TOKEN_LEN: usize =
+pub(crate) const MAX_TOKEN_LEN: usize =
     token::MAX_PREFIX_LEN + 2 + FIXED_LEN + MAX_CLAIMS.div_ceil(CHUNK_BYTES) * CHUNK_CHARS;
 /// The purpose string of MAC keys.
 const CONTEXT: &str = "keyward 2026-11-27 access token mac v1";

@@ -12,19 +12,23 @@
 //! An API key matches
 //!
 //! ```text
-//! \b[a-z][a-z0-9_]{0,31}_1[0-9A-Za-z]{41}\b
+//! \b[a-z][a-z0-9_]{0,31}_1[0-9A-Za-z]{41}(?:\b|_)
 //! ```
 //!
 //! (prefix, `_`, body version `1`, then 11 id, 24 secret and 6 checksum
-//! characters). Confirm a match offline: take the CRC32 (IEEE 802.3, the
-//! zlib / `crc32fast` one) of the match without its last six characters,
+//! characters; the key ends where no letter or digit follows, so a `_`
+//! may: `<key>_old`). Confirm a match offline: take the CRC32 (IEEE 802.3,
+//! the zlib / `crc32fast` one) of the key without its last six characters,
 //! write it in base62 (`0-9A-Za-z`, most significant digit first) padded to
 //! six digits with `0`, and compare with the last six characters. Access
-//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}\b` and carry the
-//! same checksum at their end.
+//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?:\b|_)` and carry
+//! the same checksum at their end. [`scan`] also finds a key whose prefix is
+//! glued to a word before it by `_` (`leaked_<key>`), by trying each place
+//! after a `_` where the prefix could start.
 
 use std::ops::Range;
 
+use crate::access;
 use crate::token::{self, KeyId};
 
 /// What a found string is.
@@ -56,8 +60,9 @@ pub struct Found {
 }
 
 /// Every keyward API key and access token in `text`, in order, with byte
-/// positions. Near-misses (a changed character, a wrong checksum) and
-/// random text are not reported.
+/// positions, including one glued by `_` to the word before or after it.
+/// Near-misses (a changed character, a wrong checksum) and random text are
+/// not reported.
 ///
 /// ```
 /// use keyward::{KeyRing, MemoryStore, NewKey, scan};
@@ -80,23 +85,70 @@ pub fn scan(text: &str) -> Vec<Found> {
             continue;
         }
         let end = start + bytes[start..].iter().take_while(|&&b| is_word(b)).count();
-        if let Some(hit) = token::recognise(&bytes[start..end]) {
-            found.push(Found {
-                range: start + hit.start..end,
-                secret_range: start + hit.secret_start..end,
-                prefix: String::from_utf8_lossy(&bytes[start + hit.start..start + hit.prefix_end])
-                    .into_owned(),
-                key_id: hit.key_id,
-                kind: if hit.token {
-                    FoundKind::AccessToken
-                } else {
-                    FoundKind::ApiKey
-                },
-            });
-        }
+        scan_run(bytes, start, end, &mut found);
         start = end;
     }
     found
+}
+
+/// Finds the keys and tokens in the run of word characters
+/// `bytes[start..end]`. A key or token ends where the run does or where a
+/// `_` follows it (`<key>_old`), and its body, after its last `_`, is
+/// letters and digits only: so each `_` of the run, and its end, is a
+/// place one can end, and only if the stretch since the `_` before it has
+/// the shape of a body is its checksum worked out.
+fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
+    let run = &bytes[start..end];
+    // Where the part of the run that no hit has claimed starts.
+    let mut free = 0;
+    // The last `_` before the place being tried.
+    let mut marker: Option<usize> = None;
+    let ends = run
+        .iter()
+        .enumerate()
+        .filter(|&(_, &b)| b == b'_')
+        .map(|(i, _)| i)
+        .chain(std::iter::once(run.len()));
+    for stop in ends {
+        let Some(q) = marker.filter(|&q| q >= free) else {
+            marker = Some(stop);
+            continue;
+        };
+        marker = Some(stop);
+        let body = &run[q + 1..stop];
+        let key_shaped = body.len() == token::BODY_LEN && body[0] == b'1';
+        let token_shaped = body.len() > access::FIXED_LEN && body[0] == b'T';
+        if !key_shaped && !token_shaped {
+            continue;
+        }
+        // A token is at most `MAX_TOKEN_LEN` long; start the search no
+        // earlier, and where a key could start (after a `_`), so that a
+        // prefix is never taken from the middle of a word.
+        let mut from = free.max(stop.saturating_sub(access::MAX_TOKEN_LEN));
+        if from > free && run[from - 1] != b'_' {
+            from += run[from..q]
+                .iter()
+                .position(|&b| b == b'_')
+                .map_or(q - from, |i| i + 1);
+        }
+        let Some(hit) = token::recognise(&run[from..stop]) else {
+            continue;
+        };
+        let at = start + from;
+        found.push(Found {
+            range: at + hit.start..start + stop,
+            secret_range: at + hit.secret_start..start + stop,
+            prefix: String::from_utf8_lossy(&bytes[at + hit.start..at + hit.prefix_end])
+                .into_owned(),
+            key_id: hit.key_id,
+            kind: if hit.token {
+                FoundKind::AccessToken
+            } else {
+                FoundKind::ApiKey
+            },
+        });
+        free = stop;
+    }
 }
 
 /// `text` with the secret part of every found key replaced by

@@ -2744,3 +2744,46 @@ fn signing_key_ids_must_be_distinct() {
         .build(MemoryStore::new());
     assert!(matches!(built, Err(Error::InvalidInput(_))));
 }
+
+#[test]
+fn scan_finds_keys_and_tokens_followed_by_an_underscore() {
+    let clock = ManualClock::new(T0);
+    let live = ring("acme_live", &clock);
+    let key = invoices_key(&live);
+    let other = invoices_key(&live);
+    let token = live
+        .exchange(key.secret.expose(), Duration::minutes(5))
+        .expect("exchange");
+    let (k, k2, t) = (key.secret.expose(), other.secret.expose(), token.expose());
+    // Each case: the text, and the strings scan must find in it, in order.
+    let long_glue = format!("{}_", "x".repeat(7000));
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (format!("env {k}_old end"), vec![k]),
+        (format!("env {k}_ end"), vec![k]),
+        (format!("env {t}_old end"), vec![t]),
+        (format!("env {k}_{k2} end"), vec![k, k2]),
+        (format!("env {k}_{t}_{k2}_x"), vec![k, t, k2]),
+        (format!("env x_{k}_y end"), vec![k]),
+        // Glue longer than the longest token before the key or token.
+        (format!("{long_glue}{k}_z"), vec![k]),
+        (format!("{long_glue}{t}_z"), vec![t]),
+    ];
+    for (text, expected) in &cases {
+        let found = scan(text);
+        let shown: Vec<&str> = found.iter().map(|f| &text[f.range.clone()]).collect();
+        assert_eq!(
+            &shown,
+            expected,
+            "in {:?}",
+            &text[text.len().saturating_sub(200)..]
+        );
+        let redacted = redact(text);
+        for secret in expected {
+            assert!(!redacted.contains(secret), "redact left a key in place");
+        }
+    }
+    // A key or token with more letters or digits after it is not one.
+    for text in [format!("env {k}x end"), format!("env {k}1_old end")] {
+        assert_nothing_found("a key run on into letters", &text);
+    }
+}
