@@ -342,26 +342,26 @@ fn claims_of(body: &Body) -> Option<AccessClaims> {
 }
 
 /// Finds an access token that a run of word characters ends with (for the
-/// scanner): shape and checksum only, no key needed.
-pub(crate) fn recognise(run: &[u8]) -> Option<Hit> {
-    (1..run.len())
-        .rev()
-        .filter(|&i| run[i] == TOKEN_VERSION && run[i - 1] == b'_')
-        .find_map(|marker| {
-            let head = marker + 1;
-            // The checksum covers the token from its prefix on: try each
-            // place the prefix could start, as for API keys.
-            token::prefix_starts(&run[..marker - 1]).find_map(|start| {
-                let body = parse_body(&run[start..], head - start).ok()?;
-                Some(Hit {
-                    start,
-                    prefix_end: marker - 1,
-                    secret_start: head + KID_LEN + token::ID_LEN,
-                    key_id: body.key_id,
-                    token: true,
-                })
-            })
+/// scanner), its version character `T` at `marker` (just after a `_`):
+/// shape and checksum only, no key needed. The prefix may be glued to what
+/// precedes it with `_`: each possible prefix start is tried.
+pub(crate) fn recognise_at(run: &[u8], marker: usize) -> Option<Hit> {
+    if marker == 0 || run.get(marker) != Some(&TOKEN_VERSION) || run[marker - 1] != b'_' {
+        return None;
+    }
+    let head = marker + 1;
+    // The checksum covers the token from its prefix on: try each place the
+    // prefix could start, as for API keys.
+    token::prefix_starts(&run[..marker - 1]).find_map(|start| {
+        let body = parse_body(&run[start..], head - start).ok()?;
+        Some(Hit {
+            start,
+            prefix_end: marker - 1,
+            secret_start: head + KID_LEN + token::ID_LEN,
+            key_id: body.key_id,
+            token: true,
         })
+    })
 }
 
 fn scopes_text(scopes: &ScopeSet) -> String {

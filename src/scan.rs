@@ -12,16 +12,18 @@
 //! An API key matches
 //!
 //! ```text
-//! \b[a-z][a-z0-9_]{0,31}_1[0-9A-Za-z]{41}(?:\b|_)
+//! \b[a-z][a-z0-9_]{0,31}_1[0-9A-Za-z]{41}(?![0-9A-Za-z])
 //! ```
 //!
 //! (prefix, `_`, body version `1`, then 11 id, 24 secret and 6 checksum
 //! characters; the key ends where no letter or digit follows, so a `_`
-//! may: `<key>_old`). Confirm a match offline: take the CRC32 (IEEE 802.3,
+//! may: `<key>_old`. Without lookahead, `(?:\b|_)` at the end does the
+//! same but takes the `_`, so of two keys joined by `_` a regex finds only
+//! the first; [`scan`] finds both). Confirm a match offline: take the CRC32 (IEEE 802.3,
 //! the zlib / `crc32fast` one) of the key without its last six characters,
 //! write it in base62 (`0-9A-Za-z`, most significant digit first) padded to
 //! six digits with `0`, and compare with the last six characters. Access
-//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?:\b|_)` and carry
+//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?![0-9A-Za-z])` and carry
 //! the same checksum at their end. [`scan`] also finds a key whose prefix is
 //! glued to a word before it by `_` (`leaked_<key>`), by trying each place
 //! after a `_` where the prefix could start.
@@ -29,7 +31,7 @@
 use std::ops::Range;
 
 use crate::access;
-use crate::token::{self, KeyId};
+use crate::token::{self, KeyId, MAX_KEY_LEN};
 
 /// What a found string is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,22 +118,17 @@ fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
         };
         marker = Some(stop);
         let body = &run[q + 1..stop];
-        let key_shaped = body.len() == token::BODY_LEN && body[0] == b'1';
-        let token_shaped = body.len() > access::FIXED_LEN && body[0] == b'T';
-        if !key_shaped && !token_shaped {
+        // The longest a key or token of this shape can be, prefix and `_`
+        // included; a stretch as long as that is neither.
+        let longest = match body.first() {
+            Some(b'1') if body.len() == token::BODY_LEN => MAX_KEY_LEN,
+            Some(b'T') if body.len() > access::FIXED_LEN => access::MAX_TOKEN_LEN,
+            _ => continue,
+        };
+        if body.len() >= longest {
             continue;
         }
-        // A token is at most `MAX_TOKEN_LEN` long; start the search no
-        // earlier, and where a key could start (after a `_`), so that a
-        // prefix is never taken from the middle of a word.
-        let mut from = free.max(stop.saturating_sub(access::MAX_TOKEN_LEN));
-        if from > free && run[from - 1] != b'_' {
-            from += run[from..q]
-                .iter()
-                .position(|&b| b == b'_')
-                .map_or(q - from, |i| i + 1);
-        }
-        let Some(hit) = token::recognise(&run[from..stop]) else {
+        let Some((from, hit)) = recognise(run, free, q, stop, longest) else {
             continue;
         };
         let at = start + from;
@@ -149,6 +146,38 @@ fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
         });
         free = stop;
     }
+}
+
+/// The key or token that `run[..stop]` ends with, whose body starts after
+/// the `_` at `q`, if any, with where the window it was found in starts. It
+/// is at most `longest` long and starts at or after `free`. Kept out of
+/// [`scan_run`]'s loop, which most text leaves before it gets here.
+#[inline(never)]
+fn recognise(
+    run: &[u8],
+    free: usize,
+    q: usize,
+    stop: usize,
+    longest: usize,
+) -> Option<(usize, token::Hit)> {
+    // Search no earlier than the longest one could start (so each place
+    // costs a bounded amount), and from where a prefix may start (after a
+    // `_`), so that a prefix is never taken from the middle of a word.
+    let mut from = free.max(stop.saturating_sub(longest));
+    if from > free && run[from - 1] != b'_' {
+        from += run[from..q]
+            .iter()
+            .position(|&b| b == b'_')
+            .map_or(q - from, |i| i + 1);
+    }
+    let window = &run[from..stop];
+    // Only the `_` at `q` can begin this one's body.
+    let hit = if run[q + 1] == b'1' {
+        token::recognise_api_key(window)
+    } else {
+        access::recognise_at(window, q + 1 - from)
+    };
+    hit.map(|hit| (from, hit))
 }
 
 /// `text` with the secret part of every found key replaced by

@@ -287,13 +287,10 @@ pub(crate) struct Hit {
 }
 
 /// Finds the API key that a run of `[A-Za-z0-9_]` characters ends with, if
-/// any. The prefix may be glued to what precedes it with `_`: each possible
-/// prefix start is tried, and only the right one matches the checksum.
-pub(crate) fn recognise(run: &[u8]) -> Option<Hit> {
-    recognise_api_key(run).or_else(|| crate::access::recognise(run))
-}
-
-fn recognise_api_key(run: &[u8]) -> Option<Hit> {
+/// any (for the scanner). The prefix may be glued to what precedes it with
+/// `_`: each possible prefix start is tried, and only the right one matches
+/// the checksum.
+pub(crate) fn recognise_api_key(run: &[u8]) -> Option<Hit> {
     let head_len = run.len().checked_sub(BODY_LEN + 1)?;
     let body = &run[head_len + 1..];
     if run[head_len] != b'_'

@@ -2787,3 +2787,30 @@ fn scan_finds_keys_and_tokens_followed_by_an_underscore() {
         assert_nothing_found("a key run on into letters", &text);
     }
 }
+
+#[test]
+fn scan_survives_overlong_bodies_and_takes_no_prefix_from_mid_word() {
+    // A `_T` or `_1` stretch longer than any token or key: nothing found,
+    // no panic (a slice once started past its end here).
+    for len in [5843, 5844, 5845, 5846, 12_000] {
+        for marker in ["_T", "_1", "acme_T", "acme_1"] {
+            let text = format!("see {marker}{} end", "A".repeat(len));
+            assert_nothing_found("an overlong body", &text);
+            assert_eq!(redact(&text), text);
+        }
+    }
+    // A key whose prefix is as long as a prefix can be: found after `_`,
+    // not when glued to a letter (its search then starts mid-word).
+    let clock = ManualClock::new(T0);
+    let prefix = "abcdefghijklmnopqrstuvwxyzabcdef";
+    assert_eq!(prefix.len(), 32);
+    let long = ring(prefix, &clock);
+    let key = invoices_key(&long);
+    let k = key.secret.expose();
+    let found = scan(&format!("q_{k} end"));
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].prefix, prefix);
+    for glued in [format!("q{k} end"), format!("qq{k}_old end")] {
+        assert_nothing_found("a key glued to a letter", &glued);
+    }
+}
