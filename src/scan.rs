@@ -19,14 +19,21 @@
 //! characters; the key ends where no letter or digit follows, so a `_`
 //! may: `<key>_old`. Without lookahead, `(?:\b|_)` at the end does the
 //! same but takes the `_`, so of two keys joined by `_` a regex finds only
-//! the first; [`scan`] finds both). Confirm a match offline: take the CRC32 (IEEE 802.3,
-//! the zlib / `crc32fast` one) of the key without its last six characters,
-//! write it in base62 (`0-9A-Za-z`, most significant digit first) padded to
-//! six digits with `0`, and compare with the last six characters. Access
-//! tokens match `\b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?![0-9A-Za-z])` and carry
-//! the same checksum at their end. [`scan`] also finds a key whose prefix is
-//! glued to a word before it by `_` (`leaked_<key>`), by trying each place
-//! after a `_` where the prefix could start.
+//! the first; [`scan`] finds both).
+//!
+//! Confirm a match offline: take the CRC32 (IEEE 802.3, the zlib /
+//! `crc32fast` one) of the key without its last six characters, write it
+//! in base62 (`0-9A-Za-z`, most significant digit first) padded to six
+//! digits with `0`, and compare with the last six characters. Access tokens
+//! match
+//!
+//! ```text
+//! \b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?![0-9A-Za-z])
+//! ```
+//!
+//! and carry the same checksum at their end. [`scan`] also finds a key
+//! whose prefix is glued to a word before it by `_` (`leaked_<key>`), by
+//! trying each place after a `_` where the prefix could start.
 
 use std::ops::Range;
 
@@ -112,11 +119,9 @@ fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
         .map(|(i, _)| i)
         .chain(std::iter::once(run.len()));
     for stop in ends {
-        let Some(q) = marker.filter(|&q| q >= free) else {
-            marker = Some(stop);
+        let Some(q) = marker.replace(stop).filter(|&q| q >= free) else {
             continue;
         };
-        marker = Some(stop);
         let body = &run[q + 1..stop];
         // The longest a key or token of this shape can be, prefix and `_`
         // included; a stretch as long as that is neither.
