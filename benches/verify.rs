@@ -4,7 +4,9 @@
 //! floor measured in the same run); plain loops measure what criterion does
 //! not: thread scaling, memory per key, FileStore open and issue rates.
 //! Sizes come from `KEYWARD_BENCH_SIZES` (default 1000,10000,100000,1000000);
-//! `KEYWARD_BENCH_LATENCY_ONLY=1` stops after the latency table.
+//! `KEYWARD_BENCH_LATENCY_ONLY=1` stops after the latency table;
+//! `KEYWARD_BENCH_STORE_ONLY=1` runs only the memory and FileStore part, at
+//! the largest size.
 //! A CSV of the latency figures is written to `target/keyward-bench.csv` for
 //! `cargo run --example plot_benchmarks`.
 
@@ -1051,6 +1053,11 @@ fn main() {
                 .expect("KEYWARD_BENCH_SIZES: comma-separated numbers")
         })
         .collect();
+    if std::env::var_os("KEYWARD_BENCH_STORE_ONLY").is_some() {
+        let n = sizes.iter().copied().max().unwrap_or(0);
+        memory_and_file_store(n);
+        return;
+    }
     let mut c = Criterion::default()
         .configure_from_args()
         .sample_size(60)
@@ -1299,6 +1306,12 @@ fn main() {
     }
     drop(set);
 
+    memory_and_file_store(n);
+}
+
+/// Memory per key (`MemoryStore`, `FileStore`), and `FileStore`'s open
+/// time, issue rate and compaction, at `n` keys.
+fn memory_and_file_store(n: usize) {
     println!("\n## memory and FileStore, {n} keys\n");
     let before = live();
     let ring = KeyRing::builder(PREFIX)
@@ -1359,5 +1372,36 @@ fn main() {
     println!(
         "FileStore issue with fsync: {rate:.0} keys/s ({:.2} ms each)",
         1e3 / rate
+    );
+
+    // Compaction while keys are issued, as a ring's flusher compacts while
+    // an administrator works: how long the compaction takes, and how long
+    // the writes made meanwhile wait (each appends and fsyncs its record).
+    let compacting = AtomicBool::new(true);
+    let (compaction, mut waits) = std::thread::scope(|s| {
+        let compactor = s.spawn(|| {
+            let started = Instant::now();
+            ring.store().compact().unwrap();
+            let took = started.elapsed();
+            compacting.store(false, Ordering::Release);
+            took
+        });
+        let mut waits = Vec::new();
+        let mut i = count;
+        while compacting.load(Ordering::Acquire) {
+            let started = Instant::now();
+            ring.issue(issue_request(i)).unwrap();
+            waits.push(started.elapsed().as_secs_f64() * 1e3);
+            i += 1;
+        }
+        (compactor.join().unwrap(), waits)
+    });
+    waits.sort_by(f64::total_cmp);
+    println!(
+        "FileStore compaction of {n} keys: {:.2} s; {} keys issued meanwhile, each waiting median {:.2} ms, longest {:.0} ms",
+        compaction.as_secs_f64(),
+        waits.len(),
+        waits[waits.len() / 2],
+        waits[waits.len() - 1]
     );
 }

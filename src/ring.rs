@@ -371,9 +371,12 @@ impl KeyRingBuilder {
     }
 
     /// How often a background thread writes usage (`last_used_at`, use
-    /// counts) back to the store: the most a crash can lose. Default 30
-    /// seconds; `None` runs no thread, and usage is written only by
-    /// [`KeyRing::flush`] and when the ring is dropped.
+    /// counts) back to the store, then flushes the store: the most a crash
+    /// can lose. Default 30 seconds; `None` runs no thread, and usage is
+    /// written only by [`KeyRing::flush`] and when the ring is dropped. A
+    /// [`FileStore`](crate::FileStore) compacts its file on those flushes,
+    /// so with `None` call [`KeyRing::flush`] (or
+    /// [`FileStore::compact`](crate::FileStore::compact)) from time to time.
     pub fn flush_interval(mut self, every: Option<std::time::Duration>) -> Self {
         self.flush_interval = every;
         self
@@ -1236,7 +1239,9 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     /// Writes usage (`last_used_at`, use counts) changed since the last
-    /// flush back to the store, then flushes the store.
+    /// flush back to the store, then flushes the store
+    /// ([`KeyStore::flush`]: a [`FileStore`](crate::FileStore) compacts
+    /// there when dead records call for it).
     pub fn flush(&self) -> Result<(), Error> {
         Ok(self.shared.flush_usage()?)
     }

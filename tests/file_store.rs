@@ -359,3 +359,33 @@ fn store_files_are_private_to_their_owner() {
         assert_eq!(mode, 0o600, "{} is {mode:o}", file.display());
     }
 }
+
+/// A key with a use limit writes its record at every verify. Those writes
+/// never rewrite the file (a verify must not wait for a compaction); the
+/// ring's flush compacts it once the dead records call for it, and the
+/// uses spent survive.
+#[test]
+fn a_ring_flush_compacts_what_limited_verifies_wrote_and_a_verify_never_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let options = keyward::store::FileStoreOptions::default().min_dead_to_compact(20);
+    let ring = ring_on(FileStore::open_with(&path, options).unwrap());
+    let issued = ring.issue(NewKey::new("o").use_limit(100)).unwrap();
+    let key = issued.secret.expose().to_string();
+    let mut size = std::fs::metadata(&path).unwrap().len();
+    for use_ in 1..=60 {
+        ring.verify(&key).unwrap();
+        let grown = std::fs::metadata(&path).unwrap().len();
+        assert!(grown > size, "verify {use_} rewrote the file");
+        size = grown;
+    }
+    ring.flush().unwrap();
+    let compacted = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        compacted * 10 < size,
+        "{compacted} bytes after the flush, {size} before"
+    );
+    drop(ring);
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    assert_eq!(ring.get(issued.key.id()).unwrap().uses(), 60);
+}

@@ -35,6 +35,9 @@ mod stores {
         fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
             self.store.apply(changes)
         }
+        fn flush(&self) -> Result<(), StoreError> {
+            self.store.flush()
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! the simulated disk.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
 
 use time::macros::datetime;
 
@@ -148,7 +150,13 @@ fn crash_round(seed: u64, sync: bool) -> Result<(), String> {
     let mut counter = 0;
     for _ in 0..30 {
         if rng.below(12) == 0 {
-            if store.compact().is_err() {
+            // A flush compacts when the dead records call for it.
+            let done = if rng.below(2) == 0 {
+                store.compact()
+            } else {
+                store.flush()
+            };
+            if done.is_err() {
                 break;
             }
             continue;
@@ -235,6 +243,13 @@ fn reopen_after_a_clean_shutdown_restores_everything() {
 fn store_with_history(sim: &SimFs, seed: u64) -> (FileStore, State) {
     let options = FileStoreOptions::default().min_dead_to_compact(u64::MAX);
     let store = open(sim, options).unwrap();
+    let state = fill_with_history(&store, seed);
+    (store, state)
+}
+
+/// Writes a history with dead records (the same for a given seed) into
+/// `store`, and returns the state it leaves.
+fn fill_with_history(store: &FileStore, seed: u64) -> State {
     let mut rng = Rng::new(seed);
     let (mut state, mut counter) = (State::default(), 0);
     while state.keys.len() < 10 || counter < 60 {
@@ -244,7 +259,263 @@ fn store_with_history(sim: &SimFs, seed: u64) -> (FileStore, State) {
             state = after;
         }
     }
-    (store, state)
+    state
+}
+
+type Hook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
+
+/// What each of a run of `apply` calls returned.
+type Results = Vec<Result<(), StoreError>>;
+
+/// The simulated disk, running a hook once, just after a compaction has
+/// taken its snapshot (when it creates its temporary file): the tests'
+/// stand-in for writes that arrive while a compaction runs.
+#[derive(Clone)]
+struct Hooked {
+    sim: SimFs,
+    hook: Hook,
+}
+
+impl fmt::Debug for Hooked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.sim.fmt(f)
+    }
+}
+
+impl io::Fs for Hooked {
+    fn open_read(&self, path: &Path) -> std::io::Result<Option<Box<dyn Read + Send>>> {
+        self.sim.open_read(path)
+    }
+    fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
+        self.sim.open_append(path)
+    }
+    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
+        let file = self.sim.create(path);
+        if path == temp_path(&self::path()) {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        file
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        self.sim.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        self.sim.sync_dir(dir)
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        self.sim.remove(path)
+    }
+}
+
+/// A store on `sim` whose compactions run `hook` (set later) after their
+/// snapshot, filled with the history of `seed`.
+fn hooked_store_with_history(sim: &SimFs, seed: u64) -> (Arc<FileStore>, Hook, State) {
+    let hook: Hook = Arc::default();
+    let fs = Hooked {
+        sim: sim.clone(),
+        hook: Arc::clone(&hook),
+    };
+    let options = FileStoreOptions::default().min_dead_to_compact(u64::MAX);
+    let store = Arc::new(FileStore::open_on(Box::new(fs), path(), options, None).unwrap());
+    let state = fill_with_history(&store, seed);
+    (store, hook, state)
+}
+
+/// Applies `batches` to `store` on another thread, as another caller
+/// would, and returns their results; `None` if they did not finish within
+/// 20 seconds (they waited for something that was not going to end).
+fn apply_elsewhere(store: &Arc<FileStore>, batches: Vec<Vec<Change>>) -> Option<Results> {
+    let store = Arc::clone(store);
+    let (done, results) = mpsc::channel();
+    std::thread::spawn(move || {
+        let got: Vec<_> = batches.into_iter().map(|b| store.apply(b)).collect();
+        let _ = done.send(got);
+    });
+    results
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .ok()
+}
+
+/// Writes of every kind for a store in `state`: a new key, a new version of
+/// one key, another key removed, new settings.
+fn writes_for(state: &State) -> Vec<Vec<Change>> {
+    let ids: Vec<u64> = state.keys.keys().copied().collect();
+    vec![
+        vec![Change::Insert(sample(500, 0))],
+        vec![Change::Replace(sample(ids[0], 1_000))],
+        vec![Change::Remove(KeyId::from_u64(ids[1]))],
+        vec![Change::Settings(settings(77))],
+    ]
+}
+
+#[test]
+fn writes_during_a_compaction_are_neither_held_up_nor_lost() {
+    let sim = SimFs::new();
+    let (store, hook, before) = hooked_store_with_history(&sim, 7);
+    let writes = writes_for(&before);
+    let after = writes
+        .iter()
+        .try_fold(before.clone(), |state, batch| state.after(batch))
+        .unwrap();
+    let seen: Arc<Mutex<Option<Option<Results>>>> = Arc::default();
+    *hook.lock().unwrap() = Some(Box::new({
+        let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
+        move || *seen.lock().unwrap() = Some(apply_elsewhere(&store, writes))
+    }));
+    let size_before = sim.read(&path()).unwrap().len();
+
+    store.compact().unwrap();
+
+    let results = seen.lock().unwrap().take().expect("the hook ran");
+    let results = results.expect("a write waited for the compaction to end");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert_eq!(State::of(&*store), after);
+    let size_after = sim.read(&path()).unwrap().len();
+    assert!(size_after < size_before, "{size_after} >= {size_before}");
+    assert!(sim.read(&temp_path(&path())).is_none());
+    // The new file counts its entries: every live key, the settings, and
+    // the four written during the compaction.
+    assert_eq!(store.log().entries, before.keys.len() as u64 + 1 + 4);
+    // Writes after the compaction land in the new file.
+    store.insert(sample(501, 0)).unwrap();
+    let last = before_and(&after, vec![Change::Insert(sample(501, 0))]);
+    assert_eq!(State::of(&*store), last);
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(State::of(&reopened), last);
+    assert_eq!(reopened.recovery().dropped_bytes, 0);
+}
+
+fn before_and(state: &State, batch: Vec<Change>) -> State {
+    state.after(&batch).unwrap()
+}
+
+#[test]
+fn a_crash_at_every_step_of_a_compaction_with_writes_meanwhile_keeps_every_acknowledged_write() {
+    // How many calls a compaction with the writes makes.
+    let sim = SimFs::new();
+    let (store, hook, before) = hooked_store_with_history(&sim, 11);
+    let batch = vec![
+        Change::Insert(sample(500, 0)),
+        Change::Replace(sample(*before.keys.keys().next().unwrap(), 1_000)),
+    ];
+    let after = before.after(&batch).unwrap();
+    *hook.lock().unwrap() = Some(Box::new({
+        let (store, batch) = (Arc::clone(&store), batch.clone());
+        move || assert!(apply_elsewhere(&store, vec![batch]).is_some())
+    }));
+    let start = sim.calls();
+    store.compact().unwrap();
+    let steps = sim.calls() - start;
+    assert_eq!(State::of(&*store), after);
+    drop(store);
+
+    for step in 1..=steps {
+        for fate in 0..10 {
+            let sim = SimFs::new();
+            let (store, hook, _) = hooked_store_with_history(&sim, 11);
+            let acked: Arc<Mutex<Option<bool>>> = Arc::default();
+            *hook.lock().unwrap() = Some(Box::new({
+                let (store, batch, acked) = (Arc::clone(&store), batch.clone(), Arc::clone(&acked));
+                move || {
+                    let results = apply_elsewhere(&store, vec![batch]).expect("not held up");
+                    *acked.lock().unwrap() = Some(results[0].is_ok());
+                }
+            }));
+            sim.die_at_call(step);
+            let compacted = store.compact();
+            let acked = acked.lock().unwrap().unwrap_or(false);
+            assert!(
+                compacted.is_err(),
+                "step {step}: compaction survived the death"
+            );
+            drop(store);
+            let mut rng = Rng::new(fate);
+            sim.crash(|n| rng.below(n));
+            let reopened = open(&sim, FileStoreOptions::default())
+                .unwrap_or_else(|e| panic!("step {step}, fate {fate}: {e}"));
+            let got = State::of(&reopened);
+            if acked {
+                assert_eq!(
+                    got, after,
+                    "step {step}, fate {fate}: an acknowledged write was lost"
+                );
+            } else {
+                assert!(
+                    got == before || got == after,
+                    "step {step}, fate {fate}: neither the state before the write nor after"
+                );
+            }
+            assert!(sim.read(&temp_path(&path())).is_none());
+        }
+    }
+}
+
+#[test]
+fn compactions_racing_a_writer_keep_every_write() {
+    for seed in 0..20 {
+        let sim = SimFs::new();
+        let (store, _hook, start) = hooked_store_with_history(&sim, seed);
+        let writing = std::sync::atomic::AtomicBool::new(true);
+        let state = std::thread::scope(|s| {
+            let compactor = s.spawn(|| {
+                let mut compactions = 0;
+                while writing.load(std::sync::atomic::Ordering::Acquire) || compactions < 3 {
+                    store.compact().unwrap();
+                    compactions += 1;
+                }
+            });
+            let mut rng = Rng::new(seed);
+            let (mut state, mut counter) = (start.clone(), 1_000);
+            for _ in 0..300 {
+                let batch = random_batch(&mut rng, &state, &mut counter);
+                match state.after(&batch) {
+                    Some(after) => {
+                        store.apply(batch).unwrap();
+                        state = after;
+                    }
+                    None => assert!(store.apply(batch).is_err()),
+                }
+            }
+            writing.store(false, std::sync::atomic::Ordering::Release);
+            compactor.join().unwrap();
+            state
+        });
+        assert_eq!(State::of(&*store), state, "seed {seed}");
+        drop(store);
+        let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+        assert_eq!(State::of(&reopened), state, "seed {seed}, reopened");
+    }
+}
+
+#[test]
+fn a_write_that_fails_during_a_compaction_stops_it() {
+    let sim = SimFs::new();
+    let (store, hook, before) = hooked_store_with_history(&sim, 5);
+    let size_before = sim.read(&path()).unwrap().len();
+    *hook.lock().unwrap() = Some(Box::new({
+        let (store, sim) = (Arc::clone(&store), sim.clone());
+        move || {
+            // The write's append fails.
+            sim.fail_call(1, EIO);
+            let results = apply_elsewhere(&store, vec![vec![Change::Insert(sample(500, 0))]]);
+            assert!(results.expect("not held up")[0].is_err());
+        }
+    }));
+    match store.compact() {
+        Err(StoreError::Poisoned(p)) => assert_eq!(p, path()),
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert!(sim.read(&temp_path(&path())).is_none());
+    // The old file is still the data file: the failed write's half record
+    // is a torn tail, dropped at the reopen.
+    assert!(sim.read(&path()).unwrap().len() >= size_before);
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(State::of(&reopened), before);
 }
 
 #[test]
@@ -300,23 +571,38 @@ fn compaction_shrinks_the_file_and_keeps_the_state() {
 }
 
 #[test]
-fn automatic_compaction_runs_past_the_dead_record_threshold() {
+fn a_flush_compacts_past_the_dead_record_threshold_and_a_write_never_does() {
     let sim = SimFs::new();
     let store = open(&sim, FileStoreOptions::default().min_dead_to_compact(50)).unwrap();
     store.insert(sample(1, 0)).unwrap();
-    let mut largest = 0;
-    for version in 1..400 {
+    let mut size = sim.read(&path()).unwrap().len();
+    for version in 1..100 {
         store.replace(sample(1, version)).unwrap();
-        largest = largest.max(sim.read(&path()).unwrap().len());
+        let grown = sim.read(&path()).unwrap().len();
+        assert!(
+            grown > size,
+            "a write rewrote the file at version {version}"
+        );
+        size = grown;
     }
-    let size = sim.read(&path()).unwrap().len();
-    assert!(largest < 120 * 600, "the file grew to {largest} bytes");
-    assert!(size < largest, "no compaction happened");
+    store.flush().unwrap();
+    let compacted = sim.read(&path()).unwrap().len();
+    assert!(compacted < size / 10, "no compaction: {compacted} bytes");
+    // Nothing is due now: a flush touches nothing.
+    let calls = sim.calls();
+    store.flush().unwrap();
+    assert_eq!(sim.calls(), calls);
+    // Under the threshold of dead records, a flush leaves them.
+    for version in 100..140 {
+        store.replace(sample(1, version)).unwrap();
+    }
+    store.flush().unwrap();
+    assert!(sim.read(&path()).unwrap().len() > compacted * 20);
     drop(store);
     let reopened = open(&sim, FileStoreOptions::default()).unwrap();
     assert_eq!(
         reopened.lookup(KeyId::from_u64(1)).unwrap().key().name(),
-        "version 399"
+        "version 139"
     );
 }
 
