@@ -389,3 +389,29 @@ fn a_ring_flush_compacts_what_limited_verifies_wrote_and_a_verify_never_does() {
     let ring = ring_on(FileStore::open(&path).unwrap());
     assert_eq!(ring.get(issued.key.id()).unwrap().uses(), 60);
 }
+
+/// Opening the store `<name>` removes a leftover `<name>.compact`, and its
+/// compaction renames one over `<name>`; its lock is `<name>.lock`. A store
+/// under either name could be deleted or moved: the open refuses it, and
+/// creates nothing.
+#[test]
+fn a_store_cannot_take_the_name_of_another_stores_temporary_or_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["keys.kw.compact", "keys.kw.lock", "keys.compact", "x.lock"] {
+        let path = dir.path().join(name);
+        match FileStore::open(&path) {
+            Err(StoreError::Io { path: p, source }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput, "{name}");
+                assert_eq!(p.file_name().unwrap(), name);
+                assert!(source.to_string().contains(".compact or .lock"), "{source}");
+            }
+            other => panic!("{name}: expected an InvalidInput error, got {other:?}"),
+        }
+        assert!(!path.exists(), "{name} was created");
+        assert!(!dir.path().join(format!("{name}.lock")).exists());
+    }
+    // Names that merely contain the words are fine.
+    for name in ["keys.compact.kw", "lock", "compact", "keys.locks"] {
+        FileStore::open(dir.path().join(name)).unwrap();
+    }
+}

@@ -87,8 +87,18 @@ impl Fs for OsFs {
         std::fs::rename(from, to)
     }
 
+    #[cfg(unix)]
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
+    }
+
+    /// Windows has no way to fsync a directory (`FlushFileBuffers` refuses
+    /// a directory handle, and `File::open` cannot open one): creations and
+    /// renames are as durable as the file system's metadata journal makes
+    /// them. Returning the error instead would make every open fail.
+    #[cfg(not(unix))]
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {

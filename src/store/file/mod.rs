@@ -14,7 +14,8 @@
 //!   at open; a second open fails at once with [`StoreError::Locked`]. The
 //!   path is resolved first (symbolic links followed), so every spelling of
 //!   one store meets the same lock. Files are created readable by their
-//!   owner only.
+//!   owner only. A store's file name cannot end in `.compact` or `.lock`,
+//!   the names of another store's temporary and lock files.
 //! - **Fail-stop.** After an i/o error on a write (a failed fsync included)
 //!   the store refuses every further write with [`StoreError::Poisoned`]
 //!   until reopened: the index is updated only after the disk said yes.
@@ -24,7 +25,9 @@
 //!   up at a later open as a corruption error.)
 //! - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
 //!   it, renames it over the file and fsyncs the directory: a crash at any
-//!   step leaves the complete old file or the complete new one. Writes go
+//!   step leaves the complete old file or the complete new one (on
+//!   Windows, which cannot fsync a directory, as far as the file system's
+//!   metadata journal keeps a rename). Writes go
 //!   on while it runs: the new file is written from a snapshot without the
 //!   write lock, and the records appended meanwhile are copied to its end
 //!   before it takes the old one's place. It runs on
@@ -135,7 +138,8 @@ pub struct ImportReport {
 ///   at open; a second open fails at once with [`StoreError::Locked`]. The
 ///   path is resolved first (symbolic links followed), so every spelling of
 ///   one store meets the same lock. Files are created readable by their
-///   owner only.
+///   owner only. A store's file name cannot end in `.compact` or `.lock`,
+///   the names of another store's temporary and lock files.
 /// - **Fail-stop.** After an i/o error on a write (a failed fsync included)
 ///   the store refuses every further write with [`StoreError::Poisoned`]
 ///   until reopened: the index is updated only after the disk said yes.
@@ -145,7 +149,9 @@ pub struct ImportReport {
 ///   up at a later open as a corruption error.)
 /// - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
 ///   it, renames it over the file and fsyncs the directory: a crash at any
-///   step leaves the complete old file or the complete new one. Writes go
+///   step leaves the complete old file or the complete new one (on
+///   Windows, which cannot fsync a directory, as far as the file system's
+///   metadata journal keeps a rename). Writes go
 ///   on while it runs: the new file is written from a snapshot without the
 ///   write lock, and the records appended meanwhile are copied to its end
 ///   before it takes the old one's place. It runs on
@@ -244,6 +250,7 @@ impl FileStore {
         options: FileStoreOptions,
     ) -> Result<FileStore, StoreError> {
         let path = canonical(path.as_ref())?;
+        refuse_reserved_name(&path)?;
         let lock = lock_beside(&path)?;
         FileStore::open_on(Box::new(OsFs), path, options, Some(lock))
     }
@@ -741,6 +748,26 @@ fn canonical(path: &Path) -> Result<PathBuf, StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(resolved),
         Err(e) => Err(io_err(e)),
     }
+}
+
+/// Refuses a store file named like another store's temporary or lock file
+/// (`<name>.compact`, `<name>.lock`): opening the store `<name>` removes
+/// its leftover `<name>.compact`, and its compaction renames one over its
+/// own file, so such a store could be deleted or moved.
+fn refuse_reserved_name(path: &Path) -> Result<(), StoreError> {
+    let reserved = path
+        .extension()
+        .is_some_and(|ext| ext == "compact" || ext == "lock");
+    if reserved {
+        return Err(StoreError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "a store's file name cannot end in .compact or .lock (the names of another store's temporary and lock files)",
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Takes the exclusive lock on `<path>.lock`, failing at once if held.
