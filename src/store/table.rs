@@ -13,7 +13,8 @@
 //! Inserts place a key in a free slot of either bucket or move a resident key
 //! to its other bucket (a bounded random walk); the table grows by 5/4 when
 //! it is 90% full or a walk fails, so it stays 72-90% full (16 bytes per
-//! slot: 18-22 bytes per key). Bucket indices come from the id mixed with a
+//! slot: 18-22 bytes per key). Removals that leave it under a quarter full
+//! (22.5%) rebuild it 60% full, so mass deletion gives the memory back. Bucket indices come from the id mixed with a
 //! per-table random seed, so ids chosen by an importer cannot be aimed at one
 //! bucket, and a rebuild draws a new seed.
 
@@ -27,6 +28,14 @@ const WAYS: usize = 4;
 
 /// Moves a walk may make before the table grows instead.
 const MAX_KICKS: usize = 128;
+
+/// A removal that leaves the table less full than this fraction (9/40,
+/// a quarter of the 90% at which it grows) rebuilds it...
+const SHRINK_BELOW: (usize, usize) = (9, 40);
+
+/// ...with room for this fraction of its slots filled (3/5): far enough from
+/// both ends that a run of inserts or removals cannot rebuild it each time.
+const REBUILD_FULL: (usize, usize) = (3, 5);
 
 /// Odd 64-bit constants for the multiply mixes (the golden ratio's and
 /// wyhash's).
@@ -181,7 +190,14 @@ impl IdTable {
     pub(super) fn remove(&mut self, id: u64) -> Option<Arc<StoredKey>> {
         let removed = self.slot_mut(id)?.take();
         self.len -= 1;
+        if self.buckets.len() > 1 && self.len * SHRINK_BELOW.1 < self.slots() * SHRINK_BELOW.0 {
+            self.shrink();
+        }
         removed
+    }
+
+    fn slots(&self) -> usize {
+        self.buckets.len() * WAYS
     }
 
     /// Every record, in no particular order.
@@ -235,17 +251,27 @@ impl IdTable {
         self.walk
     }
 
-    /// Rebuilds into 5/4 as many buckets (at least one more) with a new
-    /// seed; grows again if a key finds no place, so no key is lost. The
-    /// seeds are drawn before any key leaves the table, and nothing after
-    /// that can panic (an allocation failure aborts), so a panic cannot
-    /// leave the shard without its keys.
+    /// Rebuilds into 5/4 as many buckets (at least one more).
     fn grow(&mut self) {
-        let mut count = self.buckets.len();
+        let count = self.buckets.len();
+        self.rebuild((count + count / 4).max(count + 1));
+    }
+
+    /// Rebuilds into as many buckets as hold the keys 60% full.
+    fn shrink(&mut self) {
+        let slots = (self.len * REBUILD_FULL.1).div_ceil(REBUILD_FULL.0);
+        self.rebuild(slots.div_ceil(WAYS).max(1));
+    }
+
+    /// Rebuilds into `count` buckets with a new seed; grows by 5/4 and
+    /// tries again if a key finds no place, so no key is lost. The seeds
+    /// are drawn before any key leaves the table, and nothing after that
+    /// can panic (an allocation failure aborts), so a panic cannot leave
+    /// the shard without its keys.
+    fn rebuild(&mut self, mut count: usize) {
         let mut seeds = Seeds::draw();
         let mut pending: Vec<Entry> = self.drain();
         loop {
-            count = (count + count / 4).max(count + 1);
             let mut table = IdTable::with_buckets(count, seeds);
             seeds = seeds.next();
             let mut left = Vec::new();
@@ -261,6 +287,7 @@ impl IdTable {
             }
             pending = table.drain();
             pending.append(&mut left);
+            count = (count + count / 4).max(count + 1);
         }
     }
 
@@ -370,6 +397,55 @@ mod tests {
         assert_same(&table, &model);
         let load = table.len() as f64 / (table.buckets.len() * WAYS) as f64;
         assert!(load > 0.70, "grown by 5/4 only when full: load {load}");
+    }
+
+    #[test]
+    fn mass_removal_gives_the_memory_back_and_keeps_every_key() {
+        let mut table = IdTable::new();
+        let mut model = HashMap::new();
+        for id in 0..20_000u64 {
+            table.insert(record(id, "o"));
+            model.insert(id, "o".to_string());
+        }
+        let peak = table.buckets.len();
+        let mut rebuilt = 0;
+        // Remove all but 50 keys, checking the load after every removal.
+        for id in 50..20_000u64 {
+            let before = table.buckets.len();
+            assert_eq!(table.remove(id).unwrap().id().as_u64(), id);
+            model.remove(&id);
+            if table.buckets.len() != before {
+                rebuilt += 1;
+                let load = table.len() as f64 / table.slots() as f64;
+                assert!((0.5..=0.6).contains(&load), "rebuilt {load} full");
+            }
+            assert!(
+                table.buckets.len() == 1 || table.len() * 40 >= table.slots() * 9,
+                "{} keys in {} slots",
+                table.len(),
+                table.slots()
+            );
+        }
+        assert_same(&table, &model);
+        assert!(
+            table.buckets.len() * 100 < peak,
+            "{} of {peak} buckets kept",
+            table.buckets.len()
+        );
+        // Each rebuild shrinks by more than half, so few happen.
+        assert!((5..=12).contains(&rebuilt), "{rebuilt} rebuilds");
+        // Down to nothing, then back up.
+        for id in 0..50u64 {
+            table.remove(id).unwrap();
+            model.remove(&id);
+        }
+        assert_eq!(table.buckets.len(), 1);
+        assert_same(&table, &model);
+        for id in 0..1_000u64 {
+            table.insert(record(id, "again"));
+            model.insert(id, "again".to_string());
+        }
+        assert_same(&table, &model);
     }
 
     #[test]
