@@ -239,6 +239,15 @@ fn reopen_after_a_clean_shutdown_restores_everything() {
     assert_eq!(reopened.recovery().dropped_bytes, 0);
 }
 
+/// Power fails (each pending write's fate drawn from `fate`), and the
+/// store is reopened; a failed open panics naming `step` and `fate`.
+fn crash_and_reopen(sim: &SimFs, step: u64, fate: u64) -> FileStore {
+    let mut rng = Rng::new(fate);
+    sim.crash(|n| rng.below(n));
+    open(sim, FileStoreOptions::default())
+        .unwrap_or_else(|e| panic!("step {step}, fate {fate}: {e}"))
+}
+
 /// A store with dead records, built the same way for a given seed.
 fn store_with_history(sim: &SimFs, seed: u64) -> (FileStore, State) {
     let options = FileStoreOptions::default().min_dead_to_compact(u64::MAX);
@@ -433,10 +442,7 @@ fn a_crash_at_every_step_of_a_compaction_with_writes_meanwhile_keeps_every_ackno
                 "step {step}: compaction survived the death"
             );
             drop(store);
-            let mut rng = Rng::new(fate);
-            sim.crash(|n| rng.below(n));
-            let reopened = open(&sim, FileStoreOptions::default())
-                .unwrap_or_else(|e| panic!("step {step}, fate {fate}: {e}"));
+            let reopened = crash_and_reopen(&sim, step, fate);
             let got = State::of(&reopened);
             if acked {
                 assert_eq!(
@@ -542,10 +548,7 @@ fn a_crash_at_every_step_of_compaction_leaves_the_old_or_the_new_file() {
                 "step {step}: a write after the death succeeded"
             );
             drop(store);
-            let mut rng = Rng::new(fate);
-            sim.crash(|n| rng.below(n));
-            let reopened = open(&sim, FileStoreOptions::default())
-                .unwrap_or_else(|e| panic!("step {step}, fate {fate}: {e}"));
+            let reopened = crash_and_reopen(&sim, step, fate);
             assert_eq!(State::of(&reopened), state, "step {step}, fate {fate}");
             assert!(
                 sim.read(&temp_path(&path())).is_none(),
