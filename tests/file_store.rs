@@ -397,7 +397,14 @@ fn a_ring_flush_compacts_what_limited_verifies_wrote_and_a_verify_never_does() {
 #[test]
 fn a_store_cannot_take_the_name_of_another_stores_temporary_or_lock_file() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["keys.kw.compact", "keys.kw.lock", "keys.compact", "x.lock"] {
+    for name in [
+        "keys.kw.compact",
+        "keys.kw.lock",
+        "keys.compact",
+        "x.lock",
+        "keys.COMPACT",
+        "x.Lock",
+    ] {
         let path = dir.path().join(name);
         match FileStore::open(&path) {
             Err(StoreError::Io { path: p, source }) => {

@@ -359,7 +359,11 @@ impl FileStore {
     /// (appending what was written meanwhile, a rename, two fsyncs) take
     /// the write lock. A second call waits for the first.
     pub fn compact(&self) -> Result<(), StoreError> {
-        let _rewriting = self.rewriting();
+        self.compact_holding(&self.rewriting())
+    }
+
+    /// [`compact`](Self::compact), with the rewriting lock held.
+    fn compact_holding(&self, _rewriting: &MutexGuard<'_, ()>) -> Result<(), StoreError> {
         {
             let mut log = self.log();
             if log.poisoned {
@@ -393,8 +397,9 @@ impl FileStore {
         let (file, entries) = match written {
             Ok(written) if !log.poisoned => written,
             Ok(_) => {
-                // A write failed meanwhile: the old file may hold less than
-                // the index, and only a reopen knows.
+                // A write failed meanwhile: the old file may hold more than
+                // the index (a torn record, or one whose fsync failed), and
+                // only a reopen knows.
                 let _ = self.fs.remove(&temp_path(&self.path));
                 return Err(StoreError::Poisoned(self.path.clone()));
             }
@@ -696,11 +701,16 @@ impl KeyStore for FileStore {
     /// is returned and tried again at the next flush; the data file stays
     /// whole.
     fn flush(&self) -> Result<(), StoreError> {
-        if self.compaction_due() {
-            self.compact()
-        } else {
-            Ok(())
+        if !self.compaction_due() {
+            return Ok(());
         }
+        // Another flush may be compacting: wait for it, and compact only if
+        // that still leaves enough dead records.
+        let rewriting = self.rewriting();
+        if !self.compaction_due() {
+            return Ok(());
+        }
+        self.compact_holding(&rewriting)
     }
 }
 
@@ -757,7 +767,8 @@ fn canonical(path: &Path) -> Result<PathBuf, StoreError> {
 fn refuse_reserved_name(path: &Path) -> Result<(), StoreError> {
     let reserved = path
         .extension()
-        .is_some_and(|ext| ext == "compact" || ext == "lock");
+        .and_then(|ext| ext.to_str())
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("compact") || ext.eq_ignore_ascii_case("lock"));
     if reserved {
         return Err(StoreError::Io {
             path: path.to_path_buf(),
