@@ -108,8 +108,9 @@ pub struct KeyRing<S: KeyStore = MemoryStore> {
     revoke_on_password_expiry: bool,
     sensitive: Sensitive,
     max_lifetime: Option<Duration>,
-    /// Dropping it stops the background flusher.
-    _stop_flusher: Option<SyncSender<()>>,
+    /// The background threads (settings reload, usage flush), stopped and
+    /// joined when the ring is dropped.
+    background: Option<Background>,
 }
 
 /// What the background thread shares with the ring.
@@ -372,10 +373,16 @@ impl KeyRingBuilder {
 
     /// How often a background thread writes usage (`last_used_at`, use
     /// counts) back to the store, then flushes the store: the most a crash
-    /// can lose. Default 30 seconds; `None` runs no thread, and usage is
-    /// written only by [`KeyRing::flush`] and when the ring is dropped. A
-    /// [`FileStore`](crate::FileStore) compacts its file on those flushes,
-    /// so with `None` call [`KeyRing::flush`] (or
+    /// can lose. Default 30 seconds. A second thread reloads the ring
+    /// settings every second (another ring on the same store may have
+    /// revoked all keys), apart from the first so that a long flush never
+    /// delays it. Dropping the ring stops both, waiting for a flush under
+    /// way.
+    ///
+    /// `None` runs no thread: usage is written only by [`KeyRing::flush`]
+    /// and when the ring is dropped, and settings are reloaded only by
+    /// [`KeyRing::refresh`]. A [`FileStore`](crate::FileStore) compacts its
+    /// file on those flushes, so with `None` call [`KeyRing::flush`] (or
     /// [`FileStore::compact`](crate::FileStore::compact)) from time to time.
     pub fn flush_interval(mut self, every: Option<std::time::Duration>) -> Self {
         self.flush_interval = every;
@@ -448,8 +455,8 @@ impl KeyRingBuilder {
             default: HotDefault::new(&settings),
             settings: RwLock::new(settings),
         });
-        let stop_flusher = match self.flush_interval {
-            Some(every) => Some(spawn_flusher(&shared, every)?),
+        let background = match self.flush_interval {
+            Some(every) => Some(Background::spawn(&shared, every)?),
             None => None,
         };
         Ok(KeyRing {
@@ -464,40 +471,83 @@ impl KeyRingBuilder {
             revoke_on_password_expiry: self.revoke_on_password_expiry,
             sensitive,
             max_lifetime: self.max_lifetime,
-            _stop_flusher: stop_flusher,
+            background,
         })
     }
 }
 
-/// Starts the thread that writes usage back every `every`; it stops when the
-/// returned sender is dropped (with the ring).
-fn spawn_flusher<S: KeyStore + 'static>(
-    shared: &Arc<Shared<S>>,
-    every: std::time::Duration,
-) -> Result<SyncSender<()>, Error> {
-    let (stop, stopped) = mpsc::sync_channel::<()>(0);
-    let shared = Arc::downgrade(shared);
-    // Settings are reloaded at least every second, so a revoke-all or a new
-    // default written by another ring on the same store arrives within it.
-    let tick = every.min(SETTINGS_REFRESH);
-    std::thread::Builder::new()
-        .name("keyward-flush".into())
-        .spawn(move || {
-            let mut last_flush = std::time::Instant::now();
-            while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(tick) {
-                let Some(shared) = shared.upgrade() else {
-                    break;
-                };
-                let _ = shared.refresh();
-                if last_flush.elapsed() >= every {
-                    // A failed write leaves the keys marked; the next round retries.
-                    let _ = shared.flush_usage();
-                    last_flush = std::time::Instant::now();
+/// The ring's two background threads: one reloads the settings every
+/// second, so a revoke-all or a new default written by another ring on the
+/// same store arrives within it; the other writes usage back and flushes
+/// the store every flush interval. They are apart so that a long store
+/// flush (a [`FileStore`](crate::FileStore) compaction takes seconds at a
+/// million keys) never holds up the reload.
+struct Background {
+    /// Dropping these wakes and stops the threads.
+    stops: Vec<SyncSender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn spawn<S: KeyStore + 'static>(
+        shared: &Arc<Shared<S>>,
+        every: std::time::Duration,
+    ) -> Result<Background, Error> {
+        let mut background = Background {
+            stops: Vec::with_capacity(2),
+            threads: Vec::with_capacity(2),
+        };
+        // On an error the threads already started stop with `background`.
+        background.start(shared, "keyward-settings", SETTINGS_REFRESH, |shared| {
+            // A failed read keeps the settings held; the next tick retries.
+            let _ = shared.refresh();
+        })?;
+        background.start(shared, "keyward-flush", every, |shared| {
+            // A failed write leaves the keys marked; the next round retries.
+            let _ = shared.flush_usage();
+        })?;
+        Ok(background)
+    }
+
+    /// Starts a thread running `work` every `every` until stopped. It holds
+    /// the ring's shared state only while working.
+    fn start<S: KeyStore + 'static>(
+        &mut self,
+        shared: &Arc<Shared<S>>,
+        name: &str,
+        every: std::time::Duration,
+        work: fn(&Shared<S>),
+    ) -> Result<(), Error> {
+        let (stop, stopped) = mpsc::sync_channel::<()>(0);
+        let shared = Arc::downgrade(shared);
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                    let Some(shared) = shared.upgrade() else {
+                        break;
+                    };
+                    work(&shared);
                 }
-            }
-        })
-        .map_err(|e| Error::Storage(StoreError::Backend(Box::new(e))))?;
-    Ok(stop)
+            })
+            .map_err(|e| Error::Storage(StoreError::Backend(Box::new(e))))?;
+        self.stops.push(stop);
+        self.threads.push(thread);
+        Ok(())
+    }
+}
+
+impl Drop for Background {
+    /// Stops the threads and waits for them: a flush under way (a
+    /// compaction, perhaps) ends first, so the store is released when the
+    /// ring is gone.
+    fn drop(&mut self) {
+        self.stops.clear();
+        for thread in self.threads.drain(..) {
+            // A thread that panicked has nothing left to stop.
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A default policy must be valid, and a fixed one must fit the cap;
@@ -1242,6 +1292,14 @@ impl<S: KeyStore> KeyRing<S> {
     /// flush back to the store, then flushes the store
     /// ([`KeyStore::flush`]: a [`FileStore`](crate::FileStore) compacts
     /// there when dead records call for it).
+    ///
+    /// # Errors
+    ///
+    /// The first failed usage write (the keys it did not write stay marked
+    /// for the next flush), or else the store's flush error. A
+    /// [`FileStore`](crate::FileStore) writes through, so an error from its
+    /// flush is a failed compaction: the usage was written and is durable,
+    /// and the file is whole.
     pub fn flush(&self) -> Result<(), Error> {
         Ok(self.shared.flush_usage()?)
     }
@@ -1745,8 +1803,10 @@ fn check_request(request: &NewKey) -> Result<(), Error> {
 }
 
 impl<S: KeyStore> Drop for KeyRing<S> {
-    /// Writes outstanding usage back, best effort.
+    /// Stops the background threads, waiting for a flush under way, then
+    /// writes outstanding usage back and flushes the store, best effort.
     fn drop(&mut self) {
+        drop(self.background.take());
         let _ = self.shared.flush_usage();
     }
 }

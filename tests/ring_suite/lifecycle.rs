@@ -1868,8 +1868,8 @@ fn rotation_with_grace_does_not_multiply_a_use_limit() {
 
 /// Two rings on one store (the crate supports `Arc<S>` stores for this):
 /// a `revoke` by one is seen by the other at once, because it is a record
-/// write; a `revoke_all` is not, because the epoch lives in each ring's
-/// memory (read once at `build`) and is never reloaded from the store.
+/// write; a `revoke_all` moves the epoch, which each ring holds in memory,
+/// and arrives with the other ring's once-a-second settings reload.
 #[test]
 fn revoke_all_reaches_another_ring_on_the_same_store() {
     let clock = ManualClock::new(T0);
@@ -1938,4 +1938,169 @@ fn a_settings_change_on_another_ring_does_not_undo_revoke_all() {
 
     let restarted = build();
     assert_eq!(check(&restarted, &leaked), Err(VerifyError::Revoked));
+}
+
+/// A gate the first store flush waits at until the test opens it; later
+/// flushes pass. The test learns when that first flush has arrived.
+#[derive(Debug, Default)]
+struct Gate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    open: bool,
+    /// A flush is waiting at the gate, or has waited there.
+    arrived: bool,
+    /// The flush that waited has returned.
+    left: bool,
+}
+
+impl Gate {
+    fn pass(&self) {
+        let mut state = self.state.lock().unwrap();
+        if state.arrived {
+            return;
+        }
+        state.arrived = true;
+        self.changed.notify_all();
+        while !state.open {
+            state = self.changed.wait(state).unwrap();
+        }
+        state.left = true;
+    }
+
+    fn open(&self) {
+        self.state.lock().unwrap().open = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits (at most 5 s: a bounded wait, not a timing assertion) for a
+    /// flush to arrive at the gate.
+    fn wait_for_a_flush(&self) {
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut state = self.state.lock().unwrap();
+        while !state.arrived {
+            let left = give_up.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no background flush within 5 s");
+            state = self.changed.wait_timeout(state, left).unwrap().0;
+        }
+    }
+
+    fn held(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        state.arrived && !state.left
+    }
+}
+
+/// Opens the gate when dropped, so a failing test never leaves a thread
+/// waiting at it (dropping a ring waits for its flush thread).
+struct OpenOnDrop(Arc<Gate>);
+
+impl Drop for OpenOnDrop {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// A store whose first flush waits at a [`Gate`].
+#[derive(Debug)]
+struct GatedFlush {
+    inner: TestStore,
+    gate: Arc<Gate>,
+}
+
+impl KeyStore for GatedFlush {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.inner.apply(changes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.gate.pass();
+        self.inner.flush()
+    }
+}
+
+fn gated_store() -> (Arc<GatedFlush>, Arc<Gate>) {
+    let gate = Arc::new(Gate::default());
+    let store = GatedFlush {
+        inner: fresh_store(),
+        gate: Arc::clone(&gate),
+    };
+    (Arc::new(store), gate)
+}
+
+/// A store flush can be long (a `FileStore` compaction takes seconds at a
+/// million keys); the once-a-second settings reload must not wait for it,
+/// or another ring's `revoke_all` arrives that much later.
+#[test]
+fn a_long_store_flush_does_not_hold_up_the_settings_reload() {
+    let clock = ManualClock::new(T0);
+    let (store, gate) = gated_store();
+    let build = |flush| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(flush)
+            .build(Arc::clone(&store))
+            .unwrap()
+    };
+    let a = build(None);
+    let b = build(Some(std::time::Duration::from_millis(50)));
+    let _open = OpenOnDrop(Arc::clone(&gate));
+    let key = a.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&b, &key), Ok(()));
+    gate.wait_for_a_flush();
+
+    a.revoke_all().unwrap();
+    // A bounded wait, not a timing assertion: the reload runs every second.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while check(&b, &key).is_ok() {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "a ring whose flush is held up still accepts a key 5 s after another ring's revoke_all"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(gate.held(), "the flush was released before the end");
+}
+
+/// Dropping a ring waits for its background flush to end, so the store
+/// is released (a `FileStore`'s lock with it) when the drop returns.
+#[test]
+fn dropping_the_ring_waits_for_its_background_flush() {
+    let (store, gate) = gated_store();
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .flush_interval(Some(std::time::Duration::from_millis(50)))
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&ring, &key), Ok(()));
+    gate.wait_for_a_flush();
+    let opener = std::thread::spawn({
+        let gate = Arc::clone(&gate);
+        move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            gate.open();
+        }
+    });
+
+    drop(ring);
+
+    assert!(!gate.held(), "the drop returned while its flush was held");
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "the ring's flush thread still held the store after the drop"
+    );
+    opener.join().unwrap();
 }
