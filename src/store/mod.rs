@@ -206,8 +206,12 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// earlier ones.
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
 
-    /// Makes buffered writes durable. Stores that write through (as they
-    /// must for `apply`) need not override it.
+    /// Makes buffered writes durable, and does the store's housekeeping: a
+    /// [`FileStore`] compacts its file here. A key ring calls it from its
+    /// background flusher, [`KeyRing::flush`](crate::KeyRing::flush) and
+    /// its drop. A store that writes through (as it must for `apply`) and
+    /// has no housekeeping need not override it; a store that wraps another
+    /// must forward it, or the inner store never compacts.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
     }

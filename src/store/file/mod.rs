@@ -33,9 +33,11 @@
 //!   before it takes the old one's place. It runs on
 //!   [`FileStore::compact`], and on [`KeyStore::flush`] once dead records
 //!   outnumber live ones (and at least
-//!   [`FileStoreOptions::min_dead_to_compact`] are dead): a key ring's
+//!   [`FileStoreOptions::min_dead_to_compact`] are dead; after a failed
+//!   one, once they have about doubled): a key ring's
 //!   background flusher calls that, never a write, so no `apply` (and no
-//!   `verify` of a key with a use limit) waits for a rewrite.
+//!   `verify` of a key with a use limit) waits for a rewrite, only for
+//!   its final swap.
 
 pub(crate) mod format;
 pub(crate) mod io;
@@ -157,9 +159,11 @@ pub struct ImportReport {
 ///   before it takes the old one's place. It runs on
 ///   [`FileStore::compact`], and on [`KeyStore::flush`] once dead records
 ///   outnumber live ones (and at least
-///   [`FileStoreOptions::min_dead_to_compact`] are dead): a key ring's
+///   [`FileStoreOptions::min_dead_to_compact`] are dead; after a failed
+///   one, once they have about doubled): a key ring's
 ///   background flusher calls that, never a write, so no `apply` (and no
-///   `verify` of a key with a use limit) waits for a rewrite.
+///   `verify` of a key with a use limit) waits for a rewrite, only for
+///   its final swap.
 ///
 /// # On-disk format
 ///
@@ -207,11 +211,27 @@ struct Log {
     file: Box<dyn FsFile>,
     /// Entries in the file (live and dead).
     entries: u64,
+    /// A compaction on flush waits until the file holds this many entries:
+    /// after a failed one, until the dead records have about doubled (0
+    /// once one succeeds).
+    retry_at: u64,
     poisoned: bool,
     /// While a compaction writes its new file: the records appended to the
     /// old one since its snapshot, copied to the new file's end before it
     /// takes the old one's place.
     tail: Option<Tail>,
+}
+
+/// Ends a compaction's tail (records stop being kept for it) when dropped
+/// still holding the log: a compaction that unwinds before its swap.
+struct EndTail<'a>(Option<&'a Mutex<Log>>);
+
+impl Drop for EndTail<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.0 {
+            log.lock().unwrap_or_else(PoisonError::into_inner).tail = None;
+        }
+    }
 }
 
 /// Records written during a compaction, as they went to the old file.
@@ -303,6 +323,7 @@ impl FileStore {
             log: Mutex::new(Log {
                 file,
                 entries,
+                retry_at: 0,
                 poisoned: false,
                 tail: None,
             }),
@@ -371,6 +392,8 @@ impl FileStore {
             }
             log.tail = Some(Tail::default());
         }
+        // Should this unwind before the swap, writes stop keeping a tail.
+        let mut tail_guard = EndTail(Some(&self.log));
         // Every record written from here on goes to the tail too, so the
         // snapshot can be read without the lock, key by key: each entry of
         // the tail is a whole record, a removal (of nothing, if the key is
@@ -392,19 +415,19 @@ impl FileStore {
             }
             Ok((file, snapshot_entries(&keys, settings.as_ref())))
         });
+        tail_guard.0 = None;
         let mut log = self.log();
         let tail = log.tail.take().unwrap_or_default();
-        let (file, entries) = match written {
-            Ok(written) if !log.poisoned => written,
-            Ok(_) => {
-                // A write failed meanwhile: the old file may hold more than
-                // the index (a torn record, or one whose fsync failed), and
-                // only a reopen knows.
-                let _ = self.fs.remove(&temp_path(&self.path));
-                return Err(StoreError::Poisoned(self.path.clone()));
-            }
-            Err(e) => return Err(e),
-        };
+        let (file, entries) = written?;
+        if log.poisoned {
+            // A write failed meanwhile: the old file may hold more than the
+            // index (a torn record, or one whose fsync failed), and only a
+            // reopen knows. (Closed first: Windows cannot remove an open
+            // file.)
+            drop(file);
+            let _ = self.fs.remove(&temp_path(&self.path));
+            return Err(StoreError::Poisoned(self.path.clone()));
+        }
         let old = self.install(&mut log, file, &tail.bytes, entries + tail.entries)?;
         // Closing the old file frees its blocks (about 50 ms for a 268 MB
         // file here): not under the lock.
@@ -416,9 +439,17 @@ impl FileStore {
     /// Whether dead records call for a compaction (see the module docs).
     fn compaction_due(&self) -> bool {
         let log = self.log();
-        let live = self.index.len() as u64 + 1;
-        let dead = log.entries.saturating_sub(live);
-        !log.poisoned && dead > live && dead >= self.options.min_dead_to_compact
+        let dead = self.dead(&log);
+        let live = log.entries - dead;
+        !log.poisoned
+            && dead > live
+            && dead >= self.options.min_dead_to_compact
+            && log.entries >= log.retry_at
+    }
+
+    /// Dead entries in the file: all but one per live key and the settings.
+    fn dead(&self, log: &Log) -> u64 {
+        log.entries.saturating_sub(self.index.len() as u64 + 1)
     }
 
     /// Writes the whole store to `out`: one JSON line of settings, then one
@@ -607,6 +638,7 @@ impl FileStore {
         match result {
             Ok(file) => {
                 log.entries = entries;
+                log.retry_at = 0;
                 Ok(std::mem::replace(&mut log.file, file))
             }
             Err(e) => {
@@ -697,9 +729,15 @@ impl KeyStore for FileStore {
 
     /// Every write is durable when `apply` returns, so there is nothing to
     /// flush; this is where the store compacts once dead records call for
-    /// it (see the module docs), off the write path. A failed compaction
-    /// is returned and tried again at the next flush; the data file stays
-    /// whole.
+    /// it (see the module docs), off the write path.
+    ///
+    /// A failed compaction is returned; the data file stays whole (or, if
+    /// the failure came at the rename, the store is poisoned). The next
+    /// flush does not try again at once, which would rewrite the whole file
+    /// each time through a lasting fault such as a full disk: it waits
+    /// until the file has taken as many more records as it had dead ones,
+    /// so that the dead records about double. [`FileStore::compact`]
+    /// always tries.
     fn flush(&self) -> Result<(), StoreError> {
         if !self.compaction_due() {
             return Ok(());
@@ -710,7 +748,13 @@ impl KeyStore for FileStore {
         if !self.compaction_due() {
             return Ok(());
         }
-        self.compact_holding(&rewriting)
+        let result = self.compact_holding(&rewriting);
+        if result.is_err() {
+            let mut log = self.log();
+            let dead = self.dead(&log).max(1);
+            log.retry_at = log.entries.saturating_add(dead);
+        }
+        result
     }
 }
 

@@ -278,11 +278,47 @@ type Results = Vec<Result<(), StoreError>>;
 
 /// The simulated disk, running a hook once, just after a compaction has
 /// taken its snapshot (when it creates its temporary file): the tests'
-/// stand-in for writes that arrive while a compaction runs.
+/// stand-in for writes that arrive while a compaction runs. A second hook
+/// runs at the temporary file's second fsync, after the records written
+/// so far were copied to it (if there were any): writes in the last moment
+/// before the swap, which the swap itself must copy.
 #[derive(Clone)]
 struct Hooked {
     sim: SimFs,
     hook: Hook,
+    late: Hook,
+}
+
+/// The temporary file of a [`Hooked`] disk.
+struct HookedFile {
+    file: Box<dyn FsFile>,
+    syncs: u32,
+    late: Hook,
+}
+
+impl FsFile for HookedFile {
+    fn append(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.file.append(data)
+    }
+    fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync()?;
+        self.syncs += 1;
+        if self.syncs == 2 {
+            run(&self.late);
+        }
+        Ok(())
+    }
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        self.file.truncate(len)
+    }
+}
+
+/// Runs the hook, if one is set, once.
+fn run(hook: &Hook) {
+    let hook = hook.lock().unwrap().take();
+    if let Some(hook) = hook {
+        hook();
+    }
 }
 
 impl fmt::Debug for Hooked {
@@ -299,14 +335,16 @@ impl io::Fs for Hooked {
         self.sim.open_append(path)
     }
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        let file = self.sim.create(path);
-        if path == temp_path(&self::path()) {
-            let hook = self.hook.lock().unwrap().take();
-            if let Some(hook) = hook {
-                hook();
-            }
+        let file = self.sim.create(path)?;
+        if path != temp_path(&self::path()) {
+            return Ok(file);
         }
-        file
+        run(&self.hook);
+        Ok(Box::new(HookedFile {
+            file,
+            syncs: 0,
+            late: Arc::clone(&self.late),
+        }))
     }
     fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
         self.sim.rename(from, to)
@@ -322,15 +360,22 @@ impl io::Fs for Hooked {
 /// A store on `sim` whose compactions run `hook` (set later) after their
 /// snapshot, filled with the history of `seed`.
 fn hooked_store_with_history(sim: &SimFs, seed: u64) -> (Arc<FileStore>, Hook, State) {
-    let hook: Hook = Arc::default();
+    let (store, hook, _late, state) = late_hooked_store_with_history(sim, seed);
+    (store, hook, state)
+}
+
+/// [`hooked_store_with_history`], with the [late](Hooked) hook too.
+fn late_hooked_store_with_history(sim: &SimFs, seed: u64) -> (Arc<FileStore>, Hook, Hook, State) {
+    let (hook, late): (Hook, Hook) = (Arc::default(), Arc::default());
     let fs = Hooked {
         sim: sim.clone(),
         hook: Arc::clone(&hook),
+        late: Arc::clone(&late),
     };
     let options = FileStoreOptions::default().min_dead_to_compact(u64::MAX);
     let store = Arc::new(FileStore::open_on(Box::new(fs), path(), options, None).unwrap());
     let state = fill_with_history(&store, seed);
-    (store, hook, state)
+    (store, hook, late, state)
 }
 
 /// Applies `batches` to `store` on another thread, as another caller
@@ -398,45 +443,95 @@ fn writes_during_a_compaction_are_neither_held_up_nor_lost() {
     assert_eq!(reopened.recovery().dropped_bytes, 0);
 }
 
+/// The records written between the copy of the tail so far and the swap
+/// are copied by the swap itself.
+#[test]
+fn writes_in_the_last_moment_before_the_swap_are_kept() {
+    let sim = SimFs::new();
+    let (store, early, late, before) = late_hooked_store_with_history(&sim, 13);
+    let writes = writes_for(&before);
+    let (first, last) = writes.split_at(2);
+    let after = writes
+        .iter()
+        .try_fold(before.clone(), |state, batch| state.after(batch))
+        .unwrap();
+    for (hook, batches) in [(&early, first.to_vec()), (&late, last.to_vec())] {
+        let store = Arc::clone(&store);
+        *hook.lock().unwrap() = Some(Box::new(move || {
+            let results = apply_elsewhere(&store, batches).expect("not held up");
+            assert!(results.iter().all(Result::is_ok), "{results:?}");
+        }));
+    }
+
+    store.compact().unwrap();
+
+    assert!(late.lock().unwrap().is_none(), "the late hook did not run");
+    assert_eq!(State::of(&*store), after);
+    assert_eq!(store.log().entries, before.keys.len() as u64 + 1 + 4);
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(State::of(&reopened), after);
+}
+
 fn before_and(state: &State, batch: Vec<Change>) -> State {
     state.after(&batch).unwrap()
 }
 
+/// Sets `early` and `late` to write `first` and `second` on another
+/// thread; each records whether its write was acknowledged.
+fn write_at_both_hooks(
+    store: &Arc<FileStore>,
+    (early, late): (&Hook, &Hook),
+    (first, second): (&[Change], &[Change]),
+) -> [Arc<Mutex<Option<bool>>>; 2] {
+    let acked: [Arc<Mutex<Option<bool>>>; 2] = Default::default();
+    for ((hook, batch), acked) in [(early, first), (late, second)].into_iter().zip(&acked) {
+        let (store, batch, acked) = (Arc::clone(store), batch.to_vec(), Arc::clone(acked));
+        *hook.lock().unwrap() = Some(Box::new(move || {
+            let results = apply_elsewhere(&store, vec![batch]).expect("not held up");
+            *acked.lock().unwrap() = Some(results[0].is_ok());
+        }));
+    }
+    acked
+}
+
 #[test]
 fn a_crash_at_every_step_of_a_compaction_with_writes_meanwhile_keeps_every_acknowledged_write() {
-    // How many calls a compaction with the writes makes.
+    // A write after the snapshot, and one in the last moment before the
+    // swap: both acknowledged writes must survive a crash at any step.
     let sim = SimFs::new();
-    let (store, hook, before) = hooked_store_with_history(&sim, 11);
-    let batch = vec![
+    let (store, early, late, before) = late_hooked_store_with_history(&sim, 11);
+    let mut ids = before.keys.keys().copied();
+    let first = vec![
         Change::Insert(sample(500, 0)),
-        Change::Replace(sample(*before.keys.keys().next().unwrap(), 1_000)),
+        Change::Replace(sample(ids.next().unwrap(), 1_000)),
     ];
-    let after = before.after(&batch).unwrap();
-    *hook.lock().unwrap() = Some(Box::new({
-        let (store, batch) = (Arc::clone(&store), batch.clone());
-        move || assert!(apply_elsewhere(&store, vec![batch]).is_some())
-    }));
+    let second = vec![
+        Change::Insert(sample(501, 0)),
+        Change::Remove(KeyId::from_u64(ids.next().unwrap())),
+    ];
+    let middle = before.after(&first).unwrap();
+    let after = middle.after(&second).unwrap();
+    let acked = write_at_both_hooks(&store, (&early, &late), (&first, &second));
     let start = sim.calls();
     store.compact().unwrap();
     let steps = sim.calls() - start;
+    assert_eq!(
+        acked.each_ref().map(|a| *a.lock().unwrap()),
+        [Some(true); 2]
+    );
     assert_eq!(State::of(&*store), after);
     drop(store);
 
     for step in 1..=steps {
         for fate in 0..10 {
             let sim = SimFs::new();
-            let (store, hook, _) = hooked_store_with_history(&sim, 11);
-            let acked: Arc<Mutex<Option<bool>>> = Arc::default();
-            *hook.lock().unwrap() = Some(Box::new({
-                let (store, batch, acked) = (Arc::clone(&store), batch.clone(), Arc::clone(&acked));
-                move || {
-                    let results = apply_elsewhere(&store, vec![batch]).expect("not held up");
-                    *acked.lock().unwrap() = Some(results[0].is_ok());
-                }
-            }));
+            let (store, early, late, _) = late_hooked_store_with_history(&sim, 11);
+            let acked = write_at_both_hooks(&store, (&early, &late), (&first, &second));
             sim.die_at_call(step);
             let compacted = store.compact();
-            let acked = acked.lock().unwrap().unwrap_or(false);
+            let [first_acked, second_acked] =
+                acked.each_ref().map(|a| a.lock().unwrap().unwrap_or(false));
             assert!(
                 compacted.is_err(),
                 "step {step}: compaction survived the death"
@@ -444,17 +539,16 @@ fn a_crash_at_every_step_of_a_compaction_with_writes_meanwhile_keeps_every_ackno
             drop(store);
             let reopened = crash_and_reopen(&sim, step, fate);
             let got = State::of(&reopened);
-            if acked {
-                assert_eq!(
-                    got, after,
-                    "step {step}, fate {fate}: an acknowledged write was lost"
-                );
-            } else {
-                assert!(
-                    got == before || got == after,
-                    "step {step}, fate {fate}: neither the state before the write nor after"
-                );
-            }
+            let allowed: &[&State] = match (first_acked, second_acked) {
+                (_, true) => &[&after],
+                (true, false) => &[&middle, &after],
+                (false, _) => &[&before, &middle, &after],
+            };
+            assert!(
+                allowed.contains(&&got),
+                "step {step}, fate {fate}: acknowledged {first_acked}, {second_acked}, \
+                 and the reopened store is not a state they allow"
+            );
             assert!(sim.read(&temp_path(&path())).is_none());
         }
     }
@@ -607,6 +701,93 @@ fn a_flush_compacts_past_the_dead_record_threshold_and_a_write_never_does() {
         reopened.lookup(KeyId::from_u64(1)).unwrap().key().name(),
         "version 139"
     );
+}
+
+/// A store on `sim` holding one key written `versions` times: that many
+/// entries in the file, all but one dead.
+fn one_key_written(sim: &SimFs, versions: usize) -> FileStore {
+    let store = open(sim, FileStoreOptions::default().min_dead_to_compact(50)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    for version in 1..versions {
+        store.replace(sample(1, version)).unwrap();
+    }
+    store
+}
+
+#[test]
+fn after_a_failed_compaction_a_flush_waits_for_the_dead_records_to_double() {
+    let sim = SimFs::new();
+    let store = one_key_written(&sim, 100);
+    let dead = store.log().entries - 2;
+    sim.fail_call(1, ENOSPC);
+    assert!(matches!(store.flush(), Err(StoreError::Io { .. })));
+    assert!(sim.read(&temp_path(&path())).is_none());
+
+    // Not again at once, nor until as many records again have been written
+    // as were dead.
+    let calls = sim.calls();
+    store.flush().unwrap();
+    assert_eq!(sim.calls(), calls, "a flush tried again at once");
+    for version in 100..100 + dead as usize - 1 {
+        store.replace(sample(1, version)).unwrap();
+    }
+    let calls = sim.calls();
+    store.flush().unwrap();
+    assert_eq!(sim.calls(), calls, "a flush tried again too soon");
+    let size = sim.read(&path()).unwrap().len();
+    store.replace(sample(1, 500)).unwrap();
+    store.flush().unwrap();
+    let compacted = sim.read(&path()).unwrap().len();
+    assert!(compacted < size / 10, "no compaction: {compacted} bytes");
+
+    // A success ends the wait: the next compaction is due as usual.
+    for version in 501..600 {
+        store.replace(sample(1, version)).unwrap();
+    }
+    let size = sim.read(&path()).unwrap().len();
+    store.flush().unwrap();
+    let again = sim.read(&path()).unwrap().len();
+    assert!(again < size / 10, "no compaction: {again} bytes");
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(
+        reopened.lookup(KeyId::from_u64(1)).unwrap().key().name(),
+        "version 599"
+    );
+}
+
+#[test]
+fn after_a_failed_compaction_compact_still_tries() {
+    let sim = SimFs::new();
+    let store = one_key_written(&sim, 100);
+    sim.fail_call(1, ENOSPC);
+    assert!(store.flush().is_err());
+    let size = sim.read(&path()).unwrap().len();
+    store.compact().unwrap();
+    assert!(sim.read(&path()).unwrap().len() < size / 10);
+}
+
+/// A compaction that unwinds (a panic in it) leaves the store as it was:
+/// writes go on, and stop being kept for the compaction that is gone.
+#[test]
+fn a_compaction_that_panics_leaves_the_store_working() {
+    let sim = SimFs::new();
+    let (store, hook, before) = hooked_store_with_history(&sim, 3);
+    *hook.lock().unwrap() = Some(Box::new(|| panic!("a compaction step panics")));
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.compact()));
+    assert!(unwound.is_err());
+    assert!(
+        store.log().tail.is_none(),
+        "writes still kept for a compaction"
+    );
+    let batch = vec![Change::Insert(sample(500, 0))];
+    store.apply(batch.clone()).unwrap();
+    store.compact().unwrap();
+    let after = before_and(&before, batch);
+    assert_eq!(State::of(&*store), after);
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(State::of(&reopened), after);
 }
 
 /// A file of six records and the state after each prefix of them.
