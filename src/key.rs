@@ -435,6 +435,16 @@ impl Key {
         true
     }
 
+    /// Adds uses counted on an older version of this record after this one
+    /// was copied from it, and its later last use; marks the usage changed.
+    pub(crate) fn carry_usage(&self, uses: u64, last_used: Nanos) {
+        if uses > 0 {
+            self.uses.0.fetch_add(uses, Ordering::AcqRel);
+        }
+        self.last_used_at.0.fetch_max(last_used, Ordering::Relaxed);
+        self.dirty.0.store(true, Ordering::Release);
+    }
+
     /// The most successful verifications allowed, if limited.
     pub fn use_limit(&self) -> Option<u64> {
         self.use_limit.map(NonZeroU64::get)

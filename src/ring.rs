@@ -254,14 +254,18 @@ impl<S: KeyStore> Shared<S> {
             .collect();
         for ids in changed.chunks(FLUSH_BATCH) {
             let _guard = self.lock();
-            let batch: Vec<Change> = ids
+            let (batch, carries): (Vec<Change>, Vec<Carry>) = ids
                 .iter()
                 .filter_map(|&id| self.store.lookup(id))
                 .filter(|e| e.usage_changed())
-                .map(|e| Change::Replace(e.revised(|_| {})))
-                .collect();
+                .map(|e| {
+                    let (next, carry) = Carry::revise(&e, |_| {});
+                    (Change::Replace(next), carry)
+                })
+                .unzip();
             if !batch.is_empty() {
                 self.store.apply(batch)?;
+                carries.into_iter().for_each(|c| c.onto(&self.store));
             }
         }
         self.store.flush()
@@ -476,6 +480,52 @@ impl KeyRingBuilder {
     }
 }
 
+/// The uses a record's old version counted after its new version was
+/// copied from it: `verify` counts a use on the version it found, and a
+/// write replaces the version under it. Carried over to the new version
+/// once that is in the store; by then no use can reach the old one,
+/// since `verify` counts within [`KeyStore::inspect`], which a store's
+/// swap waits for.
+///
+/// A key with a use limit is counted under the ring's write lock, on the
+/// version in the store, so within one ring its carry is zero. A second
+/// ring on the same store counts under its own lock: a use it makes on
+/// the old version before the carry is taken is carried too, and may leave
+/// the count above the limit (the uses were granted; the record says so);
+/// one made after is lost: exact use limits need one ring per store.
+struct Carry {
+    old: Arc<StoredKey>,
+    uses: u64,
+    last_used: Nanos,
+}
+
+impl Carry {
+    /// A new version of `old` made by `change`, and its carry.
+    fn revise(old: &Arc<StoredKey>, change: impl FnOnce(&mut Key)) -> (StoredKey, Carry) {
+        let (next, uses, last_used) = old.revised_counting(change);
+        let carry = Carry {
+            old: Arc::clone(old),
+            uses,
+            last_used,
+        };
+        (next, carry)
+    }
+
+    /// Adds what the old version counted since the copy to the version now
+    /// in `store` (under the ring's write lock, after the write).
+    fn onto<S: KeyStore>(self, store: &S) {
+        let key = &self.old.key;
+        let more = key.uses.get().saturating_sub(self.uses);
+        let last_used = key.last_used_at.get();
+        if more == 0 && last_used <= self.last_used {
+            return;
+        }
+        if let Some(current) = store.lookup(self.old.id()) {
+            current.key.carry_usage(more, last_used);
+        }
+    }
+}
+
 /// The ring's two background threads: one reloads the settings every
 /// second, so a revoke-all or a new default written by another ring on the
 /// same store arrives within it; the other writes usage back and flushes
@@ -527,7 +577,14 @@ impl Background {
                     let Some(shared) = shared.upgrade() else {
                         break;
                     };
-                    work(&shared);
+                    // A store that panics once (the hook has printed it)
+                    // must not end the reloads for good: a revoke-all by
+                    // another ring would never arrive. The ring's locks
+                    // shrug off poisoning, and `FileStore` is whole after
+                    // an unwinding write or compaction.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        work(&shared);
+                    }));
                 }
             })
             .map_err(|e| Error::Storage(StoreError::Backend(Box::new(e))))?;
@@ -868,12 +925,18 @@ impl<S: KeyStore> KeyRing<S> {
         let mut outcome = Err(VerifyError::Invalid);
         self.store().inspect(parsed.id, &mut |entry| {
             outcome = self.judge(entry, &digest, now, request);
+            // A use of an unlimited key is counted here, where the store
+            // cannot swap the record (see `Carry`).
+            if let Ok(entry) = &outcome
+                && !entry.key.shape.limited
+            {
+                entry.key.consume(now.nanos);
+            }
         });
         let entry = outcome?;
         if entry.key.shape.limited {
             return self.consume_limited(entry, now.nanos, presented, request);
         }
-        entry.key.consume(now.nanos);
         Ok(Verified { entry })
     }
 
@@ -1298,8 +1361,12 @@ impl<S: KeyStore> KeyRing<S> {
     /// The first failed usage write (the keys it did not write stay marked
     /// for the next flush), or else the store's flush error. A
     /// [`FileStore`](crate::FileStore) writes through, so an error from its
-    /// flush is a failed compaction: the usage was written and is durable,
-    /// and the file is whole.
+    /// flush is a failed compaction: the usage was written and is durable.
+    /// The data file stays whole, unless the failure came at the rename:
+    /// then the store is poisoned (every later write fails until it is
+    /// reopened). After a failed compaction, flushes return `Ok` without
+    /// compacting until enough new records call for another try (see
+    /// [`FileStore`](crate::FileStore)'s `flush`).
     pub fn flush(&self) -> Result<(), Error> {
         Ok(self.shared.flush_usage()?)
     }
@@ -1496,12 +1563,18 @@ impl<S: KeyStore> Acting<'_, S> {
         };
         let grace_until = nanos(now.saturating_add(grace)).min(ring.cutoff(&old));
         // One batch: a crash leaves the rotation whole or absent.
+        let carry = std::cell::Cell::new(None);
         let issued = ring.insert_new(successor, |new_id| {
-            vec![Change::Replace(old.revised(|k| {
+            let (next, copied) = Carry::revise(&old, |k| {
                 k.extra_mut().rotated_to = Some(new_id);
                 k.grace_until = grace_until;
-            }))]
+            });
+            carry.set(Some(copied));
+            vec![Change::Replace(next)]
         })?;
+        if let Some(carry) = carry.take() {
+            carry.onto(ring.store());
+        }
         self.event(EventKind::Rotated { to: issued.key.id }, &old.key, now);
         self.event(EventKind::Issued, &issued.key, now);
         Ok(issued)
@@ -1515,10 +1588,12 @@ impl<S: KeyStore> Acting<'_, S> {
         let generated = token::generate_with_id(&ring.prefix, id)?;
         let now_nanos = nanos(ring.clock.now());
         // Tokens exchanged with the old secret stop too (strict checks).
-        let mut next = old.revised(|k| k.extra_mut().tokens_after = Some(now_nanos));
+        let (mut next, carry) =
+            Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(now_nanos));
         next.hash = ring.hasher.hash(id, generated.secret_part());
         let key = next.key.clone();
         ring.store().replace(next)?;
+        carry.onto(ring.store());
         let now = ring.clock.now();
         self.event(EventKind::Regenerated, &key, now);
         Ok(Issued {
@@ -1550,8 +1625,9 @@ impl<S: KeyStore> Acting<'_, S> {
         if entry.key.status() != from {
             return Ok(());
         }
-        let next = entry.revised(|k| k.set_status(to));
+        let (next, carry) = Carry::revise(&entry, |k| k.set_status(to));
         ring.store().replace(next)?;
+        carry.onto(ring.store());
         self.event(kind, &entry.key, ring.clock.now());
         Ok(())
     }
@@ -1575,19 +1651,21 @@ impl<S: KeyStore> Acting<'_, S> {
             .iter()
             .filter(|e| e.key.status != StatusCode::Revoked)
             .collect();
-        let batch = fresh
+        let (batch, carries): (Vec<Change>, Vec<Carry>) = fresh
             .iter()
             .map(|e| {
-                Change::Replace(e.revised(|k| {
+                let (next, carry) = Carry::revise(e, |k| {
                     k.set_status(Status::Revoked {
                         at: now,
                         reason: reason.to_owned(),
                     })
-                }))
+                });
+                (Change::Replace(next), carry)
             })
-            .collect::<Vec<_>>();
+            .unzip();
         if !batch.is_empty() {
             ring.store().apply(batch)?;
+            carries.into_iter().for_each(|c| c.onto(ring.store()));
         }
         for entry in &fresh {
             let kind = EventKind::Revoked {
@@ -1632,7 +1710,7 @@ impl<S: KeyStore> Acting<'_, S> {
         probe.description = change.description.clone().flatten();
         probe.metadata = change.metadata.clone().unwrap_or_default();
         check_request(&probe)?;
-        let next = entry.revised(|k| {
+        let (next, carry) = Carry::revise(&entry, |k| {
             if let Some(name) = change.name {
                 k.name = name.into();
             }
@@ -1654,6 +1732,7 @@ impl<S: KeyStore> Acting<'_, S> {
         });
         let key = next.key.clone();
         ring.store().replace(next)?;
+        carry.onto(ring.store());
         self.event(EventKind::Updated, &key, ring.clock.now());
         Ok(key)
     }

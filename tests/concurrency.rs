@@ -267,3 +267,114 @@ fn key_ring_is_shareable_across_threads() {
         20
     );
 }
+
+/// Adds one to a counter when dropped, so a thread that panics still says
+/// it is done and the others stop waiting for it.
+struct Bump<'a>(&'a AtomicUsize);
+
+impl Drop for Bump<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The writes `verify_while_writing` makes at least while verifies run.
+const RACING_WRITES: usize = 20;
+
+/// Verifies every key of `keys` `rounds` times on each of two threads
+/// (and on until the calling thread has written `RACING_WRITES` times)
+/// while the calling thread writes the keys (a new name, a usage flush)
+/// over and over; returns the successful verifies of each key.
+fn verify_while_writing<S: KeyStore + 'static>(
+    ring: &KeyRing<S>,
+    keys: &[(KeyId, String)],
+    rounds: usize,
+) -> Vec<u64> {
+    let verifiers_done = AtomicUsize::new(0);
+    let writes = AtomicUsize::new(0);
+    let writer_gone = AtomicUsize::new(0);
+    let counted: Vec<AtomicUsize> = keys.iter().map(|_| AtomicUsize::new(0)).collect();
+    thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                let _done = Bump(&verifiers_done);
+                let mut round = 0;
+                while round < rounds
+                    || (writes.load(Ordering::Acquire) < RACING_WRITES
+                        && writer_gone.load(Ordering::Acquire) == 0)
+                {
+                    for ((_, secret), n) in keys.iter().zip(&counted) {
+                        ring.verify(secret).expect("the key verifies");
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                    round += 1;
+                }
+            });
+        }
+        let _gone = Bump(&writer_gone);
+        while verifiers_done.load(Ordering::Acquire) < 2 {
+            let n = writes.load(Ordering::Relaxed);
+            let (id, _) = keys[n % keys.len()];
+            ring.update(id, KeyUpdate::new().name(format!("write {n}")))
+                .unwrap();
+            ring.flush().unwrap();
+            writes.fetch_add(1, Ordering::Release);
+        }
+    });
+    counted
+        .iter()
+        .map(|n| n.load(Ordering::Relaxed) as u64)
+        .collect()
+}
+
+/// Uses of a key without a use limit are counted on the version of its
+/// record that `verify` finds, while administrative writes (and the usage
+/// flush) replace that version: none may be lost in the swap.
+#[test]
+fn every_use_is_counted_across_administrative_writes() {
+    let ring = ring();
+    let keys: Vec<_> = issue_keys(&ring).into_iter().take(4).collect();
+
+    let verified = verify_while_writing(&ring, &keys, 20_000);
+
+    for ((id, _), n) in keys.iter().zip(verified) {
+        assert_eq!(ring.get(*id).unwrap().uses(), n, "uses of {id} lost");
+    }
+}
+
+/// The same on a `FileStore`, where each write's fsync widens the window;
+/// and the counts survive a reopen.
+#[test]
+fn every_use_is_counted_across_administrative_writes_on_a_file_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let build = || {
+        KeyRing::builder(PREFIX)
+            .clock(ManualClock::new(datetime!(2026-01-01 00:00 UTC)))
+            .flush_interval(None)
+            .build(FileStore::open(&path).unwrap())
+            .unwrap()
+    };
+    let ring = build();
+    let keys: Vec<_> = (0..4)
+        .map(|i| {
+            let issued = ring.issue(NewKey::new(format!("owner_{i}"))).unwrap();
+            (issued.key.id(), issued.secret.expose().to_owned())
+        })
+        .collect();
+
+    let verified = verify_while_writing(&ring, &keys, 5_000);
+
+    for ((id, _), &n) in keys.iter().zip(&verified) {
+        assert_eq!(ring.get(*id).unwrap().uses(), n, "uses of {id} lost");
+    }
+    drop(ring);
+    let reopened = build();
+    for ((id, _), n) in keys.iter().zip(verified) {
+        assert_eq!(
+            reopened.get(*id).unwrap().uses(),
+            n,
+            "uses of {id} lost at the reopen"
+        );
+    }
+}

@@ -96,10 +96,20 @@ impl StoredKey {
     /// A new version of this record (usage as it stands, clean). Call it
     /// under the ring's write lock.
     pub(crate) fn revised(&self, change: impl FnOnce(&mut Key)) -> StoredKey {
+        self.revised_counting(change).0
+    }
+
+    /// [`revised`](Self::revised), with the use count and last use the new
+    /// version was copied with (before `change`).
+    pub(crate) fn revised_counting(
+        &self,
+        change: impl FnOnce(&mut Key),
+    ) -> (StoredKey, u64, crate::key::Nanos) {
         let mut key = self.key.clone();
+        let (uses, last_used) = (key.uses.get(), key.last_used_at.get());
         change(&mut key);
         // `new` tidies it.
-        StoredKey::new(key, self.hash.clone())
+        (StoredKey::new(key, self.hash.clone()), uses, last_used)
     }
 
     /// The record as it stands.
@@ -187,6 +197,15 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// lock): `verify` then reads the record with plain loads, which the CPU
     /// overlaps, and takes a reference count (a locked instruction) only for
     /// a key that verified. `f` does not call back into the store.
+    ///
+    /// `verify` counts the use of a key without a use limit inside `f`. If
+    /// `apply` cannot replace the record while `f` runs on it (as with
+    /// `MemoryStore`'s lock), every such use is counted across
+    /// administrative writes: the ring carries the uses an old version
+    /// counted over to the new one once `apply` returns. With the default,
+    /// a use that races a write of the same key may go uncounted. A store
+    /// that wraps another should forward `inspect` to it (as the impls for
+    /// `Arc<S>` and `Box<S>` do), or it loses both the speed and the count.
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
         f(self.lookup(id).as_ref());
     }

@@ -97,6 +97,36 @@ fn check<S: KeyStore>(ring: &KeyRing<S>, key: &Issued) -> Result<(), VerifyError
     ring.verify(key.secret.expose()).map(|_| ())
 }
 
+/// Polls `done` every 10 ms for at most 5 s, then fails with `what`: a
+/// bounded wait for the background threads (which tick every second, or
+/// every 50 ms in these tests), not a timing assertion.
+fn within_5s(what: &str, mut done: impl FnMut() -> bool) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !done() {
+        assert!(std::time::Instant::now() < give_up, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Two rings on `store`: `a` without background threads, `b` with them,
+/// flushing every 50 ms.
+fn two_rings<S: KeyStore + 'static>(
+    store: &Arc<S>,
+    clock: &ManualClock,
+) -> (KeyRing<Arc<S>>, KeyRing<Arc<S>>) {
+    let build = |flush| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(flush)
+            .build(Arc::clone(store))
+            .unwrap()
+    };
+    (
+        build(None),
+        build(Some(std::time::Duration::from_millis(50))),
+    )
+}
+
 fn revoked(at: OffsetDateTime, reason: &str) -> Status {
     Status::Revoked {
         at,
@@ -1050,16 +1080,10 @@ fn usage_is_written_by_the_background_flusher() {
     assert_eq!(check(&ring, &key), Ok(()));
     assert_eq!(check(&ring, &key), Ok(()));
 
-    // A bounded wait, not a timing assertion.
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while store.written(id) != Some((2, Some(T0))) {
-        assert!(
-            std::time::Instant::now() < give_up,
-            "the background flusher did not write usage within 5 s: {:?}",
-            store.written(id)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    within_5s(
+        "the background flusher did not write usage within 5 s",
+        || store.written(id) == Some((2, Some(T0))),
+    );
 }
 
 #[test]
@@ -1874,15 +1898,7 @@ fn rotation_with_grace_does_not_multiply_a_use_limit() {
 fn revoke_all_reaches_another_ring_on_the_same_store() {
     let clock = ManualClock::new(T0);
     let store = Arc::new(fresh_store());
-    let build = |flush| {
-        KeyRing::builder(PREFIX)
-            .clock(clock.clone())
-            .flush_interval(flush)
-            .build(Arc::clone(&store))
-            .unwrap()
-    };
-    let a = build(None);
-    let b = build(Some(std::time::Duration::from_millis(50)));
+    let (a, b) = two_rings(&store, &clock);
     let one = a.issue(NewKey::new("o")).unwrap();
     let other = a.issue(NewKey::new("o")).unwrap();
     assert_eq!(check(&b, &one), Ok(()));
@@ -1892,15 +1908,10 @@ fn revoke_all_reaches_another_ring_on_the_same_store() {
 
     a.revoke_all().unwrap();
     assert_eq!(check(&a, &one), Err(VerifyError::Revoked));
-    // A bounded wait (a periodic reload would do), not a timing assertion.
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while check(&b, &one).is_ok() {
-        assert!(
-            std::time::Instant::now() < give_up,
-            "another ring on the same store still accepts a key 5 s after revoke_all"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    within_5s(
+        "another ring on the same store still accepts a key 5 s after revoke_all",
+        || check(&b, &one).is_err(),
+    );
     assert_eq!(check(&b, &one), Err(VerifyError::Revoked));
 }
 
@@ -2046,30 +2057,17 @@ fn gated_store() -> (Arc<GatedFlush>, Arc<Gate>) {
 fn a_long_store_flush_does_not_hold_up_the_settings_reload() {
     let clock = ManualClock::new(T0);
     let (store, gate) = gated_store();
-    let build = |flush| {
-        KeyRing::builder(PREFIX)
-            .clock(clock.clone())
-            .flush_interval(flush)
-            .build(Arc::clone(&store))
-            .unwrap()
-    };
-    let a = build(None);
-    let b = build(Some(std::time::Duration::from_millis(50)));
+    let (a, b) = two_rings(&store, &clock);
     let _open = OpenOnDrop(Arc::clone(&gate));
     let key = a.issue(NewKey::new("o")).unwrap();
     assert_eq!(check(&b, &key), Ok(()));
     gate.wait_for_a_flush();
 
     a.revoke_all().unwrap();
-    // A bounded wait, not a timing assertion: the reload runs every second.
-    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while check(&b, &key).is_ok() {
-        assert!(
-            std::time::Instant::now() < give_up,
-            "a ring whose flush is held up still accepts a key 5 s after another ring's revoke_all"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    within_5s(
+        "a ring whose flush is held up still accepts a key 5 s after another ring's revoke_all",
+        || check(&b, &key).is_err(),
+    );
     assert!(gate.held(), "the flush was released before the end");
 }
 
@@ -2083,6 +2081,8 @@ fn dropping_the_ring_waits_for_its_background_flush() {
         .flush_interval(Some(std::time::Duration::from_millis(50)))
         .build(Arc::clone(&store))
         .unwrap();
+    // Dropped before the ring if the test fails before its own drop.
+    let _open = OpenOnDrop(Arc::clone(&gate));
     let key = ring.issue(NewKey::new("o")).unwrap();
     assert_eq!(check(&ring, &key), Ok(()));
     gate.wait_for_a_flush();
@@ -2103,4 +2103,80 @@ fn dropping_the_ring_waits_for_its_background_flush() {
         "the ring's flush thread still held the store after the drop"
     );
     opener.join().unwrap();
+}
+
+/// A store whose next `load_settings` and next `flush` panic, once armed.
+#[derive(Debug)]
+struct PanicsOnce {
+    inner: TestStore,
+    settings: std::sync::atomic::AtomicBool,
+    flush: std::sync::atomic::AtomicBool,
+}
+
+impl PanicsOnce {
+    fn arm(&self) {
+        self.settings.store(true, Ordering::SeqCst);
+        self.flush.store(true, Ordering::SeqCst);
+    }
+
+    /// Both panics have happened.
+    fn spent(&self) -> bool {
+        !self.settings.load(Ordering::SeqCst) && !self.flush.load(Ordering::SeqCst)
+    }
+}
+
+impl KeyStore for PanicsOnce {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        if self.settings.swap(false, Ordering::SeqCst) {
+            panic!("test store: load_settings panics once");
+        }
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.inner.apply(changes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        if self.flush.swap(false, Ordering::SeqCst) {
+            panic!("test store: flush panics once");
+        }
+        self.inner.flush()
+    }
+}
+
+/// A store that panics once in a background reload and once in a
+/// background flush does not end either thread: usage still reaches the
+/// store, and another ring's `revoke_all` still arrives.
+#[test]
+fn a_panic_in_the_store_does_not_stop_the_background_threads() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(PanicsOnce {
+        inner: fresh_store(),
+        settings: false.into(),
+        flush: false.into(),
+    });
+    let (a, b) = two_rings(&store, &clock);
+    let key = a.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    let stored_uses = || store.lookup(id).unwrap().key().uses();
+
+    store.arm();
+    within_5s("the background threads never called the store", || {
+        store.spent()
+    });
+    assert_eq!(check(&b, &key), Ok(()));
+
+    within_5s("no usage reached the store after a flush panicked", || {
+        stored_uses() == 1
+    });
+    a.revoke_all().unwrap();
+    within_5s(
+        "another ring's revoke_all never arrived after a reload panicked",
+        || check(&b, &key).is_err(),
+    );
 }

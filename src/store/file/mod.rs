@@ -411,7 +411,7 @@ impl FileStore {
                 .as_mut()
                 .map(|t| std::mem::take(&mut t.bytes));
             if let Some(bytes) = so_far.filter(|b| !b.is_empty()) {
-                self.append_temp(&mut file, &bytes)?;
+                file = self.append_temp(file, &bytes)?;
             }
             Ok((file, snapshot_entries(&keys, settings.as_ref())))
         });
@@ -595,15 +595,20 @@ impl FileStore {
 
     /// Appends `bytes` to the written temporary file and fsyncs it; on an
     /// error the temporary file is removed.
-    fn append_temp(&self, file: &mut Box<dyn FsFile>, bytes: &[u8]) -> Result<(), StoreError> {
-        let result = file
-            .append(bytes)
-            .and_then(|()| file.sync())
-            .map_err(|e| self.io_err(e));
-        if result.is_err() {
-            let _ = self.fs.remove(&temp_path(&self.path));
+    fn append_temp(
+        &self,
+        mut file: Box<dyn FsFile>,
+        bytes: &[u8],
+    ) -> Result<Box<dyn FsFile>, StoreError> {
+        match file.append(bytes).and_then(|()| file.sync()) {
+            Ok(()) => Ok(file),
+            Err(e) => {
+                // Closed first: Windows cannot remove an open file.
+                drop(file);
+                let _ = self.fs.remove(&temp_path(&self.path));
+                Err(self.io_err(e))
+            }
         }
-        result
     }
 
     /// Appends `tail` (records written since the snapshot, already framed)
