@@ -422,3 +422,50 @@ fn a_store_cannot_take_the_name_of_another_stores_temporary_or_lock_file() {
         FileStore::open(dir.path().join(name)).unwrap();
     }
 }
+
+/// Something planted at the temporary path while the store runs (after
+/// the open, which removes leftovers) is removed, never written through:
+/// a link to another file leaves that file as it was, a link to nowhere
+/// creates nothing there, and a leftover readable by others does not make
+/// the compacted store readable by others.
+#[test]
+#[cfg(unix)]
+fn a_compaction_writes_through_nothing_planted_at_its_temporary_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let temp = dir.path().join("keys.kw.compact");
+    let victim = dir.path().join("victim");
+    let nowhere = dir.path().join("nowhere");
+    std::fs::write(&victim, b"not the store's").unwrap();
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+
+    std::os::unix::fs::symlink(&victim, &temp).unwrap();
+    ring.store().compact().unwrap();
+    assert!(
+        std::fs::read(&victim).unwrap() == b"not the store's",
+        "the compaction wrote through a link to another file"
+    );
+
+    std::os::unix::fs::symlink(&nowhere, &temp).unwrap();
+    ring.store().compact().unwrap();
+    assert!(
+        !nowhere.exists(),
+        "the compaction wrote through a dangling link"
+    );
+
+    std::fs::write(&temp, b"left over").unwrap();
+    std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    ring.store().compact().unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the compacted store is {mode:o}");
+
+    assert!(!temp.exists());
+    drop(ring);
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap().key().id(),
+        issued.key.id()
+    );
+}

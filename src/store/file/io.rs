@@ -14,6 +14,11 @@ pub(crate) trait Fs: fmt::Debug + Send + Sync {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Creates a file, or truncates it to empty, for writing.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
+    /// Creates a file for writing that must not exist yet: anything at
+    /// `path`, a symbolic link included (even one to nowhere), is an
+    /// `AlreadyExists` error. The file gets the store's private mode, and
+    /// nothing planted at the path is written through.
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Atomically replaces `to` by `from`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, renames) durable.
@@ -80,6 +85,12 @@ impl Fs for OsFs {
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let file =
             private(OpenOptions::new().write(true).create(true).truncate(true)).open(path)?;
+        Ok(Box::new(OsFile(file)))
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        // `O_CREAT | O_EXCL`: refuses a symbolic link rather than follow it.
+        let file = private(OpenOptions::new().write(true).create_new(true)).open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 

@@ -23,7 +23,9 @@
 //!   failed fsync, Linux may report later fsyncs as good while the failed
 //!   pages never reach the disk; such a loss before the last record shows
 //!   up at a later open as a corruption error.)
-//! - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
+//! - **Compaction** rewrites the live records to `<file>.compact` (created
+//!   new, after removing whatever is there: never written through a link),
+//!   fsyncs
 //!   it, renames it over the file and fsyncs the directory: a crash at any
 //!   step leaves the complete old file or the complete new one (on
 //!   Windows, which cannot fsync a directory, as far as the file system's
@@ -149,7 +151,9 @@ pub struct ImportReport {
 ///   failed fsync, Linux may report later fsyncs as good while the failed
 ///   pages never reach the disk; such a loss before the last record shows
 ///   up at a later open as a corruption error.)
-/// - **Compaction** rewrites the live records to `<file>.compact`, fsyncs
+/// - **Compaction** rewrites the live records to `<file>.compact` (created
+///   new, after removing whatever is there: never written through a link),
+///   fsyncs
 ///   it, renames it over the file and fsyncs the directory: a crash at any
 ///   step leaves the complete old file or the complete new one (on
 ///   Windows, which cannot fsync a directory, as far as the file system's
@@ -573,7 +577,12 @@ impl FileStore {
     ) -> Result<Box<dyn FsFile>, StoreError> {
         let temp = temp_path(&self.path);
         let result = (|| -> Result<Box<dyn FsFile>, StoreError> {
-            let mut file = self.fs.create(&temp).map_err(|e| self.io_err(e))?;
+            // Whatever is at the temporary path goes first (a leftover, or
+            // a link planted there): the new file is created, never opened
+            // through a link, so the store writes nowhere else, and it is
+            // private whatever mode a leftover had.
+            self.fs.remove(&temp).map_err(|e| self.io_err(e))?;
+            let mut file = self.fs.create_new(&temp).map_err(|e| self.io_err(e))?;
             file.append(&format::header()).map_err(|e| self.io_err(e))?;
             if let Some(settings) = settings {
                 file.append(&encode(&[EntryRef::Settings(settings)])?)

@@ -266,6 +266,20 @@ impl Fs for SimFs {
         }))
     }
 
+    fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
+        let mut d = self.disk();
+        d.tick()?;
+        if d.dir.contains_key(path) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        let i = d.new_inode();
+        d.dir.insert(path.to_path_buf(), i);
+        Ok(Box::new(SimFile {
+            fs: self.clone(),
+            inode: i,
+        }))
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut d = self.disk();
         d.tick()?;

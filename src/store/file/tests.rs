@@ -335,7 +335,10 @@ impl io::Fs for Hooked {
         self.sim.open_append(path)
     }
     fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        let file = self.sim.create(path)?;
+        self.sim.create(path)
+    }
+    fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
+        let file = self.sim.create_new(path)?;
         if path != temp_path(&self::path()) {
             return Ok(file);
         }
