@@ -16,6 +16,46 @@ use crate::scope::ScopeSet;
 use crate::store::StoredKey;
 use crate::token::{KeyId, Secret};
 
+/// Longest owner, name, metadata key or value, or revocation reason
+/// accepted, in bytes.
+pub(crate) const MAX_FIELD_LEN: usize = 256;
+/// Longest description accepted, in bytes.
+pub(crate) const MAX_DESCRIPTION_LEN: usize = 4096;
+/// Most metadata entries per key.
+pub(crate) const MAX_METADATA_ENTRIES: usize = 64;
+
+/// The limits on a key's free text: a non-empty owner without a NUL
+/// character; owner and name up to [`MAX_FIELD_LEN`] bytes; a description
+/// up to [`MAX_DESCRIPTION_LEN`]; at most [`MAX_METADATA_ENTRIES`] metadata
+/// entries whose keys and values are up to [`MAX_FIELD_LEN`] each.
+pub(crate) fn check_fields(
+    owner: &str,
+    name: &str,
+    description: Option<&str>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), &'static str> {
+    if owner.is_empty() {
+        return Err("owner must not be empty");
+    }
+    if owner.contains('\0') {
+        return Err("owner must not contain a NUL character");
+    }
+    if owner.len() > MAX_FIELD_LEN || name.len() > MAX_FIELD_LEN {
+        return Err("owner and name are limited to 256 bytes");
+    }
+    if description.is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
+        return Err("description is limited to 4096 bytes");
+    }
+    if metadata.len() > MAX_METADATA_ENTRIES
+        || metadata
+            .iter()
+            .any(|(k, v)| k.len() > MAX_FIELD_LEN || v.len() > MAX_FIELD_LEN)
+    {
+        return Err("metadata is limited to 64 entries of 256 bytes each");
+    }
+    Ok(())
+}
+
 /// Who to tell about a key: shown in audit and integration history and used
 /// for expiry reminders.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -469,6 +509,19 @@ impl Key {
     /// Free-form host data.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         self.extra.as_ref().map_or(&NO_METADATA, |e| &e.metadata)
+    }
+
+    /// Holds the record's free text to the limits `issue`, `update` and
+    /// `revoke` hold it to (see [`check_fields`]); for records that come
+    /// from outside, such as an import.
+    pub(crate) fn check_fields(&self) -> Result<(), &'static str> {
+        check_fields(&self.owner, &self.name, self.description(), self.metadata())?;
+        match self.status() {
+            Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
+                Err("a reason is limited to 256 bytes")
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The rarely set fields, to change them.

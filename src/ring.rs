@@ -37,20 +37,14 @@ use crate::event::{Event, EventKind, EventSink};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{
-    Counter, Extra, Issued, Key, KeyUpdate, NEVER, NOT_YET, Nanos, NewKey, Reminder, Stamp, Status,
-    StatusCode, Verified, instant, nanos,
+    Counter, Extra, Issued, Key, KeyUpdate, MAX_FIELD_LEN, NEVER, NOT_YET, Nanos, NewKey, Reminder,
+    Stamp, Status, StatusCode, Verified, check_fields, instant, nanos,
 };
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
 use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
 
-/// Longest owner, name or metadata entry accepted, in bytes.
-const MAX_FIELD_LEN: usize = 256;
-/// Longest description accepted, in bytes.
-const MAX_DESCRIPTION_LEN: usize = 4096;
-/// Most metadata entries per key.
-const MAX_METADATA_ENTRIES: usize = 64;
 /// Attempts at drawing an unused id before giving up (a collision of 64-bit
 /// random ids is already negligible once).
 const ID_ATTEMPTS: usize = 4;
@@ -1845,36 +1839,13 @@ impl<S: KeyStore> Acting<'_, S> {
 }
 
 fn check_request(request: &NewKey) -> Result<(), Error> {
-    if request.owner.is_empty() {
-        return Err(Error::InvalidInput("owner must not be empty"));
-    }
-    if request.owner.contains('\0') {
-        return Err(Error::InvalidInput(
-            "owner must not contain a NUL character",
-        ));
-    }
-    if request.owner.len() > MAX_FIELD_LEN || request.name.len() > MAX_FIELD_LEN {
-        return Err(Error::InvalidInput(
-            "owner and name are limited to 256 bytes",
-        ));
-    }
-    if request
-        .description
-        .as_ref()
-        .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
-    {
-        return Err(Error::InvalidInput("description is limited to 4096 bytes"));
-    }
-    if request.metadata.len() > MAX_METADATA_ENTRIES
-        || request
-            .metadata
-            .iter()
-            .any(|(k, v)| k.len() > MAX_FIELD_LEN || v.len() > MAX_FIELD_LEN)
-    {
-        return Err(Error::InvalidInput(
-            "metadata is limited to 64 entries of 256 bytes each",
-        ));
-    }
+    check_fields(
+        &request.owner,
+        &request.name,
+        request.description.as_deref(),
+        &request.metadata,
+    )
+    .map_err(Error::InvalidInput)?;
     if request.use_limit == Some(0) {
         return Err(Error::InvalidInput("a use limit must be at least 1"));
     }

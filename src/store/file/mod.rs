@@ -471,6 +471,16 @@ impl FileStore {
     /// checked whole, then the store is rewritten atomically as by a
     /// compaction. Build key rings on the store after importing: a running
     /// ring keeps the settings it read at build.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidImport`], naming the first bad line, for input
+    /// that is not an export of this version, a key id that appears twice,
+    /// a use limit of 0, or free text past the limits `issue` holds a key
+    /// to (an empty owner or one with a NUL; an owner or name over 256
+    /// bytes; a description over 4096; over 64 metadata entries, or one
+    /// over 256 bytes; a revocation reason over 256); an I/O error of the
+    /// rewrite; [`StoreError::Poisoned`] after an earlier failed write.
     pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
         let (settings, incoming) = read_export(input)?;
         let _rewriting = self.rewriting();
@@ -1146,6 +1156,11 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
             continue;
         }
         let key: StoredKey = serde_json::from_str(&line).map_err(|e| invalid(n, e.to_string()))?;
+        // The limits `issue` and `update` hold a key to hold here too: an
+        // edited export must not bring in what no call could write.
+        key.key()
+            .check_fields()
+            .map_err(|reason| invalid(n, reason.into()))?;
         if !seen.insert(key.id()) {
             return Err(invalid(n, format!("key id {} appears twice", key.id())));
         }

@@ -1124,11 +1124,16 @@ fn a_bad_import_changes_nothing() {
     assert_eq!(State::of(&store), state);
 }
 
-#[test]
-fn an_import_with_a_use_limit_of_zero_is_refused() {
-    // Read as "no limit", a hand-edited 0 would grant unlimited uses.
+/// Imports an export of a store with some history whose first key record
+/// `edit` has changed; asserts that the import is refused naming line 2
+/// with a reason containing `expected`, and changes nothing.
+fn refused_import_of_an_edited_key(
+    seed: u64,
+    expected: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
     let sim = SimFs::new();
-    let (store, state) = store_with_history(&sim, 14);
+    let (store, state) = store_with_history(&sim, seed);
     let mut export = Vec::new();
     store.export(&mut export).unwrap();
     let text = String::from_utf8(export).unwrap();
@@ -1140,16 +1145,58 @@ fn an_import_with_a_use_limit_of_zero_is_refused() {
         &mut record
     };
     assert!(key.get("owner").is_some(), "the key record: {key}");
-    key["use_limit"] = serde_json::json!(0);
+    edit(key);
     lines[1] = record.to_string();
     let edited = lines.join("\n") + "\n";
     match store.import(edited.as_bytes(), ImportMode::Replace) {
         Err(StoreError::InvalidImport { line: 2, reason }) => {
-            assert!(reason.contains("use_limit"), "{reason}");
+            assert!(reason.contains(expected), "{expected:?} not in {reason:?}");
         }
-        other => panic!("{other:?}"),
+        other => panic!("{expected}: {other:?}"),
     }
     assert_eq!(State::of(&store), state);
+}
+
+#[test]
+fn an_import_with_a_use_limit_of_zero_is_refused() {
+    // Read as "no limit", a hand-edited 0 would grant unlimited uses.
+    refused_import_of_an_edited_key(14, "use_limit", |key| {
+        key["use_limit"] = serde_json::json!(0);
+    });
+}
+
+/// An edited export cannot bring in a record that `issue`, `update` or
+/// `revoke` would refuse to write.
+#[test]
+fn an_import_holds_keys_to_the_limits_of_issue() {
+    let long = serde_json::json!("x".repeat(257));
+    let many: serde_json::Map<_, _> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+    // (words of the reason, field, value given to it)
+    let edits = [
+        ("owner must not be empty", "owner", serde_json::json!("")),
+        ("NUL", "owner", serde_json::json!("a\0b")),
+        ("owner and name", "owner", long.clone()),
+        ("owner and name", "name", long.clone()),
+        (
+            "description",
+            "description",
+            serde_json::json!("d".repeat(4097)),
+        ),
+        ("metadata", "metadata", many.into()),
+        ("metadata", "metadata", serde_json::json!({ "k": long })),
+        (
+            "reason",
+            "status",
+            serde_json::json!({
+                "state": "revoked",
+                "at": "2026-01-01T00:00:00Z",
+                "reason": long,
+            }),
+        ),
+    ];
+    for (seed, (expected, field, value)) in (20..).zip(edits) {
+        refused_import_of_an_edited_key(seed, expected, |key| key[field] = value);
+    }
 }
 
 #[test]
