@@ -478,8 +478,16 @@ impl KeyRingBuilder {
 /// copied from it: `verify` counts a use on the version it found, and a
 /// write replaces the version under it. Carried over to the new version
 /// once that is in the store; by then no use can reach the old one,
-/// since `verify` counts within [`KeyStore::inspect`], which a store's
-/// swap waits for.
+/// since `verify` counts within [`KeyStore::inspect`], which the swap of
+/// a store whose `inspect` holds a lock (`MemoryStore`, `FileStore`)
+/// waits for. Through a store with the default `inspect`, a racing use
+/// can still be lost.
+///
+/// Exact within one ring, whose writes of a record are serialized by its
+/// lock. Two rings writing the same record (both flushing its usage, say)
+/// can each copy the same old version: the later write then drops uses
+/// counted on the earlier one's version, and both carry the uses counted
+/// between their copies, so a count can come out a little low or high.
 ///
 /// A key with a use limit is counted under the ring's write lock, on the
 /// version in the store, so within one ring its carry is zero. A second
@@ -1356,7 +1364,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// for the next flush), or else the store's flush error. A
     /// [`FileStore`](crate::FileStore) writes through, so an error from its
     /// flush is a failed compaction: the usage was written and is durable.
-    /// The data file stays whole, unless the failure came at the rename:
+    /// The data file stays whole, unless the failure came at or after the
+    /// rename:
     /// then the store is poisoned (every later write fails until it is
     /// reopened). After a failed compaction, flushes return `Ok` without
     /// compacting until enough new records call for another try (see

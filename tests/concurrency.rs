@@ -283,8 +283,9 @@ const RACING_WRITES: usize = 20;
 
 /// Verifies every key of `keys` `rounds` times on each of two threads
 /// (and on until the calling thread has written `RACING_WRITES` times)
-/// while the calling thread writes the keys (a new name, a usage flush)
-/// over and over; returns the successful verifies of each key.
+/// while the calling thread writes the keys (a new name, or a disable and
+/// an enable; then a usage flush) over and over; returns the successful
+/// verifies of each key.
 fn verify_while_writing<S: KeyStore + 'static>(
     ring: &KeyRing<S>,
     keys: &[(KeyId, String)],
@@ -304,8 +305,14 @@ fn verify_while_writing<S: KeyStore + 'static>(
                         && writer_gone.load(Ordering::Acquire) == 0)
                 {
                     for ((_, secret), n) in keys.iter().zip(&counted) {
-                        ring.verify(secret).expect("the key verifies");
-                        n.fetch_add(1, Ordering::Relaxed);
+                        match ring.verify(secret) {
+                            Ok(_) => {
+                                n.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Between a disable and its enable.
+                            Err(VerifyError::Disabled) => {}
+                            Err(e) => panic!("the key failed to verify: {e:?}"),
+                        }
                     }
                     round += 1;
                 }
@@ -315,8 +322,13 @@ fn verify_while_writing<S: KeyStore + 'static>(
         while verifiers_done.load(Ordering::Acquire) < 2 {
             let n = writes.load(Ordering::Relaxed);
             let (id, _) = keys[n % keys.len()];
-            ring.update(id, KeyUpdate::new().name(format!("write {n}")))
-                .unwrap();
+            if n.is_multiple_of(2) {
+                ring.update(id, KeyUpdate::new().name(format!("write {n}")))
+                    .unwrap();
+            } else {
+                ring.disable(id).unwrap();
+                ring.enable(id).unwrap();
+            }
             ring.flush().unwrap();
             writes.fetch_add(1, Ordering::Release);
         }
