@@ -25,8 +25,7 @@
 //!   up at a later open as a corruption error.)
 //! - **Compaction** rewrites the live records to `<file>.compact` (created
 //!   new, after removing whatever is there: never written through a link),
-//!   fsyncs
-//!   it, renames it over the file and fsyncs the directory: a crash at any
+//!   fsyncs it, renames it over the file and fsyncs the directory: a crash at any
 //!   step leaves the complete old file or the complete new one (on
 //!   Windows, which cannot fsync a directory, as far as the file system's
 //!   metadata journal keeps a rename). Writes go
@@ -153,8 +152,7 @@ pub struct ImportReport {
 ///   up at a later open as a corruption error.)
 /// - **Compaction** rewrites the live records to `<file>.compact` (created
 ///   new, after removing whatever is there: never written through a link),
-///   fsyncs
-///   it, renames it over the file and fsyncs the directory: a crash at any
+///   fsyncs it, renames it over the file and fsyncs the directory: a crash at any
 ///   step leaves the complete old file or the complete new one (on
 ///   Windows, which cannot fsync a directory, as far as the file system's
 ///   metadata journal keeps a rename). Writes go
