@@ -257,10 +257,7 @@ impl<S: KeyStore> Shared<S> {
                     (Change::Replace(next), carry)
                 })
                 .unzip();
-            if !batch.is_empty() {
-                self.store.apply(batch)?;
-                carries.into_iter().for_each(|c| c.onto(&self.store));
-            }
+            Carry::write(&self.store, batch, carries)?;
         }
         self.store.flush()
     }
@@ -511,6 +508,21 @@ impl Carry {
             last_used,
         };
         (next, carry)
+    }
+
+    /// Applies `batch` to `store` (under the ring's write lock), then, if
+    /// it was written, carries `carries` onto the versions it wrote.
+    fn write<S: KeyStore>(
+        store: &S,
+        batch: Vec<Change>,
+        carries: Vec<Carry>,
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.apply(batch)?;
+        carries.into_iter().for_each(|c| c.onto(store));
+        Ok(())
     }
 
     /// Adds what the old version counted since the copy to the version now
@@ -1365,9 +1377,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// [`FileStore`](crate::FileStore) writes through, so an error from its
     /// flush is a failed compaction: the usage was written and is durable.
     /// The data file stays whole, unless the failure came at or after the
-    /// rename:
-    /// then the store is poisoned (every later write fails until it is
-    /// reopened). After a failed compaction, flushes return `Ok` without
+    /// rename: then the store is poisoned (every later write fails until it
+    /// is reopened). After a failed compaction, flushes return `Ok` without
     /// compacting until enough new records call for another try (see
     /// [`FileStore`](crate::FileStore)'s `flush`).
     pub fn flush(&self) -> Result<(), Error> {
@@ -1595,8 +1606,7 @@ impl<S: KeyStore> Acting<'_, S> {
             Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(now_nanos));
         next.hash = ring.hasher.hash(id, generated.secret_part());
         let key = next.key.clone();
-        ring.store().replace(next)?;
-        carry.onto(ring.store());
+        Carry::write(ring.store(), vec![Change::Replace(next)], vec![carry])?;
         let now = ring.clock.now();
         self.event(EventKind::Regenerated, &key, now);
         Ok(Issued {
@@ -1629,8 +1639,7 @@ impl<S: KeyStore> Acting<'_, S> {
             return Ok(());
         }
         let (next, carry) = Carry::revise(&entry, |k| k.set_status(to));
-        ring.store().replace(next)?;
-        carry.onto(ring.store());
+        Carry::write(ring.store(), vec![Change::Replace(next)], vec![carry])?;
         self.event(kind, &entry.key, ring.clock.now());
         Ok(())
     }
@@ -1666,10 +1675,7 @@ impl<S: KeyStore> Acting<'_, S> {
                 (Change::Replace(next), carry)
             })
             .unzip();
-        if !batch.is_empty() {
-            ring.store().apply(batch)?;
-            carries.into_iter().for_each(|c| c.onto(ring.store()));
-        }
+        Carry::write(ring.store(), batch, carries)?;
         for entry in &fresh {
             let kind = EventKind::Revoked {
                 reason: reason.to_owned(),
@@ -1734,8 +1740,7 @@ impl<S: KeyStore> Acting<'_, S> {
             }
         });
         let key = next.key.clone();
-        ring.store().replace(next)?;
-        carry.onto(ring.store());
+        Carry::write(ring.store(), vec![Change::Replace(next)], vec![carry])?;
         self.event(EventKind::Updated, &key, ring.clock.now());
         Ok(key)
     }
