@@ -16,44 +16,84 @@ use crate::scope::ScopeSet;
 use crate::store::StoredKey;
 use crate::token::{KeyId, Secret};
 
-/// Longest owner, name, metadata key or value, or revocation reason
-/// accepted, in bytes.
+/// Longest owner, name, metadata key or value, contact field or revocation
+/// reason accepted, in bytes.
 pub(crate) const MAX_FIELD_LEN: usize = 256;
 /// Longest description accepted, in bytes.
 pub(crate) const MAX_DESCRIPTION_LEN: usize = 4096;
 /// Most metadata entries per key.
 pub(crate) const MAX_METADATA_ENTRIES: usize = 64;
+/// Most scopes in a key's set, and in the owner's set a request names.
+pub(crate) const MAX_SCOPES: usize = 256;
+/// Most networks a key can be bound to.
+pub(crate) const MAX_NETWORKS: usize = 64;
 
-/// The limits on a key's free text: a non-empty owner without a NUL
-/// character; owner and name up to [`MAX_FIELD_LEN`] bytes; a description
-/// up to [`MAX_DESCRIPTION_LEN`]; at most [`MAX_METADATA_ENTRIES`] metadata
-/// entries whose keys and values are up to [`MAX_FIELD_LEN`] each.
-pub(crate) fn check_fields(
-    owner: &str,
-    name: &str,
-    description: Option<&str>,
-    metadata: &BTreeMap<String, String>,
-) -> Result<(), &'static str> {
-    if owner.is_empty() {
-        return Err("owner must not be empty");
+/// A key's fields that callers and imports fill in, to hold them to their
+/// limits with [`Fields::check`]. A field left `None` is not checked.
+#[derive(Default)]
+pub(crate) struct Fields<'a> {
+    pub(crate) owner: Option<&'a str>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) description: Option<&'a str>,
+    pub(crate) contact: Option<&'a Contact>,
+    pub(crate) metadata: Option<&'a BTreeMap<String, String>>,
+    pub(crate) scopes: Option<&'a ScopeSet>,
+    pub(crate) bindings: Option<&'a Bindings>,
+}
+
+impl Fields<'_> {
+    /// The limits: a non-empty owner without a NUL character; owner and
+    /// name up to [`MAX_FIELD_LEN`] bytes; a description up to
+    /// [`MAX_DESCRIPTION_LEN`]; each contact field up to [`MAX_FIELD_LEN`];
+    /// at most [`MAX_METADATA_ENTRIES`] metadata entries whose keys and
+    /// values are up to [`MAX_FIELD_LEN`] each; at most [`MAX_SCOPES`]
+    /// scopes; at most [`MAX_NETWORKS`] bound networks. Each scope is
+    /// already held to its own length by [`Scope::new`](crate::Scope::new).
+    pub(crate) fn check(&self) -> Result<(), &'static str> {
+        if let Some(owner) = self.owner {
+            if owner.is_empty() {
+                return Err("owner must not be empty");
+            }
+            if owner.contains('\0') {
+                return Err("owner must not contain a NUL character");
+            }
+        }
+        if self.owner.is_some_and(|o| o.len() > MAX_FIELD_LEN)
+            || self.name.is_some_and(|n| n.len() > MAX_FIELD_LEN)
+        {
+            return Err("owner and name are limited to 256 bytes");
+        }
+        if self
+            .description
+            .is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN)
+        {
+            return Err("description is limited to 4096 bytes");
+        }
+        if self.contact.is_some_and(|c| {
+            [&c.first_name, &c.last_name, &c.login, &c.email]
+                .iter()
+                .any(|f| f.len() > MAX_FIELD_LEN)
+        }) {
+            return Err("each contact field is limited to 256 bytes");
+        }
+        if self.metadata.is_some_and(|m| {
+            m.len() > MAX_METADATA_ENTRIES
+                || m.iter()
+                    .any(|(k, v)| k.len() > MAX_FIELD_LEN || v.len() > MAX_FIELD_LEN)
+        }) {
+            return Err("metadata is limited to 64 entries of 256 bytes each");
+        }
+        if self.scopes.is_some_and(|s| s.len() > MAX_SCOPES) {
+            return Err("a scope set is limited to 256 scopes");
+        }
+        if self
+            .bindings
+            .is_some_and(|b| b.networks.len() > MAX_NETWORKS)
+        {
+            return Err("a key can be bound to at most 64 networks");
+        }
+        Ok(())
     }
-    if owner.contains('\0') {
-        return Err("owner must not contain a NUL character");
-    }
-    if owner.len() > MAX_FIELD_LEN || name.len() > MAX_FIELD_LEN {
-        return Err("owner and name are limited to 256 bytes");
-    }
-    if description.is_some_and(|d| d.len() > MAX_DESCRIPTION_LEN) {
-        return Err("description is limited to 4096 bytes");
-    }
-    if metadata.len() > MAX_METADATA_ENTRIES
-        || metadata
-            .iter()
-            .any(|(k, v)| k.len() > MAX_FIELD_LEN || v.len() > MAX_FIELD_LEN)
-    {
-        return Err("metadata is limited to 64 entries of 256 bytes each");
-    }
-    Ok(())
 }
 
 /// Who to tell about a key: shown in audit and integration history and used
@@ -512,10 +552,19 @@ impl Key {
     }
 
     /// Holds the record's free text to the limits `issue`, `update` and
-    /// `revoke` hold it to (see [`check_fields`]); for records that come
+    /// `revoke` hold it to (see [`Fields::check`]); for records that come
     /// from outside, such as an import.
     pub(crate) fn check_fields(&self) -> Result<(), &'static str> {
-        check_fields(&self.owner, &self.name, self.description(), self.metadata())?;
+        Fields {
+            owner: Some(&self.owner),
+            name: Some(&self.name),
+            description: self.description(),
+            contact: self.contact(),
+            metadata: Some(self.metadata()),
+            scopes: Some(&self.scopes),
+            bindings: Some(self.bindings()),
+        }
+        .check()?;
         match self.status() {
             Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
                 Err("a reason is limited to 256 bytes")

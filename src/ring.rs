@@ -37,8 +37,8 @@ use crate::event::{Event, EventKind, EventSink};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{
-    Counter, Extra, Issued, Key, KeyUpdate, MAX_FIELD_LEN, NEVER, NOT_YET, Nanos, NewKey, Reminder,
-    Stamp, Status, StatusCode, Verified, check_fields, instant, nanos,
+    Counter, Extra, Fields, Issued, Key, KeyUpdate, MAX_FIELD_LEN, NEVER, NOT_YET, Nanos, NewKey,
+    Reminder, Stamp, Status, StatusCode, Verified, instant, nanos,
 };
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
@@ -818,9 +818,14 @@ impl<S: KeyStore> KeyRing<S> {
     /// Issues a key. Its plaintext is in the returned [`Issued::secret`] and
     /// nowhere else.
     ///
-    /// Refused: an empty owner, oversized fields, an expiry that has passed
-    /// or lies beyond the ring's maximum lifetime. When the request names
-    /// the owner's scopes, the key's scopes are capped to them.
+    /// Refused with [`Error::InvalidInput`]: an empty owner, or one with a
+    /// NUL character; fields past their limits (owner, name, each metadata
+    /// key and value and each contact field 256 bytes; description 4096
+    /// bytes; 64 metadata entries; 256 scopes in the key's set and in the
+    /// owner's; 64 networks); a use limit of 0. Refused with
+    /// [`Error::InvalidExpiry`]: an expiry that has passed or lies beyond
+    /// the ring's maximum lifetime. When the request names the owner's
+    /// scopes, the key's scopes are capped to them.
     pub fn issue(&self, request: NewKey) -> Result<Issued, Error> {
         self.anonymous().issue(request)
     }
@@ -869,8 +874,10 @@ impl<S: KeyStore> KeyRing<S> {
         self.anonymous().delete(id)
     }
 
-    /// Changes a key's name, description, contact or metadata, or narrows
-    /// its scopes (widening is refused).
+    /// Changes a key's name, description, contact, metadata or bindings, or
+    /// narrows its scopes (widening is refused). The new values are held to
+    /// the limits of [`issue`](Self::issue); a refused update changes
+    /// nothing.
     pub fn update(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
         self.anonymous().update(id, change)
     }
@@ -1714,11 +1721,17 @@ impl<S: KeyStore> Acting<'_, S> {
             };
             return Err(Error::ScopeWidening(wider));
         }
-        let mut probe = NewKey::new(entry.key.owner.to_string());
-        probe.name = change.name.clone().unwrap_or_default();
-        probe.description = change.description.clone().flatten();
-        probe.metadata = change.metadata.clone().unwrap_or_default();
-        check_request(&probe)?;
+        Fields {
+            name: change.name.as_deref(),
+            description: change.description.as_ref().and_then(Option::as_deref),
+            contact: change.contact.as_ref().and_then(Option::as_ref),
+            metadata: change.metadata.as_ref(),
+            scopes: change.scopes.as_ref(),
+            bindings: change.bindings.as_ref(),
+            ..Fields::default()
+        }
+        .check()
+        .map_err(Error::InvalidInput)?;
         let (next, carry) = Carry::revise(&entry, |k| {
             if let Some(name) = change.name {
                 k.name = name.into();
@@ -1853,12 +1866,23 @@ impl<S: KeyStore> Acting<'_, S> {
 }
 
 fn check_request(request: &NewKey) -> Result<(), Error> {
-    check_fields(
-        &request.owner,
-        &request.name,
-        request.description.as_deref(),
-        &request.metadata,
-    )
+    let fields = Fields {
+        owner: Some(&request.owner),
+        name: Some(&request.name),
+        description: request.description.as_deref(),
+        contact: request.contact.as_ref(),
+        metadata: Some(&request.metadata),
+        scopes: Some(&request.scopes),
+        bindings: Some(&request.bindings),
+    };
+    fields.check().map_err(Error::InvalidInput)?;
+    // The owner's set is capped against pair by pair: hold it to the same
+    // count.
+    Fields {
+        scopes: request.owner_scopes.as_ref(),
+        ..Fields::default()
+    }
+    .check()
     .map_err(Error::InvalidInput)?;
     if request.use_limit == Some(0) {
         return Err(Error::InvalidInput("a use limit must be at least 1"));

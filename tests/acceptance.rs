@@ -1185,6 +1185,118 @@ fn bad_issue_requests_are_refused_with_clear_errors() {
     );
 }
 
+/// `n` distinct valid scopes.
+fn scopes(n: usize) -> ScopeSet {
+    ScopeSet::parse((0..n).map(|i| format!("r{i}:read"))).expect("valid scopes")
+}
+
+/// `n` distinct /32 networks.
+fn networks(n: usize) -> Vec<Network> {
+    (0..n)
+        .map(|i| Network::parse(&format!("10.0.{}.{}/32", i / 256, i % 256)).expect("network"))
+        .collect()
+}
+
+fn contact_with(field: usize, len: usize) -> Contact {
+    let mut parts = [
+        "a".to_owned(),
+        "b".to_owned(),
+        "c".to_owned(),
+        "d".to_owned(),
+    ];
+    parts[field] = "x".repeat(len);
+    let [first, last, login, email] = parts;
+    Contact::new(first, last, login, email)
+}
+
+/// Scopes, owner scopes, networks and contact fields have limits, at issue
+/// and at update, like the free text: 256 scopes, 64 networks, 256 bytes
+/// per contact field. At the limit a request is taken; one past it is
+/// refused with a message naming the field, and nothing is stored.
+#[test]
+fn scopes_networks_and_contact_fields_are_held_to_limits() {
+    let ring = ring("acme");
+    let with_networks = |n| {
+        networks(n)
+            .into_iter()
+            .fold(NewKey::new("o"), NewKey::allow_network)
+    };
+
+    let at_limit = [
+        NewKey::new("o").scopes(scopes(256)),
+        NewKey::new("o").owner_scopes(scopes(256)),
+        with_networks(64),
+        NewKey::new("o").contact(contact_with(0, 256)),
+        NewKey::new("o").contact(contact_with(3, 256)),
+    ];
+    for request in at_limit {
+        ring.issue(request)
+            .expect("a request at the limits is taken");
+    }
+    let kept = ring.list(&ListFilter::new()).unwrap().len();
+    assert_eq!(kept, 5);
+
+    let past = [
+        (NewKey::new("o").scopes(scopes(257)), "256 scopes"),
+        (NewKey::new("o").owner_scopes(scopes(257)), "256 scopes"),
+        (with_networks(65), "64 networks"),
+    ]
+    .into_iter()
+    .chain((0..4).map(|field| {
+        (
+            NewKey::new("o").contact(contact_with(field, 257)),
+            "contact",
+        )
+    }));
+    for (request, words) in past {
+        let err = ring.issue(request).unwrap_err();
+        match &err {
+            Error::InvalidInput(why) => assert!(why.contains(words), "{words:?} not in {why:?}"),
+            other => panic!("{words}: {other:?}"),
+        }
+    }
+    assert_eq!(ring.list(&ListFilter::new()).unwrap().len(), kept);
+
+    // Update: the same limits on what it replaces, and a refused update
+    // changes nothing.
+    let issued = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::unrestricted()))
+        .unwrap();
+    let id = issued.key.id();
+    let mut many = Bindings::default();
+    many.networks = networks(65);
+    let refused = [
+        (KeyUpdate::new().scopes(scopes(257)), "256 scopes"),
+        (KeyUpdate::new().bindings(many), "64 networks"),
+        (
+            KeyUpdate::new().contact(Some(contact_with(2, 257))),
+            "contact",
+        ),
+    ];
+    for (change, words) in refused {
+        match ring.update(id, change) {
+            Err(Error::InvalidInput(why)) => {
+                assert!(why.contains(words), "{words:?} not in {why:?}")
+            }
+            other => panic!("{words}: {other:?}"),
+        }
+    }
+    assert_eq!(ring.get(id).unwrap(), issued.key);
+    let mut enough = Bindings::default();
+    enough.networks = networks(64);
+    let updated = ring
+        .update(
+            id,
+            KeyUpdate::new()
+                .scopes(scopes(256))
+                .bindings(enough)
+                .contact(Some(contact_with(1, 256))),
+        )
+        .expect("an update at the limits is taken");
+    assert_eq!(updated.scopes().len(), 256);
+    assert_eq!(updated.bindings().networks.len(), 64);
+}
+
 #[test]
 fn invalid_prefixes_are_refused_at_build() {
     for bad in [

@@ -474,10 +474,11 @@ impl FileStore {
     ///
     /// [`StoreError::InvalidImport`], naming the first bad line, for input
     /// that is not an export of this version, a key id that appears twice,
-    /// a use limit of 0, or free text past the limits `issue` holds a key
-    /// to (an empty owner or one with a NUL; an owner or name over 256
-    /// bytes; a description over 4096; over 64 metadata entries, or one
-    /// over 256 bytes; a revocation reason over 256); an I/O error of the
+    /// a use limit of 0, or fields past the limits `issue` holds a key to
+    /// (an empty owner or one with a NUL; an owner or name over 256 bytes; a
+    /// description over 4096; a contact field over 256; over 64 metadata
+    /// entries, or one over 256 bytes; over 256 scopes; over 64 bound
+    /// networks; a revocation reason over 256); an I/O error of the
     /// rewrite; [`StoreError::Poisoned`] after an earlier failed write.
     pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
         let (settings, incoming) = read_export(input)?;

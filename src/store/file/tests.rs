@@ -1171,6 +1171,8 @@ fn an_import_with_a_use_limit_of_zero_is_refused() {
 fn an_import_holds_keys_to_the_limits_of_issue() {
     let long = serde_json::json!("x".repeat(257));
     let many: serde_json::Map<_, _> = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
+    let scopes: Vec<_> = (0..257).map(|i| format!("r{i}:read")).collect();
+    let networks: Vec<_> = (0..65).map(|i| format!("10.0.0.{i}/32")).collect();
     // (words of the reason, field, value given to it)
     let edits = [
         ("owner must not be empty", "owner", serde_json::json!("")),
@@ -1192,6 +1194,22 @@ fn an_import_holds_keys_to_the_limits_of_issue() {
                 "at": "2026-01-01T00:00:00Z",
                 "reason": long,
             }),
+        ),
+        (
+            "contact",
+            "contact",
+            serde_json::json!({
+                "first_name": "a",
+                "last_name": "b",
+                "login": long,
+                "email": "d",
+            }),
+        ),
+        ("256 scopes", "scopes", scopes.into()),
+        (
+            "64 networks",
+            "bindings",
+            serde_json::json!({ "networks": networks }),
         ),
     ];
     for (seed, (expected, field, value)) in (20..).zip(edits) {
