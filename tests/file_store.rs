@@ -423,6 +423,39 @@ fn a_store_cannot_take_the_name_of_another_stores_temporary_or_lock_file() {
     }
 }
 
+/// A symbolic link planted as a store's lock file: the open refuses it,
+/// creates nothing at its target and names the lock file; once the link
+/// is gone the store opens.
+#[test]
+#[cfg(unix)]
+fn a_store_refuses_a_link_as_its_lock_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let lock = dir.path().join("keys.kw.lock");
+    let victim = dir.path().join("victim");
+    let nowhere = dir.path().join("nowhere");
+    std::fs::write(&victim, b"someone else's").unwrap();
+    for target in [&victim, &nowhere] {
+        std::os::unix::fs::symlink(target, &lock).unwrap();
+        match FileStore::open(&path) {
+            Err(StoreError::Io {
+                path: named,
+                source,
+            }) => {
+                assert_eq!(named, lock);
+                assert!(source.to_string().contains("symbolic link"), "{source}");
+            }
+            other => panic!("{}: {other:?}", target.display()),
+        }
+        std::fs::remove_file(&lock).unwrap();
+    }
+    assert!(!nowhere.exists(), "the open created the link's target");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"someone else's");
+    let store = FileStore::open(&path).unwrap();
+    assert!(matches!(FileStore::open(&path), Err(StoreError::Locked(_))));
+    drop(store);
+}
+
 /// Something planted at the temporary path while the store runs (after
 /// the open, which removes leftovers) is removed, never written through:
 /// a link to another file leaves that file as it was, a link to nowhere

@@ -13,7 +13,9 @@
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 //!   at open; a second open fails at once with [`StoreError::Locked`]. The
 //!   path is resolved first (symbolic links followed), so every spelling of
-//!   one store meets the same lock. Files are created readable by their
+//!   one store meets the same lock; the lock file itself must not be a
+//!   link. Removing a lock file while its store is open lets a second
+//!   process in. Files are created readable by their
 //!   owner only. A store's file name cannot end in `.compact` or `.lock`,
 //!   the names of another store's temporary and lock files.
 //! - **Fail-stop.** After an i/o error on a write (a failed fsync included)
@@ -140,7 +142,9 @@ pub struct ImportReport {
 /// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 ///   at open; a second open fails at once with [`StoreError::Locked`]. The
 ///   path is resolved first (symbolic links followed), so every spelling of
-///   one store meets the same lock. Files are created readable by their
+///   one store meets the same lock; the lock file itself must not be a
+///   link. Removing a lock file while its store is open lets a second
+///   process in. Files are created readable by their
 ///   owner only. A store's file name cannot end in `.compact` or `.lock`,
 ///   the names of another store's temporary and lock files.
 /// - **Fail-stop.** After an i/o error on a write (a failed fsync included)
@@ -848,31 +852,94 @@ fn refuse_reserved_name(path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How many times [`lock_beside`] opens the lock file again when the file
+/// it locked is no longer the one at the path.
+const LOCK_ATTEMPTS: usize = 8;
+
 /// Takes the exclusive lock on `<path>.lock`, failing at once if held.
+///
+/// The lock file is never a symbolic link: opening one planted there would
+/// create a file at its target, and every store that meets the link would
+/// lock that other file. And the lock must be held on the file the path
+/// names once it is held: a lock file removed or replaced between the open
+/// and the lock would leave this store holding a lock that no later open
+/// meets, so the open is tried again on the file now at the path. (A lock
+/// file removed *after* the lock is taken lets a second process in: no
+/// lock file can prevent that. Leave lock files alone while stores run.)
 fn lock_beside(path: &Path) -> Result<std::fs::File, StoreError> {
+    lock_beside_with(path, || {})
+}
+
+/// [`lock_beside`], calling `locked` between taking a lock and checking
+/// that it holds the file at the path (tests replace the file there).
+fn lock_beside_with(path: &Path, mut locked: impl FnMut()) -> Result<std::fs::File, StoreError> {
     let mut name = path.as_os_str().to_owned();
     name.push(".lock");
     let lock_path = PathBuf::from(name);
-    let file = io::private(
-        std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false),
-    )
-    .open(&lock_path)
-    .map_err(|source| StoreError::Io {
+    let io_err = |source| StoreError::Io {
         path: lock_path.clone(),
         source,
-    })?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(path.to_path_buf())),
-        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io {
-            path: lock_path,
-            source,
-        }),
+    };
+    for _ in 0..LOCK_ATTEMPTS {
+        refuse_link(&lock_path).map_err(io_err)?;
+        let file = io::private(
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false),
+        )
+        .open(&lock_path)
+        .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(path.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(source)) => return Err(io_err(source)),
+        }
+        locked();
+        if holds_file_at(&file, &lock_path).map_err(io_err)? {
+            return Ok(file);
+        }
     }
+    Err(io_err(std::io::Error::other(
+        "the lock file was replaced each time it was locked",
+    )))
+}
+
+/// Refuses a symbolic link at `path`; nothing there is fine.
+fn refuse_link(path: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "the lock file is a symbolic link; remove it",
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `file` is the file (not a link) at `path` now.
+#[cfg(unix)]
+fn holds_file_at(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let held = file.metadata()?;
+    match std::fs::symlink_metadata(path) {
+        Ok(there) => Ok(!there.file_type().is_symlink()
+            && there.dev() == held.dev()
+            && there.ino() == held.ino()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Elsewhere than Unix, std has no stable file identity to compare; the
+/// link check before the open is all there is.
+#[cfg(not(unix))]
+fn holds_file_at(_file: &std::fs::File, _path: &Path) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 /// Creates an empty store file: header, fsync, directory fsync.

@@ -1374,3 +1374,67 @@ fn import_brings_a_record_from_a_future_epoch_back_in_line() {
     target.import(text.as_bytes(), ImportMode::Replace).unwrap();
     assert_eq!(target.lookup(KeyId::from_u64(7)).unwrap().key().epoch, 0);
 }
+
+/// Puts a new file at `path` in place of whatever is there (a rename, as an
+/// administrator's tool or a second process's cleanup might).
+#[cfg(unix)]
+fn replace_file(path: &Path) {
+    let fresh = path.with_extension("fresh");
+    std::fs::write(&fresh, b"").unwrap();
+    std::fs::rename(&fresh, path).unwrap();
+}
+
+/// A lock file replaced between the open and the lock: the open locks the
+/// file now at the path, so a second open meets the lock. (Holding the
+/// lock on the replaced file, it would not.)
+#[test]
+#[cfg(unix)]
+fn a_lock_file_replaced_while_it_is_locked_is_opened_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let lock_path = dir.path().join("keys.kw.lock");
+    let mut calls = 0;
+    let held = lock_beside_with(&path, || {
+        calls += 1;
+        if calls == 1 {
+            replace_file(&lock_path);
+        }
+    })
+    .unwrap();
+    assert_eq!(calls, 2, "the lock was taken again once");
+    assert!(matches!(lock_beside(&path), Err(StoreError::Locked(_))));
+    drop(held);
+    assert!(lock_beside(&path).is_ok());
+}
+
+/// A lock file removed or replaced every time it is locked: the open gives
+/// up with an error instead of going round for ever, and holds no lock.
+#[test]
+#[cfg(unix)]
+fn a_lock_file_that_never_stays_put_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let lock_path = dir.path().join("keys.kw.lock");
+    let mut calls = 0;
+    let err = lock_beside_with(&path, || {
+        calls += 1;
+        if calls % 2 == 0 {
+            std::fs::remove_file(&lock_path).unwrap();
+        } else {
+            replace_file(&lock_path);
+        }
+    })
+    .unwrap_err();
+    assert_eq!(calls, LOCK_ATTEMPTS);
+    match err {
+        StoreError::Io {
+            path: named,
+            source,
+        } => {
+            assert_eq!(named, lock_path);
+            assert!(source.to_string().contains("replaced"), "{source}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(lock_beside(&path).is_ok());
+}
