@@ -197,6 +197,12 @@ pub enum StoreError {
     /// `replace` found no record with this id.
     #[error("no key with id {0}")]
     NotFound(KeyId),
+    /// A [`Change::ReplaceIf`](crate::Change::ReplaceIf) found another
+    /// record than the one its change was derived from: the key was
+    /// written meanwhile (by another ring on the same store, say). Read it
+    /// again and redo the change.
+    #[error("the record of key {0} changed since it was read")]
+    Conflict(KeyId),
     /// Another open store holds the lock on this path (this process or
     /// another).
     #[error("store {} is locked by another open store", .0.display())]

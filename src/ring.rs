@@ -12,6 +12,10 @@
 //! Every administrative operation is a read-modify-write of one record,
 //! serialised by one ring-wide lock (writes are rare; verification never
 //! takes it), so two operations on one key cannot lose each other's change.
+//! Across rings on one store, the write is conditional
+//! ([`Change::ReplaceIf`]): the store refuses it if the record changed since
+//! the ring read it, and the ring reads again and redoes its change, so a
+//! stale copy never undoes another ring's revocation or new secret.
 //!
 //! Usage (`last_used_at`, the use count) is updated by `verify` in memory,
 //! with atomics, and written back to the store by a background thread every
@@ -56,6 +60,10 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::minutes(30);
 const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::hours(1);
 /// Keys per store write when usage is flushed.
 const FLUSH_BATCH: usize = 1024;
+/// Runs of a write whose store reported a conflict (another ring wrote the
+/// same key between this ring's read and its write) before the conflict is
+/// returned.
+const CONFLICT_ATTEMPTS: usize = 16;
 /// How often the background thread reloads the ring settings.
 const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
@@ -248,16 +256,18 @@ impl<S: KeyStore> Shared<S> {
             .collect();
         for ids in changed.chunks(FLUSH_BATCH) {
             let _guard = self.lock();
-            let (batch, carries): (Vec<Change>, Vec<Carry>) = ids
-                .iter()
-                .filter_map(|&id| self.store.lookup(id))
-                .filter(|e| e.usage_changed())
-                .map(|e| {
-                    let (next, carry) = Carry::revise(&e, |_| {});
-                    (Change::Replace(next), carry)
-                })
-                .unzip();
-            Carry::write(&self.store, batch, carries)?;
+            redo_on_conflict(|| {
+                let (batch, carries): (Vec<Change>, Vec<Carry>) = ids
+                    .iter()
+                    .filter_map(|&id| self.store.lookup(id))
+                    .filter(|e| e.usage_changed())
+                    .map(|e| {
+                        let (next, carry) = Carry::revise(&e, |_| {});
+                        (carry.replace(next), carry)
+                    })
+                    .unzip();
+                Carry::write(&self.store, batch, carries)
+            })?;
         }
         self.store.flush()
     }
@@ -480,18 +490,19 @@ impl KeyRingBuilder {
 /// waits for. Through a store with the default `inspect`, a racing use
 /// can still be lost.
 ///
-/// Exact within one ring, whose writes of a record are serialized by its
-/// lock. Two rings writing the same record (both flushing its usage, say)
-/// can each copy the same old version: the later write then drops uses
-/// counted on the earlier one's version, and both carry the uses counted
-/// between their copies, so a count can come out a little low or high.
+/// Exact across rings too: every write is a [`Change::ReplaceIf`] of the
+/// version it copied, so of two rings that copied the same version only
+/// one writes it; the other meets a conflict, drops its carry and copies
+/// the new version. A carry lands on whatever version is in the store when
+/// it is taken, and a later copy of that version takes it along.
 ///
 /// A key with a use limit is counted under the ring's write lock, on the
-/// version in the store, so within one ring its carry is zero. A second
-/// ring on the same store counts under its own lock: a use it makes on
-/// the old version before the carry is taken is carried too, and may leave
-/// the count above the limit (the uses were granted; the record says so);
-/// one made after is lost: exact use limits need one ring per store.
+/// version in the store, and written at once, so within one ring its carry
+/// is zero. When another ring writes the record between that count and
+/// that write, the write conflicts and the use is counted again on the new
+/// version, which may already hold it (copied or carried): across rings a
+/// limited use can be counted twice, which spends a use, never lost, which
+/// would grant one.
 struct Carry {
     old: Arc<StoredKey>,
     uses: u64,
@@ -508,6 +519,15 @@ impl Carry {
             last_used,
         };
         (next, carry)
+    }
+
+    /// The change that writes `next`, derived from the old version, if the
+    /// store still holds the old version.
+    fn replace(&self, next: StoredKey) -> Change {
+        Change::ReplaceIf {
+            expected: Arc::clone(&self.old),
+            next,
+        }
     }
 
     /// Applies `batch` to `store` (under the ring's write lock), then, if
@@ -536,6 +556,39 @@ impl Carry {
         }
         if let Some(current) = store.lookup(self.old.id()) {
             current.key.carry_usage(more, last_used);
+        }
+    }
+}
+
+/// An error that may be a [`StoreError::Conflict`].
+trait MayConflict {
+    fn is_conflict(&self) -> bool;
+}
+
+impl MayConflict for StoreError {
+    fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict(_))
+    }
+}
+
+impl MayConflict for Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.is_conflict())
+    }
+}
+
+/// Runs `write` again while it fails on a conflict, up to
+/// [`CONFLICT_ATTEMPTS`] runs. `write` reads the records it changes, derives
+/// the new versions and writes them with [`Change::ReplaceIf`], so each run
+/// starts from what another ring wrote meanwhile: a revocation it finds
+/// makes an update fail as on any revoked key, and is kept by a usage
+/// flush. Events are sent by the run that wrote.
+fn redo_on_conflict<T, E: MayConflict>(mut write: impl FnMut() -> Result<T, E>) -> Result<T, E> {
+    let mut runs = 1;
+    loop {
+        match write() {
+            Err(e) if e.is_conflict() && runs < CONFLICT_ATTEMPTS => runs += 1,
+            done => return done,
         }
     }
 }
@@ -1034,10 +1087,22 @@ impl<S: KeyStore> KeyRing<S> {
         if !entry.key.consume(now) {
             return Err(VerifyError::UsageExceeded);
         }
-        // The use is spent in memory either way; a failed write is retried
-        // by the next flush.
-        let _ = self.store().replace(entry.revised(|_| {}));
-        Ok(Verified { entry })
+        let write = Change::ReplaceIf {
+            expected: Arc::clone(&entry),
+            next: entry.revised(|_| {}),
+        };
+        match self.store().apply(vec![write]) {
+            // Another ring wrote the key since the lookup: spend the use on
+            // the version it wrote (the one spent here may have been copied
+            // into it too: a use counted twice, never one lost).
+            Err(StoreError::Conflict(_)) => {
+                drop(guard);
+                self.check(presented, request)
+            }
+            // The use is spent in memory; a failed write is retried by the
+            // next flush.
+            _ => Ok(Verified { entry }),
+        }
     }
 
     fn now_nanos(&self) -> Nanos {
@@ -1540,6 +1605,11 @@ impl<S: KeyStore> Acting<'_, S> {
             return Err(Error::InvalidInput("a grace period must not be negative"));
         }
         let _guard = ring.shared.lock();
+        redo_on_conflict(|| self.rotate_locked(id, grace))
+    }
+
+    fn rotate_locked(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
+        let ring = self.ring;
         ring.shared.refresh()?;
         let old = ring.live_entry(id)?;
         if old
@@ -1590,8 +1660,9 @@ impl<S: KeyStore> Acting<'_, S> {
                 k.extra_mut().rotated_to = Some(new_id);
                 k.grace_until = grace_until;
             });
+            let change = copied.replace(next);
             carry.set(Some(copied));
-            vec![Change::Replace(next)]
+            vec![change]
         })?;
         if let Some(carry) = carry.take() {
             carry.onto(ring.store());
@@ -1603,8 +1674,12 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// See [`KeyRing::regenerate`].
     pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
+        let _guard = self.ring.shared.lock();
+        redo_on_conflict(|| self.regenerate_locked(id))
+    }
+
+    fn regenerate_locked(&self, id: KeyId) -> Result<Issued, Error> {
         let ring = self.ring;
-        let _guard = ring.shared.lock();
         let old = ring.live_entry(id)?;
         let generated = token::generate_with_id(&ring.prefix, id)?;
         let now_nanos = nanos(ring.clock.now());
@@ -1613,7 +1688,7 @@ impl<S: KeyStore> Acting<'_, S> {
             Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(now_nanos));
         next.hash = ring.hasher.hash(id, generated.secret_part());
         let key = next.key.clone();
-        Carry::write(ring.store(), vec![Change::Replace(next)], vec![carry])?;
+        Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
         let now = ring.clock.now();
         self.event(EventKind::Regenerated, &key, now);
         Ok(Issued {
@@ -1641,21 +1716,25 @@ impl<S: KeyStore> Acting<'_, S> {
     ) -> Result<(), Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let entry = ring.live_entry(id)?;
-        if entry.key.status() != from {
-            return Ok(());
-        }
-        let (next, carry) = Carry::revise(&entry, |k| k.set_status(to));
-        Carry::write(ring.store(), vec![Change::Replace(next)], vec![carry])?;
-        self.event(kind, &entry.key, ring.clock.now());
-        Ok(())
+        redo_on_conflict(|| {
+            let entry = ring.live_entry(id)?;
+            if entry.key.status() != from {
+                return Ok(());
+            }
+            let (next, carry) = Carry::revise(&entry, |k| k.set_status(to.clone()));
+            Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
+            self.event(kind.clone(), &entry.key, ring.clock.now());
+            Ok(())
+        })
     }
 
     /// See [`KeyRing::revoke`].
     pub fn revoke(&self, id: KeyId, reason: &str) -> Result<(), Error> {
         let _guard = self.ring.shared.lock();
-        let entry = self.ring.store().lookup(id).ok_or(Error::NotFound(id))?;
-        self.revoke_locked(&[entry], reason).map(|_| ())
+        redo_on_conflict(|| {
+            let entry = self.ring.store().lookup(id).ok_or(Error::NotFound(id))?;
+            self.revoke_locked(&[entry], reason).map(|_| ())
+        })
     }
 
     /// Revokes `entries` that are not revoked yet, in one batch; returns
@@ -1679,7 +1758,7 @@ impl<S: KeyStore> Acting<'_, S> {
                         reason: reason.to_owned(),
                     })
                 });
-                (Change::Replace(next), carry)
+                (carry.replace(next), carry)
             })
             .unzip();
         Carry::write(ring.store(), batch, carries)?;
@@ -1706,8 +1785,12 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// See [`KeyRing::update`].
     pub fn update(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
+        let _guard = self.ring.shared.lock();
+        redo_on_conflict(|| self.update_locked(id, change.clone()))
+    }
+
+    fn update_locked(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
         let ring = self.ring;
-        let _guard = ring.shared.lock();
         let entry = ring.live_entry(id)?;
         if let Some(scopes) = &change.scopes
             && !scopes.is_within(&entry.key.scopes, &ring.sensitive)
@@ -1753,7 +1836,7 @@ impl<S: KeyStore> Acting<'_, S> {
             }
         });
         let key = next.key.clone();
-        Carry::write(ring.store(), vec![Change::Replace(next)], vec![carry])?;
+        Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
         self.event(EventKind::Updated, &key, ring.clock.now());
         Ok(key)
     }
@@ -1762,10 +1845,12 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let mut entries = ring.store().list(Some(owner))?;
-        entries.retain(|e| e.key.owner() == owner);
-        // One batch: an owner's keys are revoked together or not at all.
-        let revoked = self.revoke_locked(&entries, reason)?;
+        let revoked = redo_on_conflict(|| {
+            let mut entries = ring.store().list(Some(owner))?;
+            entries.retain(|e| e.key.owner() == owner);
+            // One batch: an owner's keys are revoked together or not at all.
+            self.revoke_locked(&entries, reason)
+        })?;
         let now = ring.clock.now();
         ring.emit(|| {
             Event::new(

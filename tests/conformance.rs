@@ -55,3 +55,42 @@ fn the_suite_catches_a_broken_store() {
         "the suite passed a store that drops changes"
     );
 }
+
+#[test]
+fn the_suite_catches_a_store_that_ignores_replace_if_s_condition() {
+    // A store that writes a `ReplaceIf` whatever it holds lets a stale copy
+    // undo a revocation: the suite must refuse it.
+    #[derive(Debug)]
+    struct Unconditional(MemoryStore);
+    impl keyward::KeyStore for Unconditional {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            let changes = changes
+                .into_iter()
+                .map(|c| match c {
+                    keyward::Change::ReplaceIf { next, .. } => keyward::Change::Replace(next),
+                    other => other,
+                })
+                .collect();
+            self.0.apply(changes)
+        }
+    }
+    let outcome = std::panic::catch_unwind(|| {
+        conformance::check_replace_if(&Unconditional(MemoryStore::new()))
+    });
+    assert!(
+        outcome.is_err(),
+        "the suite passed a store that ignores ReplaceIf's condition"
+    );
+}

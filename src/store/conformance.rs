@@ -95,6 +95,7 @@ pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
     check_insert_and_lookup(&fresh());
     check_duplicate_insert(&fresh());
     check_replace(&fresh());
+    check_replace_if(&fresh());
     check_remove(&fresh());
     check_batch_is_all_or_nothing(&fresh());
     check_batch_sees_earlier_changes(&fresh());
@@ -166,6 +167,81 @@ pub fn check_replace<S: KeyStore>(store: &S) {
         get(store, 1).as_deref(),
         Some(&after),
         "lookup right after replace"
+    );
+}
+
+/// `Change::ReplaceIf` replaces only the very record it was derived from:
+/// after another write of the id (even of an equal record) it fails with
+/// `Conflict` and its whole batch is refused; for a missing id it fails
+/// with `NotFound`; a change to the same id earlier in its batch is a
+/// conflict too.
+pub fn check_replace_if<S: KeyStore>(store: &S) {
+    let replace_if = |expected: &Arc<StoredKey>, name: &str| Change::ReplaceIf {
+        expected: Arc::clone(expected),
+        next: sample_key(1, "alice", name),
+    };
+    store
+        .insert(sample_key(1, "alice", "first"))
+        .expect("insert");
+    let first = get(store, 1).expect("inserted");
+    store
+        .apply(vec![replace_if(&first, "second")])
+        .expect("a replace-if of the record the store holds must apply");
+    let second = get(store, 1).expect("replaced");
+    assert_eq!(
+        second.key().name(),
+        "second",
+        "lookup right after replace-if"
+    );
+
+    // `first` is gone: a change derived from it conflicts, with its batch.
+    let result = store.apply(vec![
+        Change::Insert(sample_key(2, "alice", "new")),
+        replace_if(&first, "stale"),
+    ]);
+    assert!(
+        matches!(result, Err(StoreError::Conflict(id)) if id == KeyId::from_u64(1)),
+        "a replace-if of a record written over since must fail with Conflict, got {result:?}"
+    );
+    assert!(
+        get(store, 2).is_none(),
+        "part of a batch refused for a conflict was applied"
+    );
+    assert!(
+        Arc::ptr_eq(&get(store, 1).expect("kept"), &second),
+        "a conflicting replace-if changed the record"
+    );
+
+    // An equal record written over it is another write all the same.
+    store
+        .replace(StoredKey::clone(&second))
+        .expect("replace with an equal record");
+    let result = store.apply(vec![replace_if(&second, "stale")]);
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "a replace-if must compare the allocation, not the value: got {result:?}"
+    );
+
+    let current = get(store, 1).expect("kept");
+    let result = store.apply(vec![
+        Change::Replace(sample_key(1, "alice", "earlier in the batch")),
+        replace_if(&current, "stale"),
+    ]);
+    assert!(
+        matches!(result, Err(StoreError::Conflict(_))),
+        "a replace-if after a change to its id in the same batch must conflict, got {result:?}"
+    );
+    assert_eq!(get(store, 1).expect("kept").key().name(), "second");
+
+    store.remove(KeyId::from_u64(1)).expect("remove");
+    let result = store.apply(vec![replace_if(&current, "gone")]);
+    assert!(
+        matches!(result, Err(StoreError::NotFound(_))),
+        "a replace-if of a removed id must fail with NotFound, got {result:?}"
+    );
+    assert!(
+        get(store, 1).is_none(),
+        "a refused replace-if created a record"
     );
 }
 

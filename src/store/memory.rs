@@ -128,7 +128,7 @@ impl KeyStore for MemoryStore {
 
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        check_batch(&changes, |id| self.lookup(id).is_some())?;
+        check_batch(&changes, |id| self.lookup(id))?;
         for change in changes {
             self.apply_checked(change);
         }
@@ -155,7 +155,9 @@ impl MemoryStore {
     /// Applies one change that [`check_batch`] accepted.
     pub(crate) fn apply_checked(&self, change: Change) {
         match change {
-            Change::Insert(entry) | Change::Replace(entry) => {
+            Change::Insert(entry)
+            | Change::Replace(entry)
+            | Change::ReplaceIf { next: entry, .. } => {
                 let id = entry.id();
                 self.shard(id).write().insert(Arc::new(entry));
             }

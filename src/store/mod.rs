@@ -13,6 +13,12 @@
 //!   crash of the process (and, for a durable backend, of the machine), and
 //!   every later `lookup` in this process sees it. A revocation in particular
 //!   must never be lost or reordered behind an older write of the same key.
+//! - **`ReplaceIf` is a compare-and-swap.** A key ring writes every record
+//!   it read and changed as [`Change::ReplaceIf`], naming the version it
+//!   read; the store must compare that version with the one it holds under
+//!   the same lock as the write, and refuse the batch with
+//!   [`StoreError::Conflict`] when they differ. This is what keeps a copy
+//!   made before another ring's revocation from being written over it.
 //! - **A batch is all or nothing.** After a crash, a batch is either wholly
 //!   there or wholly absent. On `Err`, the in-memory view holds no change of
 //!   the batch; a durable store may still find the whole batch on disk when
@@ -171,6 +177,22 @@ pub enum Change {
     Insert(StoredKey),
     /// Replace the record with the same id; it must exist.
     Replace(StoredKey),
+    /// Replace the record with `next`'s id, but only if the store still
+    /// holds `expected` for it: the same allocation ([`Arc::ptr_eq`]), so
+    /// not merely an equal record. Otherwise the batch fails with
+    /// [`StoreError::Conflict`] (or [`StoreError::NotFound`] if the id is
+    /// gone) and nothing is applied. A key ring writes every change it
+    /// derives from a record it read this way, so that a write by another
+    /// ring on the same store in between (a revocation, a new secret) is
+    /// never overwritten by a copy of what came before it: the ring reads
+    /// the record again and redoes its change. A change earlier in the same
+    /// batch to the same id is a conflict too.
+    ReplaceIf {
+        /// The record the change was derived from, as the store lent it.
+        expected: Arc<StoredKey>,
+        /// The new record.
+        next: StoredKey,
+    },
     /// Delete the record with this id; it must exist.
     Remove(KeyId),
     /// Replace the ring settings.
@@ -221,8 +243,9 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// in one batch, so a crash cannot leave half a rotation). Checks first:
     /// [`StoreError::Duplicate`] for an `Insert` of an existing id,
     /// [`StoreError::NotFound`] for a `Replace` or `Remove` of a missing
-    /// one, and then nothing is applied. Later changes in a batch see the
-    /// earlier ones.
+    /// one, [`StoreError::Conflict`] for a [`Change::ReplaceIf`] whose
+    /// expected record is no longer the one held, and then nothing is
+    /// applied. Later changes in a batch see the earlier ones.
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
 
     /// Makes buffered writes durable, and does the store's housekeeping: a
@@ -274,25 +297,35 @@ pub(crate) fn merge_settings(
 }
 
 /// Checks a batch against the current records: the error `apply` must
-/// return, if any. `exists` answers for ids not touched earlier in the
-/// batch.
+/// return, if any. `current` gives the record the store holds for an id
+/// not touched earlier in the batch. Call it under the lock the writes
+/// take, so that nothing changes between the check and the write.
 pub(crate) fn check_batch(
     changes: &[Change],
-    exists: impl Fn(KeyId) -> bool,
+    current: impl Fn(KeyId) -> Option<Arc<StoredKey>>,
 ) -> Result<(), StoreError> {
+    // Per id touched so far: whether a record is there after the change.
     let mut touched: std::collections::HashMap<KeyId, bool> = std::collections::HashMap::new();
     for change in changes {
         let (id, after) = match change {
-            Change::Insert(e) => (e.id(), true),
-            Change::Replace(e) => (e.id(), true),
+            Change::Insert(e) | Change::Replace(e) => (e.id(), true),
+            Change::ReplaceIf { next, .. } => (next.id(), true),
             Change::Remove(id) => (*id, false),
             Change::Settings(_) => continue,
         };
-        let present = touched.get(&id).copied().unwrap_or_else(|| exists(id));
+        let earlier = touched.get(&id).copied();
+        let present = earlier.unwrap_or_else(|| current(id).is_some());
         match change {
             Change::Insert(_) if present => return Err(StoreError::Duplicate(id)),
-            Change::Replace(_) | Change::Remove(_) if !present => {
+            Change::Replace(_) | Change::Remove(_) | Change::ReplaceIf { .. } if !present => {
                 return Err(StoreError::NotFound(id));
+            }
+            Change::ReplaceIf { expected, .. } => {
+                let holds =
+                    earlier.is_none() && current(id).is_some_and(|c| Arc::ptr_eq(&c, expected));
+                if !holds {
+                    return Err(StoreError::Conflict(id));
+                }
             }
             _ => {}
         }

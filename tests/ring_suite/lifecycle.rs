@@ -752,7 +752,7 @@ impl KeyStore for CountingStore {
         for change in &changes {
             let counter = match change {
                 Change::Insert(_) => &self.inserts,
-                Change::Replace(_) => &self.replaces,
+                Change::Replace(_) | Change::ReplaceIf { .. } => &self.replaces,
                 Change::Remove(_) => &self.removes,
                 Change::Settings(_) => &self.settings_saves,
                 _ => unreachable!("no other change kinds exist"),
@@ -1029,7 +1029,9 @@ impl KeyStore for WriteLog {
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let mut written = self.written.lock().unwrap();
         for change in &changes {
-            if let Change::Insert(e) | Change::Replace(e) = change {
+            if let Change::Insert(e) | Change::Replace(e) | Change::ReplaceIf { next: e, .. } =
+                change
+            {
                 written.insert(e.id(), (e.key().uses(), e.key().last_used_at()));
             }
         }
@@ -2143,7 +2145,7 @@ impl KeyStore for PanicsOnce {
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let replaces = changes
             .iter()
-            .filter(|c| matches!(c, Change::Replace(_)))
+            .filter(|c| matches!(c, Change::Replace(_) | Change::ReplaceIf { .. }))
             .count();
         self.inner.apply(changes)?;
         self.replaced.fetch_add(replaces, Ordering::SeqCst);
@@ -2189,4 +2191,243 @@ fn a_panic_in_the_store_does_not_stop_the_background_threads() {
         "another ring's revoke_all never arrived after a reload panicked",
         || check(&b, &key).is_err(),
     );
+}
+
+/// A store that, on the first `apply` replacing `target`'s record, first
+/// runs `hook` (another ring's write of the same key, slipped in between
+/// this ring's read of the record and its write).
+struct Interleaved {
+    inner: Arc<TestStore>,
+    target: std::sync::Mutex<Option<KeyId>>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl std::fmt::Debug for Interleaved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Interleaved").finish_non_exhaustive()
+    }
+}
+
+impl Interleaved {
+    fn arm(&self, target: KeyId, hook: impl FnOnce() + Send + 'static) {
+        *self.target.lock().unwrap() = Some(target);
+        *self.hook.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    fn fired(&self) -> bool {
+        self.hook.lock().unwrap().is_none()
+    }
+}
+
+impl KeyStore for Interleaved {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+        self.inner.inspect(id, f)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let target = *self.target.lock().unwrap();
+        let writes_target = changes.iter().any(|c| match c {
+            Change::Replace(e) | Change::ReplaceIf { next: e, .. } => Some(e.id()) == target,
+            _ => false,
+        });
+        if writes_target {
+            let hook = self.hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
+        self.inner.apply(changes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// What ring A does to the key while ring B is between reading the record
+/// and writing its copy back.
+#[derive(Debug, Clone, Copy)]
+enum Meanwhile {
+    Revoke,
+    Regenerate,
+    RotateAtOnce,
+    Disable,
+}
+
+/// What ring B writes from the copy it read before A's write.
+#[derive(Debug, Clone, Copy)]
+enum StaleWrite {
+    Rename,
+    UsageFlush,
+    /// A verify of a key with a use limit, which writes the use at once.
+    LimitedUse,
+}
+
+/// Two rings on one store write the same key at once: ring B has read the
+/// record, ring A revokes (regenerates, rotates, disables) it, and then B
+/// writes its change. B's write must not bring back the record A replaced:
+/// a revoked key verifying again, an old secret working after a
+/// regeneration, a rotated-out key without its end, a disabled key active.
+#[test]
+fn a_write_from_another_ring_never_undoes_a_revocation_or_a_new_secret() {
+    let mut failures = Vec::new();
+    for meanwhile in [
+        Meanwhile::Revoke,
+        Meanwhile::Regenerate,
+        Meanwhile::RotateAtOnce,
+        Meanwhile::Disable,
+    ] {
+        for stale in [
+            StaleWrite::Rename,
+            StaleWrite::UsageFlush,
+            StaleWrite::LimitedUse,
+        ] {
+            let case = format!("{meanwhile:?} during {stale:?}");
+            let clock = ManualClock::new(T0);
+            let shared = Arc::new(fresh_store());
+            let interleaved = Arc::new(Interleaved {
+                inner: Arc::clone(&shared),
+                target: std::sync::Mutex::new(None),
+                hook: std::sync::Mutex::new(None),
+            });
+            let build = |store| {
+                KeyRing::builder(PREFIX)
+                    .clock(clock.clone())
+                    .flush_interval(None)
+                    .build(store)
+                    .unwrap()
+            };
+            let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
+            let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+            let request = NewKey::new("o").name("first");
+            let request = match stale {
+                StaleWrite::LimitedUse => request.use_limit(10),
+                _ => request,
+            };
+            let issued = a.issue(request).unwrap();
+            let id = issued.key.id();
+            let old = issued.secret.expose().to_owned();
+            // A use for the flush to write.
+            b.verify(&old).unwrap();
+
+            let replaced = Arc::new(std::sync::Mutex::new(None::<String>));
+            let (ring, out) = (Arc::clone(&a), Arc::clone(&replaced));
+            interleaved.arm(id, move || match meanwhile {
+                Meanwhile::Revoke => ring.revoke(id, "leaked").unwrap(),
+                Meanwhile::Regenerate => {
+                    let new = ring.regenerate(id).unwrap();
+                    *out.lock().unwrap() = Some(new.secret.expose().to_owned());
+                }
+                Meanwhile::RotateAtOnce => {
+                    let new = ring.rotate(id, Duration::ZERO).unwrap();
+                    *out.lock().unwrap() = Some(new.secret.expose().to_owned());
+                }
+                Meanwhile::Disable => ring.disable(id).unwrap(),
+            });
+            let outcome = match stale {
+                StaleWrite::Rename => b
+                    .update(id, KeyUpdate::new().name("second"))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                StaleWrite::UsageFlush => b.flush().map_err(|e| e.to_string()),
+                // Written on the record A wrote, or refused by it.
+                StaleWrite::LimitedUse => b.verify(&old).map(|_| ()).map_err(|e| e.to_string()),
+            };
+            assert!(interleaved.fired(), "{case}: ring A's write never ran");
+
+            let expected = match meanwhile {
+                Meanwhile::Revoke => Err(VerifyError::Revoked),
+                Meanwhile::Regenerate | Meanwhile::RotateAtOnce => Err(VerifyError::Invalid),
+                Meanwhile::Disable => Err(VerifyError::Disabled),
+            };
+            for (name, ring) in [("ring A", &*a), ("ring B", &b)] {
+                let got = ring.verify(&old).map(|_| ());
+                let got = match (meanwhile, got) {
+                    // A rotated-out key reads as expired once its grace
+                    // ends; any refusal is what this test asks.
+                    (Meanwhile::RotateAtOnce, Err(_)) => Err(VerifyError::Invalid),
+                    (_, got) => got,
+                };
+                if got != expected {
+                    failures.push(format!("{case}: {name} on the old secret: {got:?}"));
+                }
+            }
+            if let Some(new) = replaced.lock().unwrap().as_deref()
+                && b.verify(new).is_err()
+            {
+                failures.push(format!("{case}: the new secret is refused"));
+            }
+            // B's own change: made on the new record, or refused.
+            if let (StaleWrite::Rename, Ok(())) = (stale, &outcome)
+                && a.get(id).unwrap().name() != "second"
+            {
+                failures.push(format!("{case}: the rename was lost"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A store on which another writer always gets in first: every
+/// `ReplaceIf` of a record finds it rewritten (by an equal copy).
+#[derive(Debug)]
+struct AlwaysRaced {
+    inner: TestStore,
+    races: AtomicUsize,
+}
+
+impl KeyStore for AlwaysRaced {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        for change in &changes {
+            if let Change::ReplaceIf { next, .. } = change {
+                let current = self.inner.lookup(next.id()).expect("raced record exists");
+                self.inner.replace(StoredKey::clone(&current))?;
+                self.races.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        self.inner.apply(changes)
+    }
+}
+
+/// A write that meets a conflict on every run gives up after 16 runs with
+/// `StoreError::Conflict`, changing nothing, instead of spinning.
+#[test]
+fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
+    let store = AlwaysRaced {
+        inner: fresh_store(),
+        races: AtomicUsize::new(0),
+    };
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .flush_interval(None)
+        .build(store)
+        .unwrap();
+    let issued = ring.issue(NewKey::new("o").name("first")).unwrap();
+    let id = issued.key.id();
+    let err = ring
+        .update(id, KeyUpdate::new().name("second"))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StoreError::Conflict(c)) if c == id),
+        "{err:?}"
+    );
+    assert_eq!(ring.store().races.load(Ordering::SeqCst), 16);
+    assert_eq!(ring.get(id).unwrap().name(), "first");
+    assert!(ring.verify(issued.secret.expose()).is_ok());
 }

@@ -716,7 +716,7 @@ impl KeyStore for FileStore {
         if log.poisoned {
             return Err(StoreError::Poisoned(self.path.clone()));
         }
-        check_batch(&changes, |id| self.index.lookup(id).is_some())?;
+        check_batch(&changes, |id| self.index.lookup(id))?;
         if changes.is_empty() {
             return Ok(());
         }
@@ -732,7 +732,9 @@ impl KeyStore for FileStore {
         let entries: Vec<EntryRef<'_>> = changes
             .iter()
             .map(|c| match c {
-                Change::Insert(e) | Change::Replace(e) => EntryRef::Put(e),
+                Change::Insert(e) | Change::Replace(e) | Change::ReplaceIf { next: e, .. } => {
+                    EntryRef::Put(e)
+                }
                 Change::Remove(id) => EntryRef::Remove(*id),
                 Change::Settings(s) => EntryRef::Settings(s),
             })

@@ -89,11 +89,17 @@ impl State {
 
     /// The state after `batch`, or `None` if the store must refuse it.
     fn after(&self, batch: &[Change]) -> Option<State> {
-        check_batch(batch, |id| self.keys.contains_key(&id.as_u64())).ok()?;
+        // The model keeps no allocations: a `ReplaceIf` against it always
+        // conflicts (the random batches have none).
+        check_batch(batch, |id| {
+            let there = self.keys.contains_key(&id.as_u64());
+            there.then(|| Arc::new(sample(id.as_u64(), 0)))
+        })
+        .ok()?;
         let mut next = self.clone();
         for change in batch {
             match change {
-                Change::Insert(k) | Change::Replace(k) => {
+                Change::Insert(k) | Change::Replace(k) | Change::ReplaceIf { next: k, .. } => {
                     next.keys
                         .insert(k.id().as_u64(), serde_json::to_string(k).unwrap());
                 }
