@@ -86,7 +86,9 @@ pub enum VerifyError {
     /// scope.
     #[error("insufficient scope: missing `{0}`")]
     InsufficientScope(Scope),
-    /// The key's use limit is used up.
+    /// The key's use limit is used up; or, rarely, its use could not be
+    /// written because other key rings on the same store kept writing the
+    /// key (a retry may then succeed).
     #[error("api key usage limit exceeded")]
     UsageExceeded,
     /// The request did not present what the key is bound to (a client

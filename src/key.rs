@@ -515,6 +515,14 @@ impl Key {
         true
     }
 
+    /// [`consume`](Self::consume) on a new version about to be written: the
+    /// use is part of that write, so the usage is not marked unwritten.
+    pub(crate) fn spend(&mut self, now: Nanos) -> bool {
+        let spent = self.consume(now);
+        self.dirty = Dirty::default();
+        spent
+    }
+
     /// Adds uses counted on an older version of this record after this one
     /// was copied from it, and its later last use; marks the usage changed.
     pub(crate) fn carry_usage(&self, uses: u64, last_used: Nanos) {

@@ -60,10 +60,19 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::minutes(30);
 const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::hours(1);
 /// Keys per store write when usage is flushed.
 const FLUSH_BATCH: usize = 1024;
-/// Runs of a write whose store reported a conflict (another ring wrote the
-/// same key between this ring's read and its write) before the conflict is
-/// returned.
-const CONFLICT_ATTEMPTS: usize = 16;
+/// Runs of an administrative write whose store reported a conflict
+/// (another ring wrote the same key between this ring's read and its
+/// write) before the conflict is returned. Many: a conflict only means
+/// that another ring's write landed in that window (a use of a limited
+/// key, say), a run costs a lookup and a copy (a store checks the
+/// condition before any I/O), and the holder of a key verifying it on
+/// another ring must not be able to hold off its revocation, regeneration
+/// or disabling. Still bounded, so a store that reports a conflict on
+/// every write gives an error, not a hang.
+const CONFLICT_ATTEMPTS: usize = 1024;
+/// Runs of the write of a limited key's use in `verify` before the key is
+/// refused: a request does not wait on a key other rings keep writing.
+const VERIFY_CONFLICT_ATTEMPTS: usize = 16;
 /// How often the background thread reloads the ring settings.
 const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
@@ -490,19 +499,19 @@ impl KeyRingBuilder {
 /// waits for. Through a store with the default `inspect`, a racing use
 /// can still be lost.
 ///
-/// Exact across rings too: every write is a [`Change::ReplaceIf`] of the
-/// version it copied, so of two rings that copied the same version only
-/// one writes it; the other meets a conflict, drops its carry and copies
-/// the new version. A carry lands on whatever version is in the store when
-/// it is taken, and a later copy of that version takes it along.
+/// Across rings: every write is a [`Change::ReplaceIf`] of the version it
+/// copied, so of two rings that copied the same version only one writes
+/// it; the other meets a conflict, drops its carry and copies the new
+/// version. A carry lands on whatever version is in the store when it is
+/// taken, and a later copy of that version takes it along. Not exact,
+/// though: the carry's lookup and its addition are not under the store's
+/// lock, so a carry that found a version just before another ring
+/// replaced it, and added to it after that ring's own carry, is lost
+/// (usage statistics, off by the uses of a few instructions' window).
 ///
-/// A key with a use limit is counted under the ring's write lock, on the
-/// version in the store, and written at once, so within one ring its carry
-/// is zero. When another ring writes the record between that count and
-/// that write, the write conflicts and the use is counted again on the new
-/// version, which may already hold it (copied or carried): across rings a
-/// limited use can be counted twice, which spends a use, never lost, which
-/// would grant one.
+/// A key with a use limit takes no carry: its use is counted on the new
+/// version a [`Change::ReplaceIf`] writes at once (see
+/// `KeyRing::consume_limited`), so its count is exact across rings.
 struct Carry {
     old: Arc<StoredKey>,
     uses: u64,
@@ -582,7 +591,7 @@ impl MayConflict for Error {
 /// the new versions and writes them with [`Change::ReplaceIf`], so each run
 /// starts from what another ring wrote meanwhile: a revocation it finds
 /// makes an update fail as on any revoked key, and is kept by a usage
-/// flush. Events are sent by the run that wrote.
+/// flush. A run sends its events only once its write has landed.
 fn redo_on_conflict<T, E: MayConflict>(mut write: impl FnMut() -> Result<T, E>) -> Result<T, E> {
     let mut runs = 1;
     loop {
@@ -1009,7 +1018,7 @@ impl<S: KeyStore> KeyRing<S> {
         });
         let entry = outcome?;
         if entry.key.shape.limited {
-            return self.consume_limited(entry, now.nanos, presented, request);
+            return self.consume_limited(entry, &digest, now, request);
         }
         Ok(Verified { entry })
     }
@@ -1067,42 +1076,60 @@ impl<S: KeyStore> KeyRing<S> {
         Ok(Arc::clone(entry))
     }
 
-    /// Spends one use of a limited key under the write lock, on the current
-    /// version of its record, and writes it at once: exact across threads
-    /// and administrative writes, and a restart cannot grant it again.
+    /// Spends one use of a limited key and writes it at once, under the
+    /// write lock, as a [`Change::ReplaceIf`] of the version judged: exact
+    /// across threads, administrative writes and other rings on the same
+    /// store, and a restart cannot grant it again. The use is counted on the
+    /// new version, so a write refused for a conflict spends nothing: the
+    /// version another ring wrote meanwhile is judged afresh (it may be
+    /// revoked, or have a new secret) and the use taken from it. After
+    /// [`VERIFY_CONFLICT_ATTEMPTS`] conflicts the key is refused as used
+    /// up: fail closed, and the caller may try again.
     fn consume_limited(
         &self,
-        entry: Arc<StoredKey>,
-        now: Nanos,
-        presented: &str,
+        judged: Arc<StoredKey>,
+        digest: &KeyHash,
+        now: Reading,
         request: &RequestContext<'_>,
     ) -> Result<Verified, VerifyError> {
-        let guard = self.shared.lock();
-        let current = self.store().lookup(entry.id());
-        if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &entry)) {
-            // The record changed since the checks: check again.
-            drop(guard);
-            return self.check(presented, request);
-        }
-        if !entry.key.consume(now) {
-            return Err(VerifyError::UsageExceeded);
-        }
-        let write = Change::ReplaceIf {
-            expected: Arc::clone(&entry),
-            next: entry.revised(|_| {}),
-        };
-        match self.store().apply(vec![write]) {
-            // Another ring wrote the key since the lookup: spend the use on
-            // the version it wrote (the one spent here may have been copied
-            // into it too: a use counted twice, never one lost).
-            Err(StoreError::Conflict(_)) => {
-                drop(guard);
-                self.check(presented, request)
+        let _guard = self.shared.lock();
+        let id = judged.id();
+        let mut judged = judged;
+        for _ in 0..VERIFY_CONFLICT_ATTEMPTS {
+            let current = self.store().lookup(id);
+            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &judged)) {
+                // The record changed since it was judged.
+                judged = self.judge(current.as_ref(), digest, now, request)?;
             }
-            // The use is spent in memory; a failed write is retried by the
-            // next flush.
-            _ => Ok(Verified { entry }),
+            let mut spent = false;
+            let next = judged.revised(|k| spent = k.spend(now.nanos));
+            if !spent {
+                return Err(VerifyError::UsageExceeded);
+            }
+            let write = Change::ReplaceIf {
+                expected: Arc::clone(&judged),
+                next,
+            };
+            match self.store().apply(vec![write]) {
+                Ok(()) => {
+                    let entry = self.store().lookup(id).unwrap_or(judged);
+                    return Ok(Verified { entry });
+                }
+                Err(StoreError::Conflict(_)) => {}
+                // Deleted by another ring since the lookup.
+                Err(StoreError::NotFound(_)) => return Err(VerifyError::Invalid),
+                // The store failed: spend the use on the version in memory,
+                // where the next usage flush writes it again.
+                Err(_) => {
+                    return if judged.key.consume(now.nanos) {
+                        Ok(Verified { entry: judged })
+                    } else {
+                        Err(VerifyError::UsageExceeded)
+                    };
+                }
+            }
         }
+        Err(VerifyError::UsageExceeded)
     }
 
     fn now_nanos(&self) -> Nanos {
@@ -1733,13 +1760,19 @@ impl<S: KeyStore> Acting<'_, S> {
         let _guard = self.ring.shared.lock();
         redo_on_conflict(|| {
             let entry = self.ring.store().lookup(id).ok_or(Error::NotFound(id))?;
-            self.revoke_locked(&[entry], reason).map(|_| ())
+            self.revoke_locked(&[entry], reason, false).map(|_| ())
         })
     }
 
     /// Revokes `entries` that are not revoked yet, in one batch; returns
-    /// their ids, sorted.
-    fn revoke_locked(&self, entries: &[Arc<StoredKey>], reason: &str) -> Result<Vec<KeyId>, Error> {
+    /// their ids, sorted. Once the batch is written, sends for each key an
+    /// `Exposed` event when `exposed`, then its `Revoked` event.
+    fn revoke_locked(
+        &self,
+        entries: &[Arc<StoredKey>],
+        reason: &str,
+        exposed: bool,
+    ) -> Result<Vec<KeyId>, Error> {
         if reason.len() > MAX_FIELD_LEN {
             return Err(Error::InvalidInput("a reason is limited to 256 bytes"));
         }
@@ -1763,6 +1796,9 @@ impl<S: KeyStore> Acting<'_, S> {
             .unzip();
         Carry::write(ring.store(), batch, carries)?;
         for entry in &fresh {
+            if exposed {
+                self.event(EventKind::Exposed, &entry.key, now);
+            }
             let kind = EventKind::Revoked {
                 reason: reason.to_owned(),
             };
@@ -1849,7 +1885,7 @@ impl<S: KeyStore> Acting<'_, S> {
             let mut entries = ring.store().list(Some(owner))?;
             entries.retain(|e| e.key.owner() == owner);
             // One batch: an owner's keys are revoked together or not at all.
-            self.revoke_locked(&entries, reason)
+            self.revoke_locked(&entries, reason, false)
         })?;
         let now = ring.clock.now();
         ring.emit(|| {
@@ -1912,16 +1948,13 @@ impl<S: KeyStore> Acting<'_, S> {
         ids.sort();
         ids.dedup();
         let _guard = ring.shared.lock();
-        let entries: Vec<Arc<StoredKey>> = ids
-            .iter()
-            .filter_map(|&id| ring.store().lookup(id))
-            .filter(|e| e.key.status != StatusCode::Revoked)
-            .collect();
-        let now = ring.clock.now();
-        for entry in &entries {
-            self.event(EventKind::Exposed, &entry.key, now);
-        }
-        self.revoke_locked(&entries, reason)
+        redo_on_conflict(|| {
+            let entries: Vec<Arc<StoredKey>> = ids
+                .iter()
+                .filter_map(|&id| ring.store().lookup(id))
+                .collect();
+            self.revoke_locked(&entries, reason, true)
+        })
     }
 
     /// See [`KeyRing::owner_password_expired`].

@@ -187,6 +187,15 @@ pub enum Change {
     /// never overwritten by a copy of what came before it: the ring reads
     /// the record again and redoes its change. A change earlier in the same
     /// batch to the same id is a conflict too.
+    ///
+    /// The allocation stands for the version only among rings that share
+    /// one store value in one process. A store whose records other
+    /// processes write too (a database behind several hosts) cannot know
+    /// them by allocation: it must keep its own version of each record (a
+    /// revision column, say), remember the revision of each record it
+    /// lends, and write `next` with a conditional update on that revision
+    /// (`UPDATE ... WHERE id = ? AND revision = ?`), reporting a conflict
+    /// when no row matched.
     ReplaceIf {
         /// The record the change was derived from, as the store lent it.
         expected: Arc<StoredKey>,

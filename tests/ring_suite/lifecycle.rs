@@ -1001,6 +1001,8 @@ fn idle_key_never_used_expires_an_idle_period_after_issue() {
 struct WriteLog {
     inner: TestStore,
     written: std::sync::Mutex<BTreeMap<KeyId, (u64, Option<OffsetDateTime>)>>,
+    /// While set, every write fails (a full disk) and changes nothing.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl WriteLog {
@@ -1008,7 +1010,12 @@ impl WriteLog {
         WriteLog {
             inner: fresh_store(),
             written: std::sync::Mutex::new(BTreeMap::new()),
+            failing: false.into(),
         }
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 
     fn written(&self, id: KeyId) -> Option<(u64, Option<OffsetDateTime>)> {
@@ -1027,6 +1034,12 @@ impl KeyStore for WriteLog {
         self.inner.load_settings()
     }
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: "keys".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
         let mut written = self.written.lock().unwrap();
         for change in &changes {
             if let Change::Insert(e) | Change::Replace(e) | Change::ReplaceIf { next: e, .. } =
@@ -1148,6 +1161,35 @@ fn a_limited_use_is_written_to_the_store_at_once() {
     }
     assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
     assert_eq!(store.written(id), Some((5, Some(clock.now()))));
+}
+
+/// A limited use whose write fails (a full disk) is still spent, in
+/// memory: the verify succeeds, the limit holds, and the next flush
+/// writes the uses once the store works again.
+#[test]
+fn a_limited_use_whose_write_fails_is_spent_and_written_by_the_next_flush() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(WriteLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    let id = key.key.id();
+    store.fail(true);
+    clock.advance(Duration::SECOND);
+    assert_eq!(check(&ring, &key), Ok(()));
+    assert_eq!(check(&ring, &key), Ok(()));
+    assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
+    assert_eq!(ring.get(id).unwrap().uses(), 2);
+    assert_eq!(store.written(id), Some((0, None)));
+    assert!(ring.flush().is_err());
+
+    store.fail(false);
+    ring.flush().unwrap();
+    assert_eq!(store.written(id), Some((2, Some(clock.now()))));
+    assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
 }
 
 #[test]
@@ -2251,6 +2293,30 @@ impl KeyStore for Interleaved {
     }
 }
 
+type SharedRing = KeyRing<Arc<dyn KeyStore>>;
+
+/// Ring A on a store, and ring B on the same store through [`Interleaved`],
+/// where A's write can be slipped into B's.
+fn interleaved_rings() -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
+    let clock = ManualClock::new(T0);
+    let shared = Arc::new(fresh_store());
+    let interleaved = Arc::new(Interleaved {
+        inner: Arc::clone(&shared),
+        target: std::sync::Mutex::new(None),
+        hook: std::sync::Mutex::new(None),
+    });
+    let build = |store| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(store)
+            .unwrap()
+    };
+    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
+    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+    (a, b, interleaved)
+}
+
 /// What ring A does to the key while ring B is between reading the record
 /// and writing its copy back.
 #[derive(Debug, Clone, Copy)]
@@ -2290,22 +2356,7 @@ fn a_write_from_another_ring_never_undoes_a_revocation_or_a_new_secret() {
             StaleWrite::LimitedUse,
         ] {
             let case = format!("{meanwhile:?} during {stale:?}");
-            let clock = ManualClock::new(T0);
-            let shared = Arc::new(fresh_store());
-            let interleaved = Arc::new(Interleaved {
-                inner: Arc::clone(&shared),
-                target: std::sync::Mutex::new(None),
-                hook: std::sync::Mutex::new(None),
-            });
-            let build = |store| {
-                KeyRing::builder(PREFIX)
-                    .clock(clock.clone())
-                    .flush_interval(None)
-                    .build(store)
-                    .unwrap()
-            };
-            let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
-            let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+            let (a, b, interleaved) = interleaved_rings();
             let request = NewKey::new("o").name("first");
             let request = match stale {
                 StaleWrite::LimitedUse => request.use_limit(10),
@@ -2341,6 +2392,14 @@ fn a_write_from_another_ring_never_undoes_a_revocation_or_a_new_secret() {
                 StaleWrite::LimitedUse => b.verify(&old).map(|_| ()).map_err(|e| e.to_string()),
             };
             assert!(interleaved.fired(), "{case}: ring A's write never ran");
+            // B's refused verify spent no use: the record counts the one
+            // use before (and no verify of the new secret yet).
+            if let StaleWrite::LimitedUse = stale {
+                let uses = a.get(id).unwrap().uses();
+                if uses != 1 {
+                    failures.push(format!("{case}: {uses} uses counted, not 1"));
+                }
+            }
 
             let expected = match meanwhile {
                 Meanwhile::Revoke => Err(VerifyError::Revoked),
@@ -2375,15 +2434,99 @@ fn a_write_from_another_ring_never_undoes_a_revocation_or_a_new_secret() {
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
-/// A store on which another writer always gets in first: every
-/// `ReplaceIf` of a record finds it rewritten (by an equal copy).
+/// An administrative write of ring B read before ring A revoked the key.
+#[derive(Debug, Clone, Copy)]
+enum StaleAdmin {
+    Disable,
+    Regenerate,
+    RotateAtOnce,
+    Revoke,
+    RevokeOwner,
+    RevokeLeaked,
+}
+
+/// Ring B has read a key's record for one of its administrative writes;
+/// ring A revokes the key; then B writes. B's write is redone on the
+/// revoked record (or refused by it), so the key stays revoked with A's
+/// reason: B's copy never brings it back as disabled, with a new secret or
+/// a rotated successor, or with B's reason.
+#[test]
+fn an_administrative_write_from_another_ring_never_undoes_a_revocation() {
+    let mut failures = Vec::new();
+    for stale in [
+        StaleAdmin::Disable,
+        StaleAdmin::Regenerate,
+        StaleAdmin::RotateAtOnce,
+        StaleAdmin::Revoke,
+        StaleAdmin::RevokeOwner,
+        StaleAdmin::RevokeLeaked,
+    ] {
+        let case = format!("{stale:?}");
+        let (a, b, interleaved) = interleaved_rings();
+        let issued = a.issue(NewKey::new("o")).unwrap();
+        let id = issued.key.id();
+        let old = issued.secret.expose().to_owned();
+        let ring = Arc::clone(&a);
+        interleaved.arm(id, move || ring.revoke(id, "by ring A").unwrap());
+        // B's write is redone on the revoked record, where it is refused
+        // or changes nothing: either is right, the state is checked below.
+        let new_secret = match stale {
+            StaleAdmin::Disable => b.disable(id).err().and(None),
+            StaleAdmin::Regenerate => b.regenerate(id).ok().map(|i| i.secret),
+            StaleAdmin::RotateAtOnce => b.rotate(id, Duration::ZERO).ok().map(|i| i.secret),
+            StaleAdmin::Revoke => b.revoke(id, "by ring B").err().and(None),
+            StaleAdmin::RevokeOwner => b.revoke_owner("o", "by ring B").err().and(None),
+            StaleAdmin::RevokeLeaked => b.revoke_leaked(&old, "by ring B").err().and(None),
+        };
+        if !interleaved.fired() {
+            failures.push(format!("{case}: ring A's revocation never ran"));
+            continue;
+        }
+        for (name, ring) in [("ring A", &*a), ("ring B", &b)] {
+            let got = ring.verify(&old).map(|_| ());
+            if got != Err(VerifyError::Revoked) {
+                failures.push(format!("{case}: {name} on the old secret: {got:?}"));
+            }
+            if let Some(new) = &new_secret
+                && let Ok(v) = ring.verify(new.expose())
+            {
+                failures.push(format!("{case}: {name} accepts B's new key {:?}", v.id()));
+            }
+        }
+        match a.get(id).map(|k| k.status().clone()) {
+            Some(Status::Revoked { reason, .. }) if reason == "by ring A" => {}
+            other => failures.push(format!("{case}: the record now reads {other:?}")),
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A store on which another writer gets in first: each `ReplaceIf` of a
+/// record finds it rewritten (by an equal copy), `budget` times.
 #[derive(Debug)]
-struct AlwaysRaced {
+struct Raced {
     inner: TestStore,
+    budget: AtomicUsize,
     races: AtomicUsize,
 }
 
-impl KeyStore for AlwaysRaced {
+impl Raced {
+    fn new(budget: usize) -> Raced {
+        Raced {
+            inner: fresh_store(),
+            budget: AtomicUsize::new(budget),
+            races: AtomicUsize::new(0),
+        }
+    }
+
+    /// Races the next `budget` conditional writes; returns the races so far.
+    fn rearm(&self, budget: usize) -> usize {
+        self.budget.store(budget, Ordering::SeqCst);
+        self.races.swap(0, Ordering::SeqCst)
+    }
+}
+
+impl KeyStore for Raced {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
         self.inner.lookup(id)
     }
@@ -2395,7 +2538,12 @@ impl KeyStore for AlwaysRaced {
     }
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         for change in &changes {
-            if let Change::ReplaceIf { next, .. } = change {
+            if let Change::ReplaceIf { next, .. } = change
+                && self
+                    .budget
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                    .is_ok()
+            {
                 let current = self.inner.lookup(next.id()).expect("raced record exists");
                 self.inner.replace(StoredKey::clone(&current))?;
                 self.races.fetch_add(1, Ordering::SeqCst);
@@ -2405,21 +2553,26 @@ impl KeyStore for AlwaysRaced {
     }
 }
 
-/// A write that meets a conflict on every run gives up after 16 runs with
-/// `StoreError::Conflict`, changing nothing, instead of spinning.
-#[test]
-fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
-    let store = AlwaysRaced {
-        inner: fresh_store(),
-        races: AtomicUsize::new(0),
-    };
-    let ring = KeyRing::builder(PREFIX)
+fn raced_ring(budget: usize) -> KeyRing<Raced> {
+    KeyRing::builder(PREFIX)
         .clock(ManualClock::new(T0))
         .flush_interval(None)
-        .build(store)
-        .unwrap();
+        .build(Raced::new(budget))
+        .unwrap()
+}
+
+/// An administrative write that meets a conflict on every run gives up
+/// after 1024 runs with `StoreError::Conflict`, changing nothing, instead
+/// of spinning; the use of a limited key in `verify` after 16, refusing
+/// the key as used up and spending nothing.
+#[test]
+fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
+    let ring = raced_ring(0);
     let issued = ring.issue(NewKey::new("o").name("first")).unwrap();
     let id = issued.key.id();
+    let limited = ring.issue(NewKey::new("o").use_limit(5)).unwrap();
+    ring.store().rearm(usize::MAX);
+
     let err = ring
         .update(id, KeyUpdate::new().name("second"))
         .unwrap_err();
@@ -2427,7 +2580,73 @@ fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
         matches!(err, Error::Storage(StoreError::Conflict(c)) if c == id),
         "{err:?}"
     );
-    assert_eq!(ring.store().races.load(Ordering::SeqCst), 16);
+    assert_eq!(ring.store().rearm(usize::MAX), 1024);
+    let err = ring.revoke(id, "leaked").unwrap_err();
+    assert!(
+        matches!(err, Error::Storage(StoreError::Conflict(_))),
+        "{err:?}"
+    );
+    assert_eq!(ring.store().rearm(usize::MAX), 1024);
     assert_eq!(ring.get(id).unwrap().name(), "first");
     assert!(ring.verify(issued.secret.expose()).is_ok());
+
+    assert_eq!(check(&ring, &limited), Err(VerifyError::UsageExceeded));
+    assert_eq!(ring.store().rearm(0), 16);
+    assert_eq!(ring.get(limited.key.id()).unwrap().uses(), 0);
+    assert_eq!(check(&ring, &limited), Ok(()));
+    assert_eq!(ring.get(limited.key.id()).unwrap().uses(), 1);
+}
+
+/// Another ring writing a key over and over (its holder verifying a
+/// limited key, say) cannot hold off its revocation, regeneration or
+/// disabling: each is redone until it lands, well past the 16 runs a
+/// request's verify allows.
+#[test]
+fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
+    const RACES: usize = 500;
+    let ring = raced_ring(0);
+    let issue = || ring.issue(NewKey::new("o").use_limit(1_000)).unwrap();
+    let (one, two, three, four, five) = (issue(), issue(), issue(), issue(), issue());
+    let text = format!("pasted: {}", five.secret.expose());
+    type Write<'a> = Box<dyn Fn() -> Result<(), Error> + 'a>;
+    let writes: [(&str, &Issued, VerifyError, Write); 4] = [
+        (
+            "revoke",
+            &one,
+            VerifyError::Revoked,
+            Box::new(|| ring.revoke(one.key.id(), "leaked")),
+        ),
+        (
+            "disable",
+            &two,
+            VerifyError::Disabled,
+            Box::new(|| ring.disable(two.key.id())),
+        ),
+        (
+            "regenerate",
+            &three,
+            VerifyError::Invalid,
+            Box::new(|| ring.regenerate(three.key.id()).map(|_| ())),
+        ),
+        (
+            "revoke_leaked",
+            &five,
+            VerifyError::Revoked,
+            Box::new(|| ring.revoke_leaked(&text, "pasted").map(|_| ())),
+        ),
+    ];
+    for (name, key, refused, write) in writes {
+        ring.store().rearm(RACES);
+        write().unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert_eq!(ring.store().rearm(0), RACES, "{name}");
+        assert_eq!(check(&ring, key), Err(refused), "{name}");
+    }
+    ring.store().rearm(RACES);
+    let revoked = ring.revoke_owner("o", "offboarded").unwrap();
+    assert_eq!(ring.store().rearm(0), RACES);
+    // Every key of the owner not revoked before.
+    let mut want = vec![two.key.id(), three.key.id(), four.key.id()];
+    want.sort();
+    assert_eq!(revoked, want);
+    assert_eq!(check(&ring, &four), Err(VerifyError::Revoked));
 }
