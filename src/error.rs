@@ -86,11 +86,16 @@ pub enum VerifyError {
     /// scope.
     #[error("insufficient scope: missing `{0}`")]
     InsufficientScope(Scope),
-    /// The key's use limit is used up; or, rarely, its use could not be
-    /// written because other key rings on the same store kept writing the
-    /// key (a retry may then succeed).
+    /// The key's use limit is used up.
     #[error("api key usage limit exceeded")]
     UsageExceeded,
+    /// The key has a use limit, and its use could not be written to the
+    /// store (the store failed the write, or other key rings on the same
+    /// store kept writing the key meanwhile). Nothing was spent, and the
+    /// request is refused, since a use the store does not hold could be
+    /// granted again; a retry may succeed.
+    #[error("api key use could not be recorded")]
+    Unavailable,
     /// The request did not present what the key is bound to (a client
     /// certificate, a network).
     #[error("api key binding mismatch: {0}")]
@@ -100,7 +105,7 @@ pub enum VerifyError {
 impl VerifyError {
     /// The HTTP status a server should answer with: 401 when the caller is
     /// not authenticated, 403 when it is but may not do this, 429 when its
-    /// uses are exhausted.
+    /// uses are exhausted, 503 when its use could not be recorded.
     pub const fn http_status(&self) -> u16 {
         match self {
             VerifyError::Malformed(_)
@@ -110,6 +115,7 @@ impl VerifyError {
             | VerifyError::Disabled => 401,
             VerifyError::InsufficientScope(_) | VerifyError::BindingMismatch(_) => 403,
             VerifyError::UsageExceeded => 429,
+            VerifyError::Unavailable => 503,
         }
     }
 
@@ -123,6 +129,7 @@ impl VerifyError {
             VerifyError::Disabled => "key_disabled",
             VerifyError::InsufficientScope(_) => "insufficient_scope",
             VerifyError::UsageExceeded => "usage_exceeded",
+            VerifyError::Unavailable => "use_not_recorded",
             VerifyError::BindingMismatch(_) => "binding_mismatch",
         }
     }

@@ -62,17 +62,20 @@ const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::hours(1);
 const FLUSH_BATCH: usize = 1024;
 /// Runs of an administrative write whose store reported a conflict
 /// (another ring wrote the same key between this ring's read and its
-/// write) before the conflict is returned. Many: a conflict only means
-/// that another ring's write landed in that window (a use of a limited
-/// key, say), a run costs a lookup and a copy (a store checks the
-/// condition before any I/O), and the holder of a key verifying it on
-/// another ring must not be able to hold off its revocation, regeneration
-/// or disabling. Still bounded, so a store that reports a conflict on
-/// every write gives an error, not a hang.
+/// write) before the conflict is returned. Many: each conflict means that
+/// another ring's write landed in that window (a use of a limited key,
+/// say), and the holder of a key verifying it on another ring must not be
+/// able to hold off its revocation, regeneration or disabling. A run costs
+/// a lookup and a copy on an in-process store, which checks the condition
+/// before any I/O; a store that checks it in a database pays a round trip,
+/// only as long as another writer keeps winning. Still bounded, so a store
+/// that reports a conflict on every write gives an error, not a hang.
 const CONFLICT_ATTEMPTS: usize = 1024;
 /// Runs of the write of a limited key's use in `verify` before the key is
-/// refused: a request does not wait on a key other rings keep writing.
-const VERIFY_CONFLICT_ATTEMPTS: usize = 16;
+/// refused as [`VerifyError::Unavailable`]: each conflict means another
+/// ring's write of the key landed, so a run makes progress, but a request
+/// does not wait without end on a key other rings keep writing.
+const VERIFY_CONFLICT_ATTEMPTS: usize = 64;
 /// How often the background thread reloads the ring settings.
 const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
@@ -974,7 +977,9 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Checks a presented key: valid, active, not expired, uses left. The
     /// per-request call: no I/O (except for a key with a use limit, whose
-    /// use is written at once), no heap allocation on success.
+    /// use is written at once; if the store fails that write, the key is
+    /// refused as [`VerifyError::Unavailable`] and no use is spent), no
+    /// heap allocation on success.
     pub fn verify(&self, presented: &str) -> Result<Verified, VerifyError> {
         self.verify_with(presented, RequestContext::new())
     }
@@ -1018,7 +1023,7 @@ impl<S: KeyStore> KeyRing<S> {
         });
         let entry = outcome?;
         if entry.key.shape.limited {
-            return self.consume_limited(entry, &digest, now, request);
+            return self.consume_limited(entry.id(), &digest, request);
         }
         Ok(Verified { entry })
     }
@@ -1079,28 +1084,25 @@ impl<S: KeyStore> KeyRing<S> {
     /// Spends one use of a limited key and writes it at once, under the
     /// write lock, as a [`Change::ReplaceIf`] of the version judged: exact
     /// across threads, administrative writes and other rings on the same
-    /// store, and a restart cannot grant it again. The use is counted on the
-    /// new version, so a write refused for a conflict spends nothing: the
+    /// store, and a restart cannot grant it again. The record is judged
+    /// again under the lock, at a fresh reading of the clock (the wait for
+    /// the lock may have been long), and the use is counted on the new
+    /// version: a write refused for a conflict spends nothing, and the
     /// version another ring wrote meanwhile is judged afresh (it may be
-    /// revoked, or have a new secret) and the use taken from it. After
-    /// [`VERIFY_CONFLICT_ATTEMPTS`] conflicts the key is refused as used
-    /// up: fail closed, and the caller may try again.
+    /// revoked, or have a new secret). A write the store fails, or
+    /// [`VERIFY_CONFLICT_ATTEMPTS`] conflicts, refuse the key as
+    /// [`VerifyError::Unavailable`], with nothing spent: fail closed.
     fn consume_limited(
         &self,
-        judged: Arc<StoredKey>,
+        id: KeyId,
         digest: &KeyHash,
-        now: Reading,
         request: &RequestContext<'_>,
     ) -> Result<Verified, VerifyError> {
         let _guard = self.shared.lock();
-        let id = judged.id();
-        let mut judged = judged;
+        let now = self.reading();
         for _ in 0..VERIFY_CONFLICT_ATTEMPTS {
             let current = self.store().lookup(id);
-            if !current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &judged)) {
-                // The record changed since it was judged.
-                judged = self.judge(current.as_ref(), digest, now, request)?;
-            }
+            let judged = self.judge(current.as_ref(), digest, now, request)?;
             let mut spent = false;
             let next = judged.revised(|k| spent = k.spend(now.nanos));
             if !spent {
@@ -1118,18 +1120,10 @@ impl<S: KeyStore> KeyRing<S> {
                 Err(StoreError::Conflict(_)) => {}
                 // Deleted by another ring since the lookup.
                 Err(StoreError::NotFound(_)) => return Err(VerifyError::Invalid),
-                // The store failed: spend the use on the version in memory,
-                // where the next usage flush writes it again.
-                Err(_) => {
-                    return if judged.key.consume(now.nanos) {
-                        Ok(Verified { entry: judged })
-                    } else {
-                        Err(VerifyError::UsageExceeded)
-                    };
-                }
+                Err(_) => return Err(VerifyError::Unavailable),
             }
         }
-        Err(VerifyError::UsageExceeded)
+        Err(VerifyError::Unavailable)
     }
 
     fn now_nanos(&self) -> Nanos {

@@ -881,6 +881,12 @@ fn verify_error_statuses_codes_and_messages_are_pinned() {
             "usage_exceeded",
             "api key usage limit exceeded",
         ),
+        (
+            VerifyError::Unavailable,
+            503,
+            "use_not_recorded",
+            "api key use could not be recorded",
+        ),
     ];
     for (err, status, code, message) in &cases {
         assert_eq!(err.http_status(), *status, "{err:?}");

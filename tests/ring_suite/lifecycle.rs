@@ -1163,11 +1163,12 @@ fn a_limited_use_is_written_to_the_store_at_once() {
     assert_eq!(store.written(id), Some((5, Some(clock.now()))));
 }
 
-/// A limited use whose write fails (a full disk) is still spent, in
-/// memory: the verify succeeds, the limit holds, and the next flush
-/// writes the uses once the store works again.
+/// A limited use whose write fails (a full disk, a database timeout) is
+/// refused as `Unavailable` and spends nothing: a use the store does not
+/// hold could be granted again after a restart, or by another ring. Once
+/// the store works again, the key's uses are all there.
 #[test]
-fn a_limited_use_whose_write_fails_is_spent_and_written_by_the_next_flush() {
+fn a_limited_use_whose_write_fails_is_refused_and_spends_nothing() {
     let clock = ManualClock::new(T0);
     let store = Arc::new(WriteLog::new());
     let ring = KeyRing::builder(PREFIX)
@@ -1175,20 +1176,25 @@ fn a_limited_use_whose_write_fails_is_spent_and_written_by_the_next_flush() {
         .flush_interval(None)
         .build(Arc::clone(&store))
         .unwrap();
-    let key = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    let key = ring.issue(NewKey::new("o").use_limit(1)).unwrap();
     let id = key.key.id();
     store.fail(true);
     clock.advance(Duration::SECOND);
-    assert_eq!(check(&ring, &key), Ok(()));
-    assert_eq!(check(&ring, &key), Ok(()));
-    assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
-    assert_eq!(ring.get(id).unwrap().uses(), 2);
+    let err = ring.verify(key.secret.expose()).unwrap_err();
+    assert_eq!(err, VerifyError::Unavailable);
+    assert_eq!((err.http_status(), err.code()), (503, "use_not_recorded"));
+    assert_eq!(ring.get(id).unwrap().uses(), 0);
     assert_eq!(store.written(id), Some((0, None)));
-    assert!(ring.flush().is_err());
 
     store.fail(false);
     ring.flush().unwrap();
-    assert_eq!(store.written(id), Some((2, Some(clock.now()))));
+    assert_eq!(
+        store.written(id),
+        Some((0, None)),
+        "a refused use was written"
+    );
+    assert_eq!(check(&ring, &key), Ok(()));
+    assert_eq!(store.written(id), Some((1, Some(clock.now()))));
     assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
 }
 
@@ -1256,6 +1262,78 @@ fn use_limit_holds_under_concurrent_verifies() {
         ring.store().lookup(key.key.id()).unwrap().key().uses(),
         LIMIT
     );
+}
+
+/// Three rings on one store spend a limited key's uses on two threads
+/// each while a fourth thread renames the key and flushes usage through
+/// them in turn: exactly `LIMIT` verifies succeed, and the store (and a
+/// ring built on it afresh) counts exactly `LIMIT` uses. A refusal is
+/// `UsageExceeded`, or `Unavailable` when the writes of the others kept
+/// winning, and never spends a use.
+#[test]
+fn use_limit_holds_across_rings_under_concurrent_verifies_and_writes() {
+    const LIMIT: u64 = 600;
+    const PER_THREAD: usize = 200;
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let build = || {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap()
+    };
+    let rings = [build(), build(), build()];
+    let key = rings[0].issue(NewKey::new("o").use_limit(LIMIT)).unwrap();
+    let id = key.key.id();
+    let (ok, exceeded, unavailable) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let verifying = std::sync::atomic::AtomicBool::new(true);
+    std::thread::scope(|s| {
+        let verifiers: Vec<_> = rings
+            .iter()
+            .flat_map(|ring| [ring, ring])
+            .map(|ring| {
+                s.spawn(|| {
+                    for _ in 0..PER_THREAD {
+                        let counter = match ring.verify(key.secret.expose()) {
+                            Ok(_) => &ok,
+                            Err(VerifyError::UsageExceeded) => &exceeded,
+                            Err(VerifyError::Unavailable) => &unavailable,
+                            Err(e) => panic!("unexpected verify error: {e:?}"),
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        s.spawn(|| {
+            let mut n = 0;
+            while verifying.load(Ordering::Acquire) {
+                n += 1;
+                let ring = &rings[n % rings.len()];
+                ring.update(id, KeyUpdate::new().name(format!("name {n}")))
+                    .unwrap();
+                ring.flush().unwrap();
+            }
+        });
+        for verifier in verifiers {
+            verifier.join().unwrap();
+        }
+        verifying.store(false, Ordering::Release);
+    });
+    let ok = ok.into_inner() as u64;
+    let refused = exceeded.into_inner() + unavailable.into_inner();
+    assert_eq!(ok, LIMIT, "successes of a key limited to {LIMIT}");
+    assert_eq!(ok as usize + refused, 6 * PER_THREAD);
+    assert_eq!(store.lookup(id).unwrap().key().uses(), LIMIT);
+    for ring in &rings {
+        ring.flush().unwrap();
+    }
+    assert_eq!(build().get(id).unwrap().uses(), LIMIT);
 }
 
 // ---------------------------------------------------------------------------
@@ -2563,8 +2641,8 @@ fn raced_ring(budget: usize) -> KeyRing<Raced> {
 
 /// An administrative write that meets a conflict on every run gives up
 /// after 1024 runs with `StoreError::Conflict`, changing nothing, instead
-/// of spinning; the use of a limited key in `verify` after 16, refusing
-/// the key as used up and spending nothing.
+/// of spinning; the use of a limited key in `verify` after 64, refusing
+/// the key as `Unavailable` and spending nothing.
 #[test]
 fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
     let ring = raced_ring(0);
@@ -2590,8 +2668,8 @@ fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
     assert_eq!(ring.get(id).unwrap().name(), "first");
     assert!(ring.verify(issued.secret.expose()).is_ok());
 
-    assert_eq!(check(&ring, &limited), Err(VerifyError::UsageExceeded));
-    assert_eq!(ring.store().rearm(0), 16);
+    assert_eq!(check(&ring, &limited), Err(VerifyError::Unavailable));
+    assert_eq!(ring.store().rearm(0), 64);
     assert_eq!(ring.get(limited.key.id()).unwrap().uses(), 0);
     assert_eq!(check(&ring, &limited), Ok(()));
     assert_eq!(ring.get(limited.key.id()).unwrap().uses(), 1);
@@ -2599,7 +2677,7 @@ fn a_write_that_always_meets_a_conflict_gives_up_with_an_error() {
 
 /// Another ring writing a key over and over (its holder verifying a
 /// limited key, say) cannot hold off its revocation, regeneration or
-/// disabling: each is redone until it lands, well past the 16 runs a
+/// disabling: each is redone until it lands, well past the 64 runs a
 /// request's verify allows.
 #[test]
 fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
@@ -2649,4 +2727,44 @@ fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
     want.sort();
     assert_eq!(revoked, want);
     assert_eq!(check(&ring, &four), Err(VerifyError::Revoked));
+}
+
+/// `revoke_leaked` sends its `Exposed` events once the revocation is
+/// written: one per key however many runs the conflicts cost, and none
+/// when it gives up.
+#[test]
+fn revoke_leaked_reports_an_exposure_once_and_only_when_revoked() {
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .flush_interval(None)
+        .events(Arc::clone(&log))
+        .build(Raced::new(0))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let text = format!("pasted: {}", key.secret.expose());
+    let exposed = |log: &EventLog| {
+        log.events()
+            .iter()
+            .filter(|e| e.kind == EventKind::Exposed)
+            .count()
+    };
+
+    ring.store().rearm(usize::MAX);
+    assert!(ring.revoke_leaked(&text, "pasted").is_err());
+    assert_eq!(
+        exposed(&log),
+        0,
+        "an exposure reported for a key not revoked"
+    );
+    assert_eq!(check(&ring, &key), Ok(()));
+
+    ring.store().rearm(3);
+    assert_eq!(
+        ring.revoke_leaked(&text, "pasted").unwrap(),
+        vec![key.key.id()]
+    );
+    assert_eq!(ring.store().rearm(0), 3);
+    assert_eq!(exposed(&log), 1);
+    assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
 }
