@@ -1003,6 +1003,8 @@ struct WriteLog {
     written: std::sync::Mutex<BTreeMap<KeyId, (u64, Option<OffsetDateTime>)>>,
     /// While set, every write fails (a full disk) and changes nothing.
     failing: std::sync::atomic::AtomicBool,
+    /// Records written, over all keys.
+    writes: AtomicUsize,
 }
 
 impl WriteLog {
@@ -1011,6 +1013,7 @@ impl WriteLog {
             inner: fresh_store(),
             written: std::sync::Mutex::new(BTreeMap::new()),
             failing: false.into(),
+            writes: AtomicUsize::new(0),
         }
     }
 
@@ -1046,6 +1049,7 @@ impl KeyStore for WriteLog {
                 change
             {
                 written.insert(e.id(), (e.key().uses(), e.key().last_used_at()));
+                self.writes.fetch_add(1, Ordering::SeqCst);
             }
         }
         self.inner.apply(changes)
@@ -1161,6 +1165,10 @@ fn a_limited_use_is_written_to_the_store_at_once() {
     }
     assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
     assert_eq!(store.written(id), Some((5, Some(clock.now()))));
+    // Written already: a flush has nothing of it to write again.
+    let writes = store.writes.load(Ordering::SeqCst);
+    ring.flush().unwrap();
+    assert_eq!(store.writes.load(Ordering::SeqCst), writes);
 }
 
 /// A limited use whose write fails (a full disk, a database timeout) is
