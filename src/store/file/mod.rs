@@ -862,7 +862,7 @@ const LOCK_ATTEMPTS: usize = 8;
 ///
 /// The lock file is never a symbolic link: opening one planted there would
 /// create a file at its target, and every store that meets the link would
-/// lock that other file. And the lock must be held on the file the path
+/// lock that other file (see [`open_lock_file`]). And the lock must be held on the file the path
 /// names once it is held: a lock file removed or replaced between the open
 /// and the lock would leave this store holding a lock that no later open
 /// meets, so the open is tried again on the file now at the path. (A lock
@@ -883,16 +883,7 @@ fn lock_beside_with(path: &Path, mut locked: impl FnMut()) -> Result<std::fs::Fi
         source,
     };
     for _ in 0..LOCK_ATTEMPTS {
-        refuse_link(&lock_path).map_err(io_err)?;
-        let file = io::private(
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false),
-        )
-        .open(&lock_path)
-        .map_err(io_err)?;
+        let file = open_lock_file(&lock_path).map_err(io_err)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -908,6 +899,28 @@ fn lock_beside_with(path: &Path, mut locked: impl FnMut()) -> Result<std::fs::Fi
     Err(io_err(std::io::Error::other(
         "the lock file was replaced each time it was locked",
     )))
+}
+
+/// Opens the lock file at `path`, creating it, never through a symbolic
+/// link: on Unix the open itself refuses one (`O_NOFOLLOW`), so a link
+/// planted there at any moment cannot make it create or open a file
+/// elsewhere; elsewhere a check just before the open is all there is.
+fn open_lock_file(path: &Path) -> std::io::Result<std::fs::File> {
+    #[cfg(not(unix))]
+    refuse_link(path)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    io::private(&mut options);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    // A link makes the open fail (with an error that differs between
+    // systems): say what is wrong.
+    options
+        .open(path)
+        .map_err(|e| refuse_link(path).err().unwrap_or(e))
 }
 
 /// Refuses a symbolic link at `path`; nothing there is fine.

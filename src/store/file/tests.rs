@@ -1507,3 +1507,27 @@ fn a_lock_file_that_never_stays_put_fails_the_open() {
     }
     assert!(lock_beside(&path).is_ok());
 }
+
+/// The lock file's open itself refuses a symbolic link (not only the check
+/// before it), so a link planted between a check and the open creates
+/// nothing at its target and opens no other file.
+#[test]
+#[cfg(unix)]
+fn the_lock_file_is_never_opened_through_a_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("keys.kw.lock");
+    let victim = dir.path().join("victim");
+    let nowhere = dir.path().join("nowhere");
+    std::fs::write(&victim, b"someone else's").unwrap();
+    for target in [&victim, &nowhere] {
+        std::os::unix::fs::symlink(target, &lock).unwrap();
+        let err = open_lock_file(&lock).expect_err("opened through a link");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        std::fs::remove_file(&lock).unwrap();
+    }
+    assert!(!nowhere.exists(), "the open created the link's target");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"someone else's");
+    assert!(open_lock_file(&lock).is_ok());
+    assert!(lock.is_file());
+}
