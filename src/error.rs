@@ -91,9 +91,13 @@ pub enum VerifyError {
     UsageExceeded,
     /// The key has a use limit, and its use could not be written to the
     /// store (the store failed the write, or other key rings on the same
-    /// store kept writing the key meanwhile). Nothing was spent, and the
-    /// request is refused, since a use the store does not hold could be
-    /// granted again; a retry may succeed.
+    /// store kept writing the key meanwhile). The request is refused, since
+    /// a use the store does not hold could be granted again, and nothing is
+    /// spent in memory (a durable store whose write failed late, e.g. in
+    /// its fsync, may still show the use once reopened: never a use too
+    /// few). A retry may succeed; a [`FileStore`](crate::FileStore) that
+    /// met an I/O error refuses every write until it is reopened, so until
+    /// then every limited key gets this answer.
     #[error("api key use could not be recorded")]
     Unavailable,
     /// The request did not present what the key is bound to (a client

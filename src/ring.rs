@@ -572,6 +572,15 @@ impl Carry {
     }
 }
 
+/// What `check` does with a key that has a use limit and passed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Limited {
+    /// Spend a use, written at once (`verify`).
+    Spend,
+    /// Spend nothing: the caller refuses the key (`exchange`).
+    Hold,
+}
+
 /// An error that may be a [`StoreError::Conflict`].
 trait MayConflict {
     fn is_conflict(&self) -> bool;
@@ -991,7 +1000,7 @@ impl<S: KeyStore> KeyRing<S> {
         presented: &str,
         request: impl Into<RequestContext<'a>>,
     ) -> Result<Verified, VerifyError> {
-        let outcome = self.check(presented, &request.into());
+        let outcome = self.check(presented, &request.into(), Limited::Spend);
         if self.events.is_some() {
             self.report(presented, &outcome);
         }
@@ -1002,6 +1011,7 @@ impl<S: KeyStore> KeyRing<S> {
         &self,
         presented: &str,
         request: &RequestContext<'_>,
+        limited: Limited,
     ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
         // The clock is read before the record: a precise reading's ordered
@@ -1022,7 +1032,7 @@ impl<S: KeyStore> KeyRing<S> {
             }
         });
         let entry = outcome?;
-        if entry.key.shape.limited {
+        if entry.key.shape.limited && limited == Limited::Spend {
             return self.consume_limited(entry.id(), &digest, request);
         }
         Ok(Verified { entry })
@@ -1208,17 +1218,23 @@ impl<S: KeyStore> KeyRing<S> {
         presented: &str,
         request: TokenRequest<'_>,
     ) -> Result<AccessToken, Error> {
-        let verified = self
-            .verify_with(presented, request.context)
-            .map_err(Error::Rejected)?;
-        let key = verified.key();
-        if key.use_limit.is_some() {
-            // A token is not counted against the key's uses, so it would
-            // outlive them.
+        // A token is not counted against the key's uses, so it would
+        // outlive them: a limited key is refused once it passed its checks
+        // (the refusal tells nothing to a caller without its secret), and
+        // before a use is spent.
+        let outcome = self.check(presented, &request.context, Limited::Hold);
+        if let Ok(verified) = &outcome
+            && verified.key().use_limit.is_some()
+        {
             return Err(Error::InvalidInput(
                 "a key with a use limit cannot be exchanged for access tokens",
             ));
         }
+        if self.events.is_some() {
+            self.report(presented, &outcome);
+        }
+        let verified = outcome.map_err(Error::Rejected)?;
+        let key = verified.key();
         let scopes = match request.scopes {
             Some(narrower) => {
                 if !narrower.is_within(&key.scopes, &self.sensitive) {

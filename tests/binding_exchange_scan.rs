@@ -2684,15 +2684,30 @@ fn a_token_of_a_bound_key_needs_the_bindings_again() {
     );
 }
 
+/// A key with a use limit is refused a token, and the refused exchange
+/// spends none of its uses. A wrong secret for it is refused as invalid,
+/// like any other: the refusal names the limit only to the key's holder.
 #[test]
 fn a_key_with_a_use_limit_cannot_be_exchanged() {
     let clock = ManualClock::new(T0);
     let ring = ring("acme", &clock);
-    let issued = ring.issue(NewKey::new("acct_1").use_limit(5)).unwrap();
+    let issued = ring.issue(NewKey::new("acct_1").use_limit(1)).unwrap();
     match ring.exchange(issued.secret.expose(), Duration::minutes(5)) {
         Err(Error::InvalidInput(why)) => assert!(why.contains("use limit"), "{why}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    assert_eq!(ring.get(issued.key.id()).unwrap().uses(), 0);
+    let secret = secret_part(issued.secret.expose(), "acme");
+    let wrong = forge("acme", issued.key.id(), &other_secret(secret));
+    assert!(matches!(
+        ring.exchange(&wrong, Duration::minutes(5)),
+        Err(Error::Rejected(VerifyError::Invalid))
+    ));
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::UsageExceeded
+    );
 }
 
 #[test]

@@ -60,7 +60,8 @@ pub use memory::MemoryStore;
 ///
 /// The record's usage (last use, use count) is updated in place by `verify`
 /// without I/O, and written back to the store by the ring with a bounded
-/// delay ([`KeyRing::flush`](crate::KeyRing::flush)).
+/// delay ([`KeyRing::flush`](crate::KeyRing::flush)); except for a key with
+/// a use limit, whose every use is written at once, as a new version.
 ///
 /// Layout: the hash and the fields `verify` reads and counts come first,
 /// so a verification of most keys reads the first 96 bytes of the record's

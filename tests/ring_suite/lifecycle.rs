@@ -1043,16 +1043,20 @@ impl KeyStore for WriteLog {
                 source: std::io::Error::other("disk full"),
             });
         }
-        let mut written = self.written.lock().unwrap();
-        for change in &changes {
-            if let Change::Insert(e) | Change::Replace(e) | Change::ReplaceIf { next: e, .. } =
-                change
-            {
-                written.insert(e.id(), (e.key().uses(), e.key().last_used_at()));
-                self.writes.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        self.inner.apply(changes)
+        let noted: Vec<_> = changes
+            .iter()
+            .filter_map(|change| match change {
+                Change::Insert(e) | Change::Replace(e) | Change::ReplaceIf { next: e, .. } => {
+                    Some((e.id(), (e.key().uses(), e.key().last_used_at())))
+                }
+                _ => None,
+            })
+            .collect();
+        self.inner.apply(changes)?;
+        // Only what the store took.
+        self.writes.fetch_add(noted.len(), Ordering::SeqCst);
+        self.written.lock().unwrap().extend(noted);
+        Ok(())
     }
 }
 
@@ -1204,6 +1208,55 @@ fn a_limited_use_whose_write_fails_is_refused_and_spends_nothing() {
     assert_eq!(check(&ring, &key), Ok(()));
     assert_eq!(store.written(id), Some((1, Some(clock.now()))));
     assert_eq!(check(&ring, &key), Err(VerifyError::UsageExceeded));
+}
+
+/// A store whose `inspect` takes a minute: the clock moves on after the
+/// record was lent, as it can while a verify waits for the ring's lock.
+#[derive(Debug)]
+struct SlowInspect {
+    inner: TestStore,
+    clock: ManualClock,
+}
+
+impl KeyStore for SlowInspect {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+        self.inner.inspect(id, f);
+        self.clock.advance(Duration::minutes(1));
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.inner.apply(changes)
+    }
+}
+
+/// A limited key is judged again when its use is spent, at the time of
+/// spending: a key that expired while its verify waited is refused, and
+/// keeps its uses.
+#[test]
+fn a_limited_key_that_expires_before_its_use_is_spent_is_refused() {
+    let clock = ManualClock::new(T0);
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(SlowInspect {
+            inner: fresh_store(),
+            clock: clock.clone(),
+        })
+        .unwrap();
+    let key = ring
+        .issue(NewKey::new("o").use_limit(5).expiry(ExpiryPolicy::days(1)))
+        .unwrap();
+    clock.set(T0 + Duration::days(1) - Duration::SECOND);
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    assert_eq!(ring.get(key.key.id()).unwrap().uses(), 0);
 }
 
 #[test]
