@@ -63,6 +63,72 @@ pub enum EventKind {
     Verified,
     /// A verification failed, and why.
     VerifyFailed(VerifyError),
+    /// The store failed a read or write the ring made on its own, which no
+    /// caller sees the error of: the background reload or usage flush, or
+    /// the write of a limited key's use (the event's key; the verify is
+    /// refused as [`VerifyError::Unavailable`], reported in its own event
+    /// after this one). A background task reports when it starts failing,
+    /// not on each retry, and [`EventKind::StoreRecovered`] when it next
+    /// succeeds.
+    StoreFailed {
+        /// What the ring was doing.
+        task: StoreTask,
+        /// The store's error, with its causes (a path, an operating-system
+        /// error), never key material.
+        error: String,
+    },
+    /// A background task that had failed (see [`EventKind::StoreFailed`])
+    /// succeeded again.
+    StoreRecovered {
+        /// Which task.
+        task: StoreTask,
+    },
+}
+
+/// The ring's own uses of the store, named in [`EventKind::StoreFailed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreTask {
+    /// The background reload of the ring settings, each second: while it
+    /// fails, a revoke-all or a new default policy written by another ring
+    /// on the same store does not reach this one.
+    SettingsReload,
+    /// Writing usage (use counts, last use) back to the store and flushing
+    /// it: by the background thread, or when the ring is dropped. While it
+    /// fails, usage accumulates in memory and a crash loses it.
+    UsageFlush,
+    /// Writing the use of a key with a use limit, during its verify.
+    LimitedUse,
+}
+
+impl StoreTask {
+    /// A stable, lowercase name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StoreTask::SettingsReload => "settings reload",
+            StoreTask::UsageFlush => "usage flush",
+            StoreTask::LimitedUse => "limited use",
+        }
+    }
+}
+
+impl fmt::Display for StoreTask {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An error and its causes, each after a `: `, as a store error is shown
+/// in [`EventKind::StoreFailed`].
+pub(crate) fn describe(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
 }
 
 /// One event.

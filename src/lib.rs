@@ -22,7 +22,7 @@ pub use crate::binding::{Binding, Bindings, CertFingerprint, Network};
 pub use crate::clock::CoarseClock;
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::error::{Error, MalformedReason, StoreError, VerifyError};
-pub use crate::event::{Event, EventKind, EventLog, EventSink};
+pub use crate::event::{Event, EventKind, EventLog, EventSink, StoreTask};
 pub use crate::expiry::ExpiryPolicy;
 pub use crate::hash::{HashFormatError, KeyHash};
 pub use crate::key::{

@@ -23,6 +23,11 @@
 //! [`KeyRing::flush`] and when the ring is dropped. Keys with a use limit
 //! are the exception: each successful use is written at once, so a restart
 //! cannot hand out uses again.
+//!
+//! No caller sees the errors of those background writes, nor of the
+//! settings reload: the ring reports them to its [`EventSink`] as
+//! [`EventKind::StoreFailed`] (once, when a task starts failing) and
+//! [`EventKind::StoreRecovered`].
 
 use std::fmt;
 use std::net::IpAddr;
@@ -37,7 +42,7 @@ use crate::access::{AccessClaims, AccessToken, Signer};
 use crate::binding::{Binding, CertFingerprint};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, StoreError, VerifyError};
-use crate::event::{Event, EventKind, EventSink};
+use crate::event::{self, Event, EventKind, EventSink, StoreTask};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{
@@ -116,8 +121,8 @@ pub struct KeyRing<S: KeyStore = MemoryStore> {
     signer: Signer,
     max_token_ttl: Duration,
     shared: Arc<Shared<S>>,
-    clock: Box<dyn Clock>,
-    events: Option<Box<dyn EventSink>>,
+    clock: Arc<dyn Clock>,
+    events: Option<Arc<dyn EventSink>>,
     report_successes: bool,
     revoke_on_password_expiry: bool,
     sensitive: Sensitive,
@@ -344,7 +349,9 @@ impl KeyRingBuilder {
         self
     }
 
-    /// Where events go (default: nowhere).
+    /// Where events go (default: nowhere). The sink is called from the
+    /// ring's background threads too, for [`EventKind::StoreFailed`] and
+    /// [`EventKind::StoreRecovered`].
     pub fn events(mut self, sink: impl EventSink + 'static) -> Self {
         self.events = Some(Box::new(sink));
         self
@@ -472,8 +479,16 @@ impl KeyRingBuilder {
             default: HotDefault::new(&settings),
             settings: RwLock::new(settings),
         });
+        let clock: Arc<dyn Clock> = Arc::from(self.clock);
+        let events: Option<Arc<dyn EventSink>> = self.events.map(Arc::from);
         let background = match self.flush_interval {
-            Some(every) => Some(Background::spawn(&shared, every)?),
+            Some(every) => {
+                let reporter = events.clone().map(|sink| Reporter {
+                    sink,
+                    clock: Arc::clone(&clock),
+                });
+                Some(Background::spawn(&shared, every, reporter)?)
+            }
             None => None,
         };
         Ok(KeyRing {
@@ -482,8 +497,8 @@ impl KeyRingBuilder {
             signer,
             max_token_ttl: self.max_token_ttl,
             shared,
-            clock: self.clock,
-            events: self.events,
+            clock,
+            events,
             report_successes: self.report_successes,
             revoke_on_password_expiry: self.revoke_on_password_expiry,
             sensitive,
@@ -630,38 +645,49 @@ impl Background {
     fn spawn<S: KeyStore + 'static>(
         shared: &Arc<Shared<S>>,
         every: std::time::Duration,
+        reporter: Option<Reporter>,
     ) -> Result<Background, Error> {
         let mut background = Background {
             stops: Vec::with_capacity(2),
             threads: Vec::with_capacity(2),
         };
         // On an error the threads already started stop with `background`.
-        background.start(shared, "keyward-settings", SETTINGS_REFRESH, |shared| {
-            // A failed read keeps the settings held; the next tick retries.
-            let _ = shared.refresh();
-        })?;
-        background.start(shared, "keyward-flush", every, |shared| {
-            // A failed write leaves the keys marked; the next round retries.
-            let _ = shared.flush_usage();
-        })?;
+        // A failed read keeps the settings held; the next tick retries.
+        let settings = Task {
+            name: "keyward-settings",
+            every: SETTINGS_REFRESH,
+            task: StoreTask::SettingsReload,
+            work: Shared::refresh,
+        };
+        // A failed write leaves the keys marked; the next round retries.
+        let flush = Task {
+            name: "keyward-flush",
+            every,
+            task: StoreTask::UsageFlush,
+            work: Shared::flush_usage,
+        };
+        background.start(shared, settings, reporter.clone())?;
+        background.start(shared, flush, reporter)?;
         Ok(background)
     }
 
-    /// Starts a thread running `work` every `every` until stopped. It holds
-    /// the ring's shared state only while working.
+    /// Starts a thread running the task's work every period until stopped.
+    /// It holds the ring's shared state only while working. A failure is
+    /// reported when the task starts failing, and the recovery when it next
+    /// succeeds: not once a tick.
     fn start<S: KeyStore + 'static>(
         &mut self,
         shared: &Arc<Shared<S>>,
-        name: &str,
-        every: std::time::Duration,
-        work: fn(&Shared<S>),
+        task: Task<S>,
+        reporter: Option<Reporter>,
     ) -> Result<(), Error> {
         let (stop, stopped) = mpsc::sync_channel::<()>(0);
         let shared = Arc::downgrade(shared);
         let thread = std::thread::Builder::new()
-            .name(name.into())
+            .name(task.name.into())
             .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+                let mut failing = false;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(task.every) {
                     let Some(shared) = shared.upgrade() else {
                         break;
                     };
@@ -670,9 +696,24 @@ impl Background {
                     // another ring would never arrive. The ring's locks
                     // shrug off poisoning, and `FileStore` is whole after
                     // an unwinding write or compaction.
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        work(&shared);
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        (task.work)(&shared)
                     }));
+                    drop(shared);
+                    let failure = match outcome {
+                        Ok(Ok(())) => None,
+                        Ok(Err(e)) => Some(event::describe(&e)),
+                        Err(_) => Some(PANICKED.to_owned()),
+                    };
+                    let failed = failure.is_some();
+                    if let Some(reporter) = &reporter {
+                        match failure {
+                            Some(error) if !failing => reporter.failed(task.task, error),
+                            None if failing => reporter.recovered(task.task),
+                            _ => {}
+                        }
+                    }
+                    failing = failed;
                 }
             })
             .map_err(|e| Error::Storage(StoreError::Backend(Box::new(e))))?;
@@ -681,6 +722,38 @@ impl Background {
         Ok(())
     }
 }
+
+/// One background task: a thread name, a period, and the work.
+struct Task<S> {
+    name: &'static str,
+    every: std::time::Duration,
+    task: StoreTask,
+    work: fn(&Shared<S>) -> Result<(), StoreError>,
+}
+
+/// Sends the events of the ring's own store accesses, from any thread.
+#[derive(Clone)]
+struct Reporter {
+    sink: Arc<dyn EventSink>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Reporter {
+    fn failed(&self, task: StoreTask, error: String) {
+        let event = Event::new(EventKind::StoreFailed { task, error }, self.clock.now());
+        self.sink.record(&event);
+    }
+
+    fn recovered(&self, task: StoreTask) {
+        let event = Event::new(EventKind::StoreRecovered { task }, self.clock.now());
+        self.sink.record(&event);
+    }
+}
+
+/// A panic, as a store failure. Its message is left out: the panic hook
+/// has printed it, and an event may go where a message made by someone
+/// else's code should not.
+const PANICKED: &str = "the store panicked (its message went to the panic hook)";
 
 impl Drop for Background {
     /// Stops the threads and waits for them: a flush under way (a
@@ -1130,10 +1203,35 @@ impl<S: KeyStore> KeyRing<S> {
                 Err(StoreError::Conflict(_)) => {}
                 // Deleted by another ring since the lookup.
                 Err(StoreError::NotFound(_)) => return Err(VerifyError::Invalid),
-                Err(_) => return Err(VerifyError::Unavailable),
+                Err(e) => {
+                    self.store_failed(StoreTask::LimitedUse, Some(id), || event::describe(&e));
+                    return Err(VerifyError::Unavailable);
+                }
             }
         }
+        self.store_failed(StoreTask::LimitedUse, Some(id), || {
+            let conflict = StoreError::Conflict(id);
+            format!("{conflict}, {VERIFY_CONFLICT_ATTEMPTS} times in a row")
+        });
         Err(VerifyError::Unavailable)
+    }
+
+    /// Reports a failure of the ring's own use of the store (see
+    /// [`EventKind::StoreFailed`]).
+    fn store_failed(&self, task: StoreTask, key: Option<KeyId>, error: impl FnOnce() -> String) {
+        self.emit(|| {
+            let event = Event::new(
+                EventKind::StoreFailed {
+                    task,
+                    error: error(),
+                },
+                self.clock.now(),
+            );
+            match key {
+                Some(id) => event.key(id),
+                None => event,
+            }
+        });
     }
 
     fn now_nanos(&self) -> Nanos {
@@ -2023,7 +2121,9 @@ impl<S: KeyStore> Drop for KeyRing<S> {
     /// writes outstanding usage back and flushes the store, best effort.
     fn drop(&mut self) {
         drop(self.background.take());
-        let _ = self.shared.flush_usage();
+        if let Err(e) = self.shared.flush_usage() {
+            self.store_failed(StoreTask::UsageFlush, None, || event::describe(&e));
+        }
     }
 }
 

@@ -2374,6 +2374,247 @@ fn a_panic_in_the_store_does_not_stop_the_background_threads() {
     );
 }
 
+/// The events of `kinds` in `log`, oldest first.
+fn store_events(log: &EventLog) -> Vec<EventKind> {
+    log.events()
+        .into_iter()
+        .map(|e| e.kind)
+        .filter(|k| {
+            matches!(
+                k,
+                EventKind::StoreFailed { .. } | EventKind::StoreRecovered { .. }
+            )
+        })
+        .collect()
+}
+
+fn failed(task: StoreTask, error: &str) -> EventKind {
+    EventKind::StoreFailed {
+        task,
+        error: error.to_owned(),
+    }
+}
+
+/// A background reload or flush that panics is reported as a store
+/// failure, without the panic's own message, and then as recovered.
+#[test]
+fn a_panic_in_a_background_task_is_reported_and_so_is_its_recovery() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(PanicsOnce {
+        inner: fresh_store(),
+        settings: false.into(),
+        flush: false.into(),
+        replaced: AtomicUsize::new(0),
+    });
+    let log = Arc::new(EventLog::new());
+    let _ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .flush_interval(Some(std::time::Duration::from_millis(50)))
+        .build(Arc::clone(&store))
+        .unwrap();
+    store.arm();
+    let recovered = |task| {
+        let log = Arc::clone(&log);
+        move || store_events(&log).contains(&EventKind::StoreRecovered { task })
+    };
+    within_5s(
+        "the reload's recovery was not reported",
+        recovered(StoreTask::SettingsReload),
+    );
+    within_5s(
+        "the flush's recovery was not reported",
+        recovered(StoreTask::UsageFlush),
+    );
+    let panicked = "the store panicked (its message went to the panic hook)";
+    for task in [StoreTask::SettingsReload, StoreTask::UsageFlush] {
+        let mine: Vec<_> = store_events(&log)
+            .into_iter()
+            .filter(|k| match k {
+                EventKind::StoreFailed { task: t, .. } | EventKind::StoreRecovered { task: t } => {
+                    *t == task
+                }
+                _ => false,
+            })
+            .collect();
+        assert_eq!(
+            mine,
+            [failed(task, panicked), EventKind::StoreRecovered { task }],
+            "{task}"
+        );
+    }
+}
+
+/// A store whose reads of the settings, writes and flushes all fail while
+/// it is down (a lost database connection, a full disk).
+#[derive(Debug)]
+struct Outage {
+    inner: TestStore,
+    down: std::sync::atomic::AtomicBool,
+    /// Failed reads of the settings.
+    reads_refused: AtomicUsize,
+    /// Failed writes and flushes.
+    writes_refused: AtomicUsize,
+}
+
+impl Outage {
+    fn new() -> Outage {
+        Outage {
+            inner: fresh_store(),
+            down: false.into(),
+            reads_refused: AtomicUsize::new(0),
+            writes_refused: AtomicUsize::new(0),
+        }
+    }
+
+    fn check(&self, refused: &AtomicUsize) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            refused.fetch_add(1, Ordering::SeqCst);
+            return Err(StoreError::Io {
+                path: "keys".into(),
+                source: std::io::Error::other("connection reset"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl KeyStore for Outage {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.check(&self.reads_refused)?;
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.check(&self.writes_refused)?;
+        self.inner.apply(changes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.check(&self.writes_refused)?;
+        self.inner.flush()
+    }
+}
+
+/// While the store is down, each background task reports one failure with
+/// the store's error and its cause, however many ticks fail; once it is
+/// back, one recovery each.
+#[test]
+fn a_failing_background_task_is_reported_once_and_its_recovery_once() {
+    let store = Arc::new(Outage::new());
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .events(Arc::clone(&log))
+        .flush_interval(Some(std::time::Duration::from_millis(20)))
+        .build(Arc::clone(&store))
+        .unwrap();
+    ring.issue(NewKey::new("o")).unwrap();
+    store.down.store(true, Ordering::SeqCst);
+    within_5s("the failures were not reported", || {
+        store_events(&log).len() >= 2
+    });
+    // Two more settings reloads (one a second) and more flushes fail.
+    let reads = store.reads_refused.load(Ordering::SeqCst);
+    let writes = store.writes_refused.load(Ordering::SeqCst);
+    within_5s("the store was not called again while down", || {
+        store.reads_refused.load(Ordering::SeqCst) >= reads + 2
+            && store.writes_refused.load(Ordering::SeqCst) >= writes + 2
+    });
+    let error = "i/o error on keys: connection reset";
+    let events = store_events(&log);
+    assert_eq!(events.len(), 2, "{events:?}");
+    for task in [StoreTask::SettingsReload, StoreTask::UsageFlush] {
+        assert!(events.contains(&failed(task, error)), "{task}: {events:?}");
+    }
+    assert!(
+        log.events()
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::StoreFailed { .. }))
+            .all(|e| e.key.is_none() && e.at == T0),
+        "a background failure named a key or the wrong time"
+    );
+
+    store.down.store(false, Ordering::SeqCst);
+    within_5s("the recoveries were not reported", || {
+        store_events(&log).len() == 4
+    });
+    let events = store_events(&log);
+    for task in [StoreTask::SettingsReload, StoreTask::UsageFlush] {
+        let at = |kind: &EventKind| events.iter().position(|k| k == kind).unwrap();
+        assert!(
+            at(&failed(task, error)) < at(&EventKind::StoreRecovered { task }),
+            "{task}: {events:?}"
+        );
+    }
+}
+
+/// The last flush, when the ring is dropped, reports its failure: the
+/// usage held in memory is lost.
+#[test]
+fn a_failed_flush_when_the_ring_is_dropped_is_reported() {
+    let store = Arc::new(Outage::new());
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .events(Arc::clone(&log))
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&ring, &key), Ok(()));
+    store.down.store(true, Ordering::SeqCst);
+    drop(ring);
+    assert_eq!(
+        store_events(&log),
+        [failed(
+            StoreTask::UsageFlush,
+            "i/o error on keys: connection reset"
+        )]
+    );
+}
+
+/// A limited key's use that the store fails to write is reported with the
+/// key and the store's error, then the verify's own `Unavailable`.
+#[test]
+fn a_limited_use_the_store_fails_is_reported_with_its_cause() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(WriteLog::new());
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o").use_limit(1)).unwrap();
+    let id = key.key.id();
+    store.fail(true);
+    assert_eq!(
+        ring.verify(key.secret.expose()).unwrap_err(),
+        VerifyError::Unavailable
+    );
+    let events = log.events();
+    let last: Vec<_> = events[events.len() - 2..]
+        .iter()
+        .map(|e| (e.kind.clone(), e.key))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            (
+                failed(StoreTask::LimitedUse, "i/o error on keys: disk full"),
+                Some(id)
+            ),
+            (EventKind::VerifyFailed(VerifyError::Unavailable), Some(id)),
+        ]
+    );
+}
+
 /// A store that, on the first `apply` replacing `target`'s record, first
 /// runs `hook` (another ring's write of the same key, slipped in between
 /// this ring's read of the record and its write).
