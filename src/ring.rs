@@ -46,8 +46,8 @@ use crate::event::{self, Event, EventKind, EventSink, StoreTask};
 use crate::expiry::ExpiryPolicy;
 use crate::hash::{Hasher, KeyHash};
 use crate::key::{
-    Counter, Extra, Fields, Issued, Key, KeyUpdate, MAX_FIELD_LEN, NEVER, NOT_YET, Nanos, NewKey,
-    Reminder, Stamp, Status, StatusCode, Verified, instant, nanos,
+    Counter, Extra, Fields, Issued, Key, KeyUpdate, MAX_FIELD_LEN, MAX_SCOPES, NEVER, NOT_YET,
+    Nanos, NewKey, Reminder, Stamp, Status, StatusCode, Verified, instant, nanos,
 };
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
@@ -143,7 +143,15 @@ struct Shared<S> {
     epoch: AtomicU64,
     /// Their default policy, read on every verify without a lock.
     default: HotDefault,
+    /// How many times settings were installed. A reload installs what it
+    /// read only if none were installed since it began to read: otherwise
+    /// a reload that read just before this ring wrote new settings could
+    /// put the old ones back after them.
+    installed: AtomicU64,
 }
+
+/// Reads of the settings a reload makes while other installs overtake it.
+const RELOAD_ATTEMPTS: usize = 4;
 
 /// The ring's default policy in a form `verify` reads without taking a lock
 /// (a sequence lock over atomics: a reader retries if a writer was at work).
@@ -230,20 +238,41 @@ impl<S: KeyStore> Shared<S> {
     /// Takes the settings in the store, where another ring on the same
     /// store may have changed them. The epoch only moves forward.
     fn refresh(&self) -> Result<(), StoreError> {
-        if let Some(stored) = self.store.load_settings()? {
-            self.take_settings(stored);
+        for _ in 0..RELOAD_ATTEMPTS {
+            let seen = self.installed.load(Ordering::Acquire);
+            let Some(stored) = self.store.load_settings()? else {
+                return Ok(());
+            };
+            if self.install(stored, Some(seen)) {
+                return Ok(());
+            }
         }
+        // Each time, other settings were installed meanwhile, read after
+        // ours began: they are at least as new.
         Ok(())
     }
 
+    /// Installs settings this ring has just written.
     fn take_settings(&self, settings: RingSettings) {
+        self.install(settings, None);
+    }
+
+    /// Installs `settings`, unless they were read when `seen` installs
+    /// had been made and more have been made since; says whether it did.
+    /// The epoch is raised either way: it only moves forward.
+    fn install(&self, settings: RingSettings, seen: Option<u64>) -> bool {
         let mut current = self
             .settings
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        self.default.store(&settings);
         self.epoch.fetch_max(settings.epoch, Ordering::AcqRel);
+        if seen.is_some_and(|seen| seen != self.installed.load(Ordering::Acquire)) {
+            return false;
+        }
+        self.default.store(&settings);
         *current = settings;
+        self.installed.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// The settings to change: the store's (another ring may have written
@@ -478,6 +507,7 @@ impl KeyRingBuilder {
             epoch: AtomicU64::new(settings.epoch),
             default: HotDefault::new(&settings),
             settings: RwLock::new(settings),
+            installed: AtomicU64::new(0),
         });
         let clock: Arc<dyn Clock> = Arc::from(self.clock);
         let events: Option<Arc<dyn EventSink>> = self.events.map(Arc::from);
@@ -968,8 +998,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// Refused with [`Error::InvalidInput`]: an empty owner, or one with a
     /// NUL character; fields past their limits (owner, name, each metadata
     /// key and value and each contact field 256 bytes; description 4096
-    /// bytes; 64 metadata entries; 256 scopes in the key's set and in the
-    /// owner's; 64 networks); a use limit of 0. Refused with
+    /// bytes; 64 metadata entries; 256 scopes in the key's set, in the
+    /// owner's, and in the key's set once capped to the owner's; 64
+    /// networks); a use limit of 0. Refused with
     /// [`Error::InvalidExpiry`]: an expiry that has passed or lies beyond
     /// the ring's maximum lifetime. When the request names the owner's
     /// scopes, the key's scopes are capped to them.
@@ -1387,7 +1418,9 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Like [`verify_access_token`](Self::verify_access_token), and the key
     /// the token was exchanged for must still be active: one in-memory
-    /// lookup, no I/O.
+    /// lookup, no I/O. The claims' scopes come back narrowed to what the
+    /// key still grants (an [`update`](Self::update) may have narrowed its
+    /// scopes since the exchange).
     pub fn verify_access_token_strict(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         self.verify_access_token_with(token, RequestContext::new())
     }
@@ -1395,7 +1428,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// Strict verification with the request's context: the key must still be
     /// active, the token must postdate the key's last regeneration, and a
     /// token of a bound key must come with what the key is bound to (the
-    /// key's current bindings are checked, as for the key itself).
+    /// key's current bindings are checked, as for the key itself). The
+    /// claims' scopes are narrowed to what the key still grants, and a
+    /// scope requirement is checked against those.
     pub fn verify_access_token_with<'a>(
         &self,
         token: &str,
@@ -1428,6 +1463,12 @@ impl<S: KeyStore> KeyRing<S> {
                     .bindings()
                     .check(request.client_cert, request.peer)
                     .map_err(VerifyError::BindingMismatch)?;
+            }
+            // The key's scopes may have narrowed since the exchange (an
+            // `update`): the token grants only what both still grant.
+            let mut claims = claims;
+            if !claims.scopes.is_within(&entry.key.scopes, &self.sensitive) {
+                claims.scopes = claims.scopes.cap(&entry.key.scopes, &self.sensitive);
             }
             if let Some(requirement) = request.requirement {
                 self.authorize(&claims, requirement)?;
@@ -1604,10 +1645,25 @@ impl<S: KeyStore> KeyRing<S> {
     /// applies).
     #[inline]
     fn limits(&self, entry: &StoredKey) -> (Nanos, bool) {
+        let (deadline, idle_end) = self.ends(entry);
+        let cutoff = deadline.min(idle_end);
+        let renews = idle_end != NEVER;
+        if entry.key.shape.graced {
+            (cutoff.min(entry.key.grace_until), renews)
+        } else {
+            (cutoff, renews)
+        }
+    }
+
+    /// The key's deadline (its own, or the ring default's under the
+    /// maximum lifetime) and its idle end (`NEVER` without an idle
+    /// timeout), before any rotation grace.
+    #[inline]
+    fn ends(&self, entry: &StoredKey) -> (Nanos, Nanos) {
         let key = &entry.key;
         let last_active = key.created_at.max(key.last_used_at.get());
         // The shape tells which further fields to read (see `Shape`).
-        let (deadline, idle_end) = if key.shape.own_policy {
+        if key.shape.own_policy {
             let idle_end = if key.shape.own_idle {
                 match key.expiry {
                     Some(ExpiryPolicy::Idle(d)) => last_active.saturating_add(span(d)),
@@ -1633,13 +1689,6 @@ impl<S: KeyStore> KeyRing<S> {
                 _ => NEVER,
             };
             (deadline, idle_end)
-        };
-        let cutoff = deadline.min(idle_end);
-        let renews = idle_end != NEVER;
-        if key.shape.graced {
-            (cutoff.min(key.grace_until), renews)
-        } else {
-            (cutoff, renews)
         }
     }
 
@@ -1714,6 +1763,13 @@ impl<S: KeyStore> Acting<'_, S> {
             Some(held) => request.scopes.cap(held, &ring.sensitive),
             None => request.scopes,
         };
+        // Each asked scope is met with each held one, so the capped set can
+        // be longer than either: hold it to the limit of a stored set.
+        if scopes.len() > MAX_SCOPES {
+            return Err(Error::InvalidInput(
+                "the scopes capped to the owner's come to more than 256 scopes",
+            ));
+        }
         let mut key = Key::blank(KeyId::from_u64(0), request.owner.into(), now);
         key.epoch = ring.shared.epoch.load(Ordering::Acquire);
         key.use_limit = request.use_limit.and_then(NonZeroU64::new);
@@ -1787,7 +1843,10 @@ impl<S: KeyStore> Acting<'_, S> {
         } else {
             grace
         };
-        let grace_until = nanos(now.saturating_add(grace)).min(ring.cutoff(&old));
+        // Capped by the key's deadline, not by its idle end: that moves with
+        // each use, and `limits` applies it as it stands (so an idle key in
+        // use keeps its whole grace).
+        let grace_until = nanos(now.saturating_add(grace)).min(ring.ends(&old).0);
         // One batch: a crash leaves the rotation whole or absent.
         let carry = std::cell::Cell::new(None);
         let issued = ring.insert_new(successor, |new_id| {
@@ -1886,9 +1945,12 @@ impl<S: KeyStore> Acting<'_, S> {
         }
         let ring = self.ring;
         let now = ring.clock.now();
+        // Revoked one by one, or by a revoke-all (the epoch only moves
+        // forward, so such a key stays revoked without a write).
+        let epoch = ring.shared.epoch.load(Ordering::Acquire);
         let fresh: Vec<&Arc<StoredKey>> = entries
             .iter()
-            .filter(|e| e.key.status != StatusCode::Revoked)
+            .filter(|e| e.key.status != StatusCode::Revoked && e.key.epoch >= epoch)
             .collect();
         let (batch, carries): (Vec<Change>, Vec<Carry>) = fresh
             .iter()
@@ -2021,8 +2083,10 @@ impl<S: KeyStore> Acting<'_, S> {
         ring.store().save_settings(&next)?;
         let epoch = next.epoch;
         ring.shared.take_settings(next);
-        // The store may have kept a newer epoch than ours.
-        ring.shared.refresh()?;
+        // Another ring may have written newer settings meanwhile. Only a
+        // look: the revoke-all has landed, so a failed read must not report
+        // it as failed (the background reload retries).
+        let _ = ring.shared.refresh();
         ring.emit(|| Event::new(EventKind::AllRevoked { epoch }, now).actor(self.actor));
         Ok(())
     }
@@ -2085,7 +2149,8 @@ impl<S: KeyStore> Acting<'_, S> {
         next.default_since = now;
         ring.store().save_settings(&next)?;
         ring.shared.take_settings(next);
-        ring.shared.refresh()?;
+        // As in `revoke_all`: the change has landed.
+        let _ = ring.shared.refresh();
         ring.emit(|| Event::new(EventKind::PolicyChanged { policy }, now).actor(self.actor));
         Ok(())
     }

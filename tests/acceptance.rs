@@ -1473,3 +1473,46 @@ fn a_key_relabelled_with_another_rings_prefix_does_not_verify() {
     assert_eq!(test.verify(&relabelled).unwrap_err(), VerifyError::Invalid);
     assert!(live.verify(issued.secret.expose()).is_ok());
 }
+
+/// Capping to the owner's scopes meets each asked scope with each held
+/// one, so the result can be longer than either set: a result past the
+/// limit of a stored set (256) is refused, and a key that fits still
+/// round-trips through export and import.
+#[test]
+fn capped_scopes_are_held_to_the_scope_limit() {
+    let ring = KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let wide = |n: usize| {
+        (
+            ScopeSet::parse((0..n).map(|i| format!("*:a{i}"))).unwrap(),
+            ScopeSet::parse((0..n).map(|i| format!("r{i}:*"))).unwrap(),
+        )
+    };
+    let (asked, held) = wide(17); // 289 scopes once capped
+    let err = ring
+        .issue(NewKey::new("o").scopes(asked).owner_scopes(held))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(m) if m.contains("256")),
+        "{err:?}"
+    );
+    assert!(ring.list(&ListFilter::default()).unwrap().is_empty());
+
+    let (asked, held) = wide(16); // exactly 256
+    let issued = ring
+        .issue(NewKey::new("o").scopes(asked).owner_scopes(held))
+        .unwrap();
+    assert_eq!(issued.key.scopes().len(), 256);
+    let mut export = Vec::new();
+    keyward::store::export(ring.store(), &mut export).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let copy = FileStore::open(dir.path().join("keys.kw")).unwrap();
+    copy.import(&export[..], keyward::store::ImportMode::Replace)
+        .unwrap();
+    assert_eq!(
+        copy.lookup(issued.key.id()).unwrap().key().scopes().len(),
+        256
+    );
+}

@@ -2829,3 +2829,40 @@ fn scan_survives_overlong_bodies_and_takes_no_prefix_from_mid_word() {
         assert_nothing_found("a key glued to a letter", &glued);
     }
 }
+
+/// A strict check grants only what the key still grants: after `update`
+/// narrowed the key's scopes, a token exchanged before passes no
+/// requirement on the scope taken away, and its claims come back narrowed.
+/// The plain check (no lookup) still goes by the token until it expires.
+#[test]
+fn strict_token_checks_follow_the_keys_narrowed_scopes() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let key = ring
+        .issue(NewKey::new("o").scopes(scopes(&["invoices:read", "invoices:write"])))
+        .unwrap();
+    let token = ring
+        .exchange(key.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    ring.update(
+        key.key.id(),
+        KeyUpdate::new().scopes(scopes(&["invoices:read"])),
+    )
+    .unwrap();
+    let write = Requirement::scope("invoices:write").unwrap();
+    let read = Requirement::scope("invoices:read").unwrap();
+    assert_eq!(
+        ring.verify_access_token_with(token.expose(), &write),
+        Err(VerifyError::InsufficientScope(
+            Scope::new("invoices:write").unwrap()
+        ))
+    );
+    let claims = ring
+        .verify_access_token_with(token.expose(), &read)
+        .unwrap();
+    assert_eq!(claims.scopes, scopes(&["invoices:read"]));
+    let strict = ring.verify_access_token_strict(token.expose()).unwrap();
+    assert_eq!(strict.scopes, scopes(&["invoices:read"]));
+    let plain = ring.verify_access_token(token.expose()).unwrap();
+    assert_eq!(plain.scopes, scopes(&["invoices:read", "invoices:write"]));
+}

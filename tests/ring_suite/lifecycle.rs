@@ -3070,3 +3070,250 @@ fn revoke_leaked_reports_an_exposure_once_and_only_when_revoked() {
     assert_eq!(exposed(&log), 1);
     assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
 }
+
+// ---------------------------------------------------------------------------
+// From the review of 2026-12-05 (helper-29)
+// ---------------------------------------------------------------------------
+
+/// An idle-timeout key in use keeps its whole rotation grace: its own
+/// expiry moves with each use, so the grace is not cut at the idle end it
+/// had when it was rotated. Idle for an hour, it still ends.
+#[test]
+fn a_rotated_idle_key_in_use_keeps_its_whole_grace() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let old = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    let new = ring.rotate(old.key.id(), Duration::hours(3)).unwrap();
+    assert_eq!(check(&ring, &new), Ok(()));
+    for step in 1..=5 {
+        clock.set(T0 + Duration::minutes(30 * step));
+        assert_eq!(
+            check(&ring, &old),
+            Ok(()),
+            "refused {} minutes into a 3-hour grace, used every 30 minutes",
+            30 * step
+        );
+    }
+    clock.set(T0 + Duration::hours(3));
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired), "grace over");
+
+    // Left idle, the old key ends at its idle end, within the grace.
+    let old = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    ring.rotate(old.key.id(), Duration::hours(3)).unwrap();
+    clock.advance(Duration::minutes(59));
+    assert_eq!(check(&ring, &old), Ok(()));
+    clock.advance(Duration::minutes(61));
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired), "idle end");
+}
+
+/// A rotation grace is still capped by a fixed deadline of the key.
+#[test]
+fn a_rotation_grace_never_outlasts_the_keys_deadline() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let old = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Lifetime(Duration::hours(2))))
+        .unwrap();
+    ring.rotate(old.key.id(), Duration::hours(3)).unwrap();
+    assert_eq!(
+        ring.get(old.key.id())
+            .unwrap()
+            .rotation()
+            .unwrap()
+            .grace_until,
+        Some(T0 + Duration::hours(2))
+    );
+    clock.set(T0 + Duration::hours(2));
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+}
+
+/// A store whose settings reads fail while `fail_loads` is set (a database
+/// read timing out); writes still land.
+#[derive(Debug)]
+struct FlakyReads {
+    inner: TestStore,
+    fail_loads: std::sync::atomic::AtomicBool,
+}
+
+impl KeyStore for FlakyReads {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        if self.fail_loads.load(Ordering::SeqCst) {
+            return Err(StoreError::Backend("settings read timed out".into()));
+        }
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        // Once settings are written, reads fail.
+        let settings = changes.iter().any(|c| matches!(c, Change::Settings(_)));
+        self.inner.apply(changes)?;
+        if settings {
+            self.fail_loads.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// A revoke-all or a new default that landed is reported as done, with
+/// its event, even when the look at the store after it fails.
+#[test]
+fn a_settings_change_that_landed_succeeds_and_is_reported() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let store = Arc::new(FlakyReads {
+        inner: fresh_store(),
+        fail_loads: false.into(),
+    });
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .events(Arc::clone(&log))
+        .build(Arc::clone(&store))
+        .unwrap();
+    store.fail_loads.store(false, Ordering::SeqCst);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+
+    ring.revoke_all().expect("the revoke-all landed");
+    assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
+    assert_eq!(store.inner.load_settings().unwrap().unwrap().epoch(), 1);
+    store.fail_loads.store(false, Ordering::SeqCst);
+    let policy = ExpiryPolicy::Lifetime(Duration::days(1));
+    ring.set_default_expiry(policy)
+        .expect("the new default landed");
+    assert_eq!(
+        store
+            .inner
+            .load_settings()
+            .unwrap()
+            .unwrap()
+            .default_expiry(),
+        policy
+    );
+    let kinds: Vec<EventKind> = log.events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.contains(&EventKind::AllRevoked { epoch: 1 }),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&EventKind::PolicyChanged { policy }),
+        "{kinds:?}"
+    );
+}
+
+/// A store whose next settings read, once armed, returns only when the
+/// test releases it: it holds a reload between its read and its install.
+#[derive(Debug)]
+struct GatedSettings {
+    inner: TestStore,
+    armed: std::sync::atomic::AtomicBool,
+    entered: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    release: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl KeyStore for GatedSettings {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        let read = self.inner.load_settings();
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.entered.lock().unwrap().send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        read
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.inner.apply(changes)
+    }
+}
+
+/// A background reload that read the settings just before this ring wrote
+/// a new default does not put the old one back after it: the default "takes
+/// effect now" and stays.
+#[test]
+fn a_reload_that_read_before_a_new_default_does_not_undo_it() {
+    let clock = ManualClock::new(T0);
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let store = Arc::new(GatedSettings {
+        inner: fresh_store(),
+        armed: false.into(),
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(Some(std::time::Duration::from_secs(3600)))
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap(); // default: never
+    let wait = std::time::Duration::from_secs(5);
+    // The background reload (every second) reads the settings...
+    store.armed.store(true, Ordering::SeqCst);
+    entered.recv_timeout(wait).expect("the reload reads");
+    // ...the default is shortened...
+    let policy = ExpiryPolicy::Lifetime(Duration::minutes(1));
+    ring.set_default_expiry(policy).unwrap();
+    clock.set(T0 + Duration::minutes(2));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    // ...the reload goes on with what it read. Once the next reload has
+    // begun to read, that one is over.
+    store.armed.store(true, Ordering::SeqCst);
+    release.send(()).unwrap();
+    entered.recv_timeout(wait).expect("the next reload reads");
+    let default = ring.settings().default_expiry();
+    let outcome = check(&ring, &key);
+    release.send(()).unwrap();
+    assert_eq!(
+        (default, outcome),
+        (policy, Err(VerifyError::Expired)),
+        "the reload put the old default back"
+    );
+}
+
+/// A key revoked by `revoke_all` is already revoked: `revoke_leaked`,
+/// `revoke_owner` and `revoke` pass it over (no write, no events, not in
+/// the ids returned).
+#[test]
+fn keys_revoked_by_revoke_all_are_passed_over_by_later_revocations() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let store = Arc::new(WriteLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .events(Arc::clone(&log))
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    ring.revoke_all().unwrap();
+    assert_eq!(ring.state(key.key.id()), Some(KeyState::Revoked));
+    let (events, writes) = (log.events().len(), store.writes.load(Ordering::SeqCst));
+
+    let text = format!("leaked: {}", key.secret.expose());
+    assert_eq!(ring.revoke_leaked(&text, "found in a paste").unwrap(), []);
+    assert_eq!(ring.revoke_owner("o", "offboarded").unwrap(), []);
+    ring.revoke(key.key.id(), "again").unwrap();
+    let later: Vec<EventKind> = log.events()[events..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(later, [EventKind::OwnerRevoked { count: 0 }]);
+    assert_eq!(
+        store.writes.load(Ordering::SeqCst),
+        writes,
+        "a record was written"
+    );
+}

@@ -207,7 +207,16 @@ impl Model {
     /// ring default's, counted from the later of its creation and the last
     /// change of the default), its idle end and its rotation grace.
     fn expiry(&self, k: &MKey) -> Option<OffsetDateTime> {
-        let (deadline, idle_end) = match k.policy {
+        let (deadline, idle_end) = self.ends(k);
+        [deadline, idle_end, k.grace_until]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The key's deadline and its idle end, before any rotation grace.
+    fn ends(&self, k: &MKey) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+        match k.policy {
             Policy::Default => (
                 self.default_days
                     .map(|d| k.created.max(self.default_since) + Duration::days(d)),
@@ -218,11 +227,7 @@ impl Model {
                 let last_active = k.last_used.unwrap_or(k.created).max(k.created);
                 (None, Some(last_active + Duration::hours(h)))
             }
-        };
-        [deadline, idle_end, k.grace_until]
-            .into_iter()
-            .flatten()
-            .min()
+        }
     }
 
     fn state(&self, k: &MKey) -> Option<KeyState> {
@@ -286,10 +291,11 @@ impl Model {
     /// Applies a rotation the ring made: the successor inherits owner,
     /// policy, own deadline and status (a disabled key's successor is
     /// disabled); the old key works until `grace` from now, never past its
-    /// own expiry.
+    /// own expiry: the grace is capped by its deadline, and its idle end
+    /// (which moves with each use) still applies.
     fn rotate(&mut self, i: usize, grace: Duration, new: &Issued) {
         let now = self.now;
-        let cap = self.expiry(&self.keys[i]);
+        let cap = self.ends(&self.keys[i]).0;
         let old = &mut self.keys[i];
         old.grace_until = [Some(now + grace), cap].into_iter().flatten().min();
         old.rotated = true;
@@ -458,7 +464,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 };
                 let result = ring.revoke(k.id, "model");
                 prop_assert_eq!(refusal(&result), want, "step {}: revoke key {}", step, i);
-                if result.is_ok() {
+                // A key revoked by a revoke-all is passed over.
+                if result.is_ok() && !model.revoked(&model.keys[i]) {
                     model.keys[i].status = MStatus::Revoked;
                 }
             }
@@ -474,8 +481,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     }
                 };
                 let mut want = Vec::new();
+                let epoch = model.epoch;
                 for k in model.keys.iter_mut() {
-                    if k.owner == owner && !k.deleted && k.status != MStatus::Revoked {
+                    let revoked = k.status == MStatus::Revoked || k.epoch < epoch;
+                    if k.owner == owner && !k.deleted && !revoked {
                         k.status = MStatus::Revoked;
                         want.push(k.id);
                     }
