@@ -162,14 +162,26 @@ impl Signer {
                 "owner and scopes are too long for an access token",
             ));
         }
-        let mut text = String::new();
+        // A clock before 1970 has no time a token can carry: refuse, rather
+        // than sign a time it would read differently.
+        let (issued, expires) = match (seconds(claims.issued_at), seconds(claims.expires_at)) {
+            (Some(issued), Some(expires)) => (issued, expires),
+            _ => {
+                return Err(Error::InvalidInput(
+                    "an access token cannot carry a time before 1970",
+                ));
+            }
+        };
+        // Room for the whole token at once: no reallocation leaves a copy
+        // of its text behind in freed memory.
+        let mut text = String::with_capacity(MAX_TOKEN_LEN);
         text.push_str(prefix.as_str());
         text.push('_');
         text.push(char::from(TOKEN_VERSION));
         push_fixed(&mut text, u128::from(kid), KID_LEN);
         text.push_str(&claims.key_id.to_string());
-        push_fixed(&mut text, seconds(claims.issued_at), TIME_LEN);
-        push_fixed(&mut text, seconds(claims.expires_at), TIME_LEN);
+        push_fixed(&mut text, issued, TIME_LEN);
+        push_fixed(&mut text, expires, TIME_LEN);
         push_fixed(&mut text, bytes.len() as u128, CLAIMS_LEN_LEN);
         for chunk in bytes.chunks(CHUNK_BYTES) {
             let mut block = [0u8; 16];
@@ -382,8 +394,9 @@ fn mac(key: &[u8; 32], data: &[u8]) -> u128 {
     u128::from_be_bytes(first)
 }
 
-fn seconds(t: OffsetDateTime) -> u128 {
-    u128::try_from(t.unix_timestamp()).unwrap_or(0)
+/// Seconds since 1970, if `t` is not earlier.
+fn seconds(t: OffsetDateTime) -> Option<u128> {
+    u128::try_from(t.unix_timestamp()).ok()
 }
 
 fn instant(secs: u128) -> Option<OffsetDateTime> {

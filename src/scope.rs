@@ -5,7 +5,10 @@
 //! wildcard resource or by an unrestricted key: it must be granted by name.
 //! A required scope is matched literally: `invoices:*` is required only by
 //! someone who needs every action on invoices, and only a grant of
-//! `invoices:*` (or `*:*` for a non-sensitive resource) covers it.
+//! `invoices:*` (or `*:*` for a non-sensitive resource) covers it. A
+//! required `*` resource means every resource, the sensitive ones too: a
+//! requirement of `*:read` is met only by a set that also grants `read` on
+//! each sensitive resource by name, since no wildcard reaches those.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,11 +68,11 @@ impl Scope {
         &self.text
     }
 
-    /// Whether this granted scope covers the `required` one.
-    fn covers(&self, required: &Scope, sensitive: &Sensitive) -> bool {
-        let resource = self.resource() == required.resource()
-            || (self.resource() == "*" && !sensitive.contains(required.resource()));
-        let action = self.action() == required.action() || self.action() == "*";
+    /// Whether this granted scope covers the required `resource:action`.
+    fn covers(&self, resource: &str, action: &str, sensitive: &Sensitive) -> bool {
+        let resource = self.resource() == resource
+            || (self.resource() == "*" && !sensitive.contains(resource));
+        let action = self.action() == action || self.action() == "*";
         resource && action
     }
 
@@ -155,6 +158,10 @@ impl Sensitive {
 
     fn contains(&self, resource: &str) -> bool {
         self.0.iter().any(|r| &**r == resource)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|r| &**r)
     }
 }
 
@@ -271,12 +278,31 @@ impl ScopeSet {
     }
 
     /// Whether this set grants `required`, given the ring's sensitive
-    /// resources.
+    /// resources: as a grant (a granted `*:read` is within a set granting
+    /// `*:read`), for comparing two sets. A requirement is judged by
+    /// [`meets`](Self::meets).
     pub(crate) fn permits(&self, required: &Scope, sensitive: &Sensitive) -> bool {
+        self.permits_parts(required.resource(), required.action(), sensitive)
+    }
+
+    fn permits_parts(&self, resource: &str, action: &str, sensitive: &Sensitive) -> bool {
         match &self.0 {
-            None => !sensitive.contains(required.resource()),
-            Some(granted) => granted.iter().any(|g| g.covers(required, sensitive)),
+            None => !sensitive.contains(resource),
+            Some(granted) => granted
+                .iter()
+                .any(|g| g.covers(resource, action, sensitive)),
         }
+    }
+
+    /// Whether this set meets `required` as a requirement: it grants it,
+    /// and a required `*` resource (every resource) is granted on each
+    /// sensitive resource too, by name, since no wildcard reaches those.
+    pub(crate) fn meets(&self, required: &Scope, sensitive: &Sensitive) -> bool {
+        self.permits(required, sensitive)
+            && (required.resource() != "*"
+                || sensitive
+                    .names()
+                    .all(|name| self.permits_parts(name, required.action(), sensitive)))
     }
 
     /// The scopes granted by both sets ("a key never carries more than its
@@ -403,7 +429,7 @@ impl Requirement {
     ) -> Result<(), &'a Scope> {
         match &self.0 {
             Node::Scope(s) => {
-                if granted.permits(s, sensitive) {
+                if granted.meets(s, sensitive) {
                     Ok(())
                 } else {
                     Err(s)
@@ -499,6 +525,37 @@ mod tests {
         assert!(ScopeSet::unrestricted().permits(&s("invoices:read"), &billing));
         assert!(set(&["billing:read"]).permits(&s("billing:read"), &billing));
         assert!(set(&["billing:*"]).permits(&s("billing:write"), &billing));
+    }
+
+    /// A required `*` resource means every resource: a set meets it only
+    /// if it also grants the action on each sensitive resource by name. As
+    /// a grant, `*:read` is still within `*:read`.
+    #[test]
+    fn a_required_wildcard_resource_takes_the_sensitive_ones_too() {
+        let billing = sens(&["billing", "payroll"]);
+        let every_read = s("*:read");
+        for short in [
+            set(&["*:read"]),
+            set(&["*:*"]),
+            set(&["*:read", "billing:read"]),
+            ScopeSet::unrestricted(),
+        ] {
+            assert!(!short.meets(&every_read, &billing), "{short:?}");
+        }
+        for full in [
+            set(&["*:read", "billing:read", "payroll:read"]),
+            set(&["*:*", "billing:*", "payroll:read"]),
+        ] {
+            assert!(full.meets(&every_read, &billing), "{full:?}");
+        }
+        assert!(!set(&["*:read", "billing:write", "payroll:read"]).meets(&every_read, &billing));
+        // Without sensitive resources, and for named resources, nothing
+        // changes.
+        assert!(set(&["*:read"]).meets(&every_read, &sens(&[])));
+        assert!(ScopeSet::unrestricted().meets(&every_read, &sens(&[])));
+        assert!(set(&["*:read"]).meets(&s("invoices:read"), &billing));
+        assert!(set(&["*:read"]).permits(&every_read, &billing));
+        assert!(set(&["*:read"]).is_within(&set(&["*:read"]), &billing));
     }
 
     #[test]

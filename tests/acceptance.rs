@@ -1516,3 +1516,40 @@ fn capped_scopes_are_held_to_the_scope_limit() {
         256
     );
 }
+
+/// A requirement of `*:read` (read on every resource) is not met by a key
+/// that cannot read a sensitive resource: neither a `*:read` grant nor an
+/// unrestricted key reaches it. Naming the sensitive resource meets it.
+#[test]
+fn a_wildcard_requirement_takes_the_sensitive_resources_too() {
+    let ring = KeyRing::builder("acme")
+        .sensitive(["billing"])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let every_read = Requirement::scope("*:read").unwrap();
+    let billing_read = Requirement::scope("billing:read").unwrap();
+    for granted in [
+        ScopeSet::parse(["*:read"]).unwrap(),
+        ScopeSet::unrestricted(),
+    ] {
+        let issued = ring
+            .issue(NewKey::new("o").scopes(granted.clone()))
+            .unwrap();
+        let key = issued.secret.expose();
+        assert!(ring.verify_with(key, &billing_read).is_err(), "{granted:?}");
+        assert_eq!(
+            ring.verify_with(key, &every_read).map(|_| ()),
+            Err(VerifyError::InsufficientScope(
+                Scope::new("*:read").unwrap()
+            )),
+            "{granted:?}"
+        );
+    }
+    let full = ScopeSet::parse(["*:read", "billing:read"]).unwrap();
+    let issued = ring.issue(NewKey::new("o").scopes(full)).unwrap();
+    assert!(
+        ring.verify_with(issued.secret.expose(), &every_read)
+            .is_ok()
+    );
+}

@@ -2866,3 +2866,30 @@ fn strict_token_checks_follow_the_keys_narrowed_scopes() {
     let plain = ring.verify_access_token(token.expose()).unwrap();
     assert_eq!(plain.scopes, scopes(&["invoices:read", "invoices:write"]));
 }
+
+/// A token cannot carry a time before 1970: on a clock set before it, the
+/// exchange is refused, rather than signing a time the token would read
+/// as 1970 (a five-minute token that then verified for a whole hour).
+#[test]
+fn no_token_is_signed_on_a_clock_before_1970() {
+    let clock = ManualClock::new(datetime!(1969-12-31 23:00 UTC));
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let err = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidInput(m) if m.contains("1970")),
+        "{err:?}"
+    );
+    // From 1970 on, tokens are signed as ever.
+    clock.set(datetime!(1970-01-01 00:00 UTC));
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    clock.advance(Duration::minutes(5));
+    assert_eq!(
+        ring.verify_access_token(token.expose()),
+        Err(VerifyError::Expired)
+    );
+}
