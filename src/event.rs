@@ -176,7 +176,13 @@ impl Event {
 }
 
 /// Receives the ring's events. Called on the thread that did the operation,
-/// so keep it quick (hand the event to a channel for slow sinks).
+/// so keep it quick (hand the event to a channel for slow sinks), and
+/// from the ring's background threads for store failures.
+///
+/// Administrative operations call it while they hold the ring's write
+/// lock: a sink that calls back into the same ring, for an administrative
+/// operation or to verify a key with a use limit, deadlocks. Hand such
+/// work to another thread.
 pub trait EventSink: Send + Sync {
     /// Records one event.
     fn record(&self, event: &Event);
