@@ -100,9 +100,11 @@ struct Reading {
     exact: bool,
 }
 
-/// A clock reading clamped into the range of record times.
+/// A clock reading clamped into the range of record times, a second clear
+/// of `NOT_YET`: a use is stamped at the start of its second, which must
+/// not fall to or below it.
 fn clamp_nanos(n: i128) -> Nanos {
-    n.clamp(i128::from(NOT_YET + 1), i128::from(NEVER - 1)) as Nanos
+    n.clamp(i128::from(NOT_YET + 1_000_000_000), i128::from(NEVER - 1)) as Nanos
 }
 
 /// Manages the keys of one prefix on one store.

@@ -1553,3 +1553,24 @@ fn a_wildcard_requirement_takes_the_sensitive_resources_too() {
             .is_ok()
     );
 }
+
+/// A clock before the range of record times (1677) is clamped into it: a
+/// verify stamps its use at the start of its second without overflowing
+/// (a debug build panicked; a release build wrapped to a last use far in
+/// the future, so an idle key never idled out).
+#[test]
+fn a_clock_before_1677_verifies_without_overflow() {
+    let clock = ManualClock::new(datetime!(1600-01-01 00:00 UTC));
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    assert_eq!(ring.get(issued.key.id()).unwrap().uses(), 1);
+    let used = ring.get(issued.key.id()).unwrap().last_used_at().unwrap();
+    assert!(used.year() < 1700, "{used}");
+}
