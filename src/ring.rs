@@ -492,9 +492,10 @@ impl KeyRingBuilder {
         let settings = match store.load_settings()? {
             Some(saved) => saved,
             None => {
-                check_default(self.default_expiry, self.max_lifetime, now)?;
+                let default_expiry = self.default_expiry.normalized()?;
+                check_default(default_expiry, self.max_lifetime, now)?;
                 let fresh = RingSettings {
-                    default_expiry: self.default_expiry,
+                    default_expiry,
                     default_since: now,
                     epoch: 0,
                     revoked_all_at: None,
@@ -2145,6 +2146,8 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
         let now = ring.clock.now();
+        // In UTC, as the store keeps it (see `ExpiryPolicy::normalized`).
+        let policy = policy.normalized()?;
         check_default(policy, ring.max_lifetime, now)?;
         let mut next = ring.shared.settings_to_change()?;
         next.default_expiry = policy;

@@ -3317,3 +3317,46 @@ fn keys_revoked_by_revoke_all_are_passed_over_by_later_revocations() {
         "a record was written"
     );
 }
+
+/// A default expiry at an instant with an offset of seconds (which RFC
+/// 3339, the stored form, cannot write) is kept in UTC, as a key's own
+/// expiry is: the store takes it, and a ring built on the store reads the
+/// same instant back.
+#[test]
+fn a_default_expiry_instant_is_kept_in_utc() {
+    let odd = keyward::time::UtcOffset::from_hms(1, 0, 30).unwrap();
+    let at = (T0 + Duration::days(30)).to_offset(odd);
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    ring.set_default_expiry(ExpiryPolicy::At(at)).unwrap();
+    let kept = ring.settings().default_expiry();
+    assert_eq!(kept, ExpiryPolicy::At(at));
+    let ExpiryPolicy::At(kept) = kept else {
+        unreachable!()
+    };
+    assert_eq!(kept.offset(), keyward::time::UtcOffset::UTC);
+    drop(ring);
+    let again = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    assert_eq!(again.settings().default_expiry(), ExpiryPolicy::At(at));
+
+    // The same through the builder, on a fresh store.
+    let built = KeyRing::builder(PREFIX)
+        .clock(clock)
+        .default_expiry(ExpiryPolicy::At(at))
+        .flush_interval(None)
+        .build(fresh_store())
+        .unwrap();
+    let ExpiryPolicy::At(kept) = built.settings().default_expiry() else {
+        panic!("not an instant")
+    };
+    assert_eq!((kept, kept.offset()), (at, keyward::time::UtcOffset::UTC));
+}
