@@ -183,6 +183,10 @@ pub enum Error {
     /// The key was rotated already; rotate its successor instead.
     #[error("key {0} was already rotated")]
     AlreadyRotated(KeyId),
+    /// The key has expired, so it cannot be rotated: a successor would give
+    /// it new life. Issue a new key instead.
+    #[error("key {0} has expired")]
+    Expired(KeyId),
     /// An update tried to grant a scope the key does not hold.
     #[error("scopes may only narrow: `{0}` is not granted to the key")]
     ScopeWidening(String),

@@ -1020,7 +1020,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// rotation renews the secret, not the lifetime); a key governed by the
     /// ring default stays so. A key with a use limit gets no grace: its
     /// remaining uses go to the successor, and it stops at once. Refused for
-    /// a revoked, deleted or already rotated key, and for a negative grace.
+    /// a revoked, deleted, expired or already rotated key, and for a
+    /// negative grace.
     pub fn rotate(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
         self.anonymous().rotate(id, grace)
     }
@@ -1815,6 +1816,11 @@ impl<S: KeyStore> Acting<'_, S> {
             return Err(Error::AlreadyRotated(id));
         }
         let now = ring.clock.now();
+        // The successor starts its life now (a default lifetime, an idle
+        // timeout): an expired key would come back through it.
+        if nanos(now) >= ring.cutoff(&old) {
+            return Err(Error::Expired(id));
+        }
         let old_key = old.current_key();
         let mut successor = old_key.clone();
         successor.epoch = ring.shared.epoch.load(Ordering::Acquire);

@@ -3360,3 +3360,35 @@ fn a_default_expiry_instant_is_kept_in_utc() {
     };
     assert_eq!((kept, kept.offset()), (at, keyward::time::UtcOffset::UTC));
 }
+
+/// An expired key is not rotated: its successor would start a new life
+/// (a default lifetime, an idle timeout) and bring the credential back.
+/// Nothing is written; a key still in its life rotates as ever.
+#[test]
+fn an_expired_key_is_not_rotated_back_to_life() {
+    let clock = ManualClock::new(T0);
+    let ring = ring_with_default(&clock, ExpiryPolicy::Lifetime(Duration::days(1)));
+    let by_default = ring.issue(NewKey::new("o")).unwrap();
+    let idle = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    let fixed = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Lifetime(Duration::hours(12))))
+        .unwrap();
+    clock.advance(Duration::days(1));
+    for key in [&by_default, &idle, &fixed] {
+        let id = key.key.id();
+        assert_eq!(check(&ring, key), Err(VerifyError::Expired));
+        let err = ring.rotate(id, Duration::hours(1)).unwrap_err();
+        assert!(matches!(err, Error::Expired(e) if e == id), "{err:?}");
+        assert_eq!(err.to_string(), format!("key {id} has expired"));
+        assert_eq!(
+            ring.get(id).unwrap().rotation(),
+            None,
+            "a rotation was written"
+        );
+    }
+    assert_eq!(ring.list(&ListFilter::default()).unwrap().len(), 3);
+    let fresh = ring.issue(NewKey::new("o")).unwrap();
+    assert!(ring.rotate(fresh.key.id(), Duration::hours(1)).is_ok());
+}

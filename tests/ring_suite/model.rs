@@ -163,6 +163,7 @@ enum Refusal {
     NotFound(KeyId),
     Revoked(KeyId),
     AlreadyRotated(KeyId),
+    Expired(KeyId),
     Other(String),
 }
 
@@ -183,6 +184,7 @@ fn refusal<T>(result: &Result<T, Error>) -> Result<(), Refusal> {
         Err(Error::NotFound(id)) => Err(Refusal::NotFound(*id)),
         Err(Error::Revoked(id)) => Err(Refusal::Revoked(*id)),
         Err(Error::AlreadyRotated(id)) => Err(Refusal::AlreadyRotated(*id)),
+        Err(Error::Expired(id)) => Err(Refusal::Expired(*id)),
         Err(e) => Err(Refusal::Other(format!("{e:?}"))),
     }
 }
@@ -284,6 +286,13 @@ impl Model {
         self.live(i)?;
         if self.keys[i].rotated {
             return Err(Refusal::AlreadyRotated(self.keys[i].id));
+        }
+        // An expired key is not brought back through a successor.
+        if self
+            .expiry(&self.keys[i])
+            .is_some_and(|end| self.now >= end)
+        {
+            return Err(Refusal::Expired(self.keys[i].id));
         }
         Ok(())
     }
