@@ -113,7 +113,11 @@ pub enum ImportMode {
     Replace,
     /// Keys of the export whose id is not in the store are added; keys whose
     /// id is already there are skipped (never two keys with one id). The
-    /// store keeps its settings, or takes the export's if it has none.
+    /// store keeps its settings, or takes the export's if it has none, but
+    /// never the export's revoke-all epoch: a key the source revoked, one by
+    /// one or by `revoke_all`, arrives revoked in its own record, and every
+    /// added key is stamped with this store's epoch, so an active key stays
+    /// active.
     Merge,
 }
 
@@ -512,6 +516,10 @@ impl FileStore {
             }
             ImportMode::Merge => {
                 let target = self.index.load_settings()?;
+                // The store keeps its revoke-all epoch (0 without settings),
+                // also when it takes the export's settings for want of its
+                // own: the imported keys are stamped with it below, and the
+                // source's epoch would revoke every key stamped before it.
                 let target_epoch = target.as_ref().map_or(0, |t| t.epoch);
                 let source_epoch = settings.as_ref().map_or(0, |s| s.epoch);
                 let revoked_at = settings
@@ -542,7 +550,14 @@ impl FileStore {
                     keys.push(Arc::clone(&key));
                     added.push(key);
                 }
-                (keys, added, target.or(settings))
+                let settings = target.or_else(|| {
+                    settings.map(|s| RingSettings {
+                        epoch: target_epoch,
+                        revoked_all_at: None,
+                        ..s
+                    })
+                });
+                (keys, added, settings)
             }
         };
         self.rewrite(&mut log, &keys, settings.as_ref())?;

@@ -1341,6 +1341,82 @@ fn merge_import_keeps_the_sources_revoke_all() {
 }
 
 #[test]
+fn merge_into_a_store_without_settings_keeps_each_key_as_it_was() {
+    // The source issued key 1, revoked everything (epoch 1), then issued
+    // key 2 and key 3, and revoked key 3 by itself.
+    let source = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+    source.insert(sample(1, 0)).unwrap();
+    let mut revoked_all = settings(0);
+    revoked_all.epoch = 1;
+    revoked_all.revoked_all_at = Some(datetime!(2026-02-01 0:00 UTC));
+    source.save_settings(&revoked_all).unwrap();
+    for (id, version) in [(2, 0), (3, 4)] {
+        let mut key = sample(id, version);
+        key.key.epoch = 1;
+        source.insert(key).unwrap();
+    }
+    let mut export = Vec::new();
+    source.export(&mut export).unwrap();
+
+    // The target has no settings (no ring was ever built on it), and one
+    // key of its own.
+    let target = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+    target.insert(sample(4, 0)).unwrap();
+    target.import(&export[..], ImportMode::Merge).unwrap();
+
+    // A ring reads a key as revoked when its epoch is below the store's.
+    let epoch = target.load_settings().unwrap().unwrap().epoch();
+    let key = |id| target.lookup(KeyId::from_u64(id)).unwrap();
+    for id in [2, 4] {
+        assert_eq!(key(id).key().status(), Status::Active, "key {id}");
+        assert!(
+            key(id).key().epoch >= epoch,
+            "active key {id} stamped epoch {} under store epoch {epoch}: revoked",
+            key(id).key().epoch
+        );
+    }
+    for id in [1, 3] {
+        assert!(
+            matches!(key(id).key().status(), Status::Revoked { .. }),
+            "key {id}, revoked in the source, came back to life"
+        );
+    }
+}
+
+#[test]
+fn a_key_merged_into_a_fresh_store_still_verifies() {
+    // Production issued a key, ran `revoke_all`, then issued another; its
+    // export is merged into a fresh preview store.
+    let source = crate::KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let before = source.issue(crate::NewKey::new("acct_1")).unwrap();
+    source.revoke_all().unwrap();
+    let after = source.issue(crate::NewKey::new("acct_1")).unwrap();
+    source.verify(after.secret.expose()).unwrap();
+    let mut export = Vec::new();
+    super::export(source.store(), &mut export).unwrap();
+
+    let target = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+    target.import(&export[..], ImportMode::Merge).unwrap();
+    let preview = crate::KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(target)
+        .unwrap();
+    let verified = preview.verify(after.secret.expose());
+    assert!(
+        verified.is_ok(),
+        "after a merge import: {:?}",
+        verified.err()
+    );
+    assert_eq!(
+        preview.verify(before.secret.expose()).err(),
+        Some(crate::VerifyError::Revoked)
+    );
+}
+
+#[test]
 fn import_never_shows_readers_an_empty_store() {
     let disk = SimFs::new();
     let store = open(&disk, FileStoreOptions::default()).unwrap();
