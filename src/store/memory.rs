@@ -137,12 +137,13 @@ impl KeyStore for MemoryStore {
 }
 
 impl MemoryStore {
-    /// Sets the settings exactly as given (an import replacing the store).
-    pub(crate) fn set_settings(&self, settings: RingSettings) {
+    /// Sets the settings exactly as given, none included (an import
+    /// replacing the store).
+    pub(crate) fn set_settings(&self, settings: Option<RingSettings>) {
         *self
             .settings
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(settings);
+            .unwrap_or_else(PoisonError::into_inner) = settings;
     }
 
     /// Puts a record already in its `Arc` (a store being loaded: the

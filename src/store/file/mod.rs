@@ -577,9 +577,9 @@ impl FileStore {
             self.index
                 .apply_checked(Change::Replace(StoredKey::clone(&key)));
         }
-        if let Some(settings) = settings {
-            self.index.set_settings(settings);
-        }
+        // The settings the file now holds: none, after replacing the store
+        // with an export of one without settings.
+        self.index.set_settings(settings);
         Ok(report)
     }
 

@@ -1417,6 +1417,30 @@ fn a_key_merged_into_a_fresh_store_still_verifies() {
 }
 
 #[test]
+fn a_replace_with_an_export_without_settings_leaves_none_in_memory_or_on_disk() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.save_settings(&settings(3)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    // An export of a store that never had settings.
+    let source = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+    source.insert(sample(2, 0)).unwrap();
+    let mut export = Vec::new();
+    source.export(&mut export).unwrap();
+
+    store.import(&export[..], ImportMode::Replace).unwrap();
+    let served = State::of(&store);
+    assert_eq!(served, State::of(&source), "the store is not the export");
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(
+        State::of(&reopened),
+        served,
+        "the reopened store differs from what the store served before"
+    );
+}
+
+#[test]
 fn import_never_shows_readers_an_empty_store() {
     let disk = SimFs::new();
     let store = open(&disk, FileStoreOptions::default()).unwrap();
