@@ -346,6 +346,40 @@ fn a_symlink_to_an_open_store_is_locked_out_too() {
 
 #[test]
 #[cfg(unix)]
+fn a_store_opened_through_a_dangling_link_locks_its_target() {
+    use std::os::unix::fs::symlink;
+    // links/alias.kw -> ../hop.kw -> data/keys.kw, which does not exist yet;
+    // each relative target is relative to its link's directory.
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["data", "links"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
+    let target = dir.path().join("data").join("keys.kw");
+    let hop = dir.path().join("hop.kw");
+    let alias = dir.path().join("links").join("alias.kw");
+    symlink("data/keys.kw", &hop).unwrap();
+    symlink("../hop.kw", &alias).unwrap();
+
+    let first = FileStore::open(&alias).unwrap();
+    assert!(
+        target.is_file(),
+        "the open did not create the link's target"
+    );
+    for other in [&target, &hop, &alias] {
+        match FileStore::open(other) {
+            Err(StoreError::Locked(_)) => {}
+            other_open => panic!(
+                "a second open of the store through {} was not refused: {:?}",
+                other.display(),
+                other_open.map(|s| s.path().to_owned())
+            ),
+        }
+    }
+    assert_eq!(first.path(), std::fs::canonicalize(&target).unwrap());
+}
+
+#[test]
+#[cfg(unix)]
 fn store_files_are_private_to_their_owner() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();

@@ -12,8 +12,9 @@
 //!   could bring a revoked key back.
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 //!   at open; a second open fails at once with [`StoreError::Locked`]. The
-//!   path is resolved first (symbolic links followed), so every spelling of
-//!   one store meets the same lock; the lock file itself must not be a
+//!   path is resolved first (symbolic links followed, a link to a file not
+//!   yet created included), so every spelling of one store meets the same
+//!   lock; the lock file itself must not be a
 //!   link. Removing a lock file while its store is open lets a second
 //!   process in. Files are created readable by their
 //!   owner only. A store's file name cannot end in `.compact` or `.lock`,
@@ -145,8 +146,9 @@ pub struct ImportReport {
 ///   could bring a revoked key back.
 /// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 ///   at open; a second open fails at once with [`StoreError::Locked`]. The
-///   path is resolved first (symbolic links followed), so every spelling of
-///   one store meets the same lock; the lock file itself must not be a
+///   path is resolved first (symbolic links followed, a link to a file not
+///   yet created included), so every spelling of one store meets the same
+///   lock; the lock file itself must not be a
 ///   link. Removing a lock file while its store is open lets a second
 ///   process in. Files are created readable by their
 ///   owner only. A store's file name cannot end in `.compact` or `.lock`,
@@ -269,7 +271,9 @@ enum EntryRef<'a> {
 
 impl FileStore {
     /// Opens the store in the file at `path`, creating it if missing, with
-    /// default options.
+    /// default options. A symbolic link at `path` is followed: the store is
+    /// its target's, created there if the link points at nothing yet, and
+    /// locked for every path that leads to it.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore, StoreError> {
         FileStore::open_with(path, FileStoreOptions::default())
     }
@@ -825,27 +829,50 @@ fn parent(path: &Path) -> &Path {
     }
 }
 
-/// The path with its directory resolved (symbolic links followed), so two
-/// spellings of one store take one lock.
+/// Symbolic links [`canonical`] follows by hand at most (Linux's limit).
+const MAX_LINK_HOPS: usize = 40;
+
+/// The path with every symbolic link resolved, so that two spellings of one
+/// store take one lock.
+///
+/// A link whose target does not exist yet (a dangling link) is followed
+/// too: the store creates its file at the target, and locks beside it, so
+/// the target's own path meets the same lock.
 fn canonical(path: &Path) -> Result<PathBuf, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let name = path.file_name().ok_or_else(|| {
-        io_err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a file name",
-        ))
-    })?;
-    let dir = std::fs::canonicalize(parent(path)).map_err(io_err)?;
-    let resolved = dir.join(name);
-    // A symbolic link as the file itself: lock and write its target.
-    match std::fs::canonicalize(&resolved) {
-        Ok(target) => Ok(target),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(resolved),
-        Err(e) => Err(io_err(e)),
+    let mut next = path.to_path_buf();
+    for _ in 0..=MAX_LINK_HOPS {
+        let name = next.file_name().ok_or_else(|| {
+            io_err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a file name",
+            ))
+        })?;
+        let dir = std::fs::canonicalize(parent(&next)).map_err(io_err)?;
+        let resolved = dir.join(name);
+        match std::fs::canonicalize(&resolved) {
+            Ok(target) => return Ok(target),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(e)),
+        }
+        // Nothing there, or a link to nothing: follow the link, relative to
+        // the directory it is in.
+        match std::fs::symlink_metadata(&resolved) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                next = dir.join(std::fs::read_link(&resolved).map_err(io_err)?);
+            }
+            Ok(_) => return Ok(resolved),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(resolved),
+            Err(e) => return Err(io_err(e)),
+        }
     }
+    Err(io_err(std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        "too many levels of symbolic links",
+    )))
 }
 
 /// Refuses a store file named like another store's temporary or lock file
