@@ -14,7 +14,7 @@ use crate::binding::{Bindings, CertFingerprint, Network};
 use crate::expiry::ExpiryPolicy;
 use crate::scope::ScopeSet;
 use crate::store::StoredKey;
-use crate::token::{KeyId, Secret};
+use crate::token::{KeyId, MAX_HINT_LEN, Secret};
 
 /// Longest owner, name, metadata key or value, contact field or revocation
 /// reason accepted, in bytes.
@@ -573,6 +573,14 @@ impl Key {
             bindings: Some(self.bindings()),
         }
         .check()?;
+        if self.hint.len() > MAX_HINT_LEN {
+            return Err("a hint is limited to the prefix and the id's first characters");
+        }
+        if let Some(ExpiryPolicy::Lifetime(d) | ExpiryPolicy::Idle(d)) = self.expiry
+            && !d.is_positive()
+        {
+            return Err("an expiry period must be positive");
+        }
         match self.status() {
             Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
                 Err("a reason is limited to 256 bytes")

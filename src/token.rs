@@ -50,6 +50,9 @@ pub const MAX_PREFIX_LEN: usize = 32;
 pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 1 + BODY_LEN;
 /// How many id characters the display hint keeps.
 const HINT_ID_CHARS: usize = 6;
+/// Longest display hint: the longest prefix, `_`, the version and the id's
+/// first characters.
+pub(crate) const MAX_HINT_LEN: usize = MAX_PREFIX_LEN + 2 + HINT_ID_CHARS;
 
 /// The identifier of a key: 64 random bits, public, shown as 11 base62
 /// characters.

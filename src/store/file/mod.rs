@@ -1289,5 +1289,16 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
         }
         keys.push(key);
     }
+    // A default no call could set: a period that is not positive.
+    if let Some(settings) = &header.settings
+        && let crate::ExpiryPolicy::Lifetime(d) | crate::ExpiryPolicy::Idle(d) =
+            settings.default_expiry
+        && !d.is_positive()
+    {
+        return Err(invalid(
+            1,
+            "a default expiry period must be positive".into(),
+        ));
+    }
     Ok((header.settings, keys))
 }

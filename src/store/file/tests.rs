@@ -1280,10 +1280,47 @@ fn an_import_holds_keys_to_the_limits_of_issue() {
             "bindings",
             serde_json::json!({ "networks": networks }),
         ),
+        ("hint", "hint", serde_json::json!("h".repeat(41))),
+        (
+            "period must be positive",
+            "expiry",
+            serde_json::to_value(crate::ExpiryPolicy::Idle(time::Duration::ZERO)).unwrap(),
+        ),
+        (
+            "period must be positive",
+            "expiry",
+            serde_json::to_value(crate::ExpiryPolicy::Lifetime(time::Duration::hours(-1))).unwrap(),
+        ),
     ];
     for (seed, (expected, field, value)) in (20..).zip(edits) {
         refused_import_of_an_edited_key(seed, expected, |key| key[field] = value);
     }
+}
+
+/// Nor can it bring in a ring default that no call could set.
+#[test]
+fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.save_settings(&settings(0)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    header["settings"]["default_expiry"] =
+        serde_json::to_value(crate::ExpiryPolicy::Lifetime(time::Duration::ZERO)).unwrap();
+    lines[0] = header.to_string();
+    let state = State::of(&store);
+    let edited = lines.join("\n") + "\n";
+    match store.import(edited.as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line: 1, reason }) => {
+            assert!(reason.contains("must be positive"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(State::of(&store), state);
 }
 
 #[test]
