@@ -536,3 +536,53 @@ fn a_compaction_writes_through_nothing_planted_at_its_temporary_path() {
         issued.key.id()
     );
 }
+
+/// An export writes its records after it has let go of the store's write
+/// lock: a slow destination (a pipe, a network copy) holds up no write.
+/// The export is still the snapshot it took.
+#[test]
+fn a_slow_export_holds_up_no_write() {
+    /// Issues a key through the ring on another thread at its first write,
+    /// and notes whether that issue finished within 5 s meanwhile.
+    /// (A detached thread: with the lock held, it finishes only after the
+    /// export, and the test fails rather than hangs.)
+    struct Slow {
+        ring: std::sync::Arc<KeyRing<FileStore>>,
+        issued: Option<bool>,
+        bytes: Vec<u8>,
+    }
+    impl std::io::Write for Slow {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.issued.is_none() {
+                let (done, finished) = std::sync::mpsc::channel();
+                let ring = std::sync::Arc::clone(&self.ring);
+                std::thread::spawn(move || {
+                    ring.issue(NewKey::new("late")).unwrap();
+                    let _ = done.send(());
+                });
+                self.issued = Some(finished.recv_timeout(Duration::from_secs(5)).is_ok());
+            }
+            self.bytes.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ring = std::sync::Arc::new(ring_on(
+        FileStore::open(dir.path().join("keys.kw")).unwrap(),
+    ));
+    ring.issue(NewKey::new("early")).unwrap();
+    let mut out = Slow {
+        ring: std::sync::Arc::clone(&ring),
+        issued: None,
+        bytes: Vec::new(),
+    };
+    ring.store().export(&mut out).unwrap();
+    assert_eq!(out.issued, Some(true), "the issue waited for the export");
+    let text = String::from_utf8(out.bytes).unwrap();
+    assert_eq!(text.lines().count(), 2, "settings and the one key: {text}");
+    assert!(text.contains("\"early\"") && !text.contains("\"late\""));
+    assert_eq!(ring.list(&ListFilter::default()).unwrap().len(), 2);
+}

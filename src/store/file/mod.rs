@@ -17,7 +17,9 @@
 //!   lock; the lock file itself must not be a
 //!   link. Removing a lock file while its store is open lets a second
 //!   process in. Files are created readable by their
-//!   owner only. A store's file name cannot end in `.compact` or `.lock`,
+//!   owner only, the rewrites of a compaction or an import too (a new file
+//!   renamed over the old one: permissions or hard links given to the old
+//!   file are not kept). A store's file name cannot end in `.compact` or `.lock`,
 //!   the names of another store's temporary and lock files.
 //! - **Fail-stop.** After an i/o error on a write (a failed fsync included)
 //!   the store refuses every further write with [`StoreError::Poisoned`]
@@ -151,7 +153,9 @@ pub struct ImportReport {
 ///   lock; the lock file itself must not be a
 ///   link. Removing a lock file while its store is open lets a second
 ///   process in. Files are created readable by their
-///   owner only. A store's file name cannot end in `.compact` or `.lock`,
+///   owner only, the rewrites of a compaction or an import too (a new file
+///   renamed over the old one: permissions or hard links given to the old
+///   file are not kept). A store's file name cannot end in `.compact` or `.lock`,
 ///   the names of another store's temporary and lock files.
 /// - **Fail-stop.** After an i/o error on a write (a failed fsync included)
 ///   the store refuses every further write with [`StoreError::Poisoned`]
@@ -469,11 +473,16 @@ impl FileStore {
     /// Writes the whole store to `out`: one JSON line of settings, then one
     /// line per key (record and hash, never a secret). Read it back with
     /// [`import`](Self::import).
+    /// The records are taken under the write lock (a consistent snapshot,
+    /// no half batch) and written after it is released, so a slow `out`
+    /// holds up no write to the store.
     pub fn export(&self, out: impl Write) -> Result<(), StoreError> {
-        // Under the write lock: a consistent snapshot, no half batch. An i/o
-        // error here is the writer's, named `<export>`.
-        let _log = self.log();
-        export(&self.index, out)
+        let snapshot = {
+            let _log = self.log();
+            Snapshot::of(&self.index)?
+        };
+        // An i/o error here is the writer's, named `<export>`.
+        snapshot.write(out)
     }
 
     /// Reads an [`export`](Self::export) into this store, replacing or
@@ -1234,24 +1243,41 @@ type Job = (u64, u64, Vec<u8>);
 /// [`FileStore::export`]: one JSON line of settings, then one line per key
 /// (record and hash, never a secret), in id order. A `FileStore` reads it
 /// back with [`FileStore::import`].
-pub fn export(store: &dyn KeyStore, mut out: impl Write) -> Result<(), StoreError> {
-    let io_err = |source| StoreError::Io {
-        path: PathBuf::from("<export>"),
-        source,
-    };
-    let header = ExportHeader {
-        keyward_export: 1,
-        settings: store.load_settings()?,
-    };
-    let mut keys = store.list(None)?;
-    keys.sort_by_key(|k| k.id());
-    serde_json::to_writer(&mut out, &header).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    out.write_all(b"\n").map_err(io_err)?;
-    for key in keys {
-        serde_json::to_writer(&mut out, &*key).map_err(|e| StoreError::Backend(Box::new(e)))?;
-        out.write_all(b"\n").map_err(io_err)?;
+pub fn export(store: &dyn KeyStore, out: impl Write) -> Result<(), StoreError> {
+    Snapshot::of(store)?.write(out)
+}
+
+/// What an export writes: the settings and the records, in id order.
+struct Snapshot {
+    header: ExportHeader,
+    keys: Vec<Arc<StoredKey>>,
+}
+
+impl Snapshot {
+    fn of(store: &dyn KeyStore) -> Result<Snapshot, StoreError> {
+        let header = ExportHeader {
+            keyward_export: 1,
+            settings: store.load_settings()?,
+        };
+        let mut keys = store.list(None)?;
+        keys.sort_by_key(|k| k.id());
+        Ok(Snapshot { header, keys })
     }
-    out.flush().map_err(io_err)
+
+    fn write(&self, mut out: impl Write) -> Result<(), StoreError> {
+        let io_err = |source| StoreError::Io {
+            path: PathBuf::from("<export>"),
+            source,
+        };
+        let json = |e| StoreError::Backend(Box::new(e));
+        serde_json::to_writer(&mut out, &self.header).map_err(json)?;
+        out.write_all(b"\n").map_err(io_err)?;
+        for key in &self.keys {
+            serde_json::to_writer(&mut out, &**key).map_err(json)?;
+            out.write_all(b"\n").map_err(io_err)?;
+        }
+        out.flush().map_err(io_err)
+    }
 }
 
 /// Reads and checks a whole export.
