@@ -12,7 +12,7 @@
 //! An API key matches
 //!
 //! ```text
-//! \b[a-z][a-z0-9_]{0,31}_1[0-9A-Za-z]{41}(?![0-9A-Za-z])
+//! [a-z][a-z0-9_]{0,31}_1[0-9A-Za-z]{41}(?![0-9A-Za-z])
 //! ```
 //!
 //! (prefix, `_`, body version `1`, then 11 id, 24 secret and 6 checksum
@@ -28,12 +28,18 @@
 //! match
 //!
 //! ```text
-//! \b[a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?![0-9A-Za-z])
+//! [a-z][a-z0-9_]{0,31}_T[0-9A-Za-z]{78,}(?![0-9A-Za-z])
 //! ```
 //!
-//! and carry the same checksum at their end. [`scan`] also finds a key
-//! whose prefix is glued to a word before it by `_` (`leaked_<key>`), by
-//! trying each place after a `_` where the prefix could start.
+//! and carry the same checksum at their end.
+//!
+//! A key need not start a word: in log lines it often follows a letter or
+//! digit (`\n<key>` in escaped JSON, `%20<key>` in a URL, `\u003c<key>`)
+//! or a word and `_` (`leaked_<key>`). So a match says where a key ends,
+//! not where its prefix starts: try each start the pattern allows, up to
+//! 32 characters before the `_1` or `_T`, longest first, and keep the one
+//! whose checksum matches. The checksum covers the prefix, so only the
+//! key's own start does; [`scan`] works so.
 
 use std::ops::Range;
 
@@ -69,7 +75,8 @@ pub struct Found {
 }
 
 /// Every keyward API key and access token in `text`, in order, with byte
-/// positions, including one glued by `_` to the word before or after it.
+/// positions, including one glued to the word before it (by `_` or not)
+/// or by `_` to the word after it.
 /// Near-misses (a changed character, a wrong checksum) and random text are
 /// not reported.
 ///
@@ -165,16 +172,10 @@ fn recognise(
     stop: usize,
     longest: usize,
 ) -> Option<(usize, token::Hit)> {
-    // Search no earlier than the longest one could start (so each place
-    // costs a bounded amount), and from where a prefix may start (after a
-    // `_`), so that a prefix is never taken from the middle of a word.
-    let mut from = free.max(stop.saturating_sub(longest));
-    if from > free && run[from - 1] != b'_' {
-        from += run[from..q]
-            .iter()
-            .position(|&b| b == b'_')
-            .map_or(q - from, |i| i + 1);
-    }
+    // Search no earlier than the longest one could start, so each place
+    // costs a bounded amount. The prefix may start anywhere in the window,
+    // mid-word too (`%20<key>`): the checksum says where.
+    let from = free.max(stop.saturating_sub(longest));
     let window = &run[from..stop];
     // Only the `_` at `q` can begin this one's body.
     let hit = if run[q + 1] == b'1' {

@@ -290,9 +290,9 @@ pub(crate) struct Hit {
 }
 
 /// Finds the API key that a run of `[A-Za-z0-9_]` characters ends with, if
-/// any (for the scanner). The prefix may be glued to what precedes it with
-/// `_`: each possible prefix start is tried, and only the right one matches
-/// the checksum.
+/// any (for the scanner). The prefix may be glued to what precedes it, by
+/// `_` or by letters and digits: each possible prefix start is tried, and
+/// only the right one matches the checksum.
 pub(crate) fn recognise_api_key(run: &[u8]) -> Option<Hit> {
     let head_len = run.len().checked_sub(BODY_LEN + 1)?;
     let body = &run[head_len + 1..];
@@ -315,12 +315,23 @@ pub(crate) fn recognise_api_key(run: &[u8]) -> Option<Hit> {
 }
 
 /// The positions in `head` where a valid prefix ending at its end could
-/// start: its beginning, and just after each `_`, longest first.
+/// start, longest first: every one within [`MAX_PREFIX_LEN`] of the end,
+/// not only the start of a word or the place after a `_`. In a log line a
+/// key often follows a letter or digit with no break (`\n<key>` in JSON,
+/// `%20<key>` in a URL); the checksum covers the prefix, so it picks the
+/// right start, and each further start tried is one more 2^-32 chance for
+/// text that is not a key.
 pub(crate) fn prefix_starts(head: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    let earliest = head.len().saturating_sub(MAX_PREFIX_LEN);
-    (earliest..head.len())
-        .filter(move |&i| i == 0 || head[i - 1] == b'_')
-        .filter(move |&i| is_valid_prefix(&head[i..]))
+    // A prefix is `[a-z][a-z0-9_]*`, not ending in `_`: it starts within
+    // the stretch of such characters that `head` ends with.
+    let stretch = head
+        .iter()
+        .rev()
+        .take(MAX_PREFIX_LEN)
+        .take_while(|&&b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+        .count();
+    let ends_well = head.last() != Some(&b'_');
+    (head.len() - stretch..head.len()).filter(move |&i| ends_well && head[i].is_ascii_lowercase())
 }
 
 /// A fresh id and secret from the operating system's CSPRNG.

@@ -2175,6 +2175,48 @@ fn scan_finds_a_token_glued_to_a_word_with_an_underscore() {
     }
 }
 
+/// Keys and tokens in log lines often follow a letter or digit with no
+/// word break: a JSON-escaped newline (`\n<key>`), URL encoding
+/// (`%20<key>`), a JSON-escaped `<` (`\u003c<key>`). The checksum covers
+/// the prefix, so it tells where the prefix starts inside the word.
+#[test]
+fn scan_and_redact_find_a_key_or_token_right_after_a_letter_or_digit() {
+    let clock = ManualClock::new(T0);
+    let live = ring("acme_live", &clock);
+    let key = invoices_key(&live);
+    let token = live
+        .exchange(key.secret.expose(), Duration::minutes(5))
+        .expect("exchange");
+    let (k, t) = (key.secret.expose(), token.expose());
+    for (item, kind, public) in [
+        (k, FoundKind::ApiKey, key_public_part(k, "acme_live")),
+        (t, FoundKind::AccessToken, token_public_part(t, "acme_live")),
+    ] {
+        let lines = [
+            format!(r#"{{"msg":"bad request\n{item}"}}"#),
+            format!("GET /cb?h=Authorization%3A%20Bearer%20{item}"),
+            format!(r#"{{"arg":"\u003c{item}\u003e"}}"#),
+        ];
+        for line in &lines {
+            let found = scan(line);
+            assert_eq!(found.len(), 1, "{line}");
+            assert_eq!(&line[found[0].range.clone()], item, "{line}");
+            assert_eq!(found[0].prefix, "acme_live", "{line}");
+            assert_eq!(found[0].key_id, key.key.id(), "{line}");
+            assert_eq!(found[0].kind, kind, "{line}");
+            let redacted = redact(line);
+            assert!(
+                !redacted.contains(&item[public.len()..]),
+                "secret left visible in {redacted}"
+            );
+            assert!(
+                redacted.contains(&format!("{public}[redacted]")),
+                "{redacted}"
+            );
+        }
+    }
+}
+
 /// Scans `text` and fails with the first few reports, if any.
 fn assert_nothing_found(what: &str, text: &str) {
     let found = scan(text);
@@ -2804,7 +2846,7 @@ fn scan_finds_keys_and_tokens_followed_by_an_underscore() {
 }
 
 #[test]
-fn scan_survives_overlong_bodies_and_takes_no_prefix_from_mid_word() {
+fn scan_survives_overlong_bodies_and_finds_a_longest_prefix_glued_to_a_word() {
     // A `_T` or `_1` stretch longer than any token or key: nothing found,
     // no panic (a slice once started past its end here).
     for len in [5843, 5844, 5845, 5846, 12_000] {
@@ -2814,8 +2856,9 @@ fn scan_survives_overlong_bodies_and_takes_no_prefix_from_mid_word() {
             assert_eq!(redact(&text), text);
         }
     }
-    // A key whose prefix is as long as a prefix can be: found after `_`,
-    // not when glued to a letter (its search then starts mid-word).
+    // A key whose prefix is as long as a prefix can be: found after `_`
+    // and when glued to letters (its search then starts mid-word), with
+    // the prefix the checksum was made over.
     let clock = ManualClock::new(T0);
     let prefix = "abcdefghijklmnopqrstuvwxyzabcdef";
     assert_eq!(prefix.len(), 32);
@@ -2826,7 +2869,10 @@ fn scan_survives_overlong_bodies_and_takes_no_prefix_from_mid_word() {
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].prefix, prefix);
     for glued in [format!("q{k} end"), format!("qq{k}_old end")] {
-        assert_nothing_found("a key glued to a letter", &glued);
+        let found = scan(&glued);
+        assert_eq!(found.len(), 1, "{glued}");
+        assert_eq!(&glued[found[0].range.clone()], k);
+        assert_eq!(found[0].prefix, prefix);
     }
 }
 

@@ -1,5 +1,5 @@
 //! Property tests of every parser of untrusted input: key strings, key ids,
-//! scopes and stored hashes. Whatever the input, nothing panics; what is
+//! scopes, stored hashes and the leak scanner. Whatever the input, nothing panics; what is
 //! printed parses back to the same value.
 
 use keyward::*;
@@ -228,5 +228,58 @@ proptest! {
         prop_assert_eq!(&parsed, stored.hash());
         prop_assert_eq!(parsed.to_string(), text);
         prop_assert_eq!(parsed.version(), 1);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Whatever letters and digits come right before it (`\n`, `%20`,
+    /// `\u003c` in a log line leave `n`, `20`, `u003c`), a key or token is
+    /// found whole, with its prefix, and redact removes its secret part.
+    #[test]
+    fn a_key_or_token_glued_after_letters_and_digits_is_found_and_redacted(
+        prefix in prefix(),
+        lead in "[A-Za-z0-9]{1,40}",
+        token in any::<bool>(),
+        before in "[ \"=:]{0,2}",
+        after in "[ \"\\,]{0,2}",
+    ) {
+        let ring = KeyRing::builder(prefix.as_str())
+            .signing_key(1, [7; 32])
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap();
+        let issued = ring
+            .issue(NewKey::new("o").scopes(ScopeSet::parse(["invoices:read"]).unwrap()))
+            .unwrap();
+        let item = if token {
+            ring.exchange(issued.secret.expose(), keyward::time::Duration::minutes(5))
+                .unwrap()
+                .expose()
+                .to_owned()
+        } else {
+            issued.secret.expose().to_owned()
+        };
+        // Prefix, `_`, version, (a token's signing key id), key id.
+        let public = prefix.len() + 2 + usize::from(token) + 11;
+        let text = format!("{before}{lead}{item}{after}");
+        let at = before.len() + lead.len();
+
+        let found = scan(&text);
+        prop_assert_eq!(found.len(), 1, "{}", text);
+        prop_assert_eq!(found[0].range.clone(), at..at + item.len());
+        prop_assert_eq!(found[0].secret_range.clone(), at + public..at + item.len());
+        prop_assert_eq!(&found[0].prefix, &prefix);
+        prop_assert_eq!(found[0].key_id, issued.key.id());
+        let kind = if token { FoundKind::AccessToken } else { FoundKind::ApiKey };
+        prop_assert_eq!(found[0].kind, kind);
+
+        let redacted = redact(&text);
+        prop_assert!(!redacted.contains(&item[public..]), "{} -> {}", text, redacted);
+        prop_assert_eq!(
+            redacted,
+            format!("{before}{lead}{}[redacted]{after}", &item[..public])
+        );
     }
 }
