@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::Error;
+use crate::error::{Error, echo};
 
 /// The SHA-256 fingerprint of a client certificate's DER encoding, as TLS
 /// layers report it.
@@ -25,12 +25,8 @@ impl CertFingerprint {
     /// Parses 64 hex digits, optionally separated by `:` (as `openssl x509
     /// -fingerprint -sha256` prints them), in either case.
     pub fn from_hex(text: &str) -> Result<CertFingerprint, Error> {
-        let invalid = || {
-            Error::InvalidBinding(format!(
-                "not a SHA-256 fingerprint: `{}`",
-                text.chars().take(100).collect::<String>()
-            ))
-        };
+        let invalid =
+            || Error::InvalidBinding(format!("not a SHA-256 fingerprint: `{}`", echo(text, 100)));
         let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
         if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(invalid());
@@ -80,10 +76,7 @@ impl Network {
     /// refused, as a likely typo).
     pub fn parse(text: &str) -> Result<Network, Error> {
         let invalid = |why: &str| {
-            Error::InvalidBinding(format!(
-                "invalid network `{}`: {why}",
-                text.chars().take(100).collect::<String>()
-            ))
+            Error::InvalidBinding(format!("invalid network `{}`: {why}", echo(text, 100)))
         };
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),

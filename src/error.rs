@@ -2,13 +2,56 @@
 //! other operation, [`StoreError`] for storage backends.
 //!
 //! Messages are lowercase, without a trailing period, and never contain key
-//! material: at most a key id, which is public.
+//! material: at most a key id, which is public. A message that repeats its
+//! input (a scope, a network, a prefix) repeats it through `echo`, since a
+//! key pasted into the wrong field must not reach the logs that way.
 
 use thiserror::Error;
 
 use crate::binding::Binding;
 use crate::scope::Scope;
 use crate::token::KeyId;
+
+/// Longest run of ASCII letters and digits an error message repeats as
+/// is. The body of every key or token is a longer run (42 or more: version,
+/// id, secret, checksum), and so is the secret alone (24), while the words
+/// of scopes, addresses and prefixes seldom are.
+const ECHO_RUN: usize = 16;
+
+/// `text` as an error message may repeat it: at most `max_chars`
+/// characters, and each run of more than [`ECHO_RUN`] letters and digits
+/// shown as `<N characters>`, so that no message holds any part of a key's
+/// body, however the key was pasted or where the text is cut
+/// (`acme_1JFA…` becomes `acme_<42 characters>`). Runs are measured in the
+/// whole of `text` before it is cut, so a cut never leaves a short piece of
+/// a long run.
+pub(crate) fn echo(text: &str, max_chars: usize) -> String {
+    let mut out = String::new();
+    let mut shown = 0;
+    let mut rest = text;
+    while shown < max_chars {
+        let run = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
+        let taken = if run > ECHO_RUN {
+            let length = format!("<{run} characters>");
+            shown += length.len();
+            out.push_str(&length);
+            run
+        } else if run > 0 {
+            let take = run.min(max_chars - shown);
+            out.push_str(&rest[..take]);
+            shown += take;
+            run
+        } else if let Some(c) = rest.chars().next() {
+            out.push(c);
+            shown += 1;
+            c.len_utf8()
+        } else {
+            break;
+        };
+        rest = &rest[taken..];
+    }
+    out
+}
 
 /// Why a presented string is not a key of this ring. Every reason is found
 /// offline, before the store is consulted.
@@ -144,12 +187,18 @@ impl VerifyError {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The ring's prefix breaks the format rules.
+    /// The ring's prefix breaks the format rules. Holds the prefix as
+    /// given, cut after 40 characters, with each run of more than 16 letters
+    /// and digits shown as its length (`<42 characters>`), so that a key
+    /// pasted into the field is not repeated.
     #[error(
         "invalid key prefix `{0}`: expected [a-z][a-z0-9_]*, at most 32 characters, not ending in `_`"
     )]
     InvalidPrefix(String),
-    /// A scope string breaks the `resource:action` rules.
+    /// A scope string breaks the `resource:action` rules. Holds the scope
+    /// as given, cut after 128 characters, with each run of more than 16
+    /// letters and digits shown as its length (`<42 characters>`), so that
+    /// a key pasted into the field is not repeated.
     #[error("invalid scope `{0}`: expected `resource:action`, each [a-z0-9_.-]+ or `*`")]
     InvalidScope(String),
     /// A requirement with no alternative can never be met.
@@ -159,6 +208,9 @@ pub enum Error {
     #[error("invalid key id `{0}`")]
     InvalidKeyId(String),
     /// A client-certificate fingerprint or a network that cannot be parsed.
+    /// The message repeats the input as given, cut after 100 characters, with
+    /// each run of more than 16 letters and digits shown as its length
+    /// (`<64 characters>`), so that a key sent in the field is not repeated.
     #[error("invalid binding: {0}")]
     InvalidBinding(String),
     /// An expiry policy that cannot be applied (zero or negative period, an

@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::error::Error;
+use crate::error::{Error, echo};
 
 /// Longest scope string accepted, so untrusted scope text stays small.
 const MAX_SCOPE_LEN: usize = 128;
@@ -38,7 +38,7 @@ pub struct Scope {
 impl Scope {
     /// Parses and validates `resource:action`.
     pub fn new(text: &str) -> Result<Scope, Error> {
-        let invalid = || Error::InvalidScope(text.chars().take(MAX_SCOPE_LEN).collect());
+        let invalid = || Error::InvalidScope(echo(text, MAX_SCOPE_LEN));
         if text.len() > MAX_SCOPE_LEN {
             return Err(invalid());
         }
@@ -147,7 +147,7 @@ impl Sensitive {
         for r in resources {
             let r = r.as_ref();
             if r == "*" || !is_part(r) {
-                return Err(Error::InvalidScope(r.chars().take(MAX_SCOPE_LEN).collect()));
+                return Err(Error::InvalidScope(echo(r, MAX_SCOPE_LEN)));
             }
             names.push(r.into());
         }

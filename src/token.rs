@@ -28,7 +28,7 @@ use rand::rngs::SysRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
-use crate::error::{Error, MalformedReason};
+use crate::error::{Error, MalformedReason, echo};
 
 /// The base62 alphabet, in the standard order (`0-9A-Za-z`).
 const ALPHABET: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -176,9 +176,7 @@ impl Prefix {
         if is_valid_prefix(prefix.as_bytes()) {
             Ok(Prefix(prefix.into()))
         } else {
-            Err(Error::InvalidPrefix(
-                prefix.chars().take(MAX_PREFIX_LEN + 8).collect(),
-            ))
+            Err(Error::InvalidPrefix(echo(prefix, MAX_PREFIX_LEN + 8)))
         }
     }
 

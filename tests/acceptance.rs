@@ -810,6 +810,98 @@ fn debug_output_never_contains_the_secret() {
     assert!(format!("{:?}", issued.secret).contains(issued.key.hint()));
 }
 
+/// A key pasted into the wrong field (scopes, a network, a certificate
+/// fingerprint header, a prefix or sensitive resource in a config file) is
+/// refused without being repeated, however it is surrounded and wherever
+/// the message cuts the input: a run of more than 16 letters and digits is
+/// shown as its length. An ordinary typo is still shown as typed.
+#[test]
+fn parse_errors_never_echo_a_key_pasted_into_the_wrong_field() {
+    let ring = ring("acme");
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let key = issued.secret.expose();
+    let inputs = [
+        key.to_owned(),
+        format!("{key}:read"),
+        format!("invoices:{key}"),
+        format!("\\n{key}"),
+        format!("Bearer%20{key}"),
+        // The key straddles where the messages cut the input.
+        format!("{}{key}", "a".repeat(20)),
+        format!("{}:{key}", "b".repeat(80)),
+        format!("{}:{key}", "c".repeat(100)),
+    ];
+    for input in &inputs {
+        let errors = [
+            ("Scope", input.parse::<Scope>().unwrap_err()),
+            ("ScopeSet", ScopeSet::parse([input]).unwrap_err()),
+            ("Requirement", Requirement::scope(input).unwrap_err()),
+            ("Network", input.parse::<Network>().unwrap_err()),
+            (
+                "CertFingerprint",
+                input.parse::<CertFingerprint>().unwrap_err(),
+            ),
+            ("KeyId", input.parse::<KeyId>().unwrap_err()),
+            (
+                "prefix",
+                KeyRing::builder(input.as_str())
+                    .build(MemoryStore::new())
+                    .unwrap_err(),
+            ),
+            (
+                "sensitive",
+                KeyRing::builder("acme")
+                    .sensitive([input.as_str()])
+                    .build(MemoryStore::new())
+                    .unwrap_err(),
+            ),
+        ];
+        for (what, e) in &errors {
+            assert_no_secret(&format!("{what} error"), &e.to_string(), key, "acme");
+            assert_no_secret(
+                &format!("{what} error {{:?}}"),
+                &format!("{e:?}"),
+                key,
+                "acme",
+            );
+        }
+    }
+    // What the messages show instead: the input, long runs as their length.
+    assert_eq!(
+        key.parse::<Scope>().unwrap_err().to_string(),
+        "invalid scope `acme_<42 characters>`: expected `resource:action`, each [a-z0-9_.-]+ or `*`"
+    );
+    assert_eq!(
+        format!("{key}/24")
+            .parse::<Network>()
+            .unwrap_err()
+            .to_string(),
+        "invalid binding: invalid network `acme_<42 characters>/24`: not an ip address"
+    );
+    // Ordinary typos are still shown as typed.
+    assert_eq!(
+        "invoices".parse::<Scope>().unwrap_err().to_string(),
+        "invalid scope `invoices`: expected `resource:action`, each [a-z0-9_.-]+ or `*`"
+    );
+    assert_eq!(
+        ScopeSet::parse(["invoices:read", "customer_invoices:Read"])
+            .unwrap_err()
+            .to_string(),
+        "invalid scope `customer_invoices:Read`: expected `resource:action`, each [a-z0-9_.-]+ or `*`"
+    );
+    assert_eq!(
+        "10.0.0.1/8".parse::<Network>().unwrap_err().to_string(),
+        "invalid binding: invalid network `10.0.0.1/8`: host bits are set"
+    );
+    assert_eq!(
+        "AB:CD:EF"
+            .parse::<CertFingerprint>()
+            .unwrap_err()
+            .to_string(),
+        "invalid binding: not a SHA-256 fingerprint: `AB:CD:EF`"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Errors: statuses, codes, messages
 // ---------------------------------------------------------------------------

@@ -283,3 +283,37 @@ proptest! {
         );
     }
 }
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Whatever surrounds a key pasted into a scope, network, fingerprint
+    /// or prefix field, and wherever the message cuts the input, the error
+    /// holds no 8 characters in a row of its secret.
+    #[test]
+    fn parse_errors_hold_no_part_of_a_pasted_key(
+        prefix in prefix(),
+        before in "[ -~]{0,140}",
+        after in "[ -~]{0,20}",
+    ) {
+        let issued = ring(&prefix).issue(NewKey::new("o")).unwrap();
+        let key = issued.secret.expose();
+        let secret = &key[prefix.len() + 2 + 11..][..24];
+        let input = format!("{before}{key}{after}");
+        let errors = [
+            input.parse::<Scope>().unwrap_err(),
+            input.parse::<Network>().unwrap_err(),
+            input.parse::<CertFingerprint>().unwrap_err(),
+            input.parse::<KeyId>().unwrap_err(),
+            KeyRing::builder(input.as_str()).build(MemoryStore::new()).unwrap_err(),
+        ];
+        for e in &errors {
+            for shown in [e.to_string(), format!("{e:?}")] {
+                for piece in secret.as_bytes().windows(8) {
+                    let piece = std::str::from_utf8(piece).unwrap();
+                    prop_assert!(!shown.contains(piece), "{} in {}", piece, shown);
+                }
+            }
+        }
+    }
+}
