@@ -1280,6 +1280,13 @@ impl Snapshot {
     }
 }
 
+/// A parse error of an export line, which can quote the line's values:
+/// as [`crate::error::echo`] shows them, so a key pasted into a field of an
+/// edited export does not reach the message.
+fn quoted(e: &serde_json::Error) -> String {
+    crate::error::echo(&e.to_string(), 256)
+}
+
 /// Reads and checks a whole export.
 fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>), StoreError> {
     let invalid = |line: usize, reason: String| StoreError::InvalidImport { line, reason };
@@ -1288,8 +1295,7 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
         .next()
         .ok_or_else(|| invalid(1, "empty input".into()))?
         .map_err(|e| invalid(1, e.to_string()))?;
-    let header: ExportHeader =
-        serde_json::from_str(&first).map_err(|e| invalid(1, e.to_string()))?;
+    let header: ExportHeader = serde_json::from_str(&first).map_err(|e| invalid(1, quoted(&e)))?;
     if header.keyward_export != 1 {
         return Err(invalid(
             1,
@@ -1304,7 +1310,7 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
         if line.trim().is_empty() {
             continue;
         }
-        let key: StoredKey = serde_json::from_str(&line).map_err(|e| invalid(n, e.to_string()))?;
+        let key: StoredKey = serde_json::from_str(&line).map_err(|e| invalid(n, quoted(&e)))?;
         // The limits `issue` and `update` hold a key to hold here too: an
         // edited export must not bring in what no call could write.
         key.key()

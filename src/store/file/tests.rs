@@ -1297,6 +1297,43 @@ fn an_import_holds_keys_to_the_limits_of_issue() {
     }
 }
 
+/// A key pasted into a field of an edited export is not repeated in the
+/// error that refuses the line.
+#[test]
+fn an_import_error_does_not_repeat_a_key_pasted_into_a_field() {
+    let ring = crate::KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(crate::NewKey::new("o")).unwrap();
+    let pasted = issued.secret.expose().to_owned();
+    let secret = &pasted[pasted.len() - 30..pasted.len() - 6];
+    for field in ["scopes", "expiry", "status", "created_at", "hint"] {
+        let sim = SimFs::new();
+        let (store, _) = store_with_history(&sim, 40);
+        let mut export = Vec::new();
+        store.export(&mut export).unwrap();
+        let text = String::from_utf8(export).unwrap();
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut record: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+        let key = if record.get("key").is_some() {
+            &mut record["key"]
+        } else {
+            &mut record
+        };
+        key[field] = serde_json::json!(pasted);
+        lines[1] = record.to_string();
+        let edited = lines.join("\n") + "\n";
+        match store.import(edited.as_bytes(), ImportMode::Replace) {
+            Err(e @ StoreError::InvalidImport { line: 2, .. }) => {
+                let message = format!("{e} {e:?}");
+                assert!(!message.contains(secret), "{field}: {message}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+    }
+}
+
 /// Nor can it bring in a ring default that no call could set.
 #[test]
 fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
