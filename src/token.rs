@@ -388,13 +388,14 @@ fn format_key(prefix: &Prefix, id: KeyId, secret: &[u8; SECRET_LEN]) -> String {
 /// Fills `out` with uniformly random base62 characters: each random byte's
 /// low 6 bits are kept when below 62 (rejection sampling, no modulo bias).
 fn random_base62(out: &mut [u8]) -> Result<(), Error> {
-    let mut pool = [0u8; 64];
+    // Wiped when dropped, on the error path too.
+    let mut pool = zeroize::Zeroizing::new([0u8; 64]);
     let mut filled = 0;
     while filled < out.len() {
         SysRng
-            .try_fill_bytes(&mut pool)
+            .try_fill_bytes(&mut *pool)
             .map_err(|e| Error::Random(e.to_string()))?;
-        for &b in &pool {
+        for &b in pool.iter() {
             let v = b & 0x3f;
             if v < 62 && filled < out.len() {
                 out[filled] = ALPHABET[usize::from(v)];
@@ -402,7 +403,6 @@ fn random_base62(out: &mut [u8]) -> Result<(), Error> {
             }
         }
     }
-    pool.zeroize();
     Ok(())
 }
 
