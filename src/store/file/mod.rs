@@ -67,8 +67,15 @@ use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, 
 use crate::key::{Status, StatusCode};
 use crate::token::KeyId;
 
-/// Keys per record when the whole store is rewritten (compaction, import).
+/// Most keys in one record when the whole store is rewritten (compaction,
+/// import): records decode in parallel at open.
 const REWRITE_CHUNK: usize = 4096;
+/// Most payload bytes in one record of a rewrite: a key within the limits
+/// of `issue` serializes to at most about 250 KB (escaped control
+/// characters cost six bytes each), so a count alone could pass
+/// `format::MAX_PAYLOAD` and leave a store of valid keys that can never be
+/// compacted; and an open holds a few records at a time in memory.
+const REWRITE_BYTES: usize = 16 << 20;
 
 /// Tuning for [`FileStore::open_with`].
 #[derive(Debug, Clone, Copy)]
@@ -219,6 +226,9 @@ pub struct FileStore {
     fs: Box<dyn Fs>,
     options: FileStoreOptions,
     recovery: Recovery,
+    /// The most payload one record may carry: `format::MAX_PAYLOAD` (tests
+    /// lower it to reach the limit with small stores).
+    max_payload: usize,
     /// Held open for the store's life: the OS lock lives with it.
     _lock: Option<std::fs::File>,
 }
@@ -350,6 +360,7 @@ impl FileStore {
             fs,
             options,
             recovery,
+            max_payload: format::MAX_PAYLOAD as usize,
             _lock: lock,
         })
     }
@@ -626,14 +637,12 @@ impl FileStore {
             let mut file = self.fs.create_new(&temp).map_err(|e| self.io_err(e))?;
             file.append(&format::header()).map_err(|e| self.io_err(e))?;
             if let Some(settings) = settings {
-                file.append(&encode(&[EntryRef::Settings(settings)])?)
+                file.append(&encode(&[EntryRef::Settings(settings)], self.max_payload)?)
                     .map_err(|e| self.io_err(e))?;
             }
-            for chunk in keys.chunks(REWRITE_CHUNK) {
-                let entries: Vec<EntryRef<'_>> = chunk.iter().map(|k| EntryRef::Put(k)).collect();
-                file.append(&encode(&entries)?)
-                    .map_err(|e| self.io_err(e))?;
-            }
+            put_records(keys, REWRITE_BYTES.min(self.max_payload), |record| {
+                file.append(record).map_err(|e| self.io_err(e))
+            })?;
             file.sync().map_err(|e| self.io_err(e))?;
             Ok(file)
         })();
@@ -715,11 +724,56 @@ fn snapshot_entries(keys: &[Arc<StoredKey>], settings: Option<&RingSettings>) ->
     keys.len() as u64 + u64::from(settings.is_some())
 }
 
-fn encode(entries: &[EntryRef<'_>]) -> Result<Vec<u8>, StoreError> {
-    // `format::encode` takes owned entries; this is the same shape, borrowed.
+/// Frames `entries` as one record whose payload is at most `max` bytes.
+fn encode(entries: &[EntryRef<'_>], max: usize) -> Result<Vec<u8>, StoreError> {
+    // `format::Entry` is owned; this is the same shape, borrowed.
     let payload = serde_json::to_vec(entries).map_err(|e| StoreError::Backend(Box::new(e)))?;
-    format::encode_payload(&payload)
+    frame(&payload, max)
+}
+
+fn frame(payload: &[u8], max: usize) -> Result<Vec<u8>, StoreError> {
+    Some(payload)
+        .filter(|p| p.len() <= max)
+        .and_then(format::encode_payload)
         .ok_or_else(|| StoreError::Backend("batch too large for one record".into()))
+}
+
+/// Frames `keys` as `put` records for a rewrite and hands each to `emit`,
+/// in order. A record closes at [`REWRITE_CHUNK`] keys, or before its
+/// payload would pass `max` bytes; a key too large for a record of its own
+/// is an error.
+fn put_records(
+    keys: &[Arc<StoredKey>],
+    max: usize,
+    mut emit: impl FnMut(&[u8]) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let mut payload = vec![b'['];
+    let mut count = 0;
+    for key in keys {
+        let mark = payload.len();
+        if count > 0 {
+            payload.push(b',');
+        }
+        serde_json::to_writer(&mut payload, &EntryRef::Put(key))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        // With its closing bracket.
+        if count > 0 && (count == REWRITE_CHUNK || payload.len() + 1 > max) {
+            let entry = payload.split_off(mark + 1);
+            payload.truncate(mark);
+            payload.push(b']');
+            emit(&frame(&payload, max)?)?;
+            payload.clear();
+            payload.push(b'[');
+            payload.extend_from_slice(&entry);
+            count = 0;
+        }
+        count += 1;
+    }
+    if count > 0 {
+        payload.push(b']');
+        emit(&frame(&payload, max)?)?;
+    }
+    Ok(())
 }
 
 impl KeyStore for FileStore {
@@ -767,7 +821,7 @@ impl KeyStore for FileStore {
                 Change::Settings(s) => EntryRef::Settings(s),
             })
             .collect();
-        let record = encode(&entries)?;
+        let record = encode(&entries, self.max_payload)?;
         if let Err(e) = log.file.append(&record).and_then(|()| log.file.sync()) {
             log.poisoned = true;
             return Err(self.io_err(e));

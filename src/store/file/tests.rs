@@ -739,6 +739,109 @@ fn compaction_shrinks_the_file_and_keeps_the_state() {
     );
 }
 
+/// The payload length of each record in a store file.
+fn payload_lengths(bytes: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let mut at = HEADER_LEN;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize;
+        lengths.push(len);
+        at += RECORD_HEAD_LEN + len;
+    }
+    lengths
+}
+
+/// A key within the limits of `issue` whose metadata is control
+/// characters: one byte each in memory, six (`\u0001`) in JSON.
+fn escape_heavy(id: u64) -> StoredKey {
+    let mut key = sample(id, 0);
+    key.key.extra_mut().metadata = (0..12)
+        .map(|i| {
+            (
+                format!("{i:03}{}", "\u{1}".repeat(253)),
+                "\u{1}".repeat(256),
+            )
+        })
+        .collect();
+    key.key.tidy();
+    key.key.check_fields().expect("within the limits of issue");
+    key
+}
+
+#[test]
+fn a_rewrite_splits_keys_too_large_for_one_record_by_bytes() {
+    // With records capped at 64 KiB, each of these keys (about 37 KB of
+    // JSON) fits a write of its own, but 40 of them (less than one chunk of
+    // keys) do not fit one record: compaction and import must still work,
+    // as they must for 4096 keys at the limits of `issue` under the real
+    // cap.
+    let cap = 64 << 10;
+    let sim = SimFs::new();
+    let mut store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.max_payload = cap;
+    store.save_settings(&settings(2)).unwrap();
+    for id in 1..=40 {
+        store.insert(escape_heavy(id)).unwrap();
+    }
+    let state = State::of(&store);
+    store.compact().unwrap();
+    assert_eq!(State::of(&store), state);
+    let lengths = payload_lengths(&sim.read(&path()).unwrap());
+    assert!(
+        lengths.len() > 2,
+        "one record for all the keys: {lengths:?}"
+    );
+    assert!(lengths.iter().all(|&len| len <= cap), "{lengths:?}");
+
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let other = SimFs::new();
+    let mut target = open(&other, FileStoreOptions::default()).unwrap();
+    target.max_payload = cap;
+    target.import(&export[..], ImportMode::Replace).unwrap();
+    assert_eq!(State::of(&target), state);
+
+    drop((store, target));
+    for disk in [&sim, &other] {
+        assert_eq!(
+            State::of(&open(disk, FileStoreOptions::default()).unwrap()),
+            state
+        );
+    }
+}
+
+#[test]
+fn a_rewrite_record_closes_at_its_key_count_or_its_byte_budget() {
+    let keys: Vec<Arc<StoredKey>> = (1..=REWRITE_CHUNK as u64 * 2 + 5)
+        .map(|id| Arc::new(sample(id, 0)))
+        .collect();
+    // The longest payload of one key (ids differ in length).
+    let one = keys
+        .iter()
+        .map(|k| serde_json::to_vec(&[EntryRef::Put(k)]).unwrap().len())
+        .max()
+        .unwrap();
+    for (max, per_record) in [(usize::MAX, REWRITE_CHUNK), (one * 2, 2), (one, 1)] {
+        let mut ids = Vec::new();
+        put_records(&keys, max, |record| {
+            let payload = &record[RECORD_HEAD_LEN..];
+            assert!(payload.len() <= max);
+            let entries: Vec<Entry> = serde_json::from_slice(payload).unwrap();
+            assert!(entries.len() <= per_record, "{} keys", entries.len());
+            ids.extend(entries.iter().map(|e| match e {
+                Entry::Put(k) => k.id().as_u64(),
+                other => panic!("{other:?}"),
+            }));
+            Ok(())
+        })
+        .unwrap();
+        let expected: Vec<u64> = keys.iter().map(|k| k.id().as_u64()).collect();
+        assert_eq!(ids, expected, "max {max}");
+    }
+    // A key that cannot fit a record of its own is an error, not a panic.
+    assert!(put_records(&keys, one - 1, |_| Ok(())).is_err());
+}
+
 #[test]
 fn a_flush_compacts_past_the_dead_record_threshold_and_a_write_never_does() {
     let sim = SimFs::new();
