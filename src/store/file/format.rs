@@ -136,18 +136,100 @@ pub(crate) fn payload_matches(head: Head, payload: &[u8]) -> bool {
 /// Whether a valid record starts anywhere in `tail` after its first byte:
 /// the test that tells damage followed by data from a torn tail.
 pub(crate) fn valid_record_after_start(tail: &[u8]) -> bool {
-    (1..tail.len()).any(|p| {
-        let rest = &tail[p..];
-        let Some(head_bytes) = rest.first_chunk::<RECORD_HEAD_LEN>() else {
-            return false;
-        };
-        let Some(head) = parse_head(head_bytes) else {
-            return false;
-        };
-        rest[RECORD_HEAD_LEN..]
-            .get(..head.len as usize)
-            .is_some_and(|payload| payload_matches(head, payload))
-    })
+    scan_after_start(tail).0
+}
+
+/// [`valid_record_after_start`], and the bytes it ran through CRC32.
+///
+/// A head that parses can start at every fourth byte of a hostile tail,
+/// each claiming up to [`MAX_PAYLOAD`] bytes: checking each claim over its
+/// own bytes takes time quadratic in the tail (15 s for 4 MiB). So the
+/// tail is hashed once, keeping the running CRC where a claimed payload
+/// starts or ends. CRC32 is linear: the CRC of a stretch follows from those
+/// of the two prefixes that bound it (zlib's `crc32_combine`, run
+/// backwards), for a few multiplications per head. The work is linear in
+/// the tail, plus a sort of the heads' offsets.
+pub(crate) fn scan_after_start(tail: &[u8]) -> (bool, usize) {
+    let mut hashed = 0;
+    // (head offset, payload start, payload end, head)
+    let claims: Vec<(usize, usize, usize, Head)> = (1..tail.len())
+        .filter_map(|p| {
+            let head = parse_head(tail[p..].first_chunk::<RECORD_HEAD_LEN>()?)?;
+            let start = p + RECORD_HEAD_LEN;
+            let end = start.checked_add(head.len as usize)?;
+            (end <= tail.len()).then_some((p, start, end, head))
+        })
+        .collect();
+    if claims.is_empty() {
+        return (false, hashed);
+    }
+    let mut offsets: Vec<usize> = claims.iter().flat_map(|c| [c.1, c.2]).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
+    let mut running = crc32fast::Hasher::new();
+    let mut at = 0;
+    let prefix_crcs: Vec<u32> = offsets
+        .iter()
+        .map(|&offset| {
+            running.update(&tail[at..offset]);
+            hashed += offset - at;
+            at = offset;
+            running.clone().finalize()
+        })
+        .collect();
+    let prefix_crc = |offset| offsets.binary_search(&offset).map_or(0, |i| prefix_crcs[i]);
+    let found = claims.iter().any(|&(p, start, end, head)| {
+        // The CRC covers kind, flags and length, then the payload:
+        // crc(a ‖ b) = shift(crc(a), |b|) ^ crc(b), and
+        // crc(payload) = crc(tail[..end]) ^ shift(crc(tail[..start]), len).
+        let fields = crc32fast::hash(&tail[p + 2..p + 8]);
+        hashed += 6;
+        let crc = shift(fields ^ prefix_crc(start), head.len) ^ prefix_crc(end);
+        crc == head.crc
+    });
+    (found, hashed)
+}
+
+/// The CRC32 polynomial, bit-reflected (as crc32fast and zlib use it).
+const POLY: u32 = 0xEDB8_8320;
+
+/// `a * b` modulo the CRC32 polynomial, both bit-reflected (zlib's
+/// `multmodp`).
+fn mul_mod_poly(a: u32, mut b: u32) -> u32 {
+    let mut product = 0;
+    for bit in (0..32).rev() {
+        if a & (1 << bit) != 0 {
+            product ^= b;
+        }
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+    product
+}
+
+/// What `crc` (of some bytes `a`) contributes to the CRC of `a` followed
+/// by `len` more bytes: `crc * x^(8 len)` modulo the polynomial.
+fn shift(crc: u32, len: u32) -> u32 {
+    // powers[j][d] = x^(8 d 256^j): one factor per byte of `len`.
+    static POWERS: std::sync::OnceLock<[[u32; 256]; 4]> = std::sync::OnceLock::new();
+    let powers = POWERS.get_or_init(|| {
+        let mut powers = [[0u32; 256]; 4];
+        // x^8, bit-reflected.
+        let mut base = 1 << (31 - 8);
+        for row in &mut powers {
+            row[0] = 1 << 31;
+            for d in 1..256 {
+                row[d] = mul_mod_poly(row[d - 1], base);
+            }
+            base = mul_mod_poly(row[255], base);
+        }
+        powers
+    });
+    len.to_le_bytes()
+        .iter()
+        .zip(powers)
+        .fold(crc, |crc, (&digit, row)| {
+            mul_mod_poly(row[usize::from(digit)], crc)
+        })
 }
 
 #[cfg(test)]
@@ -180,6 +262,105 @@ mod tests {
             let ok = parse_head(bad[..RECORD_HEAD_LEN].try_into().unwrap())
                 .is_some_and(|h| payload_matches(h, &bad[RECORD_HEAD_LEN..]));
             assert!(!ok, "flip at {i} went unnoticed");
+        }
+    }
+
+    /// The scan as it was: every offset, a CRC over every claim (the
+    /// oracle the linear scan must agree with).
+    fn scan_byte_by_byte(tail: &[u8]) -> bool {
+        (1..tail.len()).any(|p| {
+            let rest = &tail[p..];
+            let Some(head) = rest.first_chunk().and_then(parse_head) else {
+                return false;
+            };
+            rest[RECORD_HEAD_LEN..]
+                .get(..head.len as usize)
+                .is_some_and(|payload| payload_matches(head, payload))
+        })
+    }
+
+    /// xorshift64*, so a failure replays from its seed.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state >> 12;
+        *state ^= *state << 25;
+        *state ^= *state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    #[test]
+    fn a_shifted_crc_joins_crcs_as_crc32_over_the_joined_bytes() {
+        let mut seed = 7;
+        for len_a in [0, 1, 5, 64, 1000] {
+            for len_b in [0, 1, 2, 3, 255, 256, 257, 4096, 70_000] {
+                let bytes: Vec<u8> = (0..len_a + len_b).map(|_| next(&mut seed) as u8).collect();
+                let (a, b) = bytes.split_at(len_a);
+                let joined = shift(crc32fast::hash(a), len_b as u32) ^ crc32fast::hash(b);
+                assert_eq!(joined, crc32fast::hash(&bytes), "{len_a} + {len_b}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_a_record_exactly_where_a_check_at_every_offset_does() {
+        let record = |n: u64| {
+            encode_payload(&serde_json::to_vec(&[Entry::Remove(KeyId::from_u64(n))]).unwrap())
+                .unwrap()
+        };
+        let mut seed = 11;
+        let mut found = 0;
+        for round in 0..3000 {
+            // Junk, zeros, records, cut records and heads claiming lengths
+            // that end inside, at or past the end of the tail.
+            let mut tail = Vec::new();
+            for _ in 0..1 + next(&mut seed) % 6 {
+                match next(&mut seed) % 6 {
+                    0 => tail.extend((0..next(&mut seed) % 40).map(|_| next(&mut seed) as u8)),
+                    1 => tail.extend(std::iter::repeat_n(0, (next(&mut seed) % 30) as usize)),
+                    2 => tail.extend_from_slice(&record(next(&mut seed))),
+                    3 => {
+                        let r = record(next(&mut seed));
+                        let keep = (next(&mut seed) as usize) % r.len();
+                        tail.extend_from_slice(&r[..keep]);
+                    }
+                    4 => {
+                        let mut r = record(next(&mut seed));
+                        let at = (next(&mut seed) as usize) % r.len();
+                        r[at] ^= 1 << (next(&mut seed) % 8);
+                        tail.extend_from_slice(&r);
+                    }
+                    _ => {
+                        tail.extend_from_slice(b"KW\x01\x00");
+                        let len = (next(&mut seed) % 80) as u32;
+                        tail.extend_from_slice(&len.to_le_bytes());
+                        tail.extend_from_slice(&(next(&mut seed) as u32).to_le_bytes());
+                    }
+                }
+            }
+            let expected = scan_byte_by_byte(&tail);
+            found += usize::from(expected);
+            assert_eq!(valid_record_after_start(&tail), expected, "round {round}");
+        }
+        assert!(found > 300 && found < 2700, "{found} of 3000 found one");
+    }
+
+    #[test]
+    fn the_scan_hashes_a_hostile_tail_a_bounded_number_of_times_over() {
+        // Overlapping heads, each claiming half the tail, none valid: a
+        // check at every offset ran CRC32 over half the tail for each.
+        for (n, claim) in [(64 << 10, 32 << 10), (256 << 10, 100_000)] {
+            let mut tail = vec![0xEE; RECORD_HEAD_LEN];
+            while tail.len() + RECORD_HEAD_LEN <= n {
+                tail.extend_from_slice(b"KW\x01\x00");
+                tail.extend_from_slice(&(claim as u32).to_le_bytes());
+                tail.extend_from_slice(&[0; 4]);
+            }
+            let (found, hashed) = scan_after_start(&tail);
+            assert!(!found);
+            assert!(
+                hashed <= 2 * tail.len(),
+                "{hashed} bytes hashed for a tail of {}",
+                tail.len()
+            );
         }
     }
 
