@@ -1,11 +1,16 @@
 //! The on-disk format: a header, then one record per committed batch.
 //!
 //! ```text
-//! header (16 bytes)
+//! header (48 bytes)
 //!   magic    8  b"KEYWARD\0"
 //!   version  2  u16 LE, 1
 //!   reserved 2  zero
 //!   crc      4  u32 LE, CRC32 of the 12 bytes above
+//!   2 synced-length slots of 16 bytes, each all zero (never written) or
+//!     synced   8  u64 LE: a length of the file that was durable when
+//!                 the slot was written
+//!     crc      4  u32 LE, CRC32 of the slot's number (one byte) and synced
+//!     reserved 4  zero
 //! record (12-byte head, then the payload)
 //!   magic    2  b"KW"
 //!   kind     1  1 = batch
@@ -20,17 +25,36 @@
 //! record is taken only when its checksum matches. Records are replayed in
 //! order; a later `put` of an id replaces the earlier one.
 //!
-//! At open, an invalid record at offset X is a *torn tail* (a write cut
-//! short by a crash; dropped) only if no valid record starts anywhere after
-//! X. Otherwise the damage is followed by committed data, and dropping it
-//! could resurrect a revoked key: the open fails with the offset.
+//! Only the last write can be torn: each is fsynced before the next
+//! begins. A record a crash zeroed says nothing, not even its length,
+//! and zeros from its start to the end look alike whether they cover one
+//! unsynced record or several synced ones. So each write also records, in
+//! a slot of the header (one more small write, to the file's first page,
+//! under the same fsync), the length the file had when its previous fsync
+//! returned: the start of the record it adds; a rewrite records its whole
+//! length before the fsync that precedes its rename. At open, the larger
+//! slot that checks bounds the *synced part*: an invalid record or the end of
+//! the file inside it is damage to acknowledged data, an error naming the
+//! offset. Writes take turns between the two slots, overwriting the
+//! smaller value, so a slot write cut short (ignored at open: a slot that
+//! does not check only weakens the bound) never loses the larger one.
+//!
+//! Past the synced part, an invalid record at offset X is a *torn tail* (a
+//! write cut short by a crash; dropped) only if no valid record starts
+//! anywhere after X. Otherwise the damage is followed by committed data,
+//! and dropping it could resurrect a revoked key: the open fails with the
+//! offset.
 
 use serde::{Deserialize, Serialize};
 
 use crate::store::{RingSettings, StoredKey};
 use crate::token::KeyId;
 
-pub(crate) const HEADER_LEN: usize = 16;
+/// Where the first record starts: the header and its two slots.
+pub(crate) const HEADER_LEN: usize = FIXED_LEN + 2 * SLOT_LEN;
+/// The magic, version and CRC of the header, before its slots.
+const FIXED_LEN: usize = 16;
+const SLOT_LEN: usize = 16;
 pub(crate) const RECORD_HEAD_LEN: usize = 12;
 const FILE_MAGIC: &[u8; 8] = b"KEYWARD\0";
 const FORMAT_VERSION: u16 = 1;
@@ -51,19 +75,57 @@ pub(crate) enum Entry {
     Settings(RingSettings),
 }
 
+/// A new file's header: its slots unwritten.
 pub(crate) fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[..8].copy_from_slice(FILE_MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     let crc = crc32fast::hash(&h[..12]);
-    h[12..].copy_from_slice(&crc.to_le_bytes());
+    h[12..FIXED_LEN].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Where slot `slot` (0 or 1) lies in the file.
+pub(crate) fn slot_offset(slot: usize) -> u64 {
+    (FIXED_LEN + SLOT_LEN * (slot & 1)) as u64
+}
+
+/// The bytes of slot `slot` saying that the file's first `synced` bytes
+/// are durable.
+pub(crate) fn slot(slot: usize, synced: u64) -> [u8; SLOT_LEN] {
+    let mut s = [0u8; SLOT_LEN];
+    s[..8].copy_from_slice(&synced.to_le_bytes());
+    s[8..12].copy_from_slice(&slot_crc(slot, synced).to_le_bytes());
+    s
+}
+
+fn slot_crc(slot: usize, synced: u64) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[(slot & 1) as u8]);
+    h.update(&synced.to_le_bytes());
+    h.finalize()
+}
+
+/// The length a slot vouches for, if it checks.
+fn read_slot(slot: usize, bytes: &[u8; SLOT_LEN]) -> Option<u64> {
+    let synced = u64::from_le_bytes(*bytes.first_chunk::<8>()?);
+    let crc = u32::from_le_bytes(*bytes[8..].first_chunk::<4>()?);
+    (crc == slot_crc(slot, synced) && bytes[12..] == [0; 4]).then_some(synced)
+}
+
+/// What the header's slots say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Synced {
+    /// The file's first `len` bytes were durable when a write began.
+    pub(crate) len: u64,
+    /// The slot the next write takes: not the one holding `len`.
+    pub(crate) next_slot: usize,
 }
 
 /// What the first bytes of a file say.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum HeaderCheck {
-    Valid,
+    Valid(Synced),
     /// Shorter than a header and all zero or a prefix of one: a creation
     /// cut short by a crash; the file can be started afresh.
     Unfinished,
@@ -72,10 +134,20 @@ pub(crate) enum HeaderCheck {
 
 pub(crate) fn check_header(bytes: &[u8]) -> HeaderCheck {
     let expected = header();
-    if bytes.len() >= HEADER_LEN {
-        if bytes[..HEADER_LEN] == expected {
-            HeaderCheck::Valid
-        } else if bytes[..HEADER_LEN].iter().all(|&b| b == 0) {
+    if let Some(h) = bytes.first_chunk::<HEADER_LEN>() {
+        if h[..FIXED_LEN] == expected[..FIXED_LEN] {
+            let slots = [0, 1].map(|i| {
+                h[FIXED_LEN + SLOT_LEN * i..]
+                    .first_chunk::<SLOT_LEN>()
+                    .and_then(|s| read_slot(i, s))
+                    .unwrap_or(0)
+            });
+            let next_slot = usize::from(slots[0] > slots[1]);
+            HeaderCheck::Valid(Synced {
+                len: slots[0].max(slots[1]).max(HEADER_LEN as u64),
+                next_slot,
+            })
+        } else if h.iter().all(|&b| b == 0) {
             HeaderCheck::Unfinished
         } else {
             HeaderCheck::Invalid
@@ -238,8 +310,12 @@ mod tests {
 
     #[test]
     fn header_checks() {
-        let h = header();
-        assert_eq!(check_header(&h), HeaderCheck::Valid);
+        let mut h = header();
+        let none = Synced {
+            len: HEADER_LEN as u64,
+            next_slot: 0,
+        };
+        assert_eq!(check_header(&h), HeaderCheck::Valid(none));
         assert_eq!(check_header(&h[..5]), HeaderCheck::Unfinished);
         assert_eq!(check_header(&[]), HeaderCheck::Unfinished);
         assert_eq!(check_header(&[0; 16]), HeaderCheck::Unfinished);
@@ -247,6 +323,30 @@ mod tests {
         let mut other = h;
         other[8] = 2;
         assert_eq!(check_header(&other), HeaderCheck::Invalid);
+        // The larger slot that checks; the next write takes the other.
+        let at = |i: usize| slot_offset(i) as usize..slot_offset(i) as usize + SLOT_LEN;
+        h[at(0)].copy_from_slice(&slot(0, 900));
+        h[at(1)].copy_from_slice(&slot(1, 700));
+        assert_eq!(
+            check_header(&h),
+            HeaderCheck::Valid(Synced {
+                len: 900,
+                next_slot: 1
+            })
+        );
+        h[at(1)].copy_from_slice(&slot(1, 1000));
+        let both = HeaderCheck::Valid(Synced {
+            len: 1000,
+            next_slot: 0,
+        });
+        assert_eq!(check_header(&h), both);
+        // A slot written to the other place does not check.
+        h[at(0)].copy_from_slice(&slot(1, 2000));
+        assert_eq!(check_header(&h), both);
+        // Nor does a slot half written over another.
+        h[at(0)].copy_from_slice(&slot(0, 900));
+        h[at(0)][..8].copy_from_slice(&5000u64.to_le_bytes());
+        assert_eq!(check_header(&h), both);
     }
 
     #[test]

@@ -3,14 +3,15 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 /// The operations the file store needs, and nothing more.
 pub(crate) trait Fs: fmt::Debug + Send + Sync {
     /// Opens a file for reading; `Ok(None)` if it does not exist.
     fn open_read(&self, path: &Path) -> io::Result<Option<Box<dyn Read + Send>>>;
-    /// Opens a file for appending, creating it empty if it does not exist.
+    /// Opens a file for writing at its end, creating it empty if it does
+    /// not exist.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Creates a file, or truncates it to empty, for writing.
     fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
@@ -27,10 +28,13 @@ pub(crate) trait Fs: fmt::Debug + Send + Sync {
     fn remove(&self, path: &Path) -> io::Result<()>;
 }
 
-/// An open file, written at its end.
+/// An open file, written at its end (and its header overwritten).
 pub(crate) trait FsFile: Send {
     /// Appends all of `data`.
     fn append(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Writes all of `data` over the file's bytes from `offset`, which lie
+    /// inside the file; appends still go to its end.
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended so far durable (fsync).
     fn sync(&mut self) -> io::Result<()>;
     /// Cuts the file to `len` bytes; later appends go after them.
@@ -54,8 +58,16 @@ pub(crate) struct OsFs;
 
 struct OsFile(File);
 
+// Not opened in append mode: Linux appends a positioned write to a file
+// opened so, wherever it was aimed. Every write says where it goes.
 impl FsFile for OsFile {
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.seek(SeekFrom::End(0))?;
+        self.0.write_all(data)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.0.seek(SeekFrom::Start(offset))?;
         self.0.write_all(data)
     }
 
@@ -78,7 +90,8 @@ impl Fs for OsFs {
     }
 
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file = private(OpenOptions::new().append(true).create(true)).open(path)?;
+        let file =
+            private(OpenOptions::new().write(true).create(true).truncate(false)).open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 

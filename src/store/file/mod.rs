@@ -7,9 +7,10 @@
 //!
 //! - **Crash safety.** A record counts only when its CRC32 matches. At open,
 //!   a torn tail (the one write a crash cut short) is dropped and reported
-//!   in [`FileStore::recovery`]; damage followed by committed records is an
-//!   error naming the byte offset, never skipped, since skipping a record
-//!   could bring a revoked key back.
+//!   in [`FileStore::recovery`]; damage followed by committed records, or
+//!   anywhere in the part of the file that each write's header slot says
+//!   was already durable, is an error naming the byte offset, never
+//!   skipped, since skipping a record could bring a revoked key back.
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 //!   at open; a second open fails at once with [`StoreError::Locked`]. The
 //!   path is resolved first (symbolic links followed, a link to a file not
@@ -60,7 +61,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 
 use serde::{Deserialize, Serialize};
 
-use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN};
+use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN, Synced};
 use self::io::{Fs, FsFile, OsFs};
 use super::memory::MemoryStore;
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, merge_settings};
@@ -150,9 +151,10 @@ pub struct ImportReport {
 ///
 /// - **Crash safety.** A record counts only when its CRC32 matches. At open,
 ///   a torn tail (the one write a crash cut short) is dropped and reported
-///   in [`FileStore::recovery`]; damage followed by committed records is an
-///   error naming the byte offset, never skipped, since skipping a record
-///   could bring a revoked key back.
+///   in [`FileStore::recovery`]; damage followed by committed records, or
+///   anywhere in the part of the file that each write's header slot says
+///   was already durable, is an error naming the byte offset, never
+///   skipped, since skipping a record could bring a revoked key back.
 /// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 ///   at open; a second open fails at once with [`StoreError::Locked`]. The
 ///   path is resolved first (symbolic links followed, a link to a file not
@@ -193,11 +195,16 @@ pub struct ImportReport {
 /// The on-disk format: a header, then one record per committed batch.
 ///
 /// ```text
-/// header (16 bytes)
+/// header (48 bytes)
 ///   magic    8  b"KEYWARD\0"
 ///   version  2  u16 LE, 1
 ///   reserved 2  zero
 ///   crc      4  u32 LE, CRC32 of the 12 bytes above
+///   2 synced-length slots of 16 bytes, each all zero (never written) or
+///     synced   8  u64 LE: a length of the file that was durable when
+///                 the slot was written
+///     crc      4  u32 LE, CRC32 of the slot's number (one byte) and synced
+///     reserved 4  zero
 /// record (12-byte head, then the payload)
 ///   magic    2  b"KW"
 ///   kind     1  1 = batch
@@ -212,10 +219,25 @@ pub struct ImportReport {
 /// record is taken only when its checksum matches. Records are replayed in
 /// order; a later `put` of an id replaces the earlier one.
 ///
-/// At open, an invalid record at offset X is a *torn tail* (a write cut
-/// short by a crash; dropped) only if no valid record starts anywhere after
-/// X. Otherwise the damage is followed by committed data, and dropping it
-/// could resurrect a revoked key: the open fails with the offset.
+/// Only the last write can be torn: each is fsynced before the next
+/// begins. A record a crash zeroed says nothing, not even its length,
+/// and zeros from its start to the end look alike whether they cover one
+/// unsynced record or several synced ones. So each write also records, in
+/// a slot of the header (one more small write, to the file's first page,
+/// under the same fsync), the length the file had when its previous fsync
+/// returned: the start of the record it adds; a rewrite records its whole
+/// length before the fsync that precedes its rename. At open, the larger
+/// slot that checks bounds the *synced part*: an invalid record or the end
+/// of the file inside it is damage to acknowledged data, an error naming
+/// the offset. Writes take turns between the two slots, overwriting the
+/// smaller value, so a slot write cut short (ignored at open: a slot that
+/// does not check only weakens the bound) never loses the larger one.
+///
+/// Past the synced part, an invalid record at offset X is a *torn tail* (a
+/// write cut short by a crash; dropped) only if no valid record starts
+/// anywhere after X. Otherwise the damage is followed by committed data,
+/// and dropping it could resurrect a revoked key: the open fails with the
+/// offset.
 pub struct FileStore {
     index: MemoryStore,
     log: Mutex<Log>,
@@ -235,6 +257,9 @@ pub struct FileStore {
 
 struct Log {
     file: Box<dyn FsFile>,
+    /// The file's length when its last fsync returned, and the header slot
+    /// the next write records it in (see `format`).
+    synced: Synced,
     /// Entries in the file (live and dead).
     entries: u64,
     /// A compaction on flush waits until the file holds this many entries:
@@ -318,15 +343,20 @@ impl FileStore {
         // intact either way.
         fs.remove(&temp_path(&path)).map_err(io_err)?;
         let index = MemoryStore::new();
-        let (file, recovery, entries) = match fs.open_read(&path).map_err(io_err)? {
-            None => (create_fresh(&*fs, &path)?, Recovery::default(), 0),
+        let fresh = Synced {
+            len: HEADER_LEN as u64,
+            next_slot: 0,
+        };
+        let (file, recovery, entries, synced) = match fs.open_read(&path).map_err(io_err)? {
+            None => (create_fresh(&*fs, &path)?, Recovery::default(), 0, fresh),
             Some(reader) => match load(reader, &path, &index)? {
-                Loaded::Fresh => (create_fresh(&*fs, &path)?, Recovery::default(), 0),
+                Loaded::Fresh => (create_fresh(&*fs, &path)?, Recovery::default(), 0, fresh),
                 Loaded::Log {
                     valid_len,
                     dropped,
                     records,
                     entries,
+                    next_slot,
                 } => {
                     let mut file = fs.open_append(&path).map_err(io_err)?;
                     if dropped > 0 {
@@ -342,7 +372,11 @@ impl FileStore {
                         dropped_bytes: dropped,
                         dropped_at: (dropped > 0).then_some(valid_len),
                     };
-                    (file, recovery, entries)
+                    let synced = Synced {
+                        len: valid_len,
+                        next_slot,
+                    };
+                    (file, recovery, entries, synced)
                 }
             },
         };
@@ -350,6 +384,7 @@ impl FileStore {
             index,
             log: Mutex::new(Log {
                 file,
+                synced,
                 entries,
                 retry_at: 0,
                 poisoned: false,
@@ -626,15 +661,18 @@ impl FileStore {
         &self,
         keys: &[Arc<StoredKey>],
         settings: Option<&RingSettings>,
-    ) -> Result<Box<dyn FsFile>, StoreError> {
+    ) -> Result<Temp, StoreError> {
         let temp = temp_path(&self.path);
-        let result = (|| -> Result<Box<dyn FsFile>, StoreError> {
+        let result = (|| -> Result<Temp, StoreError> {
             // Whatever is at the temporary path goes first (a leftover, or
             // a link planted there): the new file is created, never opened
             // through a link, so the store writes nowhere else, and it is
             // private whatever mode a leftover had.
             self.fs.remove(&temp).map_err(|e| self.io_err(e))?;
-            let mut file = self.fs.create_new(&temp).map_err(|e| self.io_err(e))?;
+            let mut file = Temp {
+                file: self.fs.create_new(&temp).map_err(|e| self.io_err(e))?,
+                len: 0,
+            };
             file.append(&format::header()).map_err(|e| self.io_err(e))?;
             if let Some(settings) = settings {
                 file.append(&encode(&[EntryRef::Settings(settings)], self.max_payload)?)
@@ -643,7 +681,7 @@ impl FileStore {
             put_records(keys, REWRITE_BYTES.min(self.max_payload), |record| {
                 file.append(record).map_err(|e| self.io_err(e))
             })?;
-            file.sync().map_err(|e| self.io_err(e))?;
+            file.seal().map_err(|e| self.io_err(e))?;
             Ok(file)
         })();
         if result.is_err() {
@@ -654,12 +692,8 @@ impl FileStore {
 
     /// Appends `bytes` to the written temporary file and fsyncs it; on an
     /// error the temporary file is removed.
-    fn append_temp(
-        &self,
-        mut file: Box<dyn FsFile>,
-        bytes: &[u8],
-    ) -> Result<Box<dyn FsFile>, StoreError> {
-        match file.append(bytes).and_then(|()| file.sync()) {
+    fn append_temp(&self, mut file: Temp, bytes: &[u8]) -> Result<Temp, StoreError> {
+        match file.append(bytes).and_then(|()| file.seal()) {
             Ok(()) => Ok(file),
             Err(e) => {
                 // Closed first: Windows cannot remove an open file.
@@ -678,16 +712,17 @@ impl FileStore {
     fn install(
         &self,
         log: &mut Log,
-        mut file: Box<dyn FsFile>,
+        mut file: Temp,
         tail: &[u8],
         entries: u64,
     ) -> Result<Box<dyn FsFile>, StoreError> {
         let temp = temp_path(&self.path);
         let mut renaming = false;
+        let len = file.len + tail.len() as u64;
         let result = (|| -> Result<Box<dyn FsFile>, StoreError> {
             if !tail.is_empty() {
                 file.append(tail).map_err(|e| self.io_err(e))?;
-                file.sync().map_err(|e| self.io_err(e))?;
+                file.seal().map_err(|e| self.io_err(e))?;
             }
             drop(file);
             renaming = true;
@@ -703,6 +738,8 @@ impl FileStore {
             Ok(file) => {
                 log.entries = entries;
                 log.retry_at = 0;
+                // `seal` wrote slot 0.
+                log.synced = Synced { len, next_slot: 1 };
                 Ok(std::mem::replace(&mut log.file, file))
             }
             Err(e) => {
@@ -716,6 +753,28 @@ impl FileStore {
                 Err(e)
             }
         }
+    }
+}
+
+/// A rewrite's new file, not yet in place, and its length.
+struct Temp {
+    file: Box<dyn FsFile>,
+    len: u64,
+}
+
+impl Temp {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.append(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Records the whole file as synced in its first slot and fsyncs it:
+    /// only after this fsync can the file take the data file's place.
+    fn seal(&mut self) -> std::io::Result<()> {
+        self.file
+            .write_at(format::slot_offset(0), &format::slot(0, self.len))?;
+        self.file.sync()
     }
 }
 
@@ -822,10 +881,22 @@ impl KeyStore for FileStore {
             })
             .collect();
         let record = encode(&entries, self.max_payload)?;
-        if let Err(e) = log.file.append(&record).and_then(|()| log.file.sync()) {
+        // The slot vouches only for what an fsync already made durable.
+        let Synced { len, next_slot } = log.synced;
+        let slot = format::slot(next_slot, len);
+        let written = log
+            .file
+            .append(&record)
+            .and_then(|()| log.file.write_at(format::slot_offset(next_slot), &slot))
+            .and_then(|()| log.file.sync());
+        if let Err(e) = written {
             log.poisoned = true;
             return Err(self.io_err(e));
         }
+        log.synced = Synced {
+            len: len + record.len() as u64,
+            next_slot: 1 - next_slot,
+        };
         let written = changes.len() as u64;
         log.entries += written;
         if let Some(tail) = &mut log.tail {
@@ -1083,6 +1154,8 @@ enum Loaded {
         dropped: u64,
         records: u64,
         entries: u64,
+        /// The header slot the next write takes.
+        next_slot: usize,
     },
 }
 
@@ -1100,8 +1173,8 @@ fn load(
         .take(HEADER_LEN as u64)
         .read_to_end(&mut header)
         .map_err(io_err)?;
-    match format::check_header(&header) {
-        HeaderCheck::Valid => {}
+    let synced = match format::check_header(&header) {
+        HeaderCheck::Valid(synced) => synced,
         HeaderCheck::Unfinished => {
             // Nothing was ever committed if the header is incomplete, unless
             // data follows it: then it is damage, not an unfinished creation.
@@ -1114,7 +1187,7 @@ fn load(
         HeaderCheck::Invalid => {
             return Err(corrupt(0, "not a keyward store, or a bad file header"));
         }
-    }
+    };
     // Parsing JSON is most of the cost of an open: the reader checks each
     // record here, parser threads decode them, and one thread applies them
     // in file order.
@@ -1151,7 +1224,7 @@ fn load(
         }
         drop(parsed_tx);
         let applier = scope.spawn(move || apply_in_order(parsed_rx, index));
-        let outcome = read_records(&mut reader, path, work);
+        let outcome = read_records(&mut reader, path, synced.len, work);
         let (entries, undecodable) = applier.join().unwrap_or((0, Some(0)));
         // A record that decodes to nothing is damage wherever it is.
         if let Some(offset) = undecodable {
@@ -1163,6 +1236,7 @@ fn load(
             dropped,
             records,
             entries,
+            next_slot: synced.next_slot,
         })
     })
 }
@@ -1189,10 +1263,13 @@ const PARSE_QUEUE: usize = 8;
 
 /// Reads and checks records, handing each valid payload (with its offset)
 /// to `work`. Returns the valid length, the bytes of a torn tail dropped,
-/// and the number of records; damage before the tail is an error.
+/// and the number of records; damage before the tail is an error, and so
+/// is any in the file's first `synced` bytes, which were durable before
+/// the last write began.
 fn read_records(
     reader: &mut BufReader<Box<dyn Read + Send>>,
     path: &Path,
+    synced: u64,
     work: mpsc::SyncSender<Job>,
 ) -> Result<(u64, u64, u64), StoreError> {
     let io_err = |source| io_error(path, source);
@@ -1206,6 +1283,9 @@ fn read_records(
             .read_to_end(&mut head)
             .map_err(io_err)?;
         if head.is_empty() {
+            if offset < synced {
+                return Err(corrupt(offset, "file ends inside its synced part"));
+            }
             return Ok((offset, 0, records));
         }
         let parsed = head
@@ -1222,6 +1302,12 @@ fn read_records(
             valid = format::payload_matches(h, &payload);
         }
         if !valid {
+            if offset < synced {
+                return Err(corrupt(
+                    offset,
+                    "damaged record in the synced part of the file",
+                ));
+            }
             // Whole by its own length, yet wrong, with bytes after it: not a
             // write cut short (only the last write can be), but damage.
             let complete = parsed.is_some_and(|h| payload.len() == h.len as usize);
