@@ -1,16 +1,21 @@
 //! The on-disk format: a header, then one record per committed batch.
 //!
 //! ```text
-//! header (48 bytes)
-//!   magic    8  b"KEYWARD\0"
-//!   version  2  u16 LE, 1
-//!   reserved 2  zero
-//!   crc      4  u32 LE, CRC32 of the 12 bytes above
-//!   2 synced-length slots of 16 bytes, each all zero (never written) or
-//!     synced   8  u64 LE: a length of the file that was durable when
-//!                 the slot was written
-//!     crc      4  u32 LE, CRC32 of the slot's number (one byte) and synced
-//!     reserved 4  zero
+//! header (12288 bytes: three pages of 4096, so that rewriting a slot
+//! never rewrites the page of another slot, of the magic or of a record)
+//!   page 0: magic    8  b"KEYWARD\0"
+//!           version  2  u16 LE, 2
+//!           reserved 2  zero
+//!           crc      4  u32 LE, CRC32 of the 12 bytes above
+//!           zeros to the end of the page
+//!   pages 1 and 2: a synced-length slot each, at the page's start, all
+//!   zero (never written) or
+//!           synced   8  u64 LE: a length of the file that was durable
+//!                       when the slot was written
+//!           crc      4  u32 LE, CRC32 of the slot's number (one byte) and
+//!                       synced
+//!           reserved 4  zero
+//!           zeros to the end of the page
 //! record (12-byte head, then the payload)
 //!   magic    2  b"KW"
 //!   kind     1  1 = batch
@@ -29,10 +34,11 @@
 //! begins. A record a crash zeroed says nothing, not even its length,
 //! and zeros from its start to the end look alike whether they cover one
 //! unsynced record or several synced ones. So each write also records, in
-//! a slot of the header (one more small write, to the file's first page,
+//! a slot of the header (one more small write, to the slot's own page,
 //! under the same fsync), the length the file had when its previous fsync
 //! returned: the start of the record it adds; a rewrite records its whole
-//! length before the fsync that precedes its rename. At open, the larger
+//! length before the fsync that precedes its rename, and an open, once it
+//! has made the file durable, the length it found. At open, the larger
 //! slot that checks bounds the *synced part*: an invalid record or the end of
 //! the file inside it is damage to acknowledged data, an error naming the
 //! offset. Writes take turns between the two slots, overwriting the
@@ -50,14 +56,18 @@ use serde::{Deserialize, Serialize};
 use crate::store::{RingSettings, StoredKey};
 use crate::token::KeyId;
 
-/// Where the first record starts: the header and its two slots.
-pub(crate) const HEADER_LEN: usize = FIXED_LEN + 2 * SLOT_LEN;
-/// The magic, version and CRC of the header, before its slots.
+/// Where the first record starts: the header page and the two slot pages.
+pub(crate) const HEADER_LEN: usize = 3 * PAGE;
+/// A page of the page cache: what a write of a few bytes rewrites.
+const PAGE: usize = 4096;
+/// The magic, version and CRC of the header, at the start of its page.
 const FIXED_LEN: usize = 16;
 const SLOT_LEN: usize = 16;
 pub(crate) const RECORD_HEAD_LEN: usize = 12;
 const FILE_MAGIC: &[u8; 8] = b"KEYWARD\0";
-const FORMAT_VERSION: u16 = 1;
+/// 2 since the slots (version 1 files, from before them, are refused
+/// rather than misread).
+const FORMAT_VERSION: u16 = 2;
 const RECORD_MAGIC: &[u8; 2] = b"KW";
 const KIND_BATCH: u8 = 1;
 /// Longest payload accepted; a longer length field is damage.
@@ -85,9 +95,10 @@ pub(crate) fn header() -> [u8; HEADER_LEN] {
     h
 }
 
-/// Where slot `slot` (0 or 1) lies in the file.
+/// Where slot `slot` (0 or 1) lies in the file: at the start of a page of
+/// its own.
 pub(crate) fn slot_offset(slot: usize) -> u64 {
-    (FIXED_LEN + SLOT_LEN * (slot & 1)) as u64
+    (PAGE * (1 + (slot & 1))) as u64
 }
 
 /// The bytes of slot `slot` saying that the file's first `synced` bytes
@@ -129,16 +140,29 @@ pub(crate) enum HeaderCheck {
     /// Shorter than a header and all zero or a prefix of one: a creation
     /// cut short by a crash; the file can be started afresh.
     Unfinished,
+    /// A whole header of another format version.
+    OtherVersion(u16),
     Invalid,
 }
 
 pub(crate) fn check_header(bytes: &[u8]) -> HeaderCheck {
     let expected = header();
+    if let Some(fixed) = bytes.first_chunk::<FIXED_LEN>()
+        && fixed[..8] == *FILE_MAGIC
+        && fixed[12..] == crc32fast::hash(&fixed[..12]).to_le_bytes()
+    {
+        let version = u16::from_le_bytes([fixed[8], fixed[9]]);
+        if version != FORMAT_VERSION {
+            return HeaderCheck::OtherVersion(version);
+        }
+    }
     if let Some(h) = bytes.first_chunk::<HEADER_LEN>() {
-        if h[..FIXED_LEN] == expected[..FIXED_LEN] {
+        // The header page is written once: any byte changed in it is damage.
+        if h[..PAGE] == expected[..PAGE] {
             let slots = [0, 1].map(|i| {
-                h[FIXED_LEN + SLOT_LEN * i..]
-                    .first_chunk::<SLOT_LEN>()
+                let page = &h[PAGE * (1 + i)..PAGE * (2 + i)];
+                page.first_chunk::<SLOT_LEN>()
+                    .filter(|_| page[SLOT_LEN..].iter().all(|&b| b == 0))
                     .and_then(|s| read_slot(i, s))
                     .unwrap_or(0)
             });
@@ -320,32 +344,38 @@ mod tests {
         assert_eq!(check_header(&[]), HeaderCheck::Unfinished);
         assert_eq!(check_header(&[0; 16]), HeaderCheck::Unfinished);
         assert_eq!(check_header(b"not a keyward file"), HeaderCheck::Invalid);
+        // A file of version 1 (before the slots) is refused, not misread.
         let mut other = h;
-        other[8] = 2;
-        assert_eq!(check_header(&other), HeaderCheck::Invalid);
+        other[8] = 1;
+        assert_eq!(check_header(&other), HeaderCheck::Invalid, "crc");
+        let crc = crc32fast::hash(&other[..12]).to_le_bytes();
+        other[12..16].copy_from_slice(&crc);
+        assert_eq!(check_header(&other), HeaderCheck::OtherVersion(1));
+        assert_eq!(check_header(&other[..16]), HeaderCheck::OtherVersion(1));
+        let n = HEADER_LEN as u64;
         // The larger slot that checks; the next write takes the other.
         let at = |i: usize| slot_offset(i) as usize..slot_offset(i) as usize + SLOT_LEN;
-        h[at(0)].copy_from_slice(&slot(0, 900));
-        h[at(1)].copy_from_slice(&slot(1, 700));
+        h[at(0)].copy_from_slice(&slot(0, n + 900));
+        h[at(1)].copy_from_slice(&slot(1, n + 700));
         assert_eq!(
             check_header(&h),
             HeaderCheck::Valid(Synced {
-                len: 900,
+                len: n + 900,
                 next_slot: 1
             })
         );
-        h[at(1)].copy_from_slice(&slot(1, 1000));
+        h[at(1)].copy_from_slice(&slot(1, n + 1000));
         let both = HeaderCheck::Valid(Synced {
-            len: 1000,
+            len: n + 1000,
             next_slot: 0,
         });
         assert_eq!(check_header(&h), both);
         // A slot written to the other place does not check.
-        h[at(0)].copy_from_slice(&slot(1, 2000));
+        h[at(0)].copy_from_slice(&slot(1, n + 2000));
         assert_eq!(check_header(&h), both);
         // Nor does a slot half written over another.
-        h[at(0)].copy_from_slice(&slot(0, 900));
-        h[at(0)][..8].copy_from_slice(&5000u64.to_le_bytes());
+        h[at(0)].copy_from_slice(&slot(0, n + 900));
+        h[at(0)][..8].copy_from_slice(&(n + 5000).to_le_bytes());
         assert_eq!(check_header(&h), both);
     }
 

@@ -195,16 +195,21 @@ pub struct ImportReport {
 /// The on-disk format: a header, then one record per committed batch.
 ///
 /// ```text
-/// header (48 bytes)
-///   magic    8  b"KEYWARD\0"
-///   version  2  u16 LE, 1
-///   reserved 2  zero
-///   crc      4  u32 LE, CRC32 of the 12 bytes above
-///   2 synced-length slots of 16 bytes, each all zero (never written) or
-///     synced   8  u64 LE: a length of the file that was durable when
-///                 the slot was written
-///     crc      4  u32 LE, CRC32 of the slot's number (one byte) and synced
-///     reserved 4  zero
+/// header (12288 bytes: three pages of 4096, so that rewriting a slot
+/// never rewrites the page of another slot, of the magic or of a record)
+///   page 0: magic    8  b"KEYWARD\0"
+///           version  2  u16 LE, 2
+///           reserved 2  zero
+///           crc      4  u32 LE, CRC32 of the 12 bytes above
+///           zeros to the end of the page
+///   pages 1 and 2: a synced-length slot each, at the page's start, all
+///   zero (never written) or
+///           synced   8  u64 LE: a length of the file that was durable
+///                       when the slot was written
+///           crc      4  u32 LE, CRC32 of the slot's number (one byte) and
+///                       synced
+///           reserved 4  zero
+///           zeros to the end of the page
 /// record (12-byte head, then the payload)
 ///   magic    2  b"KW"
 ///   kind     1  1 = batch
@@ -223,10 +228,11 @@ pub struct ImportReport {
 /// begins. A record a crash zeroed says nothing, not even its length,
 /// and zeros from its start to the end look alike whether they cover one
 /// unsynced record or several synced ones. So each write also records, in
-/// a slot of the header (one more small write, to the file's first page,
+/// a slot of the header (one more small write, to the slot's own page,
 /// under the same fsync), the length the file had when its previous fsync
 /// returned: the start of the record it adds; a rewrite records its whole
-/// length before the fsync that precedes its rename. At open, the larger
+/// length before the fsync that precedes its rename, and an open, once it
+/// has made the file durable, the length it found. At open, the larger
 /// slot that checks bounds the *synced part*: an invalid record or the end
 /// of the file inside it is damage to acknowledged data, an error naming
 /// the offset. Writes take turns between the two slots, overwriting the
@@ -356,7 +362,7 @@ impl FileStore {
                     dropped,
                     records,
                     entries,
-                    next_slot,
+                    synced,
                 } => {
                     let mut file = fs.open_append(&path).map_err(io_err)?;
                     if dropped > 0 {
@@ -367,6 +373,17 @@ impl FileStore {
                     // the file's directory entry, before building on it.
                     file.sync().map_err(io_err)?;
                     fs.sync_dir(parent(&path)).map_err(io_err)?;
+                    // All of it is durable now: say so in a slot, so that
+                    // damage to the last record is found as damage even if
+                    // no write follows this open.
+                    let mut synced = synced;
+                    if valid_len > synced.len {
+                        let slot = format::slot(synced.next_slot, valid_len);
+                        file.write_at(format::slot_offset(synced.next_slot), &slot)
+                            .and_then(|()| file.sync())
+                            .map_err(io_err)?;
+                        synced.next_slot = 1 - synced.next_slot;
+                    }
                     let recovery = Recovery {
                         records,
                         dropped_bytes: dropped,
@@ -374,7 +391,7 @@ impl FileStore {
                     };
                     let synced = Synced {
                         len: valid_len,
-                        next_slot,
+                        next_slot: synced.next_slot,
                     };
                     (file, recovery, entries, synced)
                 }
@@ -678,7 +695,8 @@ impl FileStore {
                 file.append(&encode(&[EntryRef::Settings(settings)], self.max_payload)?)
                     .map_err(|e| self.io_err(e))?;
             }
-            put_records(keys, REWRITE_BYTES.min(self.max_payload), |record| {
+            let budget = REWRITE_BYTES.min(self.max_payload);
+            put_records(keys, budget, self.max_payload, |record| {
                 file.append(record).map_err(|e| self.io_err(e))
             })?;
             file.seal().map_err(|e| self.io_err(e))?;
@@ -799,10 +817,13 @@ fn frame(payload: &[u8], max: usize) -> Result<Vec<u8>, StoreError> {
 
 /// Frames `keys` as `put` records for a rewrite and hands each to `emit`,
 /// in order. A record closes at [`REWRITE_CHUNK`] keys, or before its
-/// payload would pass `max` bytes; a key too large for a record of its own
-/// is an error.
+/// payload would pass `budget` bytes; a key over the budget gets a record
+/// of its own, which may take up to `max` bytes (what `apply` accepts), so
+/// every key the store took can be rewritten. A key too large for that is
+/// an error.
 fn put_records(
     keys: &[Arc<StoredKey>],
+    budget: usize,
     max: usize,
     mut emit: impl FnMut(&[u8]) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
@@ -816,7 +837,7 @@ fn put_records(
         serde_json::to_writer(&mut payload, &EntryRef::Put(key))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         // With its closing bracket.
-        if count > 0 && (count == REWRITE_CHUNK || payload.len() + 1 > max) {
+        if count > 0 && (count == REWRITE_CHUNK || payload.len() + 1 > budget) {
             let entry = payload.split_off(mark + 1);
             payload.truncate(mark);
             payload.push(b']');
@@ -1154,8 +1175,8 @@ enum Loaded {
         dropped: u64,
         records: u64,
         entries: u64,
-        /// The header slot the next write takes.
-        next_slot: usize,
+        /// What the header's slots said.
+        synced: Synced,
     },
 }
 
@@ -1183,6 +1204,12 @@ fn load(
             } else {
                 Err(corrupt(0, "bad file header"))
             };
+        }
+        HeaderCheck::OtherVersion(_) => {
+            return Err(corrupt(
+                0,
+                "a store file of another format version (this build reads version 2)",
+            ));
         }
         HeaderCheck::Invalid => {
             return Err(corrupt(0, "not a keyward store, or a bad file header"));
@@ -1236,7 +1263,7 @@ fn load(
             dropped,
             records,
             entries,
-            next_slot: synced.next_slot,
+            synced,
         })
     })
 }
