@@ -108,6 +108,23 @@ fn within_5s(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// A ring on `store` at `clock`, flushing every `flush` (or only when
+/// asked), with every event kept in the log returned.
+fn logged<S: KeyStore + 'static>(
+    store: S,
+    clock: &ManualClock,
+    flush: Option<std::time::Duration>,
+) -> (KeyRing<S>, Arc<EventLog>) {
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .flush_interval(flush)
+        .build(store)
+        .unwrap();
+    (ring, log)
+}
+
 /// Two rings on `store`: `a` without background threads, `b` with them,
 /// flushing every 50 ms.
 fn two_rings<S: KeyStore + 'static>(
@@ -2406,13 +2423,11 @@ fn a_panic_in_a_background_task_is_reported_and_so_is_its_recovery() {
         flush: false.into(),
         replaced: AtomicUsize::new(0),
     });
-    let log = Arc::new(EventLog::new());
-    let _ring = KeyRing::builder(PREFIX)
-        .clock(clock.clone())
-        .events(Arc::clone(&log))
-        .flush_interval(Some(std::time::Duration::from_millis(50)))
-        .build(Arc::clone(&store))
-        .unwrap();
+    let (_ring, log) = logged(
+        Arc::clone(&store),
+        &clock,
+        Some(std::time::Duration::from_millis(50)),
+    );
     store.arm();
     let recovered = |task| {
         let log = Arc::clone(&log);
@@ -2506,13 +2521,11 @@ impl KeyStore for Outage {
 #[test]
 fn a_failing_background_task_is_reported_once_and_its_recovery_once() {
     let store = Arc::new(Outage::new());
-    let log = Arc::new(EventLog::new());
-    let ring = KeyRing::builder(PREFIX)
-        .clock(ManualClock::new(T0))
-        .events(Arc::clone(&log))
-        .flush_interval(Some(std::time::Duration::from_millis(20)))
-        .build(Arc::clone(&store))
-        .unwrap();
+    let (ring, log) = logged(
+        Arc::clone(&store),
+        &ManualClock::new(T0),
+        Some(std::time::Duration::from_millis(20)),
+    );
     ring.issue(NewKey::new("o")).unwrap();
     store.down.store(true, Ordering::SeqCst);
     within_5s("the failures were not reported", || {
@@ -2558,13 +2571,7 @@ fn a_failing_background_task_is_reported_once_and_its_recovery_once() {
 #[test]
 fn a_failed_flush_when_the_ring_is_dropped_is_reported() {
     let store = Arc::new(Outage::new());
-    let log = Arc::new(EventLog::new());
-    let ring = KeyRing::builder(PREFIX)
-        .clock(ManualClock::new(T0))
-        .events(Arc::clone(&log))
-        .flush_interval(None)
-        .build(Arc::clone(&store))
-        .unwrap();
+    let (ring, log) = logged(Arc::clone(&store), &ManualClock::new(T0), None);
     let key = ring.issue(NewKey::new("o")).unwrap();
     assert_eq!(check(&ring, &key), Ok(()));
     store.down.store(true, Ordering::SeqCst);
@@ -2584,13 +2591,7 @@ fn a_failed_flush_when_the_ring_is_dropped_is_reported() {
 fn a_limited_use_the_store_fails_is_reported_with_its_cause() {
     let clock = ManualClock::new(T0);
     let store = Arc::new(WriteLog::new());
-    let log = Arc::new(EventLog::new());
-    let ring = KeyRing::builder(PREFIX)
-        .clock(clock.clone())
-        .events(Arc::clone(&log))
-        .flush_interval(None)
-        .build(Arc::clone(&store))
-        .unwrap();
+    let (ring, log) = logged(Arc::clone(&store), &clock, None);
     let key = ring.issue(NewKey::new("o").use_limit(1)).unwrap();
     let id = key.key.id();
     store.fail(true);
@@ -3036,13 +3037,7 @@ fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
 /// when it gives up.
 #[test]
 fn revoke_leaked_reports_an_exposure_once_and_only_when_revoked() {
-    let log = Arc::new(EventLog::new());
-    let ring = KeyRing::builder(PREFIX)
-        .clock(ManualClock::new(T0))
-        .flush_interval(None)
-        .events(Arc::clone(&log))
-        .build(Raced::new(0))
-        .unwrap();
+    let (ring, log) = logged(Raced::new(0), &ManualClock::new(T0), None);
     let key = ring.issue(NewKey::new("o")).unwrap();
     let text = format!("pasted: {}", key.secret.expose());
     let exposed = |log: &EventLog| {
@@ -3168,17 +3163,11 @@ impl KeyStore for FlakyReads {
 #[test]
 fn a_settings_change_that_landed_succeeds_and_is_reported() {
     let clock = ManualClock::new(T0);
-    let log = Arc::new(EventLog::new());
     let store = Arc::new(FlakyReads {
         inner: fresh_store(),
         fail_loads: false.into(),
     });
-    let ring = KeyRing::builder(PREFIX)
-        .clock(clock.clone())
-        .flush_interval(None)
-        .events(Arc::clone(&log))
-        .build(Arc::clone(&store))
-        .unwrap();
+    let (ring, log) = logged(Arc::clone(&store), &clock, None);
     store.fail_loads.store(false, Ordering::SeqCst);
     let key = ring.issue(NewKey::new("o")).unwrap();
 
@@ -3289,14 +3278,8 @@ fn a_reload_that_read_before_a_new_default_does_not_undo_it() {
 #[test]
 fn keys_revoked_by_revoke_all_are_passed_over_by_later_revocations() {
     let clock = ManualClock::new(T0);
-    let log = Arc::new(EventLog::new());
     let store = Arc::new(WriteLog::new());
-    let ring = KeyRing::builder(PREFIX)
-        .clock(clock.clone())
-        .flush_interval(None)
-        .events(Arc::clone(&log))
-        .build(Arc::clone(&store))
-        .unwrap();
+    let (ring, log) = logged(Arc::clone(&store), &clock, None);
     let key = ring.issue(NewKey::new("o")).unwrap();
     ring.revoke_all().unwrap();
     assert_eq!(ring.state(key.key.id()), Some(KeyState::Revoked));

@@ -1430,13 +1430,8 @@ fn a_bad_import_changes_nothing() {
 /// Imports an export of a store with some history whose first key record
 /// `edit` has changed; asserts that the import is refused naming line 2
 /// with a reason containing `expected`, and changes nothing.
-fn refused_import_of_an_edited_key(
-    seed: u64,
-    expected: &str,
-    edit: impl FnOnce(&mut serde_json::Value),
-) {
-    let sim = SimFs::new();
-    let (store, state) = store_with_history(&sim, seed);
+/// `store`'s export with `edit` made to its first key's record.
+fn edited_export(store: &FileStore, edit: impl FnOnce(&mut serde_json::Value)) -> String {
     let mut export = Vec::new();
     store.export(&mut export).unwrap();
     let text = String::from_utf8(export).unwrap();
@@ -1450,7 +1445,17 @@ fn refused_import_of_an_edited_key(
     assert!(key.get("owner").is_some(), "the key record: {key}");
     edit(key);
     lines[1] = record.to_string();
-    let edited = lines.join("\n") + "\n";
+    lines.join("\n") + "\n"
+}
+
+fn refused_import_of_an_edited_key(
+    seed: u64,
+    expected: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, seed);
+    let edited = edited_export(&store, edit);
     match store.import(edited.as_bytes(), ImportMode::Replace) {
         Err(StoreError::InvalidImport { line: 2, reason }) => {
             assert!(reason.contains(expected), "{expected:?} not in {reason:?}");
@@ -1545,19 +1550,7 @@ fn an_import_error_does_not_repeat_a_key_pasted_into_a_field() {
     for field in ["scopes", "expiry", "status", "created_at", "hint"] {
         let sim = SimFs::new();
         let (store, _) = store_with_history(&sim, 40);
-        let mut export = Vec::new();
-        store.export(&mut export).unwrap();
-        let text = String::from_utf8(export).unwrap();
-        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        let mut record: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
-        let key = if record.get("key").is_some() {
-            &mut record["key"]
-        } else {
-            &mut record
-        };
-        key[field] = serde_json::json!(pasted);
-        lines[1] = record.to_string();
-        let edited = lines.join("\n") + "\n";
+        let edited = edited_export(&store, |key| key[field] = serde_json::json!(pasted));
         match store.import(edited.as_bytes(), ImportMode::Replace) {
             Err(e @ StoreError::InvalidImport { line: 2, .. }) => {
                 let message = format!("{e} {e:?}");
