@@ -94,3 +94,103 @@ fn the_suite_catches_a_store_that_ignores_replace_if_s_condition() {
         "the suite passed a store that ignores ReplaceIf's condition"
     );
 }
+
+/// A store that writes settings as given, so that a stale copy moves the
+/// revoke-all epoch back (and undoes a `revoke_all`): the suite refuses it.
+#[test]
+fn the_suite_catches_a_store_whose_epoch_moves_back() {
+    #[derive(Debug, Default)]
+    struct Verbatim {
+        keys: MemoryStore,
+        settings: std::sync::Mutex<Option<keyward::RingSettings>>,
+    }
+    impl keyward::KeyStore for Verbatim {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.keys.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.keys.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            Ok(self.settings.lock().unwrap().clone())
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            let mut last = None;
+            let keys: Vec<_> = changes
+                .into_iter()
+                .filter_map(|c| match c {
+                    keyward::Change::Settings(s) => {
+                        last = Some(s);
+                        None
+                    }
+                    other => Some(other),
+                })
+                .collect();
+            if !keys.is_empty() {
+                self.keys.apply(keys)?;
+            }
+            if let Some(s) = last {
+                *self.settings.lock().unwrap() = Some(s);
+            }
+            Ok(())
+        }
+    }
+    let outcome = std::panic::catch_unwind(|| conformance::check_settings(&Verbatim::default()));
+    assert!(
+        outcome.is_err(),
+        "the suite passed a store whose revoke-all epoch moves back"
+    );
+}
+
+/// A store that checks a `ReplaceIf` and writes it after letting another
+/// writer in (a millisecond apart, as a network round trip would): both of
+/// two racing compare-and-swaps of one version succeed. The suite refuses
+/// it.
+#[test]
+fn the_suite_catches_a_store_whose_replace_if_is_not_atomic() {
+    #[derive(Debug, Default)]
+    struct Racy(MemoryStore);
+    impl keyward::KeyStore for Racy {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            let mut plain = Vec::with_capacity(changes.len());
+            for change in changes {
+                match change {
+                    keyward::Change::ReplaceIf { expected, next } => {
+                        let holds = self
+                            .0
+                            .lookup(next.id())
+                            .is_some_and(|c| std::sync::Arc::ptr_eq(&c, &expected));
+                        if !holds {
+                            return Err(keyward::StoreError::Conflict(next.id()));
+                        }
+                        plain.push(keyward::Change::Replace(next));
+                    }
+                    other => plain.push(other),
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            self.0.apply(plain)
+        }
+    }
+    let outcome =
+        std::panic::catch_unwind(|| conformance::check_replace_if_is_atomic(&Racy::default()));
+    assert!(
+        outcome.is_err(),
+        "the suite passed a store whose ReplaceIf checks and writes apart"
+    );
+}

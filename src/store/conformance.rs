@@ -63,6 +63,16 @@ fn sample_settings(epoch: u64) -> RingSettings {
     }
 }
 
+/// Settings of `epoch` whose revoke-all happened at `at`, with a default
+/// policy of `days`.
+fn settings_revoked(epoch: u64, at: time::OffsetDateTime, days: i64) -> RingSettings {
+    RingSettings {
+        default_expiry: ExpiryPolicy::days(days),
+        revoked_all_at: Some(at),
+        ..sample_settings(epoch)
+    }
+}
+
 /// The record by `lookup`, checked against what `inspect` lends (which
 /// must be called exactly once, with the same record).
 fn get<S: KeyStore>(store: &S, id: u64) -> Option<Arc<StoredKey>> {
@@ -96,6 +106,7 @@ pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
     check_duplicate_insert(&fresh());
     check_replace(&fresh());
     check_replace_if(&fresh());
+    check_replace_if_is_atomic(&fresh());
     check_remove(&fresh());
     check_batch_is_all_or_nothing(&fresh());
     check_batch_sees_earlier_changes(&fresh());
@@ -321,7 +332,10 @@ pub fn check_batch_sees_earlier_changes<S: KeyStore>(store: &S) {
     assert_eq!(get(store, 1).as_deref(), Some(&again));
 }
 
-/// Settings round-trip, the last write wins.
+/// Settings round-trip, the last write wins, except that the revoke-all
+/// epoch never moves back: a write with a lower epoch keeps the stored
+/// epoch and its `revoked_all_at` (a stale copy must not undo a
+/// `revoke_all`), and takes the rest.
 pub fn check_settings<S: KeyStore>(store: &S) {
     store
         .save_settings(&sample_settings(1))
@@ -333,6 +347,64 @@ pub fn check_settings<S: KeyStore>(store: &S) {
         store.load_settings().expect("load_settings"),
         Some(sample_settings(2))
     );
+    let first = datetime!(2026-02-01 0:00 UTC);
+    let later = datetime!(2026-03-01 0:00 UTC);
+    store
+        .save_settings(&settings_revoked(5, first, 7))
+        .expect("save_settings");
+    store
+        .save_settings(&settings_revoked(3, later, 30))
+        .expect("save_settings");
+    assert_eq!(
+        store.load_settings().expect("load_settings"),
+        Some(RingSettings {
+            default_expiry: ExpiryPolicy::days(30),
+            ..settings_revoked(5, first, 7)
+        }),
+        "a settings write with a lower epoch moved the revoke-all epoch back"
+    );
+}
+
+/// Two writers racing a [`Change::ReplaceIf`] of the same version: exactly
+/// one wins, every round. The store compares and writes under one lock;
+/// one that checks, then writes after letting another writer in, lets a
+/// stale copy overwrite a revocation. (A race may go unseen in a round;
+/// over the rounds a store whose window is wide is caught.)
+pub fn check_replace_if_is_atomic<S: KeyStore>(store: &S) {
+    store
+        .insert(sample_key(1, "alice", "round 0"))
+        .expect("insert");
+    for round in 1..=200 {
+        let read = get(store, 1).expect("the record");
+        let start = std::sync::Barrier::new(2);
+        let wins = std::thread::scope(|scope| {
+            let racers: Vec<_> = ["a", "b"]
+                .map(|who| {
+                    let (read, start) = (Arc::clone(&read), &start);
+                    scope.spawn(move || {
+                        let next = sample_key(1, "alice", &format!("round {round} by {who}"));
+                        start.wait();
+                        store
+                            .apply(vec![Change::ReplaceIf {
+                                expected: read,
+                                next,
+                            }])
+                            .is_ok()
+                    })
+                })
+                .into_iter()
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer"))
+                .filter(|&won| won)
+                .count()
+        });
+        assert_eq!(
+            wins, 1,
+            "round {round}: {wins} compare-and-swaps of one version succeeded"
+        );
+    }
 }
 
 /// `list(Some(owner))` returns that owner's records (and may not return
