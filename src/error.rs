@@ -33,6 +33,9 @@ pub(crate) fn echo(text: &str, max_chars: usize) -> String {
         let run = rest.bytes().take_while(u8::is_ascii_alphanumeric).count();
         let taken = if run > ECHO_RUN {
             let length = format!("<{run} characters>");
+            if shown + length.len() > max_chars {
+                break;
+            }
             shown += length.len();
             out.push_str(&length);
             run

@@ -182,7 +182,10 @@ impl Event {
 /// Administrative operations call it while they hold the ring's write
 /// lock: a sink that calls back into the same ring, for an administrative
 /// operation or to verify a key with a use limit, deadlocks. Hand such
-/// work to another thread.
+/// work to another thread. Dropping the ring waits for its background
+/// threads, so a sink that blocks there (a full channel that the dropping
+/// thread would drain) holds up the drop. A sink that panics on a
+/// background thread does not stop it.
 pub trait EventSink: Send + Sync {
     /// Records one event.
     fn record(&self, event: &Event);

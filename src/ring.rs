@@ -740,11 +740,16 @@ impl Background {
                     };
                     let failed = failure.is_some();
                     if let Some(reporter) = &reporter {
-                        match failure {
-                            Some(error) if !failing => reporter.failed(task.task, error),
-                            None if failing => reporter.recovered(task.task),
-                            _ => {}
-                        }
+                        // A sink that panics (the host's code) must not end
+                        // the thread either.
+                        let _ =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                                || match failure {
+                                    Some(error) if !failing => reporter.failed(task.task, error),
+                                    None if failing => reporter.recovered(task.task),
+                                    _ => {}
+                                },
+                            ));
                     }
                     failing = failed;
                 }

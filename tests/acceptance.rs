@@ -1666,3 +1666,21 @@ fn a_clock_before_1677_verifies_without_overflow() {
     let used = ring.get(issued.key.id()).unwrap().last_used_at().unwrap();
     assert!(used.year() < 1700, "{used}");
 }
+
+/// An echoed input stays within the length its error promises, a hidden
+/// run included: a prefix is cut after 40 characters. (From helper-36's
+/// review: the `<N characters>` placeholder went past the limit.)
+#[test]
+fn an_echoed_input_stays_within_its_limit() {
+    let given = format!("{}{}", "-".repeat(39), "A".repeat(60));
+    let Err(Error::InvalidPrefix(echoed)) = KeyRing::builder(&given).build(MemoryStore::new())
+    else {
+        panic!("accepted a bad prefix");
+    };
+    assert!(
+        echoed.chars().count() <= 40,
+        "{} chars: {echoed}",
+        echoed.chars().count()
+    );
+    assert!(!echoed.contains("AAAA"), "{echoed}");
+}

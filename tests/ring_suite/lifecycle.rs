@@ -3375,3 +3375,78 @@ fn an_expired_key_is_not_rotated_back_to_life() {
     let fresh = ring.issue(NewKey::new("o")).unwrap();
     assert!(ring.rotate(fresh.key.id(), Duration::hours(1)).is_ok());
 }
+
+/// An event sink that panics on a background thread (on `StoreFailed`,
+/// say) ends neither background thread: another ring's `revoke_all` still
+/// arrives once the store is back. (From helper-36's review: the sink was
+/// called outside the threads' `catch_unwind`.)
+#[test]
+fn a_sink_that_panics_does_not_stop_the_background_threads() {
+    struct Picky(Arc<AtomicUsize>);
+    impl EventSink for Picky {
+        fn record(&self, event: &Event) {
+            if matches!(event.kind, EventKind::StoreFailed { .. }) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                panic!("test sink: panics on a store failure");
+            }
+        }
+    }
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(Outage::new());
+    let a = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let panics = Arc::new(AtomicUsize::new(0));
+    let b = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .events(Picky(Arc::clone(&panics)))
+        .flush_interval(Some(std::time::Duration::from_millis(50)))
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = a.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&b, &key), Ok(()));
+    store.down.store(true, Ordering::SeqCst);
+    within_5s("both threads did not report a failure", || {
+        panics.load(Ordering::SeqCst) >= 2
+    });
+    store.down.store(false, Ordering::SeqCst);
+    a.revoke_all().unwrap();
+    within_5s(
+        "another ring's revoke_all never arrived after the sink panicked",
+        || check(&b, &key).is_err(),
+    );
+}
+
+/// A limited key's use that meets a conflict at every try is reported with
+/// the key and the count of tries, then the verify's own `Unavailable`.
+#[test]
+fn a_limited_use_that_conflicts_at_every_try_is_reported() {
+    let (ring, log) = logged(Raced::new(0), &ManualClock::new(T0), None);
+    let key = ring.issue(NewKey::new("o").use_limit(3)).unwrap();
+    ring.store().rearm(usize::MAX);
+    assert_eq!(check(&ring, &key), Err(VerifyError::Unavailable));
+    let events = log.events();
+    let last: Vec<_> = events[events.len() - 2..]
+        .iter()
+        .map(|e| (e.kind.clone(), e.key))
+        .collect();
+    let id = Some(key.key.id());
+    assert_eq!(
+        last,
+        [
+            (
+                failed(
+                    StoreTask::LimitedUse,
+                    &format!(
+                        "the record of key {} changed since it was read, 64 times in a row",
+                        key.key.id()
+                    )
+                ),
+                id
+            ),
+            (EventKind::VerifyFailed(VerifyError::Unavailable), id),
+        ]
+    );
+}
