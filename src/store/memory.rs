@@ -24,7 +24,9 @@ const SHARDS: usize = 64;
 pub struct MemoryStore {
     shards: Box<[Shard]>,
     settings: RwLock<Option<RingSettings>>,
-    /// Serialises batches, so each is checked and applied as one.
+    /// Serialises batches, so each is checked whole, then applied with no
+    /// other batch's change between its own. A reader may still see a
+    /// batch half applied: each record swaps under its own shard's lock.
     batches: Mutex<()>,
 }
 
