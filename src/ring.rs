@@ -2203,7 +2203,11 @@ impl<S: KeyStore> Drop for KeyRing<S> {
     fn drop(&mut self) {
         drop(self.background.take());
         if let Err(e) = self.shared.flush_usage() {
-            self.store_failed(StoreTask::UsageFlush, None, || event::describe(&e));
+            // A sink that panics must not make the drop panic (an abort,
+            // if the ring is dropped while unwinding).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.store_failed(StoreTask::UsageFlush, None, || event::describe(&e));
+            }));
         }
     }
 }

@@ -3450,3 +3450,34 @@ fn a_limited_use_that_conflicts_at_every_try_is_reported() {
         ]
     );
 }
+
+/// Dropping a ring whose last flush fails, with a sink that panics on
+/// that report, does not panic (dropped while unwinding, that would
+/// abort the process).
+#[test]
+fn a_sink_that_panics_does_not_make_the_drop_panic() {
+    struct Panics;
+    impl EventSink for Panics {
+        fn record(&self, event: &Event) {
+            if matches!(event.kind, EventKind::StoreFailed { .. }) {
+                panic!("test sink: panics on a store failure");
+            }
+        }
+    }
+    let store = Arc::new(Outage::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .events(Panics)
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&ring, &key), Ok(()));
+    store.down.store(true, Ordering::SeqCst);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(ring)));
+    assert!(dropped.is_ok(), "the drop panicked");
+    assert!(
+        store.writes_refused.load(Ordering::SeqCst) > 0,
+        "no flush was tried"
+    );
+}
