@@ -186,32 +186,14 @@ struct SimFile {
     inode: usize,
 }
 
-impl FsFile for SimFile {
-    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+impl SimFile {
+    /// Writes `data` at `offset`, or at the end for `None`. A failed write
+    /// may still have written part of its bytes.
+    fn write(&mut self, offset: Option<usize>, data: &[u8]) -> io::Result<()> {
         let mut d = self.fs.disk();
         let failed = d.tick();
         let inode = &mut d.inodes[self.inode];
-        // A failed write may still have written part of its bytes.
-        let written = if failed.is_ok() {
-            data
-        } else {
-            &data[..data.len() / 2]
-        };
-        if !written.is_empty() {
-            inode.pending.push(Pending::Write {
-                offset: inode.data.len(),
-                bytes: written.to_vec(),
-            });
-            inode.data.extend_from_slice(written);
-        }
-        failed
-    }
-
-    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
-        let mut d = self.fs.disk();
-        let failed = d.tick();
-        let offset = usize::try_from(offset).map_err(io::Error::other)?;
-        let inode = &mut d.inodes[self.inode];
+        let offset = offset.unwrap_or(inode.data.len());
         let written = if failed.is_ok() {
             data
         } else {
@@ -229,6 +211,17 @@ impl FsFile for SimFile {
             inode.data[offset..end].copy_from_slice(written);
         }
         failed
+    }
+}
+
+impl FsFile for SimFile {
+    fn append(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write(None, data)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let offset = usize::try_from(offset).map_err(io::Error::other)?;
+        self.write(Some(offset), data)
     }
 
     fn sync(&mut self) -> io::Result<()> {
