@@ -1092,7 +1092,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// Changes the policy of keys issued without their own. It takes effect
     /// now: a key governed by the default expires the new period after this
     /// moment, not after its creation. Keys with their own policy are not
-    /// touched. Persisted in the store.
+    /// touched. Persisted in the store. Setting the policy already in force
+    /// changes nothing (no key gets a fresh period, no event).
     pub fn set_default_expiry(&self, policy: ExpiryPolicy) -> Result<(), Error> {
         self.anonymous().set_default_expiry(policy)
     }
@@ -2161,6 +2162,13 @@ impl<S: KeyStore> Acting<'_, S> {
         let policy = policy.normalized()?;
         check_default(policy, ring.max_lifetime, now)?;
         let mut next = ring.shared.settings_to_change()?;
+        if next.default_expiry == policy {
+            // No change: moving `default_since` would give every key the
+            // default governs a fresh period, and a host that applies its
+            // configured default at each start would renew them for ever.
+            ring.shared.take_settings(next);
+            return Ok(());
+        }
         next.default_expiry = policy;
         next.default_since = now;
         ring.store().save_settings(&next)?;

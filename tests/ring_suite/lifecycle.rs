@@ -876,6 +876,50 @@ fn default_expiry_change_counts_from_the_change() {
     assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
 }
 
+/// Setting the default the ring already has is no change: the keys it
+/// governs keep their deadline. A host that applies its configured default
+/// at each start must not renew every such key (for ever, if it restarts
+/// more often than the period), nor report a change.
+#[test]
+fn setting_the_same_default_again_does_not_extend_its_keys() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::days(30))
+        .events(Arc::clone(&log))
+        .flush_interval(None)
+        .build(fresh_store())
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+
+    clock.set(T0 + Duration::days(20));
+    ring.set_default_expiry(ExpiryPolicy::days(30)).unwrap();
+    assert_eq!(ring.settings().default_since(), T0);
+    assert_eq!(ring.expires_at(key.key.id()), Some(T0 + Duration::days(30)));
+    let kinds: Vec<EventKind> = log.events().into_iter().map(|e| e.kind).collect();
+    assert!(
+        !kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::PolicyChanged { .. })),
+        "{kinds:?}"
+    );
+    clock.set(T0 + Duration::days(30));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+
+    // The same for an idle default: setting it again gives no key a fresh
+    // idle period.
+    let policy = ExpiryPolicy::Idle(Duration::days(5));
+    ring.set_default_expiry(policy).unwrap();
+    let since = ring.settings().default_since();
+    let idle = ring.issue(NewKey::new("o")).unwrap();
+    clock.advance(Duration::days(4));
+    ring.set_default_expiry(policy).unwrap();
+    assert_eq!(ring.settings().default_since(), since);
+    clock.advance(Duration::days(1));
+    assert_eq!(check(&ring, &idle), Err(VerifyError::Expired));
+}
+
 #[test]
 fn default_expiry_change_leaves_own_policies_alone() {
     let clock = ManualClock::new(T0);

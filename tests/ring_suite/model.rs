@@ -533,8 +533,11 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         "step {step}: set_default_expiry: {e}"
                     )));
                 }
-                model.default_days = *days;
-                model.default_since = model.now;
+                // Setting the default in force is no change.
+                if model.default_days != *days {
+                    model.default_days = *days;
+                    model.default_since = model.now;
+                }
             }
         }
 
