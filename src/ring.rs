@@ -1076,7 +1076,10 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Revokes every key in the ring at once, in one settings write however
     /// many keys there are: it raises the ring's epoch, and keys issued in an
-    /// earlier epoch no longer verify. Keys issued afterwards work.
+    /// earlier epoch no longer verify. Keys issued afterwards work. Refused
+    /// with [`Error::InvalidInput`], changing nothing, when the epoch
+    /// (a `u64`, raised by one each time) is already at its maximum, which
+    /// only edited settings reach.
     pub fn revoke_all(&self) -> Result<(), Error> {
         self.anonymous().revoke_all()
     }
@@ -2092,7 +2095,11 @@ impl<S: KeyStore> Acting<'_, S> {
         let _guard = ring.shared.lock();
         let now = ring.clock.now();
         let mut next = ring.shared.settings_to_change()?;
-        next.epoch += 1;
+        // Only a store whose settings were edited gets here; a wrapped
+        // epoch would revoke nothing (the store keeps the higher one).
+        next.epoch = next.epoch.checked_add(1).ok_or(Error::InvalidInput(
+            "the revoke-all epoch is at its maximum; revoke keys one by one",
+        ))?;
         next.revoked_all_at = Some(now);
         // Durable first: a failed write leaves every key as it was.
         ring.store().save_settings(&next)?;

@@ -2159,6 +2159,44 @@ fn revoke_all_reaches_another_ring_on_the_same_store() {
     assert_eq!(check(&b, &one), Err(VerifyError::Revoked));
 }
 
+/// A store whose revoke-all epoch is already at its maximum (an edited
+/// export, say) cannot take another revoke-all: it is refused, with
+/// nothing written and no event, rather than overflow (a panic, or in a
+/// release build a wrapped epoch 0 that the store's merge drops: an `Ok`
+/// and an `AllRevoked` event for a revocation that revoked nothing).
+#[test]
+fn revoke_all_at_the_last_epoch_is_refused_not_wrapped() {
+    let clock = ManualClock::new(T0);
+    let store = fresh_store();
+    let settings: RingSettings = serde_json::from_value(serde_json::json!({
+        "default_expiry": "never",
+        "default_since": "2026-01-01T00:00:00Z",
+        "epoch": u64::MAX,
+    }))
+    .unwrap();
+    store.save_settings(&settings).unwrap();
+    let (ring, log) = logged(store, &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    assert!(
+        matches!(ring.revoke_all(), Err(Error::InvalidInput(_))),
+        "revoke_all at the last epoch was not refused"
+    );
+    assert_eq!(ring.settings().epoch(), u64::MAX);
+    assert_eq!(
+        ring.store().load_settings().unwrap().unwrap().epoch(),
+        u64::MAX
+    );
+    assert!(
+        !log.events()
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::AllRevoked { .. })),
+        "a refused revoke-all was reported"
+    );
+    // Keys can still be revoked one by one.
+    ring.revoke(key.key.id(), "emergency").unwrap();
+    assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
+}
+
 /// Worse than not seeing it: a ring whose settings were loaded before
 /// another ring's `revoke_all` writes its stale copy (epoch and all) back
 /// on `set_default_expiry`, and so undoes the emergency revocation for
