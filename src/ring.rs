@@ -1360,6 +1360,11 @@ impl<S: KeyStore> KeyRing<S> {
         presented: &str,
         request: TokenRequest<'_>,
     ) -> Result<AccessToken, Error> {
+        // The token's time is read before the key is checked, so it never
+        // postdates that check: a regeneration that lands between the
+        // check and the signing is after the token's time, and strict
+        // checks refuse the token (see `tokens_after`).
+        let now = self.clock.now();
         // A token is not counted against the key's uses, so it would
         // outlive them: a limited key is refused once it passed its checks
         // (the refusal tells nothing to a caller without its secret), and
@@ -1394,7 +1399,6 @@ impl<S: KeyStore> KeyRing<S> {
         if !ttl.is_positive() {
             return Err(Error::InvalidInput("a token lifetime must be positive"));
         }
-        let now = self.clock.now();
         let issued = whole_second(nanos(now));
         // Tokens carry whole seconds: round the end down, never past a cap.
         let end = nanos(now.saturating_add(ttl.min(self.max_token_ttl)))

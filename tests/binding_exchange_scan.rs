@@ -2939,3 +2939,65 @@ fn no_token_is_signed_on_a_clock_before_1970() {
         Err(VerifyError::Expired)
     );
 }
+
+/// Regenerates a key when the ring reports the exchange's successful key
+/// check, then moves the clock on a second: a regeneration that lands
+/// between the check of the old secret and the signing of the token.
+struct RegenerateOnVerified {
+    ring: std::sync::OnceLock<std::sync::Weak<KeyRing>>,
+    clock: ManualClock,
+    id: std::sync::OnceLock<KeyId>,
+}
+
+impl EventSink for RegenerateOnVerified {
+    fn record(&self, event: &Event) {
+        if event.kind != EventKind::Verified {
+            return;
+        }
+        let ring = self.ring.get().and_then(std::sync::Weak::upgrade);
+        if let (Some(ring), Some(&id)) = (ring, self.id.get()) {
+            ring.regenerate(id).expect("regenerate");
+            self.clock.advance(Duration::seconds(1));
+        }
+    }
+}
+
+/// A token exchanged with a secret that a regeneration ended while the
+/// exchange was under way carries a time no later than the check of that
+/// secret, so strict checks refuse it like any token from before the
+/// regeneration.
+#[test]
+fn a_regeneration_during_an_exchange_ends_the_token_for_strict_checks() {
+    let clock = ManualClock::new(T0 + Duration::milliseconds(500));
+    let sink = Arc::new(RegenerateOnVerified {
+        ring: std::sync::OnceLock::new(),
+        clock: clock.clone(),
+        id: std::sync::OnceLock::new(),
+    });
+    let ring = Arc::new(
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .signing_key(1, SIGNING)
+            .events(Arc::clone(&sink))
+            .report_successes(true)
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .expect("ring builds"),
+    );
+    sink.ring.set(Arc::downgrade(&ring)).unwrap();
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    sink.id.set(issued.key.id()).unwrap();
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .expect("the old secret passed its check");
+    // The regeneration happened: the old secret is dead.
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Invalid
+    );
+    assert_eq!(
+        ring.verify_access_token_strict(token.expose()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    assert!(token.claims.issued_at <= T0 + Duration::milliseconds(500));
+}
