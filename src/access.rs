@@ -207,22 +207,8 @@ impl Signer {
         prefix: &Prefix,
         presented: &str,
     ) -> Result<AccessClaims, VerifyError> {
-        let malformed = |r| VerifyError::Malformed(r);
         let bytes = presented.as_bytes();
-        if bytes.len() > MAX_TOKEN_LEN {
-            return Err(malformed(MalformedReason::TooLong));
-        }
-        let head = prefix.as_str().len() + 2;
-        if bytes.len() < head + FIXED_LEN
-            || &bytes[..head - 2] != prefix.as_str().as_bytes()
-            || bytes[head - 2] != b'_'
-        {
-            return Err(malformed(MalformedReason::WrongPrefix));
-        }
-        if bytes[head - 1] != TOKEN_VERSION {
-            return Err(malformed(MalformedReason::UnknownVersion));
-        }
-        let body = parse_body(bytes, head)?;
+        let body = parse(prefix, bytes)?;
         let key = self.key(body.kid).ok_or(VerifyError::Invalid)?;
         let expected = mac(key, &bytes[..body.mac_at]).to_be_bytes();
         if !bool::from(expected.ct_eq(&body.mac.to_be_bytes())) {
@@ -248,6 +234,33 @@ impl Drop for Signer {
             key.zeroize();
         }
     }
+}
+
+/// The id of the key a token names, if `presented` has the shape and
+/// checksum of a token of `prefix` (its MAC unchecked): public, for the
+/// events of refused tokens, as for refused keys.
+pub(crate) fn key_id_of(prefix: &Prefix, presented: &str) -> Option<KeyId> {
+    parse(prefix, presented.as_bytes()).ok().map(|b| b.key_id)
+}
+
+/// Checks a presented token's length, prefix and version, then reads its
+/// body (see [`parse_body`]).
+fn parse(prefix: &Prefix, bytes: &[u8]) -> Result<Body, VerifyError> {
+    let malformed = |r| VerifyError::Malformed(r);
+    if bytes.len() > MAX_TOKEN_LEN {
+        return Err(malformed(MalformedReason::TooLong));
+    }
+    let head = prefix.as_str().len() + 2;
+    if bytes.len() < head + FIXED_LEN
+        || &bytes[..head - 2] != prefix.as_str().as_bytes()
+        || bytes[head - 2] != b'_'
+    {
+        return Err(malformed(MalformedReason::WrongPrefix));
+    }
+    if bytes[head - 1] != TOKEN_VERSION {
+        return Err(malformed(MalformedReason::UnknownVersion));
+    }
+    parse_body(bytes, head)
 }
 
 /// The fields of a token that passed its shape and checksum checks.

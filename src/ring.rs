@@ -1428,7 +1428,7 @@ impl<S: KeyStore> KeyRing<S> {
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let outcome = self.check_token(token);
         if let Err(e) = &outcome {
-            self.emit(|| Event::new(EventKind::VerifyFailed(e.clone()), self.clock.now()));
+            self.report_token(token, e);
         }
         outcome
     }
@@ -1493,9 +1493,21 @@ impl<S: KeyStore> KeyRing<S> {
             Ok(claims)
         });
         if let Err(e) = &outcome {
-            self.emit(|| Event::new(EventKind::VerifyFailed(e.clone()), self.clock.now()));
+            self.report_token(token, e);
         }
         outcome
+    }
+
+    /// Reports a refused token, with the id of the key it names when it
+    /// parsed (public, as for a refused key; see `report`).
+    fn report_token(&self, token: &str, error: &VerifyError) {
+        self.emit(|| {
+            let event = Event::new(EventKind::VerifyFailed(error.clone()), self.clock.now());
+            match crate::access::key_id_of(&self.prefix, token) {
+                Some(id) => event.key(id),
+                None => event,
+            }
+        });
     }
 
     fn check_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {

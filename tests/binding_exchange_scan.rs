@@ -3001,3 +3001,71 @@ fn a_regeneration_during_an_exchange_ends_the_token_for_strict_checks() {
     );
     assert!(token.claims.issued_at <= T0 + Duration::milliseconds(500));
 }
+
+/// A refused access token is reported with the id of the key it names, as a
+/// refused API key is (SPEC 9: "key id where known"), so an administrator
+/// can tell which key's tokens are being refused; a string that does not
+/// parse as a token names none.
+#[test]
+fn a_refused_token_is_reported_with_its_key_id() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged_ring("acme", &clock);
+    let issued = ring
+        .issue(NewKey::new("acct_1").client_cert(CertFingerprint::of_der(CERT)))
+        .unwrap();
+    let id = issued.key.id();
+    let token = ring
+        .exchange_with(
+            issued.secret.expose(),
+            TokenRequest::new().context(RequestContext::new().client_cert_der(CERT)),
+        )
+        .unwrap();
+    let before = log.events().len();
+    // A bound token without its certificate, plain and with a request.
+    let _ = ring.verify_access_token(token.expose());
+    let _ = ring.verify_access_token_with(
+        token.expose(),
+        RequestContext::new().client_cert_der(OTHER_CERT),
+    );
+    // Revoked: strict.
+    ring.revoke(id, "test").unwrap();
+    let _ = ring.verify_access_token_strict(token.expose());
+    // Expired: plain.
+    clock.advance(Duration::hours(2));
+    let _ = ring.verify_access_token(token.expose());
+    let failures: Vec<Event> = log.events()[before..]
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::VerifyFailed(_)))
+        .cloned()
+        .collect();
+    let kinds: Vec<EventKind> = failures.iter().map(|e| e.kind.clone()).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::VerifyFailed(VerifyError::BindingMismatch(Binding::NotPresented)),
+            EventKind::VerifyFailed(VerifyError::BindingMismatch(Binding::ClientCertificate)),
+            EventKind::VerifyFailed(VerifyError::Revoked),
+            EventKind::VerifyFailed(VerifyError::Expired),
+        ]
+    );
+    for event in &failures {
+        assert_eq!(event.key, Some(id), "{event:?}");
+        let shown = format!("{event:?}");
+        assert!(!shown.contains(mac_part(token.expose())), "{shown}");
+    }
+    // A token whose checksum holds but whose MAC does not names its key id,
+    // as a key with a wrong secret does; one that does not parse names none.
+    let text = token.expose();
+    let mac_at = text.len() - CHECKSUM_LEN - MAC_LEN;
+    let forged = with_fresh_checksum(&replaced(text, mac_at, shifted(text.as_bytes()[mac_at], 1)));
+    let bad_checksum = replaced(text, mac_at, shifted(text.as_bytes()[mac_at], 1));
+    let before = log.events().len();
+    assert_eq!(ring.verify_access_token(&forged), Err(VerifyError::Invalid));
+    assert!(matches!(
+        ring.verify_access_token(&bad_checksum),
+        Err(VerifyError::Malformed(MalformedReason::BadChecksum))
+    ));
+    let _ = ring.verify_access_token("acme_Tnot-a-token");
+    let keys: Vec<Option<KeyId>> = log.events()[before..].iter().map(|e| e.key).collect();
+    assert_eq!(keys, vec![Some(id), None, None]);
+}
