@@ -931,6 +931,14 @@ impl<'a> TokenRequest<'a> {
     }
 }
 
+/// Whether a token was exchanged before the last regeneration of its key
+/// (with a secret that is dead now). Tokens carry whole seconds: one issued
+/// in the second of a regeneration counts as before it (fail closed).
+fn predates_regeneration(entry: &StoredKey, claims: &AccessClaims) -> bool {
+    let regenerated = entry.key.extra.as_ref().and_then(|e| e.tokens_after);
+    regenerated.is_some_and(|at| nanos(claims.issued_at) <= at)
+}
+
 fn whole_second(n: Nanos) -> Nanos {
     n - n.rem_euclid(1_000_000_000)
 }
@@ -1468,10 +1476,7 @@ impl<S: KeyStore> KeyRing<S> {
                 KeyState::Disabled => return Err(VerifyError::Disabled),
                 KeyState::Expired => return Err(VerifyError::Expired),
             }
-            // Tokens carry whole seconds: one issued in the second of a
-            // regeneration is refused too (fail closed).
-            let regenerated = entry.key.extra.as_ref().and_then(|e| e.tokens_after);
-            if regenerated.is_some_and(|at| nanos(claims.issued_at) <= at) {
+            if predates_regeneration(&entry, &claims) {
                 return Err(VerifyError::Revoked);
             }
             if claims.bound || entry.key.bound {
@@ -1538,8 +1543,10 @@ impl<S: KeyStore> KeyRing<S> {
     /// paste) and records an `Exposed` event for each; returns the ids it
     /// revoked. Only genuine finds count: a key whose secret matches its
     /// stored hash, or a token whose signature checks (it revokes the key it
-    /// was exchanged for). Strings that merely name a key id, keys of other
-    /// rings, unknown ids and keys already revoked are passed over.
+    /// was exchanged for) and that postdates the key's last
+    /// [`regenerate`](Self::regenerate). Strings that merely name a key id,
+    /// keys of other rings, unknown ids, keys already revoked, and old
+    /// secrets of a regenerated key and their tokens are passed over.
     pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         self.anonymous().revoke_leaked(text, reason)
     }
@@ -2147,11 +2154,13 @@ impl<S: KeyStore> Acting<'_, S> {
                         (ring.hasher.hash(parsed.id, parsed.secret) == entry.hash)
                             .then_some(parsed.id)
                     }
-                    _ => ring
-                        .signer
-                        .open(&ring.prefix, leaked)
-                        .ok()
-                        .map(|claims| claims.key_id),
+                    // A token exchanged with a secret a regeneration
+                    // ended is as dead as that secret: passed over.
+                    _ => {
+                        let claims = ring.signer.open(&ring.prefix, leaked).ok()?;
+                        let entry = ring.store().lookup(claims.key_id)?;
+                        (!predates_regeneration(&entry, &claims)).then_some(claims.key_id)
+                    }
                 }
             })
             .collect();

@@ -3069,3 +3069,38 @@ fn a_refused_token_is_reported_with_its_key_id() {
     let keys: Vec<Option<KeyId>> = log.events()[before..].iter().map(|e| e.key).collect();
     assert_eq!(keys, vec![Some(id), None, None]);
 }
+
+/// `revoke_leaked` passes over an old secret of a regenerated key (it no
+/// longer matches the stored hash); a token exchanged with that old secret
+/// is just as dead (strict checks refuse it), so finding it must not revoke
+/// the key under its new secret either. A token of the new secret does.
+#[test]
+fn revoke_leaked_passes_over_tokens_from_before_a_regeneration() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = invoices_key(&ring);
+    let id = issued.key.id();
+    let old_token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    clock.advance(Duration::seconds(10));
+    let regenerated = ring.regenerate(id).unwrap();
+    let log = format!(
+        "key={} token={}\n",
+        issued.secret.expose(),
+        old_token.expose()
+    );
+    assert_eq!(ring.revoke_leaked(&log, "leaked").unwrap(), vec![]);
+    assert!(ring.verify(regenerated.secret.expose()).is_ok());
+
+    clock.advance(Duration::seconds(1));
+    let new_token = ring
+        .exchange(regenerated.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    let log = format!("token={}\n", new_token.expose());
+    assert_eq!(ring.revoke_leaked(&log, "leaked").unwrap(), vec![id]);
+    assert_eq!(
+        ring.verify(regenerated.secret.expose()).unwrap_err(),
+        VerifyError::Revoked
+    );
+}
