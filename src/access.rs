@@ -251,10 +251,12 @@ fn parse(prefix: &Prefix, bytes: &[u8]) -> Result<Body, VerifyError> {
         return Err(malformed(MalformedReason::TooLong));
     }
     let head = prefix.as_str().len() + 2;
-    if bytes.len() < head + FIXED_LEN
-        || &bytes[..head - 2] != prefix.as_str().as_bytes()
-        || bytes[head - 2] != b'_'
-    {
+    // Length before prefix, as for API keys: a token cut short is reported
+    // as such, not as a prefix it has right.
+    if bytes.len() < head + FIXED_LEN {
+        return Err(malformed(MalformedReason::WrongLength));
+    }
+    if &bytes[..head - 2] != prefix.as_str().as_bytes() || bytes[head - 2] != b'_' {
         return Err(malformed(MalformedReason::WrongPrefix));
     }
     if bytes[head - 1] != TOKEN_VERSION {

@@ -3104,3 +3104,28 @@ fn revoke_leaked_passes_over_tokens_from_before_a_regeneration() {
         VerifyError::Revoked
     );
 }
+
+/// A token cut short (a header limit, a bad copy) is refused for its
+/// length, as a short API key is, not for a prefix it has right; a string
+/// long enough with another prefix is refused for its prefix.
+#[test]
+fn a_truncated_token_is_refused_for_its_length_not_its_prefix() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    let text = token.expose();
+    for cut in ["acme_T".len(), 20, 40, 60] {
+        assert_eq!(
+            ring.verify_access_token(&text[..cut]),
+            Err(VerifyError::Malformed(MalformedReason::WrongLength)),
+            "cut at {cut}"
+        );
+    }
+    assert_eq!(
+        ring.verify_access_token(&format!("acmf{}", &text[4..])),
+        Err(VerifyError::Malformed(MalformedReason::WrongPrefix))
+    );
+}
