@@ -163,6 +163,10 @@ struct HotDefault {
     kind: AtomicU64,
     value: AtomicI64,
     since: AtomicI64,
+    /// The bars of the superseded defaults (see
+    /// [`RingSettings::expired_bars`]); [`NOT_YET`] for none.
+    expired_created_by: AtomicI64,
+    expired_idle_by: AtomicI64,
 }
 
 /// The default policy as `verify` uses it.
@@ -171,15 +175,30 @@ struct DefaultPolicy {
     kind: u64,
     value: i64,
     since: Nanos,
+    expired_created_by: Nanos,
+    expired_idle_by: Nanos,
 }
+
+/// The cutoff `verify` sees for a key that expired under a default since
+/// replaced: any instant in the past will do there; [`KeyRing::expires_at`]
+/// finds the real one.
+const EXPIRED_EARLIER: Nanos = NOT_YET;
 
 const DEFAULT_NEVER: u64 = 0;
 const DEFAULT_FIXED: u64 = 1;
 const DEFAULT_LIFETIME: u64 = 2;
 const DEFAULT_IDLE: u64 = 3;
 
+/// A period in nanoseconds, saturating by its sign: a period too long for
+/// an `i64` is forever, and one too far below zero is the most negative
+/// (never "forever": that would fail open on a negative period read from
+/// a store, which no call can set).
 fn span(d: Duration) -> i64 {
-    i64::try_from(d.whole_nanoseconds()).unwrap_or(i64::MAX)
+    i64::try_from(d.whole_nanoseconds()).unwrap_or(if d.is_negative() {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
 }
 
 impl HotDefault {
@@ -189,6 +208,8 @@ impl HotDefault {
             kind: AtomicU64::new(0),
             value: AtomicI64::new(0),
             since: AtomicI64::new(0),
+            expired_created_by: AtomicI64::new(NOT_YET),
+            expired_idle_by: AtomicI64::new(NOT_YET),
         };
         hot.store(settings);
         hot
@@ -204,12 +225,17 @@ impl HotDefault {
                 fixed.deadline(settings.default_since).map_or(NEVER, nanos),
             ),
         };
+        let (created_by, idle_by) = settings.expired_bars();
         self.seq.fetch_add(1, Ordering::AcqRel);
         std::sync::atomic::fence(Ordering::Release);
         self.kind.store(kind, Ordering::Relaxed);
         self.value.store(value, Ordering::Relaxed);
         self.since
             .store(nanos(settings.default_since), Ordering::Relaxed);
+        self.expired_created_by
+            .store(created_by.map_or(NOT_YET, nanos), Ordering::Relaxed);
+        self.expired_idle_by
+            .store(idle_by.map_or(NOT_YET, nanos), Ordering::Relaxed);
         self.seq.fetch_add(1, Ordering::Release);
     }
 
@@ -221,6 +247,8 @@ impl HotDefault {
                 kind: self.kind.load(Ordering::Relaxed),
                 value: self.value.load(Ordering::Relaxed),
                 since: self.since.load(Ordering::Relaxed),
+                expired_created_by: self.expired_created_by.load(Ordering::Relaxed),
+                expired_idle_by: self.expired_idle_by.load(Ordering::Relaxed),
             };
             std::sync::atomic::fence(Ordering::Acquire);
             if before & 1 == 0 && self.seq.load(Ordering::Relaxed) == before {
@@ -499,6 +527,7 @@ impl KeyRingBuilder {
                     default_since: now,
                     epoch: 0,
                     revoked_all_at: None,
+                    superseded: Vec::new(),
                 };
                 store.save_settings(&fresh)?;
                 fresh
@@ -1101,10 +1130,15 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     /// Changes the policy of keys issued without their own. It takes effect
-    /// now: a key governed by the default expires the new period after this
-    /// moment, not after its creation. Keys with their own policy are not
-    /// touched. Persisted in the store. Setting the policy already in force
-    /// changes nothing (no key gets a fresh period, no event).
+    /// now for the keys it governs that are still in force: such a key
+    /// expires the new period after this moment, not after its creation. A
+    /// key that had already expired under the old default stays expired
+    /// (a longer default, or none, does not bring it back), and
+    /// [`expires_at`](Self::expires_at) still gives the instant it expired.
+    /// Keys with their own policy are not touched. Persisted in the store,
+    /// in one settings write whatever the number of keys. Setting the
+    /// policy already in force changes nothing (no key gets a fresh period,
+    /// no event).
     pub fn set_default_expiry(&self, policy: ExpiryPolicy) -> Result<(), Error> {
         self.anonymous().set_default_expiry(policy)
     }
@@ -1674,7 +1708,27 @@ impl<S: KeyStore> KeyRing<S> {
     /// the ring's cap), its rotation grace and its idle timeout. Reads only
     /// the record's first cache lines and the lock-free default.
     fn cutoff(&self, entry: &StoredKey) -> Nanos {
-        self.limits(entry).0
+        match self.limits(entry).0 {
+            EXPIRED_EARLIER => {
+                let key = &entry.key;
+                let created = instant(key.created_at);
+                let last_active = instant(key.created_at.max(key.last_used_at.get()));
+                let expired = self
+                    .read_settings()
+                    .expired_under_superseded(created, last_active)
+                    // The bars come from these very settings, so one of
+                    // them covers the key, unless a reload changed them
+                    // in between: then it expired by its creation at the
+                    // latest.
+                    .map_or(key.created_at, nanos);
+                if key.shape.graced {
+                    expired.min(key.grace_until)
+                } else {
+                    expired
+                }
+            }
+            cutoff => cutoff,
+        }
     }
 
     /// The key's cutoff, and whether a use moves it (an idle timeout
@@ -1711,6 +1765,11 @@ impl<S: KeyStore> KeyRing<S> {
             (key.expires_at, idle_end)
         } else {
             let d = self.shared.default.load();
+            if key.created_at <= d.expired_created_by || last_active <= d.expired_idle_by {
+                // Expired under a default since replaced (see `cutoff` for
+                // when).
+                return (EXPIRED_EARLIER, NEVER);
+            }
             let deadline = match d.kind {
                 DEFAULT_FIXED => d.value,
                 DEFAULT_LIFETIME => key.created_at.max(d.since).saturating_add(d.value),
@@ -2201,8 +2260,8 @@ impl<S: KeyStore> Acting<'_, S> {
             ring.shared.take_settings(next);
             return Ok(());
         }
-        next.default_expiry = policy;
-        next.default_since = now;
+        // Keys already expired under the old default stay expired.
+        next.replace_default(policy, now);
         ring.store().save_settings(&next)?;
         ring.shared.take_settings(next);
         // As in `revoke_all`: the change has landed.
@@ -2270,5 +2329,19 @@ impl fmt::Debug for KeyRingBuilder {
         f.debug_struct("KeyRingBuilder")
             .field("prefix", &self.prefix)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A negative period read from a store (no call can set one) must not
+    /// turn into "forever": that would fail open.
+    #[test]
+    fn a_period_too_long_for_nanoseconds_saturates_by_its_sign() {
+        assert_eq!(span(Duration::days(365 * 300)), i64::MAX);
+        assert_eq!(span(-Duration::days(365 * 300)), i64::MIN);
+        assert_eq!(span(-Duration::days(1)), -86_400_000_000_000);
     }
 }

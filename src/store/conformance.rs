@@ -60,6 +60,7 @@ fn sample_settings(epoch: u64) -> RingSettings {
         default_since: datetime!(2026-01-01 0:00 UTC),
         epoch,
         revoked_all_at: None,
+        superseded: Vec::new(),
     }
 }
 

@@ -145,6 +145,145 @@ pub struct RingSettings {
     /// When every key was last revoked at once.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub(crate) revoked_all_at: Option<OffsetDateTime>,
+    /// Earlier defaults that keys had expired under when they were
+    /// replaced, oldest first: those keys stay expired, whatever the
+    /// default becomes. (A change of the default takes effect for the keys
+    /// still in force; it does not bring back an expired one.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) superseded: Vec<Superseded>,
+}
+
+/// How many [`Superseded`] defaults a [`RingSettings`] keeps. Each one
+/// kept raises the bar below which keys are known expired; past this many,
+/// the oldest of a kind is dropped, as the newer one of its kind covers
+/// every key it did (only the instant reported for those keys' expiry
+/// moves later, to the time they were found expired at the latest).
+pub(crate) const SUPERSEDED_KEPT: usize = 64;
+
+/// A default policy that was replaced at `until` after being in force
+/// since `since`, while keys it governed had already expired under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Superseded {
+    pub(crate) policy: ExpiryPolicy,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) since: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub(crate) until: OffsetDateTime,
+}
+
+impl Superseded {
+    /// Keys the policy governed that were created at or before this
+    /// instant had expired by `until` (a lifetime or a fixed deadline). For
+    /// a fixed deadline, that is every key created before the change.
+    pub(crate) fn expired_created_by(&self) -> Option<OffsetDateTime> {
+        match self.policy {
+            ExpiryPolicy::Lifetime(period) => self.period_threshold(period),
+            ExpiryPolicy::Never | ExpiryPolicy::Idle(_) => None,
+            fixed => fixed
+                .deadline(self.since)
+                .filter(|at| *at <= self.until)
+                .and_then(|_| self.until.checked_sub(time::Duration::nanoseconds(1))),
+        }
+    }
+
+    /// Keys the policy governed whose last activity (use, or creation) was
+    /// at or before this instant had expired idle by `until`.
+    pub(crate) fn expired_idle_by(&self) -> Option<OffsetDateTime> {
+        match self.policy {
+            ExpiryPolicy::Idle(period) => self.period_threshold(period),
+            _ => None,
+        }
+    }
+
+    /// For a period counted from the later of a key's own instant and
+    /// `since`: a key had expired by `until` if both are `period` before
+    /// it, i.e. if its instant is at or before `until - period` and
+    /// `since` is too.
+    fn period_threshold(&self, period: time::Duration) -> Option<OffsetDateTime> {
+        let bar = self.until.checked_sub(period)?;
+        (self.since <= bar).then_some(bar)
+    }
+
+    /// When a key with these times expired under this policy, if it had by
+    /// `until`.
+    pub(crate) fn expiry_of(
+        &self,
+        created: OffsetDateTime,
+        last_active: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        let at = match self.policy {
+            ExpiryPolicy::Never => None,
+            ExpiryPolicy::Lifetime(period) => created.max(self.since).checked_add(period),
+            ExpiryPolicy::Idle(period) => last_active.max(self.since).checked_add(period),
+            fixed => fixed.deadline(self.since),
+        }?;
+        // A key created at the change or after was never under this policy.
+        (at <= self.until && created < self.until).then_some(at)
+    }
+}
+
+impl RingSettings {
+    /// Replaces the default policy at `now`, keeping the old one among the
+    /// superseded if keys had expired under it that no policy kept so far
+    /// covers.
+    pub(crate) fn replace_default(&mut self, policy: ExpiryPolicy, now: OffsetDateTime) {
+        let old = Superseded {
+            policy: self.default_expiry,
+            since: self.default_since,
+            until: now,
+        };
+        let raises = |bar: Option<OffsetDateTime>, kept: Option<OffsetDateTime>| {
+            bar.is_some_and(|bar| kept.is_none_or(|kept| bar > kept))
+        };
+        let (created_by, idle_by) = self.expired_bars();
+        let by_creation = raises(old.expired_created_by(), created_by);
+        if by_creation || raises(old.expired_idle_by(), idle_by) {
+            self.superseded.push(old);
+            if self.superseded.len() > SUPERSEDED_KEPT {
+                // The oldest of the new one's kind: the new one's bar is
+                // higher, so it covers every key that one did.
+                let same_kind = |s: &Superseded| {
+                    if by_creation {
+                        s.expired_created_by().is_some()
+                    } else {
+                        s.expired_idle_by().is_some()
+                    }
+                };
+                if let Some(oldest) = self.superseded.iter().position(same_kind) {
+                    self.superseded.remove(oldest);
+                }
+            }
+        }
+        self.default_expiry = policy;
+        self.default_since = now;
+    }
+
+    /// The highest bars of the superseded defaults: keys under the default
+    /// created at or before the first, or last active at or before the
+    /// second, stay expired.
+    pub(crate) fn expired_bars(&self) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
+        let created = self
+            .superseded
+            .iter()
+            .filter_map(Superseded::expired_created_by);
+        let idle = self
+            .superseded
+            .iter()
+            .filter_map(Superseded::expired_idle_by);
+        (created.max(), idle.max())
+    }
+
+    /// When a key under the default expired under a superseded one, if it
+    /// did: under the first that covers it.
+    pub(crate) fn expired_under_superseded(
+        &self,
+        created: OffsetDateTime,
+        last_active: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        self.superseded
+            .iter()
+            .find_map(|s| s.expiry_of(created, last_active))
+    }
 }
 
 impl RingSettings {
@@ -372,3 +511,75 @@ macro_rules! forward_store {
 }
 
 forward_store!(Arc, Box);
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn settings(policy: ExpiryPolicy) -> RingSettings {
+        RingSettings {
+            default_expiry: policy,
+            default_since: datetime!(2026-01-01 0:00 UTC),
+            epoch: 0,
+            revoked_all_at: None,
+            superseded: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_replaced_default_is_kept_only_if_keys_had_expired_under_it() {
+        let mut s = settings(ExpiryPolicy::days(30));
+        // Day 20: no key had lived 30 days.
+        s.replace_default(ExpiryPolicy::days(90), datetime!(2026-01-21 0:00 UTC));
+        assert!(s.superseded.is_empty());
+        assert_eq!(s.expired_bars(), (None, None));
+        // Day 120 of the 90-day default set on day 20: keys created up to
+        // day 30 had lived 90 days since the change.
+        let at = datetime!(2026-05-01 0:00 UTC);
+        s.replace_default(ExpiryPolicy::Never, at);
+        assert_eq!(s.superseded.len(), 1);
+        assert_eq!(s.expired_bars(), (Some(at - Duration::days(90)), None));
+        // Never kills no key: replacing it keeps nothing.
+        s.replace_default(ExpiryPolicy::days(1), datetime!(2026-06-01 0:00 UTC));
+        assert_eq!(s.superseded.len(), 1);
+        assert_eq!(s.default_expiry, ExpiryPolicy::days(1));
+        assert_eq!(s.default_since, datetime!(2026-06-01 0:00 UTC));
+    }
+
+    #[test]
+    fn superseded_defaults_are_capped_and_the_bars_keep_rising() {
+        let mut s = settings(ExpiryPolicy::days(1));
+        let mut at = datetime!(2026-01-01 0:00 UTC);
+        for i in 0..3 * SUPERSEDED_KEPT {
+            at += Duration::days(2);
+            let next = if i % 2 == 0 {
+                ExpiryPolicy::Idle(Duration::days(1))
+            } else {
+                ExpiryPolicy::days(1)
+            };
+            s.replace_default(next, at);
+            assert!(s.superseded.len() <= SUPERSEDED_KEPT, "{i}");
+        }
+        // The last idle default was replaced at `at` after two days in
+        // force, and the last lifetime one two days before that.
+        let (created, idle) = s.expired_bars();
+        assert_eq!(idle, Some(at - Duration::days(1)));
+        assert_eq!(created, Some(at - Duration::days(3)));
+        // A key created just after an early change is still known expired.
+        let early = datetime!(2026-01-05 0:00 UTC);
+        assert!(s.expired_under_superseded(early, early).is_some());
+    }
+
+    #[test]
+    fn settings_written_before_superseded_defaults_existed_still_read() {
+        let json = r#"{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":3}"#;
+        let s: RingSettings = serde_json::from_str(json).unwrap();
+        assert!(s.superseded.is_empty());
+        assert_eq!(s.epoch, 3);
+        // And none is written while there are none.
+        assert!(!serde_json::to_string(&s).unwrap().contains("superseded"));
+    }
+}

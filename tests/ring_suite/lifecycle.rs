@@ -920,6 +920,97 @@ fn setting_the_same_default_again_does_not_extend_its_keys() {
     assert_eq!(check(&ring, &idle), Err(VerifyError::Expired));
 }
 
+/// A change of the default takes effect for the keys still in force: a key
+/// that had already expired under the old default stays expired, and keeps
+/// the instant it expired at, whatever the new default (longer, never, or
+/// idle), through later changes too, and for a second ring on the store.
+#[test]
+fn a_default_change_does_not_bring_back_an_expired_key() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::days(30))
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let old = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(T0 + Duration::days(20));
+    let young = ring.issue(NewKey::new("o")).unwrap();
+
+    // Day 40: `old` expired at day 30; `young` is in force until day 50.
+    let change = T0 + Duration::days(40);
+    clock.set(change);
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+    ring.set_default_expiry(ExpiryPolicy::days(90)).unwrap();
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+    assert_eq!(ring.state(old.key.id()), Some(KeyState::Expired));
+    assert_eq!(ring.expires_at(old.key.id()), Some(T0 + Duration::days(30)));
+    assert_eq!(check(&ring, &young), Ok(()));
+    assert_eq!(
+        ring.expires_at(young.key.id()),
+        Some(change + Duration::days(90))
+    );
+    // A key issued after the change is under the new default only.
+    let new = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&ring, &new), Ok(()));
+
+    // Through a second change, to no expiry at all.
+    clock.set(change + Duration::days(1));
+    ring.set_default_expiry(ExpiryPolicy::Never).unwrap();
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+    assert_eq!(ring.expires_at(old.key.id()), Some(T0 + Duration::days(30)));
+    assert_eq!(check(&ring, &young), Ok(()));
+    assert_eq!(ring.expires_at(young.key.id()), None);
+
+    // A second ring on the same store reads the same settings.
+    let second = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    assert_eq!(check(&second, &old), Err(VerifyError::Expired));
+    assert_eq!(check(&second, &young), Ok(()));
+    assert_eq!(
+        second.expires_at(old.key.id()),
+        Some(T0 + Duration::days(30))
+    );
+}
+
+/// The same for keys that expired idle under an idle default, and for keys
+/// past a fixed default deadline: a change of default does not revive
+/// them, while a key used within its idle period moves to the new default.
+#[test]
+fn a_default_change_does_not_revive_idle_or_fixed_expired_keys() {
+    let clock = ManualClock::new(T0);
+    let ring = ring_with_default(&clock, ExpiryPolicy::Idle(Duration::days(5)));
+    let idle = ring.issue(NewKey::new("o")).unwrap();
+    let used = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(T0 + Duration::days(4));
+    assert_eq!(check(&ring, &used), Ok(()));
+    clock.set(T0 + Duration::days(6));
+    assert_eq!(check(&ring, &idle), Err(VerifyError::Expired));
+    ring.set_default_expiry(ExpiryPolicy::Never).unwrap();
+    assert_eq!(check(&ring, &idle), Err(VerifyError::Expired));
+    assert_eq!(ring.expires_at(idle.key.id()), Some(T0 + Duration::days(5)));
+    assert_eq!(check(&ring, &used), Ok(()));
+    assert_eq!(ring.expires_at(used.key.id()), None);
+
+    // A fixed default deadline that has passed.
+    let end = T0 + Duration::days(10);
+    ring.set_default_expiry(ExpiryPolicy::At(end)).unwrap();
+    let fixed = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(end);
+    assert_eq!(check(&ring, &fixed), Err(VerifyError::Expired));
+    ring.set_default_expiry(ExpiryPolicy::days(30)).unwrap();
+    assert_eq!(check(&ring, &fixed), Err(VerifyError::Expired));
+    assert_eq!(check(&ring, &used), Err(VerifyError::Expired));
+    assert_eq!(ring.expires_at(fixed.key.id()), Some(end));
+    assert_eq!(ring.state(used.key.id()), Some(KeyState::Expired));
+    let after = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&ring, &after), Ok(()));
+}
+
 #[test]
 fn default_expiry_change_leaves_own_policies_alone() {
     let clock = ManualClock::new(T0);

@@ -132,6 +132,9 @@ struct MKey {
     epoch: u64,
     last_used: Option<OffsetDateTime>,
     grace_until: Option<OffsetDateTime>,
+    /// When a `Default` key expired under a default that was then
+    /// replaced: it stays expired at that instant.
+    expired_under_old_default: Option<OffsetDateTime>,
     rotated: bool,
     deleted: bool,
 }
@@ -220,8 +223,10 @@ impl Model {
     fn ends(&self, k: &MKey) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
         match k.policy {
             Policy::Default => (
-                self.default_days
-                    .map(|d| k.created.max(self.default_since) + Duration::days(d)),
+                k.expired_under_old_default.or_else(|| {
+                    self.default_days
+                        .map(|d| k.created.max(self.default_since) + Duration::days(d))
+                }),
                 None,
             ),
             Policy::Days(_) => (k.deadline, None),
@@ -320,6 +325,7 @@ impl Model {
             epoch: self.epoch,
             last_used: None,
             grace_until: None,
+            expired_under_old_default: None,
             rotated: false,
             deleted: false,
         };
@@ -393,6 +399,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     epoch: model.epoch,
                     last_used: None,
                     grace_until: None,
+                    expired_under_old_default: None,
                     rotated: false,
                     deleted: false,
                 });
@@ -535,6 +542,20 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 }
                 // Setting the default in force is no change.
                 if model.default_days != *days {
+                    // A key that expired under the old default stays
+                    // expired, at the instant it did.
+                    let now = model.now;
+                    let ended: Vec<Option<OffsetDateTime>> = model
+                        .keys
+                        .iter()
+                        .map(|k| match k.policy {
+                            Policy::Default => model.ends(k).0.filter(|at| *at <= now),
+                            _ => None,
+                        })
+                        .collect();
+                    for (k, ended) in model.keys.iter_mut().zip(ended) {
+                        k.expired_under_old_default = k.expired_under_old_default.or(ended);
+                    }
                     model.default_days = *days;
                     model.default_since = model.now;
                 }

@@ -1499,5 +1499,22 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
             "a default expiry period must be positive".into(),
         ));
     }
+    // The same for the defaults kept as superseded, which a change of the
+    // default wrote after the one it replaced had been in force.
+    if let Some(settings) = &header.settings
+        && settings.superseded.iter().any(|s| {
+            s.since > s.until
+                || matches!(
+                    s.policy,
+                    crate::ExpiryPolicy::Lifetime(d) | crate::ExpiryPolicy::Idle(d)
+                        if !d.is_positive()
+                )
+        })
+    {
+        return Err(invalid(
+            1,
+            "a superseded default must have a positive period and end after it began".into(),
+        ));
+    }
     Ok((header.settings, keys))
 }

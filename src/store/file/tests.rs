@@ -61,6 +61,7 @@ fn settings(n: usize) -> RingSettings {
         default_since: datetime!(2026-01-01 0:00 UTC),
         epoch: n as u64,
         revoked_all_at: None,
+        superseded: Vec::new(),
     }
 }
 
@@ -1587,6 +1588,45 @@ fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
     assert_eq!(State::of(&store), state);
 }
 
+/// Nor superseded defaults no change of the default could have written,
+/// while one that could be written comes through.
+#[test]
+fn an_import_refuses_a_superseded_default_no_change_could_write() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    let mut kept = settings(0);
+    kept.replace_default(ExpiryPolicy::Never, datetime!(2026-03-01 0:00 UTC));
+    store.save_settings(&kept).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let state = State::of(&store);
+    let negative = serde_json::to_value(ExpiryPolicy::Lifetime(-time::Duration::DAY)).unwrap();
+    for (field, value) in [
+        ("policy", negative),
+        ("since", serde_json::json!("2026-04-01T00:00:00Z")),
+    ] {
+        let mut edited_header = header.clone();
+        edited_header["settings"]["superseded"][0][field] = value;
+        let mut edited = lines.clone();
+        edited[0] = edited_header.to_string();
+        let edited = edited.join("\n") + "\n";
+        match store.import(edited.as_bytes(), ImportMode::Replace) {
+            Err(StoreError::InvalidImport { line: 1, reason }) => {
+                assert!(reason.contains("superseded default"), "{field}: {reason}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+        assert_eq!(State::of(&store), state, "{field}");
+    }
+    // The export as written imports, superseded defaults and all.
+    store.import(text.as_bytes(), ImportMode::Replace).unwrap();
+    assert_eq!(store.load_settings().unwrap(), Some(kept));
+}
+
 #[test]
 fn messages_name_the_file() {
     let p = Path::new("/srv/keys.kw");
@@ -2080,4 +2120,19 @@ fn a_crash_at_every_step_of_an_open_that_writes_a_slot_loses_nothing() {
             }
         }
     }
+}
+
+/// The defaults a ring keeps so that expired keys stay expired are part of
+/// the settings the file holds.
+#[test]
+fn superseded_defaults_survive_a_reopen() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    let mut kept = settings(1);
+    kept.replace_default(ExpiryPolicy::Never, datetime!(2026-03-01 0:00 UTC));
+    assert_eq!(kept.superseded.len(), 1);
+    store.save_settings(&kept).unwrap();
+    drop(store);
+    let reopened = open(&sim, FileStoreOptions::default()).unwrap();
+    assert_eq!(reopened.load_settings().unwrap(), Some(kept));
 }
