@@ -141,6 +141,9 @@ struct Shared<S> {
     writes: Mutex<()>,
     /// The ring settings as last read from or written to the store.
     settings: RwLock<RingSettings>,
+    /// Their revoke-all instant (`NOT_YET` for none), read by the token
+    /// checks without a lock. Like the epoch, it only moves forward.
+    revoked_all_at: AtomicI64,
     /// Their revoke-all epoch, read on every verify without a lock.
     epoch: AtomicU64,
     /// Their default policy, read on every verify without a lock.
@@ -296,6 +299,9 @@ impl<S: KeyStore> Shared<S> {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         self.epoch.fetch_max(settings.epoch, Ordering::AcqRel);
+        if let Some(at) = settings.revoked_all_at {
+            self.revoked_all_at.fetch_max(nanos(at), Ordering::AcqRel);
+        }
         if seen.is_some_and(|seen| seen != self.installed.load(Ordering::Acquire)) {
             return false;
         }
@@ -536,6 +542,7 @@ impl KeyRingBuilder {
         let shared = Arc::new(Shared {
             store,
             writes: Mutex::new(()),
+            revoked_all_at: AtomicI64::new(settings.revoked_all_at.map_or(NOT_YET, nanos)),
             epoch: AtomicU64::new(settings.epoch),
             default: HotDefault::new(&settings),
             settings: RwLock::new(settings),
@@ -968,6 +975,14 @@ fn predates_regeneration(entry: &StoredKey, claims: &AccessClaims) -> bool {
     regenerated.is_some_and(|at| nanos(claims.issued_at) <= at)
 }
 
+/// Whether a token was exchanged at or before the ring's last revoke-all
+/// (as the ring last loaded its settings), which revoked the key it was
+/// exchanged for. Tokens carry whole seconds: one issued in the second of
+/// the revoke-all counts as before it (fail closed).
+fn predates_revoke_all<S: KeyStore>(shared: &Shared<S>, claims: &AccessClaims) -> bool {
+    nanos(claims.issued_at) <= shared.revoked_all_at.load(Ordering::Acquire)
+}
+
 fn whole_second(n: Nanos) -> Nanos {
     n - n.rem_euclid(1_000_000_000)
 }
@@ -1113,7 +1128,10 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Revokes every key in the ring at once, in one settings write however
     /// many keys there are: it raises the ring's epoch, and keys issued in an
-    /// earlier epoch no longer verify. Keys issued afterwards work. Refused
+    /// earlier epoch no longer verify, nor do access tokens issued up to the
+    /// end of its second, even in the plain
+    /// [`verify_access_token`](Self::verify_access_token). Keys issued
+    /// afterwards work. Refused
     /// with [`Error::InvalidInput`], changing nothing, when the epoch
     /// (a `u64`, raised by one each time) is already at its maximum, which
     /// only edited settings reach.
@@ -1463,10 +1481,18 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     /// Checks an access token: shape, signature (constant time), expiry.
-    /// No store lookup: a token of a key revoked since its exchange still
-    /// works until it expires (minutes); use
+    /// No store lookup: a token of a key revoked, disabled or regenerated
+    /// since its exchange still works until it expires (minutes); use
     /// [`verify_access_token_strict`](Self::verify_access_token_strict) to
     /// refuse it at once.
+    ///
+    /// A [`revoke_all`](Self::revoke_all) is the exception: its instant is
+    /// held in the ring's settings, in memory, and every token issued at or
+    /// before it is refused as [`VerifyError::Revoked`]. Tokens carry whole
+    /// seconds, so one exchanged in the second of the revoke-all is refused
+    /// too, even for a key issued after it. Another ring on the same store
+    /// sees the revoke-all when it reloads its settings (within a second
+    /// with its background thread, else on [`refresh`](Self::refresh)).
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let outcome = self.check_token(token);
         if let Err(e) = &outcome {
@@ -1499,6 +1525,9 @@ impl<S: KeyStore> KeyRing<S> {
         let outcome = self.signer.open(&self.prefix, token).and_then(|claims| {
             if self.clock.now() >= claims.expires_at {
                 return Err(VerifyError::Expired);
+            }
+            if predates_revoke_all(&self.shared, &claims) {
+                return Err(VerifyError::Revoked);
             }
             let entry = self
                 .store()
@@ -1553,6 +1582,11 @@ impl<S: KeyStore> KeyRing<S> {
         let claims = self.signer.open(&self.prefix, token)?;
         if self.clock.now() >= claims.expires_at {
             return Err(VerifyError::Expired);
+        }
+        // The revoke-all instant is in memory: the emergency stop reaches
+        // tokens without a store lookup.
+        if predates_revoke_all(&self.shared, &claims) {
+            return Err(VerifyError::Revoked);
         }
         if claims.bound {
             // Bindings need the request: see `verify_access_token_with`.

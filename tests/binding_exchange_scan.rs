@@ -1463,26 +1463,35 @@ fn strict_verification_follows_the_parent_key_while_the_plain_one_does_not() {
     ring.enable(disabled.0.key.id()).expect("enable");
     ring.verify_access_token_strict(disabled.1.expose())
         .expect("enabled again");
-    // A revoke-all revokes every parent.
+    // A revoke-all revokes every parent, and (the one thing the plain
+    // check sees, from the ring's settings) the tokens issued before it.
     ring.revoke_all().expect("revoke all");
     assert_eq!(
         refused(ring.verify_access_token_strict(fine.1.expose())),
         VerifyError::Revoked
     );
-    ring.verify_access_token(fine.1.expose())
-        .expect("non-strict after revoke-all");
+    assert_eq!(
+        refused(ring.verify_access_token(fine.1.expose())),
+        VerifyError::Revoked
+    );
 }
 
-/// Counts `lookup` calls, to prove which paths consult the store.
+/// Counts `lookup` and `load_settings` calls, to prove which paths
+/// consult the store.
 #[derive(Debug, Default)]
 struct CountingStore {
     inner: MemoryStore,
     lookups: AtomicUsize,
+    settings_loads: AtomicUsize,
 }
 
 impl CountingStore {
     fn lookups(&self) -> usize {
         self.lookups.load(Ordering::SeqCst)
+    }
+
+    fn settings_loads(&self) -> usize {
+        self.settings_loads.load(Ordering::SeqCst)
     }
 }
 
@@ -1495,11 +1504,91 @@ impl KeyStore for CountingStore {
         self.inner.list(owner)
     }
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.settings_loads.fetch_add(1, Ordering::SeqCst);
         self.inner.load_settings()
     }
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.inner.apply(changes)
     }
+}
+
+/// `revoke_all` is the emergency stop: the plain token checks, which look
+/// nothing up, refuse as revoked every token issued at or before it, from
+/// the revoke-all instant the ring holds in its settings (no store read).
+/// Tokens carry whole seconds, so one exchanged in the second of the
+/// revoke-all (even for a key issued after it) is refused too: fail
+/// closed. Another ring on the same store refuses them once it has
+/// reloaded its settings.
+#[test]
+fn revoke_all_refuses_earlier_tokens_in_the_plain_checks() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(CountingStore::default());
+    let build = || {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .signing_key(1, SIGNING)
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .expect("ring")
+    };
+    let ring = build();
+    let other = build();
+    let old_key = invoices_key(&ring);
+    let before = ring
+        .exchange(old_key.secret.expose(), Duration::minutes(30))
+        .expect("exchange");
+
+    clock.set(T0 + Duration::milliseconds(500));
+    ring.revoke_all().expect("revoke all");
+    let new_key = invoices_key(&ring);
+    clock.set(T0 + Duration::milliseconds(700));
+    let same_second = ring
+        .exchange(new_key.secret.expose(), Duration::minutes(30))
+        .expect("a key issued after the revoke-all is exchanged");
+    assert_eq!(same_second.claims.issued_at, T0);
+    clock.set(T0 + Duration::seconds(1));
+    let next_second = ring
+        .exchange(new_key.secret.expose(), Duration::minutes(30))
+        .expect("exchange");
+
+    let (lookups, loads) = (store.lookups(), store.settings_loads());
+    for token in [&before, &same_second] {
+        assert_eq!(
+            refused(ring.verify_access_token(token.expose())),
+            VerifyError::Revoked
+        );
+    }
+    assert_eq!(
+        ring.verify_access_token(next_second.expose())
+            .expect("a token of the next second"),
+        next_second.claims
+    );
+    assert_eq!(
+        (store.lookups(), store.settings_loads()),
+        (lookups, loads),
+        "the plain check read the store"
+    );
+    // The strict checks agree.
+    for token in [&before, &same_second] {
+        assert_eq!(
+            refused(ring.verify_access_token_strict(token.expose())),
+            VerifyError::Revoked
+        );
+    }
+    ring.verify_access_token_strict(next_second.expose())
+        .expect("strict, next second");
+
+    // Another ring on the store, once it has reloaded the settings.
+    other.refresh().expect("refresh");
+    for token in [&before, &same_second] {
+        assert_eq!(
+            refused(other.verify_access_token(token.expose())),
+            VerifyError::Revoked
+        );
+    }
+    other
+        .verify_access_token(next_second.expose())
+        .expect("the other ring, next second");
 }
 
 #[test]
