@@ -1849,7 +1849,9 @@ impl<S: KeyStore> KeyRing<S> {
         Err(Error::Storage(StoreError::Duplicate(key.id)))
     }
 
-    /// The current record of `id`, refusing a revoked one.
+    /// The current record of `id`, refusing a revoked one. Judged by the
+    /// ring's epoch as it stands: reload the settings first (another ring
+    /// may have revoked every key).
     fn live_entry(&self, id: KeyId) -> Result<Arc<StoredKey>, Error> {
         let entry = self.store().lookup(id).ok_or(Error::NotFound(id))?;
         let revoked = entry.key.status == StatusCode::Revoked
@@ -2008,6 +2010,9 @@ impl<S: KeyStore> Acting<'_, S> {
 
     fn regenerate_locked(&self, id: KeyId) -> Result<Issued, Error> {
         let ring = self.ring;
+        // Another ring may have revoked every key: a new secret for such a
+        // key would be handed out for nothing (see `live_entry`).
+        ring.shared.refresh()?;
         let old = ring.live_entry(id)?;
         let generated = token::generate_with_id(&ring.prefix, id)?;
         let now_nanos = nanos(ring.clock.now());
@@ -2045,6 +2050,7 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
         redo_on_conflict(|| {
+            ring.shared.refresh()?;
             let entry = ring.live_entry(id)?;
             if entry.key.status() != from {
                 return Ok(());
@@ -2131,6 +2137,7 @@ impl<S: KeyStore> Acting<'_, S> {
 
     fn update_locked(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
         let ring = self.ring;
+        ring.shared.refresh()?;
         let entry = ring.live_entry(id)?;
         if let Some(scopes) = &change.scopes
             && !scopes.is_within(&entry.key.scopes, &ring.sensitive)

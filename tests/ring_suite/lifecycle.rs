@@ -2250,6 +2250,45 @@ fn revoke_all_reaches_another_ring_on_the_same_store() {
     assert_eq!(check(&b, &one), Err(VerifyError::Revoked));
 }
 
+/// `regenerate`, `update`, `disable` and `enable` reload the ring settings
+/// before they act, as `issue` and `rotate` do: on a ring that has not yet
+/// reloaded them (no background thread here; with one, for up to a
+/// second), a key another ring revoked with `revoke_all` is refused as
+/// revoked, and `regenerate` hands out no new secret for it.
+#[test]
+fn administrative_writes_see_another_rings_revoke_all_at_once() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let build = || {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let key = a.issue(NewKey::new("o")).unwrap();
+    let disabled = a.issue(NewKey::new("o")).unwrap();
+    a.disable(disabled.key.id()).unwrap();
+    a.revoke_all().unwrap();
+
+    let id = key.key.id();
+    assert!(
+        matches!(b.regenerate(id), Err(Error::Revoked(r)) if r == id),
+        "regenerate handed out a secret for a key revoked by another ring's revoke_all"
+    );
+    assert!(matches!(
+        b.update(id, KeyUpdate::new().name("renamed")),
+        Err(Error::Revoked(r)) if r == id
+    ));
+    assert!(matches!(b.disable(id), Err(Error::Revoked(r)) if r == id));
+    let off = disabled.key.id();
+    assert!(matches!(b.enable(off), Err(Error::Revoked(r)) if r == off));
+    // Nothing was written: the record keeps its secret and its name.
+    assert_eq!(stored(&b, id), key.key);
+    assert_eq!(check(&b, &key), Err(VerifyError::Revoked));
+}
+
 /// A store whose revoke-all epoch is already at its maximum (an edited
 /// export, say) cannot take another revoke-all: it is refused, with
 /// nothing written and no event, rather than overflow (a panic, or in a
