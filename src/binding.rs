@@ -192,8 +192,13 @@ pub enum Binding {
     ClientCertificate,
     /// The peer address was missing or outside the allowed networks.
     Network,
-    /// A token of a bound key was checked without the request it came
-    /// with.
+    /// A token of a bound key was checked by
+    /// [`verify_access_token`](crate::KeyRing::verify_access_token), which
+    /// takes no request and looks no key up, so it cannot check bindings.
+    /// The strict checks look the key's bindings up and, as `verify` does
+    /// for the key itself, report the one the request lacks
+    /// (`ClientCertificate`, `Network`), also when given no request
+    /// ([`verify_access_token_strict`](crate::KeyRing::verify_access_token_strict)).
     NotPresented,
 }
 

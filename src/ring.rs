@@ -1506,6 +1506,36 @@ impl<S: KeyStore> KeyRing<S> {
     /// lookup, no I/O. The claims' scopes come back narrowed to what the
     /// key still grants (an [`update`](Self::update) may have narrowed its
     /// scopes since the exchange).
+    ///
+    /// It checks the key's bindings against an empty request, as
+    /// [`verify`](Self::verify) does for the key itself: a token of a bound
+    /// key is refused with the binding the request lacks,
+    /// [`Binding::ClientCertificate`] or [`Binding::Network`] (the plain
+    /// check, which cannot look the bindings up, says
+    /// [`Binding::NotPresented`]). Check such a token with its request
+    /// through [`verify_access_token_with`](Self::verify_access_token_with).
+    ///
+    /// ```
+    /// use keyward::{Binding, CertFingerprint, KeyRing, MemoryStore, NewKey, RequestContext};
+    /// use keyward::{TokenRequest, VerifyError};
+    /// let ring = KeyRing::builder("acme").signing_key(1, [7; 32]).build(MemoryStore::new())?;
+    /// let cert = CertFingerprint::of_der(b"client certificate");
+    /// let issued = ring.issue(NewKey::new("acct_42").client_cert(cert))?;
+    /// let request = RequestContext::new().client_cert(cert);
+    /// let token = ring.exchange_with(
+    ///     issued.secret.expose(),
+    ///     TokenRequest::new().context(request),
+    /// )?;
+    /// let lacking = VerifyError::BindingMismatch(Binding::ClientCertificate);
+    /// assert_eq!(ring.verify(issued.secret.expose()).unwrap_err(), lacking);
+    /// assert_eq!(ring.verify_access_token_strict(token.expose()).unwrap_err(), lacking);
+    /// assert_eq!(
+    ///     ring.verify_access_token(token.expose()).unwrap_err(),
+    ///     VerifyError::BindingMismatch(Binding::NotPresented),
+    /// );
+    /// assert!(ring.verify_access_token_with(token.expose(), request).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn verify_access_token_strict(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         self.verify_access_token_with(token, RequestContext::new())
     }

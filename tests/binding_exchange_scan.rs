@@ -2787,7 +2787,10 @@ fn a_token_of_a_bound_key_needs_the_bindings_again() {
         .exchange_with(issued.secret.expose(), TokenRequest::new().context(inside))
         .unwrap();
     assert!(token.claims.bound);
-    // Without the request, a bound token is refused by both plain checks.
+    // Without the request, a bound token is refused by both checks that
+    // take none: the plain one cannot see the bindings (`NotPresented`);
+    // the strict one checks them against no request and names the one
+    // missing, as `verify` does for the key itself.
     assert_eq!(
         ring.verify_access_token(token.expose()).unwrap_err(),
         VerifyError::BindingMismatch(Binding::NotPresented)
@@ -2795,6 +2798,28 @@ fn a_token_of_a_bound_key_needs_the_bindings_again() {
     assert_eq!(
         ring.verify_access_token_strict(token.expose()).unwrap_err(),
         VerifyError::BindingMismatch(Binding::ClientCertificate)
+    );
+    assert_eq!(
+        ring.verify_access_token_strict(token.expose()).unwrap_err(),
+        ring.verify(issued.secret.expose()).unwrap_err()
+    );
+    let networked = ring
+        .issue(NewKey::new("acct_1").allow_network(net("10.0.0.0/8")))
+        .unwrap();
+    let networked_token = ring
+        .exchange_with(
+            networked.secret.expose(),
+            TokenRequest::new().context(RequestContext::new().peer_addr(ip("10.1.2.3"))),
+        )
+        .unwrap();
+    assert_eq!(
+        ring.verify_access_token_strict(networked_token.expose())
+            .unwrap_err(),
+        VerifyError::BindingMismatch(Binding::Network)
+    );
+    assert_eq!(
+        ring.verify(networked.secret.expose()).unwrap_err(),
+        VerifyError::BindingMismatch(Binding::Network)
     );
     // With it, the key's bindings are checked as for the key itself.
     assert!(
