@@ -42,6 +42,8 @@ pub(crate) const MAX_CLAIMS: usize = 4096;
 /// Longest token text accepted.
 pub(crate) const MAX_TOKEN_LEN: usize =
     token::MAX_PREFIX_LEN + 2 + FIXED_LEN + MAX_CLAIMS.div_ceil(CHUNK_BYTES) * CHUNK_CHARS;
+/// Why a token is refused on a clock before 1970.
+pub(crate) const BEFORE_1970: &str = "an access token cannot carry a time before 1970";
 /// The purpose string of MAC keys.
 const CONTEXT: &str = "keyward 2026-11-27 access token mac v1";
 
@@ -166,11 +168,7 @@ impl Signer {
         // than sign a time it would read differently.
         let (issued, expires) = match (seconds(claims.issued_at), seconds(claims.expires_at)) {
             (Some(issued), Some(expires)) => (issued, expires),
-            _ => {
-                return Err(Error::InvalidInput(
-                    "an access token cannot carry a time before 1970",
-                ));
-            }
+            _ => return Err(Error::InvalidInput(BEFORE_1970)),
         };
         // Room for the whole token at once: no reallocation leaves a copy
         // of its text behind in freed memory.

@@ -983,8 +983,9 @@ fn predates_revoke_all<S: KeyStore>(shared: &Shared<S>, claims: &AccessClaims) -
     nanos(claims.issued_at) <= shared.revoked_all_at.load(Ordering::Acquire)
 }
 
+/// The start of `n`'s second, or the earliest time there is.
 fn whole_second(n: Nanos) -> Nanos {
-    n - n.rem_euclid(1_000_000_000)
+    n.saturating_sub(n.rem_euclid(1_000_000_000))
 }
 
 /// The state of a key at an instant, for listings and filters.
@@ -1414,7 +1415,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// Trades a valid API key for an access token: the key is verified with
     /// the request's context (bindings, scope requirement), so a revoked,
     /// disabled or expired key gets none. The token's scopes may be narrowed,
-    /// never widened.
+    /// never widened. On a clock before 1970, which no token can carry, the
+    /// exchange is refused with [`Error::InvalidInput`].
     pub fn exchange_with(
         &self,
         presented: &str,
@@ -1458,6 +1460,12 @@ impl<S: KeyStore> KeyRing<S> {
         let ttl = request.ttl.unwrap_or(DEFAULT_TOKEN_TTL);
         if !ttl.is_positive() {
             return Err(Error::InvalidInput("a token lifetime must be positive"));
+        }
+        // A token carries no time before 1970 (the signer refuses one), and
+        // before 1677 the ring's nanosecond times hold none: refuse here,
+        // before rounding such a reading.
+        if now < OffsetDateTime::UNIX_EPOCH {
+            return Err(Error::InvalidInput(crate::access::BEFORE_1970));
         }
         let issued = whole_second(nanos(now));
         // Tokens carry whole seconds: round the end down, never past a cap.

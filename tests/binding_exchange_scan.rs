@@ -3054,6 +3054,30 @@ fn no_token_is_signed_on_a_clock_before_1970() {
     );
 }
 
+/// Before 1677 a clock reading is below what the ring's nanosecond times
+/// hold: an exchange there is refused like one before 1970, with an error
+/// and no panic (it overflowed rounding the time to whole seconds).
+#[test]
+fn no_token_is_signed_on_a_clock_before_1677() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    for at in [
+        datetime!(1677-09-21 00:12:43 UTC),
+        datetime!(1600-01-01 00:00 UTC),
+        datetime!(-9999-01-01 00:00 UTC),
+    ] {
+        clock.set(at);
+        let err = ring
+            .exchange(issued.secret.expose(), Duration::minutes(5))
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidInput(m) if m.contains("1970")),
+            "{at}: {err:?}"
+        );
+    }
+}
+
 /// Regenerates a key when the ring reports the exchange's successful key
 /// check, then moves the clock on a second: a regeneration that lands
 /// between the check of the old secret and the signing of the token.
