@@ -19,7 +19,7 @@ use std::fmt;
 
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, MalformedReason, VerifyError};
 use crate::scope::ScopeSet;
@@ -104,17 +104,20 @@ impl Drop for AccessToken {
 
 impl ZeroizeOnDrop for AccessToken {}
 
-/// The MAC keys of a ring, by signing key id.
+/// The MAC keys of a ring, by signing key id, wiped on drop.
 pub(crate) struct Signer {
     current: Option<u8>,
-    keys: Vec<(u8, [u8; 32])>,
+    keys: Vec<(u8, Zeroizing<[u8; 32]>)>,
 }
 
 impl Signer {
-    pub(crate) fn new() -> Signer {
+    /// A signer with room for `capacity` keys: adding no more than that
+    /// never reallocates, which would leave a copy of the keys in freed
+    /// memory.
+    pub(crate) fn with_capacity(capacity: usize) -> Signer {
         Signer {
             current: None,
-            keys: Vec::new(),
+            keys: Vec::with_capacity(capacity),
         }
     }
 
@@ -133,12 +136,18 @@ impl Signer {
         if self.keys.iter().any(|(k, _)| *k == id) {
             return Err(Error::InvalidInput("each signing key needs its own id"));
         }
-        let mut material = zeroize::Zeroizing::new(Vec::with_capacity(32 + prefix.len()));
+        let mut material = Zeroizing::new(Vec::with_capacity(32 + prefix.len()));
         material.extend_from_slice(key);
         material.extend_from_slice(prefix.as_bytes());
-        let derived = blake3::derive_key(CONTEXT, &material);
-        self.keys.retain(|(k, _)| *k != id);
-        self.keys.push((id, derived));
+        // Derived straight into its wiped slot (`blake3::derive_key` would
+        // return it through a local that nothing wipes).
+        self.keys.push((id, Zeroizing::new([0; 32])));
+        if let Some((_, slot)) = self.keys.last_mut() {
+            blake3::Hasher::new_derive_key(CONTEXT)
+                .update(&material)
+                .finalize_xof()
+                .fill(&mut slot[..]);
+        }
         if current {
             self.current = Some(id);
         }
@@ -146,7 +155,10 @@ impl Signer {
     }
 
     fn key(&self, id: u8) -> Option<&[u8; 32]> {
-        self.keys.iter().find(|(k, _)| *k == id).map(|(_, key)| key)
+        self.keys
+            .iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, key)| &**key)
     }
 
     /// Issues a token for `claims`.
@@ -223,14 +235,6 @@ impl fmt::Debug for Signer {
             .field("current", &self.current)
             .field("key_ids", &ids)
             .finish()
-    }
-}
-
-impl Drop for Signer {
-    fn drop(&mut self) {
-        for (_, key) in &mut self.keys {
-            key.zeroize();
-        }
     }
 }
 
@@ -420,4 +424,35 @@ fn push_fixed(text: &mut String, value: u128, width: usize) {
     let mut digits = [0u8; 22];
     encode_fixed(value, &mut digits[..width]);
     text.extend(digits[..width].iter().map(|&b| char::from(b)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The MAC keys are derived in place, as `blake3::derive_key` would
+    /// derive them, into a list that never reallocates (which would leave
+    /// copies of them in freed memory).
+    #[test]
+    fn signing_keys_are_derived_in_place_without_reallocation() {
+        let mut signer = Signer::with_capacity(8);
+        let buffer = signer.keys.as_ptr();
+        for id in 0..8u8 {
+            signer.add(id, &[id; 32], "acme", id == 7).unwrap();
+        }
+        assert_eq!(signer.keys.as_ptr(), buffer, "the key list reallocated");
+        for id in 0..8u8 {
+            let mut material = [id; 32].to_vec();
+            material.extend_from_slice(b"acme");
+            assert_eq!(
+                signer.key(id),
+                Some(&blake3::derive_key(CONTEXT, &material))
+            );
+        }
+        assert!(matches!(
+            signer.add(3, &[0; 32], "acme", false),
+            Err(Error::InvalidInput(_))
+        ));
+        assert_eq!(signer.keys.len(), 8);
+    }
 }

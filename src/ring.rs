@@ -355,6 +355,11 @@ impl<S: KeyStore> Shared<S> {
     }
 }
 
+/// A signing key in its own allocation, wiped on drop: the builder's list
+/// may reallocate as keys are added, which would leave copies of keys held
+/// inline in freed memory.
+type BoxedKey = Box<zeroize::Zeroizing<[u8; 32]>>;
+
 /// Configures a [`KeyRing`]; made by [`KeyRing::builder`].
 #[must_use]
 pub struct KeyRingBuilder {
@@ -368,7 +373,7 @@ pub struct KeyRingBuilder {
     max_lifetime: Option<Duration>,
     default_expiry: ExpiryPolicy,
     flush_interval: Option<std::time::Duration>,
-    signing_keys: Vec<(u8, zeroize::Zeroizing<[u8; 32]>, bool)>,
+    signing_keys: Vec<(u8, BoxedKey, bool)>,
     max_token_ttl: Duration,
 }
 
@@ -483,7 +488,7 @@ impl KeyRingBuilder {
     /// [`KeyRing::exchange`].
     pub fn signing_key(mut self, id: u8, key: [u8; 32]) -> Self {
         self.signing_keys
-            .push((id, zeroize::Zeroizing::new(key), true));
+            .push((id, Box::new(zeroize::Zeroizing::new(key)), true));
         self
     }
 
@@ -491,7 +496,7 @@ impl KeyRingBuilder {
     /// expire), but no new token is signed with it. For rolling the key.
     pub fn accept_signing_key(mut self, id: u8, key: [u8; 32]) -> Self {
         self.signing_keys
-            .push((id, zeroize::Zeroizing::new(key), false));
+            .push((id, Box::new(zeroize::Zeroizing::new(key)), false));
         self
     }
 
@@ -505,7 +510,7 @@ impl KeyRingBuilder {
     pub fn build<S: KeyStore + 'static>(self, store: S) -> Result<KeyRing<S>, Error> {
         let prefix = Prefix::new(&self.prefix)?;
         let hasher = Hasher::new(self.pepper.as_deref(), prefix.as_str());
-        let mut signer = Signer::new();
+        let mut signer = Signer::with_capacity(self.signing_keys.len());
         for (id, key, current) in &self.signing_keys {
             signer.add(*id, key, prefix.as_str(), *current)?;
         }
@@ -574,6 +579,24 @@ impl KeyRingBuilder {
             max_lifetime: self.max_lifetime,
             background,
         })
+    }
+}
+
+#[cfg(test)]
+mod builder_tests {
+    use super::*;
+
+    /// Each signing key stays where the builder first put it, however many
+    /// are added: growing the list moves no key, so none is left behind in
+    /// freed memory.
+    #[test]
+    fn builder_signing_keys_never_move() {
+        let mut builder = KeyRing::builder("acme").signing_key(0, [1; 32]);
+        let first: *const [u8; 32] = &**builder.signing_keys[0].1;
+        for id in 1..100u8 {
+            builder = builder.accept_signing_key(id, [id; 32]);
+        }
+        assert!(std::ptr::eq(first, &**builder.signing_keys[0].1));
     }
 }
 
