@@ -61,10 +61,13 @@ pub struct AccessClaims {
     pub issued_at: OffsetDateTime,
     /// When it stops working (to the second).
     pub expires_at: OffsetDateTime,
-    /// Whether the key was bound (to a client certificate or networks): such
-    /// a token verifies only with a request context, through
+    /// Whether the key was bound (to a client certificate or networks) when
+    /// the token was exchanged: the plain check refuses such a token
+    /// ([`Binding::NotPresented`](crate::Binding::NotPresented)); it
+    /// verifies with a request context, through
     /// [`KeyRing::verify_access_token_with`](crate::KeyRing::verify_access_token_with),
-    /// which checks the key's bindings again.
+    /// which checks the key's bindings as they stand (so once an
+    /// administrator has removed them, there is nothing left to present).
     pub bound: bool,
 }
 

@@ -336,7 +336,8 @@ pub fn check_batch_sees_earlier_changes<S: KeyStore>(store: &S) {
 /// Settings round-trip, the last write wins, except that the revoke-all
 /// epoch never moves back: a write with a lower epoch keeps the stored
 /// epoch and its `revoked_all_at` (a stale copy must not undo a
-/// `revoke_all`), and takes the rest.
+/// `revoke_all`), and takes the rest; and the superseded defaults of the
+/// stored settings are kept (see [`RingSettings::written_over`]).
 pub fn check_settings<S: KeyStore>(store: &S) {
     store
         .save_settings(&sample_settings(1))
@@ -363,6 +364,23 @@ pub fn check_settings<S: KeyStore>(store: &S) {
             ..settings_revoked(5, first, 7)
         }),
         "a settings write with a lower epoch moved the revoke-all epoch back"
+    );
+
+    // A default replaced while keys had expired under it is kept, so they
+    // stay expired; a write from a ring that has not seen the change must
+    // not drop it (and bring those keys back).
+    let mut changed = settings_revoked(5, first, 7);
+    changed.replace_default(ExpiryPolicy::Never, datetime!(2026-04-01 0:00 UTC));
+    assert_eq!(changed.superseded.len(), 1);
+    store.save_settings(&changed).expect("save_settings");
+    store
+        .save_settings(&settings_revoked(5, first, 7))
+        .expect("save_settings");
+    let kept = store.load_settings().expect("load_settings");
+    assert_eq!(
+        kept.map(|s| s.superseded),
+        Some(changed.superseded),
+        "a settings write from a stale copy dropped a superseded default"
     );
 }
 

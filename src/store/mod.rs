@@ -32,7 +32,10 @@
 //!   one [`RingSettings`] value per store, durable like a key write. The
 //!   revoke-all epoch never moves backwards: a settings write carrying a
 //!   lower epoch than the stored one keeps the stored epoch (and its
-//!   instant), so a ring with stale settings cannot undo a `revoke_all`.
+//!   instant), so a ring with stale settings cannot undo a `revoke_all`;
+//!   nor can it drop the replaced defaults kept so that keys expired under
+//!   them stay expired. A store keeps
+//!   [`new.written_over(current)`](RingSettings::written_over).
 
 pub mod conformance;
 mod file;
@@ -223,6 +226,57 @@ impl Superseded {
 }
 
 impl RingSettings {
+    /// What a store keeps when these settings are written over `current`
+    /// (the settings it holds, if any): these, except that nothing a ring
+    /// with a stale copy could undo is lost. The revoke-all epoch (and its
+    /// instant) never move backwards, so a stale copy cannot undo another
+    /// ring's `revoke_all`; and the defaults kept because keys had expired
+    /// under them are kept from both, so a stale copy cannot bring those
+    /// keys back. A [`KeyStore`] calls it under the lock its writes take.
+    #[must_use]
+    pub fn written_over(mut self, current: Option<&RingSettings>) -> RingSettings {
+        let Some(current) = current else {
+            return self;
+        };
+        if current.epoch > self.epoch {
+            self.epoch = current.epoch;
+            self.revoked_all_at = current.revoked_all_at;
+        }
+        let missing: Vec<Superseded> = current
+            .superseded
+            .iter()
+            .filter(|s| !self.superseded.contains(s))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            self.superseded.extend(missing);
+            self.superseded.sort_by_key(|s| s.until);
+            self.prune_superseded();
+        }
+        self
+    }
+
+    /// Drops superseded defaults, oldest first, while more than
+    /// [`SUPERSEDED_KEPT`] are kept and one of them is covered by another
+    /// of its kind with a bar as high: that one keeps every key the dropped
+    /// one did expired (only the instant reported for them may move later).
+    fn prune_superseded(&mut self) {
+        fn covers(newer: &Superseded, older: &Superseded) -> bool {
+            let higher = |a: Option<OffsetDateTime>, b: Option<OffsetDateTime>| matches!((a, b), (Some(a), Some(b)) if a >= b);
+            higher(newer.expired_created_by(), older.expired_created_by())
+                || higher(newer.expired_idle_by(), older.expired_idle_by())
+        }
+        while self.superseded.len() > SUPERSEDED_KEPT {
+            let kept = &self.superseded;
+            let Some(covered) = (0..kept.len())
+                .find(|&i| (0..kept.len()).any(|j| j != i && covers(&kept[j], &kept[i])))
+            else {
+                return;
+            };
+            self.superseded.remove(covered);
+        }
+    }
+
     /// Replaces the default policy at `now`, keeping the old one among the
     /// superseded if keys had expired under it that no policy kept so far
     /// covers.
@@ -236,23 +290,9 @@ impl RingSettings {
             bar.is_some_and(|bar| kept.is_none_or(|kept| bar > kept))
         };
         let (created_by, idle_by) = self.expired_bars();
-        let by_creation = raises(old.expired_created_by(), created_by);
-        if by_creation || raises(old.expired_idle_by(), idle_by) {
+        if raises(old.expired_created_by(), created_by) || raises(old.expired_idle_by(), idle_by) {
             self.superseded.push(old);
-            if self.superseded.len() > SUPERSEDED_KEPT {
-                // The oldest of the new one's kind: the new one's bar is
-                // higher, so it covers every key that one did.
-                let same_kind = |s: &Superseded| {
-                    if by_creation {
-                        s.expired_created_by().is_some()
-                    } else {
-                        s.expired_idle_by().is_some()
-                    }
-                };
-                if let Some(oldest) = self.superseded.iter().position(same_kind) {
-                    self.superseded.remove(oldest);
-                }
-            }
+            self.prune_superseded();
         }
         self.default_expiry = policy;
         self.default_since = now;
@@ -429,20 +469,10 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     }
 }
 
-/// The settings a store keeps when `new` is written over `current`: `new`,
-/// except that the revoke-all epoch (and its instant) never move backwards,
-/// so a ring holding stale settings cannot undo another's `revoke_all`.
-pub(crate) fn merge_settings(
-    current: Option<&RingSettings>,
-    mut new: RingSettings,
-) -> RingSettings {
-    if let Some(current) = current
-        && current.epoch > new.epoch
-    {
-        new.epoch = current.epoch;
-        new.revoked_all_at = current.revoked_all_at;
-    }
-    new
+/// The settings a store keeps when `new` is written over `current` (see
+/// [`RingSettings::written_over`]).
+pub(crate) fn merge_settings(current: Option<&RingSettings>, new: RingSettings) -> RingSettings {
+    new.written_over(current)
 }
 
 /// Checks a batch against the current records: the error `apply` must
@@ -571,6 +601,23 @@ mod tests {
         // A key created just after an early change is still known expired.
         let early = datetime!(2026-01-05 0:00 UTC);
         assert!(s.expired_under_superseded(early, early).is_some());
+    }
+
+    /// Two rings that each replaced the default from the same stale copy:
+    /// the store keeps both rings' superseded defaults, in order.
+    #[test]
+    fn a_write_over_settings_keeps_the_superseded_defaults_of_both() {
+        let base = settings(ExpiryPolicy::days(1));
+        let mut first = base.clone();
+        first.replace_default(ExpiryPolicy::Never, datetime!(2026-02-01 0:00 UTC));
+        let mut second = base.clone();
+        second.replace_default(ExpiryPolicy::days(2), datetime!(2026-03-01 0:00 UTC));
+        let kept = second.clone().written_over(Some(&first));
+        assert_eq!(kept.default_expiry, ExpiryPolicy::days(2));
+        assert_eq!(kept.superseded, [first.superseded[0], second.superseded[0]]);
+        // Written again over itself, nothing doubles.
+        assert_eq!(kept.clone().written_over(Some(&kept)), kept);
+        assert_eq!(base.clone().written_over(None), base);
     }
 
     #[test]
