@@ -1503,17 +1503,18 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
     // default wrote after the one it replaced had been in force.
     if let Some(settings) = &header.settings
         && settings.superseded.iter().any(|s| {
-            s.since > s.until
-                || matches!(
-                    s.policy,
-                    crate::ExpiryPolicy::Lifetime(d) | crate::ExpiryPolicy::Idle(d)
-                        if !d.is_positive()
-                )
+            matches!(
+                s.policy,
+                crate::ExpiryPolicy::Lifetime(d) | crate::ExpiryPolicy::Idle(d)
+                    if !d.is_positive()
+            )
         })
     {
+        // (A superseded default may end before it began: the clock can
+        // step back between two changes.)
         return Err(invalid(
             1,
-            "a superseded default must have a positive period and end after it began".into(),
+            "a superseded default period must be positive".into(),
         ));
     }
     Ok((header.settings, keys))

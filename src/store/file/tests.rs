@@ -1604,24 +1604,29 @@ fn an_import_refuses_a_superseded_default_no_change_could_write() {
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     let state = State::of(&store);
-    let negative = serde_json::to_value(ExpiryPolicy::Lifetime(-time::Duration::DAY)).unwrap();
-    for (field, value) in [
-        ("policy", negative),
-        ("since", serde_json::json!("2026-04-01T00:00:00Z")),
-    ] {
+    let edit = |field: &str, value: serde_json::Value| {
         let mut edited_header = header.clone();
         edited_header["settings"]["superseded"][0][field] = value;
         let mut edited = lines.clone();
         edited[0] = edited_header.to_string();
-        let edited = edited.join("\n") + "\n";
-        match store.import(edited.as_bytes(), ImportMode::Replace) {
-            Err(StoreError::InvalidImport { line: 1, reason }) => {
-                assert!(reason.contains("superseded default"), "{field}: {reason}");
-            }
-            other => panic!("{field}: {other:?}"),
+        edited.join("\n") + "\n"
+    };
+    let negative = serde_json::to_value(ExpiryPolicy::Lifetime(-time::Duration::DAY)).unwrap();
+    match store.import(edit("policy", negative).as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line: 1, reason }) => {
+            assert!(reason.contains("superseded default"), "{reason}");
         }
-        assert_eq!(State::of(&store), state, "{field}");
+        other => panic!("{other:?}"),
     }
+    assert_eq!(State::of(&store), state);
+    // One that ends before it began is what a clock stepping back between
+    // two changes writes: it comes through.
+    let stepped_back = edit("since", serde_json::json!("2026-04-01T00:00:00Z"));
+    store
+        .import(stepped_back.as_bytes(), ImportMode::Replace)
+        .unwrap();
+    let imported = store.load_settings().unwrap().unwrap();
+    assert_eq!(imported.superseded[0].since, datetime!(2026-04-01 0:00 UTC));
     // The export as written imports, superseded defaults and all.
     store.import(text.as_bytes(), ImportMode::Replace).unwrap();
     assert_eq!(store.load_settings().unwrap(), Some(kept));
