@@ -73,8 +73,35 @@ enum Op {
     Advance {
         hours: i64,
     },
-    /// `None`: never.
-    SetDefault(Option<i64>),
+    SetDefault(DefaultOp),
+}
+
+/// A default policy to set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum DefaultOp {
+    Never,
+    Days(i64),
+    IdleHours(i64),
+    /// A fixed instant this many hours from now.
+    AtHours(i64),
+}
+
+/// The ring default as the model keeps it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum MDefault {
+    Never,
+    Days(i64),
+    IdleHours(i64),
+    At(OffsetDateTime),
+}
+
+fn default_op() -> impl Strategy<Value = DefaultOp> {
+    prop_oneof![
+        1 => Just(DefaultOp::Never),
+        3 => (1i64..10).prop_map(DefaultOp::Days),
+        2 => (1i64..48).prop_map(DefaultOp::IdleHours),
+        2 => (1i64..96).prop_map(DefaultOp::AtHours),
+    ]
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -100,7 +127,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::RevokeAll),
         1 => any::<Pick>().prop_map(Op::Delete),
         4 => (0i64..72).prop_map(|hours| Op::Advance { hours }),
-        2 => proptest::option::weighted(0.8, 1i64..10).prop_map(Op::SetDefault),
+        3 => default_op().prop_map(Op::SetDefault),
     ]
 }
 
@@ -142,8 +169,7 @@ struct MKey {
 #[derive(Debug, Clone)]
 struct Model {
     now: OffsetDateTime,
-    /// Days of the ring default; `None` for never.
-    default_days: Option<i64>,
+    default: MDefault,
     default_since: OffsetDateTime,
     epoch: u64,
     keys: Vec<MKey>,
@@ -196,7 +222,7 @@ impl Model {
     fn new() -> Model {
         Model {
             now: T0,
-            default_days: None,
+            default: MDefault::Never,
             default_since: T0,
             epoch: 0,
             keys: Vec::new(),
@@ -222,13 +248,24 @@ impl Model {
     /// The key's deadline and its idle end, before any rotation grace.
     fn ends(&self, k: &MKey) -> (Option<OffsetDateTime>, Option<OffsetDateTime>) {
         match k.policy {
-            Policy::Default => (
-                k.expired_under_old_default.or_else(|| {
-                    self.default_days
-                        .map(|d| k.created.max(self.default_since) + Duration::days(d))
-                }),
-                None,
-            ),
+            Policy::Default => {
+                if k.expired_under_old_default.is_some() {
+                    return (k.expired_under_old_default, None);
+                }
+                let last_active = k.last_used.unwrap_or(k.created).max(k.created);
+                match self.default {
+                    MDefault::Never => (None, None),
+                    MDefault::Days(d) => (
+                        Some(k.created.max(self.default_since) + Duration::days(d)),
+                        None,
+                    ),
+                    MDefault::IdleHours(h) => (
+                        None,
+                        Some(last_active.max(self.default_since) + Duration::hours(h)),
+                    ),
+                    MDefault::At(at) => (Some(at), None),
+                }
+            }
             Policy::Days(_) => (k.deadline, None),
             Policy::IdleHours(h) => {
                 let last_active = k.last_used.unwrap_or(k.created).max(k.created);
@@ -533,15 +570,26 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 clock.advance(Duration::hours(*hours));
                 model.now += Duration::hours(*hours);
             }
-            Op::SetDefault(days) => {
-                let policy = days.map_or(ExpiryPolicy::Never, ExpiryPolicy::days);
+            Op::SetDefault(op) => {
+                let (policy, want) = match *op {
+                    DefaultOp::Never => (ExpiryPolicy::Never, MDefault::Never),
+                    DefaultOp::Days(d) => (ExpiryPolicy::days(d), MDefault::Days(d)),
+                    DefaultOp::IdleHours(h) => (
+                        ExpiryPolicy::Idle(Duration::hours(h)),
+                        MDefault::IdleHours(h),
+                    ),
+                    DefaultOp::AtHours(h) => {
+                        let at = model.now + Duration::hours(h);
+                        (ExpiryPolicy::At(at), MDefault::At(at))
+                    }
+                };
                 if let Err(e) = ring.set_default_expiry(policy) {
                     return Err(TestCaseError::fail(format!(
                         "step {step}: set_default_expiry: {e}"
                     )));
                 }
                 // Setting the default in force is no change.
-                if model.default_days != *days {
+                if model.default != want {
                     // A key that expired under the old default stays
                     // expired, at the instant it did.
                     let now = model.now;
@@ -549,14 +597,32 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                         .keys
                         .iter()
                         .map(|k| match k.policy {
-                            Policy::Default => model.ends(k).0.filter(|at| *at <= now),
+                            // Known limit: a key issued at the very instant
+                            // of the change under a fixed default already
+                            // past cannot be told from one issued just after
+                            // the change; the ring lets it work.
+                            Policy::Default
+                                if k.created == now
+                                    && matches!(model.default, MDefault::At(_))
+                                    && k.expired_under_old_default.is_none() =>
+                            {
+                                None
+                            }
+                            Policy::Default => {
+                                let (deadline, idle_end) = model.ends(k);
+                                deadline
+                                    .into_iter()
+                                    .chain(idle_end)
+                                    .min()
+                                    .filter(|at| *at <= now)
+                            }
                             _ => None,
                         })
                         .collect();
                     for (k, ended) in model.keys.iter_mut().zip(ended) {
                         k.expired_under_old_default = k.expired_under_old_default.or(ended);
                     }
-                    model.default_days = *days;
+                    model.default = want;
                     model.default_since = model.now;
                 }
             }
@@ -620,7 +686,7 @@ fn model_runner_on_a_known_story() {
             owner: 1,
             policy: Policy::IdleHours(5),
         },
-        Op::SetDefault(Some(2)),
+        Op::SetDefault(DefaultOp::Days(2)),
         Op::Verify(i(0)),
         Op::Advance { hours: 4 },
         Op::Verify(i(1)),
