@@ -1816,6 +1816,12 @@ impl<S: KeyStore> KeyRing<S> {
                     // in between: then it expired by its creation at the
                     // latest.
                     .map_or(key.created_at, nanos);
+                // The ring's cap applied under that default too, and may
+                // have ended the key first.
+                let expired = match self.max_lifetime {
+                    Some(max) => expired.min(key.created_at.saturating_add(span(max))),
+                    None => expired,
+                };
                 if key.shape.graced {
                     expired.min(key.grace_until)
                 } else {

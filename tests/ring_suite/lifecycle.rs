@@ -1011,6 +1011,34 @@ fn a_default_change_does_not_revive_idle_or_fixed_expired_keys() {
     assert_eq!(check(&ring, &after), Ok(()));
 }
 
+/// A key that reached the ring's maximum lifetime before its idle default
+/// ran out keeps the instant it really expired, the cap's, once that
+/// default is replaced.
+#[test]
+fn a_key_capped_by_the_max_lifetime_keeps_its_expiry_through_a_default_change() {
+    let clock = ManualClock::new(T0);
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .max_lifetime(Duration::days(10))
+        .default_expiry(ExpiryPolicy::Idle(Duration::days(5)))
+        .flush_interval(None)
+        .build(fresh_store())
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let capped = T0 + Duration::days(10);
+    for day in [4, 8] {
+        clock.set(T0 + Duration::days(day));
+        assert_eq!(check(&ring, &key), Ok(()));
+    }
+    // Idle until day 13, but capped at day 10.
+    clock.set(T0 + Duration::days(14));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    assert_eq!(ring.expires_at(key.key.id()), Some(capped));
+    ring.set_default_expiry(ExpiryPolicy::days(10)).unwrap();
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    assert_eq!(ring.expires_at(key.key.id()), Some(capped));
+}
+
 #[test]
 fn default_expiry_change_leaves_own_policies_alone() {
     let clock = ManualClock::new(T0);
