@@ -1176,7 +1176,11 @@ impl<S: KeyStore> KeyRing<S> {
     /// expires the new period after this moment, not after its creation. A
     /// key that had already expired under the old default stays expired
     /// (a longer default, or none, does not bring it back), and
-    /// [`expires_at`](Self::expires_at) still gives the instant it expired.
+    /// [`expires_at`](Self::expires_at) still gives the instant it expired
+    /// (the settings keep at most 64 replaced defaults: past that many
+    /// changes that each left keys expired, a key that expired under one
+    /// of the oldest is reported at the instant it expired under a later
+    /// one; it stays expired).
     /// Keys with their own policy are not touched. Persisted in the store,
     /// in one settings write whatever the number of keys. Setting the
     /// policy already in force changes nothing (no key gets a fresh period,
