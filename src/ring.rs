@@ -1084,7 +1084,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// key and value and each contact field 256 bytes; description 4096
     /// bytes; 64 metadata entries; 256 scopes in the key's set, in the
     /// owner's, and in the key's set once capped to the owner's; 64
-    /// networks); a use limit of 0. Refused with
+    /// networks); a use limit of 0; a key without its own expiry while the
+    /// ring's default is a fixed instant or date that has passed (it would
+    /// be dead on arrival). Refused with
     /// [`Error::InvalidExpiry`]: an expiry that has passed or lies beyond
     /// the ring's maximum lifetime. When the request names the owner's
     /// scopes, the key's scopes are capped to them.
@@ -1959,7 +1961,26 @@ impl<S: KeyStore> Acting<'_, S> {
                 policy.validate(now)?;
                 capped_deadline(policy, now, ring.max_lifetime)?
             }
-            None => None,
+            None => {
+                // Under a fixed default that has passed the key would be
+                // dead on arrival; and the keys such a default expired are
+                // known, after a change, as those created before it.
+                let settings = ring.read_settings();
+                let fixed = !matches!(
+                    settings.default_expiry,
+                    ExpiryPolicy::Never | ExpiryPolicy::Lifetime(_) | ExpiryPolicy::Idle(_)
+                );
+                if fixed
+                    && (settings.default_expiry)
+                        .deadline(settings.default_since)
+                        .is_some_and(|end| end <= now)
+                {
+                    return Err(Error::InvalidInput(
+                        "the ring's default expiry has passed: set another default, or give the key its own",
+                    ));
+                }
+                None
+            }
         };
         let scopes = match &request.owner_scopes {
             Some(held) => request.scopes.cap(held, &ring.sensitive),

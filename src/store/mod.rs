@@ -177,7 +177,10 @@ pub(crate) struct Superseded {
 impl Superseded {
     /// Keys the policy governed that were created at or before this
     /// instant had expired by `until` (a lifetime or a fixed deadline). For
-    /// a fixed deadline, that is every key created before the change.
+    /// a fixed deadline, that is every key created before it: `issue`
+    /// refuses a key under a fixed default that has passed, so none was
+    /// created after it (and a ring whose clock runs a little behind the
+    /// one that made the change does not issue keys below the bar).
     pub(crate) fn expired_created_by(&self) -> Option<OffsetDateTime> {
         match self.policy {
             ExpiryPolicy::Lifetime(period) => self.period_threshold(period),
@@ -185,7 +188,7 @@ impl Superseded {
             fixed => fixed
                 .deadline(self.since)
                 .filter(|at| *at <= self.until)
-                .and_then(|_| self.until.checked_sub(time::Duration::nanoseconds(1))),
+                .and_then(|at| at.checked_sub(time::Duration::nanoseconds(1))),
         }
     }
 
@@ -218,7 +221,8 @@ impl Superseded {
             ExpiryPolicy::Never => None,
             ExpiryPolicy::Lifetime(period) => created.max(self.since).checked_add(period),
             ExpiryPolicy::Idle(period) => last_active.max(self.since).checked_add(period),
-            fixed => fixed.deadline(self.since),
+            // Only keys created before it (see `expired_created_by`).
+            fixed => fixed.deadline(self.since).filter(|at| created < *at),
         }?;
         // A key created at the change or after was never under this policy.
         (at <= self.until && created < self.until).then_some(at)

@@ -1039,6 +1039,48 @@ fn a_key_capped_by_the_max_lifetime_keeps_its_expiry_through_a_default_change() 
     assert_eq!(ring.expires_at(key.key.id()), Some(capped));
 }
 
+/// A key issued under a fixed default that has passed would be dead on
+/// arrival: it is refused, while one with its own policy is issued. After
+/// a change away from that default, a ring whose clock runs a little
+/// behind the one that made the change issues keys that work.
+#[test]
+fn no_key_is_issued_under_a_fixed_default_that_has_passed() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let end = T0 + Duration::days(10);
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::At(end))
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let before = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(end);
+    assert!(matches!(
+        ring.issue(NewKey::new("o")),
+        Err(Error::InvalidInput(_))
+    ));
+    let own = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(1)))
+        .unwrap();
+    assert_eq!(check(&ring, &own), Ok(()));
+
+    clock.set(end + Duration::hours(1));
+    ring.set_default_expiry(ExpiryPolicy::days(30)).unwrap();
+    assert_eq!(check(&ring, &before), Err(VerifyError::Expired));
+    // A second ring, its clock a minute behind the first's.
+    let behind = ManualClock::new(end + Duration::hours(1) - Duration::minutes(1));
+    let second = KeyRing::builder(PREFIX)
+        .clock(behind.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let late = second.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&second, &late), Ok(()));
+    assert_eq!(check(&ring, &late), Ok(()));
+    assert_eq!(check(&second, &before), Err(VerifyError::Expired));
+}
+
 #[test]
 fn default_expiry_change_leaves_own_policies_alone() {
     let clock = ManualClock::new(T0);
