@@ -2347,7 +2347,9 @@ impl<S: KeyStore> Acting<'_, S> {
                             .then_some(parsed.id)
                     }
                     // A token exchanged with a secret a regeneration
-                    // ended is as dead as that secret: passed over.
+                    // ended is refused by the strict checks (the plain
+                    // check takes it until it expires, as it would after
+                    // a revocation): passed over, as that secret is.
                     _ => {
                         let claims = ring.signer.open(&ring.prefix, leaked).ok()?;
                         let entry = ring.store().lookup(claims.key_id)?;
