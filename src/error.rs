@@ -207,6 +207,11 @@ pub enum Error {
     /// A requirement with no alternative can never be met.
     #[error("empty requirement: `any` needs at least one alternative")]
     EmptyRequirement,
+    /// A [`Requirement`](crate::Requirement) whose `all` and `any` nest
+    /// more than 32 levels: refused, so that one built from request data
+    /// cannot exhaust the stack when it is checked or dropped.
+    #[error("requirement too deep: `all` and `any` nest more than 32 levels")]
+    RequirementTooDeep,
     /// A key id string is not 11 base62 characters of a 64-bit value.
     #[error("invalid key id `{0}`")]
     InvalidKeyId(String),

@@ -10,6 +10,7 @@
 //! requirement of `*:read` is met only by a set that also grants `read` on
 //! each sensitive resource by name, since no wildcard reaches those.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
@@ -351,9 +352,12 @@ impl fmt::Debug for ScopeSet {
 }
 
 /// What a request needs: a scope, all of several requirements, or any of
-/// them, nested as deep as needed.
+/// them, nested up to 32 levels (`all` inside `all` does not count: it is
+/// flattened).
 ///
-/// Build it once (at start-up) and pass it by reference on each request.
+/// Build it once (at start-up) and pass it by reference on each request. A
+/// requirement built from request data is safe to check: its depth is
+/// bounded, so checking, cloning or dropping it never exhausts the stack.
 ///
 /// ```
 /// use keyward::Requirement;
@@ -366,34 +370,118 @@ impl fmt::Debug for ScopeSet {
 /// # Ok::<(), keyward::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct Requirement(Node);
+pub struct Requirement {
+    node: Node,
+    /// Levels of nodes, a scope being one: at most `MAX_DEPTH + 1` (an
+    /// `all` over an `any` at the limit).
+    depth: usize,
+}
+
+/// Deepest `any` accepted. The recursive check, clone, comparison and drop
+/// then never go deeper than this (plus one `all`), whatever built it.
+const MAX_DEPTH: usize = 32;
 
 #[derive(Clone, PartialEq, Eq)]
 enum Node {
     Scope(Scope),
-    All(Box<[Requirement]>),
+    // A deque, so that `all` can lend the list of the largest `all` it
+    // flattens and add the rest at either end: folding a long conjunction,
+    // left or right, stays linear.
+    All(VecDeque<Requirement>),
     Any(Box<[Requirement]>),
 }
 
 impl Requirement {
     /// One scope.
     pub fn scope(scope: &str) -> Result<Requirement, Error> {
-        Ok(Requirement(Node::Scope(Scope::new(scope)?)))
+        Ok(Requirement {
+            node: Node::Scope(Scope::new(scope)?),
+            depth: 1,
+        })
     }
 
-    /// Every one of `parts` (an empty list is always met).
+    /// Every one of `parts` (an empty list is always met). An `all` among
+    /// `parts` is flattened into this one, in order, so nesting `all`s
+    /// adds no depth.
     pub fn all<I: IntoIterator<Item = Requirement>>(parts: I) -> Requirement {
-        Requirement(Node::All(parts.into_iter().collect()))
+        let parts: Vec<Requirement> = parts.into_iter().collect();
+        // The largest `all` lends its list; the others are moved into it.
+        let host = parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match &p.node {
+                Node::All(list) => Some((list.len(), i)),
+                _ => None,
+            })
+            .max()
+            .map(|(_, i)| i);
+        let (mut list, mut depth) = (VecDeque::new(), 1);
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for (i, part) in parts.into_iter().enumerate() {
+            match part.node {
+                Node::All(lent) if Some(i) == host => (list, depth) = (lent, part.depth),
+                node => {
+                    let part = Requirement {
+                        node,
+                        depth: part.depth,
+                    };
+                    if host.is_some_and(|h| i > h) {
+                        after.push(part);
+                    } else {
+                        before.push(part);
+                    }
+                }
+            }
+        }
+        for part in before.into_iter().rev() {
+            depth = depth.max(part.depth_in_all());
+            match part.node {
+                Node::All(inner) => inner.into_iter().rev().for_each(|p| list.push_front(p)),
+                node => list.push_front(Requirement {
+                    node,
+                    depth: part.depth,
+                }),
+            }
+        }
+        for part in after {
+            depth = depth.max(part.depth_in_all());
+            match part.node {
+                Node::All(inner) => list.extend(inner),
+                node => list.push_back(Requirement {
+                    node,
+                    depth: part.depth,
+                }),
+            }
+        }
+        Requirement {
+            node: Node::All(list),
+            depth,
+        }
+    }
+
+    /// The depth of an `all` holding `self`, once flattened.
+    fn depth_in_all(&self) -> usize {
+        match self.node {
+            Node::All(_) => self.depth,
+            _ => self.depth + 1,
+        }
     }
 
     /// At least one of `parts`; an empty list is refused, since it could
-    /// never be met.
+    /// never be met, and so is one that would nest more than 32 levels
+    /// ([`Error::RequirementTooDeep`]).
     pub fn any<I: IntoIterator<Item = Requirement>>(parts: I) -> Result<Requirement, Error> {
         let parts: Box<[Requirement]> = parts.into_iter().collect();
-        if parts.is_empty() {
+        let Some(deepest) = parts.iter().map(|p| p.depth).max() else {
             return Err(Error::EmptyRequirement);
+        };
+        if deepest >= MAX_DEPTH {
+            return Err(Error::RequirementTooDeep);
         }
-        Ok(Requirement(Node::Any(parts)))
+        Ok(Requirement {
+            node: Node::Any(parts),
+            depth: deepest + 1,
+        })
     }
 
     /// Every scope in `scopes`.
@@ -427,7 +515,7 @@ impl Requirement {
         granted: &ScopeSet,
         sensitive: &Sensitive,
     ) -> Result<(), &'a Scope> {
-        match &self.0 {
+        match &self.node {
             Node::Scope(s) => {
                 if granted.meets(s, sensitive) {
                     Ok(())
@@ -455,7 +543,7 @@ impl Requirement {
 
 impl fmt::Debug for Requirement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
+        match &self.node {
             Node::Scope(s) => write!(f, "{s}"),
             Node::All(p) => f.debug_tuple("all").field(p).finish(),
             Node::Any(p) => f.debug_tuple("any").field(p).finish(),
@@ -608,6 +696,67 @@ mod tests {
         assert_eq!(
             Requirement::all([]).check(&ScopeSet::empty(), &none),
             Ok(())
+        );
+    }
+
+    /// A requirement built from request data cannot nest deep enough to
+    /// overflow the stack (an abort) in `check`, `clone`, `Debug` or drop:
+    /// `any` refuses to nest past the limit, and `all` flattens the `all`s
+    /// it is given.
+    #[test]
+    fn a_requirement_nests_no_deeper_than_the_limit() {
+        let mut need = Requirement::scope("a:b").unwrap();
+        let mut levels = 0;
+        let refused = loop {
+            match Requirement::any([Requirement::all([need])]) {
+                Ok(deeper) => need = deeper,
+                Err(e) => break e,
+            }
+            levels += 1;
+            assert!(levels < 1000, "`any` nested {levels} levels deep");
+        };
+        assert!(matches!(refused, Error::RequirementTooDeep), "{refused:?}");
+        // Room for any requirement a person would write.
+        assert!(levels >= 15, "{levels}");
+        assert_eq!(
+            refused.to_string(),
+            "requirement too deep: `all` and `any` nest more than 32 levels"
+        );
+    }
+
+    #[test]
+    fn nested_alls_are_flattened() {
+        let granted = set(&["a:b", "c:d"]);
+        let mut need = Requirement::scope("a:b").unwrap();
+        for i in 0..200_000 {
+            need = if i % 2 == 0 {
+                Requirement::all([need, Requirement::scope("c:d").unwrap()])
+            } else {
+                Requirement::all([Requirement::scope("a:b").unwrap(), need])
+            };
+        }
+        assert_eq!(need.check(&granted, &sens(&[])), Ok(()));
+        assert_eq!(
+            need.check(&set(&["a:b"]), &sens(&[])),
+            Err(&s("c:d")),
+            "the first missing scope, in order"
+        );
+        assert_eq!(need.clone(), need);
+        assert!(format!("{need:?}").starts_with("all([a:b, a:b,"));
+        drop(need);
+        // Flattening keeps the order: the first missing scope is the
+        // first in reading order.
+        let need = Requirement::all([
+            Requirement::all([Requirement::scope("x:1").unwrap()]),
+            Requirement::scope("x:2").unwrap(),
+            Requirement::all([
+                Requirement::scope("x:3").unwrap(),
+                Requirement::scope("x:4").unwrap(),
+            ]),
+        ]);
+        assert_eq!(
+            need,
+            Requirement::all_of(["x:1", "x:2", "x:3", "x:4"]).unwrap()
         );
     }
 
