@@ -209,7 +209,10 @@ impl<'de> Deserialize<'de> for ScopeSet {
                 if v == UNRESTRICTED {
                     Ok(ScopeSet::unrestricted())
                 } else {
-                    Err(E::invalid_value(serde::de::Unexpected::Str(v), &self))
+                    // Repeated as `echo` shows it: a key pasted here must
+                    // not reach the message.
+                    let shown = echo(v, MAX_SCOPE_LEN);
+                    Err(E::invalid_value(serde::de::Unexpected::Str(&shown), &self))
                 }
             }
 
@@ -776,6 +779,29 @@ mod tests {
                 .is_unrestricted()
         );
         assert!(serde_json::from_str::<ScopeSet>(r#"["Bad"]"#).is_err());
+    }
+
+    /// A key pasted where a scope set goes (say, the JSON body of a host's
+    /// "create key" call) is not repeated in the error, as for one pasted
+    /// into a scope.
+    #[test]
+    fn a_scope_set_error_never_repeats_a_key() {
+        let key = "acme_1Zk3Tq9LmX2bW7vRcY4nJ8hF0sDgEaUpKo6iNtBzQyMwLxVj";
+        let secret = &key[key.len() - 30..];
+        for json in [format!("\"{key}\""), format!("[\"{key}\"]")] {
+            let error = serde_json::from_str::<ScopeSet>(&json)
+                .unwrap_err()
+                .to_string();
+            assert!(!error.contains(secret), "{error}");
+            assert!(error.contains("acme_<"), "{error}");
+        }
+        let error = serde_json::from_str::<ScopeSet>(r#""everything""#).unwrap_err();
+        assert!(
+            error.to_string().starts_with(
+                r#"invalid value: string "everything", expected "unrestricted" or a list of scopes"#
+            ),
+            "{error}"
+        );
     }
 
     #[test]
