@@ -204,6 +204,12 @@ pub enum Error {
     /// a key pasted into the field is not repeated.
     #[error("invalid scope `{0}`: expected `resource:action`, each [a-z0-9_.-]+ or `*`")]
     InvalidScope(String),
+    /// A sensitive resource given to
+    /// [`KeyRingBuilder::sensitive`](crate::KeyRingBuilder::sensitive) is
+    /// not a resource name (`*` is not one). Holds the name as given, shown
+    /// as [`Error::InvalidScope`] shows a scope.
+    #[error("invalid sensitive resource `{0}`: expected a resource name, [a-z0-9_.-]+ (not `*`)")]
+    InvalidSensitiveResource(String),
     /// A requirement with no alternative can never be met.
     #[error("empty requirement: `any` needs at least one alternative")]
     EmptyRequirement,

@@ -148,7 +148,7 @@ impl Sensitive {
         for r in resources {
             let r = r.as_ref();
             if r == "*" || !is_part(r) {
-                return Err(Error::InvalidScope(echo(r, MAX_SCOPE_LEN)));
+                return Err(Error::InvalidSensitiveResource(echo(r, MAX_SCOPE_LEN)));
             }
             names.push(r.into());
         }
@@ -801,6 +801,31 @@ mod tests {
                 r#"invalid value: string "everything", expected "unrestricted" or a list of scopes"#
             ),
             "{error}"
+        );
+    }
+
+    /// A sensitive resource is a resource name, not a scope: the message
+    /// says so, and does not claim that `*` is allowed when refusing it.
+    #[test]
+    fn a_bad_sensitive_resource_is_named_as_such() {
+        for (bad, shown) in [
+            ("*", "*"),
+            ("Billing", "Billing"),
+            ("billing:read", "billing:read"),
+        ] {
+            assert_eq!(
+                Sensitive::new([bad]).unwrap_err().to_string(),
+                format!(
+                    "invalid sensitive resource `{shown}`: expected a resource name, [a-z0-9_.-]+ (not `*`)"
+                )
+            );
+        }
+        let key = "acme_1Zk3Tq9LmX2bW7vRcY4nJ8hF0sDgEaUpKo6iNtBzQyMwLxVj";
+        assert!(
+            Sensitive::new([key])
+                .unwrap_err()
+                .to_string()
+                .contains("`acme_<48 characters>`")
         );
     }
 
