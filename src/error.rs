@@ -253,7 +253,8 @@ pub enum Error {
     /// it new life. Issue a new key instead.
     #[error("key {0} has expired")]
     Expired(KeyId),
-    /// An update tried to grant a scope the key does not hold.
+    /// An update, or an exchange asking for narrower scopes, named a scope
+    /// the key does not hold.
     #[error("scopes may only narrow: `{0}` is not granted to the key")]
     ScopeWidening(String),
     /// The operating system's random number generator failed.
