@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::table::IdTable;
-use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, merge_settings};
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
 use crate::token::KeyId;
 
 const SHARDS: usize = 64;
@@ -172,7 +172,7 @@ impl MemoryStore {
                     .settings
                     .write()
                     .unwrap_or_else(PoisonError::into_inner);
-                *current = Some(merge_settings(current.as_ref(), settings));
+                *current = Some(settings.written_over(current.as_ref()));
             }
         }
     }

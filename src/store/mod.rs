@@ -473,12 +473,6 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     }
 }
 
-/// The settings a store keeps when `new` is written over `current` (see
-/// [`RingSettings::written_over`]).
-pub(crate) fn merge_settings(current: Option<&RingSettings>, new: RingSettings) -> RingSettings {
-    new.written_over(current)
-}
-
 /// Checks a batch against the current records: the error `apply` must
 /// return, if any. `current` gives the record the store holds for an id
 /// not touched earlier in the batch. Call it under the lock the writes

@@ -64,7 +64,7 @@ use serde::{Deserialize, Serialize};
 use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN, Synced};
 use self::io::{Fs, FsFile, OsFs};
 use super::memory::MemoryStore;
-use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch, merge_settings};
+use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
 use crate::key::{Status, StatusCode};
 use crate::token::KeyId;
 
@@ -887,7 +887,7 @@ impl KeyStore for FileStore {
         let changes: Vec<Change> = changes
             .into_iter()
             .map(|c| match c {
-                Change::Settings(s) => Change::Settings(merge_settings(stored.as_ref(), s)),
+                Change::Settings(s) => Change::Settings(s.written_over(stored.as_ref())),
                 other => other,
             })
             .collect();
