@@ -3,6 +3,34 @@
 use keyward::store::conformance;
 use keyward::{FileStore, MemoryStore};
 
+/// A `KeyStore` over a `MemoryStore`: reads go to it, and `apply` runs
+/// `$apply` with `$inner` the `MemoryStore` (a broken store, for the tests
+/// that show the suite refuses it).
+macro_rules! store_over_memory {
+    ($name:ident, |$inner:ident, $changes:ident| $apply:block) => {
+        #[derive(Debug, Default)]
+        struct $name(MemoryStore);
+        impl keyward::KeyStore for $name {
+            fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+                self.0.lookup(id)
+            }
+            fn list(
+                &self,
+                owner: Option<&str>,
+            ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+                self.0.list(owner)
+            }
+            fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+                self.0.load_settings()
+            }
+            fn apply(&self, $changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+                let $inner = &self.0;
+                $apply
+            }
+        }
+    };
+}
+
 #[test]
 fn memory_store_conforms() {
     conformance::check_all(MemoryStore::new);
@@ -28,26 +56,10 @@ fn file_store_persists() {
 #[test]
 fn the_suite_catches_a_broken_store() {
     // A store that forgets writes must fail the suite: proof that it checks.
-    #[derive(Debug)]
-    struct Forgetful(MemoryStore);
-    impl keyward::KeyStore for Forgetful {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
-        fn list(
-            &self,
-            owner: Option<&str>,
-        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.list(owner)
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            // Applies only the first change of a batch.
-            self.0.apply(changes.into_iter().take(1).collect())
-        }
-    }
+    store_over_memory!(Forgetful, |inner, changes| {
+        // Applies only the first change of a batch.
+        inner.apply(changes.into_iter().take(1).collect())
+    });
     let outcome =
         std::panic::catch_unwind(|| conformance::check_all(|| Forgetful(MemoryStore::new())));
     assert!(
@@ -60,32 +72,16 @@ fn the_suite_catches_a_broken_store() {
 fn the_suite_catches_a_store_that_ignores_replace_if_s_condition() {
     // A store that writes a `ReplaceIf` whatever it holds lets a stale copy
     // undo a revocation: the suite must refuse it.
-    #[derive(Debug)]
-    struct Unconditional(MemoryStore);
-    impl keyward::KeyStore for Unconditional {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
-        fn list(
-            &self,
-            owner: Option<&str>,
-        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.list(owner)
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            let changes = changes
-                .into_iter()
-                .map(|c| match c {
-                    keyward::Change::ReplaceIf { next, .. } => keyward::Change::Replace(next),
-                    other => other,
-                })
-                .collect();
-            self.0.apply(changes)
-        }
-    }
+    store_over_memory!(Unconditional, |inner, changes| {
+        let changes = changes
+            .into_iter()
+            .map(|c| match c {
+                keyward::Change::ReplaceIf { next, .. } => keyward::Change::Replace(next),
+                other => other,
+            })
+            .collect();
+        inner.apply(changes)
+    });
     let outcome = std::panic::catch_unwind(|| {
         conformance::check_replace_if(&Unconditional(MemoryStore::new()))
     });
@@ -151,42 +147,25 @@ fn the_suite_catches_a_store_whose_epoch_moves_back() {
 /// it.
 #[test]
 fn the_suite_catches_a_store_whose_replace_if_is_not_atomic() {
-    #[derive(Debug, Default)]
-    struct Racy(MemoryStore);
-    impl keyward::KeyStore for Racy {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
-        fn list(
-            &self,
-            owner: Option<&str>,
-        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.list(owner)
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            let mut plain = Vec::with_capacity(changes.len());
-            for change in changes {
-                match change {
-                    keyward::Change::ReplaceIf { expected, next } => {
-                        let holds = self
-                            .0
-                            .lookup(next.id())
-                            .is_some_and(|c| std::sync::Arc::ptr_eq(&c, &expected));
-                        if !holds {
-                            return Err(keyward::StoreError::Conflict(next.id()));
-                        }
-                        plain.push(keyward::Change::Replace(next));
+    store_over_memory!(Racy, |inner, changes| {
+        let mut plain = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                keyward::Change::ReplaceIf { expected, next } => {
+                    let holds = inner
+                        .lookup(next.id())
+                        .is_some_and(|c| std::sync::Arc::ptr_eq(&c, &expected));
+                    if !holds {
+                        return Err(keyward::StoreError::Conflict(next.id()));
                     }
-                    other => plain.push(other),
+                    plain.push(keyward::Change::Replace(next));
                 }
+                other => plain.push(other),
             }
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            self.0.apply(plain)
         }
-    }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        inner.apply(plain)
+    });
     let outcome =
         std::panic::catch_unwind(|| conformance::check_replace_if_is_atomic(&Racy::default()));
     assert!(
