@@ -12,7 +12,7 @@
 //!   was already durable, is an error naming the byte offset, never
 //!   skipped, since skipping a record could bring a revoked key back.
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
-//!   at open; a second open fails at once with [`StoreError::Locked`]. The
+//!   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s, the time a forked child takes to let go of a copy of the lock). The
 //!   path is resolved first (symbolic links followed, a link to a file not
 //!   yet created included), so every spelling of one store meets the same
 //!   lock; the lock file itself must not be a
@@ -156,7 +156,7 @@ pub struct ImportReport {
 ///   was already durable, is an error naming the byte offset, never
 ///   skipped, since skipping a record could bring a revoked key back.
 /// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
-///   at open; a second open fails at once with [`StoreError::Locked`]. The
+///   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s, the time a forked child takes to let go of a copy of the lock). The
 ///   path is resolved first (symbolic links followed, a link to a file not
 ///   yet created included), so every spelling of one store meets the same
 ///   lock; the lock file itself must not be a
@@ -1055,7 +1055,15 @@ fn refuse_reserved_name(path: &Path) -> Result<(), StoreError> {
 /// it locked is no longer the one at the path.
 const LOCK_ATTEMPTS: usize = 8;
 
-/// Takes the exclusive lock on `<path>.lock`, failing at once if held.
+/// How long [`lock_beside`] waits for a lock held by this process's own
+/// children: a child forked while a store's lock file was open holds a copy
+/// of it (and so the lock) until it replaces its image, a moment later;
+/// a store dropped and opened again meanwhile found it locked. Another
+/// store holding the lock is reported after this long.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Takes the exclusive lock on `<path>.lock`, failing if it stays held for
+/// [`LOCK_WAIT`].
 ///
 /// The lock file is never a symbolic link: opening one planted there would
 /// create a file at its target, and every store that meets the link would
@@ -1079,14 +1087,20 @@ fn lock_beside_with(path: &Path, mut locked: impl FnMut()) -> Result<std::fs::Fi
         path: lock_path.clone(),
         source,
     };
+    let give_up = std::time::Instant::now() + LOCK_WAIT;
     for _ in 0..LOCK_ATTEMPTS {
         let file = open_lock_file(&lock_path).map_err(io_err)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked(path.to_path_buf()));
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < give_up => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked(path.to_path_buf()));
+                }
+                Err(std::fs::TryLockError::Error(source)) => return Err(io_err(source)),
             }
-            Err(std::fs::TryLockError::Error(source)) => return Err(io_err(source)),
         }
         locked();
         if holds_file_at(&file, &lock_path).map_err(io_err)? {

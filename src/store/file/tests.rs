@@ -1923,6 +1923,25 @@ fn a_lock_file_replaced_while_it_is_locked_is_opened_again() {
     assert!(lock_beside(&path).is_ok());
 }
 
+/// A lock held only for a moment, as by a child process forked while the
+/// lock file was open (its copy closes when it replaces its image): the
+/// open waits it out instead of reporting the store locked. A lock that
+/// stays held is still reported.
+#[test]
+fn a_lock_held_for_a_moment_is_waited_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let other = lock_beside(&path).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        drop(other);
+    });
+    let held = lock_beside(&path);
+    release.join().unwrap();
+    assert!(held.is_ok(), "{held:?}");
+    assert!(matches!(lock_beside(&path), Err(StoreError::Locked(_))));
+}
+
 /// A lock file removed or replaced every time it is locked: the open gives
 /// up with an error instead of going round for ever, and holds no lock.
 #[test]
