@@ -12,7 +12,8 @@
 //!   was already durable, is an error naming the byte offset, never
 //!   skipped, since skipping a record could bring a revoked key back.
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
-//!   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s, the time a forked child takes to let go of a copy of the lock). The
+//!   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s,
+//!   time enough for a forked child to let go of its copy of the lock). The
 //!   path is resolved first (symbolic links followed, a link to a file not
 //!   yet created included), so every spelling of one store meets the same
 //!   lock; the lock file itself must not be a
@@ -156,7 +157,8 @@ pub struct ImportReport {
 ///   was already durable, is an error naming the byte offset, never
 ///   skipped, since skipping a record could bring a revoked key back.
 /// - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
-///   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s, the time a forked child takes to let go of a copy of the lock). The
+///   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s,
+///   time enough for a forked child to let go of its copy of the lock). The
 ///   path is resolved first (symbolic links followed, a link to a file not
 ///   yet created included), so every spelling of one store meets the same
 ///   lock; the lock file itself must not be a
