@@ -22,13 +22,26 @@ impl CertFingerprint {
         CertFingerprint(Sha256::digest(der).into())
     }
 
-    /// Parses 64 hex digits, optionally separated by `:` (as `openssl x509
-    /// -fingerprint -sha256` prints them), in either case.
+    /// Parses 64 hex digits in a row, or 32 pairs of them separated by `:`
+    /// (as `openssl x509 -fingerprint -sha256` prints them), in either
+    /// case. Colons anywhere else are refused.
     pub fn from_hex(text: &str) -> Result<CertFingerprint, Error> {
         let invalid =
             || Error::InvalidBinding(format!("not a SHA-256 fingerprint: `{}`", echo(text, 100)));
-        let digits: Vec<u8> = text.bytes().filter(|&b| b != b':').collect();
-        if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        let bytes = text.as_bytes();
+        let digits: Vec<u8> = if bytes.len() == 64 {
+            bytes.to_vec()
+        } else if bytes.len() == 95
+            && bytes
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| (b == b':') == (i % 3 == 2))
+        {
+            bytes.iter().copied().filter(|&b| b != b':').collect()
+        } else {
+            return Err(invalid());
+        };
+        if !digits.iter().all(u8::is_ascii_hexdigit) {
             return Err(invalid());
         }
         let mut out = [0u8; 32];
@@ -317,6 +330,44 @@ mod tests {
             .join(":");
         assert_eq!(CertFingerprint::from_hex(&colons).unwrap(), fp);
         for bad in ["", "abc", &"g".repeat(64), &"0".repeat(63)] {
+            assert!(CertFingerprint::from_hex(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Colons are accepted only between the 32 pairs, one each.
+    #[test]
+    fn fingerprint_colons_only_between_pairs() {
+        let hex = CertFingerprint::of_der(b"certificate").to_string();
+        let leading = format!(":{hex}");
+        let trailing = format!("{hex}:");
+        let doubled = format!("{}::{}", &hex[..2], &hex[2..]);
+        let mid_pair = format!("{}:{}", &hex[..1], &hex[1..]);
+        let one_colon = format!("{}:{}", &hex[..2], &hex[2..]);
+        let mut scattered = String::new();
+        for (i, c) in hex.chars().enumerate() {
+            scattered.push(c);
+            if i % 4 == 3 && i != 63 {
+                scattered.push(':');
+            }
+        }
+        let misplaced: String = {
+            // 95 characters, 31 colons, but one of them inside a pair.
+            let pairs: Vec<&str> = (0..32).map(|i| &hex[2 * i..2 * i + 2]).collect();
+            let mut s = pairs.join(":");
+            s.replace_range(2..4, &format!("{}:", &hex[2..3]));
+            s
+        };
+        assert_eq!(misplaced.len(), 95);
+        for bad in [
+            &leading,
+            &trailing,
+            &doubled,
+            &mid_pair,
+            &one_colon,
+            &scattered,
+            &misplaced,
+            &":".repeat(95),
+        ] {
             assert!(CertFingerprint::from_hex(bad).is_err(), "{bad}");
         }
     }
