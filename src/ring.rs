@@ -63,6 +63,9 @@ const DEFAULT_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_se
 const DEFAULT_TOKEN_TTL: Duration = Duration::minutes(30);
 /// Default cap on the life of an access token.
 const DEFAULT_MAX_TOKEN_TTL: Duration = Duration::hours(1);
+/// The most [`KeyRingBuilder::max_token_ttl`] may be: access tokens are
+/// short-lived bearer credentials that a plain check cannot see revoked.
+const TOKEN_TTL_LIMIT: Duration = Duration::hours(24);
 /// Keys per store write when usage is flushed.
 const FLUSH_BATCH: usize = 1024;
 /// Runs of an administrative write whose store reported a conflict
@@ -500,7 +503,9 @@ impl KeyRingBuilder {
         self
     }
 
-    /// The longest life of an access token (default one hour).
+    /// The longest life of an access token (default one hour, at most 24
+    /// hours: [`build`](Self::build) refuses more, since a plain token
+    /// check cannot see a single key's revocation until the token expires).
     pub fn max_token_ttl(mut self, max: Duration) -> Self {
         self.max_token_ttl = max;
         self
@@ -517,6 +522,11 @@ impl KeyRingBuilder {
         if !self.max_token_ttl.is_positive() {
             return Err(Error::InvalidInput(
                 "the maximum token lifetime must be positive",
+            ));
+        }
+        if self.max_token_ttl > TOKEN_TTL_LIMIT {
+            return Err(Error::InvalidInput(
+                "the maximum token lifetime must be at most 24 hours",
             ));
         }
         let sensitive = Sensitive::new(&self.sensitive)?;

@@ -1134,8 +1134,13 @@ fn token_life_is_capped_by_max_token_ttl() {
         .expect("exchange");
     assert_eq!(token.claims.expires_at, T0 + Duration::hours(1));
 
-    // A cap must be positive.
-    for bad in [Duration::ZERO, Duration::minutes(-1)] {
+    // A cap must be positive, and at most a day.
+    for bad in [
+        Duration::ZERO,
+        Duration::minutes(-1),
+        Duration::hours(24) + Duration::nanoseconds(1),
+        Duration::weeks(52),
+    ] {
         assert!(matches!(
             KeyRing::builder("acme")
                 .max_token_ttl(bad)
@@ -1144,6 +1149,13 @@ fn token_life_is_capped_by_max_token_ttl() {
             Err(Error::InvalidInput(_))
         ));
     }
+    assert!(
+        KeyRing::builder("acme")
+            .max_token_ttl(Duration::hours(24))
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .is_ok()
+    );
 }
 
 #[test]
