@@ -263,6 +263,12 @@ pub enum Error {
     /// The ring has no signing key for access tokens.
     #[error("no signing key configured for access tokens")]
     NoSigningKey,
+    /// The key presented for an exchange was regenerated within the current
+    /// second. Access tokens carry whole seconds, so a token exchanged now
+    /// could not be told from one of the old secret, and strict checks
+    /// would refuse it for its whole life. Exchange again a second later.
+    #[error("key {0} was regenerated within this second: exchange again in a second")]
+    RegeneratedThisSecond(KeyId),
     /// The API key presented for an exchange was refused.
     #[error("exchange refused: {0}")]
     Rejected(#[source] VerifyError),

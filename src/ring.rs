@@ -1004,8 +1004,14 @@ impl<'a> TokenRequest<'a> {
 /// (with a secret that is dead now). Tokens carry whole seconds: one issued
 /// in the second of a regeneration counts as before it (fail closed).
 fn predates_regeneration(entry: &StoredKey, claims: &AccessClaims) -> bool {
+    issued_by_regeneration(entry, nanos(claims.issued_at))
+}
+
+/// Whether a token issued at `issued` (whole seconds) counts as exchanged
+/// before the key's last regeneration.
+fn issued_by_regeneration(entry: &StoredKey, issued: Nanos) -> bool {
     let regenerated = entry.key.extra.as_ref().and_then(|e| e.tokens_after);
-    regenerated.is_some_and(|at| nanos(claims.issued_at) <= at)
+    regenerated.is_some_and(|at| issued <= at)
 }
 
 /// Whether a token was exchanged at or before the ring's last revoke-all
@@ -1455,7 +1461,10 @@ impl<S: KeyStore> KeyRing<S> {
     /// the request's context (bindings, scope requirement), so a revoked,
     /// disabled or expired key gets none. The token's scopes may be narrowed,
     /// never widened. On a clock before 1970, which no token can carry, the
-    /// exchange is refused with [`Error::InvalidInput`].
+    /// exchange is refused with [`Error::InvalidInput`]; in the second the
+    /// key was [regenerated](Self::regenerate) in, with
+    /// [`Error::RegeneratedThisSecond`] (a token of that second could not be
+    /// told from one of the old secret).
     pub fn exchange_with(
         &self,
         presented: &str,
@@ -1507,6 +1516,13 @@ impl<S: KeyStore> KeyRing<S> {
             return Err(Error::InvalidInput(crate::access::BEFORE_1970));
         }
         let issued = whole_second(nanos(now));
+        // A token of the second the key was regenerated in counts as one of
+        // the old secret (tokens carry whole seconds), and strict checks
+        // would refuse it for its whole life: refuse the exchange instead,
+        // so the caller knows to try again.
+        if issued_by_regeneration(&verified.entry, issued) {
+            return Err(Error::RegeneratedThisSecond(key.id));
+        }
         // Tokens carry whole seconds: round the end down, never past a cap.
         let end = nanos(now.saturating_add(ttl.min(self.max_token_ttl)))
             .min(self.cutoff(&verified.entry));

@@ -2905,6 +2905,32 @@ fn tokens_from_before_a_regeneration_fail_strict_checks() {
     assert!(json.contains("tokens_after"), "{json}");
 }
 
+/// Tokens carry whole seconds, so one exchanged in the second of its key's
+/// regeneration would count as a token of the old secret and fail every
+/// strict check: the exchange is refused instead, and works a second later.
+#[test]
+fn an_exchange_in_the_second_of_a_regeneration_is_refused() {
+    let clock = ManualClock::new(T0 + Duration::milliseconds(200));
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let id = issued.key.id();
+    let regenerated = ring.regenerate(id).unwrap();
+    clock.advance(Duration::milliseconds(500));
+    assert!(matches!(
+        ring.exchange(regenerated.secret.expose(), Duration::minutes(30)),
+        Err(Error::RegeneratedThisSecond(refused)) if refused == id
+    ));
+    // The key itself is fine.
+    assert!(ring.verify(regenerated.secret.expose()).is_ok());
+    // The next second, the token is issued and passes strict checks.
+    clock.advance(Duration::milliseconds(300));
+    let token = ring
+        .exchange(regenerated.secret.expose(), Duration::minutes(30))
+        .expect("a second after the regeneration");
+    assert_eq!(token.claims.issued_at, T0 + Duration::seconds(1));
+    assert!(ring.verify_access_token_strict(token.expose()).is_ok());
+}
+
 #[test]
 fn rotating_a_disabled_key_gives_a_disabled_successor() {
     let clock = ManualClock::new(T0);
