@@ -1869,3 +1869,36 @@ fn ids_and_secrets_use_their_whole_width() {
         assert_eq!(seen.len(), 62, "secret position {position}");
     }
 }
+
+/// SPEC 2: the stored hash is keyed by the host's pepper, or without one by
+/// a fixed context. On one store, a key verifies on any ring with the same
+/// pepper (or none, like the one that issued it) and on no ring with
+/// another.
+#[test]
+fn the_hash_is_keyed_by_the_pepper() {
+    let store = Arc::new(MemoryStore::new());
+    let ring = |pepper: Option<[u8; 32]>| {
+        let builder = KeyRing::builder("acme");
+        let builder = match pepper {
+            Some(pepper) => builder.pepper(pepper),
+            None => builder,
+        };
+        builder.build(Arc::clone(&store)).unwrap()
+    };
+    let peppers = [Some([7u8; 32]), Some([8u8; 32]), None];
+    for issuer in peppers {
+        let issued = ring(issuer).issue(NewKey::new("o")).unwrap();
+        for verifier in peppers {
+            let outcome = ring(verifier).verify(issued.secret.expose());
+            if verifier == issuer {
+                assert!(outcome.is_ok(), "{issuer:?} / {verifier:?}: {outcome:?}");
+            } else {
+                assert_eq!(
+                    outcome.unwrap_err(),
+                    VerifyError::Invalid,
+                    "issued under {issuer:?}, verified under {verifier:?}"
+                );
+            }
+        }
+    }
+}
