@@ -1902,3 +1902,43 @@ fn the_hash_is_keyed_by_the_pepper() {
         }
     }
 }
+
+/// SPEC 5: each per-key policy ends exactly at its deadline through the
+/// ring: an instant, a lifetime of minutes and one of years (from
+/// creation), and never.
+#[test]
+fn per_key_policies_end_exactly_at_their_deadline() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let issue = |policy| ring.issue(NewKey::new("o").expiry(policy)).unwrap();
+    let minutes = issue(ExpiryPolicy::Lifetime(Duration::minutes(5)));
+    let at = issue(ExpiryPolicy::At(T0 + Duration::hours(5)));
+    let ten_years = Duration::days(3652);
+    let years = issue(ExpiryPolicy::Lifetime(ten_years));
+    let never = issue(ExpiryPolicy::Never);
+
+    for (issued, deadline) in [
+        (&minutes, T0 + Duration::minutes(5)),
+        (&at, T0 + Duration::hours(5)),
+        (&years, T0 + ten_years),
+    ] {
+        assert_eq!(ring.expires_at(issued.key.id()), Some(deadline));
+        clock.set(deadline - Duration::NANOSECOND);
+        assert!(
+            ring.verify(issued.secret.expose()).is_ok(),
+            "{:?} expired before {deadline}",
+            issued.key.expiry()
+        );
+        clock.set(deadline);
+        assert_eq!(
+            ring.verify(issued.secret.expose()).unwrap_err(),
+            VerifyError::Expired,
+            "{:?} at {deadline}",
+            issued.key.expiry()
+        );
+    }
+    assert_eq!(ring.expires_at(never.key.id()), None);
+    clock.set(T0 + Duration::days(36_525));
+    assert!(ring.verify(never.secret.expose()).is_ok());
+    assert_eq!(ring.state(never.key.id()), Some(KeyState::Active));
+}
