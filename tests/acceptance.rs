@@ -1942,3 +1942,55 @@ fn per_key_policies_end_exactly_at_their_deadline() {
     assert!(ring.verify(never.secret.expose()).is_ok());
     assert_eq!(ring.state(never.key.id()), Some(KeyState::Active));
 }
+
+/// SPEC 9: failed verifications are reported with their reason and the
+/// key id; an insufficient scope and a spent use limit are failures too.
+#[test]
+fn scope_and_usage_failures_are_reported_with_reason_and_key_id() {
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .events(Arc::clone(&log))
+        .build(MemoryStore::new())
+        .unwrap();
+    let scoped = ring
+        .issue(NewKey::new("acct_1").scopes(ScopeSet::parse(["a:read"]).unwrap()))
+        .unwrap();
+    let limited = ring.issue(NewKey::new("acct_2").use_limit(1)).unwrap();
+    let seen = log.events().len();
+
+    let write = Requirement::scope("a:write").unwrap();
+    let scope_error = ring
+        .verify_with(scoped.secret.expose(), &write)
+        .unwrap_err();
+    assert!(ring.verify(limited.secret.expose()).is_ok());
+    assert_eq!(
+        ring.verify(limited.secret.expose()).unwrap_err(),
+        VerifyError::UsageExceeded
+    );
+
+    let events = log.events();
+    let failures: Vec<(EventKind, Option<KeyId>)> = events[seen..]
+        .iter()
+        .map(|e| (e.kind.clone(), e.key))
+        .collect();
+    assert_eq!(
+        failures,
+        vec![
+            (EventKind::VerifyFailed(scope_error), Some(scoped.key.id())),
+            (
+                EventKind::VerifyFailed(VerifyError::UsageExceeded),
+                Some(limited.key.id())
+            ),
+        ]
+    );
+    for event in &events {
+        for issued in [&scoped, &limited] {
+            assert_no_secret(
+                "event",
+                &format!("{event:?}"),
+                issued.secret.expose(),
+                "acme",
+            );
+        }
+    }
+}
