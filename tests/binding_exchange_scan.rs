@@ -223,6 +223,39 @@ fn client_cert_binding_accepts_the_right_certificate_as_der_or_fingerprint() {
     .expect("certificate plus peer");
 }
 
+/// SPEC 10: the certificate binding is "the SHA-256 fingerprint of the
+/// DER". The fingerprint matches the FIPS 180-2 test vector and a digest
+/// computed apart from keyward; a key bound to that digest, given as the
+/// hex an operator would paste, admits the certificate's DER.
+#[test]
+fn client_cert_fingerprint_is_the_sha256_of_the_der() {
+    use sha2::Digest;
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    assert_eq!(
+        CertFingerprint::of_der(b"abc").to_string(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    let digest = hex(&sha2::Sha256::digest(CERT));
+    assert_eq!(CertFingerprint::of_der(CERT).to_string(), digest);
+
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let pasted = CertFingerprint::from_hex(&digest).expect("a SHA-256 digest in hex");
+    let issued = ring
+        .issue(NewKey::new("acct_1").client_cert(pasted))
+        .expect("issue");
+    let key = issued.secret.expose();
+    assert!(
+        ring.verify_with(key, RequestContext::new().client_cert_der(CERT))
+            .is_ok()
+    );
+    assert_eq!(
+        ring.verify_with(key, RequestContext::new().client_cert_der(OTHER_CERT))
+            .unwrap_err(),
+        VerifyError::BindingMismatch(Binding::ClientCertificate)
+    );
+}
+
 #[test]
 fn client_cert_binding_refuses_a_wrong_or_missing_certificate_with_403() {
     let clock = ManualClock::new(T0);
