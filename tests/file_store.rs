@@ -588,3 +588,72 @@ fn a_slow_export_holds_up_no_write() {
     assert!(text.contains("\"early\"") && !text.contains("\"late\""));
     assert_eq!(ring.list(&ListFilter::default()).unwrap().len(), 2);
 }
+
+/// SPEC 8, on a real file through the public API (the byte-level cases run
+/// on a simulated disk in the unit tests): a torn tail is dropped and
+/// reported, the writes before it kept; damage before the last record is a
+/// `Corrupt` error naming the file and an offset at or before the damage,
+/// and the store does not open.
+#[test]
+fn on_a_real_file_a_torn_tail_is_dropped_and_earlier_damage_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let len = || std::fs::metadata(&path).unwrap().len();
+    let mut keys = Vec::new();
+    let mut ends = Vec::new();
+    {
+        let ring = ring_on(FileStore::open(&path).unwrap());
+        ends.push(len());
+        for owner in ["o1", "o2", "o3"] {
+            let issued = ring.issue(NewKey::new(owner)).unwrap();
+            ends.push(len());
+            keys.push(issued);
+        }
+    }
+    assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+    let whole = std::fs::read(&path).unwrap();
+    assert_eq!(whole.len() as u64, ends[3], "the drop wrote more");
+
+    // The last write cut short: dropped, the two before it kept.
+    let cut = (ends[2] + ends[3]) / 2;
+    std::fs::write(&path, &whole[..cut as usize]).unwrap();
+    {
+        let store = FileStore::open(&path).unwrap();
+        let recovery = store.recovery();
+        assert_eq!(recovery.dropped_at, Some(ends[2]));
+        assert_eq!(recovery.dropped_bytes, cut - ends[2]);
+        let ring = ring_on(store);
+        assert!(ring.verify(keys[0].secret.expose()).is_ok());
+        assert!(ring.verify(keys[1].secret.expose()).is_ok());
+        assert_eq!(
+            ring.verify(keys[2].secret.expose()).unwrap_err(),
+            VerifyError::Invalid
+        );
+    }
+
+    // A flipped byte in the middle write, with a committed one after it.
+    let flip = (ends[1] + ends[2]) / 2;
+    let mut damaged = whole.clone();
+    damaged[flip as usize] ^= 0xFF;
+    std::fs::write(&path, &damaged).unwrap();
+    match FileStore::open(&path) {
+        Err(StoreError::Corrupt {
+            path: named,
+            offset,
+            ..
+        }) => {
+            assert_eq!(named, path);
+            assert!(
+                (ends[1]..=flip).contains(&offset),
+                "damage at {flip} reported at {offset}"
+            );
+        }
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(store) => panic!(
+            "a damaged file opened with {} records",
+            store.recovery().records
+        ),
+    }
+    // The file is left as it was found.
+    assert_eq!(std::fs::read(&path).unwrap(), damaged);
+}
