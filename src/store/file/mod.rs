@@ -564,7 +564,9 @@ impl FileStore {
     /// (an empty owner or one with a NUL; an owner or name over 256 bytes; a
     /// description over 4096; a contact field over 256; over 64 metadata
     /// entries, or one over 256 bytes; over 256 scopes; over 64 bound
-    /// networks; a revocation reason over 256); an I/O error of the
+    /// networks; a revocation reason over 256), or settings no call could
+    /// write (a default period that is not positive, over 64 superseded
+    /// defaults); an I/O error of the
     /// rewrite; [`StoreError::Poisoned`] after an earlier failed write.
     pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
         let (settings, incoming) = read_export(input)?;
@@ -1531,6 +1533,16 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
         return Err(invalid(
             1,
             "a superseded default period must be positive".into(),
+        ));
+    }
+    // Nor more of them than a store keeps: every change of the default
+    // prunes them to that many, in time cubic in their number.
+    if let Some(settings) = &header.settings
+        && settings.superseded.len() > super::SUPERSEDED_KEPT
+    {
+        return Err(invalid(
+            1,
+            format!("more than {} superseded defaults", super::SUPERSEDED_KEPT),
         ));
     }
     Ok((header.settings, keys))

@@ -1588,6 +1588,47 @@ fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
     assert_eq!(State::of(&store), state);
 }
 
+/// Nor more superseded defaults than a store keeps: every change of the
+/// default prunes them to that many, in time cubic in their number (with
+/// 2,000 in a 170 KB export, one `set_default_expiry` took 53 s, and as
+/// long again under the store's write lock).
+#[test]
+fn an_import_refuses_more_superseded_defaults_than_a_store_keeps() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let state = State::of(&store);
+    let with = |n: usize| {
+        let mut kept = settings(0);
+        kept.superseded = (0..n)
+            .map(|i| super::super::Superseded {
+                policy: ExpiryPolicy::days(1),
+                since: datetime!(2026-01-01 0:00 UTC),
+                until: datetime!(2026-02-01 0:00 UTC) + time::Duration::minutes(i as i64),
+            })
+            .collect();
+        let header = serde_json::json!({ "keyward_export": 1, "settings": kept });
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[0] = header.to_string();
+        (kept, lines.join("\n") + "\n")
+    };
+    let (_, too_many) = with(super::super::SUPERSEDED_KEPT + 1);
+    match store.import(too_many.as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line: 1, reason }) => {
+            assert!(reason.contains("superseded defaults"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(State::of(&store), state);
+    // As many as a store keeps come through.
+    let (kept, most) = with(super::super::SUPERSEDED_KEPT);
+    store.import(most.as_bytes(), ImportMode::Replace).unwrap();
+    assert_eq!(store.load_settings().unwrap(), Some(kept));
+}
+
 /// Nor superseded defaults no change of the default could have written,
 /// while one that could be written comes through.
 #[test]
