@@ -152,8 +152,26 @@ pub struct RingSettings {
     /// replaced, oldest first: those keys stay expired, whatever the
     /// default becomes. (A change of the default takes effect for the keys
     /// still in force; it does not bring back an expired one.)
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "at_most_kept"
+    )]
     pub(crate) superseded: Vec<Superseded>,
+}
+
+/// Reads [`RingSettings::superseded`], refusing more entries than any call
+/// writes ([`SUPERSEDED_KEPT`]): each change of the default prunes them in
+/// time cubic in their number, so settings edited in a store or a host's
+/// database to hold thousands would stall every later change.
+fn at_most_kept<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Superseded>, D::Error> {
+    let superseded = Vec::<Superseded>::deserialize(d)?;
+    if superseded.len() > SUPERSEDED_KEPT {
+        return Err(serde::de::Error::custom(format_args!(
+            "more than {SUPERSEDED_KEPT} superseded defaults"
+        )));
+    }
+    Ok(superseded)
 }
 
 /// How many [`Superseded`] defaults a [`RingSettings`] keeps. Each one
@@ -626,5 +644,31 @@ mod tests {
         assert_eq!(s.epoch, 3);
         // And none is written while there are none.
         assert!(!serde_json::to_string(&s).unwrap().contains("superseded"));
+    }
+
+    /// Settings read from a store or a host's database hold at most as many
+    /// superseded defaults as any call writes: each later change of the
+    /// default prunes them in time cubic in their number.
+    #[test]
+    fn settings_with_more_superseded_defaults_than_kept_do_not_read() {
+        let with = |n: usize| {
+            let mut s = settings(ExpiryPolicy::days(1));
+            s.superseded = (0..n)
+                .map(|i| Superseded {
+                    policy: ExpiryPolicy::days(1),
+                    since: datetime!(2026-01-01 0:00 UTC),
+                    until: datetime!(2026-02-01 0:00 UTC) + Duration::minutes(i as i64),
+                })
+                .collect();
+            (serde_json::to_string(&s).unwrap(), s)
+        };
+        let (json, kept) = with(SUPERSEDED_KEPT);
+        assert_eq!(serde_json::from_str::<RingSettings>(&json).unwrap(), kept);
+        let (json, _) = with(SUPERSEDED_KEPT + 1);
+        let err = serde_json::from_str::<RingSettings>(&json).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 64 superseded defaults"),
+            "{err}"
+        );
     }
 }

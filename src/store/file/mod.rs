@@ -1535,15 +1535,5 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
             "a superseded default period must be positive".into(),
         ));
     }
-    // Nor more of them than a store keeps: every change of the default
-    // prunes them to that many, in time cubic in their number.
-    if let Some(settings) = &header.settings
-        && settings.superseded.len() > super::SUPERSEDED_KEPT
-    {
-        return Err(invalid(
-            1,
-            format!("more than {} superseded defaults", super::SUPERSEDED_KEPT),
-        ));
-    }
     Ok((header.settings, keys))
 }
