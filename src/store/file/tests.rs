@@ -1629,6 +1629,35 @@ fn an_import_refuses_more_superseded_defaults_than_a_store_keeps() {
     assert_eq!(store.load_settings().unwrap(), Some(kept));
 }
 
+/// A settings record in the file with more superseded defaults than a
+/// store keeps does not decode: the open fails (fail closed; dropping the
+/// record would drop its revoke-all epoch with it).
+#[test]
+fn a_file_with_more_superseded_defaults_than_kept_does_not_open() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    drop(store);
+    let mut bytes = sim.read(&path()).unwrap();
+    let start = bytes.len() as u64;
+    let mut many = settings(3);
+    many.superseded = (0..=super::super::SUPERSEDED_KEPT)
+        .map(|i| super::super::Superseded {
+            policy: ExpiryPolicy::days(1),
+            since: datetime!(2026-01-01 0:00 UTC),
+            until: datetime!(2026-02-01 0:00 UTC) + time::Duration::minutes(i as i64),
+        })
+        .collect();
+    bytes.extend(encode(&[EntryRef::Settings(&many)], usize::MAX).unwrap());
+    // A valid record after it, so it is not the file's last write.
+    bytes.extend(encode(&[EntryRef::Remove(KeyId::from_u64(9))], usize::MAX).unwrap());
+    match open_bytes(bytes) {
+        Err(StoreError::Corrupt { offset, .. }) => assert_eq!(offset, start),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened"),
+    }
+}
+
 /// Nor superseded defaults no change of the default could have written,
 /// while one that could be written comes through.
 #[test]
