@@ -137,8 +137,10 @@ pub(crate) struct Synced {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum HeaderCheck {
     Valid(Synced),
-    /// Shorter than a header and all zero or a prefix of one: a creation
-    /// cut short by a crash; the file can be started afresh.
+    /// Shorter than a header and all zero or a prefix of one. A store file
+    /// is created whole (renamed into place once its header is durable), so
+    /// only an empty one is started afresh; a part of a header is a file cut
+    /// short, reported as damage.
     Unfinished,
     /// A whole header of another format version.
     OtherVersion(u16),

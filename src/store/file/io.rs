@@ -13,8 +13,6 @@ pub(crate) trait Fs: fmt::Debug + Send + Sync {
     /// Opens a file for writing at its end, creating it empty if it does
     /// not exist.
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
-    /// Creates a file, or truncates it to empty, for writing.
-    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>>;
     /// Creates a file for writing that must not exist yet: anything at
     /// `path`, a symbolic link included (even one to nowhere), is an
     /// `AlreadyExists` error. The file gets the store's private mode, and
@@ -92,12 +90,6 @@ impl Fs for OsFs {
     fn open_append(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let file =
             private(OpenOptions::new().write(true).create(true).truncate(false)).open(path)?;
-        Ok(Box::new(OsFile(file)))
-    }
-
-    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let file =
-            private(OpenOptions::new().write(true).create(true).truncate(true)).open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 

@@ -10,7 +10,11 @@
 //!   in [`FileStore::recovery`]; damage followed by committed records, or
 //!   anywhere in the part of the file that each write's header slot says
 //!   was already durable, is an error naming the byte offset, never
-//!   skipped, since skipping a record could bring a revoked key back.
+//!   skipped, since skipping a record could bring a revoked key back. A
+//!   new store's file is created whole: its header written to
+//!   `<file>.compact`, fsynced, renamed into place, the directory fsynced.
+//!   So a file shorter than a header is damage (an error), not a creation
+//!   cut short; only an empty file is taken as a new store.
 //! - **One process at a time.** An exclusive OS lock on `<file>.lock`, taken
 //!   at open; a second open fails with [`StoreError::Locked`] (after 0.1 s,
 //!   time enough for a forked child to let go of its copy of the lock). The
@@ -1172,17 +1176,27 @@ fn holds_file_at(_file: &std::fs::File, _path: &Path) -> std::io::Result<bool> {
     Ok(true)
 }
 
-/// Creates an empty store file: header, fsync, directory fsync.
+/// Creates an empty store file, whole or not at all: the header is written
+/// and fsynced under the temporary name, then renamed into place and the
+/// directory fsynced. So a file at `path` shorter than a header was cut
+/// short by something other than a crash of this store, and is reported as
+/// damage rather than taken for a new store.
 fn create_fresh(fs: &dyn Fs, path: &Path) -> Result<Box<dyn FsFile>, StoreError> {
     let io_err = |source| StoreError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = fs.create(path).map_err(io_err)?;
+    let temp = temp_path(path);
+    // As in a rewrite: whatever is at the temporary name goes first, and the
+    // new file is created there, never opened through a link.
+    fs.remove(&temp).map_err(io_err)?;
+    let mut file = fs.create_new(&temp).map_err(io_err)?;
     file.append(&format::header()).map_err(io_err)?;
     file.sync().map_err(io_err)?;
+    drop(file);
+    fs.rename(&temp, path).map_err(io_err)?;
     fs.sync_dir(parent(path)).map_err(io_err)?;
-    Ok(file)
+    fs.open_append(path).map_err(io_err)
 }
 
 enum Loaded {
@@ -1215,12 +1229,17 @@ fn load(
     let synced = match format::check_header(&header) {
         HeaderCheck::Valid(synced) => synced,
         HeaderCheck::Unfinished => {
-            // Nothing was ever committed if the header is incomplete, unless
-            // data follows it: then it is damage, not an unfinished creation.
-            return if reader.fill_buf().map_err(io_err)?.is_empty() {
+            // An empty file (one a host created for the store, say) holds
+            // nothing: start afresh. A store file is created whole (see
+            // `create_fresh`), so a part of a header is a file cut short:
+            // damage, which would lose every key if taken for a new store.
+            return if header.is_empty() {
                 Ok(Loaded::Fresh)
             } else {
-                Err(corrupt(0, "bad file header"))
+                Err(corrupt(
+                    0,
+                    "the file is shorter than a store header: cut short (move it away to start afresh)",
+                ))
             };
         }
         HeaderCheck::OtherVersion(_) => {

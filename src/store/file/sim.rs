@@ -272,17 +272,6 @@ impl Fs for SimFs {
         }))
     }
 
-    fn create(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
-        let mut d = self.disk();
-        d.tick()?;
-        let i = d.new_inode();
-        d.dir.insert(path.to_path_buf(), i);
-        Ok(Box::new(SimFile {
-            fs: self.clone(),
-            inode: i,
-        }))
-    }
-
     fn create_new(&self, path: &Path) -> io::Result<Box<dyn FsFile>> {
         let mut d = self.disk();
         d.tick()?;

@@ -399,9 +399,6 @@ impl io::Fs for Hooked {
     fn open_append(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
         self.sim.open_append(path)
     }
-    fn create(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
-        self.sim.create(path)
-    }
     fn create_new(&self, path: &Path) -> std::io::Result<Box<dyn FsFile>> {
         let file = self.sim.create_new(path)?;
         if path != temp_path(&self::path()) {
@@ -1252,9 +1249,75 @@ fn damage_in_the_header_is_an_error() {
         open_bytes(b"something else entirely".to_vec()),
         Err(StoreError::Corrupt { offset: 0, .. })
     ));
-    // A header cut short by a crash at creation starts a fresh store.
-    let store = open_bytes(super::format::header()[..7].to_vec()).unwrap();
+    // A store file is created whole (renamed into place), so one shorter
+    // than a header was cut short afterwards: damage, not a new store.
+    let header = super::format::header();
+    for len in [1, 7, 100, 4096, HEADER_LEN - 1] {
+        match open_bytes(header[..len].to_vec()) {
+            Err(StoreError::Corrupt { offset: 0, .. }) => {}
+            Err(e) => panic!("{len} bytes: {e}"),
+            Ok(_) => panic!("{len} bytes of a header opened as a new store"),
+        }
+    }
+    // An empty file holds nothing: it becomes a new store.
+    let store = open_bytes(Vec::new()).unwrap();
     assert!(store.is_empty());
+}
+
+/// A store file cut short to a part of its header (by a host's mistake, or
+/// a filesystem's) is an error naming it, and is left as it was: it was
+/// taken for a creation cut short and overwritten by a new, empty store.
+#[test]
+fn a_store_file_cut_to_part_of_its_header_is_an_error_and_kept() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    store.insert(sample(2, 0)).unwrap();
+    drop(store);
+    for len in [100, 4096] {
+        let cut = sim.read(&path()).unwrap()[..len].to_vec();
+        let sim = SimFs::new();
+        sim.put(&path(), cut.clone());
+        match open(&sim, FileStoreOptions::default()) {
+            Err(StoreError::Corrupt {
+                offset: 0,
+                path: named,
+                ..
+            }) => {
+                assert_eq!(named, path(), "{len} bytes");
+            }
+            Err(e) => panic!("{len} bytes: {e}"),
+            Ok(_) => panic!("{len} bytes opened as an empty store"),
+        }
+        assert_eq!(
+            sim.read(&path()).unwrap(),
+            cut,
+            "{len} bytes: the file changed"
+        );
+    }
+}
+
+/// A crash at any point of a store's creation leaves no file, or a whole
+/// empty store: never a part of a header, which an open would refuse. (It
+/// fails if the header is renamed into place before it is durable.)
+#[test]
+fn a_crash_while_creating_a_store_leaves_none_or_a_whole_one() {
+    let mut rng = Rng::new(7);
+    let mut creations = 0;
+    for call in 0..16 {
+        for _ in 0..64 {
+            let sim = SimFs::new();
+            sim.die_at_call(call);
+            creations += usize::from(open(&sim, FileStoreOptions::default()).is_ok());
+            sim.crash(|n| rng.below(n));
+            let store = open(&sim, FileStoreOptions::default())
+                .unwrap_or_else(|e| panic!("death at call {call}: {e}"));
+            assert!(store.is_empty(), "death at call {call}");
+            store.insert(sample(1, 0)).unwrap();
+        }
+    }
+    // Some of the deaths came after the creation was done.
+    assert!(creations > 0);
 }
 
 /// A fixed workload: batches and one compaction.
