@@ -2505,4 +2505,61 @@ mod tests {
         assert_eq!(span(-Duration::days(365 * 300)), i64::MIN);
         assert_eq!(span(-Duration::days(1)), -86_400_000_000_000);
     }
+
+    /// `RingSettings::default_end` (what a merge import judges keys by)
+    /// gives the instant the ring gives, for keys under each kind of
+    /// default and under defaults since replaced, used or not.
+    #[test]
+    fn settings_give_the_default_end_the_ring_gives() {
+        use crate::{ManualClock, MemoryStore, NewKey};
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let clock = ManualClock::new(t0);
+        let ring = KeyRing::builder("acme")
+            .clock(clock.clone())
+            .default_expiry(ExpiryPolicy::days(10))
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap();
+        let mut keys = Vec::new();
+        let defaults = [
+            ExpiryPolicy::Idle(Duration::days(3)),
+            ExpiryPolicy::At(t0 + Duration::days(40)),
+            ExpiryPolicy::days(2),
+            ExpiryPolicy::Never,
+            ExpiryPolicy::Idle(Duration::days(1)),
+            ExpiryPolicy::days(30),
+        ];
+        let mut checked = (0, 0);
+        for (round, next) in defaults.into_iter().enumerate() {
+            for _ in 0..3 {
+                keys.push(ring.issue(NewKey::new("o")).unwrap());
+                clock.advance(Duration::days(1) + Duration::hours(round as i64));
+                // Every other key is used now and then.
+                for issued in keys.iter().step_by(2) {
+                    let _ = ring.verify(issued.secret.expose());
+                }
+            }
+            ring.flush().unwrap();
+            for issued in &keys {
+                let key = ring.get(issued.key.id()).unwrap();
+                let last_active = key
+                    .last_used_at()
+                    .unwrap_or(key.created_at())
+                    .max(key.created_at());
+                let end = ring.settings().default_end(key.created_at(), last_active);
+                assert_eq!(
+                    ring.expires_at(key.id()),
+                    end,
+                    "round {round}, key {}",
+                    key.id()
+                );
+                checked.0 += 1;
+                checked.1 += usize::from(end.is_some_and(|e| e <= clock.now()));
+            }
+            clock.advance(Duration::days(2));
+            ring.set_default_expiry(next).unwrap();
+        }
+        // Both live and expired keys were compared.
+        assert!(checked.1 > 0 && checked.1 < checked.0, "{checked:?}");
+    }
 }

@@ -657,3 +657,73 @@ fn on_a_real_file_a_torn_tail_is_dropped_and_earlier_damage_is_an_error() {
     // The file is left as it was found.
     assert_eq!(std::fs::read(&path).unwrap(), damaged);
 }
+
+/// A merge moves keys without an expiry of their own under the target's
+/// default, as a change of the default would, but never brings back one that
+/// had expired under the export's: that key arrives with the instant it
+/// expired as its own expiry.
+#[test]
+fn a_merge_does_not_revive_a_key_expired_under_the_exports_default() {
+    use keyward::store::{ImportMode, export};
+    use keyward::time::macros::datetime;
+    use keyward::{ExpiryPolicy, ManualClock};
+
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = datetime!(2001-01-01 0:00 UTC);
+    let clock = ManualClock::new(t0);
+    let source = KeyRing::builder("kill")
+        .pepper(PEPPER)
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::Lifetime(Span::days(1)))
+        .flush_interval(None)
+        .build(FileStore::open(dir.path().join("source.kw")).unwrap())
+        .unwrap();
+    let expired = source.issue(NewKey::new("acct")).unwrap();
+    let own = source
+        .issue(NewKey::new("acct").expiry(ExpiryPolicy::Never))
+        .unwrap();
+    clock.advance(Span::days(2));
+    assert_eq!(
+        source.verify(expired.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+    // A longer default keeps the expired key expired, and a key issued
+    // under it lives a century.
+    source
+        .set_default_expiry(ExpiryPolicy::Lifetime(Span::days(36_500)))
+        .unwrap();
+    let live = source.issue(NewKey::new("acct")).unwrap();
+    let mut out = Vec::new();
+    export(source.store(), &mut out).unwrap();
+
+    let target_path = dir.path().join("target.kw");
+    drop(
+        KeyRing::builder("kill")
+            .pepper(PEPPER)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(FileStore::open(&target_path).unwrap())
+            .unwrap(),
+    );
+    let target = FileStore::open(&target_path).unwrap();
+    let report = target.import(&out[..], ImportMode::Merge).unwrap();
+    assert_eq!((report.imported, report.expired), (3, 1));
+    let ring = KeyRing::builder("kill")
+        .pepper(PEPPER)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(target)
+        .unwrap();
+    // The target's default is "never": the expired key stays expired, at
+    // the instant it expired.
+    assert_eq!(
+        ring.verify(expired.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+    assert_eq!(ring.expires_at(expired.key.id()), Some(t0 + Span::days(1)));
+    assert!(ring.verify(own.secret.expose()).is_ok());
+    // A live key follows the target's default from now on.
+    assert!(ring.verify(live.secret.expose()).is_ok());
+    assert_eq!(ring.expires_at(live.key.id()), None);
+    assert_eq!(ring.get(live.key.id()).unwrap().expiry(), None);
+}

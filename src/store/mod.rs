@@ -346,6 +346,27 @@ impl RingSettings {
             .iter()
             .find_map(|s| s.expiry_of(created, last_active))
     }
+
+    /// When a key governed by the default, created at `created` and last
+    /// active at `last_active`, stops working under these settings (`None`:
+    /// never): under a replaced default it had expired under, or else under
+    /// the default in force. A ring's maximum lifetime, which is the ring's
+    /// and not in the settings, may end it earlier.
+    pub(crate) fn default_end(
+        &self,
+        created: OffsetDateTime,
+        last_active: OffsetDateTime,
+    ) -> Option<OffsetDateTime> {
+        if let Some(at) = self.expired_under_superseded(created, last_active) {
+            return Some(at);
+        }
+        match self.default_expiry {
+            ExpiryPolicy::Never => None,
+            ExpiryPolicy::Lifetime(d) => created.max(self.default_since).checked_add(d),
+            ExpiryPolicy::Idle(d) => last_active.max(self.default_since).checked_add(d),
+            fixed => fixed.deadline(self.default_since),
+        }
+    }
 }
 
 impl RingSettings {

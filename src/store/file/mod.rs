@@ -70,7 +70,8 @@ use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN, Synced};
 use self::io::{Fs, FsFile, OsFs};
 use super::memory::MemoryStore;
 use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
-use crate::key::{Status, StatusCode};
+use crate::expiry::ExpiryPolicy;
+use crate::key::{Status, StatusCode, instant};
 use crate::token::KeyId;
 
 /// Most keys in one record when the whole store is rewritten (compaction,
@@ -133,7 +134,14 @@ pub enum ImportMode {
     /// never the export's revoke-all epoch: a key the source revoked, one by
     /// one or by `revoke_all`, arrives revoked in its own record, and every
     /// added key is stamped with this store's epoch, so an active key stays
-    /// active.
+    /// active. An added key without an expiry of its own follows this
+    /// store's default from then on, as after a change of the default,
+    /// unless it had expired under the export's (its default in force or
+    /// one it replaced) by the time of the import, read from the system
+    /// clock: such a key arrives with the instant it expired as its own
+    /// expiry, and stays expired. (A ring's maximum lifetime is the ring's,
+    /// not the export's: a key only the source ring's cap had ended is not
+    /// known expired.)
     Merge,
 }
 
@@ -145,6 +153,10 @@ pub struct ImportReport {
     pub imported: usize,
     /// Keys skipped because their id existed (merge only).
     pub skipped: usize,
+    /// Keys added that followed the export's default expiry and had expired
+    /// under it (merge only): each keeps the instant it expired as its own
+    /// expiry, so the store's default does not bring it back.
+    pub expired: usize,
 }
 
 /// A durable [`KeyStore`]: one append-only file on one machine.
@@ -610,6 +622,7 @@ impl FileStore {
                     .as_ref()
                     .and_then(|s| s.revoked_all_at)
                     .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                let now = time::OffsetDateTime::now_utc();
                 let mut keys = self.index.list(None)?;
                 let mut added = Vec::new();
                 for key in incoming {
@@ -621,6 +634,17 @@ impl FileStore {
                     // The source's revoke-all epoch does not come along: write
                     // its effect into the record, and stamp the key with this
                     // store's epoch.
+                    // Nor does the expiry a key had reached under the
+                    // source's default: it becomes the key's own, so this
+                    // store's default cannot revive it.
+                    let expired = settings.as_ref().and_then(|s| {
+                        let k = key.key();
+                        let created = instant(k.created_at);
+                        let last_active = instant(k.created_at.max(k.last_used_at.get()));
+                        s.default_end(created, last_active)
+                            .filter(|end| k.expiry.is_none() && *end <= now)
+                    });
+                    report.expired += usize::from(expired.is_some());
                     let key = key.revised(|k| {
                         if k.epoch < source_epoch && k.status != StatusCode::Revoked {
                             k.set_status(Status::Revoked {
@@ -629,6 +653,9 @@ impl FileStore {
                             });
                         }
                         k.epoch = target_epoch;
+                        if let Some(end) = expired {
+                            k.set_expiry(Some(ExpiryPolicy::At(end)), Some(end));
+                        }
                     });
                     let key = Arc::new(key);
                     keys.push(Arc::clone(&key));
