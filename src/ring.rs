@@ -698,14 +698,19 @@ enum Limited {
     Hold,
 }
 
-/// An error that may be a [`StoreError::Conflict`].
+/// An error that may say the record changed since it was read: a
+/// [`StoreError::Conflict`], or a [`StoreError::NotFound`], which the
+/// [`Change::ReplaceIf`] of a record another ring deleted meanwhile meets
+/// (every write redone on a conflict is a `ReplaceIf`, or an `Insert`,
+/// which cannot meet it). Redone, the write finds the key gone and says
+/// so as [`Error::NotFound`], or passes it over (`revoke_owner`, a flush).
 trait MayConflict {
     fn is_conflict(&self) -> bool;
 }
 
 impl MayConflict for StoreError {
     fn is_conflict(&self) -> bool {
-        matches!(self, StoreError::Conflict(_))
+        matches!(self, StoreError::Conflict(_) | StoreError::NotFound(_))
     }
 }
 

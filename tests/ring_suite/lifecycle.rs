@@ -3763,3 +3763,67 @@ fn a_sink_that_panics_does_not_make_the_drop_panic() {
         "no flush was tried"
     );
 }
+
+/// What ring B does to a key that ring A deletes between B's read of the
+/// record and B's write.
+#[derive(Debug, Clone, Copy)]
+enum OnDeleted {
+    Disable,
+    Update,
+    Regenerate,
+    Rotate,
+    Revoke,
+}
+
+/// Ring B has read a record for an administrative write; ring A deletes
+/// the key; then B writes. The key is gone, which B's write must take as
+/// a change since it read (as it takes a conflict), not as a failure of
+/// the store: an operation on the deleted key says it is not found, and
+/// `revoke_owner` still revokes the owner's other keys instead of failing
+/// with a bare "storage error" that leaves them all working.
+#[test]
+fn a_key_another_ring_deletes_meanwhile_is_not_found_not_a_store_failure() {
+    let mut failures = Vec::new();
+
+    let (a, b, interleaved) = interleaved_rings();
+    let gone = a.issue(NewKey::new("o")).unwrap();
+    let kept = a.issue(NewKey::new("o")).unwrap();
+    let (ring, id) = (Arc::clone(&a), gone.key.id());
+    interleaved.arm(id, move || ring.delete(id).unwrap());
+    match b.revoke_owner("o", "offboarded") {
+        Ok(ids) if ids == [kept.key.id()] => {}
+        other => failures.push(format!("revoke_owner: {other:?}")),
+    }
+    assert!(interleaved.fired(), "ring A's delete never ran");
+    if check(&a, &kept) != Err(VerifyError::Revoked) {
+        failures.push("revoke_owner: the owner's other key still works".into());
+    }
+
+    for op in [
+        OnDeleted::Disable,
+        OnDeleted::Update,
+        OnDeleted::Regenerate,
+        OnDeleted::Rotate,
+        OnDeleted::Revoke,
+    ] {
+        let (a, b, interleaved) = interleaved_rings();
+        let id = a.issue(NewKey::new("o")).unwrap().key.id();
+        let ring = Arc::clone(&a);
+        interleaved.arm(id, move || ring.delete(id).unwrap());
+        let err = match op {
+            OnDeleted::Disable => b.disable(id).err(),
+            OnDeleted::Update => b.update(id, KeyUpdate::new().name("n")).err(),
+            OnDeleted::Regenerate => b.regenerate(id).err(),
+            OnDeleted::Rotate => b.rotate(id, Duration::hours(1)).err(),
+            OnDeleted::Revoke => b.revoke(id, "leaked").err(),
+        };
+        assert!(interleaved.fired(), "{op:?}: ring A's delete never ran");
+        if !matches!(err, Some(Error::NotFound(e)) if e == id) {
+            failures.push(format!("{op:?}: {err:?}"));
+        }
+        if !b.list(&ListFilter::new()).unwrap().is_empty() {
+            failures.push(format!("{op:?}: a record was written"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
