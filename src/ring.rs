@@ -2209,7 +2209,11 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         let now = ring.clock.now();
         // Revoked one by one, or by a revoke-all (the epoch only moves
-        // forward, so such a key stays revoked without a write).
+        // forward, so such a key stays revoked without a write). Another
+        // ring's revoke-all counts too: reload the settings first. Best
+        // effort: a failed read must not stop a revocation, and the epoch
+        // held only makes it revoke such a key again (fail closed).
+        let _ = ring.shared.refresh();
         let epoch = ring.shared.epoch.load(Ordering::Acquire);
         let fresh: Vec<&Arc<StoredKey>> = entries
             .iter()

@@ -3827,3 +3827,39 @@ fn a_key_another_ring_deletes_meanwhile_is_not_found_not_a_store_failure() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// `revoke`, `revoke_owner` and `revoke_leaked` pass over the keys a
+/// `revoke_all` revoked (see
+/// `keys_revoked_by_revoke_all_are_passed_over_by_later_revocations`) on
+/// another ring too, one that has not reloaded the settings since (no
+/// background thread here; with one, for up to a second): as `issue`,
+/// `rotate` and the other administrative writes do, they reload the
+/// settings first. No record is written, no `Revoked` event sent, and no
+/// id reported as revoked by this call.
+#[test]
+fn revocations_on_another_ring_pass_over_keys_its_revoke_all_revoked() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let a = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let (b, log) = logged(Arc::clone(&store), &clock, None);
+    let key = a.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    a.revoke_all().unwrap();
+    let seen = log.events().len();
+
+    let text = format!("leaked: {}", key.secret.expose());
+    assert_eq!(b.revoke_leaked(&text, "found in a paste").unwrap(), []);
+    assert_eq!(b.revoke_owner("o", "offboarded").unwrap(), []);
+    b.revoke(id, "again").unwrap();
+    let later: Vec<EventKind> = log.events()[seen..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(later, [EventKind::OwnerRevoked { count: 0 }]);
+    assert_eq!(stored(&b, id), key.key, "the record was written");
+    assert_eq!(check(&b, &key), Err(VerifyError::Revoked));
+}
