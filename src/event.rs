@@ -41,7 +41,8 @@ pub enum EventKind {
     Deleted,
     /// A key was found in leaked text (and then revoked, in its own event).
     Exposed,
-    /// A key's name, description, contact, metadata or scopes changed.
+    /// A key's name, description, contact, metadata, bindings or scopes
+    /// changed.
     Updated,
     /// Every key of an owner was revoked (each also has its own `Revoked`
     /// event); the event's owner says whose.

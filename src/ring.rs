@@ -1163,7 +1163,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// Changes a key's name, description, contact, metadata or bindings, or
     /// narrows its scopes (widening is refused). The new values are held to
     /// the limits of [`issue`](Self::issue); a refused update changes
-    /// nothing.
+    /// nothing. An update that gives each field the value it has already
+    /// writes nothing and sends no event.
     pub fn update(&self, id: KeyId, change: KeyUpdate) -> Result<Key, Error> {
         self.anonymous().update(id, change)
     }
@@ -2309,6 +2310,13 @@ impl<S: KeyStore> Acting<'_, S> {
                 k.extra_mut().bindings = bindings;
             }
         });
+        // Every field given already has its value: nothing to write, and
+        // no `Updated` event, which says that a field changed. (A use
+        // counted meanwhile makes them differ: then the write is made, as
+        // for any update.)
+        if next.key == entry.key {
+            return Ok(entry.current_key());
+        }
         let key = next.key.clone();
         Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
         self.event(EventKind::Updated, &key, ring.clock.now());

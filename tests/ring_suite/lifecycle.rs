@@ -3863,3 +3863,47 @@ fn revocations_on_another_ring_pass_over_keys_its_revoke_all_revoked() {
     assert_eq!(stored(&b, id), key.key, "the record was written");
     assert_eq!(check(&b, &key), Err(VerifyError::Revoked));
 }
+
+/// An update that changes nothing (no field given, or each given field at
+/// the value it has) writes nothing and sends no `Updated` event, which
+/// says that a key's fields changed; it returns the key as it stands. An
+/// update that changes a field still does both.
+#[test]
+fn an_update_that_changes_nothing_is_neither_written_nor_reported() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(CountingStore::default());
+    let (ring, log) = logged(Arc::clone(&store), &clock, None);
+    let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
+    let key = ring
+        .issue(
+            NewKey::new("o")
+                .name("n")
+                .contact(contact())
+                .scopes(scopes.clone()),
+        )
+        .unwrap();
+    let id = key.key.id();
+    let (writes, events) = (store.writes(), log.events().len());
+    for same in [
+        KeyUpdate::new(),
+        KeyUpdate::new().name("n"),
+        KeyUpdate::new()
+            .contact(Some(contact()))
+            .description(None)
+            .metadata(BTreeMap::new())
+            .scopes(scopes),
+    ] {
+        assert_eq!(ring.by("alice").update(id, same).unwrap(), key.key);
+    }
+    assert_eq!(store.writes(), writes, "a record was written");
+    assert_eq!(log.events()[events..], [], "an event was sent");
+
+    let renamed = ring.update(id, KeyUpdate::new().name("m")).unwrap();
+    assert_eq!(renamed.name(), "m");
+    assert_eq!(store.writes()[1], writes[1] + 1);
+    let kinds: Vec<EventKind> = log.events()[events..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(kinds, [EventKind::Updated]);
+}
