@@ -1330,7 +1330,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// version another ring wrote meanwhile is judged afresh (it may be
     /// revoked, or have a new secret). A write the store fails, or
     /// [`VERIFY_CONFLICT_ATTEMPTS`] conflicts, refuse the key as
-    /// [`VerifyError::Unavailable`], with nothing spent: fail closed.
+    /// [`VerifyError::Unavailable`], with nothing spent: fail closed. A key
+    /// found rotated is refused as [`VerifyError::Expired`], whatever the
+    /// clock: its successor holds its remaining uses.
     fn consume_limited(
         &self,
         id: KeyId,
@@ -1342,6 +1344,19 @@ impl<S: KeyStore> KeyRing<S> {
         for _ in 0..VERIFY_CONFLICT_ATTEMPTS {
             let current = self.store().lookup(id);
             let judged = self.judge(current.as_ref(), digest, now, request)?;
+            // A rotation handed the key's remaining uses to its successor
+            // and ended it at once, at the rotating ring's reading of the
+            // clock, which may be after `now`: another ring's rotation can
+            // land after that reading. Judged by its end alone, the key
+            // would spend a use its successor holds too.
+            if judged
+                .key
+                .extra
+                .as_ref()
+                .is_some_and(|e| e.rotated_to.is_some())
+            {
+                return Err(VerifyError::Expired);
+            }
             let mut spent = false;
             let next = judged.revised(|k| spent = k.spend(now.nanos));
             if !spent {

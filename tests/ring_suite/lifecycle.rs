@@ -3907,3 +3907,54 @@ fn an_update_that_changes_nothing_is_neither_written_nor_reported() {
         .collect();
     assert_eq!(kinds, [EventKind::Updated]);
 }
+
+/// A rotation hands a limited key's remaining uses to its successor and
+/// ends the key at once (its grace ends at the rotating ring's clock
+/// reading). Ring A rotates the key while ring B is spending a use of it,
+/// after B read its clock (a moment before A's): B's write meets the
+/// rotated record, and must not spend a use of it, or the key and its
+/// successor grant one use more than the limit.
+#[test]
+fn a_limited_key_rotated_by_another_ring_during_a_use_grants_no_extra_use() {
+    let clock = ManualClock::new(T0);
+    let shared = Arc::new(fresh_store());
+    let interleaved = Arc::new(Interleaved {
+        inner: Arc::clone(&shared),
+        target: std::sync::Mutex::new(None),
+        hook: std::sync::Mutex::new(None),
+    });
+    let build = |store| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(store)
+            .unwrap()
+    };
+    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
+    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+    let issued = a.issue(NewKey::new("o").use_limit(2)).unwrap();
+    let id = issued.key.id();
+    let old = issued.secret.expose().to_owned();
+    b.verify(&old).unwrap();
+
+    let successor = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (ring, out, later) = (Arc::clone(&a), Arc::clone(&successor), clock.clone());
+    interleaved.arm(id, move || {
+        later.advance(Duration::seconds(1));
+        let new = ring.rotate(id, Duration::ZERO).unwrap();
+        *out.lock().unwrap() = Some(new.secret.expose().to_owned());
+    });
+    let during = b.verify(&old).map(|_| ());
+    assert!(interleaved.fired(), "ring A's rotation never ran");
+    let new = successor.lock().unwrap().clone().unwrap();
+    let mut granted = 1 + usize::from(during.is_ok());
+    // Bounded: a broken limit must fail the test, not hang it.
+    while granted <= 4 && a.verify(&new).is_ok() {
+        granted += 1;
+    }
+    assert_eq!(
+        (granted, during, a.get(id).unwrap().uses()),
+        (2, Err(VerifyError::Expired), 1),
+        "uses granted in all, ring B's verify during the rotation, uses of the old key"
+    );
+}
