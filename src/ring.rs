@@ -2445,12 +2445,16 @@ impl<S: KeyStore> Acting<'_, S> {
         // In UTC, as the store keeps it (see `ExpiryPolicy::normalized`).
         let policy = policy.normalized()?;
         check_default(policy, ring.max_lifetime, now)?;
+        let seen = ring.shared.installed.load(Ordering::Acquire);
         let mut next = ring.shared.settings_to_change()?;
         if next.default_expiry == policy {
             // No change: moving `default_since` would give every key the
             // default governs a fresh period, and a host that applies its
             // configured default at each start would renew them for ever.
-            ring.shared.take_settings(next);
+            // Nothing was written, so what was read is installed as a
+            // reload's would be: not over settings installed since (a
+            // reload or a refresh may have taken another ring's newer ones).
+            ring.shared.install(next, Some(seen));
             return Ok(());
         }
         // Keys already expired under the old default stay expired.

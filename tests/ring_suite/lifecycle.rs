@@ -3958,3 +3958,53 @@ fn a_limited_key_rotated_by_another_ring_during_a_use_grants_no_extra_use() {
         "uses granted in all, ring B's verify during the rotation, uses of the old key"
     );
 }
+
+/// Setting the default already in force writes nothing, and must not put
+/// back settings older than the ones the ring took while it read them:
+/// here, another ring's shorter default, which a refresh took meanwhile.
+#[test]
+fn setting_the_default_in_force_does_not_put_back_older_settings() {
+    let clock = ManualClock::new(T0);
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let store = Arc::new(GatedSettings {
+        inner: fresh_store(),
+        armed: false.into(),
+        entered: std::sync::Mutex::new(entered_tx),
+        release: std::sync::Mutex::new(release_rx),
+    });
+    let build = || {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap()
+    };
+    let a = Arc::new(build());
+    let b = build();
+    let key = a.issue(NewKey::new("o")).unwrap(); // default: never
+    clock.set(T0 + Duration::days(10));
+    // Ring A sets the default it has, and has read the settings...
+    store.armed.store(true, Ordering::SeqCst);
+    let again = {
+        let a = Arc::clone(&a);
+        std::thread::spawn(move || a.set_default_expiry(ExpiryPolicy::Never))
+    };
+    let wait = std::time::Duration::from_secs(5);
+    entered
+        .recv_timeout(wait)
+        .expect("ring A reads the settings");
+    // ...when ring B shortens the default, and ring A takes that.
+    let policy = ExpiryPolicy::Lifetime(Duration::days(1));
+    b.set_default_expiry(policy).unwrap();
+    a.refresh().unwrap();
+    release.send(()).unwrap();
+    again.join().unwrap().unwrap();
+    clock.set(T0 + Duration::days(12));
+    assert_eq!(check(&b, &key), Err(VerifyError::Expired));
+    assert_eq!(
+        (a.settings().default_expiry(), check(&a, &key)),
+        (policy, Err(VerifyError::Expired)),
+        "ring A put the settings it read back over newer ones"
+    );
+}
