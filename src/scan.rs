@@ -76,7 +76,9 @@ pub struct Found {
 
 /// Every keyward API key and access token in `text`, in order, with byte
 /// positions, including one glued to the word before it (by `_` or not)
-/// or by `_` to the word after it.
+/// or by `_` to the word after it. Two finds' ranges may overlap (text
+/// with a valid checksum that runs into the next key's prefix); their
+/// secret ranges never do.
 /// Near-misses (a changed character, a wrong checksum) and random text are
 /// not reported.
 ///
@@ -115,7 +117,8 @@ pub fn scan(text: &str) -> Vec<Found> {
 /// the shape of a body is its checksum worked out.
 fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
     let run = &bytes[start..end];
-    // Where the part of the run that no hit has claimed starts.
+    // Where the last hit ends: a body starts after it (a prefix may start
+    // before it, see `recognise`), so secret ranges never overlap.
     let mut free = 0;
     // The last `_` before the place being tried.
     let mut marker: Option<usize> = None;
@@ -140,7 +143,7 @@ fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
         if body.len() >= longest {
             continue;
         }
-        let Some((from, hit)) = recognise(run, free, q, stop, longest) else {
+        let Some((from, hit)) = recognise(run, q, stop, longest) else {
             continue;
         };
         let at = start + from;
@@ -162,20 +165,17 @@ fn scan_run(bytes: &[u8], start: usize, end: usize, found: &mut Vec<Found>) {
 
 /// The key or token that `run[..stop]` ends with, whose body starts after
 /// the `_` at `q`, if any, with where the window it was found in starts. It
-/// is at most `longest` long and starts at or after `free`. Kept out of
-/// [`scan_run`]'s loop, which most text leaves before it gets here.
+/// is at most `longest` long. Kept out of [`scan_run`]'s loop, which most
+/// text leaves before it gets here.
 #[inline(never)]
-fn recognise(
-    run: &[u8],
-    free: usize,
-    q: usize,
-    stop: usize,
-    longest: usize,
-) -> Option<(usize, token::Hit)> {
+fn recognise(run: &[u8], q: usize, stop: usize, longest: usize) -> Option<(usize, token::Hit)> {
     // Search no earlier than the longest one could start, so each place
     // costs a bounded amount. The prefix may start anywhere in the window,
-    // mid-word too (`%20<key>`): the checksum says where.
-    let from = free.max(stop.saturating_sub(longest));
+    // mid-word too (`%20<key>`), and inside the text of an earlier find
+    // (only its body, after `q`, must not be): the checksum says where. A
+    // string with a valid checksum (public arithmetic) that runs into this
+    // one's prefix must not hide it.
+    let from = stop.saturating_sub(longest);
     let window = &run[from..stop];
     // Only the `_` at `q` can begin this one's body.
     let hit = if run[q + 1] == b'1' {

@@ -3345,3 +3345,73 @@ fn a_truncated_token_is_refused_for_its_length_not_its_prefix() {
         Err(VerifyError::Malformed(MalformedReason::WrongPrefix))
     );
 }
+
+/// A well-formed key string of `prefix` (valid checksum, id 1) whose
+/// checksum ends with `tail`: found by trying secrets, one in 62^len.
+fn forge_ending_with(prefix: &str, tail: &str) -> String {
+    let id = KeyId::from_u64(1);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    loop {
+        let key = forge(prefix, id, &rng.base62_string(SECRET_LEN));
+        if key.ends_with(tail) {
+            return key;
+        }
+    }
+}
+
+/// Regression (found by this review): a string with a valid checksum that
+/// runs into the prefix of a real key or token, with no break (`<forged
+/// key whose last characters are the real prefix>_1…`), claimed the text up
+/// to the real key's `_`, and the real key's prefix was searched for only
+/// after it: the real key was neither found nor redacted nor revoked. Its
+/// checksum is public arithmetic, so anyone who can put text right before
+/// a key in a log line could hide the key from `scan` and leave it in
+/// `redact`'s output. A key's prefix may now start inside an earlier find
+/// (its body, after its own `_`, never does).
+#[test]
+fn a_checksummed_string_running_into_a_real_prefix_does_not_hide_the_key() {
+    let clock = ManualClock::new(T0);
+    for prefix in ["a", "ab_c"] {
+        let ring = ring(prefix, &clock);
+        let key = invoices_key(&ring);
+        let token = ring
+            .exchange(key.secret.expose(), Duration::minutes(5))
+            .expect("exchange");
+        // The forged string ends where the real item's first `_` is, so its
+        // checksum ends with the real prefix up to that `_`.
+        let glued = prefix.split('_').next().expect("a first part");
+        let forged = forge_ending_with("q", glued);
+        let head = &forged[..forged.len() - glued.len()];
+        for (item, public) in [
+            (
+                key.secret.expose(),
+                key_public_part(key.secret.expose(), prefix),
+            ),
+            (token.expose(), token_public_part(token.expose(), prefix)),
+        ] {
+            let text = format!("log {head}{item} end");
+            let found = scan(&text);
+            let shown: Vec<&str> = found.iter().map(|f| &text[f.range.clone()]).collect();
+            assert_eq!(shown, vec![forged.as_str(), item], "{text}");
+            assert_eq!(found[1].prefix, prefix);
+            let redacted = redact(&text);
+            assert!(
+                !redacted.contains(&item[public.len()..]),
+                "secret left visible in {redacted}"
+            );
+            // The forged string's redaction takes the prefix characters it
+            // ran into; the rest of the public part stays.
+            let kept = &public[glued.len()..];
+            assert!(
+                redacted.ends_with(&format!("[redacted]{kept}[redacted] end")),
+                "{redacted}"
+            );
+            assert!(scan(&redacted).is_empty(), "{redacted}");
+        }
+        assert_eq!(
+            ring.revoke_leaked(&format!("log {head}{}", key.secret.expose()), "leaked")
+                .expect("revoke"),
+            vec![key.key.id()]
+        );
+    }
+}
