@@ -3415,3 +3415,27 @@ fn a_checksummed_string_running_into_a_real_prefix_does_not_hide_the_key() {
         );
     }
 }
+
+/// Regression (found by this review): the README gave secret-scanning
+/// services the patterns from before keys glued to a preceding letter or
+/// digit, or followed by `_`, were found (`\b…\b`): a service following it
+/// missed `%20acme_1…` and `<key>_old`, which `scan` finds. The README
+/// must give the patterns `scan`'s documentation gives.
+#[test]
+fn the_readme_gives_the_patterns_scan_documents() {
+    let readme = include_str!("../README.md");
+    let scan_doc = include_str!("../src/scan.rs");
+    let patterns: Vec<&str> = scan_doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("//! "))
+        .filter(|line| line.starts_with("[a-z]"))
+        .collect();
+    assert_eq!(patterns.len(), 2, "an API key's and a token's");
+    for pattern in patterns {
+        assert!(
+            readme.contains(&format!("`{pattern}`")),
+            "the README lacks `{pattern}`"
+        );
+    }
+    assert!(!readme.contains(r"`\b[a-z]"), "a stale pattern remains");
+}
