@@ -124,13 +124,16 @@ impl Signer {
         }
     }
 
-    /// Adds a signing key under `id` (0 to 61), derived for `prefix`;
-    /// `current` makes it the one new tokens are signed with.
+    /// Adds a signing key under `id` (0 to 61), derived for `prefix` and the
+    /// ring's `pepper` (so two rings sharing a signing key and a prefix but
+    /// not a pepper, one per tenant say, do not accept each other's
+    /// tokens); `current` makes it the one new tokens are signed with.
     pub(crate) fn add(
         &mut self,
         id: u8,
         key: &[u8; 32],
         prefix: &str,
+        pepper: Option<&[u8; 32]>,
         current: bool,
     ) -> Result<(), Error> {
         if id >= 62 {
@@ -139,9 +142,15 @@ impl Signer {
         if self.keys.iter().any(|(k, _)| *k == id) {
             return Err(Error::InvalidInput("each signing key needs its own id"));
         }
-        let mut material = Zeroizing::new(Vec::with_capacity(32 + prefix.len()));
+        let mut material = Zeroizing::new(Vec::with_capacity(32 + prefix.len() + 1 + 32));
         material.extend_from_slice(key);
         material.extend_from_slice(prefix.as_bytes());
+        if let Some(pepper) = pepper {
+            // 0xFF is in no prefix, so (prefix, pepper) pairs stay distinct;
+            // a ring without a pepper derives what it always did.
+            material.push(0xFF);
+            material.extend_from_slice(pepper);
+        }
         // Derived straight into its wiped slot (`blake3::derive_key` would
         // return it through a local that nothing wipes).
         self.keys.push((id, Zeroizing::new([0; 32])));
@@ -441,7 +450,7 @@ mod tests {
         let mut signer = Signer::with_capacity(8);
         let buffer = signer.keys.as_ptr();
         for id in 0..8u8 {
-            signer.add(id, &[id; 32], "acme", id == 7).unwrap();
+            signer.add(id, &[id; 32], "acme", None, id == 7).unwrap();
         }
         assert_eq!(signer.keys.as_ptr(), buffer, "the key list reallocated");
         for id in 0..8u8 {
@@ -453,9 +462,31 @@ mod tests {
             );
         }
         assert!(matches!(
-            signer.add(3, &[0; 32], "acme", false),
+            signer.add(3, &[0; 32], "acme", None, false),
             Err(Error::InvalidInput(_))
         ));
         assert_eq!(signer.keys.len(), 8);
+    }
+
+    /// With a pepper, the MAC key depends on it too, and on nothing that a
+    /// longer prefix could imitate.
+    #[test]
+    fn signing_keys_are_derived_for_the_pepper() {
+        let mut signer = Signer::with_capacity(3);
+        signer.add(0, &[1; 32], "acme", None, false).unwrap();
+        signer
+            .add(1, &[1; 32], "acme", Some(&[2; 32]), false)
+            .unwrap();
+        signer
+            .add(2, &[1; 32], "acme", Some(&[3; 32]), true)
+            .unwrap();
+        let keys = [0, 1, 2].map(|id| *signer.key(id).unwrap());
+        assert_ne!(keys[0], keys[1]);
+        assert_ne!(keys[1], keys[2]);
+        let mut material = [1; 32].to_vec();
+        material.extend_from_slice(b"acme");
+        material.push(0xFF);
+        material.extend_from_slice(&[2; 32]);
+        assert_eq!(keys[1], blake3::derive_key(CONTEXT, &material));
     }
 }

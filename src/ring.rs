@@ -405,7 +405,8 @@ impl KeyRingBuilder {
     /// The 32-byte secret that keys the hash at rest, from the host's secret
     /// manager. Without one, hashes are keyed by a fixed context only, and a
     /// stolen store can be checked against a guessed key (which, at 142
-    /// random bits, nobody can guess). Changing it invalidates every key.
+    /// random bits, nobody can guess). Changing it invalidates every key,
+    /// and every access token: their MAC keys are derived from it too.
     pub fn pepper(mut self, pepper: [u8; 32]) -> Self {
         self.pepper = Some(zeroize::Zeroizing::new(pepper));
         self
@@ -517,7 +518,7 @@ impl KeyRingBuilder {
         let hasher = Hasher::new(self.pepper.as_deref(), prefix.as_str());
         let mut signer = Signer::with_capacity(self.signing_keys.len());
         for (id, key, current) in &self.signing_keys {
-            signer.add(*id, key, prefix.as_str(), *current)?;
+            signer.add(*id, key, prefix.as_str(), self.pepper.as_deref(), *current)?;
         }
         if !self.max_token_ttl.is_positive() {
             return Err(Error::InvalidInput(

@@ -3439,3 +3439,38 @@ fn the_readme_gives_the_patterns_scan_documents() {
     }
     assert!(!readme.contains(r"`\b[a-z]"), "a stale pattern remains");
 }
+
+/// Two rings that share a signing key and a prefix but not a pepper (one
+/// ring per tenant, say) do not accept each other's tokens, even in the
+/// plain check that looks at no store; rings with the same pepper do.
+#[test]
+fn a_token_is_accepted_only_by_rings_with_its_pepper() {
+    let clock = ManualClock::new(T0);
+    let tenant = |pepper: [u8; 32]| {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .pepper(pepper)
+            .signing_key(1, SIGNING)
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .expect("ring builds")
+    };
+    let (a, b, a_again) = (tenant([1; 32]), tenant([2; 32]), tenant([1; 32]));
+    let issued = a.issue(NewKey::new("acct_1")).unwrap();
+    let token = a
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    assert!(a.verify_access_token(token.expose()).is_ok());
+    assert!(a_again.verify_access_token(token.expose()).is_ok());
+    assert_eq!(
+        b.verify_access_token(token.expose()).unwrap_err(),
+        VerifyError::Invalid
+    );
+    // Nor does a ring without a pepper.
+    assert_eq!(
+        ring("acme", &clock)
+            .verify_access_token(token.expose())
+            .unwrap_err(),
+        VerifyError::Invalid
+    );
+}
