@@ -1578,6 +1578,11 @@ impl<S: KeyStore> KeyRing<S> {
     /// too, even for a key issued after it. Another ring on the same store
     /// sees the revoke-all when it reloads its settings (within a second
     /// with its background thread, else on [`refresh`](Self::refresh)).
+    ///
+    /// A token that lives longer than the ring's
+    /// [maximum](KeyRingBuilder::max_token_ttl) (lowered since the token was
+    /// exchanged) is refused as [`VerifyError::Expired`]: lowering it, and
+    /// restarting, shortens every outstanding token.
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let outcome = self.check_token(token);
         if let Err(e) = &outcome {
@@ -1638,12 +1643,7 @@ impl<S: KeyStore> KeyRing<S> {
     ) -> Result<AccessClaims, VerifyError> {
         let request = request.into();
         let outcome = self.signer.open(&self.prefix, token).and_then(|claims| {
-            if self.clock.now() >= claims.expires_at {
-                return Err(VerifyError::Expired);
-            }
-            if predates_revoke_all(&self.shared, &claims) {
-                return Err(VerifyError::Revoked);
-            }
+            self.token_in_force(&claims)?;
             let entry = self
                 .store()
                 .lookup(claims.key_id)
@@ -1693,16 +1693,33 @@ impl<S: KeyStore> KeyRing<S> {
         });
     }
 
-    fn check_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
-        let claims = self.signer.open(&self.prefix, token)?;
+    /// The checks of a token's claims that need no store: its expiry, its
+    /// life against the ring's maximum, and the last revoke-all.
+    fn token_in_force(&self, claims: &AccessClaims) -> Result<(), VerifyError> {
         if self.clock.now() >= claims.expires_at {
+            return Err(VerifyError::Expired);
+        }
+        // A ring whose maximum was lowered since the exchange (the
+        // emergency lever against tokens it cannot see revoked) refuses the
+        // longer ones. Tokens carry whole seconds: the maximum counts as its
+        // whole seconds, rounded up.
+        let max = self.max_token_ttl;
+        let longest =
+            Duration::seconds(max.whole_seconds() + i64::from(max.subsec_nanoseconds() > 0));
+        if claims.expires_at - claims.issued_at > longest {
             return Err(VerifyError::Expired);
         }
         // The revoke-all instant is in memory: the emergency stop reaches
         // tokens without a store lookup.
-        if predates_revoke_all(&self.shared, &claims) {
+        if predates_revoke_all(&self.shared, claims) {
             return Err(VerifyError::Revoked);
         }
+        Ok(())
+    }
+
+    fn check_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
+        let claims = self.signer.open(&self.prefix, token)?;
+        self.token_in_force(&claims)?;
         if claims.bound {
             // Bindings need the request: see `verify_access_token_with`.
             return Err(VerifyError::BindingMismatch(Binding::NotPresented));

@@ -3474,3 +3474,49 @@ fn a_token_is_accepted_only_by_rings_with_its_pepper() {
         VerifyError::Invalid
     );
 }
+
+/// Lowering the ring's maximum token life shortens the tokens already out:
+/// a ring built on the same store with a lower maximum refuses, as expired,
+/// a token that lives longer, in the plain and the strict check, and takes
+/// one that does not.
+#[test]
+fn a_lower_maximum_token_life_refuses_longer_outstanding_tokens() {
+    let clock = ManualClock::new(T0 + Duration::milliseconds(300));
+    let store = Arc::new(MemoryStore::new());
+    let with_max = |max: Duration| {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .signing_key(1, SIGNING)
+            .max_token_ttl(max)
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .expect("ring builds")
+    };
+    let ring = with_max(Duration::hours(1));
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let long = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    let short = ring
+        .exchange(issued.secret.expose(), Duration::minutes(10))
+        .unwrap();
+    let lowered = with_max(Duration::minutes(15));
+    for check in [
+        KeyRing::verify_access_token,
+        KeyRing::verify_access_token_strict,
+    ] {
+        assert_eq!(
+            check(&lowered, long.expose()).unwrap_err(),
+            VerifyError::Expired
+        );
+        assert!(check(&lowered, short.expose()).is_ok());
+        assert!(check(&ring, long.expose()).is_ok());
+    }
+    // A maximum with a fraction of a second takes the tokens its own
+    // exchanges sign (their ends are rounded to whole seconds).
+    let fractional = with_max(Duration::minutes(10) + Duration::milliseconds(800));
+    let signed = fractional
+        .exchange(issued.secret.expose(), Duration::hours(1))
+        .unwrap();
+    assert!(fractional.verify_access_token(signed.expose()).is_ok());
+}
