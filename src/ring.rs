@@ -2540,9 +2540,12 @@ impl<S: KeyStore> fmt::Debug for KeyRing<S> {
 }
 
 impl fmt::Debug for KeyRingBuilder {
+    /// Shows the prefix as [`Error::InvalidPrefix`] does: not yet checked,
+    /// it may be a key pasted into the wrong field. Never the pepper or a
+    /// signing key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRingBuilder")
-            .field("prefix", &self.prefix)
+            .field("prefix", &token::shown_prefix(&self.prefix))
             .finish_non_exhaustive()
     }
 }

@@ -166,6 +166,13 @@ impl Drop for Secret {
 
 impl ZeroizeOnDrop for Secret {}
 
+/// An unchecked prefix as a message or a `Debug` may show it: cut after 40
+/// characters, long runs of letters and digits as their length (see
+/// [`echo`]), since it may be a key pasted into the wrong field.
+pub(crate) fn shown_prefix(prefix: &str) -> String {
+    echo(prefix, MAX_PREFIX_LEN + 8)
+}
+
 /// A validated key-ring prefix: `[a-z][a-z0-9_]*`, at most 32 characters, not
 /// ending in `_`.
 #[derive(Clone, PartialEq, Eq)]
@@ -176,7 +183,7 @@ impl Prefix {
         if is_valid_prefix(prefix.as_bytes()) {
             Ok(Prefix(prefix.into()))
         } else {
-            Err(Error::InvalidPrefix(echo(prefix, MAX_PREFIX_LEN + 8)))
+            Err(Error::InvalidPrefix(shown_prefix(prefix)))
         }
     }
 

@@ -902,6 +902,28 @@ fn parse_errors_never_echo_a_key_pasted_into_the_wrong_field() {
     );
 }
 
+/// A key pasted into the prefix field is repeated neither by the error of
+/// `build` (above) nor by the builder's `Debug`, which a host may log
+/// before it builds: the builder shows the prefix as the error does.
+#[test]
+fn builder_debug_never_echoes_a_key_pasted_as_the_prefix() {
+    let ring = ring("acme");
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let key = issued.secret.expose();
+    for input in [key.to_owned(), format!("{}{key}", "a".repeat(20))] {
+        let builder = KeyRing::builder(input.as_str());
+        assert_no_secret("KeyRingBuilder", &format!("{builder:?}"), key, "acme");
+        assert_no_secret(
+            "KeyRingBuilder {:#?}",
+            &format!("{builder:#?}"),
+            key,
+            "acme",
+        );
+    }
+    // A valid prefix is shown as given.
+    assert!(format!("{:?}", KeyRing::builder("acme_live")).contains("\"acme_live\""));
+}
+
 // ---------------------------------------------------------------------------
 // Errors: statuses, codes, messages
 // ---------------------------------------------------------------------------
