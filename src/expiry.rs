@@ -17,8 +17,9 @@ use crate::error::Error;
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ExpiryPolicy {
-    /// Never expires (still subject to the ring's maximum lifetime, which
-    /// refuses it when set).
+    /// Never expires. Under a ring's maximum lifetime, a key's own `Never`
+    /// is refused ([`Error::ExpiryBeyondMax`]); as the ring's default, it
+    /// gives the keys it governs the maximum as their deadline.
     Never,
     /// Expires at this instant: valid strictly before it.
     At(#[serde(with = "time::serde::rfc3339")] OffsetDateTime),
@@ -26,7 +27,8 @@ pub enum ExpiryPolicy {
     EndOfDate(Date),
     /// Valid for this long after creation (minutes to years).
     Lifetime(Duration),
-    /// Expires after this long without a successful verification.
+    /// Expires after this long without a successful verification (and,
+    /// under a ring's maximum lifetime, at the maximum at the latest).
     Idle(Duration),
 }
 

@@ -399,7 +399,7 @@ impl Key {
     }
 
     /// The non-secret display hint: prefix, body version and the first id
-    /// characters, e.g. `acme_1AbC9x`, so listings show which key is which.
+    /// characters, e.g. `acme_1AbC9xQ`, so listings show which key is which.
     pub fn hint(&self) -> &str {
         &self.hint
     }

@@ -1109,24 +1109,29 @@ impl<S: KeyStore> KeyRing<S> {
     /// networks); a use limit of 0; a key without its own expiry while the
     /// ring's default is a fixed instant or date that has passed (it would
     /// be dead on arrival). Refused with
-    /// [`Error::InvalidExpiry`]: an expiry that has passed or lies beyond
-    /// the ring's maximum lifetime. When the request names the owner's
-    /// scopes, the key's scopes are capped to them.
+    /// [`Error::InvalidExpiry`]: an expiry that has passed, or a period
+    /// that is not positive. Refused with [`Error::ExpiryBeyondMax`]: an
+    /// expiry of its own that ends after the ring's maximum lifetime
+    /// (`Never` included). When the request names the owner's scopes, the
+    /// key's scopes are capped to them.
     pub fn issue(&self, request: NewKey) -> Result<Issued, Error> {
         self.anonymous().issue(request)
     }
 
     /// Replaces a key by a new one (new id and secret) that inherits its
-    /// name, description, owner, contact, scopes, metadata, expiry and
-    /// remaining uses. The old key keeps working until `grace` from now, but
+    /// name, description, owner, contact, scopes, metadata, bindings,
+    /// expiry, remaining uses and status (a disabled key's successor is
+    /// disabled). The old key keeps working until `grace` from now, but
     /// never past its own expiry; a zero grace ends it at once.
     ///
     /// A key with its own expiry policy hands its deadline on unchanged (a
     /// rotation renews the secret, not the lifetime); a key governed by the
     /// ring default stays so. A key with a use limit gets no grace: its
     /// remaining uses go to the successor, and it stops at once. Refused for
-    /// a revoked, deleted, expired or already rotated key, and for a
-    /// negative grace.
+    /// a revoked ([`Error::Revoked`]), deleted ([`Error::NotFound`]),
+    /// expired ([`Error::Expired`]) or already rotated
+    /// ([`Error::AlreadyRotated`]) key, and with [`Error::InvalidInput`]
+    /// for a negative grace or a key whose uses are all spent.
     pub fn rotate(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
         self.anonymous().rotate(id, grace)
     }

@@ -419,6 +419,26 @@ fn rotate_carries_remaining_uses_over() {
     assert_eq!(check(&ring, &new), Err(VerifyError::UsageExceeded));
 }
 
+/// A key whose every use is spent has nothing to hand on: `rotate` refuses
+/// it (as its docs say) and changes nothing, rather than give a successor
+/// unlimited uses or none.
+#[test]
+fn rotate_refuses_a_key_whose_uses_are_spent() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let spent = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    assert_eq!(check(&ring, &spent), Ok(()));
+    assert_eq!(check(&ring, &spent), Ok(()));
+    let before = ring.store().list(None).unwrap().len();
+    assert!(matches!(
+        ring.rotate(spent.key.id(), Duration::hours(1)),
+        Err(Error::InvalidInput(_))
+    ));
+    assert_eq!(ring.store().list(None).unwrap().len(), before);
+    assert_eq!(ring.get(spent.key.id()).unwrap().rotation(), None);
+    assert_eq!(check(&ring, &spent), Err(VerifyError::UsageExceeded));
+}
+
 // ---------------------------------------------------------------------------
 // Regenerate
 // ---------------------------------------------------------------------------
