@@ -727,3 +727,86 @@ fn a_merge_does_not_revive_a_key_expired_under_the_exports_default() {
     assert_eq!(ring.expires_at(live.key.id()), None);
     assert_eq!(ring.get(live.key.id()).unwrap().expiry(), None);
 }
+
+/// What a FileStore puts on disk (its file, after writes and after a
+/// compaction, its lock file, an export) holds each key's hash and never a
+/// secret: no key string, no secret part, no access token, no pepper or
+/// signing key, old secrets of a regenerated or rotated key included.
+#[test]
+fn nothing_on_disk_holds_key_material() {
+    const SIGNING: [u8; 32] = *b"file test signing key, not real!";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let ring = KeyRing::builder("disk")
+        .pepper(PEPPER)
+        .signing_key(1, SIGNING)
+        .flush_interval(None)
+        .build(FileStore::open(&path).unwrap())
+        .unwrap();
+    let mut keys = Vec::new();
+    let mut tokens = Vec::new();
+    let first = ring.issue(NewKey::new("o").name("n")).unwrap();
+    let limited = ring.issue(NewKey::new("o").use_limit(3)).unwrap();
+    assert!(ring.verify(limited.secret.expose()).is_ok());
+    tokens.push(
+        ring.exchange(first.secret.expose(), Span::minutes(5))
+            .unwrap()
+            .expose()
+            .to_owned(),
+    );
+    let regenerated = ring.regenerate(first.key.id()).unwrap();
+    let rotated = ring.rotate(regenerated.key.id(), Span::minutes(5)).unwrap();
+    assert!(ring.verify(rotated.secret.expose()).is_ok());
+    for issued in [&first, &limited, &regenerated, &rotated] {
+        keys.push(issued.secret.expose().to_owned());
+    }
+    ring.flush().unwrap();
+    let mut export = Vec::new();
+    ring.store().export(&mut export).unwrap();
+    let mut outputs = vec![("export".to_owned(), export)];
+    let read_dir = |outputs: &mut Vec<(String, Vec<u8>)>, when: &str| {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let file = entry.unwrap().path();
+            outputs.push((
+                format!("{} {when}", file.display()),
+                std::fs::read(&file).unwrap(),
+            ));
+        }
+    };
+    read_dir(&mut outputs, "after writes");
+    ring.store().compact().unwrap();
+    read_dir(&mut outputs, "after compaction");
+    let hash = ring
+        .store()
+        .lookup(rotated.key.id())
+        .unwrap()
+        .hash()
+        .to_string();
+    let contains =
+        |haystack: &[u8], needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    for (what, bytes) in &outputs {
+        for key in &keys {
+            // The secret part: 24 characters before the 6 of the checksum.
+            let secret = &key[key.len() - 30..key.len() - 6];
+            assert!(!contains(bytes, secret.as_bytes()), "{what} holds a secret");
+        }
+        for token in &tokens {
+            assert!(!contains(bytes, token.as_bytes()), "{what} holds a token");
+            let body = &token[token.len() - 40..];
+            assert!(
+                !contains(bytes, body.as_bytes()),
+                "{what} holds a token's MAC"
+            );
+        }
+        assert!(!contains(bytes, &PEPPER), "{what} holds the pepper");
+        assert!(!contains(bytes, &SIGNING), "{what} holds the signing key");
+    }
+    // The hash is what is kept.
+    assert!(contains(&outputs[0].1, hash.as_bytes()));
+    assert!(
+        outputs
+            .iter()
+            .any(|(what, bytes)| what.ends_with("keys.kw after compaction")
+                && contains(bytes, hash.as_bytes()))
+    );
+}
