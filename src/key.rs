@@ -581,6 +581,16 @@ impl Key {
         {
             return Err("an expiry period must be positive");
         }
+        // `verify` goes by the resolved deadline, not the policy: a policy
+        // with a deadline needs one, no later than the policy gives from
+        // the key's creation (a rotation's successor keeps its
+        // predecessor's, which is earlier).
+        if let Some(policy) = self.expiry
+            && let Some(deadline) = policy.deadline(instant(self.created_at))
+            && self.expires_at > nanos(deadline)
+        {
+            return Err("the expiry policy's deadline is missing or later than the policy gives");
+        }
         match self.status() {
             Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
                 Err("a reason is limited to 256 bytes")

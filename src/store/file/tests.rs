@@ -1600,6 +1600,56 @@ fn an_import_holds_keys_to_the_limits_of_issue() {
     }
 }
 
+/// Nor a record whose expiry policy has a deadline (an instant, a date, a
+/// lifetime) but whose resolved deadline is missing or later: `verify`
+/// goes by the resolved deadline, so such a key, shown with its policy,
+/// would never expire (no call writes one: `issue` resolves the deadline
+/// with the policy, and a rotation's successor keeps its predecessor's,
+/// which is earlier).
+#[test]
+fn an_import_refuses_a_policy_whose_deadline_is_missing_or_later() {
+    let edits = [
+        crate::ExpiryPolicy::At(datetime!(2001-01-01 0:00 UTC)),
+        crate::ExpiryPolicy::EndOfDate(time::macros::date!(2001 - 01 - 01)),
+        crate::ExpiryPolicy::Lifetime(time::Duration::days(1)),
+    ];
+    for (seed, policy) in (50..).zip(edits) {
+        refused_import_of_an_edited_key(seed, "deadline", |key| {
+            key["expiry"] = serde_json::to_value(policy).unwrap();
+            key.as_object_mut().unwrap().remove("expires_at");
+        });
+        refused_import_of_an_edited_key(seed, "deadline", |key| {
+            key["expiry"] = serde_json::to_value(policy).unwrap();
+            key["expires_at"] = serde_json::json!("2200-01-01T00:00:00Z");
+        });
+    }
+    // What a ring writes imports: keys with such policies, and the
+    // successor of a rotation, created later with its predecessor's
+    // deadline.
+    let clock = crate::ManualClock::new(datetime!(2026-01-01 0:00 UTC));
+    let ring = crate::KeyRing::builder("acme")
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    for policy in edits.into_iter().skip(2).chain([
+        crate::ExpiryPolicy::At(datetime!(2027-01-01 0:00 UTC)),
+        crate::ExpiryPolicy::EndOfDate(time::macros::date!(2027 - 01 - 01)),
+        crate::ExpiryPolicy::Idle(time::Duration::hours(1)),
+        crate::ExpiryPolicy::Never,
+    ]) {
+        let issued = ring.issue(crate::NewKey::new("o").expiry(policy)).unwrap();
+        clock.advance(time::Duration::minutes(1));
+        ring.rotate(issued.key.id(), time::Duration::ZERO).unwrap();
+    }
+    let mut export = Vec::new();
+    crate::store::export(ring.store(), &mut export).unwrap();
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    let report = store.import(&export[..], ImportMode::Replace).unwrap();
+    assert_eq!(report.imported, 10);
+}
+
 /// A key pasted into a field of an edited export is not repeated in the
 /// error that refuses the line.
 #[test]
