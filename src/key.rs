@@ -591,6 +591,11 @@ impl Key {
         {
             return Err("the expiry policy's deadline is missing or later than the policy gives");
         }
+        // A rotation always ends the replaced key's grace.
+        if self.extra.as_ref().is_some_and(|e| e.rotated_to.is_some()) && self.grace_until == NEVER
+        {
+            return Err("a rotated key needs the end of its grace");
+        }
         match self.status() {
             Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
                 Err("a reason is limited to 256 bytes")

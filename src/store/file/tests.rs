@@ -1650,6 +1650,18 @@ fn an_import_refuses_a_policy_whose_deadline_is_missing_or_later() {
     assert_eq!(report.imported, 10);
 }
 
+/// Nor a replaced key without the end of its rotation grace: a rotation
+/// always sets one, and without it the replaced key would work beside its
+/// successor for ever.
+#[test]
+fn an_import_refuses_a_rotated_key_without_a_grace_end() {
+    let other = serde_json::to_value(crate::KeyId::from_u64(7)).unwrap();
+    refused_import_of_an_edited_key(60, "grace", |key| {
+        key["rotated_to"] = other;
+        key.as_object_mut().unwrap().remove("grace_until");
+    });
+}
+
 /// A key pasted into a field of an edited export is not repeated in the
 /// error that refuses the line.
 #[test]
