@@ -591,6 +591,10 @@ impl Key {
         {
             return Err("the expiry policy's deadline is missing or later than the policy gives");
         }
+        // Without a policy the ring's default governs: no deadline of its own.
+        if self.expiry.is_none() && self.expires_at != NEVER {
+            return Err("a deadline needs an expiry policy of the key's own");
+        }
         // A rotation always ends the replaced key's grace.
         if self.extra.as_ref().is_some_and(|e| e.rotated_to.is_some()) && self.grace_until == NEVER
         {

@@ -1650,6 +1650,16 @@ fn an_import_refuses_a_policy_whose_deadline_is_missing_or_later() {
     assert_eq!(report.imported, 10);
 }
 
+/// Nor a deadline on a key the ring's default governs: `verify` passes it
+/// over, while [`Key::own_deadline`] would show it.
+#[test]
+fn an_import_refuses_a_deadline_without_a_policy() {
+    refused_import_of_an_edited_key(61, "deadline", |key| {
+        key.as_object_mut().unwrap().remove("expiry");
+        key["expires_at"] = serde_json::json!("2001-01-01T00:00:00Z");
+    });
+}
+
 /// Nor a replaced key without the end of its rotation grace: a rotation
 /// always sets one, and without it the replaced key would work beside its
 /// successor for ever.
