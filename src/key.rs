@@ -162,7 +162,9 @@ pub struct Rotation {
 /// An instant as Unix nanoseconds: what records keep, 8 bytes instead of
 /// 16, compared with one instruction on the verify path. Covers the years
 /// 1677 to 2262; instants beyond saturate (a deadline in 2300 is kept as
-/// one in 2262).
+/// one in 2262). A deadline the ring works out past the range (a default
+/// lifetime, idle period or maximum lifetime added to an instant near
+/// 2262) saturates to [`NEVER`] instead: no key expires after 2262.
 pub(crate) type Nanos = i64;
 /// "No such instant" for deadlines: never reached.
 pub(crate) const NEVER: Nanos = i64::MAX;
