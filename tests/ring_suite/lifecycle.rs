@@ -2981,7 +2981,11 @@ type SharedRing = KeyRing<Arc<dyn KeyStore>>;
 /// Ring A on a store, and ring B on the same store through [`Interleaved`],
 /// where A's write can be slipped into B's.
 fn interleaved_rings() -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
-    let clock = ManualClock::new(T0);
+    interleaved_rings_on(&ManualClock::new(T0))
+}
+
+/// [`interleaved_rings`], both rings on `clock`.
+fn interleaved_rings_on(clock: &ManualClock) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
     let shared = Arc::new(fresh_store());
     let interleaved = Arc::new(Interleaved {
         inner: Arc::clone(&shared),
@@ -3937,21 +3941,7 @@ fn an_update_that_changes_nothing_is_neither_written_nor_reported() {
 #[test]
 fn a_limited_key_rotated_by_another_ring_during_a_use_grants_no_extra_use() {
     let clock = ManualClock::new(T0);
-    let shared = Arc::new(fresh_store());
-    let interleaved = Arc::new(Interleaved {
-        inner: Arc::clone(&shared),
-        target: std::sync::Mutex::new(None),
-        hook: std::sync::Mutex::new(None),
-    });
-    let build = |store| {
-        KeyRing::builder(PREFIX)
-            .clock(clock.clone())
-            .flush_interval(None)
-            .build(store)
-            .unwrap()
-    };
-    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
-    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+    let (a, b, interleaved) = interleaved_rings_on(&clock);
     let issued = a.issue(NewKey::new("o").use_limit(2)).unwrap();
     let id = issued.key.id();
     let old = issued.secret.expose().to_owned();
