@@ -293,6 +293,12 @@ pub enum StoreError {
     /// again and redo the change.
     #[error("the record of key {0} changed since it was read")]
     Conflict(KeyId),
+    /// A [`Change::SettingsIf`](crate::Change::SettingsIf) found other
+    /// settings than the ones its change was derived from: another ring on
+    /// the same store wrote them meanwhile. Read them again and redo the
+    /// change.
+    #[error("the ring settings changed since they were read")]
+    SettingsConflict,
     /// Another open store holds the lock on this path (this process or
     /// another).
     #[error("store {} is locked by another open store", .0.display())]

@@ -314,20 +314,49 @@ impl<S: KeyStore> Shared<S> {
         true
     }
 
-    /// The settings to change: the store's (another ring may have written
-    /// them), never behind this ring's epoch.
-    fn settings_to_change(&self) -> Result<RingSettings, StoreError> {
-        let cached = self
-            .settings
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let mut next = self
-            .store
-            .load_settings()?
-            .unwrap_or_else(|| cached.clone());
-        next.epoch = next.epoch.max(self.epoch.load(Ordering::Acquire));
-        Ok(next)
+    /// Changes the settings: `change` derives them from the store's
+    /// (another ring may have written them), never behind this ring's
+    /// epoch, and they are written only over the settings they were
+    /// derived from ([`Change::SettingsIf`]). When another ring writes in
+    /// between, the settings are read again and `change` runs again, so a
+    /// default or a revoke-all that ring wrote is kept. `change` says
+    /// whether there is anything to write: if not, what was read is
+    /// installed as a reload's would be (not over settings installed since
+    /// it was read) and nothing is written. Call under [`Self::lock`].
+    fn change_settings(
+        &self,
+        mut change: impl FnMut(&mut RingSettings) -> Result<bool, Error>,
+    ) -> Result<(), Error> {
+        let mut runs = 1;
+        loop {
+            let seen = self.installed.load(Ordering::Acquire);
+            let expected = self.store.load_settings()?;
+            let mut next = match &expected {
+                Some(stored) => stored.clone(),
+                None => self
+                    .settings
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone(),
+            };
+            next.epoch = next.epoch.max(self.epoch.load(Ordering::Acquire));
+            if !change(&mut next)? {
+                self.install(next, Some(seen));
+                return Ok(());
+            }
+            let write = Change::SettingsIf {
+                expected,
+                next: next.clone(),
+            };
+            match self.store.apply(vec![write]) {
+                Err(StoreError::SettingsConflict) if runs < CONFLICT_ATTEMPTS => runs += 1,
+                Err(e) => return Err(e.into()),
+                Ok(()) => {
+                    self.take_settings(next);
+                    return Ok(());
+                }
+            }
+        }
     }
 
     /// Writes every key's changed usage back to the store, in batches.
@@ -551,8 +580,19 @@ impl KeyRingBuilder {
                     revoked_all_at: None,
                     superseded: Vec::new(),
                 };
-                store.save_settings(&fresh)?;
-                fresh
+                let first = Change::SettingsIf {
+                    expected: None,
+                    next: fresh.clone(),
+                };
+                match store.apply(vec![first]) {
+                    Ok(()) => fresh,
+                    // Another ring saved the store's first settings
+                    // meanwhile: those are the store's.
+                    Err(StoreError::SettingsConflict) => {
+                        store.load_settings()?.ok_or(StoreError::SettingsConflict)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         };
         let shared = Arc::new(Shared {
@@ -2389,18 +2429,19 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn revoke_all(&self) -> Result<(), Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let now = ring.clock.now();
-        let mut next = ring.shared.settings_to_change()?;
-        // Only a store whose settings were edited gets here; a wrapped
-        // epoch would revoke nothing (the store keeps the higher one).
-        next.epoch = next.epoch.checked_add(1).ok_or(Error::InvalidInput(
-            "the revoke-all epoch is at its maximum; revoke keys one by one",
-        ))?;
-        next.revoked_all_at = Some(now);
+        let (mut now, mut epoch) = (ring.clock.now(), 0);
         // Durable first: a failed write leaves every key as it was.
-        ring.store().save_settings(&next)?;
-        let epoch = next.epoch;
-        ring.shared.take_settings(next);
+        ring.shared.change_settings(|next| {
+            now = ring.clock.now();
+            // Only a store whose settings were edited gets here; a wrapped
+            // epoch would revoke nothing (the store keeps the higher one).
+            next.epoch = next.epoch.checked_add(1).ok_or(Error::InvalidInput(
+                "the revoke-all epoch is at its maximum; revoke keys one by one",
+            ))?;
+            next.revoked_all_at = Some(now);
+            epoch = next.epoch;
+            Ok(true)
+        })?;
         // Another ring may have written newer settings meanwhile. Only a
         // look: the revoke-all has landed, so a failed read must not report
         // it as failed (the background reload retries).
@@ -2464,29 +2505,28 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn set_default_expiry(&self, policy: ExpiryPolicy) -> Result<(), Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let now = ring.clock.now();
         // In UTC, as the store keeps it (see `ExpiryPolicy::normalized`).
         let policy = policy.normalized()?;
+        let (mut now, mut changed) = (ring.clock.now(), false);
         check_default(policy, ring.max_lifetime, now)?;
-        let seen = ring.shared.installed.load(Ordering::Acquire);
-        let mut next = ring.shared.settings_to_change()?;
-        if next.default_expiry == policy {
+        ring.shared.change_settings(|next| {
+            now = ring.clock.now();
             // No change: moving `default_since` would give every key the
             // default governs a fresh period, and a host that applies its
             // configured default at each start would renew them for ever.
-            // Nothing was written, so what was read is installed as a
-            // reload's would be: not over settings installed since (a
-            // reload or a refresh may have taken another ring's newer ones).
-            ring.shared.install(next, Some(seen));
-            return Ok(());
+            changed = next.default_expiry != policy;
+            if changed {
+                check_default(policy, ring.max_lifetime, now)?;
+                // Keys already expired under the old default stay expired.
+                next.replace_default(policy, now);
+            }
+            Ok(changed)
+        })?;
+        if changed {
+            // As in `revoke_all`: the change has landed.
+            let _ = ring.shared.refresh();
+            ring.emit(|| Event::new(EventKind::PolicyChanged { policy }, now).actor(self.actor));
         }
-        // Keys already expired under the old default stay expired.
-        next.replace_default(policy, now);
-        ring.store().save_settings(&next)?;
-        ring.shared.take_settings(next);
-        // As in `revoke_all`: the change has landed.
-        let _ = ring.shared.refresh();
-        ring.emit(|| Event::new(EventKind::PolicyChanged { policy }, now).actor(self.actor));
         Ok(())
     }
 }

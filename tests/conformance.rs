@@ -91,6 +91,58 @@ fn the_suite_catches_a_store_that_ignores_replace_if_s_condition() {
     );
 }
 
+#[test]
+fn the_suite_catches_a_store_that_ignores_settings_if_s_condition() {
+    // A store that writes a `SettingsIf` whatever it holds lets a stale
+    // copy put back a default another ring replaced: the suite refuses it.
+    store_over_memory!(Unconditional, |inner, changes| {
+        let changes = changes
+            .into_iter()
+            .map(|c| match c {
+                keyward::Change::SettingsIf { next, .. } => keyward::Change::Settings(next),
+                other => other,
+            })
+            .collect();
+        inner.apply(changes)
+    });
+    let outcome = std::panic::catch_unwind(|| {
+        conformance::check_settings_if(&Unconditional(MemoryStore::new()))
+    });
+    assert!(
+        outcome.is_err(),
+        "the suite passed a store that ignores SettingsIf's condition"
+    );
+}
+
+/// A store that checks a `SettingsIf` and writes it after letting another
+/// writer in: both of two racing compare-and-swaps of one settings version
+/// succeed. The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_whose_settings_if_is_not_atomic() {
+    store_over_memory!(Racy, |inner, changes| {
+        let mut plain = Vec::with_capacity(changes.len());
+        for change in changes {
+            match change {
+                keyward::Change::SettingsIf { expected, next } => {
+                    if inner.load_settings()? != expected {
+                        return Err(keyward::StoreError::SettingsConflict);
+                    }
+                    plain.push(keyward::Change::Settings(next));
+                }
+                other => plain.push(other),
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        inner.apply(plain)
+    });
+    let outcome =
+        std::panic::catch_unwind(|| conformance::check_settings_if_is_atomic(&Racy::default()));
+    assert!(
+        outcome.is_err(),
+        "the suite passed a store whose SettingsIf checks and writes apart"
+    );
+}
+
 /// A store that writes settings as given, so that a stale copy moves the
 /// revoke-all epoch back (and undoes a `revoke_all`): the suite refuses it.
 #[test]

@@ -112,6 +112,8 @@ pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
     check_batch_is_all_or_nothing(&fresh());
     check_batch_sees_earlier_changes(&fresh());
     check_settings(&fresh());
+    check_settings_if(&fresh());
+    check_settings_if_is_atomic(&fresh());
     check_list_by_owner(&fresh());
     check_concurrent_writers(&fresh());
     check_debug_hides_records(&fresh());
@@ -382,6 +384,119 @@ pub fn check_settings<S: KeyStore>(store: &S) {
         Some(changed.superseded),
         "a settings write from a stale copy dropped a superseded default"
     );
+}
+
+/// [`Change::SettingsIf`] writes only over the settings it was derived
+/// from: on a store without settings only with `expected: None`, then only
+/// with the settings held (the value as `load_settings` gives it). Any
+/// other expected value, or a change of the settings earlier in its batch,
+/// fails with `SettingsConflict` and the whole batch is refused.
+pub fn check_settings_if<S: KeyStore>(store: &S) {
+    let settings_if =
+        |expected: Option<RingSettings>, next: RingSettings| Change::SettingsIf { expected, next };
+    let conflict = |result: Result<(), StoreError>, what: &str| {
+        assert!(
+            matches!(result, Err(StoreError::SettingsConflict)),
+            "a SettingsIf {what} gave {result:?}, not SettingsConflict"
+        );
+    };
+    let held = |store: &S| store.load_settings().expect("load_settings");
+
+    conflict(
+        store.apply(vec![settings_if(
+            Some(sample_settings(1)),
+            sample_settings(2),
+        )]),
+        "expecting settings on a store without any",
+    );
+    assert_eq!(held(store), None, "a refused SettingsIf was applied");
+    store
+        .apply(vec![settings_if(None, sample_settings(1))])
+        .expect("SettingsIf of a store's first settings");
+    assert_eq!(held(store), Some(sample_settings(1)));
+
+    conflict(
+        store.apply(vec![settings_if(None, sample_settings(2))]),
+        "expecting no settings on a store that has them",
+    );
+    // A stale copy: equal but for the default, as after another ring's
+    // change of it. The key insert in its batch is refused with it.
+    let stale = RingSettings {
+        default_expiry: ExpiryPolicy::days(30),
+        ..sample_settings(1)
+    };
+    conflict(
+        store.apply(vec![
+            Change::Insert(sample_key(1, "alice", "beside a stale SettingsIf")),
+            settings_if(Some(stale), sample_settings(2)),
+        ]),
+        "expecting settings other than the held ones",
+    );
+    assert_eq!(held(store), Some(sample_settings(1)));
+    assert!(
+        get(store, 1).is_none(),
+        "a batch with a refused SettingsIf applied its insert"
+    );
+
+    let current = held(store);
+    store
+        .apply(vec![settings_if(current, sample_settings(2))])
+        .expect("SettingsIf over the settings held");
+    assert_eq!(held(store), Some(sample_settings(2)));
+
+    let current = held(store);
+    conflict(
+        store.apply(vec![
+            Change::Settings(sample_settings(3)),
+            settings_if(current, sample_settings(4)),
+        ]),
+        "after a settings change earlier in its batch",
+    );
+    assert_eq!(held(store), Some(sample_settings(2)));
+}
+
+/// Two writers racing a [`Change::SettingsIf`] over the same settings:
+/// exactly one wins, every round (as [`check_replace_if_is_atomic`] for
+/// records). One that checks, then writes after letting another writer in,
+/// lets a stale copy put back a default another ring replaced.
+pub fn check_settings_if_is_atomic<S: KeyStore>(store: &S) {
+    store
+        .save_settings(&sample_settings(0))
+        .expect("save_settings");
+    for round in 1..=200u64 {
+        let read = store.load_settings().expect("load_settings");
+        let start = std::sync::Barrier::new(2);
+        let wins = std::thread::scope(|scope| {
+            let racers: Vec<_> = [0, 1]
+                .map(|who| {
+                    let (read, start) = (read.clone(), &start);
+                    scope.spawn(move || {
+                        let next = RingSettings {
+                            default_expiry: ExpiryPolicy::days(1 + who),
+                            ..sample_settings(round)
+                        };
+                        start.wait();
+                        store
+                            .apply(vec![Change::SettingsIf {
+                                expected: read,
+                                next,
+                            }])
+                            .is_ok()
+                    })
+                })
+                .into_iter()
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer"))
+                .filter(|&won| won)
+                .count()
+        });
+        assert_eq!(
+            wins, 1,
+            "round {round}: {wins} compare-and-swaps of one settings version succeeded"
+        );
+    }
 }
 
 /// Two writers racing a [`Change::ReplaceIf`] of the same version: exactly

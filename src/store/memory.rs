@@ -130,7 +130,7 @@ impl KeyStore for MemoryStore {
 
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
-        check_batch(&changes, |id| self.lookup(id))?;
+        check_batch(&changes, |id| self.lookup(id), || self.load_settings())?;
         for change in changes {
             self.apply_checked(change);
         }
@@ -167,7 +167,7 @@ impl MemoryStore {
             Change::Remove(id) => {
                 self.shard(id).write().remove(id.as_u64());
             }
-            Change::Settings(settings) => {
+            Change::Settings(settings) | Change::SettingsIf { next: settings, .. } => {
                 let mut current = self
                     .settings
                     .write()

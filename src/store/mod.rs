@@ -29,7 +29,9 @@
 //! - **No plaintext.** The store sees only [`StoredKey`]s (record and hash);
 //!   it must not log them, and a `Debug` of the store should not print them.
 //! - **Settings are the ring's.** `Change::Settings` / `load_settings` keep
-//!   one [`RingSettings`] value per store, durable like a key write. The
+//!   one [`RingSettings`] value per store, durable like a key write. A ring
+//!   writes them with [`Change::SettingsIf`], which, like `ReplaceIf`,
+//!   applies only over the settings its change was derived from. The
 //!   revoke-all epoch never moves backwards: a settings write carrying a
 //!   lower epoch than the stored one keeps the stored epoch (and its
 //!   instant), so a ring with stale settings cannot undo a `revoke_all`;
@@ -427,8 +429,33 @@ pub enum Change {
     },
     /// Delete the record with this id; it must exist.
     Remove(KeyId),
-    /// Replace the ring settings.
+    /// Replace the ring settings, whatever the store holds (the store
+    /// still keeps [`written_over`](RingSettings::written_over) of them).
     Settings(RingSettings),
+    /// Replace the ring settings with `next`, but only if the store still
+    /// holds `expected` (compared by value; `None`: no settings were saved
+    /// yet). Otherwise the batch fails with
+    /// [`StoreError::SettingsConflict`] and nothing is applied; a change of
+    /// the settings earlier in the same batch is a conflict too. A key ring
+    /// writes its settings this way (a `revoke_all`, a new default), so
+    /// that a write by another ring in between is never overwritten by a
+    /// copy of what came before it: a default that ring set would be lost,
+    /// and keys that had expired under it would come back. The ring reads
+    /// the settings again and redoes its change.
+    ///
+    /// Every settings write changes the value (its epoch or the instant of
+    /// its default), so an equal value is the same version. A database
+    /// store shared by several processes can compare the stored form, or
+    /// keep a revision beside it, in a conditional update
+    /// (`UPDATE ... WHERE settings = ?`), reporting a conflict when no row
+    /// matched.
+    SettingsIf {
+        /// The settings the change was derived from, as the store gave
+        /// them by [`KeyStore::load_settings`].
+        expected: Option<RingSettings>,
+        /// The new settings.
+        next: RingSettings,
+    },
 }
 
 /// Storage for a key ring's records. See the [module docs](self) for the
@@ -476,7 +503,9 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// [`StoreError::Duplicate`] for an `Insert` of an existing id,
     /// [`StoreError::NotFound`] for a `Replace` or `Remove` of a missing
     /// one, [`StoreError::Conflict`] for a [`Change::ReplaceIf`] whose
-    /// expected record is no longer the one held, and then nothing is
+    /// expected record is no longer the one held,
+    /// [`StoreError::SettingsConflict`] for a [`Change::SettingsIf`] whose
+    /// expected settings are no longer the ones held, and then nothing is
     /// applied. Later changes in a batch see the earlier ones.
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError>;
 
@@ -506,7 +535,8 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
         self.apply(vec![Change::Remove(id)])
     }
 
-    /// Saves the ring settings.
+    /// Saves the ring settings, whatever the store holds (see
+    /// [`Change::Settings`]).
     fn save_settings(&self, settings: &RingSettings) -> Result<(), StoreError> {
         self.apply(vec![Change::Settings(settings.clone())])
     }
@@ -514,20 +544,38 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
 
 /// Checks a batch against the current records: the error `apply` must
 /// return, if any. `current` gives the record the store holds for an id
-/// not touched earlier in the batch. Call it under the lock the writes
-/// take, so that nothing changes between the check and the write.
+/// not touched earlier in the batch, and `settings` the settings it holds
+/// (called only for a [`Change::SettingsIf`]). Call it under the lock the
+/// writes take, so that nothing changes between the check and the write.
 pub(crate) fn check_batch(
     changes: &[Change],
     current: impl Fn(KeyId) -> Option<Arc<StoredKey>>,
+    settings: impl FnOnce() -> Result<Option<RingSettings>, StoreError>,
 ) -> Result<(), StoreError> {
     // Per id touched so far: whether a record is there after the change.
     let mut touched: std::collections::HashMap<KeyId, bool> = std::collections::HashMap::new();
+    let mut settings = Some(settings);
+    let mut settings_touched = false;
     for change in changes {
         let (id, after) = match change {
             Change::Insert(e) | Change::Replace(e) => (e.id(), true),
             Change::ReplaceIf { next, .. } => (next.id(), true),
             Change::Remove(id) => (*id, false),
-            Change::Settings(_) => continue,
+            Change::Settings(_) => {
+                settings_touched = true;
+                continue;
+            }
+            Change::SettingsIf { expected, .. } => {
+                let held = match settings.take() {
+                    Some(load) if !settings_touched => load()?,
+                    _ => return Err(StoreError::SettingsConflict),
+                };
+                if held != *expected {
+                    return Err(StoreError::SettingsConflict);
+                }
+                settings_touched = true;
+                continue;
+            }
         };
         let earlier = touched.get(&id).copied();
         let present = earlier.unwrap_or_else(|| current(id).is_some());

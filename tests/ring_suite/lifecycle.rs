@@ -791,7 +791,7 @@ impl KeyStore for CountingStore {
                 Change::Insert(_) => &self.inserts,
                 Change::Replace(_) | Change::ReplaceIf { .. } => &self.replaces,
                 Change::Remove(_) => &self.removes,
-                Change::Settings(_) => &self.settings_saves,
+                Change::Settings(_) | Change::SettingsIf { .. } => &self.settings_saves,
                 _ => unreachable!("no other change kinds exist"),
             };
             counter.fetch_add(1, Ordering::SeqCst);
@@ -2925,6 +2925,8 @@ struct Interleaved {
     inner: Arc<TestStore>,
     target: std::sync::Mutex<Option<KeyId>>,
     hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Run on the first `apply` that writes settings, before it.
+    settings_hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for Interleaved {
@@ -2941,6 +2943,16 @@ impl Interleaved {
 
     fn fired(&self) -> bool {
         self.hook.lock().unwrap().is_none()
+    }
+
+    /// Runs `hook` on the next settings write, between this ring's read of
+    /// the settings and its write.
+    fn arm_settings(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.settings_hook.lock().unwrap() = Some(Box::new(hook));
+    }
+
+    fn settings_fired(&self) -> bool {
+        self.settings_hook.lock().unwrap().is_none()
     }
 }
 
@@ -2969,6 +2981,12 @@ impl KeyStore for Interleaved {
                 hook();
             }
         }
+        if changes.iter().any(writes_settings) {
+            let hook = self.settings_hook.lock().unwrap().take();
+            if let Some(hook) = hook {
+                hook();
+            }
+        }
         self.inner.apply(changes)
     }
     fn flush(&self) -> Result<(), StoreError> {
@@ -2991,6 +3009,7 @@ fn interleaved_rings_on(clock: &ManualClock) -> (Arc<SharedRing>, SharedRing, Ar
         inner: Arc::clone(&shared),
         target: std::sync::Mutex::new(None),
         hook: std::sync::Mutex::new(None),
+        settings_hook: std::sync::Mutex::new(None),
     });
     let build = |store| {
         KeyRing::builder(PREFIX)
@@ -4017,4 +4036,86 @@ fn setting_the_default_in_force_does_not_put_back_older_settings() {
         (policy, Err(VerifyError::Expired)),
         "ring A put the settings it read back over newer ones"
     );
+}
+
+/// Whether `change` writes the ring settings.
+fn writes_settings(change: &Change) -> bool {
+    matches!(change, Change::Settings(_) | Change::SettingsIf { .. })
+}
+
+/// Ring B's `revoke_all` read the settings, then ring A changed the
+/// default, then B wrote: B's write must not put back the default it read,
+/// undoing A's (here from a day to never, so keys A's default would end
+/// live on).
+#[test]
+fn a_revoke_all_racing_a_new_default_keeps_the_new_default() {
+    let clock = ManualClock::new(T0);
+    let (a, b, interleaved) = interleaved_rings_on(&clock);
+    let hook_ring = Arc::clone(&a);
+    interleaved.arm_settings(move || {
+        hook_ring.set_default_expiry(ExpiryPolicy::days(1)).unwrap();
+    });
+    b.revoke_all().unwrap();
+    assert!(interleaved.settings_fired());
+    assert_eq!(b.settings().default_expiry(), ExpiryPolicy::days(1));
+    assert_eq!(b.settings().epoch(), 1);
+    a.refresh().unwrap();
+    assert_eq!(a.settings().default_expiry(), ExpiryPolicy::days(1));
+    // A key issued after both lives a day, as the store's default says.
+    let key = b.issue(NewKey::new("o")).unwrap();
+    clock.advance(Duration::days(2));
+    assert_eq!(check(&b, &key), Err(VerifyError::Expired));
+    assert_eq!(check(&a, &key), Err(VerifyError::Expired));
+}
+
+/// Ring B's `set_default_expiry` read the settings, then ring A set a
+/// one-hour idle timeout, and B's write stalled for two hours (a store's
+/// stall stands in for any window longer than the period): an idle key
+/// expired under A's default meanwhile, and must stay expired once B's
+/// default lands, as it does when the two changes come one after the
+/// other.
+#[test]
+fn a_default_change_racing_another_keeps_keys_expired_under_it() {
+    let clock = ManualClock::new(T0);
+    let (a, b, interleaved) = interleaved_rings_on(&clock);
+    let key = a.issue(NewKey::new("o")).unwrap();
+    clock.advance(Duration::days(5));
+    let hook_ring = Arc::clone(&a);
+    let hook_clock = clock.clone();
+    let presented = key.secret.expose().to_owned();
+    interleaved.arm_settings(move || {
+        hook_ring
+            .set_default_expiry(ExpiryPolicy::Idle(Duration::hours(1)))
+            .unwrap();
+        hook_clock.advance(Duration::hours(2));
+        // Under A's default alone, the key has idled out.
+        assert_eq!(
+            hook_ring.verify(&presented).map(|_| ()),
+            Err(VerifyError::Expired)
+        );
+    });
+    b.set_default_expiry(ExpiryPolicy::days(30)).unwrap();
+    assert!(interleaved.settings_fired());
+    // The last write wins the default...
+    assert_eq!(b.settings().default_expiry(), ExpiryPolicy::days(30));
+    a.refresh().unwrap();
+    assert_eq!(a.settings().default_expiry(), ExpiryPolicy::days(30));
+    // ...and the key A's default ended stays ended.
+    assert_eq!(check(&b, &key), Err(VerifyError::Expired));
+    assert_eq!(check(&a, &key), Err(VerifyError::Expired));
+}
+
+/// Two rings calling `revoke_all` at once each raise the epoch: the
+/// second does not land on the epoch the first wrote.
+#[test]
+fn two_racing_revoke_alls_each_raise_the_epoch() {
+    let clock = ManualClock::new(T0);
+    let (a, b, interleaved) = interleaved_rings_on(&clock);
+    let hook_ring = Arc::clone(&a);
+    interleaved.arm_settings(move || hook_ring.revoke_all().unwrap());
+    b.revoke_all().unwrap();
+    assert!(interleaved.settings_fired());
+    assert_eq!(b.settings().epoch(), 2);
+    a.refresh().unwrap();
+    assert_eq!(a.settings().epoch(), 2);
 }

@@ -913,7 +913,11 @@ impl KeyStore for FileStore {
         if log.poisoned {
             return Err(StoreError::Poisoned(self.path.clone()));
         }
-        check_batch(&changes, |id| self.index.lookup(id))?;
+        check_batch(
+            &changes,
+            |id| self.index.lookup(id),
+            || self.index.load_settings(),
+        )?;
         if changes.is_empty() {
             return Ok(());
         }
@@ -922,7 +926,9 @@ impl KeyStore for FileStore {
         let changes: Vec<Change> = changes
             .into_iter()
             .map(|c| match c {
-                Change::Settings(s) => Change::Settings(s.written_over(stored.as_ref())),
+                Change::Settings(s) | Change::SettingsIf { next: s, .. } => {
+                    Change::Settings(s.written_over(stored.as_ref()))
+                }
                 other => other,
             })
             .collect();
@@ -933,7 +939,7 @@ impl KeyStore for FileStore {
                     EntryRef::Put(e)
                 }
                 Change::Remove(id) => EntryRef::Remove(*id),
-                Change::Settings(s) => EntryRef::Settings(s),
+                Change::Settings(s) | Change::SettingsIf { next: s, .. } => EntryRef::Settings(s),
             })
             .collect();
         let record = encode(&entries, self.max_payload)?;

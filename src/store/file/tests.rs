@@ -96,8 +96,21 @@ impl State {
         // touched the id. Random batches name either the store's own record
         // or a copy with other content (`random_batch`).
         let mut touched = std::collections::BTreeSet::new();
+        let mut settings_touched = false;
         for change in batch {
             let id = match change {
+                Change::SettingsIf { expected, .. } => {
+                    let read = expected.as_ref().map(|s| serde_json::to_string(s).unwrap());
+                    if settings_touched || read != self.settings {
+                        return None;
+                    }
+                    settings_touched = true;
+                    continue;
+                }
+                Change::Settings(_) => {
+                    settings_touched = true;
+                    continue;
+                }
                 Change::Insert(k) | Change::Replace(k) => k.id(),
                 Change::ReplaceIf { expected, next } => {
                     let there = self.keys.get(&next.id().as_u64());
@@ -108,26 +121,34 @@ impl State {
                     next.id()
                 }
                 Change::Remove(id) => *id,
-                Change::Settings(_) => continue,
             };
             touched.insert(id);
         }
         // The rest of the rules (duplicates, missing records); every
-        // `ReplaceIf` left holds.
-        check_batch(batch, |id| {
-            let id = id.as_u64();
-            self.keys.contains_key(&id).then(|| {
-                batch
-                    .iter()
-                    .find_map(|change| match change {
-                        Change::ReplaceIf { expected, .. } if expected.id().as_u64() == id => {
-                            Some(Arc::clone(expected))
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or_else(|| Arc::new(sample(id, 0)))
-            })
-        })
+        // `ReplaceIf` and `SettingsIf` left holds.
+        let expected_settings = batch.iter().find_map(|change| match change {
+            Change::SettingsIf { expected, .. } => Some(expected.clone()),
+            _ => None,
+        });
+        let settings_held = || Ok(expected_settings.unwrap_or_default());
+        check_batch(
+            batch,
+            |id| {
+                let id = id.as_u64();
+                self.keys.contains_key(&id).then(|| {
+                    batch
+                        .iter()
+                        .find_map(|change| match change {
+                            Change::ReplaceIf { expected, .. } if expected.id().as_u64() == id => {
+                                Some(Arc::clone(expected))
+                            }
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| Arc::new(sample(id, 0)))
+                })
+            },
+            settings_held,
+        )
         .ok()?;
         let mut next = self.clone();
         for change in batch {
@@ -139,7 +160,9 @@ impl State {
                 Change::Remove(id) => {
                     next.keys.remove(&id.as_u64());
                 }
-                Change::Settings(s) => next.settings = Some(serde_json::to_string(s).unwrap()),
+                Change::Settings(s) | Change::SettingsIf { next: s, .. } => {
+                    next.settings = Some(serde_json::to_string(s).unwrap());
+                }
             }
         }
         Some(next)
@@ -147,7 +170,7 @@ impl State {
 }
 
 /// A random batch: mostly valid, sometimes not (duplicate insert, missing
-/// replace, a `ReplaceIf` of a stale copy), 1 to 3 changes. A `ReplaceIf`
+/// replace, a `ReplaceIf` or `SettingsIf` of a stale copy), 1 to 3 changes. A `ReplaceIf`
 /// names `store`'s own record, or a copy of other content.
 fn random_batch(
     rng: &mut Rng,
@@ -180,7 +203,20 @@ fn random_batch(
                         next: sample(id, *counter),
                     }
                 }
-                _ => Change::Settings(settings(*counter)),
+                (10, _) => Change::Settings(settings(*counter)),
+                _ => {
+                    // The store's own settings, or a copy that no write
+                    // ever made (a stale read).
+                    let expected = match store.load_settings() {
+                        Ok(held) if rng.below(4) != 0 => held,
+                        _ => Some(settings(*counter + 1_000_000)),
+                    };
+                    *counter += 1;
+                    Change::SettingsIf {
+                        expected,
+                        next: settings(*counter),
+                    }
+                }
             }
         })
         .collect()
