@@ -198,6 +198,13 @@ pub enum Error {
         "invalid key prefix `{0}`: expected [a-z][a-z0-9_]*, at most 32 characters, not ending in `_`"
     )]
     InvalidPrefix(String),
+    /// [`KeyRingBuilder::build`](crate::KeyRingBuilder::build) refused a
+    /// store that holds another ring's keys: keys of another prefix, or
+    /// keys hashed under another pepper (a misconfigured pepper would
+    /// otherwise refuse every key at its first use). One store holds the
+    /// keys of one ring; give each prefix a store of its own.
+    #[error("the store belongs to another key ring: {0}")]
+    StoreOfAnotherRing(&'static str),
     /// A scope string breaks the `resource:action` rules. Holds the scope
     /// as given, cut after 128 characters, with each run of more than 16
     /// letters and digits shown as its length (`<42 characters>`), so that

@@ -568,33 +568,20 @@ impl KeyRingBuilder {
             ));
         }
         let now = self.clock.now();
-        let settings = match store.load_settings()? {
-            Some(saved) => saved,
-            None => {
-                let default_expiry = self.default_expiry.normalized()?;
-                check_default(default_expiry, self.max_lifetime, now)?;
-                let fresh = RingSettings {
-                    default_expiry,
-                    default_since: now,
-                    epoch: 0,
-                    revoked_all_at: None,
-                    superseded: Vec::new(),
-                };
-                let first = Change::SettingsIf {
-                    expected: None,
-                    next: fresh.clone(),
-                };
-                match store.apply(vec![first]) {
-                    Ok(()) => fresh,
-                    // Another ring saved the store's first settings
-                    // meanwhile: those are the store's.
-                    Err(StoreError::SettingsConflict) => {
-                        store.load_settings()?.ok_or(StoreError::SettingsConflict)?
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
+        let check = hasher.hash(KeyId::from_u64(0), STORE_CHECK);
+        let settings = claim_store(&store, &prefix, &check, || {
+            let default_expiry = self.default_expiry.normalized()?;
+            check_default(default_expiry, self.max_lifetime, now)?;
+            Ok(RingSettings {
+                default_expiry,
+                default_since: now,
+                epoch: 0,
+                revoked_all_at: None,
+                superseded: Vec::new(),
+                prefix: None,
+                check: None,
+            })
+        })?;
         let shared = Arc::new(Shared {
             store,
             writes: Mutex::new(()),
@@ -758,6 +745,63 @@ impl MayConflict for StoreError {
 impl MayConflict for Error {
     fn is_conflict(&self) -> bool {
         matches!(self, Error::Storage(e) if e.is_conflict())
+    }
+}
+
+/// What a ring hashes, under id 0, for [`RingSettings::check`]: no key's
+/// secret is this (a secret is base62), so the value says nothing of any
+/// key, and a ring with another pepper (or prefix) computes another.
+const STORE_CHECK: &[u8; token::SECRET_LEN] = b"keyward-ring-store-check";
+
+/// The store's settings, claimed for the ring of `prefix` whose hash of
+/// [`STORE_CHECK`] is `check`. A store of another prefix or pepper is
+/// refused with [`Error::StoreOfAnotherRing`]; a store without settings
+/// gets `fresh()`'s, and settings saved before keyward kept a prefix and a
+/// check get the ring's. Each write is a [`Change::SettingsIf`]: when
+/// another ring writes first, its settings are read and judged instead.
+fn claim_store<S: KeyStore>(
+    store: &S,
+    prefix: &Prefix,
+    check: &KeyHash,
+    mut fresh: impl FnMut() -> Result<RingSettings, Error>,
+) -> Result<RingSettings, Error> {
+    let mut runs = 1;
+    loop {
+        let saved = store.load_settings()?;
+        let mut next = match &saved {
+            Some(saved) => {
+                if saved
+                    .prefix
+                    .as_deref()
+                    .is_some_and(|p| p != prefix.as_str())
+                {
+                    return Err(Error::StoreOfAnotherRing(
+                        "it holds the keys of another prefix",
+                    ));
+                }
+                if saved.check.as_ref().is_some_and(|c| c != check) {
+                    return Err(Error::StoreOfAnotherRing(
+                        "its keys were hashed under another pepper",
+                    ));
+                }
+                if saved.prefix.is_some() && saved.check.is_some() {
+                    return Ok(saved.clone());
+                }
+                saved.clone()
+            }
+            None => fresh()?,
+        };
+        next.prefix = Some(prefix.as_str().to_owned());
+        next.check = Some(check.clone());
+        let claim = Change::SettingsIf {
+            expected: saved,
+            next: next.clone(),
+        };
+        match store.apply(vec![claim]) {
+            Ok(()) => return Ok(next),
+            Err(StoreError::SettingsConflict) if runs < CONFLICT_ATTEMPTS => runs += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 

@@ -1569,23 +1569,99 @@ fn key_and_stored_key_round_trip_through_serde_json() {
 
 #[test]
 fn a_key_relabelled_with_another_rings_prefix_does_not_verify() {
-    // Two rings on one store with one pepper (say live and test sharing an
-    // imported copy): a live key given the test prefix and a recomputed
-    // checksum must not verify on the test ring.
-    let store = std::sync::Arc::new(MemoryStore::new());
+    // Two rings with one pepper, the test ring's store holding a copy of
+    // the live ring's record (say an imported copy): a live key given the
+    // test prefix and a recomputed checksum must not verify on the test
+    // ring. (The rings cannot share one store: see
+    // `a_ring_refuses_a_store_of_another_prefix_or_pepper`.)
     let live = KeyRing::builder("acme_live")
         .pepper([3; 32])
-        .build(store.clone())
+        .build(MemoryStore::new())
         .unwrap();
     let test = KeyRing::builder("acme_test")
         .pepper([3; 32])
-        .build(store.clone())
+        .build(MemoryStore::new())
         .unwrap();
     let issued = live.issue(NewKey::new("o")).unwrap();
+    let stored = live.store().lookup(issued.key.id()).unwrap();
+    test.store().insert(StoredKey::clone(&stored)).unwrap();
     let p = parts(issued.secret.expose(), "acme_live");
     let relabelled = forge("acme_test", p.id, p.secret);
     assert_eq!(test.verify(&relabelled).unwrap_err(), VerifyError::Invalid);
     assert!(live.verify(issued.secret.expose()).is_ok());
+}
+
+/// One store holds one ring's keys: a ring of another prefix, or of the
+/// same prefix under another pepper (or none), refuses to open on it,
+/// before it can list, revoke or `revoke_all` keys that are not its own,
+/// or refuse every key for a misconfigured pepper. The store is left as
+/// it was, and the right ring still opens on it.
+#[test]
+fn a_ring_refuses_a_store_of_another_prefix_or_pepper() {
+    let store = Arc::new(MemoryStore::new());
+    let build = |prefix: &str, pepper: Option<[u8; 32]>| {
+        let builder = KeyRing::builder(prefix).flush_interval(None);
+        let builder = match pepper {
+            Some(pepper) => builder.pepper(pepper),
+            None => builder,
+        };
+        builder.build(Arc::clone(&store))
+    };
+    let live = build("acme_live", Some([3; 32])).unwrap();
+    let issued = live.issue(NewKey::new("o")).unwrap();
+    let before = store.load_settings().unwrap();
+    assert_eq!(before.as_ref().and_then(|s| s.prefix()), Some("acme_live"));
+    for (prefix, pepper, reason) in [
+        (
+            "acme_test",
+            Some([3; 32]),
+            "it holds the keys of another prefix",
+        ),
+        ("acme_test", None, "it holds the keys of another prefix"),
+        (
+            "acme_live",
+            Some([4; 32]),
+            "its keys were hashed under another pepper",
+        ),
+        (
+            "acme_live",
+            None,
+            "its keys were hashed under another pepper",
+        ),
+    ] {
+        match build(prefix, pepper) {
+            Err(Error::StoreOfAnotherRing(why)) => assert_eq!(why, reason, "{prefix}"),
+            other => panic!("{prefix} / {pepper:?}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(store.load_settings().unwrap(), before);
+    let again = build("acme_live", Some([3; 32])).unwrap();
+    assert!(again.verify(issued.secret.expose()).is_ok());
+}
+
+/// Settings saved before keyward kept the ring's prefix and pepper check
+/// (as an older version wrote them, without those fields): the first ring
+/// to open adopts the store, keeping everything else, and a ring of
+/// another prefix is refused from then on.
+#[test]
+fn a_store_without_a_prefix_is_adopted_by_the_first_ring() {
+    let store = Arc::new(MemoryStore::new());
+    let old: RingSettings = serde_json::from_str(
+        r#"{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":3,"revoked_all_at":"2026-01-02T00:00:00Z"}"#,
+    )
+    .unwrap();
+    store.save_settings(&old).unwrap();
+    let ring = KeyRing::builder("acme").build(Arc::clone(&store)).unwrap();
+    let adopted = store.load_settings().unwrap().unwrap();
+    assert_eq!(adopted.prefix(), Some("acme"));
+    assert_eq!(adopted.epoch(), 3);
+    assert_eq!(adopted.revoked_all_at(), old.revoked_all_at());
+    assert_eq!(adopted.default_expiry(), old.default_expiry());
+    assert_eq!(ring.settings(), adopted);
+    assert!(matches!(
+        KeyRing::builder("other").build(Arc::clone(&store)),
+        Err(Error::StoreOfAnotherRing(_))
+    ));
 }
 
 /// Capping to the owner's scopes meets each asked scope with each held
@@ -1898,20 +1974,25 @@ fn ids_and_secrets_use_their_whole_width() {
 /// another.
 #[test]
 fn the_hash_is_keyed_by_the_pepper() {
-    let store = Arc::new(MemoryStore::new());
+    // Each ring on its own store (a ring refuses a store of another
+    // pepper), the issuer's record copied into the verifier's.
     let ring = |pepper: Option<[u8; 32]>| {
         let builder = KeyRing::builder("acme");
         let builder = match pepper {
             Some(pepper) => builder.pepper(pepper),
             None => builder,
         };
-        builder.build(Arc::clone(&store)).unwrap()
+        builder.build(MemoryStore::new()).unwrap()
     };
     let peppers = [Some([7u8; 32]), Some([8u8; 32]), None];
     for issuer in peppers {
-        let issued = ring(issuer).issue(NewKey::new("o")).unwrap();
+        let issuing = ring(issuer);
+        let issued = issuing.issue(NewKey::new("o")).unwrap();
+        let stored = issuing.store().lookup(issued.key.id()).unwrap();
         for verifier in peppers {
-            let outcome = ring(verifier).verify(issued.secret.expose());
+            let verifying = ring(verifier);
+            verifying.store().insert(StoredKey::clone(&stored)).unwrap();
+            let outcome = verifying.verify(issued.secret.expose());
             if verifier == issuer {
                 assert!(outcome.is_ok(), "{issuer:?} / {verifier:?}: {outcome:?}");
             } else {

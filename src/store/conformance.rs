@@ -61,6 +61,8 @@ fn sample_settings(epoch: u64) -> RingSettings {
         epoch,
         revoked_all_at: None,
         superseded: Vec::new(),
+        prefix: None,
+        check: None,
     }
 }
 

@@ -160,6 +160,17 @@ pub struct RingSettings {
         deserialize_with = "at_most_kept"
     )]
     pub(crate) superseded: Vec<Superseded>,
+    /// The prefix of the ring whose keys the store holds: a ring of another
+    /// prefix refuses to open on it. `None` in settings saved before it was
+    /// kept (the next ring to open adopts the store).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) prefix: Option<String>,
+    /// The ring's hash of a fixed input (see `KeyRingBuilder::build`): a
+    /// ring whose pepper differs computes another, and refuses to open
+    /// rather than refuse every key. One-way: it tells nothing of the
+    /// pepper or of any key. `None` as for `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) check: Option<KeyHash>,
 }
 
 /// Reads [`RingSettings::superseded`], refusing more entries than any call
@@ -256,12 +267,20 @@ impl RingSettings {
     /// instant) never move backwards, so a stale copy cannot undo another
     /// ring's `revoke_all`; and the defaults kept because keys had expired
     /// under them are kept from both, so a stale copy cannot bring those
-    /// keys back. A [`KeyStore`] calls it under the lock its writes take.
+    /// keys back; settings without the ring's prefix and check (written by
+    /// an older keyward) keep the stored ones. A [`KeyStore`] calls it
+    /// under the lock its writes take.
     #[must_use]
     pub fn written_over(mut self, current: Option<&RingSettings>) -> RingSettings {
         let Some(current) = current else {
             return self;
         };
+        if self.prefix.is_none() {
+            self.prefix.clone_from(&current.prefix);
+        }
+        if self.check.is_none() {
+            self.check.clone_from(&current.check);
+        }
         if current.epoch > self.epoch {
             self.epoch = current.epoch;
             self.revoked_all_at = current.revoked_all_at;
@@ -391,6 +410,12 @@ impl RingSettings {
     /// When every key was last revoked at once, if ever.
     pub fn revoked_all_at(&self) -> Option<OffsetDateTime> {
         self.revoked_all_at
+    }
+
+    /// The prefix of the ring whose keys the store holds (`None` in
+    /// settings saved before keyward kept it, until a ring opens on them).
+    pub fn prefix(&self) -> Option<&str> {
+        self.prefix.as_deref()
     }
 }
 
@@ -641,6 +666,8 @@ mod tests {
             epoch: 0,
             revoked_all_at: None,
             superseded: Vec::new(),
+            prefix: None,
+            check: None,
         }
     }
 

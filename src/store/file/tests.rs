@@ -62,6 +62,8 @@ fn settings(n: usize) -> RingSettings {
         epoch: n as u64,
         revoked_all_at: None,
         superseded: Vec::new(),
+        prefix: None,
+        check: None,
     }
 }
 
