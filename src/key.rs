@@ -309,6 +309,17 @@ impl Dirty {
 /// The record of an API key. It never contains the plaintext: only the store
 /// keeps the key's hash, beside this record.
 ///
+/// **What is stored, not the state now.** A [`revoke_all`](crate::KeyRing::revoke_all)
+/// is one settings write (an epoch), not a write per key, and expiry
+/// follows from the clock and the ring's default: neither is in the
+/// record. After a `revoke_all`, [`status`](Self::status) still reads
+/// `Active`, and [`own_deadline`](Self::own_deadline) is not the end of a
+/// rotation's grace or of the default. To show a key's state (in an
+/// administrator's view, say), ask the ring:
+/// [`KeyRing::state`](crate::KeyRing::state) and
+/// [`KeyRing::expires_at`](crate::KeyRing::expires_at), or list by state
+/// with [`ListFilter::state`](crate::ListFilter::state).
+///
 /// The fields `verify` reads on its common path come first, kept small
 /// (times as nanoseconds, status as a byte, the shape of the rarely read
 /// fields as flags): with the hash before them they end 96 bytes into the
@@ -450,7 +461,10 @@ impl Key {
         optional(self.expires_at)
     }
 
-    /// Active, disabled or revoked (with time and reason).
+    /// Active, disabled or revoked (with time and reason), as stored on
+    /// the record: not a [`revoke_all`](crate::KeyRing::revoke_all) (an
+    /// epoch in the ring's settings) nor expiry. The key's state now is
+    /// [`KeyRing::state`](crate::KeyRing::state).
     pub fn status(&self) -> Status {
         match self.status {
             StatusCode::Active => Status::Active,
