@@ -3473,8 +3473,10 @@ impl KeyStore for FlakyReads {
         self.inner.load_settings()
     }
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        // Once settings are written, reads fail.
-        let settings = changes.iter().any(|c| matches!(c, Change::Settings(_)));
+        // Once settings are written, reads fail. (A ring writes them as
+        // `SettingsIf`: matching only `Settings` would never arm the
+        // failure, and the test below would check nothing.)
+        let settings = changes.iter().any(writes_settings);
         self.inner.apply(changes)?;
         if settings {
             self.fail_loads.store(true, Ordering::SeqCst);
@@ -3497,12 +3499,17 @@ fn a_settings_change_that_landed_succeeds_and_is_reported() {
     let key = ring.issue(NewKey::new("o")).unwrap();
 
     ring.revoke_all().expect("the revoke-all landed");
+    assert!(
+        store.fail_loads.load(Ordering::SeqCst),
+        "the store's settings reads did not fail after the write"
+    );
     assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
     assert_eq!(store.inner.load_settings().unwrap().unwrap().epoch(), 1);
     store.fail_loads.store(false, Ordering::SeqCst);
     let policy = ExpiryPolicy::Lifetime(Duration::days(1));
     ring.set_default_expiry(policy)
         .expect("the new default landed");
+    assert!(store.fail_loads.load(Ordering::SeqCst));
     assert_eq!(
         store
             .inner
@@ -4118,4 +4125,89 @@ fn two_racing_revoke_alls_each_raise_the_epoch() {
     assert_eq!(b.settings().epoch(), 2);
     a.refresh().unwrap();
     assert_eq!(a.settings().epoch(), 2);
+}
+
+/// [`Interleaved`] over `shared`, unarmed.
+fn interleaved_over(shared: &Arc<TestStore>) -> Arc<Interleaved> {
+    Arc::new(Interleaved {
+        inner: Arc::clone(shared),
+        target: std::sync::Mutex::new(None),
+        hook: std::sync::Mutex::new(None),
+        settings_hook: std::sync::Mutex::new(None),
+    })
+}
+
+/// A `revoke_all` redone after another ring's reports the epoch it wrote
+/// and marks the revoke-all at the time of the write that landed (the
+/// clock read again), not of its refused first attempt: a revoke-all
+/// instant moved back would let a ring built later take, in its plain
+/// token checks, tokens exchanged in between.
+#[test]
+fn a_redone_revoke_all_reports_and_marks_what_it_wrote() {
+    let clock = ManualClock::new(T0);
+    let shared = Arc::new(fresh_store());
+    let interleaved = interleaved_over(&shared);
+    let a = Arc::new(
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(Arc::clone(&shared))
+            .unwrap(),
+    );
+    let (b, log) = logged(Arc::clone(&interleaved), &clock, None);
+    let (hook_ring, hook_clock) = (Arc::clone(&a), clock.clone());
+    interleaved.arm_settings(move || {
+        hook_clock.advance(Duration::minutes(1));
+        hook_ring.revoke_all().unwrap();
+    });
+    b.revoke_all().unwrap();
+    assert!(interleaved.settings_fired());
+    let at = T0 + Duration::minutes(1);
+    let stored = shared.load_settings().unwrap().unwrap();
+    assert_eq!((stored.epoch(), stored.revoked_all_at()), (2, Some(at)));
+    let reported: Vec<_> = log
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e.kind, EventKind::AllRevoked { .. }))
+        .map(|e| (e.kind, e.at))
+        .collect();
+    assert_eq!(reported, vec![(EventKind::AllRevoked { epoch: 2 }, at)]);
+}
+
+/// Two rings built at once on a store without settings: the one whose
+/// first settings write comes second takes the settings the other wrote,
+/// rather than putting its own default over them while the other ring
+/// holds another.
+#[test]
+fn a_ring_built_racing_another_on_an_empty_store_takes_its_settings() {
+    let clock = ManualClock::new(T0);
+    let shared = Arc::new(fresh_store());
+    let interleaved = interleaved_over(&shared);
+    let first = Arc::new(std::sync::Mutex::new(None));
+    let (slot, hook_store, hook_clock) = (Arc::clone(&first), Arc::clone(&shared), clock.clone());
+    interleaved.arm_settings(move || {
+        let ring = KeyRing::builder(PREFIX)
+            .clock(hook_clock)
+            .flush_interval(None)
+            .default_expiry(ExpiryPolicy::days(1))
+            .build(hook_store)
+            .unwrap();
+        *slot.lock().unwrap() = Some(ring);
+    });
+    let b = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .default_expiry(ExpiryPolicy::days(30))
+        .build(Arc::clone(&interleaved))
+        .unwrap();
+    assert!(interleaved.settings_fired());
+    let a = first
+        .lock()
+        .unwrap()
+        .take()
+        .expect("ring A built in the hook");
+    let stored = shared.load_settings().unwrap().unwrap();
+    assert_eq!(stored.default_expiry(), ExpiryPolicy::days(1));
+    assert_eq!(a.settings(), stored);
+    assert_eq!(b.settings(), stored);
 }
