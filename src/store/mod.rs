@@ -468,12 +468,29 @@ pub enum Change {
     /// and keys that had expired under it would come back. The ring reads
     /// the settings again and redoes its change.
     ///
-    /// Every settings write changes the value (its epoch or the instant of
-    /// its default), so an equal value is the same version. A database
-    /// store shared by several processes can compare the stored form, or
-    /// keep a revision beside it, in a conditional update
-    /// (`UPDATE ... WHERE settings = ?`), reporting a conflict when no row
-    /// matched.
+    /// Equal by value is enough, though an equal value need not be the
+    /// same write (a default changed and changed back at one instant): the
+    /// ring derives `next` from `expected` alone (and the clock), so over
+    /// any settings equal to `expected`, `next` is what a fresh read would
+    /// have given.
+    ///
+    /// Compare under the lock the write takes, against what
+    /// [`KeyStore::load_settings`] answers: after a conflict the ring reads
+    /// them there again and redoes its change at once, a bounded number of
+    /// times. So a store whose `load_settings` answers from a copy that
+    /// lags the one compared (a cache kept fresh by change notifications)
+    /// fails a `revoke_all` with `SettingsConflict` whenever another
+    /// process wrote the settings within the lag: read them from the
+    /// database, or bring the copy up to date before reporting the
+    /// conflict. A database store shared by several processes can read the
+    /// row with a revision kept beside it, compare the decoded value with
+    /// `expected`, and write with a conditional update on that revision
+    /// (`UPDATE ... WHERE revision = ?`), reporting a conflict when the
+    /// value differs or no row matched. Comparing the stored text with an
+    /// encoding of `expected` instead holds only while every row is in
+    /// exactly that encoding: a row edited by hand, written by another
+    /// encoder or re-encoded by the database (fields reordered, spaces
+    /// added) never matches, and every settings change then fails.
     SettingsIf {
         /// The settings the change was derived from, as the store gave
         /// them by [`KeyStore::load_settings`].
@@ -519,7 +536,9 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// Every record, or every record of one owner. Order is unspecified.
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError>;
 
-    /// The ring settings last saved, if any.
+    /// The ring settings last saved, if any: those the store holds, which
+    /// a [`Change::SettingsIf`] is compared with (not a copy that may lag
+    /// them).
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError>;
 
     /// Applies a batch of changes atomically: all of them, durably, or none
