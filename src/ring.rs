@@ -84,6 +84,24 @@ const CONFLICT_ATTEMPTS: usize = 1024;
 /// ring's write of the key landed, so a run makes progress, but a request
 /// does not wait without end on a key other rings keep writing.
 const VERIFY_CONFLICT_ATTEMPTS: usize = 64;
+/// Runs of a settings write ([`Change::SettingsIf`]) before it fails with
+/// [`StoreError::SettingsConflict`]. Settings writes are rare, so a run of
+/// conflicts means a store whose `load_settings` lags its writes (a cache
+/// fed by notifications, against the contract) more likely than rings
+/// writing settings nonstop: after the first few runs each waits a little
+/// longer ([`settings_backoff`]), giving such a copy about 7 seconds to
+/// catch up before a `revoke_all` gives up.
+const SETTINGS_ATTEMPTS: usize = 64;
+
+/// The wait before run `runs + 1` of a settings write: none for the first
+/// four, then 2, 4, ... up to 128 ms.
+fn settings_backoff(runs: usize) {
+    if runs >= 4 {
+        let ms = 1u64 << (runs - 3).min(7);
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+}
+
 /// How often the background thread reloads the ring settings.
 const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
@@ -349,7 +367,10 @@ impl<S: KeyStore> Shared<S> {
                 next: next.clone(),
             };
             match self.store.apply(vec![write]) {
-                Err(StoreError::SettingsConflict) if runs < CONFLICT_ATTEMPTS => runs += 1,
+                Err(StoreError::SettingsConflict) if runs < SETTINGS_ATTEMPTS => {
+                    settings_backoff(runs);
+                    runs += 1;
+                }
                 Err(e) => return Err(e.into()),
                 Ok(()) => {
                     self.take_settings(next);
@@ -799,7 +820,10 @@ fn claim_store<S: KeyStore>(
         };
         match store.apply(vec![claim]) {
             Ok(()) => return Ok(next),
-            Err(StoreError::SettingsConflict) if runs < CONFLICT_ATTEMPTS => runs += 1,
+            Err(StoreError::SettingsConflict) if runs < SETTINGS_ATTEMPTS => {
+                settings_backoff(runs);
+                runs += 1;
+            }
             Err(e) => return Err(e.into()),
         }
     }

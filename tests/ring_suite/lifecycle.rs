@@ -4211,3 +4211,66 @@ fn a_ring_built_racing_another_on_an_empty_store_takes_its_settings() {
     assert_eq!(a.settings(), stored);
     assert_eq!(b.settings(), stored);
 }
+
+/// A store whose `load_settings` answers a stale copy for a while after
+/// another ring's write (a cache fed by notifications, which the contract
+/// forbids but a host may still build).
+#[derive(Debug)]
+struct Lagging {
+    inner: Arc<TestStore>,
+    stale: std::sync::Mutex<Option<(RingSettings, std::time::Instant)>>,
+}
+
+impl KeyStore for Lagging {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        if let Some((stale, until)) = &*self.stale.lock().unwrap()
+            && std::time::Instant::now() < *until
+        {
+            return Ok(Some(stale.clone()));
+        }
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.inner.apply(changes)
+    }
+}
+
+/// A `revoke_all` through a store whose settings copy lags another ring's
+/// write by 50 ms: each run's conditional write conflicts until the copy
+/// catches up, and the ring waits between runs rather than spending them
+/// all at once, so the emergency stop lands (keeping the other ring's
+/// default).
+#[test]
+fn a_revoke_all_waits_out_a_settings_copy_that_lags() {
+    let clock = ManualClock::new(T0);
+    let shared = Arc::new(fresh_store());
+    let build = |store: Arc<dyn KeyStore>| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(store)
+            .unwrap()
+    };
+    let a = build(Arc::clone(&shared) as Arc<dyn KeyStore>);
+    let lagging = Arc::new(Lagging {
+        inner: Arc::clone(&shared),
+        stale: std::sync::Mutex::new(None),
+    });
+    let b = build(Arc::clone(&lagging) as Arc<dyn KeyStore>);
+    let before = shared.load_settings().unwrap().unwrap();
+    a.set_default_expiry(ExpiryPolicy::days(1)).unwrap();
+    *lagging.stale.lock().unwrap() = Some((
+        before,
+        std::time::Instant::now() + std::time::Duration::from_millis(50),
+    ));
+    b.revoke_all().unwrap();
+    let stored = shared.load_settings().unwrap().unwrap();
+    assert_eq!(stored.epoch(), 1);
+    assert_eq!(stored.default_expiry(), ExpiryPolicy::days(1));
+}
