@@ -92,6 +92,48 @@ impl Fields<'_> {
         {
             return Err("a key can be bound to at most 64 networks");
         }
+        self.check_no_key_material()
+    }
+
+    /// Refuses text that holds an API key or access token (anything
+    /// [`scan`](crate::scan) finds): these fields are stored in the clear,
+    /// exported, listed and sent with events, so a key pasted into one (a
+    /// description saying "replaces acme_live_...", say) would reach every
+    /// log and copy of the store.
+    fn check_no_key_material(&self) -> Result<(), &'static str> {
+        let holds = |text: &str| !crate::scan::scan(text).is_empty();
+        if self.owner.is_some_and(holds) {
+            return Err(
+                "the owner holds an API key or access token; never paste one into a key's fields",
+            );
+        }
+        if self.name.is_some_and(holds) {
+            return Err(
+                "the name holds an API key or access token; never paste one into a key's fields",
+            );
+        }
+        if self.description.is_some_and(holds) {
+            return Err(
+                "the description holds an API key or access token; never paste one into a key's fields",
+            );
+        }
+        if self.contact.is_some_and(|c| {
+            [&c.first_name, &c.last_name, &c.login, &c.email]
+                .iter()
+                .any(|f| holds(f))
+        }) {
+            return Err(
+                "the contact holds an API key or access token; never paste one into a key's fields",
+            );
+        }
+        if self
+            .metadata
+            .is_some_and(|m| m.iter().any(|(k, v)| holds(k) || holds(v)))
+        {
+            return Err(
+                "the metadata holds an API key or access token; never paste one into a key's fields",
+            );
+        }
         Ok(())
     }
 }

@@ -1329,6 +1329,81 @@ fn contact_with(field: usize, len: usize) -> Contact {
     Contact::new(first, last, login, email)
 }
 
+/// A key or access token pasted into a key's free text (owner, name,
+/// description, a contact field, a metadata key or value) is refused at
+/// issue and at update, with a message naming the field and not the
+/// text, and nothing is stored: that text is kept in the clear, listed,
+/// exported and sent with events. A key's public hint, text around a key
+/// that is not one (a changed character), and a key of another ring's
+/// prefix are told apart: only what `scan` finds is refused, whatever its
+/// prefix.
+#[test]
+fn a_key_pasted_into_a_free_text_field_is_refused() {
+    let acme = KeyRing::builder("acme")
+        .signing_key(1, [5; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let other = ring("other");
+    let leaked = acme.issue(NewKey::new("o")).unwrap();
+    let token = acme
+        .exchange(leaked.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    let foreign = other.issue(NewKey::new("o")).unwrap();
+    let pasted = [
+        format!("replaces {}", leaked.secret.expose()),
+        format!("token={}", token.expose()),
+        foreign.secret.expose().to_owned(),
+    ];
+    let before = acme.list(&ListFilter::new()).unwrap().len();
+    for text in &pasted {
+        let requests = [
+            (NewKey::new(text.clone()), "the owner"),
+            (NewKey::new("o").name(text.clone()), "the name"),
+            (
+                NewKey::new("o").description(text.clone()),
+                "the description",
+            ),
+            (
+                NewKey::new("o").contact(Contact::new("a", "b", "c", text.clone())),
+                "the contact",
+            ),
+            (NewKey::new("o").metadata(text.clone(), "v"), "the metadata"),
+            (NewKey::new("o").metadata("k", text.clone()), "the metadata"),
+        ];
+        for (request, field) in requests {
+            match acme.issue(request) {
+                Err(Error::InvalidInput(why)) => {
+                    assert!(why.starts_with(field), "{field}: {why}");
+                    assert!(!why.contains(text.as_str()));
+                }
+                other => panic!("{field}: {:?}", other.map(|i| i.key.id())),
+            }
+        }
+        let update = KeyUpdate::new().description(Some(text.clone()));
+        assert!(matches!(
+            acme.update(leaked.key.id(), update),
+            Err(Error::InvalidInput(why)) if why.starts_with("the description")
+        ));
+    }
+    assert_eq!(acme.list(&ListFilter::new()).unwrap().len(), before);
+    assert_eq!(acme.get(leaked.key.id()).unwrap().description(), None);
+
+    // Text that only looks like a key is taken.
+    let mut changed = leaked.secret.expose().to_owned();
+    let last = changed.pop().unwrap();
+    changed.push(if last == 'a' { 'b' } else { 'a' });
+    let hint = leaked.key.hint().to_owned();
+    let taken = acme
+        .issue(
+            NewKey::new("o")
+                .name(format!("replaces {hint}"))
+                .description(changed),
+        )
+        .unwrap();
+    assert_eq!(taken.key.name(), format!("replaces {hint}"));
+}
+
 /// Scopes, owner scopes, networks and contact fields have limits, at issue
 /// and at update, like the free text: 256 scopes, 64 networks, 256 bytes
 /// per contact field. At the limit a request is taken; one past it is
