@@ -596,6 +596,12 @@ impl Key {
         self.use_limit.map(NonZeroU64::get)
     }
 
+    /// Whether the use limit is spent: no use is left.
+    pub(crate) fn used_up(&self) -> bool {
+        self.use_limit
+            .is_some_and(|limit| self.uses.get() >= limit.get())
+    }
+
     /// Rotation links, if the key was rotated or is a rotation.
     pub fn rotation(&self) -> Option<Rotation> {
         let extra = self.extra.as_deref();

@@ -1142,20 +1142,40 @@ fn whole_second(n: Nanos) -> Nanos {
 }
 
 /// The state of a key at an instant, for listings and filters.
+///
+/// Several can hold at once. A key is revoked, or else disabled, or else
+/// neither (revoked outranks disabled: a revoke-all revokes a disabled key
+/// for good, and [`Key::status`] still shows the status it had); besides,
+/// whatever that status, it may be expired and it may be used up. Active
+/// holds only when none of the others does.
+///
+/// [`KeyRing::state`] gives the one state that [`KeyRing::verify`] reports
+/// for the key (with its right secret): the first that holds of revoked,
+/// disabled, expired, used up, else active. [`ListFilter::state`] lists a
+/// key under each state that holds for it: a disabled key past its end is
+/// listed as disabled and as expired, and its `state` is disabled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum KeyState {
-    /// Verifies.
+    /// Verifies: none of the other states holds. (A request can still be
+    /// refused for its scopes or bindings.)
     Active,
-    /// Disabled (reversibly).
+    /// Disabled (reversibly), and not revoked.
     Disabled,
     /// Revoked, one by one or by a revoke-all.
     Revoked,
     /// Past its expiry (or its rotation grace, or idle too long).
     Expired,
+    /// Its use limit is spent ([`VerifyError::UsageExceeded`]).
+    UsedUp,
 }
 
-/// Which keys [`KeyRing::list`] returns.
+/// Which keys [`KeyRing::list`] returns: each filter given must match.
+///
+/// A key matches [`state`](Self::state) when that state holds for it, one
+/// of possibly several (see [`KeyState`]): `state(KeyState::Expired)` lists
+/// every key past its end, whether active, disabled or revoked, and
+/// `state(KeyState::Active)` only the keys that verify.
 #[derive(Debug, Clone, Default)]
 #[must_use]
 pub struct ListFilter {
@@ -1175,7 +1195,8 @@ impl ListFilter {
         self
     }
 
-    /// Only keys in this state now.
+    /// Only keys for which this state holds now, among the others that may
+    /// hold too (see [`KeyState`]).
     pub fn state(mut self, state: KeyState) -> Self {
         self.state = Some(state);
         self
@@ -1766,6 +1787,7 @@ impl<S: KeyStore> KeyRing<S> {
                 KeyState::Revoked => return Err(VerifyError::Revoked),
                 KeyState::Disabled => return Err(VerifyError::Disabled),
                 KeyState::Expired => return Err(VerifyError::Expired),
+                KeyState::UsedUp => return Err(VerifyError::UsageExceeded),
             }
             if predates_regeneration(&entry, &claims) {
                 return Err(VerifyError::Revoked);
@@ -1878,7 +1900,7 @@ impl<S: KeyStore> KeyRing<S> {
             .list(filter.owner.as_deref())?
             .into_iter()
             .filter(|e| filter.owner.as_deref().is_none_or(|o| e.key.owner() == o))
-            .filter(|e| filter.state.is_none_or(|s| self.state_at(e, now) == s))
+            .filter(|e| filter.state.is_none_or(|s| self.holds(e, s, now)))
             .map(|e| e.current_key())
             .collect();
         keys.sort_by_key(|k| (k.created_at, k.id));
@@ -1887,8 +1909,8 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// The active keys that stop working within `window` from now, soonest
     /// first, each with its record (and so its contact): what a host needs
-    /// to e-mail a reminder. Revoked, disabled and already expired keys are
-    /// left out.
+    /// to e-mail a reminder. Revoked, disabled, already expired and used-up
+    /// keys are left out.
     pub fn expiring_within(&self, window: Duration) -> Result<Vec<Reminder>, Error> {
         let now = self.clock.now();
         let until = now.saturating_add(window);
@@ -1909,13 +1931,15 @@ impl<S: KeyStore> KeyRing<S> {
         Ok(due)
     }
 
-    /// The state of the key with this id now; `None` if there is no such
-    /// key.
+    /// The state of the key with this id now, the one `verify` reports
+    /// (see [`KeyState`]); `None` if there is no such key.
     pub fn state(&self, id: KeyId) -> Option<KeyState> {
         let now = self.clock.now();
         self.store().lookup(id).map(|e| self.state_at(&e, now))
     }
 
+    /// The first state that holds of revoked, disabled, expired, used up,
+    /// else active: the order of `judge` and `consume_limited`.
     fn state_at(&self, entry: &StoredKey, now: OffsetDateTime) -> KeyState {
         let key = &entry.key;
         match key.status {
@@ -1923,7 +1947,22 @@ impl<S: KeyStore> KeyRing<S> {
             _ if key.epoch < self.shared.epoch.load(Ordering::Acquire) => KeyState::Revoked,
             StatusCode::Disabled => KeyState::Disabled,
             StatusCode::Active if nanos(now) >= self.cutoff(entry) => KeyState::Expired,
+            StatusCode::Active if key.used_up() => KeyState::UsedUp,
             StatusCode::Active => KeyState::Active,
+        }
+    }
+
+    /// Whether `state` holds for the key now, whichever others hold too.
+    fn holds(&self, entry: &StoredKey, state: KeyState, now: OffsetDateTime) -> bool {
+        match state {
+            // `state_at` looks at the status first: it gives revoked or
+            // disabled whenever either holds, and active only when nothing
+            // else does.
+            KeyState::Active | KeyState::Revoked | KeyState::Disabled => {
+                self.state_at(entry, now) == state
+            }
+            KeyState::Expired => nanos(now) >= self.cutoff(entry),
+            KeyState::UsedUp => entry.key.used_up(),
         }
     }
 

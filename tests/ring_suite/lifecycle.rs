@@ -1640,6 +1640,142 @@ fn use_limit_holds_across_rings_under_concurrent_verifies_and_writes() {
 }
 
 // ---------------------------------------------------------------------------
+// List by state
+// ---------------------------------------------------------------------------
+
+/// The ids `list` gives for `state`, in its order (oldest first).
+fn listed<S: KeyStore>(ring: &KeyRing<S>, state: KeyState) -> Vec<KeyId> {
+    let filter = ListFilter::new().state(state);
+    ring.list(&filter).unwrap().iter().map(Key::id).collect()
+}
+
+/// A key is listed under each state that holds for it: disabled or
+/// revoked and also past its end, it is listed as expired too; spent, it
+/// is not listed as active. Revoked outranks disabled (a revoke-all
+/// revokes disabled keys for good), and `state` gives the one state
+/// `verify` reports.
+#[test]
+fn list_by_state_lists_a_key_under_each_state_that_holds() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let issue = |policy: ExpiryPolicy| {
+        clock.advance(Duration::SECOND); // distinct creation times: a stable order
+        ring.issue(NewKey::new("o").expiry(policy)).unwrap()
+    };
+    let revoked_by_all_disabled = issue(ExpiryPolicy::Never);
+    ring.disable(revoked_by_all_disabled.key.id()).unwrap();
+    ring.revoke_all().unwrap();
+    let active = issue(ExpiryPolicy::Never);
+    let expired = issue(ExpiryPolicy::days(1));
+    let disabled = issue(ExpiryPolicy::Never);
+    ring.disable(disabled.key.id()).unwrap();
+    let disabled_expired = issue(ExpiryPolicy::days(1));
+    ring.disable(disabled_expired.key.id()).unwrap();
+    let revoked_key = issue(ExpiryPolicy::Never);
+    ring.revoke(revoked_key.key.id(), "x").unwrap();
+    let revoked_expired = issue(ExpiryPolicy::days(1));
+    ring.revoke(revoked_expired.key.id(), "x").unwrap();
+    clock.advance(Duration::SECOND);
+    let spent = ring.issue(NewKey::new("o").use_limit(1)).unwrap();
+    assert_eq!(check(&ring, &spent), Ok(()));
+    let in_grace = issue(ExpiryPolicy::Never);
+    clock.advance(Duration::SECOND);
+    let in_grace_successor = ring.rotate(in_grace.key.id(), Duration::days(10)).unwrap();
+    let past_grace = issue(ExpiryPolicy::Never);
+    clock.advance(Duration::SECOND);
+    let past_grace_successor = ring
+        .rotate(past_grace.key.id(), Duration::hours(1))
+        .unwrap();
+    clock.set(T0 + Duration::days(2));
+
+    assert_eq!(
+        listed(&ring, KeyState::Active),
+        vec![
+            active.key.id(),
+            in_grace.key.id(),
+            in_grace_successor.key.id(),
+            past_grace_successor.key.id(),
+        ],
+        "active: the keys that verify"
+    );
+    assert_eq!(
+        listed(&ring, KeyState::Disabled),
+        vec![disabled.key.id(), disabled_expired.key.id()]
+    );
+    assert_eq!(
+        listed(&ring, KeyState::Revoked),
+        vec![
+            revoked_by_all_disabled.key.id(),
+            revoked_key.key.id(),
+            revoked_expired.key.id(),
+        ]
+    );
+    assert_eq!(
+        listed(&ring, KeyState::Expired),
+        vec![
+            expired.key.id(),
+            disabled_expired.key.id(),
+            revoked_expired.key.id(),
+            past_grace.key.id(),
+        ],
+        "expired: every key past its end, whatever its status"
+    );
+    // `state` (and so `verify`) reports one of them, by precedence.
+    assert_eq!(
+        ring.state(disabled_expired.key.id()),
+        Some(KeyState::Disabled)
+    );
+    assert_eq!(check(&ring, &disabled_expired), Err(VerifyError::Disabled));
+    assert_eq!(
+        ring.state(revoked_expired.key.id()),
+        Some(KeyState::Revoked)
+    );
+    assert_eq!(
+        ring.state(revoked_by_all_disabled.key.id()),
+        Some(KeyState::Revoked)
+    );
+    assert_eq!(check(&ring, &spent), Err(VerifyError::UsageExceeded));
+}
+
+/// A key whose use limit is spent is used up: listed so, its `state` says
+/// so, and when it is also past its end it is listed under both, its
+/// `state` giving expired, as `verify` does.
+#[test]
+fn a_key_whose_uses_are_spent_is_used_up() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let spent = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    clock.advance(Duration::SECOND);
+    let spent_expired = ring
+        .issue(NewKey::new("o").use_limit(1).expiry(ExpiryPolicy::days(1)))
+        .unwrap();
+    clock.advance(Duration::SECOND);
+    let unspent = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    for key in [&spent, &spent, &spent_expired, &unspent] {
+        assert_eq!(check(&ring, key), Ok(()));
+    }
+    assert_eq!(ring.state(spent.key.id()), Some(KeyState::UsedUp));
+    assert_eq!(ring.state(unspent.key.id()), Some(KeyState::Active));
+    assert_eq!(
+        listed(&ring, KeyState::UsedUp),
+        vec![spent.key.id(), spent_expired.key.id()]
+    );
+    assert_eq!(listed(&ring, KeyState::Active), vec![unspent.key.id()]);
+
+    clock.set(T0 + Duration::days(2));
+    assert_eq!(ring.state(spent_expired.key.id()), Some(KeyState::Expired));
+    assert_eq!(check(&ring, &spent_expired), Err(VerifyError::Expired));
+    assert_eq!(
+        listed(&ring, KeyState::UsedUp),
+        vec![spent.key.id(), spent_expired.key.id()]
+    );
+    assert_eq!(
+        listed(&ring, KeyState::Expired),
+        vec![spent_expired.key.id()]
+    );
+}
+
+// ---------------------------------------------------------------------------
 // Reminders
 // ---------------------------------------------------------------------------
 
