@@ -1907,10 +1907,17 @@ impl<S: KeyStore> KeyRing<S> {
         Ok(keys)
     }
 
-    /// The active keys that stop working within `window` from now, soonest
-    /// first, each with its record (and so its contact): what a host needs
-    /// to e-mail a reminder. Revoked, disabled, already expired and used-up
-    /// keys are left out.
+    /// The keys that stop working within `window` from now (their end at
+    /// or before now + `window`, as [`expires_at`](Self::expires_at) gives
+    /// it), soonest first, each with its record (and so its contact): what
+    /// a host needs to e-mail a reminder.
+    ///
+    /// Listed: [active](KeyState::Active) keys only, and of those not a key
+    /// replaced by a [rotation](Self::rotate) that is still in its grace
+    /// (its successor is the key to keep, listed when its own end is due).
+    /// Left out: revoked, expired and used-up keys, which can never be used
+    /// again, and disabled keys, which an administrator switched off (once
+    /// enabled again, they are listed again).
     pub fn expiring_within(&self, window: Duration) -> Result<Vec<Reminder>, Error> {
         let now = self.clock.now();
         let until = now.saturating_add(window);
@@ -1919,6 +1926,7 @@ impl<S: KeyStore> KeyRing<S> {
             .list(None)?
             .into_iter()
             .filter(|e| self.state_at(e, now) == KeyState::Active)
+            .filter(|e| e.key.extra.as_ref().is_none_or(|x| x.rotated_to.is_none()))
             .filter_map(|e| {
                 let at = self.cutoff(&e);
                 (at != NEVER && at <= nanos(until)).then(|| Reminder {

@@ -1826,16 +1826,16 @@ fn expiring_within_lists_the_keys_due_soonest_first() {
     assert_eq!(
         got,
         vec![
-            (rotated.key.id(), T0 + day),
             (idle.key.id(), T0 + Duration::days(2)),
             (own.key.id(), T0 + Duration::days(3)),
             (by_default.key.id(), T0 + Duration::days(5)),
         ]
     );
-    assert_eq!(due[2].key.contact(), Some(&contact()));
-    assert_eq!(due[2].key.name(), "own deadline");
+    assert_eq!(due[1].key.contact(), Some(&contact()));
+    assert_eq!(due[1].key.name(), "own deadline");
     for left_out in [
         &expired,
+        &rotated,
         &successor,
         &revoked_key,
         &disabled,
@@ -1847,15 +1847,70 @@ fn expiring_within_lists_the_keys_due_soonest_first() {
 
     // A narrower window, and a use that pushes the idle end out.
     assert_eq!(
-        ring.expiring_within(day).unwrap().len(),
+        ring.expiring_within(Duration::days(2)).unwrap().len(),
         1,
-        "only the rotated key is due within a day"
+        "only the idle key is due within two days"
     );
+    assert_eq!(ring.expiring_within(day).unwrap().len(), 0);
     clock.set(T0 + Duration::hours(12));
     assert_eq!(check(&ring, &idle), Ok(()));
     let due = ring.expiring_within(Duration::days(7)).unwrap();
     let idle_due = due.iter().find(|r| r.key.id() == idle.key.id()).unwrap();
     assert_eq!(idle_due.expires_at, T0 + Duration::hours(60));
+}
+
+/// A reminder is for a key its holder can keep using until it expires: a
+/// key replaced by a rotation (still in its grace) and a key whose use
+/// limit is spent are left out, as are revoked and disabled keys; the
+/// successor of a rotation, which inherits the deadline, is listed.
+#[test]
+fn expiring_within_leaves_out_keys_that_cannot_be_used_again() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let issue = |request: NewKey| {
+        clock.advance(Duration::SECOND); // distinct deadlines: a stable order
+        ring.issue(request.expiry(ExpiryPolicy::days(3))).unwrap()
+    };
+    let due = issue(NewKey::new("o"));
+    let rotated = issue(NewKey::new("o"));
+    let successor = ring.rotate(rotated.key.id(), Duration::days(10)).unwrap();
+    let rotated_grace_ends = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(30)))
+        .unwrap();
+    ring.rotate(rotated_grace_ends.key.id(), Duration::days(1))
+        .unwrap();
+    let spent = issue(NewKey::new("o").use_limit(1));
+    assert_eq!(check(&ring, &spent), Ok(()));
+    let unspent = issue(NewKey::new("o").use_limit(2));
+    assert_eq!(check(&ring, &unspent), Ok(()));
+    let disabled = issue(NewKey::new("o"));
+    ring.disable(disabled.key.id()).unwrap();
+    let revoked_key = issue(NewKey::new("o"));
+    ring.revoke(revoked_key.key.id(), "x").unwrap();
+    // Both replaced keys still verify, in their grace.
+    assert_eq!(check(&ring, &rotated), Ok(()));
+    assert_eq!(check(&ring, &rotated_grace_ends), Ok(()));
+
+    let due_at = |key: &Issued| ring.expires_at(key.key.id()).unwrap();
+    let got: Vec<(KeyId, OffsetDateTime)> = ring
+        .expiring_within(Duration::days(7))
+        .unwrap()
+        .iter()
+        .map(|r| (r.key.id(), r.expires_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (due.key.id(), due_at(&due)),
+            (successor.key.id(), due_at(&rotated)),
+            (unspent.key.id(), due_at(&unspent)),
+        ]
+    );
+
+    // Enabled again, a disabled key is due again.
+    ring.enable(disabled.key.id()).unwrap();
+    let again = ring.expiring_within(Duration::days(7)).unwrap();
+    assert!(again.iter().any(|r| r.key.id() == disabled.key.id()));
 }
 
 // ---------------------------------------------------------------------------
