@@ -1285,6 +1285,12 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Revokes a key for good, with a reason kept in its record. Revoking a
     /// revoked key changes nothing (the first reason stays).
+    ///
+    /// The reason is checked first, whatever the key (unknown, revoked):
+    /// refused with [`Error::InvalidInput`] when it is empty or only white
+    /// space, or longer than 256 bytes, and then nothing is written or
+    /// reported. The same holds for [`revoke_owner`](Self::revoke_owner)
+    /// and [`revoke_leaked`](Self::revoke_leaked).
     pub fn revoke(&self, id: KeyId, reason: &str) -> Result<(), Error> {
         self.anonymous().revoke(id, reason)
     }
@@ -1304,7 +1310,9 @@ impl<S: KeyStore> KeyRing<S> {
         self.anonymous().update(id, change)
     }
 
-    /// Revokes every key of `owner`; returns the ids it revoked.
+    /// Revokes every key of `owner`; returns the ids it revoked. The reason
+    /// is checked first, as for [`revoke`](Self::revoke), even when the
+    /// owner has no keys.
     pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         self.anonymous().revoke_owner(owner, reason)
     }
@@ -1881,7 +1889,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// was exchanged for) and that postdates the key's last
     /// [`regenerate`](Self::regenerate). Strings that merely name a key id,
     /// keys of other rings, unknown ids, keys already revoked, and old
-    /// secrets of a regenerated key and their tokens are passed over.
+    /// secrets of a regenerated key and their tokens are passed over. The
+    /// reason is checked first, as for [`revoke`](Self::revoke), even when
+    /// `text` holds no key.
     pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         self.anonymous().revoke_leaked(text, reason)
     }
@@ -2381,6 +2391,7 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// See [`KeyRing::revoke`].
     pub fn revoke(&self, id: KeyId, reason: &str) -> Result<(), Error> {
+        check_reason(reason)?;
         let _guard = self.ring.shared.lock();
         redo_on_conflict(|| {
             let entry = self.ring.store().lookup(id).ok_or(Error::NotFound(id))?;
@@ -2390,16 +2401,14 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// Revokes `entries` that are not revoked yet, in one batch; returns
     /// their ids, sorted. Once the batch is written, sends for each key an
-    /// `Exposed` event when `exposed`, then its `Revoked` event.
+    /// `Exposed` event when `exposed`, then its `Revoked` event. The caller
+    /// has checked the reason (`check_reason`).
     fn revoke_locked(
         &self,
         entries: &[Arc<StoredKey>],
         reason: &str,
         exposed: bool,
     ) -> Result<Vec<KeyId>, Error> {
-        if reason.len() > MAX_FIELD_LEN {
-            return Err(Error::InvalidInput("a reason is limited to 256 bytes"));
-        }
         let ring = self.ring;
         let now = ring.clock.now();
         // Revoked one by one, or by a revoke-all (the epoch only moves
@@ -2518,6 +2527,7 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// See [`KeyRing::revoke_owner`].
     pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
+        check_reason(reason)?;
         let ring = self.ring;
         let _guard = ring.shared.lock();
         let revoked = redo_on_conflict(|| {
@@ -2567,6 +2577,7 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// See [`KeyRing::revoke_leaked`].
     pub fn revoke_leaked(&self, text: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
+        check_reason(reason)?;
         let ring = self.ring;
         // Only what proves itself: a key whose secret matches, a token whose
         // MAC does. Ids are public, so a string that merely names a key (with
@@ -2644,6 +2655,19 @@ impl<S: KeyStore> Acting<'_, S> {
         }
         Ok(())
     }
+}
+
+/// A revocation's reason, checked before anything else: kept in the record
+/// and the events for good, so it must say something, within the limit of
+/// the record's other free text.
+fn check_reason(reason: &str) -> Result<(), Error> {
+    if reason.trim().is_empty() {
+        return Err(Error::InvalidInput("a revocation needs a reason"));
+    }
+    if reason.len() > MAX_FIELD_LEN {
+        return Err(Error::InvalidInput("a reason is limited to 256 bytes"));
+    }
+    Ok(())
 }
 
 fn check_request(request: &NewKey) -> Result<(), Error> {

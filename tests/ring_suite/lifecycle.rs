@@ -586,6 +586,92 @@ fn revoke_records_time_and_reason_and_keeps_the_first() {
     assert_eq!(check(&ring, &other), Ok(()), "another key was touched");
 }
 
+/// A revocation needs a reason: an empty or blank one is refused like one
+/// too long, for `revoke`, `revoke_owner` and `revoke_leaked`, before
+/// anything is written or reported.
+#[test]
+fn revoke_refuses_an_empty_or_blank_reason() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let events = log.events().len();
+    let long = "x".repeat(257);
+    for reason in ["", " ", "\t\n ", "\u{3000}", long.as_str()] {
+        let refused = |result: Result<Vec<KeyId>, Error>| match result {
+            Err(Error::InvalidInput(why)) => why,
+            other => panic!("reason {reason:?}: expected a refusal, got {other:?}"),
+        };
+        let why = refused(ring.revoke(key.key.id(), reason).map(|()| vec![]));
+        if reason.len() > 256 {
+            assert_eq!(why, "a reason is limited to 256 bytes");
+        } else {
+            assert_eq!(why, "a revocation needs a reason");
+        }
+        refused(ring.revoke_owner("o", reason));
+        refused(ring.revoke_leaked(key.secret.expose(), reason));
+        refused(
+            ring.by("admin")
+                .revoke(key.key.id(), reason)
+                .map(|()| vec![]),
+        );
+    }
+    assert_eq!(check(&ring, &key), Ok(()));
+    assert_eq!(stored(&ring, key.key.id()).status(), Status::Active);
+    assert_eq!(log.events().len(), events, "a refused revoke reported");
+    ring.revoke(key.key.id(), " leaked ").unwrap();
+    assert_eq!(
+        ring.get(key.key.id()).unwrap().status(),
+        revoked(T0, " leaked ")
+    );
+}
+
+/// The reason is checked first, whatever the key: revoking a revoked key
+/// again with a valid reason changes nothing and succeeds, with an invalid
+/// one (empty, blank or too long) it is refused, as it is for an unknown
+/// id or an owner without keys.
+#[test]
+fn revoke_checks_the_reason_first_whatever_the_key() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    ring.revoke(key.key.id(), "leaked").unwrap();
+    let long = "x".repeat(257);
+    for reason in ["", "  ", long.as_str()] {
+        assert!(
+            matches!(
+                ring.revoke(key.key.id(), reason),
+                Err(Error::InvalidInput(_))
+            ),
+            "revoked key, reason {reason:?}"
+        );
+        let unknown = KeyId::from_u64(key.key.id().as_u64().wrapping_add(1));
+        assert!(
+            matches!(ring.revoke(unknown, reason), Err(Error::InvalidInput(_))),
+            "unknown key, reason {reason:?}"
+        );
+        assert!(
+            matches!(
+                ring.revoke_owner("nobody", reason),
+                Err(Error::InvalidInput(_))
+            ),
+            "owner without keys, reason {reason:?}"
+        );
+        assert!(
+            matches!(
+                ring.revoke_leaked("no keys here", reason),
+                Err(Error::InvalidInput(_))
+            ),
+            "text without keys, reason {reason:?}"
+        );
+    }
+    ring.revoke(key.key.id(), "again").unwrap();
+    assert_eq!(
+        ring.get(key.key.id()).unwrap().status(),
+        revoked(T0, "leaked")
+    );
+    assert_eq!(ring.revoke_owner("o", "again").unwrap(), vec![]);
+}
+
 // ---------------------------------------------------------------------------
 // Delete
 // ---------------------------------------------------------------------------
