@@ -7,6 +7,7 @@
 //! key pasted into the wrong field must not reach the logs that way.
 
 use thiserror::Error;
+use time::Duration;
 
 use crate::binding::Binding;
 use crate::scope::Scope;
@@ -54,6 +55,36 @@ pub(crate) fn echo(text: &str, max_chars: usize) -> String {
         rest = &rest[taken..];
     }
     out
+}
+
+/// A (positive) length of time as a message states it: its whole days,
+/// hours, minutes and seconds, each only when not zero, the seconds with
+/// their fraction (`1 day 12 hours`, `1.5 seconds`). A cap of 12 hours in
+/// whole days would read "0 days".
+fn lifetime(d: &Duration) -> String {
+    let d = d.unsigned_abs();
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    let counted = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    let mut parts: Vec<String> = [
+        (secs / 86_400, "day"),
+        (secs / 3_600 % 24, "hour"),
+        (secs / 60 % 60, "minute"),
+    ]
+    .into_iter()
+    .filter(|&(n, _)| n > 0)
+    .map(|(n, unit)| counted(n, unit))
+    .collect();
+    let seconds = secs % 60;
+    if nanos > 0 {
+        let fraction = format!("{nanos:09}");
+        parts.push(format!(
+            "{seconds}.{} seconds",
+            fraction.trim_end_matches('0')
+        ));
+    } else if seconds > 0 || parts.is_empty() {
+        parts.push(counted(seconds, "second"));
+    }
+    parts.join(" ")
 }
 
 /// Why a presented string is not a key of this ring. Every reason is found
@@ -238,11 +269,14 @@ pub enum Error {
     /// instant or date already past).
     #[error("invalid expiry: {0}")]
     InvalidExpiry(&'static str),
-    /// The expiry asked for ends after the ring's maximum lifetime.
-    #[error("expiry beyond the key ring's maximum lifetime of {max_days} days")]
+    /// The expiry asked for ends after the ring's maximum lifetime. The
+    /// message states the maximum in days, hours, minutes and seconds, each
+    /// when not zero (`90 days`, `12 hours`, `1 day 12 hours`).
+    #[error("expiry beyond the key ring's maximum lifetime of {}", lifetime(.max))]
     ExpiryBeyondMax {
-        /// The ring's cap, in whole days.
-        max_days: i64,
+        /// The ring's maximum lifetime, as given to
+        /// [`KeyRingBuilder::max_lifetime`](crate::KeyRingBuilder::max_lifetime).
+        max: Duration,
     },
     /// A field of a request breaks its limits.
     #[error("invalid input: {0}")]
@@ -345,4 +379,33 @@ pub enum StoreError {
     /// Anything else the backend reports, with its cause kept as the source.
     #[error("storage backend failed")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+
+    use super::lifetime;
+
+    #[test]
+    fn a_lifetime_is_stated_in_the_units_it_has() {
+        for (d, stated) in [
+            (Duration::days(90), "90 days"),
+            (Duration::days(1), "1 day"),
+            (Duration::hours(12), "12 hours"),
+            (Duration::hours(25), "1 day 1 hour"),
+            (Duration::minutes(1), "1 minute"),
+            (Duration::minutes(61), "1 hour 1 minute"),
+            (Duration::days(2) + Duration::seconds(1), "2 days 1 second"),
+            (Duration::seconds(1), "1 second"),
+            (Duration::milliseconds(250), "0.25 seconds"),
+            (
+                Duration::seconds(61) + Duration::NANOSECOND,
+                "1 minute 1.000000001 seconds",
+            ),
+            (Duration::ZERO, "0 seconds"),
+        ] {
+            assert_eq!(lifetime(&d), stated, "{d:?}");
+        }
+    }
 }

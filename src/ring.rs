@@ -1015,9 +1015,7 @@ fn capped_deadline(
     let deadline = policy.deadline(created);
     let Some(max) = max else { return Ok(deadline) };
     let limit = created.saturating_add(max);
-    let beyond = || Error::ExpiryBeyondMax {
-        max_days: max.whole_days(),
-    };
+    let beyond = || Error::ExpiryBeyondMax { max };
     match (policy, deadline) {
         (ExpiryPolicy::Idle(_), _) => Ok(Some(limit)),
         (_, None) => Err(beyond()),

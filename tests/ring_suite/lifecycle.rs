@@ -1209,6 +1209,42 @@ fn default_expiry_change_leaves_own_policies_alone() {
     assert_eq!(check(&ring, &never), Ok(()));
 }
 
+/// The refusal states the ring's maximum lifetime as it is, also when it
+/// is not a whole number of days (a cap of 12 hours is not "0 days").
+#[test]
+fn expiry_beyond_a_maximum_lifetime_states_the_maximum_truthfully() {
+    for (max, stated) in [
+        (Duration::hours(12), "12 hours"),
+        (Duration::minutes(90), "1 hour 30 minutes"),
+        (Duration::hours(36), "1 day 12 hours"),
+        (Duration::days(1), "1 day"),
+        (Duration::days(30), "30 days"),
+        (Duration::seconds(45), "45 seconds"),
+        (Duration::milliseconds(1500), "1.5 seconds"),
+    ] {
+        let clock = ManualClock::new(T0);
+        let ring = KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .max_lifetime(max)
+            .flush_interval(None)
+            .build(fresh_store())
+            .unwrap();
+        let refusals = [
+            ring.issue(NewKey::new("o").expiry(ExpiryPolicy::days(400)))
+                .unwrap_err(),
+            ring.set_default_expiry(ExpiryPolicy::days(400))
+                .unwrap_err(),
+        ];
+        for err in refusals {
+            assert!(matches!(err, Error::ExpiryBeyondMax { .. }), "{err:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("expiry beyond the key ring's maximum lifetime of {stated}")
+            );
+        }
+    }
+}
+
 #[test]
 fn default_expiry_beyond_max_lifetime_is_refused() {
     let clock = ManualClock::new(T0);
@@ -1222,13 +1258,13 @@ fn default_expiry_beyond_max_lifetime_is_refused() {
     let before = ring.settings();
     assert!(matches!(
         ring.set_default_expiry(ExpiryPolicy::days(400)),
-        Err(Error::ExpiryBeyondMax { max_days: 365 })
+        Err(Error::ExpiryBeyondMax { max }) if max == Duration::days(365)
     ));
     assert_eq!(ring.settings(), before, "a refused default was applied");
     assert_eq!(ring.store().load_settings().unwrap(), Some(before));
     assert!(matches!(
         ring.issue(NewKey::new("o").expiry(ExpiryPolicy::days(400))),
-        Err(Error::ExpiryBeyondMax { max_days: 365 })
+        Err(Error::ExpiryBeyondMax { max }) if max == Duration::days(365)
     ));
     // Within the cap it is accepted.
     ring.set_default_expiry(ExpiryPolicy::days(365)).unwrap();
