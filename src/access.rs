@@ -166,6 +166,11 @@ impl Signer {
         Ok(())
     }
 
+    /// Whether [`sign`](Self::sign) has a key to sign with.
+    pub(crate) fn can_sign(&self) -> bool {
+        self.current.and_then(|kid| self.key(kid)).is_some()
+    }
+
     fn key(&self, id: u8) -> Option<&[u8; 32]> {
         self.keys
             .iter()

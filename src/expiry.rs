@@ -28,7 +28,10 @@ pub enum ExpiryPolicy {
     /// Valid for this long after creation (minutes to years).
     Lifetime(Duration),
     /// Expires after this long without a successful verification (and,
-    /// under a ring's maximum lifetime, at the maximum at the latest).
+    /// under a ring's maximum lifetime, at the maximum at the latest). An
+    /// exchange for an access token counts as one once the key passed its
+    /// checks, even when the exchange is then refused for a reason of the
+    /// key's (see [`KeyRing::exchange_with`](crate::KeyRing::exchange_with)).
     Idle(Duration),
 }
 

@@ -2911,6 +2911,90 @@ fn a_key_with_a_use_limit_cannot_be_exchanged() {
     );
 }
 
+/// An exchange refused whatever the key (a lifetime that is not positive,
+/// a ring without a signing key, a clock before 1970) is not a use of the
+/// key: its count and last use stay, so such failed exchanges do not keep
+/// an idle key alive. Nor is an exchange or a verification refused for a
+/// scope the request requires. A token granted is one use.
+#[test]
+fn an_exchange_refused_whatever_the_key_counts_no_use() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let idle = |ring: &KeyRing| {
+        ring.issue(
+            NewKey::new("acct_1")
+                .scopes(scopes(&["invoices:read"]))
+                .expiry(ExpiryPolicy::Idle(Duration::hours(1))),
+        )
+        .unwrap()
+    };
+    let issued = idle(&ring);
+    let before_1970 = idle(&ring);
+    let granted = idle(&ring);
+    let unsigned_ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let unsigned = idle(&unsigned_ring);
+    let key = issued.secret.expose();
+
+    clock.set(datetime!(1969-12-31 23:00 UTC));
+    assert!(matches!(
+        ring.exchange(before_1970.secret.expose(), Duration::minutes(5)),
+        Err(Error::InvalidInput(m)) if m.contains("1970")
+    ));
+    clock.set(T0 + Duration::minutes(50));
+    for ttl in [Duration::ZERO, Duration::seconds(-1)] {
+        assert!(matches!(
+            ring.exchange(key, ttl),
+            Err(Error::InvalidInput(m)) if m.contains("lifetime")
+        ));
+    }
+    assert!(matches!(
+        unsigned_ring.exchange(unsigned.secret.expose(), Duration::minutes(5)),
+        Err(Error::NoSigningKey)
+    ));
+    let need = Requirement::scope("invoices:write").unwrap();
+    assert!(matches!(
+        ring.exchange_with(key, TokenRequest::new().context((&need).into())),
+        Err(Error::Rejected(VerifyError::InsufficientScope(_)))
+    ));
+    assert!(matches!(
+        ring.verify_with(key, &need),
+        Err(VerifyError::InsufficientScope(_))
+    ));
+    ring.exchange(granted.secret.expose(), Duration::minutes(5))
+        .unwrap();
+
+    for (ring, refused) in [
+        (&ring, &issued),
+        (&ring, &before_1970),
+        (&unsigned_ring, &unsigned),
+    ] {
+        let key = ring.get(refused.key.id()).unwrap();
+        assert_eq!(
+            (key.uses(), key.last_used_at()),
+            (0, None),
+            "key {}",
+            key.id()
+        );
+    }
+    let key = ring.get(granted.key.id()).unwrap();
+    assert_eq!(key.uses(), 1);
+    assert_eq!(key.last_used_at(), Some(T0 + Duration::minutes(50)));
+
+    // Idle since their issue, the keys expired an hour after it.
+    clock.set(T0 + Duration::minutes(61));
+    for (ring, refused) in [(&ring, &issued), (&unsigned_ring, &unsigned)] {
+        assert_eq!(
+            ring.verify(refused.secret.expose()).unwrap_err(),
+            VerifyError::Expired
+        );
+    }
+    assert!(ring.verify(granted.secret.expose()).is_ok());
+}
+
 #[test]
 fn tokens_from_before_a_regeneration_fail_strict_checks() {
     let clock = ManualClock::new(T0);
