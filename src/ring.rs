@@ -2684,6 +2684,13 @@ fn check_reason(reason: &str) -> Result<(), Error> {
     if reason.len() > MAX_FIELD_LEN {
         return Err(Error::InvalidInput("a reason is limited to 256 bytes"));
     }
+    // Stored in the clear and sent with the `Revoked` event: a key pasted
+    // in ("leaked, was acme_live_...") would reach every log of them.
+    if !crate::scan::scan(reason).is_empty() {
+        return Err(Error::InvalidInput(
+            "the reason holds an API key or access token; never paste one into a key's fields",
+        ));
+    }
     Ok(())
 }
 

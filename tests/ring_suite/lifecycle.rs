@@ -625,6 +625,34 @@ fn revoke_refuses_an_empty_or_blank_reason() {
     );
 }
 
+/// A reason holding a key or access token is refused by every revocation
+/// call, before anything is written or reported (it would be stored in
+/// the clear and sent with the `Revoked` event): the key pasted in, or
+/// another one.
+#[test]
+fn revoke_refuses_a_reason_that_holds_a_key() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let other = ring.issue(NewKey::new("p")).unwrap();
+    let events = log.events().len();
+    for pasted in [&key, &other] {
+        let reason = format!("leaked: {}", pasted.secret.expose());
+        let refused = |result: Result<Vec<KeyId>, Error>| match result {
+            Err(Error::InvalidInput(why)) => assert!(why.starts_with("the reason holds")),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        refused(ring.revoke(key.key.id(), &reason).map(|()| vec![]));
+        refused(ring.revoke_owner("o", &reason));
+        refused(ring.revoke_leaked(key.secret.expose(), &reason));
+    }
+    assert_eq!(check(&ring, &key), Ok(()));
+    assert_eq!(log.events().len(), events, "a refused revoke reported");
+    ring.revoke(key.key.id(), &format!("leaked, hint {}", key.key.hint()))
+        .unwrap();
+    assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
+}
+
 /// The reason is checked first, whatever the key: revoking a revoked key
 /// again with a valid reason changes nothing and succeeds, with an invalid
 /// one (empty, blank or too long) it is refused, as it is for an unknown
