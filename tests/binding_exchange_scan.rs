@@ -3604,3 +3604,21 @@ fn a_lower_maximum_token_life_refuses_longer_outstanding_tokens() {
         .unwrap();
     assert!(fractional.verify_access_token(signed.expose()).is_ok());
 }
+
+/// The README tells a service that takes keys and tokens in one header to
+/// tell them apart by length: the shortest token (one-letter prefix and
+/// owner, no scopes) is longer than the longest key (a 32-character
+/// prefix), which is `MAX_KEY_LEN` long.
+#[test]
+fn every_token_is_longer_than_any_key() {
+    let clock = ManualClock::new(T0);
+    let short = ring("a", &clock);
+    let issued = short.issue(NewKey::new("o")).unwrap();
+    let token = short
+        .exchange(issued.secret.expose(), Duration::seconds(1))
+        .unwrap();
+    assert!(token.expose().len() > MAX_KEY_LEN, "{}", token.expose().len());
+    let long = ring(&"a".repeat(MAX_PREFIX_LEN), &clock);
+    let longest = long.issue(NewKey::new("o")).unwrap();
+    assert_eq!(longest.secret.expose().len(), MAX_KEY_LEN);
+}
