@@ -1152,7 +1152,12 @@ fn whole_second(n: Nanos) -> Nanos {
 /// disabled, expired, used up, else active. [`ListFilter::state`] lists a
 /// key under each state that holds for it: a disabled key past its end is
 /// listed as disabled and as expired, and its `state` is disabled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized (and [`as_str`](Self::as_str)) in snake case: `"active"`,
+/// `"disabled"`, `"revoked"`, `"expired"`, `"used_up"`, for an
+/// administrator's view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum KeyState {
     /// Verifies: none of the other states holds. (A request can still be
@@ -1166,6 +1171,27 @@ pub enum KeyState {
     Expired,
     /// Its use limit is spent ([`VerifyError::UsageExceeded`]).
     UsedUp,
+}
+
+impl KeyState {
+    /// The state's name in snake case, as serialized: `"active"`,
+    /// `"disabled"`, `"revoked"`, `"expired"` or `"used_up"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Disabled => "disabled",
+            KeyState::Revoked => "revoked",
+            KeyState::Expired => "expired",
+            KeyState::UsedUp => "used_up",
+        }
+    }
+}
+
+impl fmt::Display for KeyState {
+    /// [`as_str`](Self::as_str).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Which keys [`KeyRing::list`] returns: each filter given must match.

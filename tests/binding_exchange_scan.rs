@@ -3617,7 +3617,11 @@ fn every_token_is_longer_than_any_key() {
     let token = short
         .exchange(issued.secret.expose(), Duration::seconds(1))
         .unwrap();
-    assert!(token.expose().len() > MAX_KEY_LEN, "{}", token.expose().len());
+    assert!(
+        token.expose().len() > MAX_KEY_LEN,
+        "{}",
+        token.expose().len()
+    );
     let long = ring(&"a".repeat(MAX_PREFIX_LEN), &clock);
     let longest = long.issue(NewKey::new("o")).unwrap();
     assert_eq!(longest.secret.expose().len(), MAX_KEY_LEN);

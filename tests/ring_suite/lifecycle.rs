@@ -4615,3 +4615,23 @@ fn a_revoke_all_waits_out_a_settings_copy_that_lags() {
     assert_eq!(stored.epoch(), 1);
     assert_eq!(stored.default_expiry(), ExpiryPolicy::days(1));
 }
+
+/// `KeyState` names itself in snake case, the same in `as_str`, `Display`
+/// and serde (JSON for an administrator's view), and reads back.
+#[test]
+fn key_states_have_stable_names() {
+    let states = [
+        (KeyState::Active, "active"),
+        (KeyState::Disabled, "disabled"),
+        (KeyState::Revoked, "revoked"),
+        (KeyState::Expired, "expired"),
+        (KeyState::UsedUp, "used_up"),
+    ];
+    for (state, name) in states {
+        assert_eq!(state.as_str(), name);
+        assert_eq!(state.to_string(), name);
+        let json = serde_json::to_string(&state).unwrap();
+        assert_eq!(json, format!("\"{name}\""));
+        assert_eq!(serde_json::from_str::<KeyState>(&json).unwrap(), state);
+    }
+}
