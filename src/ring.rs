@@ -1621,10 +1621,16 @@ impl<S: KeyStore> KeyRing<S> {
             Ok(_) => {}
             Err(e) => self.emit(|| {
                 let event = Event::new(EventKind::VerifyFailed(e.clone()), now);
-                // The id is public; report it when the string parsed.
-                match token::parse(presented, &self.prefix) {
-                    Ok(parsed) => event.key(parsed.id),
-                    Err(_) => event,
+                // The id is public; report it when the string parsed, with
+                // the owner of the key it names, if any (for the host's
+                // audit: whose key was refused, or guessed at).
+                let Ok(parsed) = token::parse(presented, &self.prefix) else {
+                    return event;
+                };
+                let event = event.key(parsed.id);
+                match self.store().lookup(parsed.id) {
+                    Some(entry) => event.owner(entry.key.owner()),
+                    None => event,
                 }
             }),
         }
@@ -1872,8 +1878,12 @@ impl<S: KeyStore> KeyRing<S> {
     fn report_token(&self, token: &str, error: &VerifyError) {
         self.emit(|| {
             let event = Event::new(EventKind::VerifyFailed(error.clone()), self.clock.now());
-            match crate::access::key_id_of(&self.prefix, token) {
-                Some(id) => event.key(id),
+            let Some(id) = crate::access::key_id_of(&self.prefix, token) else {
+                return event;
+            };
+            let event = event.key(id);
+            match self.store().lookup(id) {
+                Some(entry) => event.owner(entry.key.owner()),
                 None => event,
             }
         });

@@ -3626,3 +3626,25 @@ fn every_token_is_longer_than_any_key() {
     let longest = long.issue(NewKey::new("o")).unwrap();
     assert_eq!(longest.secret.expose().len(), MAX_KEY_LEN);
 }
+
+/// A refused token's event names the key it was exchanged for and that
+/// key's owner, from the store (not from the token's unchecked claims).
+#[test]
+fn a_refused_token_reports_the_owner_of_its_key() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged_ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_9")).unwrap();
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    ring.revoke(issued.key.id(), "rotated out").unwrap();
+    assert_eq!(
+        ring.verify_access_token_strict(token.expose()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    let events = log.events();
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, EventKind::VerifyFailed(VerifyError::Revoked));
+    assert_eq!(last.key, Some(issued.key.id()));
+    assert_eq!(last.owner.as_deref(), Some("acct_9"));
+}

@@ -4635,3 +4635,40 @@ fn key_states_have_stable_names() {
         assert_eq!(serde_json::from_str::<KeyState>(&json).unwrap(), state);
     }
 }
+
+/// A refused verify's event names the key's owner when the presented
+/// string names a key in the store (a refusal for scope, or a wrong
+/// secret for that key's id): the host's audit log sees whose key was
+/// refused or guessed at. A string naming no stored key, or that does
+/// not parse, carries no owner.
+#[test]
+fn a_refused_verify_reports_the_owner_of_the_key_it_names() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let key = ring
+        .issue(NewKey::new("acct_7").scopes(ScopeSet::parse(["a:read"]).unwrap()))
+        .unwrap();
+    let refused_with = |presented: &str, need: Option<&Requirement>| {
+        let outcome = match need {
+            Some(need) => ring.verify_with(presented, need).map(|_| ()),
+            None => ring.verify(presented).map(|_| ()),
+        };
+        assert!(outcome.is_err());
+        let events = log.events();
+        let last = events.last().unwrap();
+        assert!(matches!(last.kind, EventKind::VerifyFailed(_)));
+        (last.key, last.owner.clone())
+    };
+    let write = Requirement::scope("a:write").unwrap();
+    let id = Some(key.key.id());
+    let owner = Some("acct_7".to_owned());
+    assert_eq!(
+        refused_with(key.secret.expose(), Some(&write)),
+        (id, owner.clone())
+    );
+    let guessed = wrong_secret(key.secret.expose());
+    assert_eq!(refused_with(&guessed, None), (id, owner));
+    ring.delete(key.key.id()).unwrap();
+    assert_eq!(refused_with(key.secret.expose(), None), (id, None));
+    assert_eq!(refused_with("acme_nope", None), (None, None));
+}
