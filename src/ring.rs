@@ -1608,6 +1608,9 @@ impl<S: KeyStore> KeyRing<S> {
         }
     }
 
+    // Out of line: only a ring with an event sink calls it, and its store
+    // lookup for a refused key's owner stays out of `verify_with`'s code.
+    #[inline(never)]
     fn report(&self, presented: &str, outcome: &Result<Verified, VerifyError>) {
         let now = self.clock.now();
         match outcome {
