@@ -433,6 +433,12 @@ pub struct KeyRingBuilder {
 impl KeyRing<MemoryStore> {
     /// Starts configuring a ring whose keys start with `prefix` and `_`.
     /// The prefix is checked by [`KeyRingBuilder::build`].
+    ///
+    /// Call it as `KeyRing::builder`, whatever the store: the store's type
+    /// comes from [`build`](KeyRingBuilder::build). (It is defined on
+    /// `KeyRing<MemoryStore>`, the default type parameter, so that
+    /// `KeyRing::builder` needs no annotation; through an alias such as
+    /// `type Ring = KeyRing<FileStore>`, `Ring::builder` is not found.)
     pub fn builder(prefix: impl Into<String>) -> KeyRingBuilder {
         KeyRingBuilder {
             prefix: prefix.into(),
