@@ -1786,7 +1786,8 @@ impl<S: KeyStore> KeyRing<S> {
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let outcome = self.check_token(token);
         if let Err(e) = &outcome {
-            self.report_token(token, e);
+            // Without the owner: this check never reaches the store.
+            self.report_token(token, e, false);
         }
         outcome
     }
@@ -1877,21 +1878,23 @@ impl<S: KeyStore> KeyRing<S> {
             Ok(claims)
         });
         if let Err(e) = &outcome {
-            self.report_token(token, e);
+            self.report_token(token, e, true);
         }
         outcome
     }
 
     /// Reports a refused token, with the id of the key it names when it
-    /// parsed (public, as for a refused key; see `report`).
-    fn report_token(&self, token: &str, error: &VerifyError) {
+    /// parsed (public, as for a refused key; see `report`), and, for a
+    /// strict check (which reads the store anyway), that key's owner from
+    /// the store, never from the token's unchecked claims.
+    fn report_token(&self, token: &str, error: &VerifyError, strict: bool) {
         self.emit(|| {
             let event = Event::new(EventKind::VerifyFailed(error.clone()), self.clock.now());
             let Some(id) = crate::access::key_id_of(&self.prefix, token) else {
                 return event;
             };
             let event = event.key(id);
-            match self.store().lookup(id) {
+            match strict.then(|| self.store().lookup(id)).flatten() {
                 Some(entry) => event.owner(entry.key.owner()),
                 None => event,
             }

@@ -3627,8 +3627,10 @@ fn every_token_is_longer_than_any_key() {
     assert_eq!(longest.secret.expose().len(), MAX_KEY_LEN);
 }
 
-/// A refused token's event names the key it was exchanged for and that
-/// key's owner, from the store (not from the token's unchecked claims).
+/// A refused token's event names the key it was exchanged for and, for
+/// the strict check, that key's owner, from the store (not from the
+/// token's unchecked claims). The plain check, which never reads the
+/// store, names the key only.
 #[test]
 fn a_refused_token_reports_the_owner_of_its_key() {
     let clock = ManualClock::new(T0);
@@ -3647,4 +3649,20 @@ fn a_refused_token_reports_the_owner_of_its_key() {
     assert_eq!(last.kind, EventKind::VerifyFailed(VerifyError::Revoked));
     assert_eq!(last.key, Some(issued.key.id()));
     assert_eq!(last.owner.as_deref(), Some("acct_9"));
+
+    // The plain check: refused for a revoke-all, named by id only.
+    let other = ring.issue(NewKey::new("acct_9")).unwrap();
+    let token = ring
+        .exchange(other.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    clock.advance(Duration::seconds(1));
+    ring.revoke_all().unwrap();
+    assert_eq!(
+        ring.verify_access_token(token.expose()).unwrap_err(),
+        VerifyError::Revoked
+    );
+    let events = log.events();
+    let last = events.last().unwrap();
+    assert_eq!(last.kind, EventKind::VerifyFailed(VerifyError::Revoked));
+    assert_eq!((last.key, last.owner.clone()), (Some(other.key.id()), None));
 }
