@@ -2313,7 +2313,8 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
         me,
     );
 
-    // A disabled key presented: the failure names the key, not the actor.
+    // A disabled key presented: the failure names the key and its owner,
+    // not the actor.
     let now = tick();
     assert_eq!(
         ring.verify(b2.secret.expose()).unwrap_err(),
@@ -2325,7 +2326,7 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
         &ev[0],
         EventKind::VerifyFailed(VerifyError::Disabled),
         Some(b_id),
-        None,
+        Some("acct_1"),
         now,
         None,
     );
@@ -2540,7 +2541,8 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
         None,
     );
 
-    // Failed verifications: reason and the id that parsed, never a secret.
+    // Failed verifications: reason, the id that parsed and its key's
+    // owner, never a secret.
     let now = tick();
     let failures: Vec<(String, VerifyError, Option<KeyId>)> = vec![
         (
@@ -2580,11 +2582,15 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
     let ev = tail.next();
     assert_eq!(ev.len(), failures.len(), "{ev:?}");
     for (event, (_, error, key)) in ev.iter().zip(&failures) {
+        // The owner of the key the id names, while the store holds it.
+        let owner = key
+            .and_then(|id| ring.get(id))
+            .map(|k| k.owner().to_owned());
         assert_event(
             event,
             EventKind::VerifyFailed(error.clone()),
             *key,
-            None,
+            owner.as_deref(),
             now,
             None,
         );
@@ -2600,7 +2606,7 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
         &ev[0],
         EventKind::VerifyFailed(VerifyError::Expired),
         Some(g.key.id()),
-        None,
+        Some("acct_5"),
         now + Duration::days(2),
         None,
     );
