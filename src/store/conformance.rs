@@ -467,38 +467,42 @@ pub fn check_settings_if_is_atomic<S: KeyStore>(store: &S) {
         .expect("save_settings");
     for round in 1..=200u64 {
         let read = store.load_settings().expect("load_settings");
-        let start = std::sync::Barrier::new(2);
-        let wins = std::thread::scope(|scope| {
-            let racers: Vec<_> = [0, 1]
-                .map(|who| {
-                    let (read, start) = (read.clone(), &start);
-                    scope.spawn(move || {
-                        let next = RingSettings {
-                            default_expiry: ExpiryPolicy::days(1 + who),
-                            ..sample_settings(round)
-                        };
-                        start.wait();
-                        store
-                            .apply(vec![Change::SettingsIf {
-                                expected: read,
-                                next,
-                            }])
-                            .is_ok()
-                    })
-                })
-                .into_iter()
-                .collect();
-            racers
-                .into_iter()
-                .map(|r| r.join().expect("racer"))
-                .filter(|&won| won)
-                .count()
+        let wins = race_two(store, |who| Change::SettingsIf {
+            expected: read.clone(),
+            next: RingSettings {
+                default_expiry: ExpiryPolicy::days(1 + who),
+                ..sample_settings(round)
+            },
         });
         assert_eq!(
             wins, 1,
             "round {round}: {wins} compare-and-swaps of one settings version succeeded"
         );
     }
+}
+
+/// Two writers, released together, each applying the change `change`
+/// builds for it (0 or 1): how many succeeded.
+fn race_two<S: KeyStore>(store: &S, change: impl Fn(i64) -> Change + Sync) -> usize {
+    let start = std::sync::Barrier::new(2);
+    std::thread::scope(|scope| {
+        let racers: Vec<_> = [0, 1]
+            .map(|who| {
+                let (start, change) = (&start, &change);
+                scope.spawn(move || {
+                    let batch = vec![change(who)];
+                    start.wait();
+                    store.apply(batch).is_ok()
+                })
+            })
+            .into_iter()
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| r.join().expect("racer"))
+            .filter(|&won| won)
+            .count()
+    })
 }
 
 /// Two writers racing a [`Change::ReplaceIf`] of the same version: exactly
@@ -512,29 +516,9 @@ pub fn check_replace_if_is_atomic<S: KeyStore>(store: &S) {
         .expect("insert");
     for round in 1..=200 {
         let read = get(store, 1).expect("the record");
-        let start = std::sync::Barrier::new(2);
-        let wins = std::thread::scope(|scope| {
-            let racers: Vec<_> = ["a", "b"]
-                .map(|who| {
-                    let (read, start) = (Arc::clone(&read), &start);
-                    scope.spawn(move || {
-                        let next = sample_key(1, "alice", &format!("round {round} by {who}"));
-                        start.wait();
-                        store
-                            .apply(vec![Change::ReplaceIf {
-                                expected: read,
-                                next,
-                            }])
-                            .is_ok()
-                    })
-                })
-                .into_iter()
-                .collect();
-            racers
-                .into_iter()
-                .map(|r| r.join().expect("racer"))
-                .filter(|&won| won)
-                .count()
+        let wins = race_two(store, |who| Change::ReplaceIf {
+            expected: Arc::clone(&read),
+            next: sample_key(1, "alice", &format!("round {round} by {who}")),
         });
         assert_eq!(
             wins, 1,
