@@ -810,3 +810,119 @@ fn nothing_on_disk_holds_key_material() {
                 && contains(bytes, hash.as_bytes()))
     );
 }
+
+/// One store holds one ring's keys (`Error::StoreOfAnotherRing`), and an
+/// import cannot get round it: into a store a ring has claimed, an export
+/// of another prefix or pepper is refused, merged or replacing, as its
+/// settings say, and so is an export whose settings do not say (written
+/// before keyward kept them, or with none) when its keys' hints are of
+/// another prefix. The store is left as it was. (A merge took them: the
+/// `acme_live` ring then listed and revoked `acme_test`'s keys, which
+/// could never verify on it; a replace under a running ring had its
+/// settings reload take `acme_test`'s prefix.) A store no ring has claimed
+/// takes any export, and an export of the store's own ring is taken.
+#[test]
+fn an_import_refuses_an_export_of_another_ring() {
+    use keyward::store::{ImportMode, export};
+    use keyward::{Error, RingSettings};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = |prefix: &str, pepper: u8, name: &str| {
+        KeyRing::builder(prefix)
+            .pepper([pepper; 32])
+            .flush_interval(None)
+            .build(FileStore::open(dir.path().join(name)).unwrap())
+            .unwrap()
+    };
+    let exported = |ring: &KeyRing<FileStore>| {
+        let mut out = Vec::new();
+        export(ring.store(), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    // The export's settings as an older keyward wrote them, or none.
+    let unclaimed = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let settings = header["settings"].as_object_mut().unwrap();
+        assert!(settings.remove("prefix").is_some() && settings.remove("check").is_some());
+        lines[0] = header.to_string();
+        lines.join("\n") + "\n"
+    };
+    let without_settings = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines[0] = r#"{"keyward_export":1,"settings":null}"#.to_owned();
+        lines.join("\n") + "\n"
+    };
+
+    let live = ring("acme_live", 3, "live.kw");
+    let mine = live.issue(NewKey::new("customer")).unwrap();
+    let before = live.list(&ListFilter::default()).unwrap();
+    let settings_before = live.store().load_settings().unwrap();
+
+    let test = ring("acme_test", 3, "test.kw");
+    test.issue(NewKey::new("tester")).unwrap();
+    let peppered = ring("acme_live", 4, "peppered.kw");
+    peppered.issue(NewKey::new("other")).unwrap();
+    let foreign = [
+        ("another prefix", exported(&test)),
+        ("another pepper", exported(&peppered)),
+        ("another prefix", unclaimed(&exported(&test))),
+        ("another prefix", without_settings(&exported(&test))),
+    ];
+    for (why, text) in &foreign {
+        for mode in [ImportMode::Merge, ImportMode::Replace] {
+            match live.store().import(text.as_bytes(), mode) {
+                Err(StoreError::InvalidImport { reason, .. }) => {
+                    assert!(reason.contains(why), "{mode:?}: {why} not in {reason}")
+                }
+                other => panic!("{mode:?}, {why}: {other:?}"),
+            }
+        }
+    }
+    live.refresh().unwrap();
+    assert_eq!(live.settings().prefix(), Some("acme_live"));
+    assert_eq!(live.store().load_settings().unwrap(), settings_before);
+    let after = live.list(&ListFilter::default()).unwrap();
+    assert_eq!(
+        after.iter().map(|k| k.id()).collect::<Vec<_>>(),
+        before.iter().map(|k| k.id()).collect::<Vec<_>>()
+    );
+
+    // A copy of the live ring's own store is taken, merged or replacing,
+    // with its settings or with older ones (which keep the store's claim).
+    let twin = ring("acme_live", 3, "twin.kw");
+    let copied = twin.issue(NewKey::new("copied")).unwrap();
+    let own = exported(&twin);
+    let report = live
+        .store()
+        .import(own.as_bytes(), ImportMode::Merge)
+        .unwrap();
+    assert_eq!(report.imported, 1);
+    assert!(live.verify(copied.secret.expose()).is_ok());
+    assert!(live.verify(mine.secret.expose()).is_ok());
+    live.store()
+        .import(unclaimed(&own).as_bytes(), ImportMode::Replace)
+        .unwrap();
+    assert_eq!(
+        live.store()
+            .load_settings()
+            .unwrap()
+            .and_then(|s| s.prefix().map(str::to_owned)),
+        Some("acme_live".to_owned())
+    );
+    assert!(live.verify(copied.secret.expose()).is_ok());
+    drop(live);
+    let reopened = KeyRing::builder("acme_test")
+        .pepper([3; 32])
+        .flush_interval(None)
+        .build(FileStore::open(dir.path().join("live.kw")).unwrap());
+    assert!(matches!(reopened, Err(Error::StoreOfAnotherRing(_))));
+
+    // A store no ring has claimed takes another ring's export.
+    let fresh = FileStore::open(dir.path().join("fresh.kw")).unwrap();
+    fresh
+        .import(exported(&test).as_bytes(), ImportMode::Merge)
+        .unwrap();
+    let taken: Option<RingSettings> = fresh.load_settings().unwrap();
+    assert_eq!(taken.as_ref().and_then(|s| s.prefix()), Some("acme_test"));
+}

@@ -582,14 +582,22 @@ impl FileStore {
     /// entries, or one over 256 bytes; over 256 scopes; over 64 bound
     /// networks; a revocation reason over 256), or settings no call could
     /// write (a default period that is not positive, over 64 superseded
-    /// defaults); an I/O error of the
+    /// defaults); into a store a ring has claimed (see
+    /// [`Error::StoreOfAnotherRing`](crate::Error::StoreOfAnotherRing)), an
+    /// export of another ring: settings of another prefix or pepper, or
+    /// keys whose hints are of another prefix (export settings without a
+    /// prefix and pepper check, as an older keyward wrote them, take the
+    /// store's); an I/O error of the
     /// rewrite; [`StoreError::Poisoned`] after an earlier failed write.
     pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
-        let (settings, incoming) = read_export(input)?;
+        let (mut settings, incoming, lines) = read_export(input)?;
         let _rewriting = self.rewriting();
         let mut log = self.log();
         if log.poisoned {
             return Err(StoreError::Poisoned(self.path.clone()));
+        }
+        if let Some(own) = self.index.load_settings()? {
+            same_ring(&own, settings.as_mut(), &incoming, &lines)?;
         }
         let mut report = ImportReport::default();
         let (keys, added, settings) = match mode {
@@ -1524,8 +1532,75 @@ fn quoted(e: &serde_json::Error) -> String {
     crate::error::echo(&e.to_string(), 256)
 }
 
-/// Reads and checks a whole export.
-fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>), StoreError> {
+/// Refuses an export of another ring than the one that claimed this store
+/// (its settings `own`): one store holds one ring's keys (see
+/// [`Error::StoreOfAnotherRing`](crate::Error::StoreOfAnotherRing)). The
+/// export's settings must not name another prefix or pepper check, and its
+/// keys' hints must be of the store's prefix (an export whose settings do
+/// not say, written before keyward kept them or without settings, is told
+/// by its keys). Settings that do not say take the store's claim, which
+/// their keys have just been held to. `lines` are the keys' lines.
+fn same_ring(
+    own: &RingSettings,
+    export: Option<&mut RingSettings>,
+    keys: &[StoredKey],
+    lines: &[usize],
+) -> Result<(), StoreError> {
+    let invalid = |line: usize, reason: &str| StoreError::InvalidImport {
+        line,
+        reason: reason.into(),
+    };
+    if let Some(export) = export {
+        if own.prefix.is_some() && export.prefix.is_some() && own.prefix != export.prefix {
+            return Err(invalid(
+                1,
+                "the export holds the keys of another prefix than this store's ring",
+            ));
+        }
+        if let (Some(mine), Some(theirs)) = (&own.check, &export.check)
+            && mine != theirs
+        {
+            return Err(invalid(
+                1,
+                "the export's keys were hashed under another pepper than this store's ring's",
+            ));
+        }
+        if export.prefix.is_none() {
+            export.prefix.clone_from(&own.prefix);
+        }
+        if export.check.is_none() {
+            export.check.clone_from(&own.check);
+        }
+    }
+    if let Some(prefix) = own.prefix.as_deref() {
+        // `<prefix>_` then the body's start, which holds no `_`: a prefix
+        // that merely starts this one's (`acme` in `acme_live`) is told
+        // apart.
+        let of_prefix = |hint: &str| {
+            hint.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|rest| !rest.is_empty() && !rest.contains('_'))
+        };
+        if let Some((_, &line)) = keys
+            .iter()
+            .zip(lines)
+            .find(|(key, _)| !of_prefix(key.key().hint()))
+        {
+            return Err(invalid(
+                line,
+                "the key is of another prefix than this store's ring (see its hint)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads and checks a whole export: its settings, its keys and the line of
+/// each key.
+#[allow(clippy::type_complexity)]
+fn read_export(
+    input: impl Read,
+) -> Result<(Option<RingSettings>, Vec<StoredKey>, Vec<usize>), StoreError> {
     let invalid = |line: usize, reason: String| StoreError::InvalidImport { line, reason };
     let mut lines = BufReader::new(input).lines();
     let first = lines
@@ -1540,6 +1615,7 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
         ));
     }
     let mut keys = Vec::new();
+    let mut lines_of_keys = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for (i, line) in lines.enumerate() {
         let n = i + 2;
@@ -1557,6 +1633,7 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
             return Err(invalid(n, format!("key id {} appears twice", key.id())));
         }
         keys.push(key);
+        lines_of_keys.push(n);
     }
     // A default no call could set: a period that is not positive.
     if let Some(settings) = &header.settings
@@ -1587,5 +1664,5 @@ fn read_export(input: impl Read) -> Result<(Option<RingSettings>, Vec<StoredKey>
             "a superseded default period must be positive".into(),
         ));
     }
-    Ok((header.settings, keys))
+    Ok((header.settings, keys, lines_of_keys))
 }
