@@ -668,6 +668,10 @@ impl Key {
             Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
                 Err("a reason is limited to 256 bytes")
             }
+            // As `revoke` refuses it: kept in the clear and exported.
+            Status::Revoked { reason, .. } if !crate::scan::scan(&reason).is_empty() => Err(
+                "the reason holds an API key or access token; never paste one into a key's fields",
+            ),
             _ => Ok(()),
         }
     }

@@ -580,7 +580,8 @@ impl FileStore {
     /// (an empty owner or one with a NUL; an owner or name over 256 bytes; a
     /// description over 4096; a contact field over 256; over 64 metadata
     /// entries, or one over 256 bytes; over 256 scopes; over 64 bound
-    /// networks; a revocation reason over 256), or settings no call could
+    /// networks; a revocation reason over 256; free text or a revocation
+    /// reason holding an API key or access token), or settings no call could
     /// write (a default period that is not positive, over 64 superseded
     /// defaults); into a store a ring has claimed (see
     /// [`Error::StoreOfAnotherRing`](crate::Error::StoreOfAnotherRing)), an

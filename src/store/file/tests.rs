@@ -1735,6 +1735,49 @@ fn an_import_error_does_not_repeat_a_key_pasted_into_a_field() {
     }
 }
 
+/// Nor a key or access token pasted into a record's free text, the
+/// revocation reason included: `revoke` refuses such a reason as `issue`
+/// and `update` refuse such a description, and the error does not repeat
+/// the text.
+#[test]
+fn an_import_refuses_a_key_pasted_into_free_text() {
+    let ring = crate::KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(crate::NewKey::new("o")).unwrap();
+    let pasted = format!("leaked: {}", issued.secret.expose());
+    let secret = &issued.secret.expose()[issued.secret.expose().len() - 30..];
+    let edits: [(&str, &str, serde_json::Value); 3] = [
+        ("description", "description", serde_json::json!(pasted)),
+        ("metadata", "metadata", serde_json::json!({ "k": pasted })),
+        (
+            "reason",
+            "status",
+            serde_json::json!({
+                "state": "revoked",
+                "at": "2026-01-01T00:00:00Z",
+                "reason": pasted,
+            }),
+        ),
+    ];
+    for (seed, (expected, field, value)) in (70..).zip(edits) {
+        let sim = SimFs::new();
+        let (store, state) = store_with_history(&sim, seed);
+        let edited = edited_export(&store, |key| key[field] = value);
+        match store.import(edited.as_bytes(), ImportMode::Replace) {
+            Err(e @ StoreError::InvalidImport { line: 2, .. }) => {
+                let message = format!("{e} {e:?}");
+                assert!(message.contains(expected), "{field}: {message}");
+                assert!(message.contains("API key"), "{field}: {message}");
+                assert!(!message.contains(secret), "{field}: {message}");
+            }
+            other => panic!("{field}: {other:?}"),
+        }
+        assert_eq!(State::of(&store), state);
+    }
+}
+
 /// Nor can it bring in a ring default that no call could set.
 #[test]
 fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
