@@ -784,7 +784,8 @@ const STORE_CHECK: &[u8; token::SECRET_LEN] = b"keyward-ring-store-check";
 /// [`STORE_CHECK`] is `check`. A store of another prefix or pepper is
 /// refused with [`Error::StoreOfAnotherRing`]; a store without settings
 /// gets `fresh()`'s, and settings saved before keyward kept a prefix and a
-/// check get the ring's. Each write is a [`Change::SettingsIf`]: when
+/// check get the ring's, unless the store holds keys and none of them is
+/// of the ring's prefix (as their hints say). Each write is a [`Change::SettingsIf`]: when
 /// another ring writes first, its settings are read and judged instead.
 fn claim_store<S: KeyStore>(
     store: &S,
@@ -813,6 +814,22 @@ fn claim_store<S: KeyStore>(
                 }
                 if saved.prefix.is_some() && saved.check.is_some() {
                     return Ok(saved.clone());
+                }
+                // Settings an older keyward saved: their keys' hints say
+                // whose they are. A store that holds keys, none of this
+                // prefix, is another ring's (a test ring starting first
+                // after an upgrade must not take the live ring's store).
+                if saved.prefix.is_none() {
+                    let keys = store.list(None)?;
+                    if !keys.is_empty()
+                        && !keys
+                            .iter()
+                            .any(|k| token::hint_is_of(k.key.hint(), prefix.as_str()))
+                    {
+                        return Err(Error::StoreOfAnotherRing(
+                            "it holds the keys of another prefix",
+                        ));
+                    }
                 }
                 saved.clone()
             }

@@ -208,6 +208,15 @@ impl Prefix {
     }
 }
 
+/// Whether a display hint (see [`Prefix::hint`]) is of a key of `prefix`:
+/// `<prefix>_` then the body's start, which holds no `_`, so a prefix that
+/// merely starts another (`acme` in `acme_live`) is told apart.
+pub(crate) fn hint_is_of(hint: &str, prefix: &str) -> bool {
+    hint.strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('_'))
+        .is_some_and(|rest| !rest.is_empty() && !rest.contains('_'))
+}
+
 impl fmt::Debug for Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.0, f)

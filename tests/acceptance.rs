@@ -1739,6 +1739,45 @@ fn a_store_without_a_prefix_is_adopted_by_the_first_ring() {
     ));
 }
 
+/// Settings saved before keyward kept the ring's prefix, on a store that
+/// holds keys, none of them of the opening ring's prefix (their hints say
+/// whose they are): the store is not adopted, so a test ring that starts
+/// first after the upgrade does not take the live ring's store and lock
+/// the live ring out. The live ring then adopts it. A store holding keys
+/// of its prefix, or none, is adopted as before.
+#[test]
+fn a_store_without_a_prefix_is_not_adopted_by_a_ring_none_of_its_keys_belong_to() {
+    let store = Arc::new(MemoryStore::new());
+    let old: RingSettings = serde_json::from_str(
+        r#"{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":0}"#,
+    )
+    .unwrap();
+    // The live ring's keys, as an older keyward wrote them.
+    let issuing = KeyRing::builder("acme_live")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = issuing.issue(NewKey::new("customer")).unwrap();
+    let stored = issuing.store().lookup(issued.key.id()).unwrap();
+    store.insert(StoredKey::clone(&stored)).unwrap();
+    store.save_settings(&old).unwrap();
+
+    for prefix in ["acme_test", "acme"] {
+        match KeyRing::builder(prefix).build(Arc::clone(&store)) {
+            Err(Error::StoreOfAnotherRing(why)) => {
+                assert_eq!(why, "it holds the keys of another prefix", "{prefix}")
+            }
+            other => panic!("{prefix}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(store.load_settings().unwrap(), Some(old));
+    let live = KeyRing::builder("acme_live")
+        .build(Arc::clone(&store))
+        .unwrap();
+    assert_eq!(live.settings().prefix(), Some("acme_live"));
+    assert!(live.verify(issued.secret.expose()).is_ok());
+}
+
 /// Capping to the owner's scopes meets each asked scope with each held
 /// one, so the result can be longer than either set: a result past the
 /// limit of a stored set (256) is refused, and a key that fits still

@@ -162,7 +162,8 @@ pub struct RingSettings {
     pub(crate) superseded: Vec<Superseded>,
     /// The prefix of the ring whose keys the store holds: a ring of another
     /// prefix refuses to open on it. `None` in settings saved before it was
-    /// kept (the next ring to open adopts the store).
+    /// kept (the next ring to open adopts the store, unless it holds keys
+    /// and none of them is of that ring's prefix).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) prefix: Option<String>,
     /// The ring's hash of a fixed input (see `KeyRingBuilder::build`): a

@@ -1574,18 +1574,10 @@ fn same_ring(
         }
     }
     if let Some(prefix) = own.prefix.as_deref() {
-        // `<prefix>_` then the body's start, which holds no `_`: a prefix
-        // that merely starts this one's (`acme` in `acme_live`) is told
-        // apart.
-        let of_prefix = |hint: &str| {
-            hint.strip_prefix(prefix)
-                .and_then(|rest| rest.strip_prefix('_'))
-                .is_some_and(|rest| !rest.is_empty() && !rest.contains('_'))
-        };
         if let Some((_, &line)) = keys
             .iter()
             .zip(lines)
-            .find(|(key, _)| !of_prefix(key.key().hint()))
+            .find(|(key, _)| !crate::token::hint_is_of(key.key().hint(), prefix))
         {
             return Err(invalid(
                 line,
