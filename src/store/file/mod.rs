@@ -1573,17 +1573,16 @@ fn same_ring(
             export.check.clone_from(&own.check);
         }
     }
-    if let Some(prefix) = own.prefix.as_deref() {
-        if let Some((_, &line)) = keys
+    if let Some(prefix) = own.prefix.as_deref()
+        && let Some((_, &line)) = keys
             .iter()
             .zip(lines)
             .find(|(key, _)| !crate::token::hint_is_of(key.key().hint(), prefix))
-        {
-            return Err(invalid(
-                line,
-                "the key is of another prefix than this store's ring (see its hint)",
-            ));
-        }
+    {
+        return Err(invalid(
+            line,
+            "the key is of another prefix than this store's ring (see its hint)",
+        ));
     }
     Ok(())
 }
