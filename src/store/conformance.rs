@@ -61,8 +61,10 @@ fn sample_settings(epoch: u64) -> RingSettings {
         epoch,
         revoked_all_at: None,
         superseded: Vec::new(),
-        prefix: None,
-        check: None,
+        // Kept by every store: a ring refuses a store of another prefix or
+        // pepper only if its settings come back with them.
+        prefix: Some("conformance".to_owned()),
+        check: Some(Hasher::new(None, "conformance").hash(KeyId::from_u64(0), &[b'-'; 24])),
     }
 }
 
@@ -385,6 +387,22 @@ pub fn check_settings<S: KeyStore>(store: &S) {
         kept.map(|s| s.superseded),
         Some(changed.superseded),
         "a settings write from a stale copy dropped a superseded default"
+    );
+
+    // Settings without the ring's prefix and check (an older keyward's
+    // write) keep the stored ones.
+    let claimed = store.load_settings().expect("load_settings");
+    let older = RingSettings {
+        prefix: None,
+        check: None,
+        ..settings_revoked(6, first, 7)
+    };
+    store.save_settings(&older).expect("save_settings");
+    let kept = store.load_settings().expect("load_settings");
+    assert_eq!(
+        kept.as_ref().map(|s| (s.prefix.clone(), s.check.clone())),
+        claimed.map(|s| (s.prefix, s.check)),
+        "settings without a prefix and check dropped the stored ones"
     );
 }
 
