@@ -775,6 +775,16 @@ impl MayConflict for Error {
     }
 }
 
+/// Whether a refusal came after the presented secret (or a token's
+/// signature) matched: only then does a refusal's event carry the key's
+/// owner. A refusal as `Invalid` or `Malformed` carries none, so that with
+/// an event sink, a string naming a stored id with a wrong secret costs
+/// what one naming no key does (their timing must not tell which ids
+/// exist), and an owner is never reported to whoever merely knows an id.
+fn authenticated(error: &VerifyError) -> bool {
+    !matches!(error, VerifyError::Invalid | VerifyError::Malformed(_))
+}
+
 /// What a ring hashes, under id 0, for [`RingSettings::check`]: no key's
 /// secret is this (a secret is base62), so the value says nothing of any
 /// key, and a ring with another pepper (or prefix) computes another.
@@ -1648,13 +1658,17 @@ impl<S: KeyStore> KeyRing<S> {
             Err(e) => self.emit(|| {
                 let event = Event::new(EventKind::VerifyFailed(e.clone()), now);
                 // The id is public; report it when the string parsed, with
-                // the owner of the key it names, if any (for the host's
-                // audit: whose key was refused, or guessed at).
+                // the owner of its key when the secret matched (see
+                // `authenticated`: for the host's audit of whose key was
+                // refused).
                 let Ok(parsed) = token::parse(presented, &self.prefix) else {
                     return event;
                 };
                 let event = event.key(parsed.id);
-                match self.store().lookup(parsed.id) {
+                match authenticated(e)
+                    .then(|| self.store().lookup(parsed.id))
+                    .flatten()
+                {
                     Some(entry) => event.owner(entry.key.owner()),
                     None => event,
                 }
@@ -1902,8 +1916,9 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Reports a refused token, with the id of the key it names when it
     /// parsed (public, as for a refused key; see `report`), and, for a
-    /// strict check (which reads the store anyway), that key's owner from
-    /// the store, never from the token's unchecked claims.
+    /// strict check (which reads the store anyway) of a token whose
+    /// signature held, that key's owner from the store, never from the
+    /// token's unchecked claims.
     fn report_token(&self, token: &str, error: &VerifyError, strict: bool) {
         self.emit(|| {
             let event = Event::new(EventKind::VerifyFailed(error.clone()), self.clock.now());
@@ -1911,7 +1926,8 @@ impl<S: KeyStore> KeyRing<S> {
                 return event;
             };
             let event = event.key(id);
-            match strict.then(|| self.store().lookup(id)).flatten() {
+            let lookup = strict && authenticated(error);
+            match lookup.then(|| self.store().lookup(id)).flatten() {
                 Some(entry) => event.owner(entry.key.owner()),
                 None => event,
             }

@@ -2541,56 +2541,60 @@ fn every_operation_emits_its_event_with_key_owner_time_and_actor() {
         None,
     );
 
-    // Failed verifications: reason, the id that parsed and its key's
-    // owner, never a secret.
+    // Failed verifications: reason, the id that parsed, never a secret;
+    // the key's owner only when the secret matched (a refusal for its
+    // state), never for a wrong secret, which must cost what an unknown
+    // id does.
     let now = tick();
-    let failures: Vec<(String, VerifyError, Option<KeyId>)> = vec![
+    let failures: Vec<(String, VerifyError, Option<KeyId>, Option<&str>)> = vec![
         (
             b2.secret.expose().to_owned(),
             VerifyError::Revoked,
             Some(b_id),
+            Some("acct_1"),
         ),
         (
             b.secret.expose().to_owned(),
             VerifyError::Invalid,
             Some(b_id),
+            None,
         ),
         (
             a.secret.expose().to_owned(),
             VerifyError::Invalid,
             Some(a_id),
+            None,
         ),
         (
             f.secret.expose().to_owned(),
             VerifyError::Revoked,
             Some(f.key.id()),
+            Some("acct_4"),
         ),
         (
             wrong_secret(g.secret.expose()),
             VerifyError::Invalid,
             Some(g.key.id()),
+            None,
         ),
         (
             format!("{}x", g.secret.expose()),
             VerifyError::Malformed(MalformedReason::WrongLength),
             None,
+            None,
         ),
     ];
-    for (presented, expected, _) in &failures {
+    for (presented, expected, _, _) in &failures {
         assert_eq!(&ring.verify(presented).unwrap_err(), expected);
     }
     let ev = tail.next();
     assert_eq!(ev.len(), failures.len(), "{ev:?}");
-    for (event, (_, error, key)) in ev.iter().zip(&failures) {
-        // The owner of the key the id names, while the store holds it.
-        let owner = key
-            .and_then(|id| ring.get(id))
-            .map(|k| k.owner().to_owned());
+    for (event, (_, error, key, owner)) in ev.iter().zip(&failures) {
         assert_event(
             event,
             EventKind::VerifyFailed(error.clone()),
             *key,
-            owner.as_deref(),
+            *owner,
             now,
             None,
         );
@@ -4643,10 +4647,11 @@ fn key_states_have_stable_names() {
 }
 
 /// A refused verify's event names the key's owner when the presented
-/// string names a key in the store (a refusal for scope, or a wrong
-/// secret for that key's id): the host's audit log sees whose key was
-/// refused or guessed at. A string naming no stored key, or that does
-/// not parse, carries no owner.
+/// secret matched (a refusal for scope or state): the host's audit log
+/// sees whose key was refused. A wrong secret for a stored id carries the
+/// id only, like an id naming no key (the two must cost the same, and an
+/// id alone must not reveal its owner); a string that does not parse
+/// carries neither.
 #[test]
 fn a_refused_verify_reports_the_owner_of_the_key_it_names() {
     let clock = ManualClock::new(T0);
@@ -4673,7 +4678,9 @@ fn a_refused_verify_reports_the_owner_of_the_key_it_names() {
         (id, owner.clone())
     );
     let guessed = wrong_secret(key.secret.expose());
-    assert_eq!(refused_with(&guessed, None), (id, owner));
+    assert_eq!(refused_with(&guessed, None), (id, None));
+    ring.disable(key.key.id()).unwrap();
+    assert_eq!(refused_with(key.secret.expose(), None), (id, owner));
     ring.delete(key.key.id()).unwrap();
     assert_eq!(refused_with(key.secret.expose(), None), (id, None));
     assert_eq!(refused_with("acme_nope", None), (None, None));
