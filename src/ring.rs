@@ -2626,6 +2626,14 @@ impl<S: KeyStore> Acting<'_, S> {
     /// See [`KeyRing::revoke_owner`].
     pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         check_reason(reason)?;
+        // The owner goes into the `OwnerRevoked` event, even when no key
+        // matches; no owner can hold a key (`issue` refuses one).
+        Fields {
+            owner: Some(owner),
+            ..Fields::default()
+        }
+        .check()
+        .map_err(Error::InvalidInput)?;
         let ring = self.ring;
         let _guard = ring.shared.lock();
         let revoked = redo_on_conflict(|| {

@@ -653,6 +653,32 @@ fn revoke_refuses_a_reason_that_holds_a_key() {
     assert_eq!(check(&ring, &key), Err(VerifyError::Revoked));
 }
 
+/// `revoke_owner` refuses an owner that no key can have (a pasted key or
+/// token, an empty one) before anything is written or reported: the owner
+/// goes into the `OwnerRevoked` event even when no key matches.
+#[test]
+fn revoke_owner_refuses_an_owner_that_holds_a_key() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let events = log.events().len();
+    for owner in [key.secret.expose(), ""] {
+        match ring.revoke_owner(owner, "offboarded") {
+            Err(Error::InvalidInput(why)) => assert!(!why.contains(key.secret.expose())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        log.events().len(),
+        events,
+        "a refused revoke_owner reported"
+    );
+    assert_eq!(
+        ring.revoke_owner("o", "offboarded").unwrap(),
+        [key.key.id()]
+    );
+}
+
 /// The reason is checked first, whatever the key: revoking a revoked key
 /// again with a valid reason changes nothing and succeeds, with an invalid
 /// one (empty, blank or too long) it is refused, as it is for an unknown
