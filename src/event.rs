@@ -160,8 +160,11 @@ impl Event {
         }
     }
 
+    /// Sets the actor, with any key or access token in it redacted (an
+    /// actor is the host's text, given to [`KeyRing::by`](crate::KeyRing::by)
+    /// unchecked: a key pasted there must not reach the event sink).
     pub(crate) fn actor(mut self, actor: Option<&str>) -> Event {
-        self.actor = actor.map(str::to_owned);
+        self.actor = actor.map(|actor| shown_actor(actor).into_owned());
         self
     }
 
@@ -231,5 +234,15 @@ impl fmt::Debug for EventLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.lock().unwrap_or_else(PoisonError::into_inner).len();
         f.debug_struct("EventLog").field("events", &n).finish()
+    }
+}
+
+/// An actor as events and `Debug` show it: with any key or access token in
+/// it redacted ([`redact`](crate::redact)).
+pub(crate) fn shown_actor(actor: &str) -> std::borrow::Cow<'_, str> {
+    if crate::scan::scan(actor).is_empty() {
+        std::borrow::Cow::Borrowed(actor)
+    } else {
+        std::borrow::Cow::Owned(crate::scan::redact(actor))
     }
 }

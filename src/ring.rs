@@ -1261,11 +1261,21 @@ impl ListFilter {
 }
 
 /// The ring's administrative operations on behalf of a named actor, who is
-/// then recorded in every event: `ring.by("alice").revoke(id, "left")`.
-#[derive(Debug)]
+/// then recorded in every event: `ring.by("alice").revoke(id, "left")`. A
+/// key or access token pasted into the actor is redacted in events and in
+/// `Debug`.
 pub struct Acting<'a, S: KeyStore> {
     ring: &'a KeyRing<S>,
     actor: Option<&'a str>,
+}
+
+impl<S: KeyStore> fmt::Debug for Acting<'_, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Acting")
+            .field("ring", self.ring)
+            .field("actor", &self.actor.map(event::shown_actor))
+            .finish()
+    }
 }
 
 impl<S: KeyStore> KeyRing<S> {

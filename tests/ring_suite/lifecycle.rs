@@ -679,6 +679,29 @@ fn revoke_owner_refuses_an_owner_that_holds_a_key() {
     );
 }
 
+/// A key pasted into the actor given to `by` is redacted in the events
+/// that name the actor and in `Debug` of the `Acting`; the rest of the
+/// actor is kept, and a plain actor is shown as given.
+#[test]
+fn a_key_in_an_actor_is_redacted() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let pasted = format!("alice {}", key.secret.expose());
+    let acting = ring.by(&pasted);
+    assert!(!format!("{acting:?}").contains(key.secret.expose()));
+    acting.disable(key.key.id()).unwrap();
+    let event = log.events().pop().unwrap();
+    assert_eq!(event.kind, EventKind::Disabled);
+    let shown = event.actor.unwrap();
+    assert!(!shown.contains(key.secret.expose()), "{shown}");
+    assert_eq!(shown, keyward::redact(&pasted));
+    assert!(shown.starts_with("alice "));
+    ring.by("bob").enable(key.key.id()).unwrap();
+    assert_eq!(log.events().pop().unwrap().actor.as_deref(), Some("bob"));
+    assert!(format!("{:?}", ring.by("bob")).contains("\"bob\""));
+}
+
 /// The reason is checked first, whatever the key: revoking a revoked key
 /// again with a valid reason changes nothing and succeeds, with an invalid
 /// one (empty, blank or too long) it is refused, as it is for an unknown
