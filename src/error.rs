@@ -340,6 +340,13 @@ pub enum StoreError {
     /// change.
     #[error("the ring settings changed since they were read")]
     SettingsConflict,
+    /// The settings the store holds now belong to another key ring (another
+    /// prefix or pepper than the ring claimed the store with): someone
+    /// replaced them under a running ring, in a database say. The ring
+    /// neither installs nor writes over them; restart it against its own
+    /// store.
+    #[error("the store's settings belong to another key ring")]
+    ForeignSettings,
     /// Another open store holds the lock on this path (this process or
     /// another).
     #[error("store {} is locked by another open store", .0.display())]

@@ -297,6 +297,9 @@ impl<S: KeyStore> Shared<S> {
             let Some(stored) = self.store.load_settings()? else {
                 return Ok(());
             };
+            if self.foreign(&stored) {
+                return Err(StoreError::ForeignSettings);
+            }
             if self.install(stored, Some(seen)) {
                 return Ok(());
             }
@@ -304,6 +307,23 @@ impl<S: KeyStore> Shared<S> {
         // Each time, other settings were installed meanwhile, read after
         // ours began: they are at least as new.
         Ok(())
+    }
+
+    /// Whether `settings` name another prefix or pepper check than the
+    /// ones this ring claimed its store with, which its own settings carry
+    /// (`claim_store`; settings without them, from an older keyward, name
+    /// none).
+    fn foreign(&self, settings: &RingSettings) -> bool {
+        let ours = self.settings.read().unwrap_or_else(PoisonError::into_inner);
+        let prefix = matches!(
+            (settings.prefix.as_deref(), ours.prefix.as_deref()),
+            (Some(theirs), Some(ours)) if theirs != ours
+        );
+        let check = matches!(
+            (&settings.check, &ours.check),
+            (Some(theirs), Some(ours)) if theirs != ours
+        );
+        prefix || check
     }
 
     /// Installs settings this ring has just written.
@@ -349,6 +369,9 @@ impl<S: KeyStore> Shared<S> {
         loop {
             let seen = self.installed.load(Ordering::Acquire);
             let expected = self.store.load_settings()?;
+            if expected.as_ref().is_some_and(|s| self.foreign(s)) {
+                return Err(StoreError::ForeignSettings.into());
+            }
             let mut next = match &expected {
                 Some(stored) => stored.clone(),
                 None => self

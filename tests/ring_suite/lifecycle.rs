@@ -4734,3 +4734,49 @@ fn a_refused_verify_reports_the_owner_of_the_key_it_names() {
     assert_eq!(refused_with(key.secret.expose(), None), (id, None));
     assert_eq!(refused_with("acme_nope", None), (None, None));
 }
+
+/// Settings of another ring put into the store under a running ring (a
+/// database edited by hand, say): another prefix, or another pepper's
+/// check. The ring neither installs them (a reload reports
+/// `ForeignSettings`) nor writes over them (`revoke_all` and a new default
+/// are refused), and its keys verify as before.
+#[test]
+fn a_ring_refuses_foreign_settings_put_in_its_store() {
+    let other_pepper = KeyRing::builder(PREFIX)
+        .pepper([9; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let their_check = serde_json::to_value(other_pepper.settings()).unwrap()["check"].clone();
+    for (field, value) in [
+        ("prefix", serde_json::json!("other")),
+        ("check", their_check),
+    ] {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(fresh_store());
+        let ring = KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap();
+        let key = ring.issue(NewKey::new("o")).unwrap();
+        let mut foreign = serde_json::to_value(store.load_settings().unwrap().unwrap()).unwrap();
+        foreign[field] = value;
+        let foreign: RingSettings = serde_json::from_value(foreign).unwrap();
+        store.save_settings(&foreign).unwrap();
+        assert_eq!(store.load_settings().unwrap().as_ref(), Some(&foreign));
+
+        let refused = |result: Result<(), Error>| {
+            assert!(
+                matches!(result, Err(Error::Storage(StoreError::ForeignSettings))),
+                "{field}: {result:?}"
+            );
+        };
+        refused(ring.refresh());
+        refused(ring.revoke_all());
+        refused(ring.set_default_expiry(ExpiryPolicy::days(3)));
+        assert_eq!(ring.settings().prefix(), Some(PREFIX));
+        assert_eq!(store.load_settings().unwrap(), Some(foreign), "{field}");
+        assert_eq!(check(&ring, &key), Ok(()));
+    }
+}
