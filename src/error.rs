@@ -218,6 +218,11 @@ impl VerifyError {
 
 /// The error of every [`KeyRing`](crate::KeyRing) operation other than
 /// verification.
+///
+/// Like [`VerifyError`], each variant maps to an HTTP status
+/// ([`Error::http_status`]) and a stable machine-readable code
+/// ([`Error::code`]), so an administrative API answers a refusal without
+/// matching every variant itself.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -318,6 +323,154 @@ pub enum Error {
     Storage(#[from] StoreError),
 }
 
+impl Error {
+    /// The HTTP status a REST administrative API should answer with:
+    ///
+    /// - **400** for a request the caller can fix: invalid input, prefix,
+    ///   scope, sensitive resource, requirement, key id, binding or
+    ///   expiry, an expiry beyond the ring's maximum, a scope widening, and
+    ///   an import that is not an export ([`StoreError::InvalidImport`]).
+    ///   The prefix and sensitive resources are refused only by
+    ///   [`KeyRingBuilder::build`](crate::KeyRingBuilder::build): a host
+    ///   that builds its ring from its own configuration fails at start-up
+    ///   and never answers a request with them; one that builds rings from
+    ///   requests (a tenant's prefix) has a bad value to send back.
+    ///   [`Error::InvalidInput`] is 400 throughout, though a few of its
+    ///   refusals are of the key's or the ring's state rather than the
+    ///   request's (a rotation of a key whose uses are spent, an exchange
+    ///   for a key about to expire or on a clock before 1970).
+    /// - **404** when there is no key with the id
+    ///   ([`Error::NotFound`], and [`StoreError::NotFound`] when another
+    ///   ring deleted the key meanwhile).
+    /// - **409** when the request conflicts with the key's state: the key is
+    ///   revoked, expired (for a rotation) or already rotated, or was
+    ///   regenerated within this second (for an exchange; a retry a second
+    ///   later succeeds).
+    /// - **500** when the service is at fault, not the caller: a store of
+    ///   another ring, no signing key for an exchange, a failed OS random
+    ///   number generator, or fresh random ids that the store holds
+    ///   already ([`StoreError::Duplicate`]: the ring draws ids itself and
+    ///   retries, so this means a broken generator or store).
+    /// - **503** when the store failed ([`Error::Storage`]: i/o, a lock, a
+    ///   poisoned or corrupt file, a backend), or other rings kept writing
+    ///   the same record or settings through all the ring's retries
+    ///   ([`StoreError::Conflict`], [`StoreError::SettingsConflict`]): the
+    ///   request was sound, and a retry may succeed. A 409 would tell the
+    ///   caller to change its request; there is nothing to change.
+    /// - For [`Error::Rejected`], the refused key's own status
+    ///   ([`VerifyError::http_status`]: 401, 403, 429 or 503), as the
+    ///   request path answers it.
+    pub const fn http_status(&self) -> u16 {
+        match self {
+            Error::InvalidPrefix(_)
+            | Error::InvalidScope(_)
+            | Error::InvalidSensitiveResource(_)
+            | Error::EmptyRequirement
+            | Error::RequirementTooDeep
+            | Error::InvalidKeyId(_)
+            | Error::InvalidBinding(_)
+            | Error::InvalidExpiry(_)
+            | Error::ExpiryBeyondMax { .. }
+            | Error::InvalidInput(_)
+            | Error::ScopeWidening(_) => 400,
+            Error::NotFound(_) => 404,
+            Error::Revoked(_)
+            | Error::AlreadyRotated(_)
+            | Error::Expired(_)
+            | Error::RegeneratedThisSecond(_) => 409,
+            Error::StoreOfAnotherRing(_) | Error::Random(_) | Error::NoSigningKey => 500,
+            Error::Rejected(e) => e.http_status(),
+            Error::Storage(e) => match e {
+                StoreError::InvalidImport { .. } => 400,
+                StoreError::NotFound(_) => 404,
+                StoreError::Duplicate(_) => 500,
+                StoreError::Conflict(_)
+                | StoreError::SettingsConflict
+                | StoreError::Locked(_)
+                | StoreError::Corrupt { .. }
+                | StoreError::Poisoned(_)
+                | StoreError::Io { .. }
+                | StoreError::Backend(_) => 503,
+            },
+        }
+    }
+
+    /// A stable machine-readable code, e.g. for a JSON error body.
+    ///
+    /// Codes are stable: a release may add codes (with variants) but never
+    /// changes what one means or the status it comes with. A code is
+    /// `snake_case`, names the kind of refusal only, and never holds key
+    /// material or any part of the input. Each code has one meaning and
+    /// one status; no code of this type's own is one of
+    /// [`VerifyError::code`]'s, except that [`Error::Rejected`] answers
+    /// with the refused key's code, as the request path does
+    /// (`invalid_key`, `key_revoked`, `usage_exceeded`, ...), so a token
+    /// endpoint tells the key's holder what the request path would; that
+    /// it was an exchange the host knows from the endpoint.
+    ///
+    /// | code | status | meaning |
+    /// | --- | --- | --- |
+    /// | `invalid_prefix` | 400 | [`Error::InvalidPrefix`] |
+    /// | `invalid_scope` | 400 | [`Error::InvalidScope`] |
+    /// | `invalid_sensitive_resource` | 400 | [`Error::InvalidSensitiveResource`] |
+    /// | `empty_requirement` | 400 | [`Error::EmptyRequirement`] |
+    /// | `requirement_too_deep` | 400 | [`Error::RequirementTooDeep`] |
+    /// | `invalid_key_id` | 400 | [`Error::InvalidKeyId`] |
+    /// | `invalid_binding` | 400 | [`Error::InvalidBinding`] |
+    /// | `invalid_expiry` | 400 | [`Error::InvalidExpiry`] |
+    /// | `expiry_beyond_max` | 400 | [`Error::ExpiryBeyondMax`] |
+    /// | `invalid_input` | 400 | [`Error::InvalidInput`] |
+    /// | `scope_widening` | 400 | [`Error::ScopeWidening`] |
+    /// | `invalid_import` | 400 | [`StoreError::InvalidImport`] |
+    /// | `key_not_found` | 404 | [`Error::NotFound`], [`StoreError::NotFound`]: no key with this id |
+    /// | `key_already_revoked` | 409 | [`Error::Revoked`]: the operation needs a key that is not revoked |
+    /// | `key_already_expired` | 409 | [`Error::Expired`]: an expired key cannot be rotated |
+    /// | `key_already_rotated` | 409 | [`Error::AlreadyRotated`]: rotate its successor |
+    /// | `regenerated_this_second` | 409 | [`Error::RegeneratedThisSecond`]: exchange again a second later |
+    /// | `store_of_another_ring` | 500 | [`Error::StoreOfAnotherRing`] |
+    /// | `no_signing_key` | 500 | [`Error::NoSigningKey`] |
+    /// | `random_failed` | 500 | [`Error::Random`] |
+    /// | `duplicate_key_id` | 500 | [`StoreError::Duplicate`] |
+    /// | `store_conflict` | 503 | [`StoreError::Conflict`], [`StoreError::SettingsConflict`]: other writers kept winning; retry |
+    /// | `storage_unavailable` | 503 | any other [`Error::Storage`]: the store failed; retry |
+    /// | [`VerifyError::code`] | [`VerifyError::http_status`] | [`Error::Rejected`]: the key presented for an exchange was refused |
+    pub const fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidPrefix(_) => "invalid_prefix",
+            Error::StoreOfAnotherRing(_) => "store_of_another_ring",
+            Error::InvalidScope(_) => "invalid_scope",
+            Error::InvalidSensitiveResource(_) => "invalid_sensitive_resource",
+            Error::EmptyRequirement => "empty_requirement",
+            Error::RequirementTooDeep => "requirement_too_deep",
+            Error::InvalidKeyId(_) => "invalid_key_id",
+            Error::InvalidBinding(_) => "invalid_binding",
+            Error::InvalidExpiry(_) => "invalid_expiry",
+            Error::ExpiryBeyondMax { .. } => "expiry_beyond_max",
+            Error::InvalidInput(_) => "invalid_input",
+            Error::NotFound(_) => "key_not_found",
+            Error::Revoked(_) => "key_already_revoked",
+            Error::AlreadyRotated(_) => "key_already_rotated",
+            Error::Expired(_) => "key_already_expired",
+            Error::ScopeWidening(_) => "scope_widening",
+            Error::Random(_) => "random_failed",
+            Error::NoSigningKey => "no_signing_key",
+            Error::RegeneratedThisSecond(_) => "regenerated_this_second",
+            Error::Rejected(e) => e.code(),
+            Error::Storage(e) => match e {
+                StoreError::InvalidImport { .. } => "invalid_import",
+                StoreError::NotFound(_) => "key_not_found",
+                StoreError::Duplicate(_) => "duplicate_key_id",
+                StoreError::Conflict(_) | StoreError::SettingsConflict => "store_conflict",
+                StoreError::Locked(_)
+                | StoreError::Corrupt { .. }
+                | StoreError::Poisoned(_)
+                | StoreError::Io { .. }
+                | StoreError::Backend(_) => "storage_unavailable",
+            },
+        }
+    }
+}
+
 /// The one error type of every [`KeyStore`](crate::KeyStore) method.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -414,5 +567,358 @@ mod tests {
         ] {
             assert_eq!(lifetime(&d), stated, "{d:?}");
         }
+    }
+
+    /// Which variant, by an exhaustive match: a new variant fails to
+    /// compile here until the tests below construct it.
+    fn error_variant(e: &super::Error) -> usize {
+        use super::Error as E;
+        match e {
+            E::InvalidPrefix(_) => 0,
+            E::StoreOfAnotherRing(_) => 1,
+            E::InvalidScope(_) => 2,
+            E::InvalidSensitiveResource(_) => 3,
+            E::EmptyRequirement => 4,
+            E::RequirementTooDeep => 5,
+            E::InvalidKeyId(_) => 6,
+            E::InvalidBinding(_) => 7,
+            E::InvalidExpiry(_) => 8,
+            E::ExpiryBeyondMax { .. } => 9,
+            E::InvalidInput(_) => 10,
+            E::NotFound(_) => 11,
+            E::Revoked(_) => 12,
+            E::AlreadyRotated(_) => 13,
+            E::Expired(_) => 14,
+            E::ScopeWidening(_) => 15,
+            E::Random(_) => 16,
+            E::NoSigningKey => 17,
+            E::RegeneratedThisSecond(_) => 18,
+            E::Rejected(_) => 19,
+            E::Storage(_) => 20,
+        }
+    }
+    const ERROR_VARIANTS: usize = 21;
+
+    fn store_variant(e: &super::StoreError) -> usize {
+        use super::StoreError as S;
+        match e {
+            S::Duplicate(_) => 0,
+            S::NotFound(_) => 1,
+            S::Conflict(_) => 2,
+            S::SettingsConflict => 3,
+            S::Locked(_) => 4,
+            S::Corrupt { .. } => 5,
+            S::Poisoned(_) => 6,
+            S::Io { .. } => 7,
+            S::InvalidImport { .. } => 8,
+            S::Backend(_) => 9,
+        }
+    }
+    const STORE_VARIANTS: usize = 10;
+
+    fn verify_variant(e: &super::VerifyError) -> usize {
+        use super::VerifyError as V;
+        match e {
+            V::Malformed(_) => 0,
+            V::Invalid => 1,
+            V::Expired => 2,
+            V::Revoked => 3,
+            V::Disabled => 4,
+            V::InsufficientScope(_) => 5,
+            V::UsageExceeded => 6,
+            V::Unavailable => 7,
+            V::BindingMismatch(_) => 8,
+        }
+    }
+    const VERIFY_VARIANTS: usize = 9;
+
+    fn every_verify_error() -> Vec<super::VerifyError> {
+        use super::{MalformedReason, VerifyError as V};
+        use crate::binding::Binding;
+        vec![
+            V::Malformed(MalformedReason::BadChecksum),
+            V::Invalid,
+            V::Expired,
+            V::Revoked,
+            V::Disabled,
+            V::InsufficientScope(crate::Scope::new("billing:write").unwrap()),
+            V::UsageExceeded,
+            V::Unavailable,
+            V::BindingMismatch(Binding::Network),
+        ]
+    }
+
+    fn is_snake_case(code: &str) -> bool {
+        code.starts_with(|c: char| c.is_ascii_lowercase())
+            && !code.ends_with('_')
+            && !code.contains("__")
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }
+
+    #[test]
+    fn every_error_has_a_pinned_status_and_a_code_unique_to_its_meaning() {
+        use super::{Error as E, StoreError as S};
+        use crate::KeyId;
+        use std::path::PathBuf;
+
+        let id = KeyId::from_u64(42);
+        let path = || PathBuf::from("/var/lib/keys");
+        // (error, status, code, meaning): two errors share a code exactly
+        // when they share a meaning.
+        let store = |e: S, status: u16, code: &'static str, meaning: &'static str| {
+            (E::Storage(e), status, code, meaning)
+        };
+        let mut cases: Vec<(E, u16, &str, &str)> = vec![
+            (
+                E::InvalidPrefix("Acme".into()),
+                400,
+                "invalid_prefix",
+                "prefix",
+            ),
+            (E::InvalidScope("a".into()), 400, "invalid_scope", "scope"),
+            (
+                E::InvalidSensitiveResource("*".into()),
+                400,
+                "invalid_sensitive_resource",
+                "sensitive",
+            ),
+            (
+                E::EmptyRequirement,
+                400,
+                "empty_requirement",
+                "empty requirement",
+            ),
+            (
+                E::RequirementTooDeep,
+                400,
+                "requirement_too_deep",
+                "deep requirement",
+            ),
+            (E::InvalidKeyId("x".into()), 400, "invalid_key_id", "key id"),
+            (
+                E::InvalidBinding("x".into()),
+                400,
+                "invalid_binding",
+                "binding",
+            ),
+            (E::InvalidExpiry("x"), 400, "invalid_expiry", "expiry"),
+            (
+                E::ExpiryBeyondMax {
+                    max: Duration::days(90),
+                },
+                400,
+                "expiry_beyond_max",
+                "beyond max",
+            ),
+            (E::InvalidInput("x"), 400, "invalid_input", "input"),
+            (
+                E::ScopeWidening("a:b".into()),
+                400,
+                "scope_widening",
+                "widening",
+            ),
+            (E::NotFound(id), 404, "key_not_found", "no such key"),
+            (E::Revoked(id), 409, "key_already_revoked", "revoked"),
+            (E::AlreadyRotated(id), 409, "key_already_rotated", "rotated"),
+            (E::Expired(id), 409, "key_already_expired", "expired"),
+            (
+                E::RegeneratedThisSecond(id),
+                409,
+                "regenerated_this_second",
+                "regenerated",
+            ),
+            (
+                E::StoreOfAnotherRing("x"),
+                500,
+                "store_of_another_ring",
+                "another ring",
+            ),
+            (E::Random("x".into()), 500, "random_failed", "random"),
+            (E::NoSigningKey, 500, "no_signing_key", "no signing key"),
+            store(
+                S::InvalidImport {
+                    line: 1,
+                    reason: "x".into(),
+                },
+                400,
+                "invalid_import",
+                "import",
+            ),
+            store(S::NotFound(id), 404, "key_not_found", "no such key"),
+            store(S::Duplicate(id), 500, "duplicate_key_id", "duplicate id"),
+            store(S::Conflict(id), 503, "store_conflict", "conflict"),
+            store(S::SettingsConflict, 503, "store_conflict", "conflict"),
+            store(
+                S::Locked(path()),
+                503,
+                "storage_unavailable",
+                "store failed",
+            ),
+            store(
+                S::Corrupt {
+                    path: path(),
+                    offset: 7,
+                    reason: "x",
+                },
+                503,
+                "storage_unavailable",
+                "store failed",
+            ),
+            store(
+                S::Poisoned(path()),
+                503,
+                "storage_unavailable",
+                "store failed",
+            ),
+            store(
+                S::Io {
+                    path: path(),
+                    source: std::io::Error::other("x"),
+                },
+                503,
+                "storage_unavailable",
+                "store failed",
+            ),
+            store(
+                S::Backend(Box::new(std::io::Error::other("x"))),
+                503,
+                "storage_unavailable",
+                "store failed",
+            ),
+        ];
+        // A refused exchange answers as the request path does.
+        let verify_codes: Vec<&str> = every_verify_error().iter().map(|v| v.code()).collect();
+        for v in every_verify_error() {
+            let (status, code) = (v.http_status(), v.code());
+            cases.push((E::Rejected(v), status, code, code));
+        }
+
+        let mut seen = [false; ERROR_VARIANTS];
+        let mut seen_store = [false; STORE_VARIANTS];
+        let mut seen_verify = [false; VERIFY_VARIANTS];
+        for (e, status, code, _) in &cases {
+            seen[error_variant(e)] = true;
+            match e {
+                E::Storage(s) => seen_store[store_variant(s)] = true,
+                E::Rejected(v) => seen_verify[verify_variant(v)] = true,
+                _ => {}
+            }
+            assert_eq!(e.http_status(), *status, "{e:?}");
+            assert_eq!(e.code(), *code, "{e:?}");
+            assert!(is_snake_case(code), "{code}");
+            if !matches!(e, E::Rejected(_)) {
+                assert!(!verify_codes.contains(code), "{code} is a VerifyError code");
+            }
+        }
+        assert!(seen.iter().all(|&s| s), "an Error variant is not tested");
+        assert!(
+            seen_store.iter().all(|&s| s),
+            "a StoreError variant is not tested"
+        );
+        assert!(
+            seen_verify.iter().all(|&s| s),
+            "a VerifyError variant is not tested"
+        );
+        for (a, a_status, a_code, a_meaning) in &cases {
+            for (b, b_status, b_code, b_meaning) in &cases {
+                assert_eq!(a_code == b_code, a_meaning == b_meaning, "{a:?} / {b:?}");
+                if a_code == b_code {
+                    assert_eq!(a_status, b_status, "{a:?} / {b:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn no_code_or_message_repeats_a_key_pasted_into_a_field() {
+        use crate::store::{FileStore, ImportMode};
+        use crate::{CertFingerprint, KeyRing, MemoryStore, Network, NewKey, Requirement, Scope};
+
+        let ring = KeyRing::builder("acme")
+            .signing_key(1, [9; 32])
+            .build(MemoryStore::new())
+            .unwrap();
+        let issued = ring.issue(NewKey::new("o")).unwrap();
+        let key = issued.secret.expose();
+        let body = &key["acme_".len()..];
+        // A key of another ring with the prefix: well formed, unknown here.
+        let stranger = KeyRing::builder("acme").build(MemoryStore::new()).unwrap();
+        let unknown = stranger.issue(NewKey::new("o")).unwrap();
+        ring.disable(issued.key.id).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = FileStore::open(dir.path().join("keys")).unwrap();
+        let built = |b: crate::KeyRingBuilder| b.build(MemoryStore::new()).err().unwrap();
+
+        let refused: Vec<super::Error> = vec![
+            built(KeyRing::builder(key)),
+            built(KeyRing::builder(format!("x {key}"))),
+            built(KeyRing::builder("acme").sensitive([key])),
+            Scope::new(key).unwrap_err(),
+            Scope::new(&format!("{key}:read")).unwrap_err(),
+            Scope::new(&format!("invoices:{key}")).unwrap_err(),
+            Requirement::scope(key).unwrap_err(),
+            key.parse::<crate::KeyId>().unwrap_err(),
+            body.parse::<crate::KeyId>().unwrap_err(),
+            CertFingerprint::from_hex(key).unwrap_err(),
+            Network::parse(key).unwrap_err(),
+            Network::parse(&format!("{key}/24")).unwrap_err(),
+            ring.issue(NewKey::new(format!("{key}\0"))).unwrap_err(),
+            ring.revoke(issued.key.id, &format!("leaked: {key}"))
+                .unwrap_err(),
+            ring.exchange(unknown.secret.expose(), Duration::minutes(5))
+                .unwrap_err(),
+            ring.exchange(key, Duration::minutes(5)).unwrap_err(),
+            file.import(key.as_bytes(), ImportMode::Merge)
+                .unwrap_err()
+                .into(),
+            file.import(
+                format!("{{\"keyward_export\":1}}\n{key}\n").as_bytes(),
+                ImportMode::Merge,
+            )
+            .unwrap_err()
+            .into(),
+        ];
+        for e in &refused {
+            let mut shown = vec![e.code().to_owned(), e.to_string(), format!("{e:?}")];
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                shown.push(s.to_string());
+                source = s.source();
+            }
+            for text in &shown {
+                // Not the key, nor any 17 characters of its body (an echo
+                // shows at most 16 letters and digits in a run).
+                assert!(
+                    !(0..=body.len() - 17).any(|i| text.contains(&body[i..i + 17])),
+                    "{text}"
+                );
+            }
+        }
+        let codes: Vec<&str> = refused.iter().map(super::Error::code).collect();
+        assert_eq!(
+            codes,
+            [
+                "invalid_prefix",
+                "invalid_prefix",
+                "invalid_sensitive_resource",
+                "invalid_scope",
+                "invalid_scope",
+                "invalid_scope",
+                "invalid_scope",
+                "invalid_key_id",
+                "invalid_key_id",
+                "invalid_binding",
+                "invalid_binding",
+                "invalid_binding",
+                "invalid_input",
+                "invalid_input",
+                "invalid_key",
+                "key_disabled",
+                "invalid_import",
+                "invalid_import",
+            ]
+        );
     }
 }

@@ -1061,6 +1061,110 @@ fn verify_errors_produced_by_the_ring_match_their_pins() {
     );
 }
 
+/// What the ring's administrative calls and exchanges return maps to the
+/// status and code an admin API answers with (`Error::http_status`,
+/// `Error::code`); the exchange of a refused key answers as `verify` would.
+#[test]
+fn admin_errors_produced_by_the_ring_map_to_statuses_and_codes() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(MemoryStore::new());
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .signing_key(1, [5; 32])
+        .max_lifetime(Duration::days(90))
+        .build(Arc::clone(&store))
+        .unwrap();
+    let pinned = |e: Error| (e.http_status(), e.code());
+    let key = |ring: &KeyRing<Arc<MemoryStore>>| {
+        ring.issue(
+            NewKey::new("o")
+                .scopes(ScopeSet::parse(["a:b"]).unwrap())
+                .expiry(ExpiryPolicy::days(1)),
+        )
+        .unwrap()
+    };
+
+    let missing = KeyId::from_u64(7);
+    assert_eq!(
+        pinned(ring.revoke(missing, "r").unwrap_err()),
+        (404, "key_not_found")
+    );
+    assert_eq!(
+        pinned(ring.issue(NewKey::new("")).unwrap_err()),
+        (400, "invalid_input")
+    );
+    assert_eq!(
+        pinned(
+            ring.issue(NewKey::new("o").expiry(ExpiryPolicy::days(91)))
+                .unwrap_err()
+        ),
+        (400, "expiry_beyond_max")
+    );
+    assert_eq!(
+        pinned(
+            ring.issue(NewKey::new("o").expiry(ExpiryPolicy::At(T0 - Duration::days(1))))
+                .unwrap_err()
+        ),
+        (400, "invalid_expiry")
+    );
+    let widened = KeyUpdate::new().scopes(ScopeSet::parse(["a:c"]).unwrap());
+    let issued = key(&ring);
+    assert_eq!(
+        pinned(ring.update(issued.key.id(), widened).unwrap_err()),
+        (400, "scope_widening")
+    );
+
+    ring.rotate(issued.key.id(), Duration::ZERO).unwrap();
+    assert_eq!(
+        pinned(ring.rotate(issued.key.id(), Duration::ZERO).unwrap_err()),
+        (409, "key_already_rotated")
+    );
+    let revoked = key(&ring);
+    ring.revoke(revoked.key.id(), "r").unwrap();
+    for refused in [
+        ring.rotate(revoked.key.id(), Duration::ZERO).map(|_| ()),
+        ring.regenerate(revoked.key.id()).map(|_| ()),
+        ring.disable(revoked.key.id()),
+    ] {
+        assert_eq!(pinned(refused.unwrap_err()), (409, "key_already_revoked"));
+    }
+    // Refused on the key's own check: as `verify` answers it.
+    let e = ring
+        .exchange(revoked.secret.expose(), Duration::minutes(5))
+        .unwrap_err();
+    assert!(matches!(e, Error::Rejected(VerifyError::Revoked)), "{e:?}");
+    assert_eq!(pinned(e), (401, "key_revoked"));
+
+    let fresh = key(&ring);
+    let renewed = ring.regenerate(fresh.key.id()).unwrap();
+    let e = ring
+        .exchange(renewed.secret.expose(), Duration::minutes(5))
+        .unwrap_err();
+    assert_eq!(pinned(e), (409, "regenerated_this_second"));
+
+    let expiring = key(&ring);
+    clock.advance(Duration::days(1));
+    assert_eq!(
+        pinned(ring.rotate(expiring.key.id(), Duration::ZERO).unwrap_err()),
+        (409, "key_already_expired")
+    );
+
+    let unsigned = KeyRing::builder("acme").build(MemoryStore::new()).unwrap();
+    let held = unsigned.issue(NewKey::new("o")).unwrap();
+    assert_eq!(
+        pinned(
+            unsigned
+                .exchange(held.secret.expose(), Duration::minutes(5))
+                .unwrap_err()
+        ),
+        (500, "no_signing_key")
+    );
+    assert_eq!(
+        pinned(KeyRing::builder("other").build(store).err().unwrap()),
+        (500, "store_of_another_ring")
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Events
 // ---------------------------------------------------------------------------
