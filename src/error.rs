@@ -383,7 +383,7 @@ impl Error {
             Error::Storage(e) => match e {
                 StoreError::InvalidImport { .. } => 400,
                 StoreError::NotFound(_) => 404,
-                StoreError::Duplicate(_) => 500,
+                StoreError::Duplicate(_) | StoreError::ForeignSettings => 500,
                 StoreError::Conflict(_)
                 | StoreError::SettingsConflict
                 | StoreError::Locked(_)
@@ -427,7 +427,7 @@ impl Error {
     /// | `key_already_expired` | 409 | [`Error::Expired`]: an expired key cannot be rotated |
     /// | `key_already_rotated` | 409 | [`Error::AlreadyRotated`]: rotate its successor |
     /// | `regenerated_this_second` | 409 | [`Error::RegeneratedThisSecond`]: exchange again a second later |
-    /// | `store_of_another_ring` | 500 | [`Error::StoreOfAnotherRing`] |
+    /// | `store_of_another_ring` | 500 | [`Error::StoreOfAnotherRing`], [`StoreError::ForeignSettings`]: the service is configured against another ring's store |
     /// | `no_signing_key` | 500 | [`Error::NoSigningKey`] |
     /// | `random_failed` | 500 | [`Error::Random`] |
     /// | `duplicate_key_id` | 500 | [`StoreError::Duplicate`] |
@@ -459,6 +459,7 @@ impl Error {
             Error::Storage(e) => match e {
                 StoreError::InvalidImport { .. } => "invalid_import",
                 StoreError::NotFound(_) => "key_not_found",
+                StoreError::ForeignSettings => "store_of_another_ring",
                 StoreError::Duplicate(_) => "duplicate_key_id",
                 StoreError::Conflict(_) | StoreError::SettingsConflict => "store_conflict",
                 StoreError::Locked(_)
@@ -612,9 +613,10 @@ mod tests {
             S::Io { .. } => 7,
             S::InvalidImport { .. } => 8,
             S::Backend(_) => 9,
+            S::ForeignSettings => 10,
         }
     }
-    const STORE_VARIANTS: usize = 10;
+    const STORE_VARIANTS: usize = 11;
 
     fn verify_variant(e: &super::VerifyError) -> usize {
         use super::VerifyError as V;
@@ -750,6 +752,12 @@ mod tests {
             store(S::Duplicate(id), 500, "duplicate_key_id", "duplicate id"),
             store(S::Conflict(id), 503, "store_conflict", "conflict"),
             store(S::SettingsConflict, 503, "store_conflict", "conflict"),
+            store(
+                S::ForeignSettings,
+                500,
+                "store_of_another_ring",
+                "another ring",
+            ),
             store(
                 S::Locked(path()),
                 503,
