@@ -51,7 +51,7 @@ use crate::key::{
 };
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
-use crate::store::{Change, KeyStore, MemoryStore, RingSettings, StoredKey};
+use crate::store::{Change, KeyStore, MemoryStore, OtherRing, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
 
 /// Attempts at drawing an unused id before giving up (a collision of 64-bit
@@ -315,15 +315,9 @@ impl<S: KeyStore> Shared<S> {
     /// none).
     fn foreign(&self, settings: &RingSettings) -> bool {
         let ours = self.settings.read().unwrap_or_else(PoisonError::into_inner);
-        let prefix = matches!(
-            (settings.prefix.as_deref(), ours.prefix.as_deref()),
-            (Some(theirs), Some(ours)) if theirs != ours
-        );
-        let check = matches!(
-            (&settings.check, &ours.check),
-            (Some(theirs), Some(ours)) if theirs != ours
-        );
-        prefix || check
+        settings
+            .other_ring(ours.prefix.as_deref(), ours.check.as_ref())
+            .is_some()
     }
 
     /// Installs settings this ring has just written.
@@ -831,19 +825,18 @@ fn claim_store<S: KeyStore>(
         let saved = store.load_settings()?;
         let mut next = match &saved {
             Some(saved) => {
-                if saved
-                    .prefix
-                    .as_deref()
-                    .is_some_and(|p| p != prefix.as_str())
-                {
-                    return Err(Error::StoreOfAnotherRing(
-                        "it holds the keys of another prefix",
-                    ));
-                }
-                if saved.check.as_ref().is_some_and(|c| c != check) {
-                    return Err(Error::StoreOfAnotherRing(
-                        "its keys were hashed under another pepper",
-                    ));
+                match saved.other_ring(Some(prefix.as_str()), Some(check)) {
+                    Some(OtherRing::Prefix) => {
+                        return Err(Error::StoreOfAnotherRing(
+                            "it holds the keys of another prefix",
+                        ));
+                    }
+                    Some(OtherRing::Pepper) => {
+                        return Err(Error::StoreOfAnotherRing(
+                            "its keys were hashed under another pepper",
+                        ));
+                    }
+                    None => {}
                 }
                 if saved.prefix.is_some() && saved.check.is_some() {
                     return Ok(saved.clone());

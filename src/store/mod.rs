@@ -418,6 +418,34 @@ impl RingSettings {
     pub fn prefix(&self) -> Option<&str> {
         self.prefix.as_deref()
     }
+
+    /// Whether these settings name another ring than the one of `prefix`
+    /// and pepper `check`, and by what: the prefix first, then the pepper.
+    /// A side that does not say (`None`: settings an older keyward saved)
+    /// differs from nothing.
+    pub(crate) fn other_ring(
+        &self,
+        prefix: Option<&str>,
+        check: Option<&KeyHash>,
+    ) -> Option<OtherRing> {
+        if matches!((self.prefix.as_deref(), prefix), (Some(a), Some(b)) if a != b) {
+            Some(OtherRing::Prefix)
+        } else if matches!((&self.check, check), (Some(a), Some(b)) if a != b) {
+            Some(OtherRing::Pepper)
+        } else {
+            None
+        }
+    }
+}
+
+/// What tells another ring's settings apart (see
+/// [`RingSettings::other_ring`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OtherRing {
+    /// Another prefix.
+    Prefix,
+    /// The same prefix under another pepper.
+    Pepper,
 }
 
 /// One change to a store; [`KeyStore::apply`] takes a batch of them.

@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN, Synced};
 use self::io::{Fs, FsFile, OsFs};
 use super::memory::MemoryStore;
-use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
+use super::{Change, KeyStore, OtherRing, RingSettings, StoreError, StoredKey, check_batch};
 use crate::expiry::ExpiryPolicy;
 use crate::key::{Status, StatusCode, instant};
 use crate::token::KeyId;
@@ -1552,19 +1552,20 @@ fn same_ring(
         reason: reason.into(),
     };
     if let Some(export) = export {
-        if own.prefix.is_some() && export.prefix.is_some() && own.prefix != export.prefix {
-            return Err(invalid(
-                1,
-                "the export holds the keys of another prefix than this store's ring",
-            ));
-        }
-        if let (Some(mine), Some(theirs)) = (&own.check, &export.check)
-            && mine != theirs
-        {
-            return Err(invalid(
-                1,
-                "the export's keys were hashed under another pepper than this store's ring's",
-            ));
+        match export.other_ring(own.prefix.as_deref(), own.check.as_ref()) {
+            Some(OtherRing::Prefix) => {
+                return Err(invalid(
+                    1,
+                    "the export holds the keys of another prefix than this store's ring",
+                ));
+            }
+            Some(OtherRing::Pepper) => {
+                return Err(invalid(
+                    1,
+                    "the export's keys were hashed under another pepper than this store's ring's",
+                ));
+            }
+            None => {}
         }
         if export.prefix.is_none() {
             export.prefix.clone_from(&own.prefix);
