@@ -239,8 +239,13 @@ pub enum Error {
     /// keys hashed under another pepper (a misconfigured pepper would
     /// otherwise refuse every key at its first use). One store holds the
     /// keys of one ring; give each prefix a store of its own.
+    ///
+    /// Holds what told the rings apart: the prefix the store was claimed
+    /// for when it keeps one (`it holds the keys of prefix `acme_test``,
+    /// shown as [`Error::InvalidPrefix`] shows a prefix), or that the
+    /// pepper differs (never the pepper or anything derived from it).
     #[error("the store belongs to another key ring: {0}")]
-    StoreOfAnotherRing(&'static str),
+    StoreOfAnotherRing(String),
     /// A scope string breaks the `resource:action` rules. Holds the scope
     /// as given, cut after 128 characters, with each run of more than 16
     /// letters and digits shown as its length (`<42 characters>`), so that
@@ -732,7 +737,7 @@ mod tests {
                 "regenerated",
             ),
             (
-                E::StoreOfAnotherRing("x"),
+                E::StoreOfAnotherRing("x".into()),
                 500,
                 "store_of_another_ring",
                 "another ring",

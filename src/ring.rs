@@ -827,13 +827,18 @@ fn claim_store<S: KeyStore>(
             Some(saved) => {
                 match saved.other_ring(Some(prefix.as_str()), Some(check)) {
                     Some(OtherRing::Prefix) => {
-                        return Err(Error::StoreOfAnotherRing(
-                            "it holds the keys of another prefix",
-                        ));
+                        // Not a secret, and what an operator needs to see
+                        // which ring's store was configured by mistake;
+                        // shown as an unchecked prefix is, since the store
+                        // may hold anything there.
+                        let theirs = token::shown_prefix(saved.prefix().unwrap_or_default());
+                        return Err(Error::StoreOfAnotherRing(format!(
+                            "it holds the keys of prefix `{theirs}`"
+                        )));
                     }
                     Some(OtherRing::Pepper) => {
                         return Err(Error::StoreOfAnotherRing(
-                            "its keys were hashed under another pepper",
+                            "its keys were hashed under another pepper".into(),
                         ));
                     }
                     None => {}
@@ -853,7 +858,7 @@ fn claim_store<S: KeyStore>(
                             .any(|k| token::hint_is_of(k.key.hint(), prefix.as_str()))
                     {
                         return Err(Error::StoreOfAnotherRing(
-                            "it holds the keys of another prefix",
+                            "it holds the keys of another prefix".into(),
                         ));
                     }
                 }

@@ -1794,9 +1794,9 @@ fn a_ring_refuses_a_store_of_another_prefix_or_pepper() {
         (
             "acme_test",
             Some([3; 32]),
-            "it holds the keys of another prefix",
+            "it holds the keys of prefix `acme_live`",
         ),
-        ("acme_test", None, "it holds the keys of another prefix"),
+        ("acme_test", None, "it holds the keys of prefix `acme_live`"),
         (
             "acme_live",
             Some([4; 32]),
@@ -1816,6 +1816,31 @@ fn a_ring_refuses_a_store_of_another_prefix_or_pepper() {
     assert_eq!(store.load_settings().unwrap(), before);
     let again = build("acme_live", Some([3; 32])).unwrap();
     assert!(again.verify(issued.secret.expose()).is_ok());
+}
+
+/// The refusal names the prefix the store was claimed for, as an
+/// unchecked prefix is shown: a store's settings are outside input, so a
+/// key written there in place of a prefix is not repeated in the error.
+#[test]
+fn a_refused_store_is_named_by_its_prefix_without_repeating_key_text() {
+    let store = Arc::new(MemoryStore::new());
+    let body = "1JFAk9dPq3cVb7xYz0LmN4sTu8wRe2Gh5IoKjQ6";
+    let settings: RingSettings = serde_json::from_str(&format!(
+        r#"{{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":0,"prefix":"acme_{body}"}}"#
+    ))
+    .unwrap();
+    store.save_settings(&settings).unwrap();
+    match KeyRing::builder("acme").build(Arc::clone(&store)) {
+        Err(Error::StoreOfAnotherRing(why)) => {
+            assert_eq!(why, "it holds the keys of prefix `acme_<39 characters>`");
+            assert!(
+                !Error::StoreOfAnotherRing(why)
+                    .to_string()
+                    .contains(&body[..17])
+            );
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }
 
 /// Settings saved before keyward kept the ring's prefix and pepper check
