@@ -241,7 +241,7 @@ pub enum Error {
     /// keys of one ring; give each prefix a store of its own.
     ///
     /// Holds what told the rings apart: the prefix the store was claimed
-    /// for when it keeps one (`it holds the keys of prefix `acme_test``,
+    /// for when it keeps one (`` it holds the keys of prefix `acme_test` ``,
     /// shown as [`Error::InvalidPrefix`] shows a prefix), or that the
     /// pepper differs (never the pepper or anything derived from it).
     #[error("the store belongs to another key ring: {0}")]
