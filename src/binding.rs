@@ -198,7 +198,11 @@ impl Bindings {
 }
 
 /// Which binding a request broke.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized as its variant's name in snake case: `"client_certificate"`,
+/// `"network"`, `"not_presented"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Binding {
     /// The client certificate was missing or not the bound one.

@@ -6,6 +6,7 @@
 //! input (a scope, a network, a prefix) repeats it through `echo`, since a
 //! key pasted into the wrong field must not reach the logs that way.
 
+use serde::Serialize;
 use thiserror::Error;
 use time::Duration;
 
@@ -89,7 +90,13 @@ fn lifetime(d: &Duration) -> String {
 
 /// Why a presented string is not a key of this ring. Every reason is found
 /// offline, before the store is consulted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized as its variant's name in snake case (`"too_long"`,
+/// `"wrong_length"`, `"wrong_prefix"`, `"unknown_version"`,
+/// `"bad_alphabet"`, `"bad_checksum"`, `"id_out_of_range"`), a stable
+/// name, unlike [`as_str`](Self::as_str)'s words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum MalformedReason {
     /// Longer than the longest possible key; refused before any other work.
@@ -140,6 +147,19 @@ impl std::fmt::Display for MalformedReason {
 ///
 /// Each variant maps to an HTTP status ([`VerifyError::http_status`]) and a
 /// stable machine-readable code ([`VerifyError::code`]).
+///
+/// Serialized (in an [`Event`](crate::Event), or as a JSON error body) as
+/// an object with its [`code`](VerifyError::code) and, for the variants
+/// that carry one, what it names: `reason` ([`MalformedReason`], in snake
+/// case), `scope` (the missing scope) or `binding` ([`Binding`], in snake
+/// case). Never key material: the presented string is not kept.
+///
+/// ```json
+/// {"code":"invalid_key"}
+/// {"code":"malformed_key","reason":"bad_checksum"}
+/// {"code":"insufficient_scope","scope":"invoices:write"}
+/// {"code":"binding_mismatch","binding":"client_certificate"}
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[non_exhaustive]
 pub enum VerifyError {
@@ -213,6 +233,41 @@ impl VerifyError {
             VerifyError::Unavailable => "use_not_recorded",
             VerifyError::BindingMismatch(_) => "binding_mismatch",
         }
+    }
+}
+
+/// The serialized form of a [`VerifyError`]: its code, then what it names.
+#[derive(Serialize)]
+struct VerifyErrorRepr<'a> {
+    code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<MalformedReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a Scope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binding: Option<Binding>,
+}
+
+impl Serialize for VerifyError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut repr = VerifyErrorRepr {
+            code: self.code(),
+            reason: None,
+            scope: None,
+            binding: None,
+        };
+        match self {
+            VerifyError::Malformed(reason) => repr.reason = Some(*reason),
+            VerifyError::InsufficientScope(scope) => repr.scope = Some(scope),
+            VerifyError::BindingMismatch(binding) => repr.binding = Some(*binding),
+            VerifyError::Invalid
+            | VerifyError::Expired
+            | VerifyError::Revoked
+            | VerifyError::Disabled
+            | VerifyError::UsageExceeded
+            | VerifyError::Unavailable => {}
+        }
+        repr.serialize(serializer)
     }
 }
 

@@ -4,18 +4,32 @@
 //! effect. Events carry key ids and owners, never a secret: a failed
 //! verification reports the reason and, when the presented string parsed,
 //! the id it named.
+//!
+//! Events serialize (serde) to a flat JSON object, described on [`Event`],
+//! for a JSON log or a SIEM. They do not deserialize: an event is the
+//! ring's report, and a host that builds one from text could put back an
+//! actor the ring redacted.
 
 use std::fmt;
 use std::sync::{Mutex, PoisonError};
 
-use time::OffsetDateTime;
+use serde::{Serialize, Serializer};
+use time::{OffsetDateTime, UtcOffset};
 
 use crate::error::VerifyError;
 use crate::expiry::ExpiryPolicy;
 use crate::token::KeyId;
 
 /// What happened.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serialized into its [`Event`] (see there): `"kind"` is the variant's
+/// name in snake case (`"issued"`, `"owner_revoked"`, `"verify_failed"`,
+/// ...) and a variant's fields follow it under their own names. A
+/// [`VerifyFailed`](EventKind::VerifyFailed) adds its error's fields
+/// (see [`VerifyError`]). No variant has a field named like one of the
+/// event's own (`kind`, `key`, `owner`, `at`, `actor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
     /// A key was issued.
@@ -57,7 +71,7 @@ pub enum EventKind {
     },
     /// The ring's default expiry policy changed.
     PolicyChanged {
-        /// The new default.
+        /// The new default, in its serialized form (as in a [`Key`](crate::Key)).
         policy: ExpiryPolicy,
     },
     /// A verification succeeded (only when the ring reports successes).
@@ -87,7 +101,11 @@ pub enum EventKind {
 }
 
 /// The ring's own uses of the store, named in [`EventKind::StoreFailed`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Serialized as its variant's name in snake case: `"settings_reload"`,
+/// `"usage_flush"`, `"limited_use"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StoreTask {
     /// The background reload of the ring settings, each second: while it
@@ -133,20 +151,60 @@ pub(crate) fn describe(error: &dyn std::error::Error) -> String {
 }
 
 /// One event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// # JSON form
+///
+/// An event serializes (e.g. with `serde_json`) to one flat object, a
+/// stable form for audit logs: `kind`, the [`EventKind`] variant's name in
+/// snake case, then that variant's fields, then `key` (the [`KeyId`]),
+/// `owner`, `at` (RFC 3339, in UTC, as a [`Key`](crate::Key)'s instants)
+/// and `actor`. A field without a value (no key, no owner, no actor) is
+/// left out, not `null`. A release may add kinds and fields, never rename
+/// or remove one.
+///
+/// ```json
+/// {"kind":"issued","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z","actor":"alice"}
+/// {"kind":"revoked","reason":"contract ended","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}
+/// {"kind":"verify_failed","code":"invalid_key","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00.25Z"}
+/// {"kind":"all_revoked","epoch":1,"at":"2026-01-01T00:00:00Z"}
+/// ```
+///
+/// No event holds key material: keys are named by their id, a key or
+/// access token pasted into the actor is redacted, and the free text a
+/// host gives (a revocation's reason, an owner) is refused when it holds
+/// one.
+///
+/// Events serialize only: there is no `Deserialize`. An event is the
+/// ring's report; one rebuilt from text could carry an actor that the
+/// ring would have redacted, and a log reader that does not know a newer
+/// release's kinds would fail on them. Read logs back as plain JSON
+/// (`serde_json::Value`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Event {
     /// What happened.
+    #[serde(flatten)]
     pub kind: EventKind,
     /// The key concerned, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<KeyId>,
     /// The key's owner, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
     /// When, by the ring's clock.
+    #[serde(serialize_with = "rfc3339_utc")]
     pub at: OffsetDateTime,
     /// Who did it, when the operation was made through
     /// [`KeyRing::by`](crate::KeyRing::by).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+}
+
+/// An instant in RFC 3339, in UTC: a host's clock may answer in another
+/// offset, and one with seconds (`+00:00:30`) has no RFC 3339 form.
+fn rfc3339_utc<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+    let utc = at.checked_to_offset(UtcOffset::UTC).unwrap_or(*at);
+    time::serde::rfc3339::serialize(&utc, serializer)
 }
 
 impl Event {
@@ -244,5 +302,224 @@ pub(crate) fn shown_actor(actor: &str) -> std::borrow::Cow<'_, str> {
         std::borrow::Cow::Borrowed(actor)
     } else {
         std::borrow::Cow::Owned(crate::scan::redact(actor))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::Duration;
+    use time::macros::{date, datetime};
+
+    use super::*;
+    use crate::binding::Binding;
+    use crate::error::MalformedReason;
+
+    const T: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
+
+    fn id(text: &str) -> KeyId {
+        text.parse().unwrap()
+    }
+
+    fn json(event: &Event) -> String {
+        serde_json::to_string(event).unwrap()
+    }
+
+    /// The JSON form documented on `Event`, written out by hand: one flat
+    /// object, `kind` first, then the variant's fields, then key, owner,
+    /// at and actor, absent ones left out. Each kind at least once.
+    #[test]
+    fn events_serialize_to_the_documented_json() {
+        let key = id("0Oa2wCGYzlq");
+        let cases = [
+            (
+                Event::new(EventKind::Issued, T)
+                    .key(key)
+                    .owner("acct_42")
+                    .actor(Some("alice")),
+                r#"{"kind":"issued","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z","actor":"alice"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::Rotated {
+                        to: id("0Ob3xDHZamr"),
+                    },
+                    T,
+                )
+                .key(key)
+                .owner("acct_42"),
+                r#"{"kind":"rotated","to":"0Ob3xDHZamr","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::Regenerated, T).key(key),
+                r#"{"kind":"regenerated","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::Disabled, T).key(key),
+                r#"{"kind":"disabled","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::Enabled, T).key(key),
+                r#"{"kind":"enabled","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::Revoked {
+                        reason: "contract ended".into(),
+                    },
+                    T,
+                )
+                .key(key)
+                .owner("acct_42")
+                .actor(Some("bob")),
+                r#"{"kind":"revoked","reason":"contract ended","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z","actor":"bob"}"#,
+            ),
+            (
+                Event::new(EventKind::Deleted, T).key(key),
+                r#"{"kind":"deleted","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::Exposed, T).key(key),
+                r#"{"kind":"exposed","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::Updated, T).key(key),
+                r#"{"kind":"updated","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::OwnerRevoked { count: 3 }, T)
+                    .owner("acct_42")
+                    .actor(Some("alice")),
+                r#"{"kind":"owner_revoked","count":3,"owner":"acct_42","at":"2026-01-01T00:00:00Z","actor":"alice"}"#,
+            ),
+            (
+                Event::new(EventKind::AllRevoked { epoch: 1 }, T),
+                r#"{"kind":"all_revoked","epoch":1,"at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::PolicyChanged {
+                        policy: ExpiryPolicy::days(30),
+                    },
+                    T,
+                ),
+                r#"{"kind":"policy_changed","policy":{"lifetime":[2592000,0]},"at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::PolicyChanged {
+                        policy: ExpiryPolicy::EndOfDate(date!(2026 - 03 - 31)),
+                    },
+                    T,
+                ),
+                r#"{"kind":"policy_changed","policy":{"end_of_date":[2026,90]},"at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::PolicyChanged {
+                        policy: ExpiryPolicy::Never,
+                    },
+                    T,
+                ),
+                r#"{"kind":"policy_changed","policy":"never","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::Verified, T).key(key).owner("acct_42"),
+                r#"{"kind":"verified","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::VerifyFailed(VerifyError::Invalid), T).key(key),
+                r#"{"kind":"verify_failed","code":"invalid_key","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::VerifyFailed(VerifyError::Malformed(MalformedReason::BadChecksum)),
+                    T,
+                ),
+                r#"{"kind":"verify_failed","code":"malformed_key","reason":"bad_checksum","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::VerifyFailed(VerifyError::InsufficientScope(
+                        "invoices:write".parse().unwrap(),
+                    )),
+                    T,
+                )
+                .key(key)
+                .owner("acct_42"),
+                r#"{"kind":"verify_failed","code":"insufficient_scope","scope":"invoices:write","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::VerifyFailed(VerifyError::BindingMismatch(
+                        Binding::ClientCertificate,
+                    )),
+                    T,
+                )
+                .key(key)
+                .owner("acct_42"),
+                r#"{"kind":"verify_failed","code":"binding_mismatch","binding":"client_certificate","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::VerifyFailed(VerifyError::Unavailable), T).key(key),
+                r#"{"kind":"verify_failed","code":"use_not_recorded","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::StoreFailed {
+                        task: StoreTask::UsageFlush,
+                        error: "i/o error on keys.kw: disk full".into(),
+                    },
+                    T,
+                ),
+                r#"{"kind":"store_failed","task":"usage_flush","error":"i/o error on keys.kw: disk full","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::StoreFailed {
+                        task: StoreTask::LimitedUse,
+                        error: "locked".into(),
+                    },
+                    T,
+                )
+                .key(key),
+                r#"{"kind":"store_failed","task":"limited_use","error":"locked","key":"0Oa2wCGYzlq","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(
+                    EventKind::StoreRecovered {
+                        task: StoreTask::SettingsReload,
+                    },
+                    T,
+                ),
+                r#"{"kind":"store_recovered","task":"settings_reload","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+        ];
+        for (event, expected) in &cases {
+            assert_eq!(&json(event), expected, "{event:?}");
+        }
+    }
+
+    /// `at` is RFC 3339 in UTC whatever offset the host's clock answered
+    /// in (one with seconds has no RFC 3339 form at all), with the
+    /// fraction of a second when there is one.
+    #[test]
+    fn event_time_is_rfc3339_in_utc() {
+        let cases = [
+            (
+                datetime!(2026-01-01 01:30:00.25 +01:30),
+                r#"{"kind":"issued","at":"2026-01-01T00:00:00.25Z"}"#,
+            ),
+            (
+                datetime!(2026-01-01 00:00:30 +00:00:30),
+                r#"{"kind":"issued","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                T + Duration::nanoseconds(1),
+                r#"{"kind":"issued","at":"2026-01-01T00:00:00.000000001Z"}"#,
+            ),
+        ];
+        for (at, expected) in cases {
+            assert_eq!(json(&Event::new(EventKind::Issued, at)), expected);
+        }
     }
 }

@@ -810,6 +810,113 @@ fn debug_output_never_contains_the_secret() {
     assert!(format!("{:?}", issued.secret).contains(issued.key.hint()));
 }
 
+/// Events as a host ships them to a JSON log: serialized from a real
+/// ring's `EventLog`, through every operation that reports one (on a key
+/// whose secret is presented wrongly, truncated, mistyped, and pasted into
+/// the actor), they hold none of the secrets the ring handed out.
+#[test]
+fn events_serialized_to_json_never_contain_a_secret() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .report_successes(true)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring
+        .issue(NewKey::new("acct_1").scopes(ScopeSet::parse(["a:b"]).unwrap()))
+        .unwrap();
+    let key = issued.secret.expose().to_owned();
+    let id = issued.key.id();
+    let p = parts(&key, "acme");
+    let mut secrets = vec![key.clone()];
+
+    // Failed verifies, each built from the key's material.
+    let wrong = forge("acme", p.id, &other_secret(p.secret));
+    let mistyped = format!(
+        "{}{}",
+        &key[..key.len() - 1],
+        if key.ends_with('a') { 'b' } else { 'a' }
+    );
+    for presented in [&wrong, &key[1..], &format!("{key}x"), &mistyped] {
+        assert!(ring.verify(presented).is_err());
+    }
+    assert!(
+        ring.verify_with(&key, &Requirement::scope("a:c").unwrap())
+            .is_err()
+    );
+    ring.verify(&key).unwrap();
+
+    // Administrative operations, some by an actor with the key pasted in.
+    let actor = format!("alice (was given {key})");
+    let by = ring.by(&actor);
+    by.update(id, KeyUpdate::new().name("renamed")).unwrap();
+    by.disable(id).unwrap();
+    by.enable(id).unwrap();
+    let regenerated = by.regenerate(id).unwrap();
+    secrets.push(regenerated.secret.expose().to_owned());
+    let rotated = by.rotate(id, Duration::hours(1)).unwrap();
+    secrets.push(rotated.secret.expose().to_owned());
+    by.revoke(rotated.key.id(), "contract ended").unwrap();
+    let leaked = ring.issue(NewKey::new("acct_2")).unwrap();
+    secrets.push(leaked.secret.expose().to_owned());
+    let text = format!("curl -H 'Authorization: Bearer {}'", leaked.secret.expose());
+    ring.revoke_leaked(&text, "posted in a public issue")
+        .unwrap();
+    let other = ring.issue(NewKey::new("acct_3")).unwrap();
+    secrets.push(other.secret.expose().to_owned());
+    by.revoke_owner("acct_3", "account closed").unwrap();
+    by.set_default_expiry(ExpiryPolicy::days(30)).unwrap();
+    by.revoke_all().unwrap();
+    assert!(ring.verify(other.secret.expose()).is_err());
+    by.delete(id).unwrap();
+
+    let lines: Vec<String> = log
+        .events()
+        .iter()
+        .map(|event| serde_json::to_string(event).unwrap())
+        .collect();
+    let kinds: std::collections::BTreeSet<String> = lines
+        .iter()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            value["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let expected = [
+        "all_revoked",
+        "deleted",
+        "disabled",
+        "enabled",
+        "exposed",
+        "issued",
+        "owner_revoked",
+        "policy_changed",
+        "regenerated",
+        "revoked",
+        "rotated",
+        "updated",
+        "verified",
+        "verify_failed",
+    ];
+    assert_eq!(
+        kinds,
+        expected.iter().map(|k| k.to_string()).collect(),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.contains(r#""actor":"alice (was given acme_"#)),
+        "the actor is kept, redacted: {lines:#?}"
+    );
+    let all = lines.join("\n");
+    for secret in &secrets {
+        assert_no_secret("events as JSON", &all, secret, "acme");
+    }
+}
+
 /// A key pasted into the wrong field (scopes, a network, a certificate
 /// fingerprint header, a prefix or sensitive resource in a config file) is
 /// refused without being repeated, however it is surrounded and wherever
