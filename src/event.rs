@@ -138,7 +138,8 @@ impl fmt::Display for StoreTask {
 }
 
 /// An error and its causes, each after a `: `, as a store error is shown
-/// in [`EventKind::StoreFailed`].
+/// in [`EventKind::StoreFailed`], with any key or access token in them
+/// redacted: a host's store may quote a row or a request in its errors.
 pub(crate) fn describe(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut cause = error.source();
@@ -147,7 +148,7 @@ pub(crate) fn describe(error: &dyn std::error::Error) -> String {
         text.push_str(&e.to_string());
         cause = e.source();
     }
-    text
+    crate::scan::redact(&text)
 }
 
 /// One event.
@@ -316,6 +317,42 @@ mod tests {
 
     const T: OffsetDateTime = datetime!(2026-01-01 00:00 UTC);
 
+    /// A host store's error that quotes a key (a row, a request) reaches
+    /// `StoreFailed` with the key's secret part redacted, at any depth of
+    /// its causes.
+    #[test]
+    fn a_store_error_quoting_a_key_is_redacted() {
+        let ring = crate::KeyRing::builder("acme")
+            .flush_interval(None)
+            .build(crate::MemoryStore::new())
+            .unwrap();
+        let secret = ring.issue(crate::NewKey::new("o")).unwrap().secret;
+        let key = secret.expose();
+        #[derive(Debug)]
+        struct Quoting(String, Option<std::io::Error>);
+        impl fmt::Display for Quoting {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl std::error::Error for Quoting {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_ref().map(|e| e as _)
+            }
+        }
+        let error = Quoting(
+            "insert failed".into(),
+            Some(std::io::Error::other(format!("duplicate row ({key})"))),
+        );
+        let text = describe(&error);
+        assert!(
+            text.starts_with("insert failed: duplicate row (acme_"),
+            "{text}"
+        );
+        assert!(text.contains("[redacted])"), "{text}");
+        assert!(!text.contains(key), "{text}");
+    }
+
     fn id(text: &str) -> KeyId {
         text.parse().unwrap()
     }
@@ -402,7 +439,7 @@ mod tests {
                     },
                     T,
                 ),
-                r#"{"kind":"policy_changed","policy":{"lifetime":[2592000,0]},"at":"2026-01-01T00:00:00Z"}"#,
+                r#"{"kind":"policy_changed","policy":{"lifetime":"P30D"},"at":"2026-01-01T00:00:00Z"}"#,
             ),
             (
                 Event::new(
@@ -411,7 +448,7 @@ mod tests {
                     },
                     T,
                 ),
-                r#"{"kind":"policy_changed","policy":{"end_of_date":[2026,90]},"at":"2026-01-01T00:00:00Z"}"#,
+                r#"{"kind":"policy_changed","policy":{"end_of_date":"2026-03-31"},"at":"2026-01-01T00:00:00Z"}"#,
             ),
             (
                 Event::new(
