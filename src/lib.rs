@@ -10,6 +10,7 @@ mod event;
 mod expiry;
 mod hash;
 mod key;
+mod page;
 mod ring;
 mod scan;
 mod scope;
@@ -28,6 +29,7 @@ pub use crate::hash::{HashFormatError, KeyHash};
 pub use crate::key::{
     Contact, Issued, Key, KeyUpdate, NewKey, Reminder, Rotation, Status, Verified,
 };
+pub use crate::page::{ListCursor, Page};
 pub use crate::ring::{
     Acting, KeyRing, KeyRingBuilder, KeyState, ListFilter, RequestContext, TokenRequest,
 };

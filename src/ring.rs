@@ -49,6 +49,7 @@ use crate::key::{
     Counter, Extra, Fields, Issued, Key, KeyUpdate, MAX_FIELD_LEN, MAX_SCOPES, NEVER, NOT_YET,
     Nanos, NewKey, Reminder, Stamp, Status, StatusCode, Verified, instant, nanos,
 };
+use crate::page::{ListCursor, Page};
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
 use crate::store::{Change, KeyStore, MemoryStore, OtherRing, RingSettings, StoredKey};
@@ -1248,7 +1249,8 @@ impl fmt::Display for KeyState {
     }
 }
 
-/// Which keys [`KeyRing::list`] returns: each filter given must match.
+/// Which keys [`KeyRing::list`] and [`KeyRing::list_page`] return: each
+/// filter given must match.
 ///
 /// A key matches [`state`](Self::state) when that state holds for it, one
 /// of possibly several (see [`KeyState`]): `state(KeyState::Expired)` lists
@@ -1259,6 +1261,7 @@ impl fmt::Display for KeyState {
 pub struct ListFilter {
     owner: Option<String>,
     state: Option<KeyState>,
+    after: Option<ListCursor>,
 }
 
 impl ListFilter {
@@ -1277,6 +1280,16 @@ impl ListFilter {
     /// hold too (see [`KeyState`]).
     pub fn state(mut self, state: KeyState) -> Self {
         self.state = Some(state);
+        self
+    }
+
+    /// Only keys after this position in the listing's order (oldest
+    /// first): the keys that follow a page, from its
+    /// [`next`](crate::Page::next), or those after a key
+    /// (`ListCursor::from(&key)`). Keep the other filters as they were
+    /// for the first page: the cursor does not remember them.
+    pub fn after(mut self, cursor: ListCursor) -> Self {
+        self.after = Some(cursor);
         self
     }
 }
@@ -2031,19 +2044,76 @@ impl<S: KeyStore> KeyRing<S> {
         self.store().lookup(id).map(|e| e.current_key())
     }
 
-    /// The keys that match `filter`, oldest first. Never includes a secret.
+    /// The keys that match `filter`, oldest first (by creation time, then
+    /// id). Never includes a secret. Every one of them: over a large ring,
+    /// an admin view pages with [`list_page`](Self::list_page) instead.
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Key>, Error> {
+        let mut entries = self.matching(filter)?;
+        entries.sort_by_key(|e| ListCursor::of(&e.key));
+        Ok(entries.iter().map(|e| e.current_key()).collect())
+    }
+
+    /// At most `limit` keys that match `filter`, the first of
+    /// [`list`](Self::list)'s order, and where the next page starts:
+    /// pass [`Page::next`] to [`ListFilter::after`], with the same filters
+    /// otherwise, until it is `None`.
+    ///
+    /// Each page is taken from the store afresh and the server keeps no
+    /// state: the cursor is the last key's position (creation time, id),
+    /// so a key issued, revoked or deleted between two pages never makes
+    /// another key appear twice or go missing. Only the page's keys are
+    /// copied out of the store. `limit` may be larger than the set (one
+    /// page holds them all); `limit` 0 is refused with
+    /// [`Error::InvalidInput`] (a page that cannot move on would page
+    /// forever).
+    ///
+    /// ```
+    /// use keyward::{KeyRing, ListFilter, MemoryStore, NewKey};
+    /// let ring = KeyRing::builder("acme").build(MemoryStore::new())?;
+    /// for _ in 0..5 {
+    ///     ring.issue(NewKey::new("acct_42"))?;
+    /// }
+    /// let filter = ListFilter::new().owner("acct_42");
+    /// let (mut listed, mut page) = (0, ring.list_page(&filter, 2)?);
+    /// loop {
+    ///     listed += page.keys.len();
+    ///     let Some(next) = page.next else { break };
+    ///     page = ring.list_page(&filter.clone().after(next), 2)?;
+    /// }
+    /// assert_eq!(listed, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn list_page(&self, filter: &ListFilter, limit: usize) -> Result<Page, Error> {
+        if limit == 0 {
+            return Err(Error::InvalidInput("a page holds at least one key"));
+        }
+        let mut entries = self.matching(filter)?;
+        let more = entries.len() > limit;
+        if more {
+            // The `limit` first in linear time, then only they are sorted.
+            entries.select_nth_unstable_by_key(limit, |e| ListCursor::of(&e.key));
+            entries.truncate(limit);
+        }
+        entries.sort_unstable_by_key(|e| ListCursor::of(&e.key));
+        let keys: Vec<Key> = entries.iter().map(|e| e.current_key()).collect();
+        let next = if more {
+            keys.last().map(ListCursor::from)
+        } else {
+            None
+        };
+        Ok(Page { keys, next })
+    }
+
+    /// The records that match `filter`, in no order.
+    fn matching(&self, filter: &ListFilter) -> Result<Vec<Arc<StoredKey>>, Error> {
         let now = self.clock.now();
-        let mut keys: Vec<Key> = self
-            .store()
-            .list(filter.owner.as_deref())?
-            .into_iter()
-            .filter(|e| filter.owner.as_deref().is_none_or(|o| e.key.owner() == o))
-            .filter(|e| filter.state.is_none_or(|s| self.holds(e, s, now)))
-            .map(|e| e.current_key())
-            .collect();
-        keys.sort_by_key(|k| (k.created_at, k.id));
-        Ok(keys)
+        let mut entries = self.store().list(filter.owner.as_deref())?;
+        entries.retain(|e| {
+            filter.after.is_none_or(|c| ListCursor::of(&e.key) > c)
+                && filter.owner.as_deref().is_none_or(|o| e.key.owner() == o)
+                && filter.state.is_none_or(|s| self.holds(e, s, now))
+        });
+        Ok(entries)
     }
 
     /// The keys that stop working within `window` from now (their end at

@@ -1,6 +1,6 @@
 //! Property tests of every parser of untrusted input: key strings, key ids,
-//! scopes, stored hashes and the leak scanner. Whatever the input, nothing panics; what is
-//! printed parses back to the same value.
+//! list cursors, scopes, stored hashes and the leak scanner. Whatever the
+//! input, nothing panics; what is printed parses back to the same value.
 
 use keyward::*;
 use proptest::prelude::*;
@@ -87,6 +87,37 @@ proptest! {
     fn key_id_parsing_never_panics(s in any::<String>()) {
         if let Ok(id) = s.parse::<KeyId>() {
             prop_assert_eq!(id.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn list_cursor_text_round_trips(s in "1[0-9a-f]{32}") {
+        // Every string of the printed shape is a cursor, printed back as is.
+        let cursor: ListCursor = s.parse().unwrap();
+        prop_assert_eq!(&cursor.to_string(), &s);
+        let json = serde_json::to_string(&cursor).unwrap();
+        prop_assert_eq!(serde_json::from_str::<ListCursor>(&json).unwrap(), cursor);
+    }
+
+    #[test]
+    fn list_cursor_parsing_never_panics(
+        s in prop_oneof![
+            any::<String>(),
+            // Near misses of the printed shape, each 33 bytes long but
+            // the last: upper-case digits; a sign where a field starts
+            // (which `u64::from_str_radix` takes); a two-byte character
+            // across the fields' boundary; another version; a character
+            // more or less.
+            "1[0-9a-fA-F]{32}",
+            "1(\\+[0-9a-f]{15}|[0-9a-f]{16})(\\+[0-9a-f]{15}|[0-9a-f]{16})",
+            "1[0-9a-f]{15}é[0-9a-f]{15}",
+            "[0-9a-z][0-9a-f]{32}",
+            "1[0-9a-f]{31,34}",
+        ]
+    ) {
+        match s.parse::<ListCursor>() {
+            Ok(cursor) => prop_assert_eq!(cursor.to_string(), s),
+            Err(err) => prop_assert_eq!(err.to_string(), "invalid input: not a list cursor"),
         }
     }
 

@@ -1975,6 +1975,280 @@ fn a_key_whose_uses_are_spent_is_used_up() {
 }
 
 // ---------------------------------------------------------------------------
+// Pages of a listing
+// ---------------------------------------------------------------------------
+
+/// Every page of `filter`'s listing, `limit` keys at a time, as ids: the
+/// loop an admin view runs, from the first page until `next` is `None`.
+fn paged<S: KeyStore>(ring: &KeyRing<S>, filter: &ListFilter, limit: usize) -> Vec<Vec<KeyId>> {
+    let mut pages = Vec::new();
+    let mut page = ring.list_page(filter, limit).unwrap();
+    loop {
+        pages.push(page.keys.iter().map(Key::id).collect());
+        let Some(next) = page.next else {
+            return pages;
+        };
+        assert!(pages.len() <= 1000, "paging does not end");
+        page = ring.list_page(&filter.clone().after(next), limit).unwrap();
+    }
+}
+
+fn ids_of<S: KeyStore>(ring: &KeyRing<S>, filter: &ListFilter) -> Vec<KeyId> {
+    ring.list(filter).unwrap().iter().map(Key::id).collect()
+}
+
+/// Pages, concatenated, are `list` (oldest first, then by id among keys
+/// created in the same instant): every key once, in order; each page full
+/// but the last, and no empty page after it, even when the keys fill the
+/// last page exactly.
+#[test]
+fn pages_list_every_key_once_in_list_order() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    for i in 0..23 {
+        if i % 3 == 0 {
+            // Three keys an instant: the id breaks the tie.
+            clock.advance(Duration::SECOND);
+        }
+        ring.issue(NewKey::new("o")).unwrap();
+    }
+    let keys = ring.list(&ListFilter::new()).unwrap();
+    assert!(
+        keys.windows(2)
+            .all(|w| (w[0].created_at(), w[0].id()) < (w[1].created_at(), w[1].id())),
+        "list is ordered by creation time, then id"
+    );
+    let all: Vec<KeyId> = keys.iter().map(Key::id).collect();
+    assert_eq!(all.len(), 23);
+    for limit in [1, 2, 4, 5, 22, 23] {
+        let pages = paged(&ring, &ListFilter::new(), limit);
+        assert_eq!(pages.concat(), all, "limit {limit}");
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        let expected: Vec<usize> = (0..23)
+            .step_by(limit)
+            .map(|s| (23 - s).min(limit))
+            .collect();
+        assert_eq!(sizes, expected, "limit {limit}");
+    }
+}
+
+/// Paging applies the owner and state filters, as `list` does.
+#[test]
+fn pages_keep_to_the_owner_and_state_filters() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let mut by: BTreeMap<(&str, &str), Vec<KeyId>> = BTreeMap::new();
+    for i in 0..18 {
+        clock.advance(Duration::SECOND);
+        let owner = ["alice", "bob"][i % 2];
+        let (kind, policy) = match i % 3 {
+            0 => ("expired", ExpiryPolicy::days(1)),
+            _ => ("active", ExpiryPolicy::Never),
+        };
+        let id = ring
+            .issue(NewKey::new(owner).expiry(policy))
+            .unwrap()
+            .key
+            .id();
+        let kind = if matches!(i, 4 | 7 | 14) {
+            ring.disable(id).unwrap();
+            "disabled"
+        } else {
+            kind
+        };
+        by.entry((owner, kind)).or_default().push(id);
+    }
+    clock.set(T0 + Duration::days(2));
+    let counts: Vec<((&str, &str), usize)> = by.iter().map(|(k, v)| (*k, v.len())).collect();
+    assert_eq!(
+        counts,
+        [
+            (("alice", "active"), 4),
+            (("alice", "disabled"), 2),
+            (("alice", "expired"), 3),
+            (("bob", "active"), 5),
+            (("bob", "disabled"), 1),
+            (("bob", "expired"), 3),
+        ]
+    );
+    let of = |keys: &[(&str, &str)]| -> Vec<KeyId> {
+        let mut ids: Vec<KeyId> = keys.iter().flat_map(|k| by[k].clone()).collect();
+        ids.sort_by_key(|id| ring.get(*id).unwrap().created_at());
+        ids
+    };
+    let cases = [
+        (
+            ListFilter::new().owner("alice"),
+            of(&[
+                ("alice", "active"),
+                ("alice", "expired"),
+                ("alice", "disabled"),
+            ]),
+        ),
+        (
+            ListFilter::new().state(KeyState::Active),
+            of(&[("alice", "active"), ("bob", "active")]),
+        ),
+        (
+            ListFilter::new().state(KeyState::Expired),
+            of(&[("alice", "expired"), ("bob", "expired")]),
+        ),
+        (
+            ListFilter::new().owner("bob").state(KeyState::Active),
+            of(&[("bob", "active")]),
+        ),
+        (
+            ListFilter::new().owner("bob").state(KeyState::Disabled),
+            of(&[("bob", "disabled")]),
+        ),
+        (ListFilter::new().owner("carol"), vec![]),
+    ];
+    for (filter, expected) in cases {
+        assert_eq!(ids_of(&ring, &filter), expected, "{filter:?}");
+        for limit in [1, 2, 3, 100] {
+            assert_eq!(
+                paged(&ring, &filter, limit).concat(),
+                expected,
+                "{filter:?}, limit {limit}"
+            );
+        }
+    }
+}
+
+/// The cursor is a position, not an offset: keys deleted before it (the
+/// key it was taken from included) or after it, a key issued after every
+/// other and one whose creation time falls before the cursor (a clock set
+/// back), all between two pages, neither repeat nor skip another key. An
+/// offset would skip keys here.
+#[test]
+fn a_key_issued_or_deleted_between_pages_moves_no_other_key() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let k: Vec<KeyId> = (0..10)
+        .map(|_| {
+            clock.advance(Duration::SECOND);
+            ring.issue(NewKey::new("o")).unwrap().key.id()
+        })
+        .collect();
+    let first = ring.list_page(&ListFilter::new(), 4).unwrap();
+    assert_eq!(first.keys.iter().map(Key::id).collect::<Vec<_>>(), k[..4]);
+    let next = first.next.expect("keys are left");
+
+    ring.delete(k[1]).unwrap(); // listed already
+    ring.delete(k[3]).unwrap(); // the key the cursor was taken from
+    ring.delete(k[6]).unwrap(); // not listed yet
+    let now = clock.now();
+    clock.set(T0 + Duration::milliseconds(2500)); // between k[1] and k[2]
+    let back_dated = ring.issue(NewKey::new("o")).unwrap().key.id();
+    clock.set(now + Duration::SECOND);
+    let late = ring.issue(NewKey::new("o")).unwrap().key.id();
+
+    let rest = paged(&ring, &ListFilter::new().after(next), 4);
+    assert_eq!(
+        rest,
+        vec![vec![k[4], k[5], k[7], k[8]], vec![k[9], late]],
+        "the keys after the cursor, each once"
+    );
+    assert!(ids_of(&ring, &ListFilter::new()).contains(&back_dated));
+}
+
+/// A limit beyond the set gives one page with every key and no `next`
+/// (usize::MAX too: nothing is sized by the limit); an empty ring, or a
+/// cursor after the last key, gives an empty page.
+#[test]
+fn a_page_larger_than_the_set_holds_it_all_and_an_empty_ring_an_empty_page() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    for limit in [1, 10, usize::MAX] {
+        let page = ring.list_page(&ListFilter::new(), limit).unwrap();
+        assert!(page.keys.is_empty(), "limit {limit}");
+        assert_eq!(page.next, None, "limit {limit}");
+    }
+    let ids: Vec<KeyId> = (0..3)
+        .map(|_| {
+            clock.advance(Duration::SECOND);
+            ring.issue(NewKey::new("o")).unwrap().key.id()
+        })
+        .collect();
+    for limit in [3, 4, usize::MAX] {
+        let page = ring.list_page(&ListFilter::new(), limit).unwrap();
+        assert_eq!(page.keys.iter().map(Key::id).collect::<Vec<_>>(), ids);
+        assert_eq!(page.next, None, "limit {limit}");
+    }
+    let last = ring.get(ids[2]).unwrap();
+    let after_last = ListFilter::new().after(ListCursor::from(&last));
+    let page = ring.list_page(&after_last, 10).unwrap();
+    assert!(page.keys.is_empty());
+    assert_eq!(page.next, None);
+    assert!(ring.list(&after_last).unwrap().is_empty());
+}
+
+/// A page of no keys could never move on: refused with a clear error, on
+/// an empty ring as on a full one.
+#[test]
+fn a_page_of_no_keys_is_refused() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    for _ in 0..2 {
+        let err = ring.list_page(&ListFilter::new(), 0).unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "invalid input: a page holds at least one key"
+        );
+        assert_eq!((err.http_status(), err.code()), (400, "invalid_input"));
+        ring.issue(NewKey::new("o")).unwrap();
+    }
+}
+
+/// The cursor a page gives goes to a client and back, as text or in the
+/// page's JSON, unchanged, and is the position of the page's last key; a
+/// string it did not print is refused.
+#[test]
+fn a_cursor_survives_its_text_and_json_forms() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    for _ in 0..5 {
+        clock.advance(Duration::SECOND);
+        ring.issue(NewKey::new("o")).unwrap();
+    }
+    let page = ring.list_page(&ListFilter::new(), 2).unwrap();
+    let next = page.next.unwrap();
+    assert_eq!(next, ListCursor::from(&page.keys[1]));
+    let text = next.to_string();
+    let parsed: ListCursor = text.parse().unwrap();
+    assert_eq!(parsed, next);
+    assert_eq!(
+        ring.list_page(&ListFilter::new().after(parsed), 2).unwrap(),
+        ring.list_page(&ListFilter::new().after(next), 2).unwrap()
+    );
+
+    let json = serde_json::to_value(&page).unwrap();
+    assert_eq!(json["next"], serde_json::Value::String(text.clone()));
+    assert_eq!(json["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        serde_json::from_value::<ListCursor>(json["next"].clone()).unwrap(),
+        next
+    );
+    let last = ring.list_page(&ListFilter::new().after(next), 10).unwrap();
+    assert_eq!(
+        serde_json::to_value(&last).unwrap()["next"],
+        serde_json::Value::Null
+    );
+
+    let upper = text.to_uppercase();
+    for garbage in ["", "1", &text[1..], &upper, &format!("{text}0"), "nonsense"] {
+        let err = garbage.parse::<ListCursor>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid input: not a list cursor",
+            "{garbage:?}"
+        );
+    }
+    assert!(serde_json::from_str::<ListCursor>("\"nonsense\"").is_err());
+}
+
+// ---------------------------------------------------------------------------
 // Reminders
 // ---------------------------------------------------------------------------
 
