@@ -37,7 +37,9 @@ use crate::error::Error;
 /// ```
 ///
 /// Reading, the forms an earlier keyward wrote are accepted too (a period
-/// as `[seconds, nanoseconds]`, a date as `[year, day of the year]`), so
+/// as `[seconds, nanoseconds]`, a date as `[year, day of the year]`, or,
+/// when `time`'s `serde-human-readable` feature was on in the build, a
+/// period as `"<seconds>.<nanoseconds>"` and a date as `YYYY-MM-DD`), so
 /// stores and exports written before keep opening. Errors never repeat
 /// the text they refuse. Formats that are not human readable (bincode,
 /// CBOR) keep the compact form: `time`'s own tuples for the date and the
@@ -174,7 +176,10 @@ impl<'de> de::Visitor<'de> for PolicyVisitor {
         let (tag, value) = data.variant::<Tag>()?;
         Ok(match (tag, self.readable) {
             (Tag::Never, _) => {
-                value.unit_variant()?;
+                // Its own error would quote a value given to `never`.
+                value
+                    .unit_variant()
+                    .map_err(|_| de::Error::custom("`never` takes no value"))?;
                 ExpiryPolicy::Never
             }
             (Tag::At, _) => ExpiryPolicy::At(value.newtype_variant::<Rfc3339>()?.0),
@@ -311,8 +316,15 @@ impl<'de> de::Visitor<'de> for DateVisitor {
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Date, A::Error> {
-        let year: i32 = seq.next_element()?.ok_or_else(Self::invalid)?;
-        let day: u16 = seq.next_element()?.ok_or_else(Self::invalid)?;
+        // An element's own error would quote it.
+        let year: i32 = seq
+            .next_element()
+            .map_err(|_| Self::invalid())?
+            .ok_or_else(Self::invalid)?;
+        let day: u16 = seq
+            .next_element()
+            .map_err(|_| Self::invalid())?
+            .ok_or_else(Self::invalid)?;
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(Self::invalid());
         }
@@ -354,12 +366,21 @@ impl<'de> de::Visitor<'de> for PeriodVisitor {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-        parse_period(text).ok_or_else(Self::invalid)
+        parse_period(text)
+            .or_else(|| parse_seconds(text))
+            .ok_or_else(Self::invalid)
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Duration, A::Error> {
-        let seconds: i64 = seq.next_element()?.ok_or_else(Self::invalid)?;
-        let nanos: i32 = seq.next_element()?.ok_or_else(Self::invalid)?;
+        // An element's own error would quote it.
+        let seconds: i64 = seq
+            .next_element()
+            .map_err(|_| Self::invalid())?
+            .ok_or_else(Self::invalid)?;
+        let nanos: i32 = seq
+            .next_element()
+            .map_err(|_| Self::invalid())?
+            .ok_or_else(Self::invalid)?;
         if seq.next_element::<de::IgnoredAny>()?.is_some() {
             return Err(Self::invalid());
         }
@@ -455,13 +476,7 @@ fn parse_period(text: &str) -> Option<Duration> {
             };
             seconds = seconds.checked_add(number(whole)?)?;
             if let Some(fraction) = fraction {
-                if fraction.is_empty()
-                    || fraction.len() > 9
-                    || !fraction.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return None;
-                }
-                nanos = format!("{fraction:0<9}").parse().ok()?;
+                nanos = nanoseconds(fraction)?;
             }
             any = true;
         }
@@ -474,6 +489,31 @@ fn parse_period(text: &str) -> Option<Duration> {
     let sign = if negative { -1 } else { 1 };
     let seconds = i64::try_from(sign * i128::from(seconds)).ok()?;
     Duration::seconds(seconds).checked_add(Duration::nanoseconds(sign as i64 * i64::from(nanos)))
+}
+
+/// Reads a period in the form `time` writes one in when its
+/// `serde-human-readable` feature is on, `[-]<seconds>.<nanoseconds>`
+/// (`"2592000.000000000"`): a host's build that enables the feature (for
+/// any crate: features are unified) had an earlier keyward write its
+/// stores and exports so. `None` for anything else or out of range.
+fn parse_seconds(text: &str) -> Option<Duration> {
+    let (negative, rest) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = rest.split_once('.')?;
+    let nanos = nanoseconds(fraction)?;
+    let sign = if negative { -1 } else { 1 };
+    let seconds = i64::try_from(sign * i128::from(number(whole)?)).ok()?;
+    Duration::seconds(seconds).checked_add(Duration::nanoseconds(sign as i64 * i64::from(nanos)))
+}
+
+/// A decimal fraction of a second, 1 to 9 ASCII digits, in nanoseconds.
+fn nanoseconds(fraction: &str) -> Option<u32> {
+    if fraction.is_empty() || fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    format!("{fraction:0<9}").parse().ok()
 }
 
 /// A run of ASCII digits (at least one, no sign) as a number.
@@ -708,6 +748,79 @@ mod tests {
         }
     }
 
+    /// A `time` built with its `serde-human-readable` feature (enabled by
+    /// any crate in a host's build: features are unified) wrote a period
+    /// as `"<seconds>.<nanoseconds>"`, so stores and exports an earlier
+    /// keyward wrote in such a build hold that form. It must still read.
+    #[test]
+    fn the_period_form_of_time_human_readable_is_read() {
+        for (text, policy) in [
+            (
+                r#"{"lifetime":"2592000.000000000"}"#,
+                ExpiryPolicy::days(30),
+            ),
+            (
+                r#"{"idle":"7200.000000000"}"#,
+                ExpiryPolicy::Idle(Duration::hours(2)),
+            ),
+            (
+                r#"{"idle":"61.000000005"}"#,
+                ExpiryPolicy::Idle(Duration::new(61, 5)),
+            ),
+            (
+                r#"{"lifetime":"-1.500000000"}"#,
+                ExpiryPolicy::Lifetime(-Duration::milliseconds(1500)),
+            ),
+            (
+                r#"{"lifetime":"-0.500000000"}"#,
+                ExpiryPolicy::Lifetime(-Duration::milliseconds(500)),
+            ),
+            (
+                r#"{"lifetime":"9223372036854775807.999999999"}"#,
+                ExpiryPolicy::Lifetime(Duration::MAX),
+            ),
+            (
+                r#"{"lifetime":"-9223372036854775808.999999999"}"#,
+                ExpiryPolicy::Lifetime(Duration::MIN),
+            ),
+        ] {
+            assert_eq!(from_json(text), Ok(policy), "{text}");
+        }
+        for text in [
+            "1.",
+            ".5",
+            "1.0000000000",
+            "1.5e3",
+            "+1.5",
+            "--1.5",
+            "1.-5",
+            "9223372036854775808.000000000",
+            "-9223372036854775809.000000000",
+            "1.5 ",
+            "P1.5",
+        ] {
+            assert_eq!(parse_seconds(text), None, "{text:?}");
+        }
+    }
+
+    /// A key pasted where a legacy tuple or a `never` belongs is not
+    /// repeated either (the element's own error would quote it).
+    #[test]
+    fn refusals_inside_the_legacy_forms_do_not_repeat_the_input() {
+        let body = "1JFAk9dPq3cVb7xYz0LmN4sTu8wRe2Gh5IoKjQ6";
+        for text in [
+            format!(r#"{{"lifetime":["acme_{body}",0]}}"#),
+            format!(r#"{{"idle":[1,"acme_{body}"]}}"#),
+            format!(r#"{{"end_of_date":["acme_{body}",1]}}"#),
+            format!(r#"{{"end_of_date":[2026,"acme_{body}"]}}"#),
+            format!(r#"{{"never":"acme_{body}"}}"#),
+            format!(r#"{{"at":"acme_{body}"}}"#),
+        ] {
+            let error = from_json(&text).unwrap_err();
+            assert!(!error.contains(body), "{text}: {error}");
+        }
+    }
+
     proptest::proptest! {
         /// Every period reads back as itself, through JSON.
         #[test]
@@ -724,9 +837,10 @@ mod tests {
 
         /// Any text is read or refused, never a panic.
         #[test]
-        fn any_text_is_read_or_refused(text in "\\PC{0,40}|-?P[0-9DTHMS.]{0,30}") {
+        fn any_text_is_read_or_refused(text in "\\PC{0,40}|-?P[0-9DTHMS.]{0,30}|-?[0-9.]{0,30}") {
             let quoted = serde_json::to_string(&text).unwrap();
             let _ = parse_period(&text);
+            let _ = parse_seconds(&text);
             let _ = from_json(&quoted);
             let _ = from_json(&format!(r#"{{"idle":{quoted}}}"#));
             let _ = from_json(&format!(r#"{{"end_of_date":{quoted}}}"#));

@@ -1804,6 +1804,45 @@ fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
     assert_eq!(State::of(&store), state);
 }
 
+/// An export (or a store) an earlier keyward wrote in a build where
+/// `time`'s `serde-human-readable` feature was on (any crate of the host
+/// may enable it: features are unified) holds periods as
+/// `"<seconds>.<nanoseconds>"`. It imports: the policies read as they were
+/// written.
+#[test]
+fn an_export_with_periods_in_the_form_of_time_human_readable_imports() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.save_settings(&settings(0)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    header["settings"]["default_expiry"] = serde_json::json!({"lifetime": "2592000.000000000"});
+    lines[0] = header.to_string();
+    let mut record: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
+    let key = if record.get("key").is_some() {
+        &mut record["key"]
+    } else {
+        &mut record
+    };
+    key["expiry"] = serde_json::json!({"idle": "7200.000000000"});
+    lines[1] = record.to_string();
+    let edited = lines.join("\n") + "\n";
+    store
+        .import(edited.as_bytes(), ImportMode::Replace)
+        .unwrap();
+    let settings = store.load_settings().unwrap().unwrap();
+    assert_eq!(settings.default_expiry, ExpiryPolicy::days(30));
+    let key = store.lookup(KeyId::from_u64(1)).unwrap();
+    assert_eq!(
+        key.key().expiry(),
+        Some(ExpiryPolicy::Idle(time::Duration::hours(2)))
+    );
+}
+
 /// Nor more superseded defaults than a store keeps: every change of the
 /// default prunes them to that many, in time cubic in their number (with
 /// 2,000 in a 170 KB export, one `set_default_expiry` took 53 s, and as
