@@ -315,21 +315,37 @@ impl<'de> de::Visitor<'de> for DateVisitor {
         Date::parse(text, DATE_FORMAT).map_err(|_| Self::invalid())
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Date, A::Error> {
-        // An element's own error would quote it.
-        let year: i32 = seq
-            .next_element()
-            .map_err(|_| Self::invalid())?
-            .ok_or_else(Self::invalid)?;
-        let day: u16 = seq
-            .next_element()
-            .map_err(|_| Self::invalid())?
-            .ok_or_else(Self::invalid)?;
-        if seq.next_element::<de::IgnoredAny>()?.is_some() {
-            return Err(Self::invalid());
-        }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Date, A::Error> {
+        let (year, day) = legacy_pair(seq, Self::invalid)?;
         Date::from_ordinal_date(year, day).map_err(|_| Self::invalid())
     }
+}
+
+/// The two elements of a tuple an earlier keyward wrote, and no third;
+/// anything else is `invalid()`, never an element's own error, which
+/// would quote it.
+fn legacy_pair<'de, A, X, Y>(mut seq: A, invalid: fn() -> A::Error) -> Result<(X, Y), A::Error>
+where
+    A: de::SeqAccess<'de>,
+    X: Deserialize<'de>,
+    Y: Deserialize<'de>,
+{
+    let x = seq
+        .next_element()
+        .map_err(|_| invalid())?
+        .ok_or_else(invalid)?;
+    let y = seq
+        .next_element()
+        .map_err(|_| invalid())?
+        .ok_or_else(invalid)?;
+    if seq
+        .next_element::<de::IgnoredAny>()
+        .map_err(|_| invalid())?
+        .is_some()
+    {
+        return Err(invalid());
+    }
+    Ok((x, y))
 }
 
 /// A period as an ISO 8601 duration (see [`format_period`]); read also as
@@ -371,19 +387,8 @@ impl<'de> de::Visitor<'de> for PeriodVisitor {
             .ok_or_else(Self::invalid)
     }
 
-    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Duration, A::Error> {
-        // An element's own error would quote it.
-        let seconds: i64 = seq
-            .next_element()
-            .map_err(|_| Self::invalid())?
-            .ok_or_else(Self::invalid)?;
-        let nanos: i32 = seq
-            .next_element()
-            .map_err(|_| Self::invalid())?
-            .ok_or_else(Self::invalid)?;
-        if seq.next_element::<de::IgnoredAny>()?.is_some() {
-            return Err(Self::invalid());
-        }
+    fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Duration, A::Error> {
+        let (seconds, nanos): (i64, i32) = legacy_pair(seq, Self::invalid)?;
         // As `time` wrote it: the nanoseconds below a second, of the
         // seconds' sign.
         let same_sign = seconds == 0 || nanos == 0 || (seconds < 0) == (nanos < 0);

@@ -719,8 +719,10 @@ fn requirements_all_and_any() {
 // Secrets never leak
 // ---------------------------------------------------------------------------
 
-#[test]
-fn debug_output_never_contains_the_secret() {
+/// A ring on a manual clock whose every event, successes too, goes to the
+/// log returned with it: what the tests that look for secrets in the
+/// ring's output read.
+fn ring_reporting_everything() -> (ManualClock, Arc<EventLog>, KeyRing<MemoryStore>) {
     let clock = ManualClock::new(T0);
     let log = Arc::new(EventLog::new());
     let ring = KeyRing::builder("acme")
@@ -729,6 +731,12 @@ fn debug_output_never_contains_the_secret() {
         .report_successes(true)
         .build(MemoryStore::new())
         .unwrap();
+    (clock, log, ring)
+}
+
+#[test]
+fn debug_output_never_contains_the_secret() {
+    let (clock, log, ring) = ring_reporting_everything();
     let issued = ring
         .issue(
             NewKey::new("acct_1")
@@ -816,14 +824,7 @@ fn debug_output_never_contains_the_secret() {
 /// the actor), they hold none of the secrets the ring handed out.
 #[test]
 fn events_serialized_to_json_never_contain_a_secret() {
-    let clock = ManualClock::new(T0);
-    let log = Arc::new(EventLog::new());
-    let ring = KeyRing::builder("acme")
-        .clock(clock.clone())
-        .events(Arc::clone(&log))
-        .report_successes(true)
-        .build(MemoryStore::new())
-        .unwrap();
+    let (_, log, ring) = ring_reporting_everything();
     let issued = ring
         .issue(NewKey::new("acct_1").scopes(ScopeSet::parse(["a:b"]).unwrap()))
         .unwrap();
