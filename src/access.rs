@@ -17,6 +17,7 @@
 
 use std::fmt;
 
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -48,18 +49,50 @@ pub(crate) const BEFORE_1970: &str = "an access token cannot carry a time before
 const CONTEXT: &str = "keyward 2026-11-27 access token mac v1";
 
 /// What an access token says: whose key, what it may do, for how long.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// # JSON form
+///
+/// Claims serialize (e.g. with `serde_json`) to one flat object, to forward
+/// the principal of a request to a downstream service, a request log or a
+/// template: `key` (the id of the key the token was exchanged for, named
+/// as in an [`Event`](crate::Event)), `owner`, `scopes` (as in a
+/// [`Key`](crate::Key): `"unrestricted"` or a list of scope strings),
+/// `issued_at` and `expires_at` (RFC 3339, in UTC, as a `Key`'s and an
+/// `Event`'s instants), and `bound`, only when it is `true` (a field at
+/// its default is left out, as in a `Key`). The same `key`, `owner` and
+/// `scopes` as a [`Verified`](crate::Verified). A release may add fields,
+/// never rename or remove one.
+///
+/// ```json
+/// {"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":["invoices:read"],"issued_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T00:30:00Z"}
+/// {"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":"unrestricted","issued_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T00:30:00Z","bound":true}
+/// ```
+///
+/// Claims hold no key material: not the token's text, nor its MAC, nor
+/// the key's secret or hash, so their JSON is no credential.
+///
+/// They serialize only: there is no `Deserialize`. Claims are what the
+/// ring vouches for once a token's MAC checked (and what
+/// [`KeyRing::authorize`](crate::KeyRing::authorize) judges), and
+/// `#[non_exhaustive]` keeps a host from building them from nothing;
+/// claims read from text would carry whatever key, owner and scopes the
+/// text said, with no token behind them. Read the JSON back as plain JSON
+/// (`serde_json::Value`) or into a type of your own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct AccessClaims {
-    /// The API key the token was exchanged for.
+    /// The API key the token was exchanged for (`"key"` in JSON).
+    #[serde(rename = "key")]
     pub key_id: KeyId,
     /// That key's owner.
     pub owner: String,
     /// The scopes of the token (the key's, or fewer).
     pub scopes: ScopeSet,
     /// When the token was issued (to the second).
+    #[serde(serialize_with = "crate::event::rfc3339_utc")]
     pub issued_at: OffsetDateTime,
     /// When it stops working (to the second).
+    #[serde(serialize_with = "crate::event::rfc3339_utc")]
     pub expires_at: OffsetDateTime,
     /// Whether the key was bound (to a client certificate or networks) when
     /// the token was exchanged: the plain check refuses such a token
@@ -68,7 +101,12 @@ pub struct AccessClaims {
     /// [`KeyRing::verify_access_token_with`](crate::KeyRing::verify_access_token_with),
     /// which checks the key's bindings as they stand (so once an
     /// administrator has removed them, there is nothing left to present).
+    #[serde(skip_serializing_if = "is_false")]
     pub bound: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A freshly issued access token: its text (handed over once; redacted in
@@ -445,7 +483,54 @@ fn push_fixed(text: &mut String, value: u128, width: usize) {
 
 #[cfg(test)]
 mod tests {
+    use time::macros::datetime;
+
     use super::*;
+
+    /// The JSON form documented on `AccessClaims`, written out by hand:
+    /// `key`, `owner`, `scopes`, the two instants in UTC, and `bound` only
+    /// when set.
+    #[test]
+    fn claims_serialize_to_the_documented_json() {
+        let claims = |scopes: ScopeSet, issued_at, expires_at, bound| AccessClaims {
+            key_id: "0Oa2wCGYzlq".parse().unwrap(),
+            owner: "acct_42".into(),
+            scopes,
+            issued_at,
+            expires_at,
+            bound,
+        };
+        let t0 = datetime!(2026-01-01 00:00 UTC);
+        let t1 = datetime!(2026-01-01 00:30 UTC);
+        let cases = [
+            (
+                claims(ScopeSet::parse(["invoices:read"]).unwrap(), t0, t1, false),
+                r#"{"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":["invoices:read"],"issued_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T00:30:00Z"}"#,
+            ),
+            (
+                claims(ScopeSet::unrestricted(), t0, t1, true),
+                r#"{"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":"unrestricted","issued_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T00:30:00Z","bound":true}"#,
+            ),
+            // A host can set the instants: in another offset, they are
+            // still written in UTC.
+            (
+                claims(
+                    ScopeSet::empty(),
+                    datetime!(2026-01-01 01:30 +01:30),
+                    datetime!(2026-01-01 00:30:30 +00:00:30),
+                    false,
+                ),
+                r#"{"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":[],"issued_at":"2026-01-01T00:00:00Z","expires_at":"2026-01-01T00:30:00Z"}"#,
+            ),
+        ];
+        for (claims, expected) in &cases {
+            assert_eq!(
+                &serde_json::to_string(claims).unwrap(),
+                expected,
+                "{claims:?}"
+            );
+        }
+    }
 
     /// The MAC keys are derived in place, as `blake3::derive_key` would
     /// derive them, into a list that never reallocates (which would leave

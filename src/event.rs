@@ -202,8 +202,13 @@ pub struct Event {
 }
 
 /// An instant in RFC 3339, in UTC: a host's clock may answer in another
-/// offset, and one with seconds (`+00:00:30`) has no RFC 3339 form.
-fn rfc3339_utc<S: Serializer>(at: &OffsetDateTime, serializer: S) -> Result<S::Ok, S::Error> {
+/// offset, and one with seconds (`+00:00:30`) has no RFC 3339 form. Also
+/// for [`AccessClaims`](crate::AccessClaims)' instants, whose fields a host
+/// can set.
+pub(crate) fn rfc3339_utc<S: Serializer>(
+    at: &OffsetDateTime,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     let utc = at.checked_to_offset(UtcOffset::UTC).unwrap_or(*at);
     time::serde::rfc3339::serialize(&utc, serializer)
 }

@@ -990,9 +990,82 @@ pub struct Issued {
 ///
 /// It shares the record with the store (no copy, no allocation on the hot
 /// path).
+///
+/// # JSON form
+///
+/// A `Verified` serializes (e.g. with `serde_json`) to one flat object, the
+/// principal of a request, to forward to a downstream service, a request
+/// log or a template: `key` (the key's [`KeyId`], named as in an
+/// [`Event`](crate::Event)), `owner`, `scopes` (as in a [`Key`]:
+/// `"unrestricted"` or a list of scope strings) and `metadata` (an object
+/// of strings), left out when empty, as in a `Key`. The same `key`,
+/// `owner` and `scopes` as an [`AccessClaims`](crate::AccessClaims). A
+/// release may add fields, never rename or remove one.
+///
+/// ```json
+/// {"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":["invoices:read"],"metadata":{"team":"billing"}}
+/// {"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":"unrestricted"}
+/// ```
+///
+/// It holds no key material: not the secret, nor the stored hash. Nor the
+/// rest of the record (name, description, contact, bindings, usage):
+/// serialize [`key`](Self::key) for that, which holds no key material
+/// either, but does hold the contact's personal data.
+///
+/// ```
+/// use keyward::{KeyRing, MemoryStore, NewKey, ScopeSet};
+/// let ring = KeyRing::builder("acme").build(MemoryStore::new())?;
+/// let issued = ring.issue(
+///     NewKey::new("acct_42")
+///         .scopes(ScopeSet::parse(["invoices:read"])?)
+///         .metadata("team", "billing"),
+/// )?;
+/// let who = ring.verify(issued.secret.expose())?;
+/// assert_eq!(
+///     serde_json::to_string(&who)?,
+///     format!(
+///         r#"{{"key":"{}","owner":"acct_42","scopes":["invoices:read"],"metadata":{{"team":"billing"}}}}"#,
+///         who.id(),
+///     ),
+/// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// It serializes only: there is no `Deserialize`, and no other way to
+/// build one outside this crate. A `Verified` is the ring's word that a
+/// key's secret matched; one rebuilt from text would be a principal that
+/// no key authenticated. Read the JSON back as plain JSON
+/// (`serde_json::Value`) or into a type of your own.
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub(crate) entry: Arc<StoredKey>,
+}
+
+/// The JSON form of a [`Verified`]: borrowed from the record, copied
+/// nowhere.
+#[derive(Serialize)]
+struct VerifiedRepr<'a> {
+    key: KeyId,
+    owner: &'a str,
+    scopes: &'a ScopeSet,
+    #[serde(skip_serializing_if = "no_entries")]
+    metadata: &'a BTreeMap<String, String>,
+}
+
+fn no_entries(metadata: &&BTreeMap<String, String>) -> bool {
+    metadata.is_empty()
+}
+
+impl Serialize for Verified {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        VerifiedRepr {
+            key: self.id(),
+            owner: self.owner(),
+            scopes: self.scopes(),
+            metadata: self.metadata(),
+        }
+        .serialize(serializer)
+    }
 }
 
 impl Verified {
@@ -1234,6 +1307,80 @@ mod tests {
         assert_eq!(json(&back), stored);
         assert_eq!(back.uses(), 7);
         assert_eq!(back.epoch, 3);
+    }
+
+    fn verified(key: Key) -> Verified {
+        Verified {
+            entry: Arc::new(StoredKey::new(key, KeyHash::placeholder())),
+        }
+    }
+
+    /// The JSON form documented on `Verified`, written out by hand: `key`,
+    /// `owner`, `scopes`, then `metadata` when there is any; nothing else
+    /// of the record, however much of it is set.
+    #[test]
+    fn verified_serializes_to_the_documented_json() {
+        let mut key = Key::blank(
+            "0Oa2wCGYzlq".parse().unwrap(),
+            "acct_42".into(),
+            datetime!(2026-01-01 00:00 UTC),
+        );
+        key.scopes = ScopeSet::parse(["invoices:read"]).unwrap();
+        key.extra_mut()
+            .metadata
+            .insert("team".into(), "billing".into());
+        // The rest of the record, all set: none of it is in the form.
+        key.hint = "acme_10Oa2wCG".into();
+        key.name = "billing sync".into();
+        key.epoch = 2;
+        key.uses = Counter::new(5);
+        key.use_limit = NonZeroU64::new(9);
+        key.last_used_at = Stamp::new(nanos(datetime!(2026-01-02 00:00 UTC)));
+        key.grace_until = nanos(datetime!(2026-02-01 00:00 UTC));
+        key.set_expiry(
+            Some(ExpiryPolicy::days(90)),
+            Some(datetime!(2026-04-01 00:00 UTC)),
+        );
+        let extra = key.extra_mut();
+        extra.description = Some("nightly".into());
+        extra.contact = Some(Contact::new("Ada", "Lovelace", "ada", "ada@example.com"));
+        extra.rotated_from = Some("0Ob3xDHZamr".parse().unwrap());
+        extra.bindings.client_cert = Some(CertFingerprint::of_der(b"cert"));
+        extra.bindings.networks.push("10.0.0.0/8".parse().unwrap());
+        extra.tokens_after = Some(nanos(datetime!(2026-01-01 12:00 UTC)));
+        key.tidy();
+        let cases = [
+            (
+                key,
+                r#"{"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":["invoices:read"],"metadata":{"team":"billing"}}"#,
+            ),
+            (
+                {
+                    let mut k = blank_as("acct_42");
+                    k.scopes = ScopeSet::unrestricted();
+                    k
+                },
+                r#"{"key":"0Oa2wCGYzlq","owner":"acct_42","scopes":"unrestricted"}"#,
+            ),
+            (
+                blank_as("acct_7"),
+                r#"{"key":"0Oa2wCGYzlq","owner":"acct_7","scopes":[]}"#,
+            ),
+        ];
+        for (key, expected) in cases {
+            let who = verified(key);
+            assert_eq!(serde_json::to_string(&who).unwrap(), expected, "{who:?}");
+        }
+    }
+
+    fn blank_as(owner: &str) -> Key {
+        let mut key = Key::blank(
+            "0Oa2wCGYzlq".parse().unwrap(),
+            owner.into(),
+            datetime!(2026-01-01 00:00 UTC),
+        );
+        key.tidy();
+        key
     }
 
     #[test]

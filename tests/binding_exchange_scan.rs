@@ -2129,6 +2129,124 @@ fn tokens_of_another_prefix_are_refused() {
 }
 
 // ---------------------------------------------------------------------------
+// The principal as JSON
+// ---------------------------------------------------------------------------
+
+/// Asserts that `json` holds no 10-character window of `text` that reaches
+/// past its first `public` characters: the prefix, version and ids, which
+/// name the key (the JSON's `key` holds the id, and must) and which
+/// `redact` keeps too. Everything after them (a key's secret and checksum;
+/// a token's instants, encoded claims, MAC and checksum) must be absent.
+fn assert_no_window(what: &str, json: &str, text: &str, public: usize) {
+    assert!(text.len() > public + 10);
+    for start in public.saturating_sub(9)..=text.len() - 10 {
+        let window = &text[start..start + 10];
+        assert!(
+            !json.contains(window),
+            "{what} holds {window:?}, characters {start}..{} of a credential: {json}",
+            start + 10
+        );
+    }
+}
+
+/// `Verified` and `AccessClaims` as a host forwards them: serialized from a
+/// real verify, exchange and token checks (plain, strict, with a request
+/// context, of a bound key too), they hold the key's id and owner but no
+/// part of the key's secret or checksum, of the stored hash, or of the
+/// token's text beyond its public head (instants, claims, MAC, checksum).
+#[test]
+fn verified_and_claims_serialize_without_key_material() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring
+        .issue(
+            NewKey::new("acct_1")
+                .name("billing sync")
+                .description("nightly export")
+                .contact(Contact::new("Ada", "Lovelace", "ada", "ada@example.com"))
+                .scopes(scopes(&["invoices:read", "invoices:write"]))
+                .metadata("team", "billing"),
+        )
+        .unwrap();
+    let bound = ring
+        .issue(
+            NewKey::new("acct_2")
+                .scopes(ScopeSet::unrestricted())
+                .allow_network(net("10.0.0.0/8")),
+        )
+        .unwrap();
+    let at_office = || RequestContext::new().peer_addr(ip("10.1.2.3"));
+    let key = issued.secret.expose();
+    let bound_key = bound.secret.expose();
+
+    let mut json = Vec::new();
+    let verified = ring.verify(key).unwrap();
+    json.push(serde_json::to_string(&verified).unwrap());
+    let required = Requirement::scope("invoices:read").unwrap();
+    json.push(serde_json::to_string(&ring.verify_with(key, &required).unwrap()).unwrap());
+    json.push(serde_json::to_string(&ring.verify_with(bound_key, at_office()).unwrap()).unwrap());
+
+    let token = ring.exchange(key, Duration::minutes(15)).unwrap();
+    let narrow = ring
+        .exchange_with(key, TokenRequest::new().scopes(scopes(&["invoices:read"])))
+        .unwrap();
+    let bound_token = ring
+        .exchange_with(bound_key, TokenRequest::new().context(at_office()))
+        .unwrap();
+    let mut claims = vec![
+        token.claims.clone(),
+        ring.verify_access_token(token.expose()).unwrap(),
+        ring.verify_access_token_strict(token.expose()).unwrap(),
+        ring.verify_access_token_strict(narrow.expose()).unwrap(),
+        bound_token.claims.clone(),
+    ];
+    claims.push(
+        ring.verify_access_token_with(bound_token.expose(), at_office())
+            .unwrap(),
+    );
+    json.extend(claims.iter().map(|c| serde_json::to_string(c).unwrap()));
+
+    // What the forms are for: the principal, named as in an event.
+    assert_eq!(
+        serde_json::to_value(&verified).unwrap(),
+        serde_json::json!({
+            "key": issued.key.id().to_string(),
+            "owner": "acct_1",
+            "scopes": ["invoices:read", "invoices:write"],
+            "metadata": {"team": "billing"},
+        })
+    );
+    let value = serde_json::to_value(&claims[1]).unwrap();
+    assert_eq!(value["key"], issued.key.id().to_string());
+    assert_eq!(value["owner"], "acct_1");
+    assert_eq!(value["expires_at"], "2026-01-01T00:15:00Z");
+    for (c, text) in claims.iter().zip(&json[3..]) {
+        assert_eq!(text.contains(r#""bound":true"#), c.bound, "{text}");
+    }
+    assert!(claims[4].bound && claims[5].bound);
+
+    let all = json.join("\n");
+    for (key, issued) in [(key, &issued), (bound_key, &bound)] {
+        let id = issued.key.id().to_string();
+        assert!(all.contains(&format!(r#""key":"{id}""#)), "{all}");
+        assert_no_window("JSON", &all, key, key_public_part(key, "acme").len());
+        let hash = ring
+            .store()
+            .lookup(issued.key.id())
+            .unwrap()
+            .hash()
+            .to_string();
+        let digest = hash.len() - 64;
+        assert_no_window("JSON", &all, &hash, digest);
+    }
+    for token in [&token, &narrow, &bound_token] {
+        let text = token.expose();
+        assert_no_window("JSON", &all, text, token_public_part(text, "acme").len());
+        assert!(!all.contains(mac_part(text)));
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Scan
 // ---------------------------------------------------------------------------
 
