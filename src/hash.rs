@@ -3,15 +3,18 @@
 //! Why BLAKE3 and not Argon2 or PBKDF2: those stretch a low-entropy password
 //! so that guessing it costs time. A keyward secret is 142 bits from the OS
 //! CSPRNG; nobody can guess it, so stretching buys nothing and would cost
-//! ~25-70 ms on every request. A single keyed BLAKE3 call (~60 ns) is
-//! preimage resistant, and its key (the host's pepper, kept in its secret
-//! manager) means a stolen copy of the store cannot even be checked against
-//! a guessed key without the pepper.
+//! 16-28 ms on every request (Argon2id with the `argon2` crate's defaults
+//! on the bench machines, BENCHMARKS.md). A single keyed BLAKE3 call
+//! (~60 ns) is preimage resistant, and its key (the host's pepper, kept in
+//! its secret manager) means a stolen copy of the store cannot even be
+//! checked against a guessed key without the pepper.
 //!
 //! The 32-byte hashing key is derived once per ring with BLAKE3's
-//! `derive_key` under a fixed purpose string, from the host's pepper or,
-//! without one, from nothing: every keyward hash is then domain separated
-//! from any other use of BLAKE3 or of the pepper.
+//! `derive_key` under a fixed purpose string, from the host's pepper (when
+//! it gives one) and the ring's prefix: every keyward hash is then domain
+//! separated from any other use of BLAKE3 or of the pepper, and a key
+//! relabelled with another ring's prefix (its checksum recomputed) does not
+//! verify on that ring, even under the same pepper.
 //!
 //! The stored form is self-describing, `$kw-b3k$v=1$<64 hex digits>`, so a
 //! later algorithm can sit beside this one. Digests are compared in constant

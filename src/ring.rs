@@ -3,15 +3,18 @@
 //!
 //! 1. `token::parse`: length, prefix, version, alphabet, checksum (offline);
 //! 2. `Hasher::hash`: one keyed BLAKE3 of (id, secret text);
-//! 3. `KeyStore::lookup`: one in-memory map lookup;
+//! 3. `KeyStore::inspect`: one in-memory map lookup, the record lent to
+//!    the checks below;
 //! 4. a constant-time compare against the stored hash, or against a
 //!    placeholder when the id is unknown (same work, same answer: invalid);
 //! 5. only then: status and revoke-all epoch, expiry (own deadline, rotation
-//!    grace, idle timeout, ring default), scope requirement, use limit.
+//!    grace, idle timeout, ring default), bindings, scope requirement, use
+//!    limit.
 //!
 //! Every administrative operation is a read-modify-write of one record,
-//! serialised by one ring-wide lock (writes are rare; verification never
-//! takes it), so two operations on one key cannot lose each other's change.
+//! serialised by one ring-wide lock (writes are rare; verification takes it
+//! only for a key with a use limit), so two operations on one key cannot
+//! lose each other's change.
 //! Across rings on one store, the write is conditional
 //! ([`Change::ReplaceIf`]): the store refuses it if the record changed since
 //! the ring read it, and the ring reads again and redoes its change, so a

@@ -3,9 +3,10 @@
 //!
 //! # The contract every implementation must keep
 //!
-//! - **`lookup` is the hot path.** It is called once per `verify()` and must
-//!   answer from memory: no I/O, no blocking on a network, no allocation
-//!   beyond cloning an `Arc`. A backend on a shared database keeps an
+//! - **`inspect` and `lookup` are the hot path.** `verify()` calls
+//!   `inspect` once (its default calls `lookup`); both must answer from
+//!   memory: no I/O, no blocking on a network, no allocation beyond
+//!   cloning an `Arc`. A backend on a shared database keeps an
 //!   in-memory index of its records and refreshes it from the database's
 //!   change notifications; it must not assume it is the only writer.
 //! - **Writes are durable before they return `Ok`.** Once `apply` (or one of
