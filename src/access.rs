@@ -10,8 +10,8 @@
 //! The MAC is a keyed BLAKE3 over everything before it, under a key derived
 //! from the ring's signing key (chosen by the one-character signing key id,
 //! so a ring can roll to a new signing key while tokens signed by the
-//! previous one stay valid until they expire) and the ring prefix, cut to
-//! 128 bits and compared in constant time. The `T` after the prefix keeps a
+//! previous one stay valid until they expire), the ring prefix and the
+//! ring's pepper if it has one, cut to 128 bits and compared in constant time. The `T` after the prefix keeps a
 //! token from ever parsing as an API key (whose body starts with `1`); the
 //! CRC32 at the end lets a scanner find tokens offline, as it finds keys.
 

@@ -1463,8 +1463,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// Checks a presented key: valid, active, not expired, uses left. The
     /// per-request call: no I/O (except for a key with a use limit, whose
     /// use is written at once; if the store fails that write, the key is
-    /// refused as [`VerifyError::Unavailable`] and no use is spent), no
-    /// heap allocation on success.
+    /// refused as [`VerifyError::Unavailable`] and no use is spent), and no
+    /// heap allocation on success for a key without a use limit (a limited
+    /// key's write builds the record's next version).
     pub fn verify(&self, presented: &str) -> Result<Verified, VerifyError> {
         self.verify_with(presented, RequestContext::new())
     }
