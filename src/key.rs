@@ -556,7 +556,9 @@ impl Key {
                     .uses
                     .0
                     .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n < limit.get()).then_some(n + 1)
+                        // Not `then_some(n + 1)`, which adds first: a count
+                        // read from a store can be `u64::MAX`.
+                        n.checked_add(1).filter(|&m| m <= limit.get())
                     });
                 if taken.is_err() {
                     return false;
