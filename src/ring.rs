@@ -2547,8 +2547,16 @@ impl<S: KeyStore> Acting<'_, S> {
         let generated = token::generate_with_id(&ring.prefix, id)?;
         let now_nanos = nanos(ring.clock.now());
         // Tokens exchanged with the old secret stop too (strict checks).
-        let (mut next, carry) =
-            Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(now_nanos));
+        // The cut only moves forward: on a clock that went back since an
+        // earlier regeneration, an earlier cut would let the tokens of the
+        // secrets before that one through again.
+        let cut = old
+            .key
+            .extra
+            .as_ref()
+            .and_then(|e| e.tokens_after)
+            .map_or(now_nanos, |at| at.max(now_nanos));
+        let (mut next, carry) = Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(cut));
         next.hash = ring.hasher.hash(id, generated.secret_part());
         let key = next.key.clone();
         Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
@@ -2774,7 +2782,15 @@ impl<S: KeyStore> Acting<'_, S> {
             next.epoch = next.epoch.checked_add(1).ok_or(Error::InvalidInput(
                 "the revoke-all epoch is at its maximum; revoke keys one by one",
             ))?;
-            next.revoked_all_at = Some(now);
+            // The instant only moves forward, as the epoch does: on a clock
+            // that went back since an earlier revoke-all, an earlier instant
+            // would let the tokens that one refused through again.
+            let held = ring.shared.revoked_all_at.load(Ordering::Acquire);
+            let mut at = next.revoked_all_at.map_or(now, |at| at.max(now));
+            if held != NOT_YET {
+                at = at.max(instant(held));
+            }
+            next.revoked_all_at = Some(at);
             epoch = next.epoch;
             Ok(true)
         })?;

@@ -3784,3 +3784,83 @@ fn a_refused_token_reports_the_owner_of_its_key() {
     assert_eq!(last.kind, EventKind::VerifyFailed(VerifyError::Revoked));
     assert_eq!((last.key, last.owner.clone()), (Some(other.key.id()), None));
 }
+
+// ---------------------------------------------------------------------------
+// A clock that goes back (an NTP step, a restored VM)
+// ---------------------------------------------------------------------------
+
+/// A regeneration stops the tokens of the secrets before it for good: a
+/// second regeneration on a clock that went back meanwhile must not move
+/// the cut earlier and bring back tokens the first one stopped.
+#[test]
+fn a_regeneration_on_a_clock_gone_back_keeps_older_tokens_dead() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = invoices_key(&ring);
+    clock.set(T0 + Duration::seconds(5));
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .expect("exchange");
+    clock.set(T0 + Duration::seconds(10));
+    ring.regenerate(issued.key.id()).expect("regenerate");
+    assert_eq!(
+        refused(ring.verify_access_token_strict(token.expose())),
+        VerifyError::Revoked
+    );
+    // The clock steps back a minute; the key is regenerated again.
+    clock.set(T0 - Duration::minutes(1));
+    ring.regenerate(issued.key.id()).expect("regenerate again");
+    assert_eq!(
+        refused(ring.verify_access_token_strict(token.expose())),
+        VerifyError::Revoked,
+        "a token of a secret two regenerations old"
+    );
+}
+
+/// The revoke-all instant only moves forward, like the epoch: a second
+/// `revoke_all` on a clock that went back must not let a ring that loads
+/// the settings (another ring on the store, or this one restarted) take
+/// tokens the first one revoked.
+#[test]
+fn a_revoke_all_on_a_clock_gone_back_keeps_earlier_tokens_revoked() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(MemoryStore::new());
+    let build = || {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .signing_key(1, SIGNING)
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .expect("ring")
+    };
+    let ring = build();
+    let issued = invoices_key(&ring);
+    clock.set(T0 + Duration::seconds(5));
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .expect("exchange");
+    clock.set(T0 + Duration::seconds(10));
+    ring.revoke_all().expect("revoke all");
+    assert_eq!(
+        refused(ring.verify_access_token(token.expose())),
+        VerifyError::Revoked
+    );
+    // The clock steps back a minute; every key is revoked again.
+    clock.set(T0 - Duration::minutes(1));
+    ring.revoke_all().expect("revoke all again");
+    assert_eq!(
+        refused(ring.verify_access_token(token.expose())),
+        VerifyError::Revoked,
+        "this ring"
+    );
+    let restarted = build();
+    assert_eq!(
+        refused(restarted.verify_access_token(token.expose())),
+        VerifyError::Revoked,
+        "a ring that loaded the settings"
+    );
+    assert!(
+        restarted.settings().revoked_all_at() >= Some(T0 + Duration::seconds(10)),
+        "the revoke-all instant moved back"
+    );
+}
