@@ -2664,10 +2664,14 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn delete(&self, id: KeyId) -> Result<(), Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let entry = ring.store().lookup(id).ok_or(Error::NotFound(id))?;
-        ring.store().remove(id)?;
-        self.event(EventKind::Deleted, &entry.key, ring.clock.now());
-        Ok(())
+        // Another ring may delete the key between the read and the write:
+        // read again, and it is not found.
+        redo_on_conflict(|| {
+            let entry = ring.store().lookup(id).ok_or(Error::NotFound(id))?;
+            ring.store().remove(id)?;
+            self.event(EventKind::Deleted, &entry.key, ring.clock.now());
+            Ok(())
+        })
     }
 
     /// See [`KeyRing::update`].

@@ -3647,6 +3647,7 @@ impl KeyStore for Interleaved {
         let target = *self.target.lock().unwrap();
         let writes_target = changes.iter().any(|c| match c {
             Change::Replace(e) | Change::ReplaceIf { next: e, .. } => Some(e.id()) == target,
+            Change::Remove(id) => Some(*id) == target,
             _ => false,
         });
         if writes_target {
@@ -4497,10 +4498,11 @@ enum OnDeleted {
     Regenerate,
     Rotate,
     Revoke,
+    Delete,
 }
 
-/// Ring B has read a record for an administrative write; ring A deletes
-/// the key; then B writes. The key is gone, which B's write must take as
+/// Ring B has read a record for an administrative write (a delete
+/// included); ring A deletes the key; then B writes. The key is gone, which B's write must take as
 /// a change since it read (as it takes a conflict), not as a failure of
 /// the store: an operation on the deleted key says it is not found, and
 /// `revoke_owner` still revokes the owner's other keys instead of failing
@@ -4529,6 +4531,7 @@ fn a_key_another_ring_deletes_meanwhile_is_not_found_not_a_store_failure() {
         OnDeleted::Regenerate,
         OnDeleted::Rotate,
         OnDeleted::Revoke,
+        OnDeleted::Delete,
     ] {
         let (a, b, interleaved) = interleaved_rings();
         let id = a.issue(NewKey::new("o")).unwrap().key.id();
@@ -4540,6 +4543,7 @@ fn a_key_another_ring_deletes_meanwhile_is_not_found_not_a_store_failure() {
             OnDeleted::Regenerate => b.regenerate(id).err(),
             OnDeleted::Rotate => b.rotate(id, Duration::hours(1)).err(),
             OnDeleted::Revoke => b.revoke(id, "leaked").err(),
+            OnDeleted::Delete => b.delete(id).err(),
         };
         assert!(interleaved.fired(), "{op:?}: ring A's delete never ran");
         if !matches!(err, Some(Error::NotFound(e)) if e == id) {
