@@ -2812,8 +2812,16 @@ impl<S: KeyStore> Acting<'_, S> {
         let ring = self.ring;
         // Only what proves itself: a key whose secret matches, a token whose
         // MAC does. Ids are public, so a string that merely names a key (with
-        // a valid checksum) must not be able to revoke it.
-        let mut ids: Vec<KeyId> = crate::scan::scan(text)
+        // a valid checksum) must not be able to revoke it. Hashes and MACs
+        // are computed first; the proofs are judged against the records the
+        // revocation replaces, under the lock and again on each run: a
+        // regeneration landing meanwhile (on this ring, or another) makes
+        // the leaked secret an old one, passed over.
+        enum Proof {
+            Secret(KeyHash),
+            Token(AccessClaims),
+        }
+        let found: Vec<(KeyId, Proof)> = crate::scan::scan(text)
             .into_iter()
             .filter(|found| found.prefix == ring.prefix.as_str())
             .filter_map(|found| {
@@ -2821,30 +2829,38 @@ impl<S: KeyStore> Acting<'_, S> {
                 match found.kind {
                     FoundKind::ApiKey => {
                         let parsed = token::parse(leaked, &ring.prefix).ok()?;
-                        let entry = ring.store().lookup(parsed.id)?;
-                        (ring.hasher.hash(parsed.id, parsed.secret) == entry.hash)
-                            .then_some(parsed.id)
+                        let digest = ring.hasher.hash(parsed.id, parsed.secret);
+                        Some((parsed.id, Proof::Secret(digest)))
                     }
-                    // A token exchanged with a secret a regeneration
-                    // ended is refused by the strict checks (the plain
-                    // check takes it until it expires, as it would after
-                    // a revocation): passed over, as that secret is.
                     _ => {
                         let claims = ring.signer.open(&ring.prefix, leaked).ok()?;
-                        let entry = ring.store().lookup(claims.key_id)?;
-                        (!predates_regeneration(&entry, &claims)).then_some(claims.key_id)
+                        Some((claims.key_id, Proof::Token(claims)))
                     }
                 }
             })
             .collect();
-        ids.sort();
-        ids.dedup();
         let _guard = ring.shared.lock();
         redo_on_conflict(|| {
-            let entries: Vec<Arc<StoredKey>> = ids
-                .iter()
-                .filter_map(|&id| ring.store().lookup(id))
-                .collect();
+            let mut entries: Vec<Arc<StoredKey>> = Vec::new();
+            for (id, proof) in &found {
+                if entries.iter().any(|e| e.id() == *id) {
+                    continue;
+                }
+                let Some(entry) = ring.store().lookup(*id) else {
+                    continue;
+                };
+                let genuine = match proof {
+                    Proof::Secret(digest) => *digest == entry.hash,
+                    // A token exchanged with a secret a regeneration
+                    // ended is refused by the strict checks (the plain
+                    // check takes it until it expires, as it would after
+                    // a revocation): passed over, as that secret is.
+                    Proof::Token(claims) => !predates_regeneration(&entry, claims),
+                };
+                if genuine {
+                    entries.push(entry);
+                }
+            }
             self.revoke_locked(&entries, reason, true)
         })
     }

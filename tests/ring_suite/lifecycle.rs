@@ -4032,6 +4032,60 @@ fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
     assert_eq!(check(&ring, &four), Err(VerifyError::Revoked));
 }
 
+/// `revoke_leaked` passes over an old secret of a regenerated key (and a
+/// token exchanged with it): the regeneration is what the leak called for,
+/// and the clean key must keep working. So also when the regeneration
+/// lands (on another ring, or this one's other thread) after the text was
+/// checked and before the revocation is written: the secret is judged
+/// against the record the revocation replaces.
+#[test]
+fn revoke_leaked_passes_over_a_key_regenerated_while_it_runs() {
+    let clock = ManualClock::new(T0);
+    for token in [false, true] {
+        let shared = Arc::new(fresh_store());
+        let interleaved = Arc::new(Interleaved {
+            inner: Arc::clone(&shared),
+            target: std::sync::Mutex::new(None),
+            hook: std::sync::Mutex::new(None),
+            settings_hook: std::sync::Mutex::new(None),
+        });
+        let build = |store| {
+            KeyRing::builder(PREFIX)
+                .clock(clock.clone())
+                .signing_key(1, [7; 32])
+                .flush_interval(None)
+                .build(store)
+                .unwrap()
+        };
+        let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
+        let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+        let issued = a.issue(NewKey::new("o")).unwrap();
+        let id = issued.key.id();
+        let leaked = if token {
+            let token = a
+                .exchange(issued.secret.expose(), Duration::minutes(5))
+                .unwrap();
+            token.expose().to_owned()
+        } else {
+            issued.secret.expose().to_owned()
+        };
+        clock.advance(Duration::seconds(2));
+        let fresh = Arc::new(std::sync::Mutex::new(None));
+        let (ring, into) = (Arc::clone(&a), Arc::clone(&fresh));
+        interleaved.arm(id, move || {
+            *into.lock().unwrap() = Some(ring.regenerate(id).unwrap());
+        });
+        let revoked = b.revoke_leaked(&format!("pasted: {leaked}"), "leaked");
+        assert!(
+            interleaved.fired(),
+            "token {token}: the regeneration never ran"
+        );
+        assert_eq!(revoked.unwrap(), Vec::<KeyId>::new(), "token {token}");
+        let fresh = fresh.lock().unwrap().take().unwrap();
+        assert_eq!(check(&a, &fresh), Ok(()), "token {token}: the clean key");
+    }
+}
+
 /// `revoke_leaked` sends its `Exposed` events once the revocation is
 /// written: one per key however many runs the conflicts cost, and none
 /// when it gives up.
