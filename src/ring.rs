@@ -2495,6 +2495,8 @@ impl<S: KeyStore> Acting<'_, S> {
         extra.rotated_from = Some(id);
         extra.rotated_to = None;
         extra.revoked = None;
+        // A new id: no token of it was exchanged with an older secret.
+        extra.tokens_after = None;
         successor.tidy();
         if old_key.use_limit.is_some() && successor.use_limit.is_none() {
             // Every use is spent: there is nothing to hand on.

@@ -3864,3 +3864,30 @@ fn a_revoke_all_on_a_clock_gone_back_keeps_earlier_tokens_revoked() {
         "the revoke-all instant moved back"
     );
 }
+
+/// A rotation's successor is a new key with its own id, never
+/// regenerated: no token of its id was exchanged with an older secret, so
+/// an exchange in the second its predecessor was regenerated in is not
+/// refused as one of a regenerated key.
+#[test]
+fn a_successor_is_exchanged_in_the_second_its_predecessor_was_regenerated_in() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = invoices_key(&ring);
+    clock.set(T0 + Duration::milliseconds(300));
+    ring.regenerate(issued.key.id()).expect("regenerate");
+    clock.set(T0 + Duration::milliseconds(500));
+    let successor = ring
+        .rotate(issued.key.id(), Duration::ZERO)
+        .expect("rotate");
+    clock.set(T0 + Duration::milliseconds(700));
+    let token = ring
+        .exchange(successor.secret.expose(), Duration::minutes(5))
+        .expect("the successor was never regenerated");
+    assert_eq!(
+        ring.verify_access_token_strict(token.expose())
+            .expect("strict")
+            .key_id,
+        successor.key.id()
+    );
+}
