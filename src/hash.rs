@@ -52,8 +52,10 @@ impl KeyHash {
         VERSION
     }
 
+    /// The digest as four words, as `==` reads it (also read, and thrown
+    /// away, by a lookup of an unknown id: see `MemoryStore::inspect`).
     #[inline]
-    fn words(&self) -> [u64; 4] {
+    pub(crate) fn words(&self) -> [u64; 4] {
         let mut words = [0u64; 4];
         for (word, chunk) in words.iter_mut().zip(self.digest.chunks_exact(8)) {
             let mut bytes = [0u8; 8];

@@ -11,6 +11,7 @@
 //! shard the id is mixed with a per-table random seed.
 
 use std::fmt;
+use std::hint::black_box;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::table::IdTable;
@@ -103,7 +104,21 @@ impl KeyStore for MemoryStore {
 
     #[inline]
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
-        f(self.shard(id).read().get(id.as_u64()));
+        let table = self.shard(id).read();
+        let found = table.get(id.as_u64());
+        if found.is_none() {
+            // An unknown id must take the time a stored id with a wrong
+            // secret takes, or timing tells which ids exist. `verify`
+            // compares a wrong secret's digest with the record's, read from
+            // memory (a cache miss in a large store), and an unknown id's
+            // with a constant already in cache: so read what that compare
+            // reads, the hash and reference count of a record, here another
+            // key's from the same buckets. (`benches/timing.rs` measures it.)
+            if let Some(other) = table.neighbour(id.as_u64()) {
+                black_box((other.hash.words(), Arc::strong_count(other)));
+            }
+        }
+        f(found);
     }
 
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {

@@ -156,6 +156,20 @@ impl IdTable {
         }
     }
 
+    /// A record of another key from `id`'s two buckets, if they hold any:
+    /// what a lookup of an unknown id reads in place of a record (see
+    /// `MemoryStore::inspect`). Its buckets are the ones `get` just read.
+    #[inline]
+    pub(super) fn neighbour(&self, id: u64) -> Option<&Arc<StoredKey>> {
+        let (i, j) = self.buckets_of(id);
+        self.buckets[i]
+            .keys
+            .iter()
+            .chain(&self.buckets[j].keys)
+            .flatten()
+            .next()
+    }
+
     fn slot_mut(&mut self, id: u64) -> Option<&mut Option<Arc<StoredKey>>> {
         let (i, j) = self.buckets_of(id);
         for b in [i, j] {
@@ -369,6 +383,30 @@ mod tests {
         assert_eq!(table.remove(0).unwrap().key().owner(), "zero");
         assert!(table.get(0).is_none());
         assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn an_unknown_id_has_a_neighbour_from_its_own_buckets() {
+        // What `MemoryStore::inspect` reads for an unknown id: a record of
+        // the two buckets the lookup read, never one from elsewhere.
+        let mut table = IdTable::new();
+        assert!(table.neighbour(5).is_none(), "an empty table has none");
+        for id in 0..10_000u64 {
+            table.insert(record(id, "o"));
+        }
+        let mut found = 0;
+        for unknown in 10_000..12_000u64 {
+            assert!(table.get(unknown).is_none());
+            let (i, j) = table.buckets_of(unknown);
+            if let Some(other) = table.neighbour(unknown) {
+                let other = other.id().as_u64();
+                let held = |b: usize| table.buckets[b].matches(other) != 0;
+                assert!(held(i) || held(j), "{other} is not in {unknown}'s buckets");
+                found += 1;
+            }
+        }
+        // At 70-90% full, a pair of 8-slot buckets is nearly never empty.
+        assert!(found >= 1_990, "only {found} of 2,000 unknown ids had one");
     }
 
     #[test]
