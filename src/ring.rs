@@ -1517,7 +1517,8 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// The checks of `verify` on a record the store lends: the secret
     /// (constant time; an unknown id is compared against a placeholder, the
-    /// same work and the same answer as a wrong secret), then revocation,
+    /// same answer as a wrong secret, and about the same time, as the store
+    /// reads another record for it: see [`KeyStore::inspect`]), then revocation,
     /// status, expiry, bindings and scopes. Only a key that passes is
     /// reference counted.
     fn judge(

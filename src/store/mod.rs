@@ -559,6 +559,14 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// a use that races a write of the same key may go uncounted. A store
     /// that wraps another should forward `inspect` to it (as the impls for
     /// `Arc<S>` and `Box<S>` do), or it loses both the speed and the count.
+    ///
+    /// An unknown id should take as long as a known one, or timing tells
+    /// which ids exist: for a stored id `verify` reads the record's hash,
+    /// for an unknown one it compares a constant. `MemoryStore` (and
+    /// `FileStore`) therefore read another record's hash before lending
+    /// `None`, one from the buckets the lookup just read; a host store whose
+    /// lookup of a stored id costs more than that of an unknown one (a
+    /// cache miss, a second query) should even that out as well.
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
         f(self.lookup(id).as_ref());
     }
