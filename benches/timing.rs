@@ -295,26 +295,72 @@ fn main() {
             report(&size, name, classes, &o);
         }
     }
+    // An access token's MAC, wrong in its first or its last character (the
+    // checksum made right again, so both reach the MAC compare).
+    let ring = KeyRing::builder(PREFIX)
+        .signing_key(1, [5; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .expect("ring");
+    let issued = ring
+        .issue(NewKey::new("acct").scopes(ScopeSet::parse(["invoices:read"]).expect("scopes")))
+        .expect("issue");
+    let token = ring
+        .exchange(issued.secret.expose(), keyward::time::Duration::hours(1))
+        .expect("token");
+    let unchecked = &token.expose()[..token.expose().len() - 6];
+    let mac_at = unchecked.len() - 22;
+    let mac_wrong = |at: usize| {
+        let mut bytes = unchecked.as_bytes().to_vec();
+        // '0' and '1' keep the 22 digits under 2^128, as any MAC is.
+        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        with_checksum(&String::from_utf8(bytes).expect("ASCII"))
+    };
+    let wrong = [mac_wrong(mac_at), mac_wrong(mac_at + 21)];
+    for presented in &wrong {
+        assert!(
+            matches!(
+                ring.verify_access_token(presented),
+                Err(keyward::VerifyError::Invalid)
+            ),
+            "a token with a wrong MAC must be refused as invalid"
+        );
+    }
+    let o = compare(
+        samples,
+        &mut rng,
+        |class, _, input| input.push_str(&wrong[class]),
+        |presented| {
+            black_box(ring.verify_access_token(presented).is_ok());
+        },
+    );
+    report(
+        "-",
+        "how much of a token's MAC matched",
+        ["first character wrong", "last character wrong"],
+        &o,
+    );
+
     // The digest compare alone, in cache: a stored digest against an
-    // equal one (a separate copy, so both classes read two objects), or
-    // one that differs in the first or the last byte.
+    // equal one, or one that differs in the first or the last byte. The
+    // presented digest is copied into one slot before each timed call, so
+    // both classes read the same memory.
     let digest = |first: u8, last: u8| -> KeyHash {
         let hex = format!("{first:02x}{}{last:02x}", "ab".repeat(30));
         format!("$kw-b3k$v=1${hex}").parse().expect("a stored hash")
     };
-    let hashes = [digest(0, 0), digest(0, 0), digest(1, 0), digest(0, 1)];
-    for (name, other) in [("first byte", 2), ("last byte", 3)] {
+    let stored = digest(0, 0);
+    for (name, other) in [("first byte", digest(1, 0)), ("last byte", digest(0, 1))] {
+        let classes = [digest(0, 0), other];
+        let slot = std::cell::RefCell::new(digest(0, 0));
         let o = compare(
             samples,
             &mut rng,
-            |class, _, input| input.push(if class == 0 { '1' } else { '0' }),
-            |input| {
-                // '1' (equal, hashes[1]) or '0' (hashes[other]), picked by
-                // arithmetic, not by a branch.
-                let equal = usize::from(input.as_bytes()[0] & 1);
-                let presented = &hashes[equal + (1 - equal) * other];
+            |class, _, _| *slot.borrow_mut() = classes[class].clone(),
+            |_| {
+                let presented = slot.borrow();
                 for _ in 0..16 {
-                    black_box(black_box(&hashes[0]) == black_box(presented));
+                    black_box(black_box(&stored) == black_box(&*presented));
                 }
             },
         );
