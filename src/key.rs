@@ -598,6 +598,13 @@ impl Key {
         self.use_limit.map(NonZeroU64::get)
     }
 
+    /// Whether a rotation handed the key's remaining uses to its successor:
+    /// a rotated key with a use limit, which ended at the rotation, whatever
+    /// a clock reads (see `KeyRing::consume_limited`).
+    pub(crate) fn handed_on(&self) -> bool {
+        self.shape.limited && self.extra.as_ref().is_some_and(|e| e.rotated_to.is_some())
+    }
+
     /// Whether the use limit is spent: no use is left.
     pub(crate) fn used_up(&self) -> bool {
         self.use_limit

@@ -1225,7 +1225,8 @@ pub enum KeyState {
     Disabled,
     /// Revoked, one by one or by a revoke-all.
     Revoked,
-    /// Past its expiry (or its rotation grace, or idle too long).
+    /// Past its expiry (or its rotation grace, or idle too long); or, with
+    /// a use limit, rotated (its remaining uses went to its successor).
     Expired,
     /// Its use limit is spent ([`VerifyError::UsageExceeded`]).
     UsedUp,
@@ -1598,12 +1599,7 @@ impl<S: KeyStore> KeyRing<S> {
             // clock, which may be after `now`: another ring's rotation can
             // land after that reading. Judged by its end alone, the key
             // would spend a use its successor holds too.
-            if judged
-                .key
-                .extra
-                .as_ref()
-                .is_some_and(|e| e.rotated_to.is_some())
-            {
+            if judged.key.handed_on() {
                 return Err(VerifyError::Expired);
             }
             let mut spent = false;
@@ -2168,7 +2164,7 @@ impl<S: KeyStore> KeyRing<S> {
             StatusCode::Revoked => KeyState::Revoked,
             _ if key.epoch < self.shared.epoch.load(Ordering::Acquire) => KeyState::Revoked,
             StatusCode::Disabled => KeyState::Disabled,
-            StatusCode::Active if nanos(now) >= self.cutoff(entry) => KeyState::Expired,
+            StatusCode::Active if self.expired_at(entry, now) => KeyState::Expired,
             StatusCode::Active if key.used_up() => KeyState::UsedUp,
             StatusCode::Active => KeyState::Active,
         }
@@ -2183,9 +2179,17 @@ impl<S: KeyStore> KeyRing<S> {
             KeyState::Active | KeyState::Revoked | KeyState::Disabled => {
                 self.state_at(entry, now) == state
             }
-            KeyState::Expired => nanos(now) >= self.cutoff(entry),
+            KeyState::Expired => self.expired_at(entry, now),
             KeyState::UsedUp => entry.key.used_up(),
         }
+    }
+
+    /// Whether the key has ended at `now`, as `verify` judges it: past its
+    /// cutoff, or a limited key whose rotation handed its uses on (ended
+    /// at the rotating ring's reading, which a clock behind it or stepped
+    /// back has not reached).
+    fn expired_at(&self, entry: &StoredKey, now: OffsetDateTime) -> bool {
+        nanos(now) >= self.cutoff(entry) || entry.key.handed_on()
     }
 
     /// When the key with this id stops working, as things stand: the

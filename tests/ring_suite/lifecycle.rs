@@ -419,6 +419,39 @@ fn rotate_carries_remaining_uses_over() {
     assert_eq!(check(&ring, &new), Err(VerifyError::UsageExceeded));
 }
 
+/// A rotated key with a use limit ended at the rotating ring's reading of
+/// the clock, and `verify` refuses it as expired whatever the clock says
+/// (its successor holds its uses). On a clock before that reading (another
+/// ring's clock behind, or this one stepped back), `state` and the state
+/// filters must say what `verify` does: expired, not active.
+#[test]
+fn a_rotated_limited_key_is_expired_on_a_clock_behind_the_rotation() {
+    let ahead = ManualClock::new(T0 + Duration::hours(1));
+    let behind = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let build = |clock: &ManualClock| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap()
+    };
+    let (a, b) = (build(&ahead), build(&behind));
+    let old = a.issue(NewKey::new("o").use_limit(5)).unwrap();
+    let id = old.key.id();
+    let new = a.rotate(id, Duration::hours(1)).unwrap();
+    // Ring B's clock is an hour behind ring A's; then ring A's steps back
+    // as far.
+    for (ring, clock) in [(&b, &behind), (&a, &ahead)] {
+        clock.set(T0);
+        assert_eq!(check(ring, &old), Err(VerifyError::Expired));
+        assert_eq!(ring.state(id), Some(KeyState::Expired));
+        assert_eq!(listed(ring, KeyState::Active), vec![new.key.id()]);
+        assert_eq!(listed(ring, KeyState::Expired), vec![id]);
+    }
+    assert_eq!(a.get(id).unwrap().uses(), 0, "a refused use was spent");
+}
+
 /// A key whose every use is spent has nothing to hand on: `rotate` refuses
 /// it (as its docs say) and changes nothing, rather than give a successor
 /// unlimited uses or none.
