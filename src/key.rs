@@ -367,6 +367,13 @@ impl Dirty {
 /// fields as flags): with the hash before them they end 96 bytes into the
 /// record's allocation (see [`StoredKey`](crate::StoredKey)). Rarely set
 /// fields are boxed.
+///
+/// A stored form that would read as more than the ring granted does not
+/// read at all (fail closed): a `use_limit` of 0 (it would read as no
+/// limit), or an expiry policy with a deadline (an instant, a date, a
+/// lifetime) without its resolved `expires_at` (`verify` goes by that, so
+/// the key would never expire). A [`FileStore`](crate::FileStore) record
+/// holding one is corrupt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(C)]
 pub struct Key {
@@ -838,6 +845,17 @@ impl<'de> Deserialize<'de> for Key {
             }
             limit => limit.and_then(NonZeroU64::new),
         };
+        // `verify` goes by the resolved deadline, not the policy (see
+        // `check_fields`), and every call that sets a policy with a deadline
+        // resolves it: read without one, such a key would never expire.
+        if r.expires_at.is_none()
+            && r.expiry
+                .is_some_and(|policy| policy.deadline(r.created_at).is_some())
+        {
+            return Err(serde::de::Error::custom(
+                "expires_at is missing, but the expiry policy has a deadline",
+            ));
+        }
         let extra = Extra {
             description: r.description,
             contact: r.contact,
@@ -1401,6 +1419,49 @@ mod tests {
         stored["use_limit"] = serde_json::json!(1);
         let key: Key = serde_json::from_value(stored).unwrap();
         assert_eq!(key.use_limit(), Some(1));
+    }
+
+    /// `verify` goes by the resolved deadline: a stored policy that has a
+    /// deadline (an instant, a date, a lifetime) without `expires_at` would
+    /// read as never expiring. It is refused; policies without a deadline
+    /// (never, idle) need none, and the record as written reads.
+    #[test]
+    fn stored_policy_with_a_deadline_but_no_expires_at_is_refused() {
+        let created = datetime!(2026-11-27 12:00 UTC);
+        let with_deadline = [
+            ExpiryPolicy::At(datetime!(2027-01-01 0:00 UTC)),
+            ExpiryPolicy::EndOfDate(time::macros::date!(2027 - 01 - 01)),
+            ExpiryPolicy::Lifetime(time::Duration::days(30)),
+        ];
+        for policy in with_deadline {
+            let mut key = blank();
+            key.set_expiry(Some(policy), policy.deadline(created));
+            let stored = json(&key);
+            let back: Key = serde_json::from_value(stored.clone()).unwrap();
+            assert_eq!(back.own_deadline(), policy.deadline(created));
+            for missing in [None, Some(serde_json::Value::Null)] {
+                let mut edited = stored.clone();
+                let object = edited.as_object_mut().unwrap();
+                match missing {
+                    None => object.remove("expires_at"),
+                    Some(null) => object.insert("expires_at".into(), null),
+                };
+                let error = serde_json::from_value::<Key>(edited).unwrap_err();
+                assert!(
+                    error.to_string().contains("expires_at"),
+                    "{policy:?}: {error}"
+                );
+            }
+        }
+        for policy in [
+            ExpiryPolicy::Never,
+            ExpiryPolicy::Idle(time::Duration::days(30)),
+        ] {
+            let mut key = blank();
+            key.set_expiry(Some(policy), None);
+            let back: Key = serde_json::from_value(json(&key)).unwrap();
+            assert_eq!((back.expiry(), back.own_deadline()), (Some(policy), None));
+        }
     }
 
     #[test]

@@ -586,6 +586,49 @@ fn idle_timeout_counts_from_the_last_successful_verify() {
     );
 }
 
+/// A host's row (or a `FileStore` record) whose own policy has a deadline
+/// but whose `expires_at` is missing or null: `verify` goes by the
+/// resolved deadline, so read as it stands the key would never expire. It
+/// must not read at all (fail closed), as a use limit of 0 does not; the
+/// row as the ring wrote it reads, and its key expires.
+#[test]
+fn a_stored_policy_with_a_deadline_but_no_expires_at_does_not_read() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(30)))
+        .unwrap();
+    let id = issued.key.id();
+    let row = serde_json::to_value(&*ring.store().lookup(id).unwrap()).unwrap();
+    let edits: [fn(&mut serde_json::Value); 2] = [
+        |key| drop(key.as_object_mut().unwrap().remove("expires_at")),
+        |key| key["expires_at"] = serde_json::Value::Null,
+    ];
+    for edit in edits {
+        let mut edited = row.clone();
+        edit(&mut edited["key"]);
+        match serde_json::from_value::<StoredKey>(edited) {
+            Err(e) => assert!(e.to_string().contains("expires_at"), "{e}"),
+            Ok(read) => {
+                ring.store().replace(read).unwrap();
+                clock.set(T0 + Duration::days(31));
+                panic!(
+                    "the row read: expires_at {:?}, verify 31 days on {:?}",
+                    ring.expires_at(id),
+                    ring.verify(issued.secret.expose()).map(|_| ())
+                );
+            }
+        }
+    }
+    let read: StoredKey = serde_json::from_value(row).unwrap();
+    ring.store().replace(read).unwrap();
+    clock.set(T0 + Duration::days(31));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Scopes
 // ---------------------------------------------------------------------------

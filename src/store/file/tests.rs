@@ -1627,15 +1627,16 @@ fn an_import_holds_keys_to_the_limits_of_issue() {
             "expiry",
             serde_json::to_value(crate::ExpiryPolicy::Idle(time::Duration::ZERO)).unwrap(),
         ),
-        (
-            "period must be positive",
-            "expiry",
-            serde_json::to_value(crate::ExpiryPolicy::Lifetime(time::Duration::hours(-1))).unwrap(),
-        ),
     ];
     for (seed, (expected, field, value)) in (20..).zip(edits) {
         refused_import_of_an_edited_key(seed, expected, |key| key[field] = value);
     }
+    // A lifetime has a deadline, without which the record does not read.
+    refused_import_of_an_edited_key(40, "period must be positive", |key| {
+        let policy = crate::ExpiryPolicy::Lifetime(time::Duration::hours(-1));
+        key["expiry"] = serde_json::to_value(policy).unwrap();
+        key["expires_at"] = serde_json::json!("2001-01-01T00:00:00Z");
+    });
 }
 
 /// Nor a record whose expiry policy has a deadline (an instant, a date, a
@@ -2193,6 +2194,57 @@ fn a_record_that_checks_but_does_not_decode_is_an_error_naming_it() {
                 assert_eq!(reason, "undecodable record");
             }
             other => panic!("record at {at}: expected a corruption error, got {other:?}"),
+        }
+    }
+}
+
+/// A record (written by a host's own code, say) whose key has a policy
+/// with a deadline but no `expires_at`: read as it stands, the key would
+/// never expire (`verify` goes by the resolved deadline), so the open
+/// refuses it as a record that does not decode. With its deadline, the
+/// same record opens.
+#[test]
+fn a_record_whose_policy_has_no_resolved_deadline_does_not_open() {
+    let (bytes, _, _) = six_records();
+    let mut stored = sample(9, 0);
+    stored.key.set_expiry(
+        Some(ExpiryPolicy::Lifetime(time::Duration::days(30))),
+        Some(datetime!(2026-01-31 0:00 UTC)),
+    );
+    let whole = serde_json::json!([{ "put": stored }]);
+    let mut missing = whole.clone();
+    missing[0]["put"]["key"]
+        .as_object_mut()
+        .unwrap()
+        .remove("expires_at");
+    let mut null = whole.clone();
+    null[0]["put"]["key"]["expires_at"] = serde_json::Value::Null;
+    for (what, batch, opens) in [
+        ("whole", whole, true),
+        ("missing", missing, false),
+        ("null", null, false),
+    ] {
+        let mut file = bytes.clone();
+        let payload = serde_json::to_vec(&batch).unwrap();
+        file.extend_from_slice(&super::format::encode_payload(&payload).unwrap());
+        match open_bytes(file) {
+            Ok(store) if opens => {
+                let key = store.lookup(KeyId::from_u64(9)).unwrap();
+                assert_eq!(
+                    key.key().own_deadline(),
+                    Some(datetime!(2026-01-31 0:00 UTC))
+                );
+            }
+            Err(StoreError::Corrupt { offset, reason, .. }) if !opens => {
+                assert_eq!((offset, reason), (bytes.len() as u64, "undecodable record"));
+            }
+            Ok(store) => panic!(
+                "{what}: opened, the key's deadline read as {:?}",
+                store
+                    .lookup(KeyId::from_u64(9))
+                    .map(|k| k.key().own_deadline())
+            ),
+            Err(e) => panic!("{what}: {e}"),
         }
     }
 }
