@@ -312,8 +312,19 @@ fn main() {
     let mac_at = unchecked.len() - 22;
     let mac_wrong = |at: usize| {
         let mut bytes = unchecked.as_bytes().to_vec();
-        // '0' and '1' keep the 22 digits under 2^128, as any MAC is.
-        bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
+        // One digit moved by one (0 and 1 up, the rest down): the value stays
+        // under 2^128, as any MAC's, and a zero digit appears or goes only
+        // where the MAC had a 0, so both classes present digits alike.
+        let digit = ALPHABET
+            .iter()
+            .position(|&c| c == bytes[at])
+            .expect("base62");
+        let moved = match digit {
+            0 => 1,
+            1 => 2,
+            d => d - 1,
+        };
+        bytes[at] = ALPHABET[moved];
         with_checksum(&String::from_utf8(bytes).expect("ASCII"))
     };
     let wrong = [mac_wrong(mac_at), mac_wrong(mac_at + 21)];

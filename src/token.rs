@@ -443,14 +443,33 @@ pub(crate) fn crc32(bytes: &[u8]) -> u32 {
     hasher.finalize()
 }
 
-/// Decodes fixed-width base62 digits; `None` on a character outside the
-/// alphabet.
+/// Decodes fixed-width base62 digits (at most 30); `None` on a character
+/// outside the alphabet or a value over `u128::MAX`.
+///
+/// In chunks of ten digits through [`decode_small`], so the work does not
+/// depend on the digits: an access token's MAC is decoded here, and a
+/// decode whose time followed the presented digits (the `base62` crate
+/// skips leading zeros) would blur what `benches/timing.rs` measures of
+/// the constant-time compare after it.
 pub(crate) fn decode_fixed(digits: &[u8]) -> Option<u128> {
+    const CHUNK: u128 = 62u128.pow(10);
     if digits.len() <= 10 {
         // 62^10 < 2^64: the common case (checksums, ids' halves) in u64.
         return decode_small(digits).map(u128::from);
     }
-    base62::decode(digits).ok()
+    if digits.len() > 30 {
+        return None;
+    }
+    let (upper, low) = digits.split_at(digits.len() - 10);
+    let (high, middle) = upper.split_at(upper.len().saturating_sub(10));
+    let (high, middle, low) = (
+        decode_small(high)?,
+        decode_small(middle)?,
+        decode_small(low)?,
+    );
+    // high < 62^10 and middle < 62^10, so this is below 62^20 < 2^120.
+    let upper = u128::from(high) * CHUNK + u128::from(middle);
+    upper.checked_mul(CHUNK)?.checked_add(u128::from(low))
 }
 
 /// Decodes up to 10 base62 digits through a table; `None` on a character
@@ -529,6 +548,54 @@ mod tests {
             assert_eq!(if ours.is_empty() { "0" } else { ours }, theirs);
             assert_eq!(decode_fixed(&out), Some(u128::from(v)));
         }
+    }
+
+    #[test]
+    fn fixed_width_decoding_agrees_with_the_base62_crate_to_22_digits() {
+        // Every width a field has (up to a MAC's 22 digits), on random
+        // digits and on the edges: the largest value, the first over it,
+        // leading zeros, the largest digits.
+        let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut max = [0u8; 22];
+        encode_fixed(u128::MAX, &mut max);
+        let over = {
+            // u128::MAX + 1 in base62: the last digit of MAX is not 'z'.
+            let mut o = max;
+            let last = ALPHABET.iter().position(|&a| a == o[21]).unwrap();
+            o[21] = ALPHABET[last + 1];
+            o
+        };
+        let mut cases: Vec<Vec<u8>> = vec![max.to_vec(), over.to_vec(), vec![b'z'; 22]];
+        cases.push(b"0000000000000000000001".to_vec());
+        cases.push(b"00000000000".to_vec());
+        for width in 11..=22 {
+            for _ in 0..500 {
+                cases.push(
+                    (0..width)
+                        .map(|_| ALPHABET[(next() % 62) as usize])
+                        .collect(),
+                );
+            }
+        }
+        for digits in &cases {
+            assert_eq!(
+                decode_fixed(digits),
+                base62::decode(digits).ok(),
+                "{}",
+                String::from_utf8_lossy(digits)
+            );
+        }
+        assert_eq!(decode_fixed(&max), Some(u128::MAX));
+        assert_eq!(decode_fixed(&over), None);
+        let mut bad = max;
+        bad[3] = b'-';
+        assert_eq!(decode_fixed(&bad), None);
     }
 
     #[test]
