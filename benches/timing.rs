@@ -12,33 +12,13 @@
 //! samples per test from `KEYWARD_TIMING_SAMPLES` (default 2,000,000).
 //! Timing, not a pass/fail test: the figures go into BENCHMARKS.md.
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
+use common::{ALPHABET, PREFIX, Rng, base62};
 use keyward::{KeyHash, KeyRing, MemoryStore, NewKey, ScopeSet};
-
-const PREFIX: &str = "bench";
-const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// A small deterministic generator for drawing classes and keys.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn base62(mut v: u64, width: usize) -> String {
-    let mut out = vec![b'0'; width];
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(v % 62) as usize];
-        v /= 62;
-    }
-    String::from_utf8(out).expect("base62 is ASCII")
-}
 
 /// `text` followed by its checksum, as keys and tokens end: the CRC32 of
 /// everything before it, in six base62 characters.

@@ -10,6 +10,8 @@
 //! A CSV of the latency figures is written to `target/keyward-bench.csv` for
 //! `cargo run --example plot_benchmarks`.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -17,6 +19,7 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{PREFIX, Rng, base62};
 use criterion::Criterion;
 use keyward::{Clock, CoarseClock, FileStore, KeyRing, MemoryStore, NewKey, ScopeSet, SystemClock};
 use sha2::{Digest, Sha256};
@@ -54,29 +57,6 @@ fn live() -> isize {
 }
 
 // ---- the key set ----------------------------------------------------------
-
-const PREFIX: &str = "bench";
-const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// A small deterministic generator for choosing keys at random.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn base62(mut v: u64, width: usize) -> String {
-    let mut out = vec![b'0'; width];
-    for slot in out.iter_mut().rev() {
-        *slot = ALPHABET[(v % 62) as usize];
-        v /= 62;
-    }
-    String::from_utf8(out).unwrap()
-}
 
 /// A key string with a valid checksum from its parts.
 fn forge(id: &str, secret: &str) -> String {
@@ -129,9 +109,13 @@ impl Hasher for IdHasher {
     }
 }
 
-/// Issues `n` keys on `ring` and returns their strings.
+/// Issues `n` keys on `ring` and returns their strings, copied once every
+/// record exists. A string allocated as its key is issued sits beside the
+/// key's record in the heap, so reading the string would bring the
+/// record's lines into cache ahead of the lookup, as a request's buffer
+/// would not (helper-64 found this in benches/timing.rs).
 fn issue_keys(ring: &KeyRing, n: usize) -> Vec<String> {
-    (0..n)
+    let beside: Vec<String> = (0..n)
         .map(|i| {
             ring.issue(issue_request(i))
                 .unwrap()
@@ -139,7 +123,8 @@ fn issue_keys(ring: &KeyRing, n: usize) -> Vec<String> {
                 .expose()
                 .to_owned()
         })
-        .collect()
+        .collect();
+    beside.iter().map(|k| k.as_str().to_owned()).collect()
 }
 
 fn build(n: usize) -> Set {
