@@ -40,11 +40,16 @@ const OTHER_CERT: &[u8] = b"0\x82\x01\x0a\x02\x82\x01\x01\x00client certificate 
 
 /// A ring at `clock` with signing key 1 and no background flusher.
 fn ring(prefix: &str, clock: &ManualClock) -> KeyRing {
+    ring_on(prefix, clock, MemoryStore::new())
+}
+
+/// Like [`ring`], on `store`.
+fn ring_on<S: KeyStore + 'static>(prefix: &str, clock: &ManualClock, store: S) -> KeyRing<S> {
     KeyRing::builder(prefix)
         .clock(clock.clone())
         .signing_key(1, SIGNING)
         .flush_interval(None)
-        .build(MemoryStore::new())
+        .build(store)
         .expect("ring builds")
 }
 
@@ -1568,14 +1573,7 @@ impl KeyStore for CountingStore {
 fn revoke_all_refuses_earlier_tokens_in_the_plain_checks() {
     let clock = ManualClock::new(T0);
     let store = Arc::new(CountingStore::default());
-    let build = || {
-        KeyRing::builder("acme")
-            .clock(clock.clone())
-            .signing_key(1, SIGNING)
-            .flush_interval(None)
-            .build(Arc::clone(&store))
-            .expect("ring")
-    };
+    let build = || ring_on("acme", &clock, Arc::clone(&store));
     let ring = build();
     let other = build();
     let old_key = invoices_key(&ring);
@@ -3825,14 +3823,7 @@ fn a_regeneration_on_a_clock_gone_back_keeps_older_tokens_dead() {
 fn a_revoke_all_on_a_clock_gone_back_keeps_earlier_tokens_revoked() {
     let clock = ManualClock::new(T0);
     let store = Arc::new(MemoryStore::new());
-    let build = || {
-        KeyRing::builder("acme")
-            .clock(clock.clone())
-            .signing_key(1, SIGNING)
-            .flush_interval(None)
-            .build(Arc::clone(&store))
-            .expect("ring")
-    };
+    let build = || ring_on("acme", &clock, Arc::clone(&store));
     let ring = build();
     let issued = invoices_key(&ring);
     clock.set(T0 + Duration::seconds(5));

@@ -3713,12 +3713,7 @@ fn interleaved_rings() -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
 /// [`interleaved_rings`], both rings on `clock`.
 fn interleaved_rings_on(clock: &ManualClock) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
     let shared = Arc::new(fresh_store());
-    let interleaved = Arc::new(Interleaved {
-        inner: Arc::clone(&shared),
-        target: std::sync::Mutex::new(None),
-        hook: std::sync::Mutex::new(None),
-        settings_hook: std::sync::Mutex::new(None),
-    });
+    let interleaved = interleaved_over(&shared);
     let build = |store| {
         KeyRing::builder(PREFIX)
             .clock(clock.clone())
@@ -4076,12 +4071,7 @@ fn revoke_leaked_passes_over_a_key_regenerated_while_it_runs() {
     let clock = ManualClock::new(T0);
     for token in [false, true] {
         let shared = Arc::new(fresh_store());
-        let interleaved = Arc::new(Interleaved {
-            inner: Arc::clone(&shared),
-            target: std::sync::Mutex::new(None),
-            hook: std::sync::Mutex::new(None),
-            settings_hook: std::sync::Mutex::new(None),
-        });
+        let interleaved = interleaved_over(&shared);
         let build = |store| {
             KeyRing::builder(PREFIX)
                 .clock(clock.clone())
