@@ -464,8 +464,12 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// verify's parse and checksum in front (and its clock read); a model of
 /// verify on the floor's map (that parse, the clock read, then the record
 /// reached from the floor's slot, referenced and checked: verify's work
-/// with the floor's lookup in place of keyward's store); and verify
-/// itself; then verify on a second ring whose clock acts, call by call, as
+/// with the floor's lookup in place of keyward's store); the same model
+/// with the record's hot fields inline in the map's slot (its checks read
+/// the slot, so only the reference count still reaches the record), and
+/// with no record at all (a store whose slots hold everything and that
+/// returns no reference-counted record): what a table of hot fields could
+/// gain at best; and verify itself; then verify on a second ring whose clock acts, call by call, as
 /// `SystemClock` (judged by its trailing reading), as `SystemClock` with
 /// only precise readings (as before it had a trailing one), and as
 /// `CoarseClock`; then the floor and verify with the presented string in
@@ -473,7 +477,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// bad-checksum rejection with the string from memory and in cache, for
 /// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 20] = [
+const PAIRED: [(&str, PairedCall); 22] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -565,6 +569,33 @@ const PAIRED: [(&str, PairedCall); 20] = [
                 && d[2] != 7;
             r.count.fetch_sub(1, Ordering::Release);
             ok
+        })
+    }),
+    (
+        "model, hot fields in the slot, record referenced",
+        |set, v, i| {
+            // The model with its checks on the slot the lookup found (the
+            // digest's words stand in for the hot fields), the record only
+            // referenced, as the `Verified` that verify returns must be.
+            floor_parsed(set, i, true).is_some_and(|digest| {
+                let w = |k: usize| u64::from_le_bytes(digest[k * 8..k * 8 + 8].try_into().unwrap());
+                let ok = w(1) < u64::MAX - 1
+                    && w(0) != 3
+                    && w(2).min(w(3)) > 2
+                    && w(3) != 5
+                    && w(2) != 7;
+                let r = v.record_of(digest);
+                r.count.fetch_add(1, Ordering::Relaxed);
+                r.count.fetch_sub(1, Ordering::Release);
+                ok
+            })
+        },
+    ),
+    ("model, hot fields in the slot, no record", |set, _, i| {
+        // The same with no record reached at all.
+        floor_parsed(set, i, true).is_some_and(|digest| {
+            let w = |k: usize| u64::from_le_bytes(digest[k * 8..k * 8 + 8].try_into().unwrap());
+            w(1) < u64::MAX - 1 && w(0) != 3 && w(2).min(w(3)) > 2 && w(3) != 5 && w(2) != 7
         })
     }),
     ("valid verify", |set, _, i| valid_call(set, i)),
