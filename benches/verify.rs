@@ -316,6 +316,33 @@ fn floor_parsed(set: &Set, i: usize, clock: bool) -> Option<&[u8; 32]> {
     floor_find(set, key, decoded & black_box(0))
 }
 
+/// [`floor_parsed`] with the clock read as `verify` ships: `SystemClock`'s
+/// trailing (coarse) reading, not a precise one.
+#[inline]
+fn floor_parsed_shipped_clock(set: &Set, i: usize) -> Option<&[u8; 32]> {
+    let key = set.valid[set.order[i & set.mask]].as_bytes();
+    let decoded = parse_like(key)?;
+    black_box(SystemClock.trailing_unix_nanos());
+    floor_find(set, key, decoded & black_box(0))
+}
+
+/// Checks on words a record's first 96 bytes span (two cache lines), as
+/// verify reads of a plain key's record since a143197: branches on data
+/// that just arrived, as verify's checks.
+#[inline]
+fn record_checks(r: &Record) -> bool {
+    let d = &r.data;
+    d[1] < u64::MAX - 1 && d[4] != 3 && d[7].min(d[8]).min(d[9]) > 2 && d[9] != 5 && d[2] != 7
+}
+
+/// The same checks on the words of the slot the floor's lookup found,
+/// standing in for a record's hot fields held in a table's slot.
+#[inline]
+fn slot_checks(digest: &[u8; 32]) -> bool {
+    let w = |k: usize| u64::from_le_bytes(digest[k * 8..k * 8 + 8].try_into().unwrap());
+    w(1) < u64::MAX - 1 && w(0) != 3 && w(2).min(w(3)) > 2 && w(3) != 5 && w(2) != 7
+}
+
 /// A verify of the valid key drawn at `i`.
 #[inline]
 fn valid_call(set: &Set, i: usize) -> bool {
@@ -469,7 +496,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// the slot, so only the reference count still reaches the record), and
 /// with no record at all (a store whose slots hold everything and that
 /// returns no reference-counted record): what a table of hot fields could
-/// gain at best; and verify itself; then verify on a second ring whose clock acts, call by call, as
+/// gain, with the precise clock read of the model; the model again with
+/// the clock read as `verify` ships (its trailing, coarse reading) and the
+/// record's first two lines checked, as verify's, with and without the
+/// reference, and its two hot-field variants; and verify itself; then verify on a second ring whose clock acts, call by call, as
 /// `SystemClock` (judged by its trailing reading), as `SystemClock` with
 /// only precise readings (as before it had a trailing one), and as
 /// `CoarseClock`; then the floor and verify with the presented string in
@@ -477,7 +507,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// bad-checksum rejection with the string from memory and in cache, for
 /// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 22] = [
+const PAIRED: [(&str, PairedCall); 26] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -598,6 +628,43 @@ const PAIRED: [(&str, PairedCall); 22] = [
             w(1) < u64::MAX - 1 && w(0) != 3 && w(2).min(w(3)) > 2 && w(3) != 5 && w(2) != 7
         })
     }),
+    ("model, shipped clock", |set, v, i| {
+        // The model as `verify` ships: the trailing clock reading, the
+        // record's first two lines read and checked under a reference.
+        floor_parsed_shipped_clock(set, i).is_some_and(|digest| {
+            let r = v.record_of(digest);
+            r.count.fetch_add(1, Ordering::Relaxed);
+            let ok = record_checks(r);
+            r.count.fetch_sub(1, Ordering::Release);
+            ok
+        })
+    }),
+    (
+        "model, shipped clock, record read, no write",
+        |set, v, i| {
+            // The same, the record read and checked but not written: no
+            // locked instruction on its line.
+            floor_parsed_shipped_clock(set, i)
+                .is_some_and(|digest| record_checks(v.record_of(digest)))
+        },
+    ),
+    (
+        "model, shipped clock, hot fields in the slot, record referenced",
+        |set, v, i| {
+            // The checks on the slot; the record only referenced.
+            floor_parsed_shipped_clock(set, i).is_some_and(|digest| {
+                let ok = slot_checks(digest);
+                let r = v.record_of(digest);
+                r.count.fetch_add(1, Ordering::Relaxed);
+                r.count.fetch_sub(1, Ordering::Release);
+                ok
+            })
+        },
+    ),
+    (
+        "model, shipped clock, hot fields in the slot, no record",
+        |set, _, i| floor_parsed_shipped_clock(set, i).is_some_and(slot_checks),
+    ),
     ("valid verify", |set, _, i| valid_call(set, i)),
     ("valid verify, second ring, SystemClock", |set, v, i| {
         second_ring_call(set, v, i, AS_SYSTEM)
