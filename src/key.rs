@@ -600,6 +600,49 @@ impl Key {
         self.dirty.0.store(true, Ordering::Release);
     }
 
+    /// Whether the two records hold the same values but for their usage
+    /// (use count and last use), which `verify` moves in place at any
+    /// moment: what tells whether an administrative change changed
+    /// anything, since a use counted meanwhile is not a change of a field.
+    pub(crate) fn eq_but_usage(&self, other: &Key) -> bool {
+        // Every field is named, so that one added later must be placed.
+        let Key {
+            uses: _,
+            last_used_at: _,
+            dirty: _,
+            created_at,
+            expires_at,
+            epoch,
+            status,
+            bound,
+            shape,
+            id,
+            grace_until,
+            use_limit,
+            expiry,
+            hint,
+            name,
+            owner,
+            scopes,
+            extra,
+        } = self;
+        *created_at == other.created_at
+            && *expires_at == other.expires_at
+            && *epoch == other.epoch
+            && *status == other.status
+            && *bound == other.bound
+            && *shape == other.shape
+            && *id == other.id
+            && *grace_until == other.grace_until
+            && *use_limit == other.use_limit
+            && *expiry == other.expiry
+            && *hint == other.hint
+            && *name == other.name
+            && *owner == other.owner
+            && *scopes == other.scopes
+            && *extra == other.extra
+    }
+
     /// The most successful verifications allowed, if limited.
     pub fn use_limit(&self) -> Option<u64> {
         self.use_limit.map(NonZeroU64::get)
@@ -1503,5 +1546,26 @@ mod tests {
             from_long.extra.is_none(),
             "none of the rarely set fields: none kept"
         );
+    }
+
+    /// What tells an update that changes nothing: every field but the
+    /// usage, which `verify` moves in place whenever it likes.
+    #[test]
+    fn eq_but_usage_leaves_out_the_use_count_and_last_use_only() {
+        let key = Key::blank(
+            crate::KeyId::from_u64(7),
+            "o".into(),
+            datetime!(2026-01-01 0:00 UTC),
+        );
+        let copy = key.clone();
+        key.carry_usage(3, super::nanos(datetime!(2026-01-02 0:00 UTC)));
+        assert_ne!(copy, key);
+        assert!(copy.eq_but_usage(&key) && key.eq_but_usage(&copy));
+        let mut renamed = copy.clone();
+        renamed.name = "m".into();
+        assert!(!renamed.eq_but_usage(&key));
+        let mut described = copy;
+        described.extra_mut().description = Some("d".into());
+        assert!(!described.eq_but_usage(&key));
     }
 }

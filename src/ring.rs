@@ -2735,10 +2735,11 @@ impl<S: KeyStore> Acting<'_, S> {
             }
         });
         // Every field given already has its value: nothing to write, and
-        // no `Updated` event, which says that a field changed. (A use
-        // counted meanwhile makes them differ: then the write is made, as
-        // for any update.)
-        if next.key == entry.key {
+        // no `Updated` event, which says that a field changed. The usage is
+        // left out: `verify` may count a use in the record after it was
+        // copied, which is no change of a field (and stays in the record,
+        // for the flush to write).
+        if next.key.eq_but_usage(&entry.key) {
             return Ok(entry.current_key());
         }
         let key = next.key.clone();

@@ -4713,6 +4713,45 @@ fn an_update_that_changes_nothing_is_neither_written_nor_reported() {
     assert_eq!(kinds, [EventKind::Updated]);
 }
 
+/// Nor while the key is in use: `verify` counts a use in the record, in
+/// place, and a use counted between the update's copy of the record and
+/// its comparison is not a changed field. (On a ring that compared the
+/// usage too, such an update was written and reported as `Updated`: a
+/// race, so the updates run until one is reported, or 20,000 times.)
+#[test]
+fn an_update_that_changes_nothing_is_not_reported_while_the_key_is_in_use() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let issued = ring.issue(NewKey::new("o").name("n")).unwrap();
+    let id = issued.key.id();
+    let secret = issued.secret.expose().to_owned();
+    let events = log.events().len();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let updates = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                ring.verify(&secret).unwrap();
+            }
+        });
+        while ring.get(id).unwrap().uses() == 0 {
+            std::thread::yield_now();
+        }
+        let mut updates = 0;
+        while updates < 20_000 && log.events().len() == events {
+            ring.update(id, KeyUpdate::new().name("n")).unwrap();
+            updates += 1;
+        }
+        done.store(true, Ordering::Relaxed);
+        updates
+    });
+    let kinds: Vec<EventKind> = log.events()[events..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(kinds, [], "after {updates} updates that change nothing");
+    assert!(ring.get(id).unwrap().uses() > 0);
+}
+
 /// A rotation hands a limited key's remaining uses to its successor and
 /// ends the key at once (its grace ends at the rotating ring's clock
 /// reading). Ring A rotates the key while ring B is spending a use of it,
