@@ -352,7 +352,10 @@ pub enum Error {
     /// The operation needs a key that is not revoked.
     #[error("key {0} is revoked")]
     Revoked(KeyId),
-    /// The key was rotated already; rotate its successor instead.
+    /// The key was rotated already; rotate its successor instead. After a
+    /// rotation that failed with [`Error::Storage`], this says the rotation
+    /// happened all the same: see [`KeyRing::rotate`](crate::KeyRing::rotate)
+    /// for getting the successor's secret.
     #[error("key {0} was already rotated")]
     AlreadyRotated(KeyId),
     /// The key has expired, so it cannot be rotated: a successor would give
@@ -379,6 +382,18 @@ pub enum Error {
     #[error("exchange refused: {0}")]
     Rejected(#[source] VerifyError),
     /// The store failed.
+    ///
+    /// For a write, the outcome is then unknown: the store may hold the
+    /// whole change though the call failed (a
+    /// [`FileStore`](crate::FileStore) whose fsync failed after the record
+    /// reached the disk finds it when reopened), or none of it. Read the key
+    /// again once the store works. Where a secret was to be returned and
+    /// was lost with the error: a rotation may have happened (see
+    /// [`KeyRing::rotate`](crate::KeyRing::rotate) for the way back to its
+    /// successor's secret), a regeneration may have ended the old secret
+    /// (regenerate again), an issue may have stored a key whose secret
+    /// nobody holds (a listing shows it; delete it). A revoke, disable or
+    /// enable can simply be repeated.
     #[error("storage error")]
     Storage(#[from] StoreError),
 }

@@ -1366,12 +1366,38 @@ impl<S: KeyStore> KeyRing<S> {
     /// expired ([`Error::Expired`]) or already rotated
     /// ([`Error::AlreadyRotated`]) key, and with [`Error::InvalidInput`]
     /// for a negative grace or a key whose uses are all spent.
+    ///
+    /// **After a storage error** ([`Error::Storage`]) the outcome is
+    /// unknown: the store may hold the whole rotation, though its
+    /// successor's secret was never returned (a
+    /// [`FileStore`](crate::FileStore) whose fsync failed after the record
+    /// reached the disk finds it when reopened; a database may commit a
+    /// transaction whose acknowledgement is lost). It holds all of it or
+    /// none, never half. Once the store works again (a `FileStore`
+    /// reopened), [`get`](Self::get) the old key: if its
+    /// [`rotation`](Key::rotation) names a successor (`rotated_to`), the
+    /// rotation happened, the old key works until the end of its grace
+    /// (`grace_until`: at once for a zero grace or a key with a use
+    /// limit), a retried `rotate` is refused with
+    /// [`Error::AlreadyRotated`], and [`regenerate`](Self::regenerate) of
+    /// the successor issues the secret for it; no `Rotated` or `Issued`
+    /// event was sent. If it names none, nothing changed: rotate again.
+    /// Regenerate the successor, not the old key: that would end the
+    /// secret the old key's clients still use, and give one that still
+    /// ends with the grace.
     pub fn rotate(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
         self.anonymous().rotate(id, grace)
     }
 
     /// Gives a key a new secret, keeping its id and record; the old secret
     /// fails at once. Refused for a revoked or deleted key.
+    ///
+    /// After a storage error ([`Error::Storage`]) the store may hold the
+    /// new secret, which was never returned, and the old one then fails:
+    /// regenerate again once the store works. A rotated key in its grace
+    /// can be regenerated, but its new secret still ends with the grace;
+    /// to recover a rotation whose secret was lost, regenerate the
+    /// successor (see [`rotate`](Self::rotate)).
     pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
         self.anonymous().regenerate(id)
     }

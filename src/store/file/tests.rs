@@ -2537,3 +2537,143 @@ fn superseded_defaults_survive_a_reopen() {
     let reopened = open(&sim, FileStoreOptions::default()).unwrap();
     assert_eq!(reopened.load_settings().unwrap(), Some(kept));
 }
+
+/// What becomes of a write whose fsync failed.
+#[derive(Debug, Clone, Copy)]
+enum AfterFailedSync {
+    /// The process restarts, the machine does not: the page cache still
+    /// holds the record, and the reopen reads it.
+    Restart,
+    /// Power fails and the record had reached the disk all the same.
+    PowerLossKept,
+    /// Power fails and the record had not reached the disk.
+    PowerLossDropped,
+}
+
+/// A rotation whose fsync fails is refused with a storage error, so its
+/// caller never sees the successor's secret; yet the batch may be on disk,
+/// and a reopen finds the old key rotated (dying at the end of its grace)
+/// and a successor whose secret nobody holds. The recovery that
+/// `KeyRing::rotate` documents works on the reopened store: `get` of the
+/// old key says whether the rotation happened and names the successor (a
+/// retried rotation is refused as `AlreadyRotated`), and `regenerate` of
+/// the successor issues its secret; when the rotation did not happen, the
+/// old key is as it was and rotates again. Regenerating the old key
+/// instead gives it a secret that still dies at the end of its grace, and
+/// kills the one its clients hold.
+#[test]
+fn a_rotation_whose_fsync_failed_may_be_on_disk_and_is_recovered_by_regenerating_the_successor() {
+    use crate::{Error, KeyRing, ManualClock, NewKey, VerifyError};
+    use time::Duration;
+
+    let grace = Duration::hours(1);
+    let ring_on = |store: FileStore, clock: &ManualClock| {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(store)
+            .unwrap()
+    };
+    for fate in [
+        AfterFailedSync::Restart,
+        AfterFailedSync::PowerLossKept,
+        AfterFailedSync::PowerLossDropped,
+    ] {
+        let sim = SimFs::new();
+        let clock = ManualClock::new(datetime!(2026-01-01 0:00 UTC));
+        let ring = ring_on(open(&sim, FileStoreOptions::default()).unwrap(), &clock);
+        let old = ring.issue(NewKey::new("o").name("n")).unwrap();
+        let (old_id, old_secret) = (old.key.id(), old.secret.expose().to_owned());
+        // `apply` appends the record, writes a header slot, then fsyncs:
+        // the third call.
+        sim.fail_call(3, EIO);
+        match ring.rotate(old_id, grace) {
+            Err(Error::Storage(StoreError::Io { source, .. })) => {
+                assert_eq!(source.raw_os_error(), Some(EIO), "{fate:?}");
+            }
+            other => panic!("{fate:?}: {:?}", other.map(|i| i.key.id())),
+        }
+        // Fail-stop: nothing more is written, and the ring still shows the
+        // old key unrotated (the index follows the disk's yes only).
+        assert_eq!(ring.get(old_id).unwrap().rotation(), None, "{fate:?}");
+        drop(ring);
+        match fate {
+            AfterFailedSync::Restart => sim.restart(),
+            AfterFailedSync::PowerLossKept => sim.crash(|_| 0),
+            AfterFailedSync::PowerLossDropped => sim.crash(|_| 1),
+        }
+        let ring = ring_on(open(&sim, FileStoreOptions::default()).unwrap(), &clock);
+        let rotation = ring.get(old_id).unwrap().rotation();
+        let Some(successor) = rotation.and_then(|r| r.rotated_to) else {
+            // The rotation did not happen: the old key is as it was.
+            assert!(
+                matches!(fate, AfterFailedSync::PowerLossDropped),
+                "{fate:?}"
+            );
+            assert_eq!(rotation, None);
+            assert_eq!(
+                ring.list(&crate::ListFilter::new()).unwrap().len(),
+                1,
+                "{fate:?}"
+            );
+            ring.verify(&old_secret).unwrap();
+            let new = ring.rotate(old_id, grace).unwrap();
+            ring.verify(new.secret.expose()).unwrap();
+            continue;
+        };
+        // The rotation happened although it was refused: the old key dies
+        // at the end of its grace, and nobody holds the successor's secret.
+        assert!(
+            !matches!(fate, AfterFailedSync::PowerLossDropped),
+            "{fate:?}"
+        );
+        assert_eq!(
+            rotation.unwrap().grace_until,
+            Some(datetime!(2026-01-01 1:00 UTC)),
+            "{fate:?}"
+        );
+        let stranded = ring.get(successor).unwrap();
+        assert_eq!(stranded.rotation().unwrap().rotated_from, Some(old_id));
+        assert_eq!(stranded.name(), "n");
+        ring.verify(&old_secret).unwrap();
+        // A caller that simply tries again is told it was rotated.
+        assert!(
+            matches!(ring.rotate(old_id, grace), Err(Error::AlreadyRotated(id)) if id == old_id),
+            "{fate:?}"
+        );
+        // The recovery: a secret for the successor.
+        let recovered = ring.regenerate(successor).unwrap();
+        assert_eq!(recovered.key.id(), successor);
+        assert_eq!(
+            recovered.key.rotation().unwrap().rotated_from,
+            Some(old_id),
+            "{fate:?}"
+        );
+        ring.verify(recovered.secret.expose()).unwrap();
+        ring.verify(&old_secret).unwrap();
+        // Regenerating the old key instead kills the secret its clients
+        // hold, and the new one still dies with the grace.
+        let regenerated_old = ring.regenerate(old_id).unwrap();
+        assert_eq!(
+            ring.verify(&old_secret).map(|_| ()),
+            Err(VerifyError::Invalid)
+        );
+        ring.verify(regenerated_old.secret.expose()).unwrap();
+        clock.advance(grace);
+        assert_eq!(
+            ring.verify(regenerated_old.secret.expose()).map(|_| ()),
+            Err(VerifyError::Expired),
+            "{fate:?}"
+        );
+        ring.verify(recovered.secret.expose()).unwrap();
+        // And all of it holds across another reopen.
+        drop(ring);
+        let ring = ring_on(open(&sim, FileStoreOptions::default()).unwrap(), &clock);
+        ring.verify(recovered.secret.expose()).unwrap();
+        assert_eq!(
+            ring.verify(regenerated_old.secret.expose()).map(|_| ()),
+            Err(VerifyError::Expired),
+            "{fate:?}"
+        );
+    }
+}
