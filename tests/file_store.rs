@@ -926,3 +926,313 @@ fn an_import_refuses_an_export_of_another_ring() {
     let taken: Option<RingSettings> = fresh.load_settings().unwrap();
     assert_eq!(taken.as_ref().and_then(|s| s.prefix()), Some("acme_test"));
 }
+
+// Bounded lines in `FileStore::import`: an export line is one record, whose
+// fields all have limits, so import refuses a line longer than any export
+// writes, without reading the rest of it.
+mod bounded_import {
+    use std::io::Read;
+
+    use keyward::store::ImportMode;
+    use keyward::time::Duration as Span;
+    use keyward::{
+        CertFingerprint, Contact, ExpiryPolicy, FileStore, KeyRing, KeyStore, ManualClock,
+        MemoryStore, Network, NewKey, RequestContext, ScopeSet, StoreError,
+    };
+
+    /// The longest line `FileStore::import` reads (its line break not
+    /// counted), as its documentation gives it.
+    const IMPORT_LINE_LIMIT: usize = 1 << 20;
+
+    /// `len` bytes of control characters, each of which JSON writes as six
+    /// (`\u0001`): the text a field at its limit grows most from. The last
+    /// two characters spell `tag`, so texts with different tags differ.
+    fn six_fold(len: usize, tag: usize) -> String {
+        // Not NUL (an owner must not hold one), nor the five that JSON
+        // writes in two characters (\b, \t, \n, \f, \r).
+        let controls: Vec<char> = (1u8..0x20)
+            .filter(|b| ![0x08, 0x09, 0x0A, 0x0C, 0x0D].contains(b))
+            .map(char::from)
+            .collect();
+        let n = controls.len();
+        assert!(tag < n * n, "tag {tag}");
+        let mut text: String = std::iter::repeat_n(controls[0], len - 2).collect();
+        text.push(controls[tag / n]);
+        text.push(controls[tag % n]);
+        text
+    }
+
+    /// An export whose one key record has every field at its limit, and the
+    /// record's line number. The key (issued with the longest prefix, owner,
+    /// name, description, contact, 256 scopes of 128 bytes, 64 metadata
+    /// entries, a client certificate and 64 networks, an own lifetime and a
+    /// use limit) is rotated in, used, regenerated, rotated out and revoked,
+    /// so its record has every optional field too.
+    fn export_of_the_longest_key() -> (String, usize) {
+        let clock = ManualClock::new(keyward::time::macros::datetime!(2026-01-01 0:00 UTC));
+        let ring = KeyRing::builder("abcdefghijklmnopqrstuvwxyz_01234")
+            .clock(clock.clone())
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap();
+        let scopes: Vec<String> = (0..256)
+            .map(|i| format!("{}{i:03}:{}", "r".repeat(60), "a".repeat(64)))
+            .collect();
+        assert!(scopes.iter().all(|s| s.len() == 128));
+        let mut request = NewKey::new(six_fold(256, 0))
+            .name(six_fold(256, 1))
+            .description(six_fold(4096, 2))
+            .contact(Contact::new(
+                six_fold(256, 3),
+                six_fold(256, 4),
+                six_fold(256, 5),
+                six_fold(256, 6),
+            ))
+            .scopes(ScopeSet::parse(&scopes).unwrap())
+            .expiry(ExpiryPolicy::Lifetime(
+                Span::days(36_000) + Span::nanoseconds(86_399_999_999_999),
+            ))
+            .use_limit(u64::MAX)
+            .client_cert(CertFingerprint::of_der(b"a certificate"));
+        for i in 0..64 {
+            request = request
+                .allow_network(
+                    Network::parse(&format!(
+                        "1111:2222:3333:4444:5555:6666:7777:{:x}/128",
+                        0x1000 + i
+                    ))
+                    .unwrap(),
+                )
+                .metadata(six_fold(256, 100 + i), six_fold(256, 200 + i));
+        }
+        let first = ring.issue(request).unwrap();
+        let key = ring.rotate(first.key.id(), Span::days(1)).unwrap();
+        let bound = || {
+            RequestContext::new()
+                .client_cert_der(b"a certificate")
+                .peer_addr("1111:2222:3333:4444:5555:6666:7777:1000".parse().unwrap())
+        };
+        ring.verify_with(key.secret.expose(), bound()).unwrap();
+        let key = ring.regenerate(key.key.id()).unwrap();
+        clock.advance(Span::seconds(1));
+        ring.verify_with(key.secret.expose(), bound()).unwrap();
+        ring.rotate(key.key.id(), Span::days(1)).unwrap();
+        ring.revoke(key.key.id(), &six_fold(256, 7)).unwrap();
+        ring.flush().unwrap();
+        let mut out = Vec::new();
+        keyward::store::export(ring.store(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let record = serde_json::to_string(&*ring.store().lookup(key.key.id()).unwrap()).unwrap();
+        let line = 1 + text.lines().position(|l| l == record).unwrap();
+        for field in [
+            "hint",
+            "name",
+            "description",
+            "owner",
+            "contact",
+            "scopes",
+            "created_at",
+            "expiry",
+            "expires_at",
+            "status",
+            "reason",
+            "last_used_at",
+            "uses",
+            "use_limit",
+            "rotated_from",
+            "rotated_to",
+            "grace_until",
+            "metadata",
+            "client_cert",
+            "networks",
+            "tokens_after",
+        ] {
+            assert!(
+                record.contains(&format!("\"{field}\":")),
+                "{field} in {record:.200}"
+            );
+        }
+        (text, line)
+    }
+
+    /// The keys and settings of `store`, as JSON, to tell whether an import
+    /// changed them.
+    fn contents(store: &FileStore) -> (Vec<String>, String) {
+        let mut keys: Vec<String> = store
+            .list(None)
+            .unwrap()
+            .iter()
+            .map(|k| serde_json::to_string(&**k).unwrap())
+            .collect();
+        keys.sort();
+        (keys, format!("{:?}", store.load_settings().unwrap()))
+    }
+
+    /// `text` with line `n` (1-based) padded with spaces (JSON white space)
+    /// to `len` bytes and ended by `end`.
+    fn padded(text: &str, n: usize, len: usize, end: &str) -> String {
+        let mut out = String::new();
+        for (i, line) in text.lines().enumerate() {
+            out.push_str(line);
+            if i + 1 == n {
+                assert!(line.len() <= len);
+                out.push_str(&" ".repeat(len - line.len()));
+                out.push_str(end);
+            } else {
+                out.push('\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_longest_valid_record_imports_and_a_line_over_the_limit_is_refused() {
+        let (export, n) = export_of_the_longest_key();
+        let longest = export.lines().map(str::len).max().unwrap();
+        assert_eq!(export.lines().nth(n - 1).unwrap().len(), longest);
+        eprintln!(
+            "the longest key record's line: {longest} bytes; the header's: {}",
+            export.lines().next().unwrap().len()
+        );
+        // A clear margin: the limit holds three records at their limits.
+        assert!(3 * longest < IMPORT_LINE_LIMIT, "{longest}");
+        let dir = tempfile::tempdir().unwrap();
+        let source = FileStore::open(dir.path().join("source.kw")).unwrap();
+        source
+            .import(export.as_bytes(), ImportMode::Replace)
+            .unwrap();
+        let mut again = Vec::new();
+        source.export(&mut again).unwrap();
+        assert_eq!(String::from_utf8(again).unwrap(), export);
+
+        let store = FileStore::open(dir.path().join("keys.kw")).unwrap();
+        for (line, end) in [(1, "\n"), (n, "\n"), (n, "\r\n")] {
+            let at_limit = padded(&export, line, IMPORT_LINE_LIMIT, end);
+            for mode in [ImportMode::Replace, ImportMode::Merge] {
+                store
+                    .import(at_limit.as_bytes(), mode)
+                    .unwrap_or_else(|e| panic!("line {line} at the limit, {mode:?}: {e}"));
+            }
+            let before = contents(&store);
+            let over = padded(&export, line, IMPORT_LINE_LIMIT + 1, end);
+            for mode in [ImportMode::Replace, ImportMode::Merge] {
+                match store.import(over.as_bytes(), mode) {
+                    Err(e @ StoreError::InvalidImport { .. }) => assert_eq!(
+                        e.to_string(),
+                        format!(
+                            "invalid import at line {line}: the line is longer than 1048576 bytes, \
+                             more than any export writes"
+                        )
+                    ),
+                    other => panic!("line {line} over the limit, {mode:?}: {other:?}"),
+                }
+                assert_eq!(
+                    contents(&store),
+                    before,
+                    "a refused import changed the store"
+                );
+            }
+        }
+    }
+
+    /// A reader that counts the bytes taken from it.
+    struct Counted<R> {
+        inner: R,
+        taken: u64,
+    }
+
+    impl<R: Read> Read for Counted<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.taken += n as u64;
+            Ok(n)
+        }
+    }
+
+    /// What import may read of a line past the limit: the limit, a line
+    /// break, and what its buffered reader takes in one go.
+    const READ_PAST_A_LONG_LINE: u64 = IMPORT_LINE_LIMIT as u64 + 2 + (64 << 10);
+
+    #[test]
+    fn a_long_line_is_refused_without_being_read_to_its_end() {
+        let (export, _) = export_of_the_longest_key();
+        let header = export.lines().next().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path().join("keys.kw")).unwrap();
+        store
+            .import(export.as_bytes(), ImportMode::Replace)
+            .unwrap();
+        let before = contents(&store);
+        // A line of 64 MiB, as the header and as a key's line, followed by a
+        // line break and another line.
+        let long = 64u64 << 20;
+        for (line, start) in [(1, String::new()), (2, format!("{header}\n"))] {
+            let input = start
+                .as_bytes()
+                .chain(std::io::repeat(b'x').take(long))
+                .chain(&b"\n{}\n"[..]);
+            let mut input = Counted {
+                inner: input,
+                taken: 0,
+            };
+            let outcome = store.import(&mut input, ImportMode::Merge);
+            assert!(
+                input.taken <= start.len() as u64 + READ_PAST_A_LONG_LINE,
+                "line {line}: {} bytes read of a {long}-byte line",
+                input.taken
+            );
+            match outcome {
+                Err(StoreError::InvalidImport { line: l, reason }) => {
+                    assert_eq!(l, line);
+                    assert!(reason.starts_with("the line is longer than"), "{reason}");
+                }
+                other => panic!("line {line}: {other:?}"),
+            }
+            assert_eq!(contents(&store), before);
+        }
+    }
+
+    /// An endless line (as the header, and as a key's line) is refused: the
+    /// import returns, having read about 1 MiB of it. Read whole, as import
+    /// once did, it would take all memory.
+    #[test]
+    fn an_endless_line_is_refused() {
+        let (export, _) = export_of_the_longest_key();
+        let header = export.lines().next().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path().join("keys.kw")).unwrap();
+        store
+            .import(export.as_bytes(), ImportMode::Replace)
+            .unwrap();
+        let before = contents(&store);
+        for (line, start) in [(1, String::new()), (2, format!("{header}\n"))] {
+            let mut input = Counted {
+                inner: start.as_bytes().chain(std::io::repeat(b'x')),
+                taken: 0,
+            };
+            match store.import(&mut input, ImportMode::Replace) {
+                Err(e @ StoreError::InvalidImport { .. }) => assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "invalid import at line {line}: the line is longer than 1048576 bytes, \
+                         more than any export writes"
+                    )
+                ),
+                other => panic!("line {line}: {other:?}"),
+            }
+            assert!(input.taken <= start.len() as u64 + READ_PAST_A_LONG_LINE);
+            assert_eq!(contents(&store), before);
+        }
+        // A line that is not UTF-8 is refused as before lines were bounded.
+        let mut text = format!("{header}\n").into_bytes();
+        text.extend_from_slice(b"{\xff}\n");
+        assert_eq!(
+            store
+                .import(&text[..], ImportMode::Replace)
+                .unwrap_err()
+                .to_string(),
+            "invalid import at line 2: stream did not contain valid UTF-8"
+        );
+        assert_eq!(contents(&store), before);
+    }
+}

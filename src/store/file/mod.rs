@@ -78,11 +78,25 @@ use crate::token::KeyId;
 /// import): records decode in parallel at open.
 const REWRITE_CHUNK: usize = 4096;
 /// Most payload bytes in one record of a rewrite: a key within the limits
-/// of `issue` serializes to at most about 250 KB (escaped control
-/// characters cost six bytes each), so a count alone could pass
-/// `format::MAX_PAYLOAD` and leave a store of valid keys that can never be
-/// compacted; and an open holds a few records at a time in memory.
+/// of `issue` serializes to at most about 270 KB (escaped control
+/// characters cost six bytes each; see [`MAX_IMPORT_LINE`]), so a count
+/// alone could pass `format::MAX_PAYLOAD` and leave a store of valid keys
+/// that can never be compacted; and an open holds a few records at a time
+/// in memory.
 const REWRITE_BYTES: usize = 16 << 20;
+
+/// Longest line [`FileStore::import`] reads, in bytes, its line break not
+/// counted: a longer one is refused, the rest of it unread. An export line
+/// is one record (or the settings), and every field of a record has a
+/// limit. The longest line a key within the limits of `issue` makes, every
+/// text field at its limit in control characters (which JSON writes as
+/// `\u0001`, six bytes each: 64 metadata entries of 2 x 1,536 bytes, a
+/// description of 24,576, 256 scopes of 128, seven fields of 1,536) and
+/// every optional field set, is 269,612 bytes (measured by the test
+/// `the_longest_valid_record_imports_and_a_line_over_the_limit_is_refused`);
+/// the settings line stays under 20 KB. The limit leaves a margin of almost
+/// four times that, for white space an edit may add.
+const MAX_IMPORT_LINE: usize = 1 << 20;
 
 /// Tuning for [`FileStore::open_with`].
 #[derive(Debug, Clone, Copy)]
@@ -572,24 +586,32 @@ impl FileStore {
     /// compaction. Build key rings on the store after importing: a running
     /// ring keeps the settings it read at build.
     ///
+    /// A line may hold at most 1 MiB (1,048,576 bytes, its line break not
+    /// counted): nearly four times the longest line an export of keys
+    /// within the limits of [`KeyRing::issue`](crate::KeyRing::issue)
+    /// writes (about 264 KiB, every text field at its limit in characters
+    /// JSON escapes six-fold). A longer line is refused as soon as its
+    /// first 1 MiB is read; the rest of it is never read, so the memory an
+    /// import takes is bounded by the keys it brings, whatever the input.
+    ///
     /// # Errors
     ///
     /// [`StoreError::InvalidImport`], naming the first bad line, for input
-    /// that is not an export of this version, a key id that appears twice,
-    /// a use limit of 0, or fields past the limits `issue` holds a key to
-    /// (an empty owner or one with a NUL; an owner or name over 256 bytes; a
-    /// description over 4096; a contact field over 256; over 64 metadata
-    /// entries, or one over 256 bytes; over 256 scopes; over 64 bound
-    /// networks; a revocation reason over 256; free text or a revocation
-    /// reason holding an API key or access token), or settings no call could
-    /// write (a default period that is not positive, over 64 superseded
-    /// defaults); into a store a ring has claimed (see
+    /// that is not an export of this version, a line over 1 MiB, a key id
+    /// that appears twice, a use limit of 0, or fields past the limits
+    /// `issue` holds a key to (an empty owner or one with a NUL; an owner or
+    /// name over 256 bytes; a description over 4096; a contact field over
+    /// 256; over 64 metadata entries, or one over 256 bytes; over 256
+    /// scopes; over 64 bound networks; a revocation reason over 256; free
+    /// text or a revocation reason holding an API key or access token), or
+    /// settings no call could write (a default period that is not positive,
+    /// over 64 superseded defaults); into a store a ring has claimed (see
     /// [`Error::StoreOfAnotherRing`](crate::Error::StoreOfAnotherRing)), an
     /// export of another ring: settings of another prefix or pepper, or
     /// keys whose hints are of another prefix (export settings without a
     /// prefix and pepper check, as an older keyward wrote them, take the
-    /// store's); an I/O error of the
-    /// rewrite; [`StoreError::Poisoned`] after an earlier failed write.
+    /// store's); an I/O error of the rewrite; [`StoreError::Poisoned`] after
+    /// an earlier failed write.
     pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
         let (mut settings, incoming, lines) = read_export(input)?;
         let _rewriting = self.rewriting();
@@ -1588,6 +1610,41 @@ fn same_ring(
     Ok(())
 }
 
+/// Reads line `n` of an export into `buf`, without its line break (`\n`
+/// or `\r\n`); `None` at the end of the input. A line longer than
+/// [`MAX_IMPORT_LINE`] is refused once that many bytes and a line break's
+/// are read: the rest of it is never read, so no input can make the
+/// import hold more than one such line in memory.
+fn read_line<'b>(
+    input: &mut impl BufRead,
+    buf: &'b mut Vec<u8>,
+    n: usize,
+) -> Result<Option<&'b str>, StoreError> {
+    let invalid = |reason: String| StoreError::InvalidImport { line: n, reason };
+    buf.clear();
+    let read = (&mut *input)
+        .take(MAX_IMPORT_LINE as u64 + 2)
+        .read_until(b'\n', buf)
+        .map_err(|e| invalid(e.to_string()))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() > MAX_IMPORT_LINE {
+        return Err(invalid(format!(
+            "the line is longer than {MAX_IMPORT_LINE} bytes, more than any export writes"
+        )));
+    }
+    std::str::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| invalid("stream did not contain valid UTF-8".into()))
+}
+
 /// Reads and checks a whole export: its settings, its keys and the line of
 /// each key.
 #[allow(clippy::type_complexity)]
@@ -1595,12 +1652,11 @@ fn read_export(
     input: impl Read,
 ) -> Result<(Option<RingSettings>, Vec<StoredKey>, Vec<usize>), StoreError> {
     let invalid = |line: usize, reason: String| StoreError::InvalidImport { line, reason };
-    let mut lines = BufReader::new(input).lines();
-    let first = lines
-        .next()
-        .ok_or_else(|| invalid(1, "empty input".into()))?
-        .map_err(|e| invalid(1, e.to_string()))?;
-    let header: ExportHeader = serde_json::from_str(&first).map_err(|e| invalid(1, quoted(&e)))?;
+    let mut input = BufReader::new(input);
+    let mut buf = Vec::new();
+    let first =
+        read_line(&mut input, &mut buf, 1)?.ok_or_else(|| invalid(1, "empty input".into()))?;
+    let header: ExportHeader = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
     if header.keyward_export != 1 {
         return Err(invalid(
             1,
@@ -1610,13 +1666,14 @@ fn read_export(
     let mut keys = Vec::new();
     let mut lines_of_keys = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for (i, line) in lines.enumerate() {
-        let n = i + 2;
-        let line = line.map_err(|e| invalid(n, e.to_string()))?;
+    for n in 2.. {
+        let Some(line) = read_line(&mut input, &mut buf, n)? else {
+            break;
+        };
         if line.trim().is_empty() {
             continue;
         }
-        let key: StoredKey = serde_json::from_str(&line).map_err(|e| invalid(n, quoted(&e)))?;
+        let key: StoredKey = serde_json::from_str(line).map_err(|e| invalid(n, quoted(&e)))?;
         // The limits `issue` and `update` hold a key to hold here too: an
         // edited export must not bring in what no call could write.
         key.key()
