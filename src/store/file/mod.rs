@@ -1318,13 +1318,16 @@ fn load(
     };
     // Parsing JSON is most of the cost of an open: the reader checks each
     // record here, parser threads decode them, and one thread applies them
-    // in file order.
+    // in file order. At the first record that does not decode (in file
+    // order) the applier returns; the parsers then fail to send and return,
+    // the last one dropping the queue of jobs, and the reader fails to send
+    // and returns: the file is not read on past what is in flight.
     let (work, jobs) = mpsc::sync_channel::<Job>(PARSE_QUEUE);
-    let jobs = Mutex::new(jobs);
+    let jobs = Arc::new(Mutex::new(jobs));
     let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Parsed>(PARSE_QUEUE);
     std::thread::scope(|scope| {
         for _ in 0..PARSERS {
-            let (jobs, parsed_tx) = (&jobs, parsed_tx.clone());
+            let (jobs, parsed_tx) = (Arc::clone(&jobs), parsed_tx.clone());
             scope.spawn(move || {
                 loop {
                     let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
@@ -1350,11 +1353,12 @@ fn load(
                 }
             });
         }
-        drop(parsed_tx);
+        drop((jobs, parsed_tx));
         let applier = scope.spawn(move || apply_in_order(parsed_rx, index));
         let outcome = read_records(&mut reader, path, synced.len, work);
         let (entries, undecodable) = applier.join().unwrap_or((0, Some(0)));
-        // A record that decodes to nothing is damage wherever it is.
+        // A record that decodes to nothing is damage wherever it is; the
+        // reader's own error then only says that it was stopped.
         if let Some(offset) = undecodable {
             return Err(corrupt(offset, "undecodable record"));
         }
@@ -1455,6 +1459,9 @@ fn read_records(
             return Ok((offset, tail.len() as u64, records));
         }
         let len = (RECORD_HEAD_LEN + payload.len()) as u64;
+        // The parsers are gone only once the applier met a record that
+        // does not decode (or panicked): stop reading; `load` reports that
+        // record.
         if work.send((records, offset, payload)).is_err() {
             return Err(corrupt(offset, "undecodable record"));
         }
@@ -1465,21 +1472,18 @@ fn read_records(
 
 /// Applies decoded batches to `index` in file order (parsers finish out of
 /// order). Returns the entries applied and the offset of the first record
-/// that did not decode, if any (nothing from it on is applied).
+/// that did not decode, if any: it returns there, dropping `parsed` (which
+/// stops the parsers), and nothing from that record on is applied.
 fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, Option<u64>) {
     let mut waiting: BTreeMap<u64, (u64, Option<Vec<Decoded>>)> = BTreeMap::new();
     let mut next = 0u64;
     let mut entries = 0u64;
-    let mut failed: Option<u64> = None;
     for (seq, offset, batch) in parsed {
         waiting.insert(seq, (offset, batch));
-        while failed.is_none()
-            && let Some((offset, batch)) = waiting.remove(&next)
-        {
+        while let Some((offset, batch)) = waiting.remove(&next) {
             next += 1;
             let Some(batch) = batch else {
-                failed = Some(offset);
-                break;
+                return (entries, Some(offset));
             };
             for entry in batch {
                 entries += 1;
@@ -1491,7 +1495,7 @@ fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, 
             }
         }
     }
-    (entries, failed)
+    (entries, None)
 }
 
 /// A decoded record: its place in the file, its offset, its entries (none

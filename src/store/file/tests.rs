@@ -2249,6 +2249,59 @@ fn a_record_whose_policy_has_no_resolved_deadline_does_not_open() {
     }
 }
 
+/// A reader that counts the bytes taken from it.
+struct Counted {
+    inner: std::io::Cursor<Vec<u8>>,
+    taken: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Read for Counted {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.taken
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// An open stops at the first record that does not decode: the reader,
+/// the parsers and the applier stop soon after it, not at the end of the
+/// file, and the record reported is still the first undecodable one in
+/// file order, whatever the parsers decode after it (here more
+/// undecodable records, one right behind it).
+#[test]
+fn an_open_stops_at_the_first_undecodable_record() {
+    let (bytes, starts, _) = six_records();
+    let bad = super::format::encode_payload(b"[{\"put\": 42}]").unwrap();
+    let good = &bytes[starts[0]..starts[1]];
+    let mut file = bytes.clone();
+    let first_bad = file.len() as u64;
+    file.extend_from_slice(&bad);
+    file.extend_from_slice(&bad);
+    let mut records = 0;
+    while file.len() < 64 << 20 {
+        file.extend_from_slice(if records % 1000 == 999 { &bad } else { good });
+        records += 1;
+    }
+    let len = file.len();
+    let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = Counted {
+        inner: std::io::Cursor::new(file),
+        taken: Arc::clone(&taken),
+    };
+    match load(Box::new(reader), &path(), &MemoryStore::new()) {
+        Err(StoreError::Corrupt { offset, reason, .. }) => {
+            assert_eq!((offset, reason), (first_bad, "undecodable record"));
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("opened"),
+    }
+    // The reader reads ahead 1 MiB and a few records more; a parser held
+    // up for a long while could let it read on, hence the wide bound.
+    let taken = taken.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(taken < 16 << 20, "{taken} bytes read of {len}");
+}
+
 #[test]
 fn import_brings_a_record_from_a_future_epoch_back_in_line() {
     // A tampered export: a key stamped with an epoch no revoke-all would
