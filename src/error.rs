@@ -358,8 +358,9 @@ pub enum Error {
     /// for getting the successor's secret.
     #[error("key {0} was already rotated")]
     AlreadyRotated(KeyId),
-    /// The key has expired, so it cannot be rotated: a successor would give
-    /// it new life. Issue a new key instead.
+    /// The key has expired, so it cannot be rotated (a successor would give
+    /// it new life) or regenerated (a new secret would never verify). Issue
+    /// a new key instead.
     #[error("key {0} has expired")]
     Expired(KeyId),
     /// An update, or an exchange asking for narrower scopes, named a scope
@@ -412,15 +413,16 @@ impl Error {
     ///   requests (a tenant's prefix) has a bad value to send back.
     ///   [`Error::InvalidInput`] is 400 throughout, though a few of its
     ///   refusals are of the key's or the ring's state rather than the
-    ///   request's (a rotation of a key whose uses are spent, an exchange
-    ///   for a key about to expire or on a clock before 1970).
+    ///   request's (a rotation or regeneration of a key whose uses are
+    ///   spent, an exchange for a key about to expire or on a clock before
+    ///   1970).
     /// - **404** when there is no key with the id
     ///   ([`Error::NotFound`], and [`StoreError::NotFound`] when another
     ///   ring deleted the key meanwhile).
     /// - **409** when the request conflicts with the key's state: the key is
-    ///   revoked, expired (for a rotation) or already rotated, or was
-    ///   regenerated within this second (for an exchange; a retry a second
-    ///   later succeeds).
+    ///   revoked, expired (for a rotation or a regeneration) or already
+    ///   rotated, or was regenerated within this second (for an exchange; a
+    ///   retry a second later succeeds).
     /// - **500** when the service is at fault, not the caller: a store of
     ///   another ring, no signing key for an exchange, a failed OS random
     ///   number generator, or fresh random ids that the store holds
@@ -499,7 +501,7 @@ impl Error {
     /// | `invalid_import` | 400 | [`StoreError::InvalidImport`] |
     /// | `key_not_found` | 404 | [`Error::NotFound`], [`StoreError::NotFound`]: no key with this id |
     /// | `key_already_revoked` | 409 | [`Error::Revoked`]: the operation needs a key that is not revoked |
-    /// | `key_already_expired` | 409 | [`Error::Expired`]: an expired key cannot be rotated |
+    /// | `key_already_expired` | 409 | [`Error::Expired`]: an expired key cannot be rotated or regenerated |
     /// | `key_already_rotated` | 409 | [`Error::AlreadyRotated`]: rotate its successor |
     /// | `regenerated_this_second` | 409 | [`Error::RegeneratedThisSecond`]: exchange again a second later |
     /// | `store_of_another_ring` | 500 | [`Error::StoreOfAnotherRing`], [`StoreError::ForeignSettings`]: the service is configured against another ring's store |

@@ -110,6 +110,10 @@ fn settings_backoff(runs: usize) {
 const SETTINGS_REFRESH: std::time::Duration = std::time::Duration::from_secs(1);
 /// The reason recorded by [`KeyRing::owner_password_expired`].
 const PASSWORD_EXPIRED: &str = "owner password expired";
+/// Why `rotate` and `regenerate` refuse a key whose uses are all spent
+/// ([`Error::InvalidInput`]): any secret of it would be refused as
+/// [`VerifyError::UsageExceeded`].
+const USES_SPENT: &str = "the key's uses are spent; issue a new key";
 
 /// How far past a trailing clock reading (see
 /// [`Clock::trailing_unix_nanos`]) a deadline must lie for `verify` to
@@ -1390,14 +1394,26 @@ impl<S: KeyStore> KeyRing<S> {
     }
 
     /// Gives a key a new secret, keeping its id and record; the old secret
-    /// fails at once. Refused for a revoked or deleted key.
+    /// fails at once. A disabled key can be regenerated (its new secret
+    /// works once it is enabled), and so can a rotated key in its grace,
+    /// but its new secret still ends with the grace.
+    ///
+    /// Refused, changing nothing, for a key whose new secret could never
+    /// verify: a revoked key, one by one or by a revoke-all
+    /// ([`Error::Revoked`]); a deleted key ([`Error::NotFound`]); an
+    /// expired key ([`Error::Expired`]), whether active or disabled: past
+    /// its own expiry or the ring default's (a later change of the default
+    /// does not revive it), idle past its idle timeout, a rotated key past
+    /// its grace, or a key with a use limit that was rotated (its uses went
+    /// to its successor); and with [`Error::InvalidInput`] a key whose uses
+    /// are all spent ([`VerifyError::UsageExceeded`]), as `rotate` refuses
+    /// it. Issue a new key instead.
     ///
     /// After a storage error ([`Error::Storage`]) the store may hold the
     /// new secret, which was never returned, and the old one then fails:
-    /// regenerate again once the store works. A rotated key in its grace
-    /// can be regenerated, but its new secret still ends with the grace;
-    /// to recover a rotation whose secret was lost, regenerate the
-    /// successor (see [`rotate`](Self::rotate)).
+    /// regenerate again once the store works. To recover a rotation whose
+    /// secret was lost, regenerate the successor (see
+    /// [`rotate`](Self::rotate)).
     pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
         self.anonymous().regenerate(id)
     }
@@ -2531,9 +2547,7 @@ impl<S: KeyStore> Acting<'_, S> {
         successor.tidy();
         if old_key.use_limit.is_some() && successor.use_limit.is_none() {
             // Every use is spent: there is nothing to hand on.
-            return Err(Error::InvalidInput(
-                "the key's uses are spent; issue a new key",
-            ));
+            return Err(Error::InvalidInput(USES_SPENT));
         }
         // A key with a use limit hands its remaining uses to the successor
         // and stops at once: a grace would let both spend the same uses.
@@ -2577,8 +2591,19 @@ impl<S: KeyStore> Acting<'_, S> {
         // key would be handed out for nothing (see `live_entry`).
         ring.shared.refresh()?;
         let old = ring.live_entry(id)?;
+        let now = ring.clock.now();
+        // A new secret for an ended key would never verify, and would be
+        // handed out for nothing: refused as `verify` judges the key (past
+        // its cutoff, or a limited key that handed its uses on), whatever
+        // its status, as `rotate` refuses it.
+        if ring.expired_at(&old, now) {
+            return Err(Error::Expired(id));
+        }
+        if old.key.used_up() {
+            return Err(Error::InvalidInput(USES_SPENT));
+        }
         let generated = token::generate_with_id(&ring.prefix, id)?;
-        let now_nanos = nanos(ring.clock.now());
+        let now_nanos = nanos(now);
         // Tokens exchanged with the old secret stop too (strict checks).
         // The cut only moves forward: on a clock that went back since an
         // earlier regeneration, an earlier cut would let the tokens of the

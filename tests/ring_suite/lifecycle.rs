@@ -522,6 +522,271 @@ fn regenerate_refuses_revoked_and_deleted_keys() {
     ));
 }
 
+/// A ring at `clock` (with `default` as its default expiry, if given) that
+/// keeps every event in the log returned.
+fn evented(
+    clock: &ManualClock,
+    default: Option<ExpiryPolicy>,
+) -> (KeyRing<TestStore>, Arc<EventLog>) {
+    let log = Arc::new(EventLog::new());
+    let mut builder = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .flush_interval(None);
+    if let Some(default) = default {
+        builder = builder.default_expiry(default);
+    }
+    (builder.build(fresh_store()).expect("ring builds"), log)
+}
+
+/// Regenerates `key`, which must be refused, and returns the refusal once
+/// it is checked to have changed nothing: the stored record (its hash
+/// included) is the same, the key's secret gets the same answer from
+/// `verify`, and no event was sent.
+#[track_caller]
+fn refused_regenerate<S: KeyStore>(ring: &KeyRing<S>, log: &EventLog, key: &Issued) -> Error {
+    let id = key.key.id();
+    let answer = check(ring, key);
+    let record = ring.store().lookup(id).expect("key is stored");
+    let sent = log.events().len();
+    let refusal = match ring.regenerate(id) {
+        Ok(_) => panic!("regenerate of key {id} handed out a new secret ({answer:?} before)"),
+        Err(e) => e,
+    };
+    let kinds: Vec<EventKind> = log.events()[sent..]
+        .iter()
+        .map(|e| e.kind.clone())
+        .collect();
+    assert_eq!(kinds, vec![], "a refused regenerate sent events");
+    assert_eq!(
+        *ring.store().lookup(id).expect("key is stored"),
+        *record,
+        "a refused regenerate changed the record"
+    );
+    assert_eq!(
+        check(ring, key),
+        answer,
+        "a refused regenerate changed the answer to the key's secret"
+    );
+    refusal
+}
+
+/// `Error::Expired` for the key `key`, with its documented message.
+#[track_caller]
+fn assert_expired(refusal: &Error, key: &Issued) {
+    let id = key.key.id();
+    assert!(
+        matches!(refusal, Error::Expired(e) if *e == id),
+        "refused with {refusal:?}, not Expired({id})"
+    );
+    assert_eq!(refusal.to_string(), format!("key {id} has expired"));
+}
+
+/// A key past its own deadline (a lifetime, an instant) is not given a new
+/// secret: it would never verify. Until the deadline it is.
+#[test]
+fn regenerate_refuses_a_key_past_its_own_lifetime() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, None);
+    let lifetime = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(3)))
+        .unwrap();
+    let until = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::At(T0 + Duration::days(3))))
+        .unwrap();
+    let before = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(3)))
+        .unwrap();
+    clock.set(T0 + Duration::days(3) - NS);
+    let renewed = ring.regenerate(before.key.id()).unwrap();
+    assert_eq!(check(&ring, &renewed), Ok(()));
+
+    clock.set(T0 + Duration::days(3));
+    for key in [&lifetime, &until, &renewed] {
+        assert_eq!(check(&ring, key), Err(VerifyError::Expired));
+        assert_expired(&refused_regenerate(&ring, &log, key), key);
+    }
+    clock.advance(Duration::days(365));
+    assert_expired(&refused_regenerate(&ring, &log, &lifetime), &lifetime);
+}
+
+/// The same for a key governed by the ring's default, past its lifetime
+/// or its fixed instant; and a later change of the default, which does not
+/// revive such a key, does not let it be regenerated either.
+#[test]
+fn regenerate_refuses_a_key_past_the_ring_defaults_lifetime() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, Some(ExpiryPolicy::days(30)));
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(T0 + Duration::days(30));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &key), &key);
+
+    clock.set(T0 + Duration::days(40));
+    ring.set_default_expiry(ExpiryPolicy::days(90)).unwrap();
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &key), &key);
+    ring.set_default_expiry(ExpiryPolicy::Never).unwrap();
+    assert_expired(&refused_regenerate(&ring, &log, &key), &key);
+
+    // A fixed default instant that has passed.
+    let end = T0 + Duration::days(50);
+    ring.set_default_expiry(ExpiryPolicy::At(end)).unwrap();
+    let fixed = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(end);
+    assert_eq!(check(&ring, &fixed), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &fixed), &fixed);
+}
+
+/// An idle timeout, its own or the ring default's, ends a key as a
+/// deadline does.
+#[test]
+fn regenerate_refuses_a_key_idle_past_its_idle_timeout() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, Some(ExpiryPolicy::Idle(Duration::days(5))));
+    let own = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    let by_default = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(T0 + Duration::minutes(40));
+    assert_eq!(check(&ring, &own), Ok(()));
+    clock.set(T0 + Duration::minutes(100));
+    assert_eq!(check(&ring, &own), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &own), &own);
+
+    clock.set(T0 + Duration::days(5));
+    assert_eq!(check(&ring, &by_default), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &by_default), &by_default);
+}
+
+/// A rotated key past the end of its grace (a zero grace ends it at once)
+/// is refused; its successor is not touched.
+#[test]
+fn regenerate_refuses_a_rotated_key_past_its_grace() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, None);
+    let old = ring.issue(NewKey::new("o")).unwrap();
+    let grace = Duration::hours(2);
+    let new = ring.rotate(old.key.id(), grace).unwrap();
+    clock.set(T0 + grace);
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &old), &old);
+    assert_eq!(check(&ring, &new), Ok(()));
+
+    let at_once = ring.issue(NewKey::new("o")).unwrap();
+    let its_new = ring.rotate(at_once.key.id(), Duration::ZERO).unwrap();
+    assert_expired(&refused_regenerate(&ring, &log, &at_once), &at_once);
+    assert_eq!(check(&ring, &its_new), Ok(()));
+}
+
+/// A rotated key with a use limit handed its uses to its successor and
+/// ended at once: `verify` refuses it as expired, even on a clock behind
+/// the rotation, and so does `regenerate`.
+#[test]
+fn regenerate_refuses_a_limited_key_that_handed_its_uses_on() {
+    let clock = ManualClock::new(T0 + Duration::hours(1));
+    let (ring, log) = evented(&clock, None);
+    let old = ring.issue(NewKey::new("o").use_limit(5)).unwrap();
+    let new = ring.rotate(old.key.id(), Duration::hours(1)).unwrap();
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &old), &old);
+    // The clock steps back before the rotation.
+    clock.set(T0);
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &old), &old);
+    assert_eq!(check(&ring, &new), Ok(()));
+}
+
+/// A key whose uses are all spent would be refused (`UsageExceeded`)
+/// with any new secret: `regenerate` refuses it as `rotate` does, with
+/// `InvalidInput`, not as expired (it is not: `state` says used up).
+#[test]
+fn regenerate_refuses_a_key_whose_uses_are_spent() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, None);
+    let spent = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    assert_eq!(check(&ring, &spent), Ok(()));
+    assert_eq!(check(&ring, &spent), Ok(()));
+    assert_eq!(check(&ring, &spent), Err(VerifyError::UsageExceeded));
+    assert_eq!(ring.state(spent.key.id()), Some(KeyState::UsedUp));
+    let refusal = refused_regenerate(&ring, &log, &spent);
+    assert!(
+        matches!(refusal, Error::InvalidInput(_)),
+        "refused with {refusal:?}"
+    );
+    assert_eq!(
+        refusal.to_string(),
+        "invalid input: the key's uses are spent; issue a new key"
+    );
+
+    // One use left: regenerated, and the use is the new secret's.
+    let one_left = ring.issue(NewKey::new("o").use_limit(2)).unwrap();
+    assert_eq!(check(&ring, &one_left), Ok(()));
+    let renewed = ring.regenerate(one_left.key.id()).unwrap();
+    assert_eq!(check(&ring, &renewed), Ok(()));
+    assert_eq!(check(&ring, &renewed), Err(VerifyError::UsageExceeded));
+}
+
+/// What stays allowed: a rotated key within its grace (the new secret
+/// still ends with the grace), the successor of a rotation (before and
+/// after its predecessor's grace), and a disabled key (its new secret is
+/// disabled too, until enabled) while it has not expired.
+#[test]
+fn regenerate_of_a_key_in_its_grace_a_successor_or_a_disabled_key_works() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, None);
+    let old = ring.issue(NewKey::new("o")).unwrap();
+    let grace = Duration::hours(2);
+    let new = ring.rotate(old.key.id(), grace).unwrap();
+    clock.set(T0 + grace - NS);
+    let old2 = ring.regenerate(old.key.id()).unwrap();
+    assert_eq!(check(&ring, &old), Err(VerifyError::Invalid));
+    assert_eq!(check(&ring, &old2), Ok(()));
+    let new2 = ring.regenerate(new.key.id()).unwrap();
+    assert_eq!(check(&ring, &new), Err(VerifyError::Invalid));
+    assert_eq!(check(&ring, &new2), Ok(()));
+    clock.set(T0 + grace);
+    assert_eq!(check(&ring, &old2), Err(VerifyError::Expired));
+    let new3 = ring.regenerate(new.key.id()).unwrap();
+    assert_eq!(check(&ring, &new3), Ok(()));
+
+    let off = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(3)))
+        .unwrap();
+    ring.disable(off.key.id()).unwrap();
+    let off2 = ring.regenerate(off.key.id()).unwrap();
+    assert_eq!(check(&ring, &off2), Err(VerifyError::Disabled));
+    assert_eq!(check(&ring, &off), Err(VerifyError::Invalid));
+    ring.enable(off.key.id()).unwrap();
+    assert_eq!(check(&ring, &off2), Ok(()));
+    let regenerated = log
+        .events()
+        .iter()
+        .filter(|e| e.kind == EventKind::Regenerated)
+        .count();
+    assert_eq!(regenerated, 4);
+}
+
+/// A disabled key past its deadline is expired too (`verify` says
+/// disabled, as the status comes first, and would say expired once it is
+/// enabled): refused as `rotate` refuses it.
+#[test]
+fn regenerate_refuses_a_disabled_key_past_its_deadline() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, None);
+    let key = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(3)))
+        .unwrap();
+    ring.disable(key.key.id()).unwrap();
+    clock.set(T0 + Duration::days(3));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Disabled));
+    assert_expired(&refused_regenerate(&ring, &log, &key), &key);
+    assert!(matches!(
+        ring.rotate(key.key.id(), Duration::ZERO),
+        Err(Error::Expired(id)) if id == key.key.id()
+    ));
+}
+
 // ---------------------------------------------------------------------------
 // Disable / enable / revoke
 // ---------------------------------------------------------------------------
