@@ -2229,9 +2229,13 @@ impl<S: KeyStore> KeyRing<S> {
     /// Whether the key has ended at `now`, as `verify` judges it: past its
     /// cutoff, or a limited key whose rotation handed its uses on (ended
     /// at the rotating ring's reading, which a clock behind it or stepped
-    /// back has not reached).
+    /// back has not reached). The cutoff is the one `verify` compares
+    /// ([`limits`](Self::limits), not [`cutoff`](Self::cutoff)): a key
+    /// that expired under a default since replaced is ended whatever the
+    /// clock reads, also on one behind the instant it expired at (another
+    /// ring's, or one stepped back), as `verify` refuses it there.
     fn expired_at(&self, entry: &StoredKey, now: OffsetDateTime) -> bool {
-        nanos(now) >= self.cutoff(entry) || entry.key.handed_on()
+        nanos(now) >= self.limits(entry).0 || entry.key.handed_on()
     }
 
     /// When the key with this id stops working, as things stand: the
@@ -2521,8 +2525,9 @@ impl<S: KeyStore> Acting<'_, S> {
         }
         let now = ring.clock.now();
         // The successor starts its life now (a default lifetime, an idle
-        // timeout): an expired key would come back through it.
-        if nanos(now) >= ring.cutoff(&old) {
+        // timeout): an expired key would come back through it. Judged as
+        // `verify` judges it (see `expired_at`).
+        if ring.expired_at(&old, now) {
             return Err(Error::Expired(id));
         }
         let old_key = old.current_key();

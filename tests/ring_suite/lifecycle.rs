@@ -638,6 +638,34 @@ fn regenerate_refuses_a_key_past_the_ring_defaults_lifetime() {
     assert_expired(&refused_regenerate(&ring, &log, &fixed), &fixed);
 }
 
+/// A key that expired under a default since replaced is refused by
+/// `verify` whatever the clock reads (the replaced default's bar says so),
+/// also on a clock behind the instant it expired at: another ring's clock
+/// that runs behind the one that changed the default, or a clock stepped
+/// back. Regenerate judges it as `verify` does, and so does `state`.
+#[test]
+fn regenerate_refuses_a_key_expired_under_a_replaced_default_on_a_clock_behind() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = evented(&clock, Some(ExpiryPolicy::days(30)));
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    clock.set(T0 + Duration::days(31));
+    ring.set_default_expiry(ExpiryPolicy::days(90)).unwrap();
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    // Behind the instant the key expired at (T0 + 30 days).
+    clock.set(T0 + Duration::days(29));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Expired));
+    assert_expired(&refused_regenerate(&ring, &log, &key), &key);
+    assert_eq!(ring.state(key.key.id()), Some(KeyState::Expired));
+    // Nor does a rotation bring it back through a successor.
+    match ring.rotate(key.key.id(), Duration::ZERO) {
+        Err(refusal) => assert_expired(&refusal, &key),
+        Ok(successor) => panic!(
+            "rotate gave the expired key a successor, which verify answers {:?}",
+            check(&ring, &successor)
+        ),
+    }
+}
+
 /// An idle timeout, its own or the ring default's, ends a key as a
 /// deadline does.
 #[test]
