@@ -1149,19 +1149,25 @@ mod bounded_import {
         }
     }
 
+    /// A store holding the longest key, and its export's header line.
+    fn store_with_the_longest_key() -> (tempfile::TempDir, FileStore, String) {
+        let (export, _) = export_of_the_longest_key();
+        let header = export.lines().next().unwrap().to_owned();
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path().join("keys.kw")).unwrap();
+        store
+            .import(export.as_bytes(), ImportMode::Replace)
+            .unwrap();
+        (dir, store, header)
+    }
+
     /// What import may read of a line past the limit: the limit, a line
     /// break, and what its buffered reader takes in one go.
     const READ_PAST_A_LONG_LINE: u64 = IMPORT_LINE_LIMIT as u64 + 2 + (64 << 10);
 
     #[test]
     fn a_long_line_is_refused_without_being_read_to_its_end() {
-        let (export, _) = export_of_the_longest_key();
-        let header = export.lines().next().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path().join("keys.kw")).unwrap();
-        store
-            .import(export.as_bytes(), ImportMode::Replace)
-            .unwrap();
+        let (_dir, store, header) = store_with_the_longest_key();
         let before = contents(&store);
         // A line of 64 MiB, as the header and as a key's line, followed by a
         // line break and another line.
@@ -1197,13 +1203,7 @@ mod bounded_import {
     /// once did, it would take all memory.
     #[test]
     fn an_endless_line_is_refused() {
-        let (export, _) = export_of_the_longest_key();
-        let header = export.lines().next().unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let store = FileStore::open(dir.path().join("keys.kw")).unwrap();
-        store
-            .import(export.as_bytes(), ImportMode::Replace)
-            .unwrap();
+        let (_dir, store, header) = store_with_the_longest_key();
         let before = contents(&store);
         for (line, start) in [(1, String::new()), (2, format!("{header}\n"))] {
             let mut input = Counted {
