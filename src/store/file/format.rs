@@ -49,7 +49,8 @@
 //! write cut short by a crash; dropped) only if no valid record starts
 //! anywhere after X. Otherwise the damage is followed by committed data,
 //! and dropping it could resurrect a revoked key: the open fails with the
-//! offset.
+//! offset. So does one followed by more bytes than one write leaves
+//! ([`MAX_TORN_TAIL`] from X to the end of the file), read no further.
 
 use serde::{Deserialize, Serialize};
 
@@ -72,6 +73,17 @@ const RECORD_MAGIC: &[u8; 2] = b"KW";
 const KIND_BATCH: u8 = 1;
 /// Longest payload accepted; a longer length field is damage.
 pub(crate) const MAX_PAYLOAD: u32 = 512 << 20;
+/// Most bytes from the start of a torn tail to the end of the file: one
+/// record, its head and the longest payload a head may claim. Each write
+/// (an `apply`) appends one record, writes its slot inside the header, and
+/// fsyncs before the next write begins; an open truncates or fsyncs what
+/// it found before it writes, and a rewrite records its whole length
+/// before its file takes the store's place. So a crash leaves at most the
+/// last write's record unsynced. (A slot write cut short leaves the other
+/// slot, a write behind: the record before, fsynced and valid, then also
+/// lies past the synced part, but the tail starts after it.) More than
+/// this after an invalid record is damage, not a write cut short.
+pub(crate) const MAX_TORN_TAIL: u64 = RECORD_HEAD_LEN as u64 + MAX_PAYLOAD as u64;
 
 /// One entry of a batch record.
 // Unboxed: an open decodes a million of these and moves each record straight

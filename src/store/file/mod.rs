@@ -1355,7 +1355,7 @@ fn load(
         }
         drop((jobs, parsed_tx));
         let applier = scope.spawn(move || apply_in_order(parsed_rx, index));
-        let outcome = read_records(&mut reader, path, synced.len, work);
+        let outcome = read_records(&mut reader, path, synced.len, format::MAX_TORN_TAIL, work);
         let (entries, undecodable) = applier.join().unwrap_or((0, Some(0)));
         // A record that decodes to nothing is damage wherever it is; the
         // reader's own error then only says that it was stopped.
@@ -1397,11 +1397,14 @@ const PARSE_QUEUE: usize = 8;
 /// to `work`. Returns the valid length, the bytes of a torn tail dropped,
 /// and the number of records; damage before the tail is an error, and so
 /// is any in the file's first `synced` bytes, which were durable before
-/// the last write began.
+/// the last write began, and so is an invalid record past them with more
+/// than `max_tail` bytes from its start to the end of the file (the most
+/// one write leaves: `format::MAX_TORN_TAIL`), found without reading on.
 fn read_records(
     reader: &mut BufReader<Box<dyn Read + Send>>,
     path: &Path,
     synced: u64,
+    max_tail: u64,
     work: mpsc::SyncSender<Job>,
 ) -> Result<(u64, u64, u64), StoreError> {
     let io_err = |source| io_error(path, source);
@@ -1446,8 +1449,14 @@ fn read_records(
             let mut tail = head;
             tail.extend_from_slice(&payload);
             let record_len = tail.len();
-            reader.read_to_end(&mut tail).map_err(io_err)?;
-            if complete && tail.len() > record_len {
+            // A write cut short leaves at most one record: the tail is read
+            // only up to one byte more than that, never the rest of the file.
+            let rest = (max_tail + 1).saturating_sub(record_len as u64);
+            (&mut *reader)
+                .take(rest)
+                .read_to_end(&mut tail)
+                .map_err(io_err)?;
+            if (complete && tail.len() > record_len) || tail.len() as u64 > max_tail {
                 return Err(corrupt(offset, "damaged record followed by more data"));
             }
             if format::valid_record_after_start(&tail) {

@@ -2730,3 +2730,78 @@ fn a_rotation_whose_fsync_failed_may_be_on_disk_and_is_recovered_by_regenerating
         );
     }
 }
+
+/// Only the last write can be torn, and it is one record: past the synced
+/// part, more than a record's worth of bytes from an invalid record's start
+/// on is damage, found without reading the rest of the file (garbage
+/// appended by something else would otherwise all be read into memory).
+/// The bound is a parameter here so that the test stays small.
+#[test]
+fn a_tail_longer_than_one_write_is_damage_found_without_reading_it_all() {
+    let (bytes, starts, _) = six_records();
+    let synced = starts[1] as u64;
+    let max_tail = 64 << 10;
+    let mut damaged = bytes[starts[0]..starts[1]].to_vec();
+    *damaged.last_mut().unwrap() ^= 1;
+    // A torn head (zeros), and a whole record whose payload is damaged.
+    for head in [vec![0; RECORD_HEAD_LEN], damaged] {
+        for (tail_len, torn) in [(4 << 20, false), (max_tail + 1, false), (max_tail, true)] {
+            let mut file = bytes[..starts[1]].to_vec();
+            file.extend_from_slice(&head);
+            file.resize(starts[1] + tail_len as usize, 0);
+            let taken = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counted: Box<dyn Read + Send> = Box::new(Counted {
+                inner: std::io::Cursor::new(file),
+                taken: Arc::clone(&taken),
+            });
+            let mut reader = std::io::BufReader::with_capacity(4096, counted);
+            let mut header = Vec::new();
+            (&mut reader)
+                .take(HEADER_LEN as u64)
+                .read_to_end(&mut header)
+                .unwrap();
+            let (work, _jobs) = mpsc::sync_channel(PARSE_QUEUE);
+            let outcome = read_records(&mut reader, &path(), synced, max_tail, work);
+            let whole = head.len() > RECORD_HEAD_LEN;
+            let what = format!("head of {} bytes, tail of {tail_len}", head.len());
+            let taken = taken.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(
+                taken <= synced + max_tail + 1 + 4096,
+                "{what}: {taken} bytes read"
+            );
+            match outcome {
+                Ok((valid_len, dropped, records)) if torn && !whole => {
+                    assert_eq!(
+                        (valid_len, dropped, records),
+                        (synced, tail_len, 1),
+                        "{what}"
+                    );
+                }
+                Err(StoreError::Corrupt { offset, reason, .. }) if !torn || whole => {
+                    assert_eq!(offset, synced, "{what}");
+                    assert_eq!(reason, "damaged record followed by more data", "{what}");
+                }
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+}
+
+/// The bound an open uses is the format's largest record: its head and the
+/// longest payload a head may claim.
+#[test]
+fn the_tail_bound_is_the_largest_record() {
+    use super::format::{MAX_PAYLOAD, MAX_TORN_TAIL, parse_head};
+    assert_eq!(
+        MAX_TORN_TAIL,
+        RECORD_HEAD_LEN as u64 + u64::from(MAX_PAYLOAD)
+    );
+    let head = |len: u32| {
+        let mut h = [0u8; RECORD_HEAD_LEN];
+        h[..4].copy_from_slice(b"KW\x01\x00");
+        h[4..8].copy_from_slice(&len.to_le_bytes());
+        parse_head(&h)
+    };
+    assert!(head(MAX_PAYLOAD).is_some());
+    assert!(head(MAX_PAYLOAD + 1).is_none());
+}
