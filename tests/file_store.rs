@@ -1116,16 +1116,8 @@ mod bounded_import {
             let before = contents(&store);
             let over = padded(&export, line, IMPORT_LINE_LIMIT + 1, end);
             for mode in [ImportMode::Replace, ImportMode::Merge] {
-                match store.import(over.as_bytes(), mode) {
-                    Err(e @ StoreError::InvalidImport { .. }) => assert_eq!(
-                        e.to_string(),
-                        format!(
-                            "invalid import at line {line}: the line is longer than 1048576 bytes, \
-                             more than any export writes"
-                        )
-                    ),
-                    other => panic!("line {line} over the limit, {mode:?}: {other:?}"),
-                }
+                let outcome = store.import(over.as_bytes(), mode);
+                assert_refused_as_too_long(outcome, line, &format!("{mode:?}"));
                 assert_eq!(
                     contents(&store),
                     before,
@@ -1146,6 +1138,25 @@ mod bounded_import {
             let n = self.inner.read(buf)?;
             self.taken += n as u64;
             Ok(n)
+        }
+    }
+
+    /// Asserts that `outcome` refused line `line` as longer than the limit,
+    /// with the whole message.
+    fn assert_refused_as_too_long(
+        outcome: Result<keyward::store::ImportReport, StoreError>,
+        line: usize,
+        context: &str,
+    ) {
+        match outcome {
+            Err(e @ StoreError::InvalidImport { .. }) => assert_eq!(
+                e.to_string(),
+                format!(
+                    "invalid import at line {line}: the line is longer than 1048576 bytes, \
+                     more than any export writes"
+                )
+            ),
+            other => panic!("line {line} over the limit, {context}: {other:?}"),
         }
     }
 
@@ -1210,16 +1221,8 @@ mod bounded_import {
                 inner: start.as_bytes().chain(std::io::repeat(b'x')),
                 taken: 0,
             };
-            match store.import(&mut input, ImportMode::Replace) {
-                Err(e @ StoreError::InvalidImport { .. }) => assert_eq!(
-                    e.to_string(),
-                    format!(
-                        "invalid import at line {line}: the line is longer than 1048576 bytes, \
-                         more than any export writes"
-                    )
-                ),
-                other => panic!("line {line}: {other:?}"),
-            }
+            let outcome = store.import(&mut input, ImportMode::Replace);
+            assert_refused_as_too_long(outcome, line, "endless");
             assert!(input.taken <= start.len() as u64 + READ_PAST_A_LONG_LINE);
             assert_eq!(contents(&store), before);
         }
