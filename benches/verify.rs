@@ -325,21 +325,29 @@ fn parse_like(key: &[u8]) -> Option<u64> {
 /// the decoded id, as verify's does) and, if `clock`, the clock read after.
 #[inline]
 fn floor_parsed(set: &Set, i: usize, clock: bool) -> Option<&[u8; 32]> {
-    let key = set.valid[set.order[i & set.mask]].as_bytes();
-    let decoded = parse_like(key)?;
-    if clock {
-        black_box(SystemClock.unix_nanos());
-    }
-    floor_find(set, key, decoded & black_box(0))
+    floor_parsed_then(set, i, || {
+        if clock {
+            black_box(SystemClock.unix_nanos());
+        }
+    })
 }
 
 /// [`floor_parsed`] with the clock read as `verify` ships: `SystemClock`'s
 /// trailing (coarse) reading, not a precise one.
 #[inline]
 fn floor_parsed_shipped_clock(set: &Set, i: usize) -> Option<&[u8; 32]> {
+    floor_parsed_then(set, i, || {
+        black_box(SystemClock.trailing_unix_nanos());
+    })
+}
+
+/// Verify's parse, then `read_clock` where verify reads its clock, then
+/// the floor's lookup made to depend on the decoded id.
+#[inline]
+fn floor_parsed_then(set: &Set, i: usize, read_clock: impl FnOnce()) -> Option<&[u8; 32]> {
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     let decoded = parse_like(key)?;
-    black_box(SystemClock.trailing_unix_nanos());
+    read_clock();
     floor_find(set, key, decoded & black_box(0))
 }
 
