@@ -16,6 +16,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -351,6 +352,19 @@ fn floor_parsed_then(set: &Set, i: usize, read_clock: impl FnOnce()) -> Option<&
     floor_find(set, key, decoded & black_box(0))
 }
 
+/// [`floor_parsed_shipped_clock`] on [`Variants::arc_map`]: the slot found,
+/// with its digest and its record's `Arc`.
+#[inline]
+fn arc_slot<'v>(set: &Set, v: &'v Variants, i: usize) -> Option<&'v ([u8; 32], Arc<Record>)> {
+    let key = set.valid[set.order[i & set.mask]].as_bytes();
+    let decoded = parse_like(key)?;
+    black_box(SystemClock.trailing_unix_nanos());
+    let start = PREFIX.len() + 2;
+    let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
+    let slot = v.arc_map.get(&(floor_id(key) ^ (decoded & black_box(0))))?;
+    (blake3::Hash::from(slot.0) == digest).then_some(slot)
+}
+
 /// Checks on words a record's first 96 bytes span (two cache lines), as
 /// verify reads of a plain key's record since a143197: branches on data
 /// that just arrived, as verify's checks.
@@ -397,6 +411,11 @@ struct Variants {
 
     /// One per key, laid out as a `StoredKey`'s allocation.
     records: Vec<Record>,
+    /// The floor's map again, each slot holding its digest and an `Arc` of
+    /// its own record, allocated one by one as keyward's records are: a
+    /// table of hot fields whose slot points to the record `Verified` must
+    /// reference.
+    arc_map: HashMap<u64, ([u8; 32], Arc<Record>), BuildHasherDefault<IdHasher>>,
 }
 
 /// Which clock [`SwitchedClock`] acts as: one of the `AS_*` values.
@@ -455,7 +474,7 @@ struct Record {
 }
 
 impl Variants {
-    fn build(n: usize) -> Variants {
+    fn build(set: &Set, n: usize) -> Variants {
         let ring = KeyRing::builder(PREFIX)
             .pepper([7; 32])
             .flush_interval(None)
@@ -470,10 +489,24 @@ impl Variants {
                 data: [k; 25],
             })
             .collect();
+        // In the order of the keys' strings, as keyward's records are
+        // allocated in the order the keys were issued.
+        let mut arc_map = HashMap::with_capacity_and_hasher(n, Default::default());
+        for key in &set.valid {
+            let id = floor_id(key.as_bytes());
+            let digest = set.floor_map[&id];
+            let record = Arc::new(Record {
+                count: AtomicU64::new(1),
+                weak: 1,
+                data: [id; 25],
+            });
+            arc_map.insert(id, (digest, record));
+        }
         Variants {
             ring,
             valid,
             records,
+            arc_map,
         }
     }
 
@@ -524,7 +557,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// gain, with the precise clock read of the model; the model again with
 /// the clock read as `verify` ships (its trailing, coarse reading) and the
 /// record's first two lines checked, as verify's, with and without the
-/// reference, and its two hot-field variants; and verify itself; then verify on a second ring whose clock acts, call by call, as
+/// reference, its two hot-field variants, and a third whose slot holds its
+/// record's `Arc`, cloned as `Verified` is; and verify itself; then verify on a second ring whose clock acts, call by call, as
 /// `SystemClock` (judged by its trailing reading), as `SystemClock` with
 /// only precise readings (as before it had a trailing one), and as
 /// `CoarseClock`; then the floor and verify with the presented string in
@@ -532,7 +566,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// bad-checksum rejection with the string from memory and in cache, for
 /// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 26] = [
+const PAIRED: [(&str, PairedCall); 27] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -682,6 +716,18 @@ const PAIRED: [(&str, PairedCall); 26] = [
                 let r = v.record_of(digest);
                 r.count.fetch_add(1, Ordering::Relaxed);
                 r.count.fetch_sub(1, Ordering::Release);
+                ok
+            })
+        },
+    ),
+    (
+        "model, shipped clock, hot fields in the slot, its Arc cloned",
+        |set, v, i| {
+            // The checks on the slot; the record reached through the `Arc`
+            // the slot holds, cloned and dropped, as `Verified` would be.
+            arc_slot(set, v, i).is_some_and(|(digest, record)| {
+                let ok = slot_checks(digest);
+                drop(black_box(Arc::clone(record)));
                 ok
             })
         },
@@ -1324,7 +1370,7 @@ fn main() {
         println!(
             "\n## ratios to the floor, {n} keys, timed in blocks that take turns (61 rounds of 20,000 calls each; median, and the middle half of the rounds)\n"
         );
-        let variants = Variants::build(*n);
+        let variants = Variants::build(set, *n);
         let (apart_ns, apart, apart_derived) = paired::<false>(set, &variants);
         let (chained_ns, chained, chained_derived) = paired::<true>(set, &variants);
         println!("| call | back to back | one at a time |");
