@@ -22,7 +22,10 @@ use std::time::{Duration, Instant};
 
 use common::{PREFIX, Rng, base62};
 use criterion::Criterion;
-use keyward::{Clock, CoarseClock, FileStore, KeyRing, MemoryStore, NewKey, ScopeSet, SystemClock};
+use keyward::{
+    Clock, CoarseClock, FileStore, KeyId, KeyRing, KeyStore, MemoryStore, NewKey, ScopeSet,
+    StoredKey, SystemClock,
+};
 use sha2::{Digest, Sha256};
 
 // ---- live heap bytes, for memory per key -------------------------------
@@ -356,12 +359,22 @@ fn floor_parsed_then(set: &Set, i: usize, read_clock: impl FnOnce()) -> Option<&
 /// with its digest and its record's `Arc`.
 #[inline]
 fn arc_slot<'v>(set: &Set, v: &'v Variants, i: usize) -> Option<&'v ([u8; 32], Arc<Record>)> {
+    arc_slot_in(set, &v.arc_map, i)
+}
+
+/// [`floor_parsed_shipped_clock`] on a map like [`Variants::arc_map`].
+#[inline]
+fn arc_slot_in<'m, R>(
+    set: &Set,
+    map: &'m HashMap<u64, ([u8; 32], Arc<R>), BuildHasherDefault<IdHasher>>,
+    i: usize,
+) -> Option<&'m ([u8; 32], Arc<R>)> {
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     let decoded = parse_like(key)?;
     black_box(SystemClock.trailing_unix_nanos());
     let start = PREFIX.len() + 2;
     let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
-    let slot = v.arc_map.get(&(floor_id(key) ^ (decoded & black_box(0))))?;
+    let slot = map.get(&(floor_id(key) ^ (decoded & black_box(0))))?;
     (blake3::Hash::from(slot.0) == digest).then_some(slot)
 }
 
@@ -416,6 +429,9 @@ struct Variants {
     /// table of hot fields whose slot points to the record `Verified` must
     /// reference.
     arc_map: HashMap<u64, ([u8; 32], Arc<Record>), BuildHasherDefault<IdHasher>>,
+    /// The same with each slot holding an `Arc` of the key's own record in
+    /// the first ring's store, where `verify` finds it.
+    ring_arc_map: HashMap<u64, ([u8; 32], Arc<StoredKey>), BuildHasherDefault<IdHasher>>,
 }
 
 /// Which clock [`SwitchedClock`] acts as: one of the `AS_*` values.
@@ -492,6 +508,7 @@ impl Variants {
         // In the order of the keys' strings, as keyward's records are
         // allocated in the order the keys were issued.
         let mut arc_map = HashMap::with_capacity_and_hasher(n, Default::default());
+        let mut ring_arc_map = HashMap::with_capacity_and_hasher(n, Default::default());
         for key in &set.valid {
             let id = floor_id(key.as_bytes());
             let digest = set.floor_map[&id];
@@ -501,12 +518,17 @@ impl Variants {
                 data: [id; 25],
             });
             arc_map.insert(id, (digest, record));
+            let start = PREFIX.len() + 2;
+            let key_id: KeyId = key[start..start + 11].parse().unwrap();
+            let stored = set.ring.store().lookup(key_id).unwrap();
+            ring_arc_map.insert(id, (digest, stored));
         }
         Variants {
             ring,
             valid,
             records,
             arc_map,
+            ring_arc_map,
         }
     }
 
@@ -557,8 +579,9 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// gain, with the precise clock read of the model; the model again with
 /// the clock read as `verify` ships (its trailing, coarse reading) and the
 /// record's first two lines checked, as verify's, with and without the
-/// reference, its two hot-field variants, and a third whose slot holds its
-/// record's `Arc`, cloned as `Verified` is; and verify itself; then verify on a second ring whose clock acts, call by call, as
+/// reference, its two hot-field variants, and two whose slot holds an
+/// `Arc`, cloned as `Verified` is: of a record of its own, or of the key's
+/// record in the first ring's store; and verify itself; then verify on a second ring whose clock acts, call by call, as
 /// `SystemClock` (judged by its trailing reading), as `SystemClock` with
 /// only precise readings (as before it had a trailing one), and as
 /// `CoarseClock`; then the floor and verify with the presented string in
@@ -566,7 +589,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// bad-checksum rejection with the string from memory and in cache, for
 /// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 27] = [
+const PAIRED: [(&str, PairedCall); 28] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -726,6 +749,18 @@ const PAIRED: [(&str, PairedCall); 27] = [
             // The checks on the slot; the record reached through the `Arc`
             // the slot holds, cloned and dropped, as `Verified` would be.
             arc_slot(set, v, i).is_some_and(|(digest, record)| {
+                let ok = slot_checks(digest);
+                drop(black_box(Arc::clone(record)));
+                ok
+            })
+        },
+    ),
+    (
+        "model, shipped clock, hot fields in the slot, the ring's record's Arc cloned",
+        |set, v, i| {
+            // The same, the `Arc` the slot holds being of the record
+            // `verify` reaches for this key in the first ring's store.
+            arc_slot_in(set, &v.ring_arc_map, i).is_some_and(|(digest, record)| {
                 let ok = slot_checks(digest);
                 drop(black_box(Arc::clone(record)));
                 ok
