@@ -798,10 +798,16 @@ const PAIRED: [(&str, PairedCall); 28] = [
 ];
 
 /// Ratios of one call of [`PAIRED`] to another (not the floor), each taken
-/// round by round as the ratios to the floor are: the conditions the
-/// targets are read under, with the string in cache on both sides or on
-/// neither.
-const DERIVED: [(&str, &str, &str); 3] = [
+/// round by round as the ratios to the floor are: verify against a floor
+/// that also references the record its slot points to (as a verify that
+/// returns its record must), and the conditions the targets are read
+/// under, with the string in cache on both sides or on neither.
+const DERIVED: [(&str, &str, &str); 4] = [
+    (
+        "valid verify / floor + record reference (a floor that reaches its record)",
+        "valid verify",
+        "floor + record reference",
+    ),
     (
         "valid verify / floor, both with the string in cache",
         "valid verify, string in cache",
