@@ -258,11 +258,27 @@ fn floor_lookup_with(set: &Set, i: usize, after_string: impl FnOnce(&[u8])) -> O
 /// lookup waits for that decode, as verify's lookup waits for its parse.
 #[inline]
 fn floor_find<'s>(set: &'s Set, key: &[u8], mix: u64) -> Option<&'s [u8; 32]> {
+    find_in(set, &set.floor_map, key, mix, |stored| stored)
+}
+
+/// A map keyed as the floor's: by the id text's first 8 bytes.
+type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// [`floor_find`] in `map`, whose values hold the stored digest where
+/// `digest` finds it.
+#[inline]
+fn find_in<'m, V>(
+    set: &Set,
+    map: &'m IdMap<V>,
+    key: &[u8],
+    mix: u64,
+    digest: impl Fn(&V) -> &[u8; 32],
+) -> Option<&'m V> {
     let start = PREFIX.len() + 2;
-    let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
+    let computed = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
     let id = floor_id(key) ^ mix;
-    let stored = set.floor_map.get(&id)?;
-    (blake3::Hash::from(*stored) == digest).then_some(stored)
+    let stored = map.get(&id)?;
+    (blake3::Hash::from(*digest(stored)) == computed).then_some(stored)
 }
 
 /// The base62 value of each byte (keyward's alphabet); 255 for others.
@@ -349,10 +365,22 @@ fn floor_parsed_shipped_clock(set: &Set, i: usize) -> Option<&[u8; 32]> {
 /// the floor's lookup made to depend on the decoded id.
 #[inline]
 fn floor_parsed_then(set: &Set, i: usize, read_clock: impl FnOnce()) -> Option<&[u8; 32]> {
+    parsed_then(set, &set.floor_map, i, read_clock, |stored| stored)
+}
+
+/// [`floor_parsed_then`] in `map` (see [`find_in`]).
+#[inline]
+fn parsed_then<'m, V>(
+    set: &Set,
+    map: &'m IdMap<V>,
+    i: usize,
+    read_clock: impl FnOnce(),
+    digest: impl Fn(&V) -> &[u8; 32],
+) -> Option<&'m V> {
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     let decoded = parse_like(key)?;
     read_clock();
-    floor_find(set, key, decoded & black_box(0))
+    find_in(set, map, key, decoded & black_box(0), digest)
 }
 
 /// [`floor_parsed_shipped_clock`] on [`Variants::arc_map`]: the slot found,
@@ -366,16 +394,13 @@ fn arc_slot<'v>(set: &Set, v: &'v Variants, i: usize) -> Option<&'v ([u8; 32], A
 #[inline]
 fn arc_slot_in<'m, R>(
     set: &Set,
-    map: &'m HashMap<u64, ([u8; 32], Arc<R>), BuildHasherDefault<IdHasher>>,
+    map: &'m IdMap<([u8; 32], Arc<R>)>,
     i: usize,
 ) -> Option<&'m ([u8; 32], Arc<R>)> {
-    let key = set.valid[set.order[i & set.mask]].as_bytes();
-    let decoded = parse_like(key)?;
-    black_box(SystemClock.trailing_unix_nanos());
-    let start = PREFIX.len() + 2;
-    let digest = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
-    let slot = map.get(&(floor_id(key) ^ (decoded & black_box(0))))?;
-    (blake3::Hash::from(slot.0) == digest).then_some(slot)
+    let read_clock = || {
+        black_box(SystemClock.trailing_unix_nanos());
+    };
+    parsed_then(set, map, i, read_clock, |slot| &slot.0)
 }
 
 /// Checks on words a record's first 96 bytes span (two cache lines), as
@@ -428,10 +453,10 @@ struct Variants {
     /// its own record, allocated one by one as keyward's records are: a
     /// table of hot fields whose slot points to the record `Verified` must
     /// reference.
-    arc_map: HashMap<u64, ([u8; 32], Arc<Record>), BuildHasherDefault<IdHasher>>,
+    arc_map: IdMap<([u8; 32], Arc<Record>)>,
     /// The same with each slot holding an `Arc` of the key's own record in
     /// the first ring's store, where `verify` finds it.
-    ring_arc_map: HashMap<u64, ([u8; 32], Arc<StoredKey>), BuildHasherDefault<IdHasher>>,
+    ring_arc_map: IdMap<([u8; 32], Arc<StoredKey>)>,
 }
 
 /// Which clock [`SwitchedClock`] acts as: one of the `AS_*` values.
