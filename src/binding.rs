@@ -230,6 +230,7 @@ impl fmt::Display for Binding {
 }
 
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct BindingsRepr {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     client_cert: Option<String>,

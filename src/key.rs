@@ -141,6 +141,7 @@ impl Fields<'_> {
 /// Who to tell about a key: shown in audit and integration history and used
 /// for expiry reminders.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[non_exhaustive]
 pub struct Contact {
     /// First name.
@@ -172,7 +173,7 @@ impl Contact {
 
 /// Whether a key may be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Status {
     /// In use.
@@ -782,8 +783,11 @@ impl Key {
 /// field at its default (empty, none, zero) is left out, and read as the
 /// default when absent: smaller files that open faster, and records written
 /// with every field still read (builds before this form cannot read it).
-/// `status` has no default: a record without it does not read.
+/// `status` has no default: a record without it does not read. A field this
+/// version does not know is refused, not skipped: a misspelt restriction
+/// (`expire_at`, `use_limt`) would otherwise read as a key without it.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct KeyRepr {
     id: KeyId,
     hint: Box<str>,
@@ -1462,6 +1466,48 @@ mod tests {
         stored["use_limit"] = serde_json::json!(1);
         let key: Key = serde_json::from_value(stored).unwrap();
         assert_eq!(key.use_limit(), Some(1));
+    }
+
+    /// A field this version does not know is refused, at every level of
+    /// the stored form, not skipped: skipped, a misspelt restriction in an
+    /// edited record or export (`expire_at`, `use_limt`, `binding`) would
+    /// read as a key without it. The error names the field.
+    #[test]
+    fn a_stored_field_this_version_does_not_know_is_refused_not_ignored() {
+        let mut stored =
+            serde_json::to_value(StoredKey::new(blank(), KeyHash::placeholder())).unwrap();
+        let key = &mut stored["key"];
+        key["contact"] = serde_json::json!({
+            "first_name": "Ada", "last_name": "L", "login": "ada", "email": "ada@example.com"
+        });
+        key["bindings"] = serde_json::json!({ "networks": ["10.0.0.0/8"] });
+        key["status"] = serde_json::json!({
+            "state": "revoked", "at": "2026-11-28T00:00:00Z", "reason": "left"
+        });
+        let read: StoredKey = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&read).unwrap(), stored);
+        assert!(!read.key().bindings().is_empty());
+
+        // JSON pointers to the record, the key, its contact, its bindings
+        // and its status.
+        for place in ["", "/key", "/key/contact", "/key/bindings", "/key/status"] {
+            for field in ["expire_at", "use_limt", "binding", "x"] {
+                let mut edited = stored.clone();
+                edited
+                    .pointer_mut(place)
+                    .unwrap()
+                    .as_object_mut()
+                    .unwrap()
+                    .insert(field.into(), serde_json::json!(1));
+                let error = serde_json::from_value::<StoredKey>(edited).unwrap_err();
+                assert!(
+                    error
+                        .to_string()
+                        .contains(&format!("unknown field `{field}`")),
+                    "{field} at {place:?}: {error}"
+                );
+            }
+        }
     }
 
     /// `verify` goes by the resolved deadline: a stored policy that has a

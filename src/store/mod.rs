@@ -62,7 +62,9 @@ pub use memory::MemoryStore;
 /// What a store keeps per key: the record and the hash of its secret.
 ///
 /// Serialize it (e.g. with `serde_json`) to persist it in a host database;
-/// only the record and the hash are written.
+/// only the record and the hash are written. Reading one back refuses a
+/// field this version does not know, at any depth, rather than skip it: a
+/// misspelt or newer restriction must not read as a key without it.
 ///
 /// The record's usage (last use, use count) is updated in place by `verify`
 /// without I/O, and written back to the store by the ring with a bounded
@@ -78,6 +80,7 @@ pub use memory::MemoryStore;
 /// a rotation grace, a policy of its own, bindings, or a request for
 /// scopes makes verify read further.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 #[repr(C)]
 pub struct StoredKey {
     pub(crate) hash: KeyHash,
@@ -139,6 +142,7 @@ impl StoredKey {
 /// Settings of a key ring that live with its keys, so every process on the
 /// same store agrees on them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RingSettings {
     pub(crate) default_expiry: ExpiryPolicy,
     /// When the default policy was last set: default-governed keys count
@@ -199,6 +203,7 @@ pub(crate) const SUPERSEDED_KEPT: usize = 64;
 /// A default policy that was replaced at `until` after being in force
 /// since `since`, while keys it governed had already expired under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct Superseded {
     pub(crate) policy: ExpiryPolicy,
     #[serde(with = "time::serde::rfc3339")]
@@ -746,6 +751,35 @@ mod tests {
         assert_eq!(s.superseded.len(), 1);
         assert_eq!(s.default_expiry, ExpiryPolicy::days(1));
         assert_eq!(s.default_since, datetime!(2026-06-01 0:00 UTC));
+    }
+
+    /// Settings as stored and exported: a field this version does not know,
+    /// in the settings or in a superseded default, is refused (a misspelt
+    /// `revoked_all_at` would otherwise read as no revoke-all), naming it.
+    #[test]
+    fn settings_with_a_field_this_version_does_not_know_are_refused() {
+        let mut s = settings(ExpiryPolicy::days(90));
+        s.replace_default(ExpiryPolicy::Never, datetime!(2026-05-01 0:00 UTC));
+        let stored = serde_json::to_value(&s).unwrap();
+        let read: RingSettings = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(read, s);
+        for superseded in [false, true] {
+            let mut edited = stored.clone();
+            let object = if superseded {
+                &mut edited["superseded"][0]
+            } else {
+                &mut edited
+            };
+            object.as_object_mut().unwrap().insert(
+                "revoked_all".into(),
+                serde_json::json!("2026-06-01T00:00:00Z"),
+            );
+            let error = serde_json::from_value::<RingSettings>(edited).unwrap_err();
+            assert!(
+                error.to_string().contains("unknown field `revoked_all`"),
+                "superseded {superseded}: {error}"
+            );
+        }
     }
 
     #[test]

@@ -332,6 +332,7 @@ struct Tail {
 
 /// The first line of an export.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ExportHeader {
     keyward_export: u32,
     settings: Option<RingSettings>,
@@ -597,8 +598,10 @@ impl FileStore {
     /// # Errors
     ///
     /// [`StoreError::InvalidImport`], naming the first bad line, for input
-    /// that is not an export of this version, a line over 1 MiB, a key id
-    /// that appears twice, a use limit of 0, or fields past the limits
+    /// that is not an export of this version, a field this version does not
+    /// know (a misspelt restriction is refused, not skipped), a line over
+    /// 1 MiB, a key id that appears twice, a use limit of 0, or fields past
+    /// the limits
     /// `issue` holds a key to (an empty owner or one with a NUL; an owner or
     /// name over 256 bytes; a description over 4096; a contact field over
     /// 256; over 64 metadata entries, or one over 256 bytes; over 256
@@ -1326,14 +1329,17 @@ fn load(
     let jobs = Arc::new(Mutex::new(jobs));
     let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Parsed>(PARSE_QUEUE);
     std::thread::scope(|scope| {
+        let mut parsers = Vec::with_capacity(PARSERS);
         for _ in 0..PARSERS {
             let (jobs, parsed_tx) = (Arc::clone(&jobs), parsed_tx.clone());
-            scope.spawn(move || {
+            parsers.push(scope.spawn(move || {
                 loop {
                     let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
                     let Ok((seq, offset, payload)) = job else {
                         break;
                     };
+                    #[cfg(test)]
+                    tests::panic_if_asked(&payload);
                     let batch =
                         serde_json::from_slice::<Vec<Entry>>(&payload)
                             .ok()
@@ -1351,12 +1357,31 @@ fn load(
                         break;
                     }
                 }
-            });
+            }));
         }
         drop((jobs, parsed_tx));
         let applier = scope.spawn(move || apply_in_order(parsed_rx, index));
         let outcome = read_records(&mut reader, path, synced.len, format::MAX_TORN_TAIL, work);
-        let (entries, undecodable) = applier.join().unwrap_or((0, Some(0)));
+        // A thread that panicked is a bug of ours, not damage: the records
+        // after the one it held were not applied (or not all), so the open
+        // fails, and says so, rather than report a damaged file or open
+        // without them. Every thread is joined, so none is left running.
+        let applied = applier.join();
+        let parsers_panicked = parsers
+            .into_iter()
+            .map(|parser| parser.join())
+            .filter(Result::is_err)
+            .count();
+        let (Ok((entries, undecodable)), 0) = (applied, parsers_panicked) else {
+            return Err(StoreError::Backend(
+                format!(
+                    "a thread decoding {} panicked (a keyward bug; its message went to the \
+                     panic hook): the open stopped; the file is not known to be damaged",
+                    path.display()
+                )
+                .into(),
+            ));
+        };
         // A record that decodes to nothing is damage wherever it is; the
         // reader's own error then only says that it was stopped.
         if let Some(offset) = undecodable {
@@ -1498,7 +1523,11 @@ fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, 
                 entries += 1;
                 match entry {
                     Decoded::Put(key) => index.put_shared(key),
-                    Decoded::Remove(id) => index.apply_checked(Change::Remove(id)),
+                    Decoded::Remove(id) => {
+                        #[cfg(test)]
+                        tests::panic_if_asked_to_remove(id);
+                        index.apply_checked(Change::Remove(id));
+                    }
                     Decoded::Settings(s) => index.apply_checked(Change::Settings(s)),
                 }
             }

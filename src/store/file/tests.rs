@@ -1575,6 +1575,35 @@ fn an_import_with_a_use_limit_of_zero_is_refused() {
     });
 }
 
+/// A misspelt restriction in an edited export is refused, not skipped:
+/// skipped, `expire_at` would import a key that never expires and
+/// `use_limt` one with unlimited uses. The same holds for the first line.
+#[test]
+fn an_import_with_a_field_this_version_does_not_know_is_refused() {
+    refused_import_of_an_edited_key(15, "unknown field `expire_at`", |key| {
+        key["expire_at"] = serde_json::json!("2026-01-01T00:00:00Z");
+    });
+    refused_import_of_an_edited_key(16, "unknown field `use_limt`", |key| {
+        key["use_limt"] = serde_json::json!(1);
+    });
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 17);
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let mut header: serde_json::Value = serde_json::from_str(first).unwrap();
+    header["setings"] = serde_json::json!(null);
+    let edited = format!("{header}\n{rest}");
+    match store.import(edited.as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line: 1, reason }) => {
+            assert!(reason.contains("unknown field `setings`"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(State::of(&store), state);
+}
+
 /// An edited export cannot bring in a record that `issue`, `update` or
 /// `revoke` would refuse to write.
 #[test]
@@ -2245,6 +2274,79 @@ fn a_record_whose_policy_has_no_resolved_deadline_does_not_open() {
                     .map(|k| k.key().own_deadline())
             ),
             Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// A record (written by a newer build, or by hand) holding a field this
+/// version does not know does not open: read without it, the key could
+/// lose a restriction the field carried. The same record without the
+/// field opens.
+#[test]
+fn a_record_with_a_field_this_version_does_not_know_does_not_open() {
+    let (bytes, _, _) = six_records();
+    let whole = serde_json::json!([{ "put": sample(9, 0) }]);
+    let mut unknown = whole.clone();
+    unknown[0]["put"]["key"]["use_limt"] = serde_json::json!(1);
+    for (what, batch, opens) in [("whole", whole, true), ("unknown", unknown, false)] {
+        let mut file = bytes.clone();
+        let payload = serde_json::to_vec(&batch).unwrap();
+        file.extend_from_slice(&super::format::encode_payload(&payload).unwrap());
+        match open_bytes(file) {
+            Ok(store) if opens => assert!(store.lookup(KeyId::from_u64(9)).is_some()),
+            Err(StoreError::Corrupt { offset, reason, .. }) if !opens => {
+                assert_eq!((offset, reason), (bytes.len() as u64, "undecodable record"));
+            }
+            Ok(_) => panic!("{what}: opened"),
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// A record payload that makes the parser holding it panic, as a bug in
+/// decoding would (test builds only).
+const PARSER_PANICS: &[u8] = b"[\"keyward test: the parser panics\"]";
+/// A removed id whose application makes the applier panic (test builds
+/// only).
+const APPLIER_PANICS: u64 = u64::MAX - 0x7e57;
+
+/// Called by each parser on each payload (test builds only).
+pub(super) fn panic_if_asked(payload: &[u8]) {
+    assert!(payload != PARSER_PANICS, "the parser panics, as asked");
+}
+
+/// Called by the applier on each removal (test builds only).
+pub(super) fn panic_if_asked_to_remove(id: KeyId) {
+    assert!(
+        id != KeyId::from_u64(APPLIER_PANICS),
+        "the applier panics, as asked"
+    );
+}
+
+/// A parser or the applier that panics while a store opens is a bug, not
+/// damage: the open fails with an error that says so, naming no offset,
+/// rather than report the file as damaged (at offset 0, as it did) or open
+/// without the records the thread held. The records around it are valid.
+#[test]
+fn a_thread_that_panics_while_a_store_opens_fails_the_open_as_a_bug() {
+    let (bytes, starts, _) = six_records();
+    let remove =
+        serde_json::to_vec(&serde_json::json!([{ "remove": KeyId::from_u64(APPLIER_PANICS) }]))
+            .unwrap();
+    for (who, payload) in [("parser", PARSER_PANICS.to_vec()), ("applier", remove)] {
+        let record = super::format::encode_payload(&payload).unwrap();
+        for at in [starts[0], starts[3], bytes.len()] {
+            let mut file = bytes[..at].to_vec();
+            file.extend_from_slice(&record);
+            file.extend_from_slice(&bytes[at..]);
+            match open_bytes(file) {
+                Err(StoreError::Backend(e)) => {
+                    let message = e.to_string();
+                    assert!(message.contains("panicked (a keyward bug"), "{message}");
+                }
+                Err(e) => panic!("{who} at {at}: {e}"),
+                Ok(_) => panic!("{who} at {at}: opened"),
+            }
         }
     }
 }
