@@ -254,50 +254,81 @@ pub(crate) fn valid_record_after_start(tail: &[u8]) -> bool {
 /// A head that parses can start at every fourth byte of a hostile tail,
 /// each claiming up to [`MAX_PAYLOAD`] bytes: checking each claim over its
 /// own bytes takes time quadratic in the tail (15 s for 4 MiB). So the
-/// tail is hashed once, keeping the running CRC where a claimed payload
-/// starts or ends. CRC32 is linear: the CRC of a stretch follows from those
-/// of the two prefixes that bound it (zlib's `crc32_combine`, run
-/// backwards), for a few multiplications per head. The work is linear in
-/// the tail, plus a sort of the heads' offsets.
+/// tail is hashed once per pass, keeping the running CRC where a claimed
+/// payload starts or ends. CRC32 is linear: the CRC of a stretch follows
+/// from those of the two prefixes that bound it (zlib's `crc32_combine`,
+/// run backwards), for a few multiplications per head.
+///
+/// A pass takes at most [`CLAIMS_PER_PASS`] heads, in file order, so the
+/// memory a scan takes beyond the tail is bounded (about 56 bytes a head,
+/// 56 MiB), where holding every head of a hostile 512 MiB tail at once
+/// took some 7 GiB. A tail with fewer heads, which is any tail but a
+/// hostile one, takes one pass: work linear in the tail, plus a sort of
+/// the heads' offsets. A pass hashes from where its first payload starts.
 pub(crate) fn scan_after_start(tail: &[u8]) -> (bool, usize) {
+    scan_in_passes(tail, CLAIMS_PER_PASS)
+}
+
+/// The most heads [`scan_after_start`] checks in one pass.
+const CLAIMS_PER_PASS: usize = 1 << 20;
+
+/// A head found in a tail: (its offset, payload start, payload end, head).
+type Claim = (usize, usize, usize, Head);
+
+/// [`scan_after_start`], `per_pass` heads at a time.
+fn scan_in_passes(tail: &[u8], per_pass: usize) -> (bool, usize) {
+    let mut claims = (1..tail.len()).filter_map(|p| {
+        let head = parse_head(tail[p..].first_chunk::<RECORD_HEAD_LEN>()?)?;
+        let start = p + RECORD_HEAD_LEN;
+        let end = start.checked_add(head.len as usize)?;
+        (end <= tail.len()).then_some((p, start, end, head))
+    });
     let mut hashed = 0;
-    // (head offset, payload start, payload end, head)
-    let claims: Vec<(usize, usize, usize, Head)> = (1..tail.len())
-        .filter_map(|p| {
-            let head = parse_head(tail[p..].first_chunk::<RECORD_HEAD_LEN>()?)?;
-            let start = p + RECORD_HEAD_LEN;
-            let end = start.checked_add(head.len as usize)?;
-            (end <= tail.len()).then_some((p, start, end, head))
-        })
-        .collect();
-    if claims.is_empty() {
-        return (false, hashed);
+    let mut pass: Vec<Claim> = Vec::new();
+    loop {
+        pass.clear();
+        pass.extend(claims.by_ref().take(per_pass));
+        if pass.is_empty() {
+            return (false, hashed);
+        }
+        if check_claims(tail, &pass, &mut hashed) {
+            return (true, hashed);
+        }
     }
+}
+
+/// Whether any of `claims` (heads in `tail`) is a valid record, adding the
+/// bytes run through CRC32 to `hashed`.
+fn check_claims(tail: &[u8], claims: &[Claim], hashed: &mut usize) -> bool {
     let mut offsets: Vec<usize> = claims.iter().flat_map(|c| [c.1, c.2]).collect();
     offsets.sort_unstable();
     offsets.dedup();
+    // The CRC of the tail up to each offset, as the CRC of the stretch
+    // from the first offset on (a prefix's CRC can start anywhere: the
+    // stretch between two offsets follows from the difference).
+    let from = offsets[0];
     let mut running = crc32fast::Hasher::new();
-    let mut at = 0;
+    let mut at = from;
     let prefix_crcs: Vec<u32> = offsets
         .iter()
         .map(|&offset| {
             running.update(&tail[at..offset]);
-            hashed += offset - at;
+            *hashed += offset - at;
             at = offset;
             running.clone().finalize()
         })
         .collect();
     let prefix_crc = |offset| offsets.binary_search(&offset).map_or(0, |i| prefix_crcs[i]);
-    let found = claims.iter().any(|&(p, start, end, head)| {
+    claims.iter().any(|&(p, start, end, head)| {
         // The CRC covers kind, flags and length, then the payload:
-        // crc(a ‖ b) = shift(crc(a), |b|) ^ crc(b), and
-        // crc(payload) = crc(tail[..end]) ^ shift(crc(tail[..start]), len).
+        // crc(a ‖ b) = shift(crc(a), |b|) ^ crc(b), and, for the stretch
+        // s = tail[from..] up to `start` and up to `end`,
+        // crc(payload) = crc(s[..end]) ^ shift(crc(s[..start]), len).
         let fields = crc32fast::hash(&tail[p + 2..p + 8]);
-        hashed += 6;
+        *hashed += 6;
         let crc = shift(fields ^ prefix_crc(start), head.len) ^ prefix_crc(end);
         crc == head.crc
-    });
-    (found, hashed)
+    })
 }
 
 /// The CRC32 polynomial, bit-reflected (as crc32fast and zlib use it).
@@ -483,6 +514,13 @@ mod tests {
             let expected = scan_byte_by_byte(&tail);
             found += usize::from(expected);
             assert_eq!(valid_record_after_start(&tail), expected, "round {round}");
+            for per_pass in [1, 2, 3] {
+                assert_eq!(
+                    scan_in_passes(&tail, per_pass).0,
+                    expected,
+                    "round {round}, {per_pass} heads a pass"
+                );
+            }
         }
         assert!(found > 300 && found < 2700, "{found} of 3000 found one");
     }
@@ -504,6 +542,37 @@ mod tests {
                 hashed <= 2 * tail.len(),
                 "{hashed} bytes hashed for a tail of {}",
                 tail.len()
+            );
+        }
+    }
+
+    /// A hostile tail with more heads than a pass takes: the scan still
+    /// finds a valid record behind them, in a later pass, and refuses the
+    /// tail without it. Each pass hashes from its first payload on, not
+    /// from the tail's start.
+    #[test]
+    fn the_scan_finds_a_record_behind_more_heads_than_a_pass_takes() {
+        let record =
+            encode_payload(&serde_json::to_vec(&[Entry::Remove(KeyId::from_u64(5))]).unwrap())
+                .unwrap();
+        let mut tail = vec![0xEE; RECORD_HEAD_LEN];
+        while tail.len() < 64 << 10 {
+            tail.extend_from_slice(b"KW\x01\x00");
+            tail.extend_from_slice(&64u32.to_le_bytes());
+            tail.extend_from_slice(&[0; 4]);
+        }
+        let heads = (tail.len() - RECORD_HEAD_LEN) / RECORD_HEAD_LEN;
+        let without = tail.clone();
+        tail.extend_from_slice(&record);
+        for per_pass in [100, 1000, heads + 2] {
+            assert!(!scan_in_passes(&without, per_pass).0, "{per_pass}");
+            let (found, hashed) = scan_in_passes(&tail, per_pass);
+            assert!(found, "{per_pass} heads a pass");
+            // Each head claims 64 bytes: a pass hashes little beyond its
+            // own heads.
+            assert!(
+                hashed <= 3 * tail.len(),
+                "{hashed} bytes hashed, {per_pass} heads a pass"
             );
         }
     }
