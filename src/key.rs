@@ -830,7 +830,11 @@ struct KeyRepr {
         skip_serializing_if = "Option::is_none"
     )]
     grace_until: Option<OffsetDateTime>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        deserialize_with = "unique_entries"
+    )]
     metadata: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Bindings::is_empty")]
     bindings: Bindings,
@@ -846,6 +850,34 @@ struct KeyRepr {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+/// Reads stored metadata, refusing a key that appears twice (`{"team":
+/// "a", "team": "b"}`): no call writes one, and which value won would be
+/// the parser's choice. The key is not repeated in the error.
+fn unique_entries<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    struct Entries;
+    impl<'de> serde::de::Visitor<'de> for Entries {
+        type Value = BTreeMap<String, String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("metadata: an object of strings")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                if entries.insert(key, value).is_some() {
+                    return Err(serde::de::Error::custom("a metadata key appears twice"));
+                }
+            }
+            Ok(entries)
+        }
+    }
+    d.deserialize_map(Entries)
 }
 
 impl Serialize for Key {
@@ -1508,6 +1540,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Stored metadata with a key twice is refused, naming neither the key
+    /// nor its values; the same entries once each read back.
+    #[test]
+    fn stored_metadata_with_a_key_twice_is_refused() {
+        let mut key = blank();
+        key.extra_mut().metadata = BTreeMap::from([
+            ("team".to_owned(), "billing".to_owned()),
+            ("tier".to_owned(), "gold".to_owned()),
+        ]);
+        let text = serde_json::to_string(&key).unwrap();
+        let back: Key = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.metadata(), key.metadata());
+        let twice = text.replace(r#""tier":"gold""#, r#""team":"ops""#);
+        assert!(
+            twice.contains(r#""team":"billing","team":"ops""#),
+            "{twice}"
+        );
+        let error = serde_json::from_str::<Key>(&twice).unwrap_err().to_string();
+        assert!(error.contains("a metadata key appears twice"), "{error}");
+        assert!(!error.contains("team") && !error.contains("ops"), "{error}");
     }
 
     /// `verify` goes by the resolved deadline: a stored policy that has a
