@@ -172,8 +172,8 @@ impl Contact {
 }
 
 /// Whether a key may be used.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Status {
     /// In use.
@@ -188,6 +188,41 @@ pub enum Status {
         /// Why, as given by the administrator.
         reason: String,
     },
+}
+
+/// Reads the form `Status` writes (`{"state": "revoked", "at": ..., "reason":
+/// ...}`), refusing a field it does not know, and `at` or `reason` on a
+/// status that has none (serde's derive skips any field beside a unit
+/// variant's tag).
+impl<'de> Deserialize<'de> for Status {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        enum State {
+            Active,
+            Disabled,
+            Revoked,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct StatusRepr {
+            state: State,
+            #[serde(default, with = "time::serde::rfc3339::option")]
+            at: Option<OffsetDateTime>,
+            reason: Option<String>,
+        }
+        let r = StatusRepr::deserialize(deserializer)?;
+        match (r.state, r.at, r.reason) {
+            (State::Active, None, None) => Ok(Status::Active),
+            (State::Disabled, None, None) => Ok(Status::Disabled),
+            (State::Revoked, Some(at), Some(reason)) => Ok(Status::Revoked { at, reason }),
+            (State::Revoked, None, _) => Err(serde::de::Error::missing_field("at")),
+            (State::Revoked, _, None) => Err(serde::de::Error::missing_field("reason")),
+            (State::Active | State::Disabled, ..) => Err(serde::de::Error::custom(
+                "only a revoked status has `at` and `reason`",
+            )),
+        }
+    }
 }
 
 /// Rotation links of a key.
@@ -1539,6 +1574,45 @@ mod tests {
                     "{field} at {place:?}: {error}"
                 );
             }
+        }
+        // The statuses without fields of their own take none.
+        for state in ["active", "disabled"] {
+            let mut edited = stored.clone();
+            edited["key"]["status"] = serde_json::json!({ "state": state });
+            serde_json::from_value::<StoredKey>(edited.clone()).unwrap();
+            for (field, value) in [
+                ("x", serde_json::json!(1)),
+                ("reason", serde_json::json!("left")),
+                ("at", serde_json::json!("2026-11-28T00:00:00Z")),
+            ] {
+                let mut extra = edited.clone();
+                extra["key"]["status"][field] = value;
+                let error = serde_json::from_value::<StoredKey>(extra).unwrap_err();
+                let expected = if field == "x" {
+                    "unknown field `x`"
+                } else {
+                    "only a revoked status has `at` and `reason`"
+                };
+                assert!(
+                    error.to_string().contains(expected),
+                    "{state}, {field}: {error}"
+                );
+            }
+        }
+        // A revoked status needs both.
+        for missing in ["at", "reason"] {
+            let mut edited = stored.clone();
+            edited["key"]["status"]
+                .as_object_mut()
+                .unwrap()
+                .remove(missing);
+            let error = serde_json::from_value::<StoredKey>(edited).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("missing field `{missing}`")),
+                "{missing}: {error}"
+            );
         }
     }
 
