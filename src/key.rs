@@ -406,10 +406,11 @@ impl Dirty {
 ///
 /// A stored form that would read as more than the ring granted does not
 /// read at all (fail closed): a `use_limit` of 0 (it would read as no
-/// limit), or an expiry policy with a deadline (an instant, a date, a
+/// limit), an expiry policy with a deadline (an instant, a date, a
 /// lifetime) without its resolved `expires_at` (`verify` goes by that, so
-/// the key would never expire). A [`FileStore`](crate::FileStore) record
-/// holding one is corrupt.
+/// the key would never expire), or a `rotated_to` without `grace_until`
+/// (the replaced key would never stop working). A
+/// [`FileStore`](crate::FileStore) record holding one is corrupt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[repr(C)]
 pub struct Key {
@@ -754,11 +755,8 @@ impl Key {
         if self.expiry.is_none() && self.expires_at != NEVER {
             return Err("a deadline needs an expiry policy of the key's own");
         }
-        // A rotation always ends the replaced key's grace.
-        if self.extra.as_ref().is_some_and(|e| e.rotated_to.is_some()) && self.grace_until == NEVER
-        {
-            return Err("a rotated key needs the end of its grace");
-        }
+        // (A rotated key without the end of its grace does not even read:
+        // see `Deserialize for Key`.)
         match self.status() {
             Status::Revoked { reason, .. } if reason.len() > MAX_FIELD_LEN => {
                 Err("a reason is limited to 256 bytes")
@@ -968,6 +966,15 @@ impl<'de> Deserialize<'de> for Key {
         {
             return Err(serde::de::Error::custom(
                 "expires_at is missing, but the expiry policy has a deadline",
+            ));
+        }
+        // A rotation always ends the replaced key's grace (a zero grace at
+        // the rotation), and `verify` goes by `grace_until` alone: read
+        // without one, the replaced key would verify beside its successor
+        // for ever.
+        if r.rotated_to.is_some() && r.grace_until.is_none() {
+            return Err(serde::de::Error::custom(
+                "grace_until is missing, but the key was rotated (rotated_to)",
             ));
         }
         let extra = Extra {

@@ -629,6 +629,50 @@ fn a_stored_policy_with_a_deadline_but_no_expires_at_does_not_read() {
     );
 }
 
+/// A host's row (or a `FileStore` record) of a replaced key whose end of
+/// grace is missing: every rotation sets one (a zero grace to the instant
+/// of the rotation), and `verify` reads only `grace_until`, so read as it
+/// stands the replaced key would verify beside its successor for ever. It
+/// must not read at all (fail closed), as an import refuses it; the row as
+/// the ring wrote it reads, and the old secret stops at its grace end.
+#[test]
+fn a_stored_rotated_key_without_a_grace_end_does_not_read() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked_ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+    let id = issued.key.id();
+    ring.rotate(id, Duration::hours(1)).unwrap();
+    let row = serde_json::to_value(&*ring.store().lookup(id).unwrap()).unwrap();
+    assert!(row["key"].get("rotated_to").is_some(), "{row}");
+    let edits: [fn(&mut serde_json::Value); 2] = [
+        |key| drop(key.as_object_mut().unwrap().remove("grace_until")),
+        |key| key["grace_until"] = serde_json::Value::Null,
+    ];
+    for edit in edits {
+        let mut edited = row.clone();
+        edit(&mut edited["key"]);
+        match serde_json::from_value::<StoredKey>(edited) {
+            Err(e) => assert!(e.to_string().contains("grace_until"), "{e}"),
+            Ok(read) => {
+                ring.store().replace(read).unwrap();
+                clock.set(T0 + Duration::days(365));
+                panic!(
+                    "the row read: a year on, the replaced key's state {:?}, verify {:?}",
+                    ring.state(id),
+                    ring.verify(issued.secret.expose()).map(|_| ())
+                );
+            }
+        }
+    }
+    let read: StoredKey = serde_json::from_value(row).unwrap();
+    ring.store().replace(read).unwrap();
+    clock.set(T0 + Duration::hours(2));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Scopes
 // ---------------------------------------------------------------------------
