@@ -1508,10 +1508,17 @@ fn read_records(
 /// order). Returns the entries applied and the offset of the first record
 /// that did not decode, if any: it returns there, dropping `parsed` (which
 /// stops the parsers), and nothing from that record on is applied.
+///
+/// A record stamped with a later revoke-all epoch than the settings the
+/// file ends with (0 without settings) is brought back in line, as an
+/// import does: no write makes one (a key takes its ring's epoch, which
+/// never passes the store's), and as it stands it would outlive every
+/// `revoke_all`. The pass over the records runs only if one is found.
 fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, Option<u64>) {
     let mut waiting: BTreeMap<u64, (u64, Option<Vec<Decoded>>)> = BTreeMap::new();
     let mut next = 0u64;
     let mut entries = 0u64;
+    let mut highest_epoch = 0u64;
     for (seq, offset, batch) in parsed {
         waiting.insert(seq, (offset, batch));
         while let Some((offset, batch)) = waiting.remove(&next) {
@@ -1522,7 +1529,10 @@ fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, 
             for entry in batch {
                 entries += 1;
                 match entry {
-                    Decoded::Put(key) => index.put_shared(key),
+                    Decoded::Put(key) => {
+                        highest_epoch = highest_epoch.max(key.key.epoch);
+                        index.put_shared(key);
+                    }
                     Decoded::Remove(id) => {
                         #[cfg(test)]
                         tests::panic_if_asked_to_remove(id);
@@ -1530,6 +1540,15 @@ fn apply_in_order(parsed: mpsc::Receiver<Parsed>, index: &MemoryStore) -> (u64, 
                     }
                     Decoded::Settings(s) => index.apply_checked(Change::Settings(s)),
                 }
+            }
+        }
+    }
+    // A `MemoryStore` reads and lists without failing.
+    let epoch = index.load_settings().ok().flatten().map_or(0, |s| s.epoch);
+    if highest_epoch > epoch {
+        for key in index.list(None).unwrap_or_default() {
+            if key.key.epoch > epoch {
+                index.put_shared(Arc::new(key.revised(|k| k.epoch = epoch)));
             }
         }
     }

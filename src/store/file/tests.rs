@@ -2423,6 +2423,43 @@ fn import_brings_a_record_from_a_future_epoch_back_in_line() {
     assert_eq!(target.lookup(KeyId::from_u64(7)).unwrap().key().epoch, 0);
 }
 
+/// The same at open: a record stamped with a later revoke-all epoch than
+/// the settings the file holds (no write makes one: a key takes the epoch
+/// of its ring, which never passes the store's) would outlive every
+/// `revoke_all`, so the open brings it back in line, as an import does.
+/// Records within the epoch are left as they are; without settings the
+/// store's epoch is 0.
+#[test]
+fn open_brings_a_record_from_a_future_epoch_back_in_line() {
+    let (bytes, _, _) = six_records();
+    let mut forged = sample(9, 0);
+    forged.key.epoch = u64::MAX;
+    let mut within = sample(8, 0);
+    within.key.epoch = 1;
+    let batch = serde_json::json!([{ "put": forged }, { "put": within }]);
+    let mut file = bytes.clone();
+    let payload = serde_json::to_vec(&batch).unwrap();
+    file.extend_from_slice(&super::format::encode_payload(&payload).unwrap());
+    let store = open_bytes(file).unwrap();
+    // `six_records` saves settings of epoch 1.
+    assert_eq!(store.load_settings().unwrap().unwrap().epoch, 1);
+    let epoch = |id| store.lookup(KeyId::from_u64(id)).unwrap().key().epoch;
+    assert_eq!((epoch(9), epoch(8), epoch(1)), (1, 1, 0));
+
+    // A file without settings: epoch 0.
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.insert(sample(9, 0)).unwrap();
+    drop(store);
+    let mut file = sim.read(&path()).unwrap();
+    let batch = serde_json::json!([{ "put": forged }]);
+    let payload = serde_json::to_vec(&batch).unwrap();
+    file.extend_from_slice(&super::format::encode_payload(&payload).unwrap());
+    let store = open_bytes(file).unwrap();
+    assert!(store.load_settings().unwrap().is_none());
+    assert_eq!(store.lookup(KeyId::from_u64(9)).unwrap().key().epoch, 0);
+}
+
 /// Puts a new file at `path` in place of whatever is there (a rename, as an
 /// administrator's tool or a second process's cleanup might).
 #[cfg(unix)]
