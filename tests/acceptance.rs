@@ -673,6 +673,43 @@ fn a_stored_rotated_key_without_a_grace_end_does_not_read() {
     );
 }
 
+/// A rotation on a clock behind the key's creation (another ring's clock a
+/// little behind, or this one stepped back) gives a successor created
+/// before its predecessor that keeps the predecessor's deadline: later
+/// than its own policy would give from its creation. That record is what
+/// the ring wrote and must read back: a store holding it reopens, with the
+/// successor whole. (A check at read time that the deadline is no later
+/// than the policy gives, proposed in review, made this store unopenable.)
+#[test]
+fn a_successor_rotated_on_a_clock_behind_its_predecessor_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let clock = ManualClock::new(T0);
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .build(FileStore::open(&path).unwrap())
+        .unwrap();
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(30)))
+        .unwrap();
+    clock.set(T0 - Duration::seconds(2));
+    let next = ring.rotate(issued.key.id(), Duration::hours(1)).unwrap();
+    let successor = next.key.id();
+    assert!(
+        next.key.own_deadline() > Some(next.key.created_at() + Duration::days(30)),
+        "the successor keeps the later deadline: {:?}",
+        next.key
+    );
+    drop(ring);
+    let store = FileStore::open(&path).unwrap();
+    assert_eq!(store.lookup(successor).unwrap().key(), &next.key);
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .build(store)
+        .unwrap();
+    assert!(ring.verify(next.secret.expose()).is_ok());
+}
+
 // ---------------------------------------------------------------------------
 // Scopes
 // ---------------------------------------------------------------------------
