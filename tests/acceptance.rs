@@ -598,35 +598,8 @@ fn a_stored_policy_with_a_deadline_but_no_expires_at_does_not_read() {
     let issued = ring
         .issue(NewKey::new("o").expiry(ExpiryPolicy::days(30)))
         .unwrap();
-    let id = issued.key.id();
-    let row = serde_json::to_value(&*ring.store().lookup(id).unwrap()).unwrap();
-    let edits: [fn(&mut serde_json::Value); 2] = [
-        |key| drop(key.as_object_mut().unwrap().remove("expires_at")),
-        |key| key["expires_at"] = serde_json::Value::Null,
-    ];
-    for edit in edits {
-        let mut edited = row.clone();
-        edit(&mut edited["key"]);
-        match serde_json::from_value::<StoredKey>(edited) {
-            Err(e) => assert!(e.to_string().contains("expires_at"), "{e}"),
-            Ok(read) => {
-                ring.store().replace(read).unwrap();
-                clock.set(T0 + Duration::days(31));
-                panic!(
-                    "the row read: expires_at {:?}, verify 31 days on {:?}",
-                    ring.expires_at(id),
-                    ring.verify(issued.secret.expose()).map(|_| ())
-                );
-            }
-        }
-    }
-    let read: StoredKey = serde_json::from_value(row).unwrap();
-    ring.store().replace(read).unwrap();
-    clock.set(T0 + Duration::days(31));
-    assert_eq!(
-        ring.verify(issued.secret.expose()).unwrap_err(),
-        VerifyError::Expired
-    );
+    let month_on = T0 + Duration::days(31);
+    assert_a_row_needs(&ring, &clock, &issued, "expires_at", month_on, month_on);
 }
 
 /// A host's row (or a `FileStore` record) of a replaced key whose end of
@@ -640,25 +613,43 @@ fn a_stored_rotated_key_without_a_grace_end_does_not_read() {
     let clock = ManualClock::new(T0);
     let ring = clocked_ring("acme", &clock);
     let issued = ring.issue(NewKey::new("o")).unwrap();
+    ring.rotate(issued.key.id(), Duration::hours(1)).unwrap();
+    let (year_on, grace_over) = (T0 + Duration::days(365), T0 + Duration::hours(2));
+    assert_a_row_needs(&ring, &clock, &issued, "grace_until", year_on, grace_over);
+}
+
+/// `issued`'s stored row, read back without `field` (left out, or null),
+/// must be refused naming it: read, the key would still verify at `late`
+/// (the panic says how it did). The row as written reads, and the key is
+/// expired at `ended`.
+fn assert_a_row_needs(
+    ring: &KeyRing,
+    clock: &ManualClock,
+    issued: &Issued,
+    field: &str,
+    late: OffsetDateTime,
+    ended: OffsetDateTime,
+) {
     let id = issued.key.id();
-    ring.rotate(id, Duration::hours(1)).unwrap();
     let row = serde_json::to_value(&*ring.store().lookup(id).unwrap()).unwrap();
-    assert!(row["key"].get("rotated_to").is_some(), "{row}");
-    let edits: [fn(&mut serde_json::Value); 2] = [
-        |key| drop(key.as_object_mut().unwrap().remove("grace_until")),
-        |key| key["grace_until"] = serde_json::Value::Null,
-    ];
-    for edit in edits {
+    assert!(row["key"].get(field).is_some(), "{row}");
+    for null in [false, true] {
         let mut edited = row.clone();
-        edit(&mut edited["key"]);
+        let key = edited["key"].as_object_mut().unwrap();
+        if null {
+            key.insert(field.into(), serde_json::Value::Null);
+        } else {
+            key.remove(field);
+        }
         match serde_json::from_value::<StoredKey>(edited) {
-            Err(e) => assert!(e.to_string().contains("grace_until"), "{e}"),
+            Err(e) => assert!(e.to_string().contains(field), "{e}"),
             Ok(read) => {
                 ring.store().replace(read).unwrap();
-                clock.set(T0 + Duration::days(365));
+                clock.set(late);
                 panic!(
-                    "the row read: a year on, the replaced key's state {:?}, verify {:?}",
+                    "the row without {field} read: at {late}, state {:?}, ends {:?}, verify {:?}",
                     ring.state(id),
+                    ring.expires_at(id),
                     ring.verify(issued.secret.expose()).map(|_| ())
                 );
             }
@@ -666,7 +657,7 @@ fn a_stored_rotated_key_without_a_grace_end_does_not_read() {
     }
     let read: StoredKey = serde_json::from_value(row).unwrap();
     ring.store().replace(read).unwrap();
-    clock.set(T0 + Duration::hours(2));
+    clock.set(ended);
     assert_eq!(
         ring.verify(issued.secret.expose()).unwrap_err(),
         VerifyError::Expired
