@@ -27,6 +27,11 @@ pub(crate) const MAX_METADATA_ENTRIES: usize = 64;
 pub(crate) const MAX_SCOPES: usize = 256;
 /// Most networks a key can be bound to.
 pub(crate) const MAX_NETWORKS: usize = 64;
+/// How much later than its own lifetime gives a rotation's successor's
+/// deadline may be, in a stored form held to the limits of the calls (an
+/// import): the skew between the clock that issued its predecessor and
+/// the one that rotated it, up to a day (in nanoseconds).
+const SUCCESSOR_CLOCK_SKEW: Nanos = 86_400 * 1_000_000_000;
 
 /// A key's fields that callers and imports fill in, to hold them to their
 /// limits with [`Fields::check`]. A field left `None` is not checked.
@@ -743,11 +748,23 @@ impl Key {
         }
         // `verify` goes by the resolved deadline, not the policy: a policy
         // with a deadline needs one, no later than the policy gives from
-        // the key's creation (a rotation's successor keeps its
-        // predecessor's, which is earlier).
+        // the key's creation. A rotation's successor keeps its
+        // predecessor's, which is earlier, unless the rotation read a clock
+        // behind the one that issued the predecessor (another ring's, or
+        // one stepped back): then a lifetime's deadline is later by as
+        // much. A successor is allowed that, up to a day.
+        let skew = if self
+            .extra
+            .as_ref()
+            .is_some_and(|e| e.rotated_from.is_some())
+        {
+            SUCCESSOR_CLOCK_SKEW
+        } else {
+            0
+        };
         if let Some(policy) = self.expiry
             && let Some(deadline) = policy.deadline(instant(self.created_at))
-            && self.expires_at > nanos(deadline)
+            && self.expires_at > nanos(deadline).saturating_add(skew)
         {
             return Err("the expiry policy's deadline is missing or later than the policy gives");
         }

@@ -670,7 +670,9 @@ fn assert_a_row_needs(
 /// than its own policy would give from its creation. That record is what
 /// the ring wrote and must read back: a store holding it reopens, with the
 /// successor whole. (A check at read time that the deadline is no later
-/// than the policy gives, proposed in review, made this store unopenable.)
+/// than the policy gives, proposed in review, made this store unopenable;
+/// an import refused its export until successors were allowed a day's
+/// skew.)
 #[test]
 fn a_successor_rotated_on_a_clock_behind_its_predecessor_reopens() {
     let dir = tempfile::tempdir().unwrap();
@@ -694,6 +696,53 @@ fn a_successor_rotated_on_a_clock_behind_its_predecessor_reopens() {
     drop(ring);
     let store = FileStore::open(&path).unwrap();
     assert_eq!(store.lookup(successor).unwrap().key(), &next.key);
+
+    // Its export imports (an import holds keys to what the calls write),
+    // and so does one whose successor is a day later than its lifetime
+    // gives; a second more is refused, naming the line.
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let export = String::from_utf8(export).unwrap();
+    let line = export
+        .lines()
+        .position(|l| l.contains(&format!(r#""rotated_from":"{}""#, issued.key.id())))
+        .unwrap();
+    let own_end = next.key.created_at() + Duration::days(30);
+    for (later, imports) in [
+        (None, true),
+        (Some(Duration::days(1)), true),
+        (Some(Duration::days(1) + Duration::seconds(1)), false),
+    ] {
+        let mut lines: Vec<String> = export.lines().map(str::to_owned).collect();
+        if let Some(later) = later {
+            let mut record: serde_json::Value = serde_json::from_str(&lines[line]).unwrap();
+            record["key"]["expires_at"] = serde_json::to_value(
+                (own_end + later)
+                    .format(&keyward::time::format_description::well_known::Rfc3339)
+                    .unwrap(),
+            )
+            .unwrap();
+            lines[line] = record.to_string();
+        }
+        let other = tempfile::tempdir().unwrap();
+        let target = FileStore::open(other.path().join("keys.kw")).unwrap();
+        match target.import(
+            lines.join("\n").as_bytes(),
+            keyward::store::ImportMode::Replace,
+        ) {
+            Ok(_) if imports => {
+                let imported = target.lookup(successor).unwrap();
+                let expected = later.map_or(next.key.own_deadline(), |l| Some(own_end + l));
+                assert_eq!(imported.key().own_deadline(), expected);
+            }
+            Err(StoreError::InvalidImport { line: n, reason }) if !imports => {
+                assert_eq!(n, line + 1);
+                assert!(reason.contains("later than the policy gives"), "{reason}");
+            }
+            other => panic!("{later:?} later: {other:?}"),
+        }
+    }
+
     let ring = KeyRing::builder("acme")
         .clock(clock.clone())
         .build(store)
