@@ -624,6 +624,18 @@ impl Key {
         true
     }
 
+    /// Moves the last use forward to `second` (the start of a second):
+    /// an exchange stamps the second its token carries, which the clock
+    /// reading `consume` stamped (a trailing one) may have put in the
+    /// second before. A regeneration cuts the old secret's tokens off at
+    /// the last use at least.
+    pub(crate) fn used_in(&self, second: Nanos) {
+        if self.last_used_at.get() < second {
+            self.last_used_at.0.fetch_max(second, Ordering::Relaxed);
+            self.dirty.0.store(true, Ordering::Release);
+        }
+    }
+
     /// [`consume`](Self::consume) on a new version about to be written: the
     /// use is part of that write, so the usage is not marked unwritten.
     pub(crate) fn spend(&mut self, now: Nanos) -> bool {

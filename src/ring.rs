@@ -1398,6 +1398,13 @@ impl<S: KeyStore> KeyRing<S> {
     /// works once it is enabled), and so can a rotated key in its grace,
     /// but its new secret still ends with the grace.
     ///
+    /// The access tokens exchanged with the old secret fail the strict
+    /// checks from then on: those issued up to the regeneration, or up to
+    /// the key's last use if that is later (a clock that went back since),
+    /// so that no token of the old secret outlives it. The new secret is
+    /// exchanged from the second after that on (until then
+    /// [`Error::RegeneratedThisSecond`]).
+    ///
     /// Refused, changing nothing, for a key whose new secret could never
     /// verify: a revoked key, one by one or by a revoke-all
     /// ([`Error::Revoked`]); a deleted key ([`Error::NotFound`]); an
@@ -1863,6 +1870,9 @@ impl<S: KeyStore> KeyRing<S> {
         if issued_by_regeneration(&verified.entry, issued) {
             return Err(Error::RegeneratedThisSecond(key.id));
         }
+        // The key's last use covers every token exchanged for it, which a
+        // regeneration's cut reaches (see `regenerate_locked`).
+        verified.entry.key.used_in(issued);
         // Tokens carry whole seconds: round the end down, never past a cap.
         let end = nanos(now.saturating_add(ttl.min(self.max_token_ttl)))
             .min(self.cutoff(&verified.entry));
@@ -2612,13 +2622,17 @@ impl<S: KeyStore> Acting<'_, S> {
         // Tokens exchanged with the old secret stop too (strict checks).
         // The cut only moves forward: on a clock that went back since an
         // earlier regeneration, an earlier cut would let the tokens of the
-        // secrets before that one through again.
+        // secrets before that one through again. For the same reason it
+        // reaches the key's last use, which each exchange stamps with its
+        // token's second: on a clock that went back since the last
+        // exchange, the reading alone would let that token through.
         let cut = old
             .key
             .extra
             .as_ref()
             .and_then(|e| e.tokens_after)
-            .map_or(now_nanos, |at| at.max(now_nanos));
+            .map_or(now_nanos, |at| at.max(now_nanos))
+            .max(old.key.last_used_at.get());
         let (mut next, carry) = Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(cut));
         next.hash = ring.hasher.hash(id, generated.secret_part());
         let key = next.key.clone();

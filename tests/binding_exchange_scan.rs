@@ -3815,6 +3815,40 @@ fn a_regeneration_on_a_clock_gone_back_keeps_older_tokens_dead() {
     );
 }
 
+/// A first regeneration on a clock that went back since the exchange
+/// (the token carries a later second than the regeneration's reading)
+/// still stops the tokens of the old secret: the cut reaches the key's
+/// last use, which every exchange stamps with its token's second.
+#[test]
+fn a_regeneration_on_a_clock_gone_back_stops_tokens_exchanged_before_it() {
+    let clock = ManualClock::new(T0 + Duration::seconds(5));
+    let ring = ring("acme", &clock);
+    let issued = invoices_key(&ring);
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .expect("exchange");
+    // The clock steps back a minute; the key is regenerated.
+    clock.set(T0 - Duration::minutes(1));
+    let regenerated = ring.regenerate(issued.key.id()).expect("regenerate");
+    assert_eq!(
+        refused(ring.verify_access_token_strict(token.expose())),
+        VerifyError::Revoked,
+        "a token of the old secret"
+    );
+    // Fail closed: the new secret gets no token before the clock is past
+    // the old secret's last exchange, then one that verifies.
+    assert!(matches!(
+        ring.exchange(regenerated.secret.expose(), Duration::minutes(5)),
+        Err(Error::RegeneratedThisSecond(_))
+    ));
+    clock.set(T0 + Duration::seconds(6));
+    let fresh = ring
+        .exchange(regenerated.secret.expose(), Duration::minutes(5))
+        .expect("exchange with the new secret");
+    ring.verify_access_token_strict(fresh.expose())
+        .expect("a token of the new secret");
+}
+
 /// The revoke-all instant only moves forward, like the epoch: a second
 /// `revoke_all` on a clock that went back must not let a ring that loads
 /// the settings (another ring on the store, or this one restarted) take
