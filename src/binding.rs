@@ -55,7 +55,21 @@ impl CertFingerprint {
     fn matches(&self, other: &CertFingerprint) -> bool {
         self.0.ct_eq(&other.0).into()
     }
+
+    /// Whether this is the fingerprint of empty input, which no
+    /// certificate has (a DER certificate is never empty): what a host
+    /// gets when it hashes the certificate of a connection that presented
+    /// none as `&[]`.
+    fn is_of_nothing(&self) -> bool {
+        self.0 == OF_NOTHING
+    }
 }
+
+/// SHA-256 of the empty input.
+const OF_NOTHING: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
 
 impl fmt::Display for CertFingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -166,7 +180,10 @@ impl FromStr for Network {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Bindings {
-    /// The client certificate the request must present, if any.
+    /// The client certificate the request must present, if any. A
+    /// presented fingerprint of empty input (`client_cert_der(&[])`) counts
+    /// as no certificate: no certificate has an empty DER, so a binding to
+    /// that fingerprint admits no request.
     pub client_cert: Option<CertFingerprint>,
     /// The networks the request must come from; empty for any.
     pub networks: Vec<Network>,
@@ -177,14 +194,15 @@ impl Bindings {
         self.client_cert.is_none() && self.networks.is_empty()
     }
 
-    /// The first binding the request breaks, if any.
+    /// The first binding the request breaks, if any. Both must hold. The
+    /// fingerprint of empty input is no certificate (see `client_cert`).
     pub(crate) fn check(
         &self,
         cert: Option<CertFingerprint>,
         peer: Option<IpAddr>,
     ) -> Result<(), Binding> {
         if let Some(required) = &self.client_cert
-            && !cert.is_some_and(|c| required.matches(&c))
+            && !cert.is_some_and(|c| !c.is_of_nothing() && required.matches(&c))
         {
             return Err(Binding::ClientCertificate);
         }
@@ -375,6 +393,24 @@ mod tests {
         ] {
             assert!(CertFingerprint::from_hex(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A request that hashed "no certificate" as empty input presents
+    /// none, also to a key bound to that fingerprint.
+    #[test]
+    fn the_fingerprint_of_nothing_is_no_certificate() {
+        let nothing = CertFingerprint::of_der(b"");
+        assert!(nothing.is_of_nothing());
+        assert!(!CertFingerprint::of_der(b"\0").is_of_nothing());
+        let b = Bindings {
+            client_cert: Some(nothing),
+            networks: vec![],
+        };
+        assert_eq!(
+            b.check(Some(nothing), None),
+            Err(Binding::ClientCertificate)
+        );
+        assert_eq!(b.check(None, None), Err(Binding::ClientCertificate));
     }
 
     #[test]

@@ -1133,6 +1133,8 @@ impl NewKey {
 
     /// Binds the key to a client certificate: a request must present it
     /// (see [`RequestContext::client_cert`](crate::RequestContext::client_cert)).
+    /// The fingerprint of empty input is no certificate's: a key bound to
+    /// it admits no request (see [`Bindings::client_cert`]).
     pub fn client_cert(mut self, fingerprint: CertFingerprint) -> NewKey {
         self.bindings.client_cert = Some(fingerprint);
         self

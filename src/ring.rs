@@ -1127,7 +1127,8 @@ impl<'a> RequestContext<'a> {
     }
 
     /// The client certificate the request presented, in DER form (hashed
-    /// here with SHA-256).
+    /// here with SHA-256). An empty `der` counts as no certificate, for
+    /// every key (see [`Bindings::client_cert`](crate::Bindings::client_cert)).
     pub fn client_cert_der(self, der: &[u8]) -> Self {
         self.client_cert(CertFingerprint::of_der(der))
     }

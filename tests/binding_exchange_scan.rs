@@ -312,6 +312,65 @@ fn client_cert_binding_refuses_a_wrong_or_missing_certificate_with_403() {
     .expect("unbound key with any certificate");
 }
 
+/// Regression: no certificate has an empty DER, so the SHA-256 of nothing
+/// is what a host presents when it hashes "no certificate" (`&[]` for a
+/// connection without one). A key bound to that fingerprint (say, computed
+/// from an empty certificate file) admitted such a request: a certificate
+/// binding met by presenting none. It is refused as a missing certificate,
+/// by `verify`, by the exchange and by the token check with the request.
+#[test]
+fn the_fingerprint_of_an_empty_der_is_no_certificate() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let nothing = CertFingerprint::of_der(&[]);
+    assert_eq!(
+        nothing.to_string(),
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    );
+    let issued = ring
+        .issue(NewKey::new("acct_1").client_cert(nothing))
+        .expect("issue");
+    let key = issued.secret.expose();
+    let missing = VerifyError::BindingMismatch(Binding::ClientCertificate);
+    for (what, ctx) in [
+        ("no certificate", RequestContext::new()),
+        ("empty der", RequestContext::new().client_cert_der(&[])),
+        (
+            "its fingerprint",
+            RequestContext::new().client_cert(nothing),
+        ),
+        (
+            "its fingerprint, pasted",
+            RequestContext::new().client_cert(openssl_form(nothing).parse().expect("hex")),
+        ),
+    ] {
+        assert_eq!(refused(ring.verify_with(key, ctx)), missing, "{what}");
+    }
+    let exchanged = ring.exchange_with(
+        key,
+        TokenRequest::new().context(RequestContext::new().client_cert_der(&[])),
+    );
+    assert!(
+        matches!(&exchanged, Err(Error::Rejected(e)) if *e == missing),
+        "{:?}",
+        exchanged.map(|t| t.claims.clone())
+    );
+    // A key bound to a real certificate is not affected, and neither is
+    // an unbound key presented with an empty one.
+    let real = cert_bound(&ring);
+    ring.verify_with(
+        real.secret.expose(),
+        RequestContext::new().client_cert_der(CERT),
+    )
+    .expect("real certificate");
+    let free = ring.issue(NewKey::new("acct_2")).expect("issue");
+    ring.verify_with(
+        free.secret.expose(),
+        RequestContext::new().client_cert_der(&[]),
+    )
+    .expect("unbound key");
+}
+
 #[test]
 fn bindings_are_checked_only_after_the_secret_matched() {
     let clock = ManualClock::new(T0);
