@@ -37,9 +37,13 @@
 //! digit (`\n<key>` in escaped JSON, `%20<key>` in a URL, `\u003c<key>`)
 //! or a word and `_` (`leaked_<key>`). So a match says where a key ends,
 //! not where its prefix starts: try each start the pattern allows, up to
-//! 32 characters before the `_1` or `_T`, longest first, and keep the one
-//! whose checksum matches. The checksum covers the prefix, so only the
-//! key's own start does; [`scan`] works so.
+//! 32 characters before the `_1` or `_T`, shortest first, and keep the
+//! first whose checksum matches. The checksum covers the prefix, so by
+//! chance only the key's own start does; but letters right before a key
+//! can be chosen (CRC32 is public, linear arithmetic) so that a longer
+//! start matches the same checksum, and longest first would then report
+//! them as part of the prefix. A shorter start lies inside the key, which
+//! no one but its issuer chose. [`scan`] works so.
 
 use std::ops::Range;
 

@@ -329,12 +329,20 @@ pub(crate) fn recognise_api_key(run: &[u8]) -> Option<Hit> {
 }
 
 /// The positions in `head` where a valid prefix ending at its end could
-/// start, longest first: every one within [`MAX_PREFIX_LEN`] of the end,
-/// not only the start of a word or the place after a `_`. In a log line a
-/// key often follows a letter or digit with no break (`\n<key>` in JSON,
-/// `%20<key>` in a URL); the checksum covers the prefix, so it picks the
-/// right start, and each further start tried is one more 2^-32 chance for
-/// text that is not a key.
+/// start, shortest prefix first: every one within [`MAX_PREFIX_LEN`] of the
+/// end, not only the start of a word or the place after a `_`. In a log
+/// line a key often follows a letter or digit with no break (`\n<key>` in
+/// JSON, `%20<key>` in a URL); the checksum covers the prefix, so it picks
+/// the right start, and each further start tried is one more 2^-32 chance
+/// for text that is not a key.
+///
+/// Shortest first, because only a longer start can be made to match: the
+/// characters before a key are anyone's to choose, and CRC32 is linear, so
+/// a dozen letters glued in front give a longer string the key's own
+/// checksum. Longest first, the key was then reported with those letters
+/// in its prefix, and [`KeyRing::revoke_leaked`](crate::KeyRing::revoke_leaked),
+/// which takes its own ring's prefix only, passed over it. A shorter start
+/// lies inside the key, whose characters only its issuer chose.
 pub(crate) fn prefix_starts(head: &[u8]) -> impl Iterator<Item = usize> + '_ {
     // A prefix is `[a-z][a-z0-9_]*`, not ending in `_`: it starts within
     // the stretch of such characters that `head` ends with.
@@ -345,7 +353,9 @@ pub(crate) fn prefix_starts(head: &[u8]) -> impl Iterator<Item = usize> + '_ {
         .take_while(|&&b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
         .count();
     let ends_well = head.last() != Some(&b'_');
-    (head.len() - stretch..head.len()).filter(move |&i| ends_well && head[i].is_ascii_lowercase())
+    (head.len() - stretch..head.len())
+        .rev()
+        .filter(move |&i| ends_well && head[i].is_ascii_lowercase())
 }
 
 /// A fresh id and secret from the operating system's CSPRNG.

@@ -3675,6 +3675,96 @@ fn a_checksummed_string_running_into_a_real_prefix_does_not_hide_the_key() {
     }
 }
 
+/// Twelve letters (`p` to `w`) that, put right before `item` (a real key
+/// or token), make the string from the first of them to `item`'s end carry
+/// a valid checksum too: `item`'s own checksum, over a longer prefix. The
+/// CRC32 of messages of one length is affine in their bits, so the letters
+/// come from solving 32 linear equations over GF(2), not from a search.
+fn checksummed_glue(item: &str) -> String {
+    let checked = &item.as_bytes()[..item.len() - CHECKSUM_LEN];
+    let crc = |glue: &[u8]| crc32fast::hash(&[glue, checked].concat());
+    let base = [b'p'; 12];
+    let at_base = crc(&base);
+    // Each of the three low bits of each letter, as the change it makes.
+    let mut rows: Vec<(u32, u64)> = (0..base.len() * 3)
+        .map(|bit| {
+            let mut glue = base;
+            glue[bit / 3] ^= 1 << (bit % 3);
+            (crc(&glue) ^ at_base, 1u64 << bit)
+        })
+        .collect();
+    // Gaussian elimination: `rows` to a basis, then the target reduced by it.
+    let mut basis: Vec<(u32, u64)> = Vec::new();
+    for (mut v, mut used) in rows.drain(..) {
+        for &(b, b_used) in &basis {
+            if v ^ b < v {
+                v ^= b;
+                used ^= b_used;
+            }
+        }
+        if v != 0 {
+            basis.push((v, used));
+            basis.sort_by_key(|b| std::cmp::Reverse(b.0));
+        }
+    }
+    let (mut want, mut used) = (crc32fast::hash(checked) ^ at_base, 0u64);
+    for &(b, b_used) in &basis {
+        if want ^ b < want {
+            want ^= b;
+            used ^= b_used;
+        }
+    }
+    assert_eq!(want, 0, "the letters' changes span every CRC");
+    let mut glue = base;
+    for bit in 0..base.len() * 3 {
+        if used & (1 << bit) != 0 {
+            glue[bit / 3] ^= 1 << (bit % 3);
+        }
+    }
+    let glue = String::from_utf8(glue.to_vec()).expect("letters");
+    assert_eq!(crc(glue.as_bytes()), crc32fast::hash(checked));
+    glue
+}
+
+/// Regression (found by this review): of the prefix starts a checksum
+/// matches, `scan` kept the longest, and letters put right before a real
+/// key or token can be chosen (CRC32 is public, linear arithmetic) so that
+/// the string from the first of them matches the item's own checksum. The
+/// item was then reported with those letters in its prefix, and
+/// `revoke_leaked`, which takes only finds of its own ring's prefix,
+/// passed over the leaked key. The starts a checksum can match without
+/// such help lie inside the item, so the shortest is taken.
+#[test]
+fn checksummed_letters_before_a_key_do_not_take_its_prefix() {
+    let clock = ManualClock::new(T0);
+    for prefix in ["acme", "acme_live"] {
+        let ring = ring(prefix, &clock);
+        for kind in [FoundKind::ApiKey, FoundKind::AccessToken] {
+            // A key of its own each time: the first revoke_leaked revokes.
+            let key = invoices_key(&ring);
+            let item = match kind {
+                FoundKind::ApiKey => key.secret.expose().to_owned(),
+                _ => ring
+                    .exchange(key.secret.expose(), Duration::minutes(5))
+                    .expect("exchange")
+                    .expose()
+                    .to_owned(),
+            };
+            let text = format!("log {}{item} end", checksummed_glue(&item));
+            let found = scan(&text);
+            assert_eq!(found.len(), 1, "{text}");
+            assert_eq!(&text[found[0].range.clone()], item, "{text}");
+            assert_eq!(found[0].prefix, prefix, "{text}");
+            assert_eq!(found[0].kind, kind);
+            assert_eq!(
+                ring.revoke_leaked(&text, "leaked").expect("revoke"),
+                vec![key.key.id()],
+                "{text}"
+            );
+        }
+    }
+}
+
 /// Regression (found by this review): the README gave secret-scanning
 /// services the patterns from before keys glued to a preceding letter or
 /// digit, or followed by `_`, were found (`\b…\b`): a service following it
