@@ -317,6 +317,18 @@ impl<S: KeyStore> Shared<S> {
         Ok(())
     }
 
+    /// Takes the store's settings at once if another ring raised the
+    /// revoke-all epoch since this ring last read them; otherwise leaves
+    /// what is installed alone (verify reads the epoch and the default:
+    /// nothing written to them unless they changed). One settings read.
+    fn catch_up_with_revoke_all(&self) -> Result<(), StoreError> {
+        let behind = self
+            .store
+            .load_settings()?
+            .is_some_and(|stored| stored.epoch > self.epoch.load(Ordering::Acquire));
+        if behind { self.refresh() } else { Ok(()) }
+    }
+
     /// Whether `settings` name another prefix or pepper check than the
     /// ones this ring claimed its store with, which its own settings carry
     /// (`claim_store`; settings without them, from an older keyward, name
@@ -1803,6 +1815,13 @@ impl<S: KeyStore> KeyRing<S> {
     /// within it, an owner and scopes too long for a token) comes after the
     /// check, and its use is counted: a key with an
     /// [idle timeout](ExpiryPolicy::Idle) is kept alive by those.
+    ///
+    /// An exchange reads the store's settings first (one
+    /// [`load_settings`](KeyStore::load_settings)), so a
+    /// [`revoke_all`](Self::revoke_all) by another ring on the same store
+    /// stops it at once: a token minted from a key it ended would carry a
+    /// time after it, which the plain
+    /// [`verify_access_token`](Self::verify_access_token) takes.
     pub fn exchange_with(
         &self,
         presented: &str,
@@ -1833,6 +1852,15 @@ impl<S: KeyStore> KeyRing<S> {
         if now < OffsetDateTime::UNIX_EPOCH {
             return Err(Error::InvalidInput(crate::access::BEFORE_1970));
         }
+        // A revoke-all by another ring on the same store reaches this
+        // ring's `verify` within a second (the background reload), but a
+        // token minted in that second from a key it revoked would pass the
+        // plain check for its whole life: its time is after the
+        // revoke-all. So an exchange reads the store's settings first, as
+        // `issue` does. (Read after `now`: a revoke-all that lands after
+        // this read is later than the token's time, which the plain check
+        // refuses once it knows of it.)
+        self.shared.catch_up_with_revoke_all()?;
         // A token is not counted against the key's uses, so it would
         // outlive them: a limited key is refused once it passed its checks
         // (the refusal tells nothing to a caller without its secret), and
@@ -1906,7 +1934,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// seconds, so one exchanged in the second of the revoke-all is refused
     /// too, even for a key issued after it. Another ring on the same store
     /// sees the revoke-all when it reloads its settings (within a second
-    /// with its background thread, else on [`refresh`](Self::refresh)).
+    /// with its background thread, else on [`refresh`](Self::refresh)); its
+    /// [exchanges](Self::exchange_with) see it at once, so it mints no
+    /// token from a key the revoke-all ended.
     ///
     /// A token that lives longer than the ring's
     /// [maximum](KeyRingBuilder::max_token_ttl) (lowered since the token was

@@ -1585,6 +1585,45 @@ fn strict_verification_follows_the_parent_key_while_the_plain_one_does_not() {
     );
 }
 
+/// A revoke-all by another ring on the same store stops this ring's
+/// exchanges at once, not within the second its background reload takes
+/// (never, with none): a token minted from a key it revoked carries a time
+/// after the revoke-all, so the plain check would take it for its whole
+/// life. The exchange reads the store's settings first; the exchanging
+/// ring then refuses the key on `verify` too.
+#[test]
+fn a_revoke_all_by_another_ring_stops_exchanges_at_once() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(MemoryStore::new());
+    let a = ring_on("acme", &clock, Arc::clone(&store));
+    let b = ring_on("acme", &clock, Arc::clone(&store));
+    let issued = invoices_key(&a);
+    let key = issued.secret.expose();
+    let before = b.exchange(key, Duration::minutes(30)).expect("exchange");
+    clock.set(T0 + Duration::seconds(1));
+    a.revoke_all().expect("revoke all");
+    clock.set(T0 + Duration::seconds(2));
+    let after = b.exchange(key, Duration::minutes(30));
+    assert!(
+        matches!(&after, Err(Error::Rejected(VerifyError::Revoked))),
+        "{:?}",
+        after.map(|t| t.claims.clone())
+    );
+    assert_eq!(refused(b.verify(key)), VerifyError::Revoked);
+    // The token of before the revoke-all is refused by both rings' plain
+    // checks once they know of it.
+    for ring in [&a, &b] {
+        assert_eq!(
+            refused(ring.verify_access_token(before.expose())),
+            VerifyError::Revoked
+        );
+    }
+    // A key issued after the revoke-all exchanges on either ring.
+    let fresh = invoices_key(&a);
+    b.exchange(fresh.secret.expose(), Duration::minutes(30))
+        .expect("a key of the new epoch");
+}
+
 /// Counts `lookup` and `load_settings` calls, to prove which paths
 /// consult the store.
 #[derive(Debug, Default)]
