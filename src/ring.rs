@@ -1479,7 +1479,9 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Revokes every key of `owner`; returns the ids it revoked. The reason
     /// is checked first, as for [`revoke`](Self::revoke), even when the
-    /// owner has no keys.
+    /// owner has no keys. A key another ring on the same store rotates
+    /// meanwhile is revoked with its successor, even when the store's
+    /// [`list`](KeyStore::list), which need not be a snapshot, missed it.
     pub fn revoke_owner(&self, owner: &str, reason: &str) -> Result<Vec<KeyId>, Error> {
         self.anonymous().revoke_owner(owner, reason)
     }
@@ -2865,6 +2867,27 @@ impl<S: KeyStore> Acting<'_, S> {
         let revoked = redo_on_conflict(|| {
             let mut entries = ring.store().list(Some(owner))?;
             entries.retain(|e| e.key.owner() == owner);
+            // A list need not be a snapshot (a `MemoryStore` scans shard by
+            // shard): it can hold a key another ring rotated while it ran
+            // and miss the successor that rotation inserted in the same
+            // batch, before it. The successor inherits the owner, so
+            // follow the rotation links to it (and to its own, if rotated
+            // again).
+            let mut listed: std::collections::HashSet<KeyId> =
+                entries.iter().map(|e| e.id()).collect();
+            let mut next = 0;
+            while let Some(entry) = entries.get(next) {
+                next += 1;
+                let successor = entry.key.extra.as_ref().and_then(|e| e.rotated_to);
+                if let Some(found) = successor
+                    .filter(|s| !listed.contains(s))
+                    .and_then(|s| ring.store().lookup(s))
+                    .filter(|e| e.key.owner() == owner)
+                {
+                    listed.insert(found.id());
+                    entries.push(found);
+                }
+            }
             // One batch: an owner's keys are revoked together or not at all.
             self.revoke_locked(&entries, reason, false)
         })?;
