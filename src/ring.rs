@@ -546,7 +546,11 @@ impl KeyRingBuilder {
     }
 
     /// The longest any key may live: an explicit expiry beyond it is
-    /// refused, and `Never` or idle keys get it as a hard deadline.
+    /// refused, and `Never` or idle keys get it as a hard deadline. It
+    /// binds keys issued before it was set as well (on a ring built with
+    /// it, a key older than the maximum is expired, whatever its own
+    /// policy); a key's stored deadline keeps the cap of the ring that
+    /// issued it.
     pub fn max_lifetime(mut self, max: Duration) -> Self {
         self.max_lifetime = Some(max);
         self
@@ -2401,7 +2405,13 @@ impl<S: KeyStore> KeyRing<S> {
             } else {
                 NEVER
             };
-            (key.expires_at, idle_end)
+            // The cap binds keys issued before it was set (or raised
+            // since) too: issue wrote the cap of its day into `expires_at`.
+            let deadline = match self.max_lifetime {
+                Some(max) => key.expires_at.min(key.created_at.saturating_add(span(max))),
+                None => key.expires_at,
+            };
+            (deadline, idle_end)
         } else {
             let d = self.shared.default.load();
             if key.created_at <= d.expired_created_by || last_active <= d.expired_idle_by {

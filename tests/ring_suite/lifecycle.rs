@@ -1548,6 +1548,55 @@ fn a_key_capped_by_the_max_lifetime_keeps_its_expiry_through_a_default_change() 
     assert_eq!(ring.expires_at(key.key.id()), Some(capped));
 }
 
+/// A maximum lifetime set on a ring built after keys with policies of
+/// their own were issued (never, idle, a long lifetime, a far instant)
+/// binds them too: "the longest any key may live". `verify`, `state` and
+/// `expires_at` agree; a ring without the cap still goes by the key's own.
+#[test]
+fn a_max_lifetime_set_later_binds_keys_with_policies_of_their_own() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let build = |max: Option<Duration>| {
+        let builder = KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .flush_interval(None);
+        match max {
+            Some(max) => builder.max_lifetime(max),
+            None => builder,
+        }
+        .build(Arc::clone(&store))
+        .unwrap()
+    };
+    let uncapped = build(None);
+    let keys: Vec<Issued> = [
+        ExpiryPolicy::Never,
+        ExpiryPolicy::Idle(Duration::days(30)),
+        ExpiryPolicy::days(400),
+        ExpiryPolicy::At(T0 + Duration::days(300)),
+    ]
+    .into_iter()
+    .map(|policy| uncapped.issue(NewKey::new("o").expiry(policy)).unwrap())
+    .collect();
+    let capped = build(Some(Duration::days(10)));
+    let cap = T0 + Duration::days(10);
+    clock.set(T0 + Duration::days(9));
+    for key in &keys {
+        assert_eq!(check(&capped, key), Ok(()), "{:?}", key.key.expiry());
+        assert_eq!(capped.expires_at(key.key.id()), Some(cap));
+    }
+    clock.set(cap);
+    for key in &keys {
+        let policy = key.key.expiry();
+        assert_eq!(check(&capped, key), Err(VerifyError::Expired), "{policy:?}");
+        assert_eq!(
+            capped.state(key.key.id()),
+            Some(KeyState::Expired),
+            "{policy:?}"
+        );
+        assert_eq!(check(&uncapped, key), Ok(()), "{policy:?}");
+    }
+}
+
 /// A key issued under a fixed default that has passed would be dead on
 /// arrival: it is refused, while one with its own policy is issued. After
 /// a change away from that default, a ring whose clock runs a little
