@@ -3976,6 +3976,8 @@ struct Interleaved {
     hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Run on the first `apply` that writes settings, before it.
     settings_hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Run by the next `list` in the middle of its scan (see `arm_list`).
+    list_hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for Interleaved {
@@ -4003,6 +4005,16 @@ impl Interleaved {
     fn settings_fired(&self) -> bool {
         self.settings_hook.lock().unwrap().is_none()
     }
+
+    /// Runs `hook` in the middle of the next `list`'s scan: the records
+    /// the scan had reached come back as they are after the hook, and a
+    /// record the hook added is missed. A `MemoryStore` lists shard by
+    /// shard, so its scan can do just that while another ring's batch
+    /// lands: reach a new record's shard before the batch inserts it, and
+    /// an old record's after the batch replaced it.
+    fn arm_list(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.list_hook.lock().unwrap() = Some(Box::new(hook));
+    }
 }
 
 impl KeyStore for Interleaved {
@@ -4013,7 +4025,16 @@ impl KeyStore for Interleaved {
         self.inner.inspect(id, f)
     }
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
+        let before = self.inner.list(owner)?;
+        let hook = self.list_hook.lock().unwrap().take();
+        let Some(hook) = hook else {
+            return Ok(before);
+        };
+        hook();
+        Ok(before
+            .iter()
+            .filter_map(|e| self.inner.lookup(e.id()))
+            .collect())
     }
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
         self.inner.load_settings()
@@ -5270,6 +5291,7 @@ fn interleaved_over(shared: &Arc<TestStore>) -> Arc<Interleaved> {
         target: std::sync::Mutex::new(None),
         hook: std::sync::Mutex::new(None),
         settings_hook: std::sync::Mutex::new(None),
+        list_hook: std::sync::Mutex::new(None),
     })
 }
 
@@ -5517,53 +5539,6 @@ fn a_ring_refuses_foreign_settings_put_in_its_store() {
     }
 }
 
-/// A store whose `list` runs `hook` in the middle of its scan: the
-/// records it had reached before come back as they are after the hook,
-/// and a record the hook added is missed. A `MemoryStore` lists shard by
-/// shard, so its scan can do just that while another ring's batch lands:
-/// reach a new record's shard before the batch inserts it, and an old
-/// record's after the batch replaced it.
-struct TornList {
-    inner: Arc<TestStore>,
-    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl std::fmt::Debug for TornList {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TornList").finish_non_exhaustive()
-    }
-}
-
-impl KeyStore for TornList {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
-        self.inner.inspect(id, f)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        let before = self.inner.list(owner)?;
-        let hook = self.hook.lock().unwrap().take();
-        let Some(hook) = hook else {
-            return Ok(before);
-        };
-        hook();
-        Ok(before
-            .iter()
-            .filter_map(|e| self.inner.lookup(e.id()))
-            .collect())
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
-    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        self.inner.apply(changes)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
 /// Ring A rotates (twice over) a key of an owner while ring B's
 /// `revoke_owner` lists the owner's keys, and B's scan sees the rotated-out
 /// key but misses its successors. The successors inherit the owner and
@@ -5571,30 +5546,16 @@ impl KeyStore for TornList {
 /// returns, none of the owner's keys may verify.
 #[test]
 fn revoke_owner_revokes_the_successor_of_a_key_rotated_while_it_lists() {
-    let clock = ManualClock::new(T0);
-    let shared = Arc::new(fresh_store());
-    let torn = Arc::new(TornList {
-        inner: Arc::clone(&shared),
-        hook: std::sync::Mutex::new(None),
-    });
-    let build = |store| {
-        KeyRing::builder(PREFIX)
-            .clock(clock.clone())
-            .flush_interval(None)
-            .build(store)
-            .unwrap()
-    };
-    let a: Arc<SharedRing> = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
-    let b: SharedRing = build(Arc::clone(&torn) as Arc<dyn KeyStore>);
+    let (a, b, interleaved) = interleaved_rings();
     let old = a.issue(NewKey::new("alice")).unwrap();
     let successors = Arc::new(std::sync::Mutex::new(Vec::<Issued>::new()));
     let (ring, out) = (Arc::clone(&a), Arc::clone(&successors));
     let id = old.key.id();
-    *torn.hook.lock().unwrap() = Some(Box::new(move || {
+    interleaved.arm_list(move || {
         let first = ring.rotate(id, Duration::hours(1)).unwrap();
         let second = ring.rotate(first.key.id(), Duration::hours(1)).unwrap();
         out.lock().unwrap().extend([first, second]);
-    }));
+    });
 
     let revoked_ids = b.revoke_owner("alice", "offboarded").unwrap();
     let successors = successors.lock().unwrap();
