@@ -135,6 +135,13 @@ impl KeyStore for MemoryStore {
         Ok(out)
     }
 
+    /// Lists under the lock that serialises batches, so that no batch is
+    /// half applied (see [`KeyStore::snapshot`]); writes wait meanwhile.
+    fn snapshot(&self) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        let _batch = self.batches.lock().unwrap_or_else(PoisonError::into_inner);
+        self.list(None)
+    }
+
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
         Ok(self
             .settings

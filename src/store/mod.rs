@@ -579,6 +579,18 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// Every record, or every record of one owner. Order is unspecified.
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError>;
 
+    /// Every record as of one moment: no batch half applied. An
+    /// [`export`] writes this. The default calls [`list`](Self::list); a
+    /// store whose `list` can see a batch half applied must override it
+    /// (`MemoryStore` and `FileStore` read under the lock their writes
+    /// take), or an export taken during a rotation can hold the successor
+    /// beside its predecessor as it was before the rotation: imported, the
+    /// predecessor works without the end of its grace, and a key with a
+    /// use limit grants its remaining uses twice.
+    fn snapshot(&self) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.list(None)
+    }
+
     /// The ring settings last saved, if any: those the store holds, which
     /// a [`Change::SettingsIf`] is compared with (not a copy that may lag
     /// them).
@@ -698,6 +710,9 @@ macro_rules! forward_store {
             }
             fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
                 (**self).list(owner)
+            }
+            fn snapshot(&self) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+                (**self).snapshot()
             }
             fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
                 (**self).load_settings()

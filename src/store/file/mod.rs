@@ -938,6 +938,13 @@ impl KeyStore for FileStore {
         self.index.list(owner)
     }
 
+    /// Lists under the write lock: the index takes a batch change by
+    /// change (see [`KeyStore::snapshot`]).
+    fn snapshot(&self) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        let _log = self.log();
+        self.index.list(None)
+    }
+
     fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
         self.index.load_settings()
     }
@@ -1571,7 +1578,9 @@ type Job = (u64, u64, Vec<u8>);
 /// Writes the whole of any store in the export format of
 /// [`FileStore::export`]: one JSON line of settings, then one line per key
 /// (record and hash, never a secret), in id order. A `FileStore` reads it
-/// back with [`FileStore::import`].
+/// back with [`FileStore::import`]. The records are the store's
+/// [`snapshot`](KeyStore::snapshot): taken while keys are rotated, they
+/// hold each rotation whole or not at all.
 pub fn export(store: &dyn KeyStore, out: impl Write) -> Result<(), StoreError> {
     Snapshot::of(store)?.write(out)
 }
@@ -1588,7 +1597,8 @@ impl Snapshot {
             keyward_export: 1,
             settings: store.load_settings()?,
         };
-        let mut keys = store.list(None)?;
+        // Not `list`, which may see a batch half applied.
+        let mut keys = store.snapshot()?;
         keys.sort_by_key(|k| k.id());
         Ok(Snapshot { header, keys })
     }
