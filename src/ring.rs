@@ -579,6 +579,8 @@ impl KeyRingBuilder {
     /// [`KeyRing::refresh`]. A [`FileStore`](crate::FileStore) compacts its
     /// file on those flushes, so with `None` call [`KeyRing::flush`] (or
     /// [`FileStore::compact`](crate::FileStore::compact)) from time to time.
+    /// A zero interval, which would flush without pause, is refused by
+    /// [`build`](Self::build) with [`Error::InvalidInput`].
     pub fn flush_interval(mut self, every: Option<std::time::Duration>) -> Self {
         self.flush_interval = every;
         self
@@ -625,6 +627,11 @@ impl KeyRingBuilder {
         if self.max_token_ttl > TOKEN_TTL_LIMIT {
             return Err(Error::InvalidInput(
                 "the maximum token lifetime must be at most 24 hours",
+            ));
+        }
+        if self.flush_interval.is_some_and(|every| every.is_zero()) {
+            return Err(Error::InvalidInput(
+                "a flush interval must be positive (None runs no flush thread)",
             ));
         }
         let sensitive = Sensitive::new(&self.sensitive)?;
@@ -703,6 +710,22 @@ mod builder_tests {
             builder = builder.accept_signing_key(id, [id; 32]);
         }
         assert!(std::ptr::eq(first, &**builder.signing_keys[0].1));
+    }
+
+    /// A zero flush interval would run the flush thread without pause: it
+    /// is refused, and the smallest positive one builds.
+    #[test]
+    fn a_zero_flush_interval_is_refused() {
+        let build = |every| {
+            KeyRing::builder("acme")
+                .flush_interval(Some(every))
+                .build(MemoryStore::new())
+        };
+        assert!(matches!(
+            build(std::time::Duration::ZERO),
+            Err(Error::InvalidInput(reason)) if reason.contains("flush interval")
+        ));
+        assert!(build(std::time::Duration::from_nanos(1)).is_ok());
     }
 }
 
@@ -1930,9 +1953,12 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Checks an access token: shape, signature (constant time), expiry.
     /// No store lookup: a token of a key revoked, disabled or regenerated
-    /// since its exchange still works until it expires (minutes); use
+    /// since its exchange still works until it expires (minutes), and keeps
+    /// the scopes of its exchange and whether the key was bound then (an
+    /// [`update`](Self::update) narrowing or binding the key since is not
+    /// seen); use
     /// [`verify_access_token_strict`](Self::verify_access_token_strict) to
-    /// refuse it at once.
+    /// refuse it at once, or to narrow it to the key's current scopes.
     ///
     /// A [`revoke_all`](Self::revoke_all) is the exception: its instant is
     /// held in the ring's settings, in memory, and every token issued at or

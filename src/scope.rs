@@ -487,7 +487,10 @@ impl Requirement {
         })
     }
 
-    /// Every scope in `scopes`.
+    /// Every scope in `scopes`. An empty list is always met, as an empty
+    /// [`all`](Self::all) is (where [`any_of`](Self::any_of) refuses one):
+    /// a requirement built from a list that can be empty (a route's
+    /// configuration, say) requires nothing when it is.
     pub fn all_of<I: IntoIterator<Item = S>, S: AsRef<str>>(
         scopes: I,
     ) -> Result<Requirement, Error> {
