@@ -119,6 +119,7 @@ pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
     check_settings_if(&fresh());
     check_settings_if_is_atomic(&fresh());
     check_list_by_owner(&fresh());
+    check_snapshot_holds_batches_whole(&fresh());
     check_concurrent_writers(&fresh());
     check_debug_hides_records(&fresh());
 }
@@ -559,6 +560,51 @@ pub fn check_list_by_owner<S: KeyStore>(store: &S) {
         .collect();
     assert_eq!(ids(alice), [1, 3], "list by owner misses records");
     assert_eq!(ids(store.list(None).expect("list")), [1, 2, 3]);
+}
+
+/// [`snapshot`](KeyStore::snapshot) holds every record, and no batch half
+/// applied. A writer applies batches shaped like a rotation (insert record
+/// `n + 1`, rename record `n`) while a reader takes snapshots: in each,
+/// record `n` is renamed exactly when record `n + 1` is there. A store
+/// whose `list` reads part of its records, then part, can fail this by
+/// chance, so a pass is evidence, not proof; a failure is a broken rule.
+pub fn check_snapshot_holds_batches_whole<S: KeyStore>(store: &S) {
+    const BATCHES: u64 = 1000;
+    store.insert(sample_key(1, "alice", "k")).expect("insert");
+    assert_eq!(ids(store.snapshot().expect("snapshot")), [1]);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for n in 1..=BATCHES {
+                store
+                    .apply(vec![
+                        Change::Insert(sample_key(n + 1, "alice", "k")),
+                        Change::Replace(sample_key(n, "alice", "rotated")),
+                    ])
+                    .expect("a batch");
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        loop {
+            let finished = done.load(std::sync::atomic::Ordering::Acquire);
+            let snapshot = store.snapshot().expect("snapshot");
+            let named: BTreeMap<u64, bool> = snapshot
+                .iter()
+                .map(|k| (k.id().as_u64(), k.key().name() == "rotated"))
+                .collect();
+            for (&id, &rotated) in &named {
+                assert_eq!(
+                    rotated,
+                    named.contains_key(&(id + 1)),
+                    "a snapshot holds a batch half applied (record {id})"
+                );
+            }
+            if finished {
+                assert_eq!(named.len() as u64, BATCHES + 1, "snapshot misses records");
+                break;
+            }
+        }
+    });
 }
 
 /// Writers on several threads lose nothing.
