@@ -60,7 +60,7 @@ impl CertFingerprint {
     /// certificate has (a DER certificate is never empty): what a host
     /// gets when it hashes the certificate of a connection that presented
     /// none as `&[]`.
-    fn is_of_nothing(&self) -> bool {
+    pub(crate) fn is_of_nothing(&self) -> bool {
         self.0 == OF_NOTHING
     }
 }
@@ -183,7 +183,8 @@ pub struct Bindings {
     /// The client certificate the request must present, if any. A
     /// presented fingerprint of empty input (`client_cert_der(&[])`) counts
     /// as no certificate: no certificate has an empty DER, so a binding to
-    /// that fingerprint admits no request.
+    /// that fingerprint would admit no request (`issue`, `update` and an
+    /// import refuse one).
     pub client_cert: Option<CertFingerprint>,
     /// The networks the request must come from; empty for any.
     pub networks: Vec<Network>,

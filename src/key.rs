@@ -52,7 +52,8 @@ impl Fields<'_> {
     /// [`MAX_DESCRIPTION_LEN`]; each contact field up to [`MAX_FIELD_LEN`];
     /// at most [`MAX_METADATA_ENTRIES`] metadata entries whose keys and
     /// values are up to [`MAX_FIELD_LEN`] each; at most [`MAX_SCOPES`]
-    /// scopes; at most [`MAX_NETWORKS`] bound networks. Each scope is
+    /// scopes; at most [`MAX_NETWORKS`] bound networks, and no binding to
+    /// the fingerprint of empty input. Each scope is
     /// already held to its own length by [`Scope::new`](crate::Scope::new).
     pub(crate) fn check(&self) -> Result<(), &'static str> {
         if let Some(owner) = self.owner {
@@ -96,6 +97,15 @@ impl Fields<'_> {
             .is_some_and(|b| b.networks.len() > MAX_NETWORKS)
         {
             return Err("a key can be bound to at most 64 networks");
+        }
+        // It would admit no request (see `Bindings::client_cert`).
+        if self
+            .bindings
+            .is_some_and(|b| b.client_cert.is_some_and(|c| c.is_of_nothing()))
+        {
+            return Err(
+                "a key cannot be bound to the fingerprint of empty input: no certificate has it",
+            );
         }
         self.check_no_key_material()
     }
@@ -1133,8 +1143,9 @@ impl NewKey {
 
     /// Binds the key to a client certificate: a request must present it
     /// (see [`RequestContext::client_cert`](crate::RequestContext::client_cert)).
-    /// The fingerprint of empty input is no certificate's: a key bound to
-    /// it admits no request (see [`Bindings::client_cert`]).
+    /// The fingerprint of empty input is no certificate's: `issue` refuses
+    /// a key bound to it with [`Error::InvalidInput`](crate::Error::InvalidInput)
+    /// (see [`Bindings::client_cert`]).
     pub fn client_cert(mut self, fingerprint: CertFingerprint) -> NewKey {
         self.bindings.client_cert = Some(fingerprint);
         self

@@ -327,9 +327,25 @@ fn the_fingerprint_of_an_empty_der_is_no_certificate() {
         nothing.to_string(),
         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     );
-    let issued = ring
-        .issue(NewKey::new("acct_1").client_cert(nothing))
-        .expect("issue");
+    // `issue` and `update` refuse such a binding; a record can still hold
+    // one (written by an older build, or by hand in a host's store).
+    assert!(matches!(
+        ring.issue(NewKey::new("acct_1").client_cert(nothing)),
+        Err(Error::InvalidInput(reason)) if reason.contains("fingerprint of empty input")
+    ));
+    let issued = cert_bound(&ring);
+    let id = issued.key.id();
+    let mut to_nothing = issued.key.bindings().clone();
+    to_nothing.client_cert = Some(nothing);
+    assert!(matches!(
+        ring.update(id, KeyUpdate::new().bindings(to_nothing)),
+        Err(Error::InvalidInput(reason)) if reason.contains("fingerprint of empty input")
+    ));
+    let mut record = serde_json::to_value(&*ring.store().lookup(id).unwrap()).unwrap();
+    record["key"]["bindings"]["client_cert"] = nothing.to_string().into();
+    let record: StoredKey = serde_json::from_value(record).unwrap();
+    assert_eq!(record.key().bindings().client_cert, Some(nothing));
+    ring.store().replace(record).unwrap();
     let key = issued.secret.expose();
     let missing = VerifyError::BindingMismatch(Binding::ClientCertificate);
     for (what, ctx) in [
