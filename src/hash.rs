@@ -9,6 +9,13 @@
 //! its secret manager) means a stolen copy of the store cannot even be
 //! checked against a guessed key without the pepper.
 //!
+//! The pepper itself gets no such protection, so it must be 32 random
+//! bytes, not a passphrase: the store's settings (and every export) hold
+//! this hash of a fixed input (`STORE_CHECK` in `ring.rs`, how `build`
+//! refuses a wrong pepper), against which a guessed pepper is tested
+//! offline at the cost of a few BLAKE3 compressions, as it is against the
+//! record of any key whose plaintext the guesser holds (their own).
+//!
 //! The 32-byte hashing key is derived once per ring with BLAKE3's
 //! `derive_key` under a fixed purpose string, from the host's pepper (when
 //! it gives one) and the ring's prefix: every keyward hash is then domain

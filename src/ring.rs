@@ -500,6 +500,14 @@ impl KeyRingBuilder {
     /// stolen store can be checked against a guessed key (which, at 142
     /// random bits, nobody can guess). Changing it invalidates every key,
     /// and every access token: their MAC keys are derived from it too.
+    ///
+    /// Give 32 bytes from a CSPRNG (e.g. `openssl rand -hex 32`), never
+    /// bytes derived from a passphrase or other guessable text: the store's
+    /// settings, every export and [`KeyRing::settings`] hold the ring's
+    /// hash of a fixed input under the pepper (so that `build` can refuse a
+    /// wrong one), and whoever holds a copy can test guessed peppers against
+    /// it offline, each guess costing a few BLAKE3 compressions; so can
+    /// anyone with a copy of the store and one key of the ring (their own).
     pub fn pepper(mut self, pepper: [u8; 32]) -> Self {
         self.pepper = Some(zeroize::Zeroizing::new(pepper));
         self

@@ -173,8 +173,12 @@ pub struct RingSettings {
     pub(crate) prefix: Option<String>,
     /// The ring's hash of a fixed input (see `KeyRingBuilder::build`): a
     /// ring whose pepper differs computes another, and refuses to open
-    /// rather than refuse every key. One-way: it tells nothing of the
-    /// pepper or of any key. `None` as for `prefix`.
+    /// rather than refuse every key. One-way: it tells nothing of any key,
+    /// and of the pepper only whether a guess is right; so whoever holds
+    /// the store or an export can test guessed peppers offline, which is
+    /// why a pepper must be random bytes, not a passphrase (see
+    /// [`KeyRingBuilder::pepper`](crate::KeyRingBuilder::pepper)). `None`
+    /// as for `prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) check: Option<KeyHash>,
 }
