@@ -1580,7 +1580,9 @@ type Job = (u64, u64, Vec<u8>);
 /// (record and hash, never a secret), in id order. A `FileStore` reads it
 /// back with [`FileStore::import`]. The records are the store's
 /// [`snapshot`](KeyStore::snapshot): taken while keys are rotated, they
-/// hold each rotation whole or not at all.
+/// hold each rotation whole or not at all. The settings are read after
+/// the records, so a `revoke_all` that lands meanwhile revokes, in the
+/// export, the records it revoked in the store.
 pub fn export(store: &dyn KeyStore, out: impl Write) -> Result<(), StoreError> {
     Snapshot::of(store)?.write(out)
 }
@@ -1592,13 +1594,19 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Reads the records before the settings: a `revoke_all` (a settings
+    /// write) landing between the two reads then shows in the settings,
+    /// revoking the records stamped before it. Read the other way round,
+    /// the export would pair those records with the epoch they were
+    /// stamped with, and an import would bring them back active. (No
+    /// record can carry a later epoch than settings read after it.)
     fn of(store: &dyn KeyStore) -> Result<Snapshot, StoreError> {
+        // Not `list`, which may see a batch half applied.
+        let mut keys = store.snapshot()?;
         let header = ExportHeader {
             keyward_export: 1,
             settings: store.load_settings()?,
         };
-        // Not `list`, which may see a batch half applied.
-        let mut keys = store.snapshot()?;
         keys.sort_by_key(|k| k.id());
         Ok(Snapshot { header, keys })
     }

@@ -1484,6 +1484,63 @@ fn export_then_import_copies_the_store() {
     );
 }
 
+/// A store that runs `between` when its records are read for an export,
+/// after its settings were read: a write landing between the two reads.
+#[derive(Debug)]
+struct WriteDuringExport {
+    store: FileStore,
+    between: fn(&FileStore),
+}
+
+impl KeyStore for WriteDuringExport {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.store.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.store.list(owner)
+    }
+    fn snapshot(&self) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        (self.between)(&self.store);
+        self.store.snapshot()
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.store.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.store.apply(changes)
+    }
+}
+
+#[test]
+fn an_export_taken_during_a_revoke_all_never_brings_the_revoked_keys_back() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    store.save_settings(&settings(0)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    // A revoke-all (a settings write raising the epoch) lands while the
+    // export reads the store: key 1, stamped with epoch 0, is revoked.
+    let racing = WriteDuringExport {
+        store,
+        between: |store: &FileStore| {
+            if store.load_settings().unwrap().unwrap().epoch == 0 {
+                store.save_settings(&settings(1)).unwrap();
+            }
+        },
+    };
+    let mut out = Vec::new();
+    export(&racing, &mut out).unwrap();
+    for mode in [ImportMode::Replace, ImportMode::Merge] {
+        let target = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+        target.import(&out[..], mode).unwrap();
+        let key = target.lookup(KeyId::from_u64(1)).unwrap();
+        let epoch = target.load_settings().unwrap().map_or(0, |s| s.epoch);
+        assert!(
+            key.key.epoch < epoch || key.key.status == StatusCode::Revoked,
+            "{mode:?}: a key revoked when the export read it imports active"
+        );
+    }
+}
+
 #[test]
 fn merge_import_never_creates_two_keys_with_one_id() {
     let sim = SimFs::new();
