@@ -615,6 +615,13 @@ impl FileStore {
     /// prefix and pepper check, as an older keyward wrote them, take the
     /// store's); an I/O error of the rewrite; [`StoreError::Poisoned`] after
     /// an earlier failed write.
+    ///
+    /// An I/O error before the new file takes the store's place changes
+    /// nothing. One at the swap or after it (the rename, the directory's
+    /// fsync) poisons the store, as a failed compaction's does: the import
+    /// may then be on disk, which a reopen finds out. Importing the same
+    /// input again after the reopen is harmless either way (`Replace` gives
+    /// the same store; `Merge` skips the ids already there).
     pub fn import(&self, input: impl Read, mode: ImportMode) -> Result<ImportReport, StoreError> {
         let (mut settings, incoming, lines) = read_export(input)?;
         let _rewriting = self.rewriting();
