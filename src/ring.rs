@@ -2620,6 +2620,20 @@ impl<S: KeyStore> Acting<'_, S> {
         if ring.expired_at(&old, now) {
             return Err(Error::Expired(id));
         }
+        #[cfg(test)]
+        if tests::run_between_rotate_reads() {
+            ring.shared.refresh()?;
+        }
+        // Read once, for the grace's cap below. A reload of the settings
+        // since the check above (another ring's new default, on a clock
+        // ahead) may find the key expired under the default it replaced:
+        // refused as the check would refuse it now. Capped to that mark,
+        // the grace would be written as none at all, and a replaced key
+        // without one cannot be read back (a `FileStore` would not open).
+        let (deadline, _) = ring.ends(&old);
+        if deadline == EXPIRED_EARLIER {
+            return Err(Error::Expired(id));
+        }
         let old_key = old.current_key();
         let mut successor = old_key.clone();
         successor.epoch = ring.shared.epoch.load(Ordering::Acquire);
@@ -2654,7 +2668,7 @@ impl<S: KeyStore> Acting<'_, S> {
         // Capped by the key's deadline, not by its idle end: that moves with
         // each use, and `limits` applies it as it stands (so an idle key in
         // use keeps its whole grace).
-        let grace_until = nanos(now.saturating_add(grace)).min(ring.ends(&old).0);
+        let grace_until = nanos(now.saturating_add(grace)).min(deadline);
         // One batch: a crash leaves the rotation whole or absent.
         let carry = std::cell::Cell::new(None);
         let issued = ring.insert_new(successor, |new_id| {
@@ -3170,6 +3184,60 @@ impl fmt::Debug for KeyRingBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Run by `rotate` on this thread between its expiry check and
+        /// its read of the key's deadline, then the ring reloads its
+        /// settings: the background reload, landing in that window.
+        static BETWEEN_ROTATE_READS: std::cell::RefCell<Option<Box<dyn FnOnce()>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Runs the hook set for this thread, if any; whether one ran.
+    pub(super) fn run_between_rotate_reads() -> bool {
+        let hook = BETWEEN_ROTATE_READS.with(|h| h.borrow_mut().take());
+        hook.map(|run| run()).is_some()
+    }
+
+    /// A default changed by another ring (its clock 2 s ahead), reloaded
+    /// while `rotate` judges a key that this change finds expired under
+    /// the default it replaced: the rotation is refused as expired, and
+    /// the store holds nothing unreadable. It wrote the key's grace as
+    /// none at all, which reading refuses on a rotated key.
+    #[test]
+    fn a_reload_during_rotate_that_ends_the_key_refuses_the_rotation() {
+        use crate::{ManualClock, MemoryStore, NewKey};
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let store = Arc::new(MemoryStore::new());
+        let (here, there) = (ManualClock::new(t0), ManualClock::new(t0));
+        let ring = |clock: &ManualClock| {
+            KeyRing::builder("acme")
+                .clock(clock.clone())
+                .default_expiry(ExpiryPolicy::days(10))
+                .flush_interval(None)
+                .build(Arc::clone(&store))
+                .unwrap()
+        };
+        let (a, b) = (ring(&here), ring(&there));
+        let id = a.issue(NewKey::new("acct_42")).unwrap().key.id;
+        here.set(t0 + Duration::days(10) - Duration::seconds(1));
+        there.set(t0 + Duration::days(10) + Duration::seconds(1));
+        BETWEEN_ROTATE_READS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || {
+                b.set_default_expiry(ExpiryPolicy::days(20)).unwrap();
+            }));
+        });
+        let rotated = a.rotate(id, Duration::hours(1));
+        assert!(
+            matches!(rotated, Err(Error::Expired(e)) if e == id),
+            "{rotated:?}"
+        );
+        let keys = store.list(None).unwrap();
+        assert_eq!(keys.len(), 1, "no successor was written");
+        let text = serde_json::to_string(&keys[0].current_key()).unwrap();
+        serde_json::from_str::<Key>(&text).expect("the record reads back");
+        assert_eq!(a.state(id), Some(KeyState::Expired));
+    }
 
     /// A negative period read from a store (no call can set one) must not
     /// turn into "forever": that would fail open.
