@@ -66,9 +66,17 @@ pub enum ExpiryPolicy {
 }
 
 impl ExpiryPolicy {
-    /// A lifetime of `days` days.
+    /// A lifetime of `days` days. More days than a [`Duration`] holds
+    /// (about 292 billion years) saturate to [`Duration::MAX`], a key that
+    /// never expires by its lifetime (fewer, to [`Duration::MIN`], which
+    /// `issue` refuses as not positive): a count from an admin's form or a
+    /// configuration file never panics here.
     pub const fn days(days: i64) -> ExpiryPolicy {
-        ExpiryPolicy::Lifetime(Duration::days(days))
+        ExpiryPolicy::Lifetime(match days.checked_mul(DAY as i64) {
+            Some(seconds) => Duration::seconds(seconds),
+            None if days < 0 => Duration::MIN,
+            None => Duration::MAX,
+        })
     }
 
     /// Refuses policies that could never let a key work: a zero or negative
@@ -850,6 +858,32 @@ mod tests {
             let _ = from_json(&format!(r#"{{"idle":{quoted}}}"#));
             let _ = from_json(&format!(r#"{{"end_of_date":{quoted}}}"#));
         }
+    }
+
+    /// A count of days from an admin's form or a configuration file, too
+    /// many for a `Duration`, saturates (forever, or refused as not
+    /// positive) instead of panicking.
+    #[test]
+    fn days_beyond_the_range_of_a_duration_saturate() {
+        assert_eq!(
+            ExpiryPolicy::days(i64::MAX),
+            ExpiryPolicy::Lifetime(Duration::MAX)
+        );
+        assert_eq!(
+            ExpiryPolicy::days(i64::MAX / 86_400 + 1),
+            ExpiryPolicy::Lifetime(Duration::MAX)
+        );
+        assert_eq!(
+            ExpiryPolicy::days(i64::MAX / 86_400),
+            ExpiryPolicy::Lifetime(Duration::seconds(i64::MAX / 86_400 * 86_400))
+        );
+        assert_eq!(
+            ExpiryPolicy::days(i64::MIN),
+            ExpiryPolicy::Lifetime(Duration::MIN)
+        );
+        let now = datetime!(2026-01-01 12:00 UTC);
+        assert!(ExpiryPolicy::days(i64::MAX).validate(now).is_ok());
+        assert!(ExpiryPolicy::days(i64::MIN).validate(now).is_err());
     }
 
     #[test]
