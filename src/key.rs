@@ -27,11 +27,6 @@ pub(crate) const MAX_METADATA_ENTRIES: usize = 64;
 pub(crate) const MAX_SCOPES: usize = 256;
 /// Most networks a key can be bound to.
 pub(crate) const MAX_NETWORKS: usize = 64;
-/// How much later than its own lifetime gives a rotation's successor's
-/// deadline may be, in a stored form held to the limits of the calls (an
-/// import): the skew between the clock that issued its predecessor and
-/// the one that rotated it, up to a day (in nanoseconds).
-const SUCCESSOR_CLOCK_SKEW: Nanos = 86_400 * 1_000_000_000;
 
 /// A key's fields that callers and imports fill in, to hold them to their
 /// limits with [`Fields::check`]. A field left `None` is not checked.
@@ -770,23 +765,22 @@ impl Key {
         }
         // `verify` goes by the resolved deadline, not the policy: a policy
         // with a deadline needs one, no later than the policy gives from
-        // the key's creation. A rotation's successor keeps its
-        // predecessor's, which is earlier, unless the rotation read a clock
-        // behind the one that issued the predecessor (another ring's, or
-        // one stepped back): then a lifetime's deadline is later by as
-        // much. A successor is allowed that, up to a day.
-        let skew = if self
+        // the key's creation. Not a rotation's successor: it keeps its
+        // predecessor's deadline, which its own creation does not bound. It
+        // is earlier than the successor's lifetime gives, unless the
+        // rotation read a clock behind the one that issued the predecessor
+        // (another ring's, one stepped back, a machine booted with a clock
+        // days or years behind): then later by as much, and the export of
+        // such a store must import. (Not a way around the check: an edited
+        // record can as well say `never`.)
+        let successor = self
             .extra
             .as_ref()
-            .is_some_and(|e| e.rotated_from.is_some())
-        {
-            SUCCESSOR_CLOCK_SKEW
-        } else {
-            0
-        };
-        if let Some(policy) = self.expiry
+            .is_some_and(|e| e.rotated_from.is_some());
+        if !successor
+            && let Some(policy) = self.expiry
             && let Some(deadline) = policy.deadline(instant(self.created_at))
-            && self.expires_at > nanos(deadline).saturating_add(skew)
+            && self.expires_at > nanos(deadline)
         {
             return Err("the expiry policy's deadline is missing or later than the policy gives");
         }
