@@ -250,7 +250,9 @@ impl Event {
 /// Administrative operations call it while they hold the ring's write
 /// lock: a sink that calls back into the same ring, for an administrative
 /// operation or to verify a key with a use limit, deadlocks. Hand such
-/// work to another thread. Dropping the ring waits for its background
+/// work to another thread. Verifications (of keys and of access tokens),
+/// exchanges and the background threads call it holding no lock of the
+/// ring. Dropping the ring waits for its background
 /// threads, so a sink that blocks there (a full channel that the dropping
 /// thread would drain) holds up the drop. A sink that panics on a
 /// background thread does not stop it.

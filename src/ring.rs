@@ -1682,13 +1682,16 @@ impl<S: KeyStore> KeyRing<S> {
     /// [`VerifyError::Unavailable`], with nothing spent: fail closed. A key
     /// found rotated is refused as [`VerifyError::Expired`], whatever the
     /// clock: its successor holds its remaining uses.
+    ///
+    /// A failure is reported once the lock is released: a sink that calls
+    /// back into the ring (see [`EventSink`]) would wait for it.
     fn consume_limited(
         &self,
         id: KeyId,
         digest: &KeyHash,
         request: &RequestContext<'_>,
     ) -> Result<Verified, VerifyError> {
-        let _guard = self.shared.lock();
+        let guard = self.shared.lock();
         let now = self.reading();
         for _ in 0..VERIFY_CONFLICT_ATTEMPTS {
             let current = self.store().lookup(id);
@@ -1719,11 +1722,13 @@ impl<S: KeyStore> KeyRing<S> {
                 // Deleted by another ring since the lookup.
                 Err(StoreError::NotFound(_)) => return Err(VerifyError::Invalid),
                 Err(e) => {
+                    drop(guard);
                     self.store_failed(StoreTask::LimitedUse, Some(id), || event::describe(&e));
                     return Err(VerifyError::Unavailable);
                 }
             }
         }
+        drop(guard);
         self.store_failed(StoreTask::LimitedUse, Some(id), || {
             let conflict = StoreError::Conflict(id);
             format!("{conflict}, {VERIFY_CONFLICT_ATTEMPTS} times in a row")

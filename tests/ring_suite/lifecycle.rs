@@ -3967,6 +3967,70 @@ fn a_limited_use_the_store_fails_is_reported_with_its_cause() {
     );
 }
 
+/// The report of a limited key's use that the store failed is sent after
+/// the verify let go of the ring's write lock, as its other reports are
+/// (only administrative operations report under the lock): a sink that
+/// reacts to a store failure through the ring, here by disabling a key,
+/// gets its answer and the verify returns. It deadlocked, the verify
+/// holding the lock while the sink waited for it.
+#[test]
+fn a_sink_may_call_the_ring_on_a_limited_use_the_store_failed() {
+    type Ring = KeyRing<Arc<WriteLog>>;
+    struct Disables {
+        ring: std::sync::OnceLock<std::sync::Weak<Ring>>,
+        other: std::sync::OnceLock<KeyId>,
+        answered: std::sync::Mutex<Vec<String>>,
+    }
+    impl EventSink for Disables {
+        fn record(&self, event: &Event) {
+            if !matches!(event.kind, EventKind::StoreFailed { .. }) {
+                return;
+            }
+            let ring = self.ring.get().and_then(std::sync::Weak::upgrade);
+            if let (Some(ring), Some(&other)) = (ring, self.other.get()) {
+                let answer = ring.disable(other);
+                self.answered.lock().unwrap().push(format!("{answer:?}"));
+            }
+        }
+    }
+    let store = Arc::new(WriteLog::new());
+    let sink = Arc::new(Disables {
+        ring: std::sync::OnceLock::new(),
+        other: std::sync::OnceLock::new(),
+        answered: std::sync::Mutex::new(Vec::new()),
+    });
+    let ring: Arc<Ring> = Arc::new(
+        KeyRing::builder(PREFIX)
+            .clock(ManualClock::new(T0))
+            .events(Arc::clone(&sink))
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap(),
+    );
+    sink.ring.set(Arc::downgrade(&ring)).unwrap();
+    let key = ring.issue(NewKey::new("o").use_limit(1)).unwrap();
+    let other = ring.issue(NewKey::new("o")).unwrap();
+    sink.other.set(other.key.id()).unwrap();
+    store.fail(true);
+    let (done, verified) = std::sync::mpsc::channel();
+    let verifying = Arc::clone(&ring);
+    let secret = key.secret.expose().to_owned();
+    // Left running if it deadlocks: the test fails on the timeout.
+    std::thread::spawn(move || {
+        let _ = done.send(verifying.verify(&secret).map(|v| v.id()));
+    });
+    let outcome = verified.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(
+        outcome,
+        Ok(Err(VerifyError::Unavailable)),
+        "the verify did not return: the sink waits for the lock it holds"
+    );
+    // The sink's disable ran, and met the same failing store.
+    let answered = sink.answered.lock().unwrap().clone();
+    assert_eq!(answered.len(), 1, "{answered:?}");
+    assert!(answered[0].contains("disk full"), "{answered:?}");
+}
+
 /// A store that, on the first `apply` replacing `target`'s record, first
 /// runs `hook` (another ring's write of the same key, slipped in between
 /// this ring's read of the record and its write).
