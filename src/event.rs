@@ -248,14 +248,25 @@ impl Event {
 /// from the ring's background threads for store failures.
 ///
 /// Administrative operations call it while they hold the ring's write
-/// lock: a sink that calls back into the same ring, for an administrative
-/// operation or to verify a key with a use limit, deadlocks. Hand such
-/// work to another thread. Verifications (of keys and of access tokens),
-/// exchanges and the background threads call it holding no lock of the
-/// ring. Dropping the ring waits for its background
+/// lock, so a slow sink holds up the ring's other writes too (other
+/// administrative operations, the verifies of keys with a use limit, the
+/// usage flush), and a sink that calls back into the same ring, for an
+/// administrative operation or to verify a key with a use limit,
+/// deadlocks. Hand such work to another thread. Verifications (of keys
+/// and of access tokens), exchanges and the background threads call it
+/// holding no lock of the ring. Dropping the ring waits for its background
 /// threads, so a sink that blocks there (a full channel that the dropping
 /// thread would drain) holds up the drop. A sink that panics on a
 /// background thread does not stop it.
+///
+/// A sink that panics on the thread of an operation unwinds into the
+/// operation's caller after the operation took effect: the store holds
+/// the change and the ring goes on working, but the caller gets no result
+/// (a new secret from [`rotate`](crate::KeyRing::rotate) or
+/// [`regenerate`](crate::KeyRing::regenerate) is lost: recover as they
+/// document for a storage error), and the events the operation had still
+/// to send (a rotation's `Issued`, the other keys' `Revoked` and the
+/// `OwnerRevoked` of a `revoke_owner`) are not sent.
 pub trait EventSink: Send + Sync {
     /// Records one event.
     fn record(&self, event: &Event);

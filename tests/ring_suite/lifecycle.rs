@@ -4962,6 +4962,84 @@ fn a_limited_use_that_conflicts_at_every_try_is_reported() {
     );
 }
 
+/// A sink that panics on an administrative operation's event unwinds into
+/// the caller after the change took effect, as `EventSink` documents: the
+/// store holds it whole, the events still to send are not sent, and the
+/// ring goes on working (its write lock is not left poisoned for good).
+#[test]
+fn a_sink_that_panics_on_an_operation_leaves_its_change_and_the_ring_whole() {
+    struct PanicsOn(std::sync::Mutex<Option<EventKind>>, EventLog);
+    impl EventSink for PanicsOn {
+        fn record(&self, event: &Event) {
+            self.1.record(event);
+            let armed = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if armed.is_some_and(|kind| {
+                std::mem::discriminant(&kind) == std::mem::discriminant(&event.kind)
+            }) {
+                panic!("test sink: panics on {:?}", event.kind);
+            }
+        }
+    }
+    let sink = Arc::new(PanicsOn(std::sync::Mutex::new(None), EventLog::new()));
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .events(Arc::clone(&sink))
+        .flush_interval(None)
+        .build(fresh_store())
+        .unwrap();
+    let arm = |kind: Option<EventKind>| *sink.0.lock().unwrap() = kind;
+    let kinds = || -> Vec<EventKind> { sink.1.events().into_iter().map(|e| e.kind).collect() };
+    let panics = |f: &dyn Fn()| std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).is_err();
+
+    // A rotation: in the store whole, its successor's `Issued` not sent.
+    let old = ring.issue(NewKey::new("o")).unwrap();
+    let sent = kinds().len();
+    arm(Some(EventKind::Rotated { to: old.key.id() }));
+    assert!(panics(&|| drop(
+        ring.rotate(old.key.id(), Duration::hours(1))
+    )));
+    arm(None);
+    let successor = ring
+        .get(old.key.id())
+        .and_then(|k| k.rotation())
+        .and_then(|r| r.rotated_to)
+        .expect("the rotation is in the store");
+    assert!(ring.get(successor).is_some());
+    assert!(
+        matches!(kinds()[sent..], [EventKind::Rotated { to }] if to == successor),
+        "{:?}",
+        &kinds()[sent..]
+    );
+    // Recovered as after a storage error: regenerate the successor.
+    let recovered = ring.regenerate(successor).unwrap();
+    assert_eq!(check(&ring, &recovered), Ok(()));
+    assert_eq!(check(&ring, &old), Ok(()), "the old key lost its grace");
+
+    // An owner's keys: all revoked in one batch, one `Revoked` sent.
+    let a = ring.issue(NewKey::new("p")).unwrap();
+    let b = ring.issue(NewKey::new("p")).unwrap();
+    let sent = kinds().len();
+    arm(Some(EventKind::Revoked {
+        reason: String::new(),
+    }));
+    assert!(panics(&|| drop(ring.revoke_owner("p", "offboarded"))));
+    arm(None);
+    let reported = kinds()[sent..].to_vec();
+    assert!(
+        matches!(&reported[..], [EventKind::Revoked { .. }]),
+        "{reported:?}"
+    );
+    assert_eq!(check(&ring, &a), Err(VerifyError::Revoked));
+    assert_eq!(check(&ring, &b), Err(VerifyError::Revoked));
+
+    // The ring goes on: every operation takes its write lock.
+    let c = ring.issue(NewKey::new("q")).unwrap();
+    ring.disable(c.key.id()).unwrap();
+    ring.enable(c.key.id()).unwrap();
+    ring.revoke(c.key.id(), "done").unwrap();
+    assert_eq!(check(&ring, &c), Err(VerifyError::Revoked));
+}
+
 /// Dropping a ring whose last flush fails, with a sink that panics on
 /// that report, does not panic (dropped while unwinding, that would
 /// abort the process).
