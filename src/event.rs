@@ -74,7 +74,9 @@ pub enum EventKind {
         /// The new default, in its serialized form (as in a [`Key`](crate::Key)).
         policy: ExpiryPolicy,
     },
-    /// A verification succeeded (only when the ring reports successes).
+    /// A key passed its verification, in a `verify` or an exchange (only
+    /// when the ring [reports successes](crate::KeyRingBuilder::report_successes);
+    /// a successful access token check is not reported).
     Verified,
     /// A verification failed, and why.
     VerifyFailed(VerifyError),

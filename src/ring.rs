@@ -532,8 +532,15 @@ impl KeyRingBuilder {
         self
     }
 
-    /// Whether successful verifications are reported as events too (default:
-    /// no, since they happen on every request).
+    /// Whether successful verifications of keys are reported as events too
+    /// (default: no, since they happen on every request): each
+    /// [`verify`](KeyRing::verify) and [`verify_with`](KeyRing::verify_with)
+    /// that passes, and the key check of each
+    /// [`exchange`](KeyRing::exchange_with) of a key without a use limit
+    /// (reported before the exchange's own checks, which may still refuse
+    /// it). Access tokens that pass
+    /// [`verify_access_token`](KeyRing::verify_access_token) and its strict
+    /// forms are not reported; the refused ones always are.
     pub fn report_successes(mut self, yes: bool) -> Self {
         self.report_successes = yes;
         self

@@ -3525,6 +3525,42 @@ fn a_regeneration_during_an_exchange_ends_the_token_for_strict_checks() {
     assert!(token.claims.issued_at <= T0 + Duration::milliseconds(500));
 }
 
+/// With successes reported, a key's passed check is reported, in a verify
+/// and in an exchange, and a token's passed check is not, as
+/// `report_successes` documents: only refused tokens are.
+#[test]
+fn reported_successes_are_those_of_keys_not_of_tokens() {
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .clock(ManualClock::new(T0))
+        .signing_key(1, SIGNING)
+        .events(Arc::clone(&log))
+        .report_successes(true)
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let id = issued.key.id();
+    let before = log.events().len();
+    ring.verify(issued.secret.expose()).unwrap();
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    ring.verify_access_token(token.expose()).unwrap();
+    ring.verify_access_token_strict(token.expose()).unwrap();
+    let reported: Vec<(EventKind, Option<KeyId>)> = log.events()[before..]
+        .iter()
+        .map(|e| (e.kind.clone(), e.key))
+        .collect();
+    assert_eq!(
+        reported,
+        vec![
+            (EventKind::Verified, Some(id)),
+            (EventKind::Verified, Some(id))
+        ]
+    );
+}
+
 /// A refused access token is reported with the id of the key it names, as a
 /// refused API key is (SPEC 9: "key id where known"), so an administrator
 /// can tell which key's tokens are being refused; a string that does not
