@@ -657,7 +657,8 @@ impl KeyRingBuilder {
                 "the maximum lifetime must be positive",
             ));
         }
-        let now = self.clock.now();
+        // As `KeyRing::stamp` gives it.
+        let now = instant(clamp_nanos(self.clock.unix_nanos()));
         let check = hasher.hash(KeyId::from_u64(0), STORE_CHECK);
         let settings = claim_store(&store, &prefix, &check, || {
             let default_expiry = self.default_expiry.normalized()?;
@@ -1763,6 +1764,14 @@ impl<S: KeyStore> KeyRing<S> {
 
     fn now_nanos(&self) -> Nanos {
         clamp_nanos(self.clock.unix_nanos())
+    }
+
+    /// The clock's reading as the ring settings keep an instant: in UTC,
+    /// within the range of record times, as keys keep theirs. A host clock
+    /// may answer in an offset RFC 3339 cannot write (one with seconds),
+    /// and a store that writes the settings in it would refuse them.
+    fn stamp(&self) -> OffsetDateTime {
+        instant(self.now_nanos())
     }
 
     /// The time `verify` judges by: the clock's trailing reading when it
@@ -2982,10 +2991,10 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn revoke_all(&self) -> Result<(), Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let (mut now, mut epoch) = (ring.clock.now(), 0);
+        let (mut now, mut epoch) = (ring.stamp(), 0);
         // Durable first: a failed write leaves every key as it was.
         ring.shared.change_settings(|next| {
-            now = ring.clock.now();
+            now = ring.stamp();
             // Only a store whose settings were edited gets here; a wrapped
             // epoch would revoke nothing (the store keeps the higher one).
             next.epoch = next.epoch.checked_add(1).ok_or(Error::InvalidInput(
@@ -3085,10 +3094,10 @@ impl<S: KeyStore> Acting<'_, S> {
         let _guard = ring.shared.lock();
         // In UTC, as the store keeps it (see `ExpiryPolicy::normalized`).
         let policy = policy.normalized()?;
-        let (mut now, mut changed) = (ring.clock.now(), false);
+        let (mut now, mut changed) = (ring.stamp(), false);
         check_default(policy, ring.max_lifetime, now)?;
         ring.shared.change_settings(|next| {
-            now = ring.clock.now();
+            now = ring.stamp();
             // No change: moving `default_since` would give every key the
             // default governs a fresh period, and a host that applies its
             // configured default at each start would renew them for ever.

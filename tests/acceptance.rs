@@ -2605,3 +2605,39 @@ fn scope_and_usage_failures_are_reported_with_reason_and_key_id() {
         }
     }
 }
+
+/// The ring settings keep their instants as the keys do, in UTC: a host
+/// clock that answers in an offset RFC 3339 has no form for (one with
+/// seconds), or with a year before 0, made a `FileStore` refuse the
+/// settings' write, so `build` failed on a fresh store, and `revoke_all`,
+/// an emergency's call, and `set_default_expiry` failed with a backend
+/// error. They work, and the store reopens with the instants in UTC.
+#[test]
+fn settings_instants_are_kept_in_utc_whatever_the_clock_answers_in() {
+    let odd_offset = T0.to_offset(keyward::time::UtcOffset::from_hms(0, 0, 30).unwrap());
+    let before_year_zero = datetime!(-0001-06-01 00:00 UTC);
+    for now in [odd_offset, before_year_zero] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.kw");
+        let ring = KeyRing::builder("acme")
+            .clock(ManualClock::new(now))
+            .build(FileStore::open(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{now}: {e}"));
+        ring.set_default_expiry(ExpiryPolicy::days(30))
+            .unwrap_or_else(|e| panic!("{now}: {e}"));
+        ring.revoke_all().unwrap_or_else(|e| panic!("{now}: {e}"));
+        drop(ring);
+        let store = FileStore::open(&path).unwrap();
+        let settings = store.load_settings().unwrap().unwrap();
+        assert_eq!(settings.default_expiry(), ExpiryPolicy::days(30));
+        let at = settings.revoked_all_at().unwrap();
+        assert_eq!(at.offset(), keyward::time::UtcOffset::UTC, "{now}");
+        assert_eq!(
+            settings.default_since().offset(),
+            keyward::time::UtcOffset::UTC
+        );
+        if now == odd_offset {
+            assert_eq!(at, now, "the same instant");
+        }
+    }
+}
