@@ -75,9 +75,13 @@ pub enum EventKind {
         policy: ExpiryPolicy,
     },
     /// A key passed its verification, in a `verify` or an exchange (only
-    /// when the ring [reports successes](crate::KeyRingBuilder::report_successes);
-    /// a successful access token check is not reported).
+    /// when the ring [reports successes](crate::KeyRingBuilder::report_successes)).
     Verified,
+    /// An access token passed a check, plain or strict (only when the ring
+    /// [reports successes](crate::KeyRingBuilder::report_successes)). The
+    /// event's key is the one the token was exchanged for, and its owner
+    /// the one the token's signed claims name.
+    TokenVerified,
     /// A verification failed, and why.
     VerifyFailed(VerifyError),
     /// The store failed a read or write the ring made on its own, which no
@@ -482,6 +486,12 @@ mod tests {
             (
                 Event::new(EventKind::Verified, T).key(key).owner("acct_42"),
                 r#"{"kind":"verified","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}"#,
+            ),
+            (
+                Event::new(EventKind::TokenVerified, T)
+                    .key(key)
+                    .owner("acct_42"),
+                r#"{"kind":"token_verified","key":"0Oa2wCGYzlq","owner":"acct_42","at":"2026-01-01T00:00:00Z"}"#,
             ),
             (
                 Event::new(EventKind::VerifyFailed(VerifyError::Invalid), T).key(key),

@@ -532,15 +532,16 @@ impl KeyRingBuilder {
         self
     }
 
-    /// Whether successful verifications of keys are reported as events too
+    /// Whether successful verifications are reported as events too
     /// (default: no, since they happen on every request): each
     /// [`verify`](KeyRing::verify) and [`verify_with`](KeyRing::verify_with)
     /// that passes, and the key check of each
     /// [`exchange`](KeyRing::exchange_with) of a key without a use limit
     /// (reported before the exchange's own checks, which may still refuse
-    /// it). Access tokens that pass
-    /// [`verify_access_token`](KeyRing::verify_access_token) and its strict
-    /// forms are not reported; the refused ones always are.
+    /// it), as [`EventKind::Verified`]; each access token that passes
+    /// [`verify_access_token`](KeyRing::verify_access_token) or its strict
+    /// forms, as [`EventKind::TokenVerified`]. Refusals are always
+    /// reported.
     pub fn report_successes(mut self, yes: bool) -> Self {
         self.report_successes = yes;
         self
@@ -2005,9 +2006,10 @@ impl<S: KeyStore> KeyRing<S> {
     /// restarting, shortens every outstanding token.
     pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, VerifyError> {
         let outcome = self.check_token(token);
-        if let Err(e) = &outcome {
+        match &outcome {
             // Without the owner: this check never reaches the store.
-            self.report_token(token, e, false);
+            Err(e) => self.report_token(token, e, false),
+            Ok(claims) => self.report_token_passed(claims),
         }
         outcome
     }
@@ -2097,10 +2099,24 @@ impl<S: KeyStore> KeyRing<S> {
             }
             Ok(claims)
         });
-        if let Err(e) = &outcome {
-            self.report_token(token, e, true);
+        match &outcome {
+            Err(e) => self.report_token(token, e, true),
+            Ok(claims) => self.report_token_passed(claims),
         }
         outcome
+    }
+
+    /// Reports a token that passed, when the ring reports successes: its
+    /// key and owner as its claims name them (signed by the ring, and
+    /// checked).
+    fn report_token_passed(&self, claims: &AccessClaims) {
+        if self.report_successes {
+            self.emit(|| {
+                Event::new(EventKind::TokenVerified, self.clock.now())
+                    .key(claims.key_id)
+                    .owner(&claims.owner)
+            });
+        }
     }
 
     /// Reports a refused token, with the id of the key it names when it

@@ -3525,11 +3525,13 @@ fn a_regeneration_during_an_exchange_ends_the_token_for_strict_checks() {
     assert!(token.claims.issued_at <= T0 + Duration::milliseconds(500));
 }
 
-/// With successes reported, a key's passed check is reported, in a verify
-/// and in an exchange, and a token's passed check is not, as
-/// `report_successes` documents: only refused tokens are.
+/// With successes reported, a key's passed check is reported as
+/// `Verified`, in a verify and in an exchange, and a token's passed check,
+/// plain or strict, as `TokenVerified`, with the key and its owner: an
+/// audit of every successful authentication holds the token traffic too.
+/// Without the option, neither is reported.
 #[test]
-fn reported_successes_are_those_of_keys_not_of_tokens() {
+fn reported_successes_are_those_of_keys_and_of_tokens() {
     let log = Arc::new(EventLog::new());
     let ring = KeyRing::builder("acme")
         .clock(ManualClock::new(T0))
@@ -3548,17 +3550,37 @@ fn reported_successes_are_those_of_keys_not_of_tokens() {
         .unwrap();
     ring.verify_access_token(token.expose()).unwrap();
     ring.verify_access_token_strict(token.expose()).unwrap();
-    let reported: Vec<(EventKind, Option<KeyId>)> = log.events()[before..]
+    let reported: Vec<(EventKind, Option<KeyId>, Option<String>)> = log.events()[before..]
         .iter()
-        .map(|e| (e.kind.clone(), e.key))
+        .map(|e| (e.kind.clone(), e.key, e.owner.clone()))
         .collect();
+    let owner = Some("acct_1".to_owned());
     assert_eq!(
         reported,
         vec![
-            (EventKind::Verified, Some(id)),
-            (EventKind::Verified, Some(id))
+            (EventKind::Verified, Some(id), owner.clone()),
+            (EventKind::Verified, Some(id), owner.clone()),
+            (EventKind::TokenVerified, Some(id), owner.clone()),
+            (EventKind::TokenVerified, Some(id), owner),
         ]
     );
+
+    let quiet_log = Arc::new(EventLog::new());
+    let quiet = KeyRing::builder("acme")
+        .clock(ManualClock::new(T0))
+        .signing_key(1, SIGNING)
+        .events(Arc::clone(&quiet_log))
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = quiet.issue(NewKey::new("acct_1")).unwrap();
+    let before = quiet_log.events().len();
+    let token = quiet
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    quiet.verify_access_token(token.expose()).unwrap();
+    quiet.verify_access_token_strict(token.expose()).unwrap();
+    assert_eq!(quiet_log.events()[before..], []);
 }
 
 /// A refused access token is reported with the id of the key it names, as a
