@@ -2175,6 +2175,11 @@ impl<S: KeyStore> KeyRing<S> {
 
     /// Whether a token's scopes meet `requirement` (with the ring's
     /// sensitive resources): the error names the first missing scope.
+    ///
+    /// A check of claims alone, which reports nothing to the event sink
+    /// (claims are plain values a caller can build). For a refusal the
+    /// audit trail holds, check the token with its requirement through
+    /// [`verify_access_token_with`](Self::verify_access_token_with).
     pub fn authorize(
         &self,
         claims: &AccessClaims,
