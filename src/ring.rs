@@ -1456,9 +1456,12 @@ impl<S: KeyStore> KeyRing<S> {
     /// but its new secret still ends with the grace.
     ///
     /// The access tokens exchanged with the old secret fail the strict
-    /// checks from then on: those issued up to the regeneration, or up to
-    /// the key's last use if that is later (a clock that went back since),
-    /// so that no token of the old secret outlives it. The new secret is
+    /// checks from then on: those issued up to the regeneration (up to the
+    /// moment its write landed: an exchange that found the old record
+    /// while a slow write crossed into the next second is covered, at the
+    /// cost of a second write), or up to the key's last use if that is
+    /// later (a clock that went back since), so that no token of the old
+    /// secret outlives it. The new secret is
     /// exchanged from the second after that on (until then
     /// [`Error::RegeneratedThisSecond`]).
     ///
@@ -2543,6 +2546,26 @@ impl<S: KeyStore> KeyRing<S> {
         Err(Error::Storage(StoreError::Duplicate(key.id)))
     }
 
+    /// Raises the cut of the tokens of a regenerated key's old secrets to
+    /// `at` (see [`Acting::regenerate`]), in a write of its own; unless the
+    /// key is gone, its cut is there already, or it holds another secret
+    /// than the one of `hash` by now: a later regeneration read the record
+    /// after the one of `hash` had landed, and its cut, read after that,
+    /// covers the same tokens. The key's new record, if written.
+    fn raise_cut(&self, id: KeyId, hash: &KeyHash, at: Nanos) -> Result<Option<Key>, Error> {
+        let Some(entry) = self.store().lookup(id) else {
+            return Ok(None);
+        };
+        let cut = entry.key.extra.as_ref().and_then(|e| e.tokens_after);
+        if entry.hash != *hash || cut.is_some_and(|cut| cut >= at) {
+            return Ok(None);
+        }
+        let (next, carry) = Carry::revise(&entry, |k| k.extra_mut().tokens_after = Some(at));
+        let key = next.key.clone();
+        Carry::write(self.store(), vec![carry.replace(next)], vec![carry])?;
+        Ok(Some(key))
+    }
+
     /// The current record of `id`, refusing a revoked one. Judged by the
     /// ring's epoch as it stands: reload the settings first (another ring
     /// may have revoked every key).
@@ -2732,11 +2755,30 @@ impl<S: KeyStore> Acting<'_, S> {
 
     /// See [`KeyRing::regenerate`].
     pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
-        let _guard = self.ring.shared.lock();
-        redo_on_conflict(|| self.regenerate_locked(id))
+        let ring = self.ring;
+        let _guard = ring.shared.lock();
+        let (mut issued, hash, cut) = redo_on_conflict(|| self.regenerate_locked(id))?;
+        // An exchange of the old secret that found the record before the
+        // write landed dated its token by a reading it took before that
+        // check: later than `cut` when the write crossed into a later
+        // second (a slow fsync), and the token would pass the strict
+        // checks for its whole life. Every such reading precedes the
+        // landing, so one taken now covers them: the cut is raised to it,
+        // in a second write, before the new secret is handed out (so no
+        // token of the new secret can be dated before it).
+        let landed = nanos(ring.clock.now());
+        if whole_second(landed) > cut
+            && let Some(key) = redo_on_conflict(|| ring.raise_cut(id, &hash, landed))?
+        {
+            issued.key = key;
+        }
+        self.event(EventKind::Regenerated, &issued.key, ring.clock.now());
+        Ok(issued)
     }
 
-    fn regenerate_locked(&self, id: KeyId) -> Result<Issued, Error> {
+    /// One run of [`regenerate`](Self::regenerate)'s write: the issued key,
+    /// the hash of its new secret and the cut of the old secrets' tokens.
+    fn regenerate_locked(&self, id: KeyId) -> Result<(Issued, KeyHash, Nanos), Error> {
         let ring = self.ring;
         // Another ring may have revoked every key: a new secret for such a
         // key would be handed out for nothing (see `live_entry`).
@@ -2771,14 +2813,13 @@ impl<S: KeyStore> Acting<'_, S> {
             .max(old.key.last_used_at.get());
         let (mut next, carry) = Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(cut));
         next.hash = ring.hasher.hash(id, generated.secret_part());
-        let key = next.key.clone();
+        let (key, hash) = (next.key.clone(), next.hash.clone());
         Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
-        let now = ring.clock.now();
-        self.event(EventKind::Regenerated, &key, now);
-        Ok(Issued {
+        let issued = Issued {
             key,
             secret: generated.secret,
-        })
+        };
+        Ok((issued, hash, cut))
     }
 
     /// See [`KeyRing::disable`].

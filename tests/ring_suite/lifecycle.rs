@@ -5715,3 +5715,63 @@ fn revoke_owner_revokes_the_successor_of_a_key_rotated_while_it_lists() {
         }
     }
 }
+
+/// Ring A on a store and ring B on it through [`Interleaved`], both on
+/// `clock` and signing access tokens with the same key.
+fn interleaved_signing_rings(
+    clock: &ManualClock,
+) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
+    let shared = Arc::new(fresh_store());
+    let interleaved = interleaved_over(&shared);
+    let build = |store| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .signing_key(1, [7; 32])
+            .flush_interval(None)
+            .build(store)
+            .unwrap()
+    };
+    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
+    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+    (a, b, interleaved)
+}
+
+/// Ring B's `regenerate` read the clock and the record, and its write took
+/// long enough to cross into the next second (a slow fsync); meanwhile an
+/// exchange of the old secret (on another ring, or another thread of B)
+/// found the record as it was and minted a token in that next second. Once
+/// the regeneration has returned, the strict checks must refuse that token,
+/// as they refuse every token of the old secret: it would otherwise pass
+/// them for its whole life.
+#[test]
+fn a_token_of_the_old_secret_minted_while_a_regeneration_lands_fails_the_strict_checks() {
+    let clock = ManualClock::new(T0);
+    let (a, b, interleaved) = interleaved_signing_rings(&clock);
+    let key = a.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    let old = key.secret.expose().to_owned();
+    let minted = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (ring, hook_clock, out) = (Arc::clone(&a), clock.clone(), Arc::clone(&minted));
+    interleaved.arm(id, move || {
+        hook_clock.advance(Duration::seconds(1));
+        let token = ring.exchange(&old, Duration::minutes(10)).unwrap();
+        *out.lock().unwrap() = Some(token.expose().to_owned());
+    });
+    let new = b.regenerate(id).unwrap();
+    assert!(interleaved.fired(), "the exchange never ran");
+    let token = minted.lock().unwrap().take().unwrap();
+    clock.advance(Duration::seconds(5));
+    for (name, ring) in [("A", &*a), ("B", &b)] {
+        assert_eq!(
+            ring.verify_access_token_strict(&token).map(|_| ()),
+            Err(VerifyError::Revoked),
+            "ring {name}: a token of the old secret passed the strict check"
+        );
+    }
+    // The new secret works, and its tokens pass.
+    assert!(check(&a, &new).is_ok());
+    let fresh = a
+        .exchange(new.secret.expose(), Duration::minutes(10))
+        .unwrap();
+    assert!(a.verify_access_token_strict(fresh.expose()).is_ok());
+}
