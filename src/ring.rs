@@ -1536,12 +1536,17 @@ impl<S: KeyStore> KeyRing<S> {
     /// Revokes every key in the ring at once, in one settings write however
     /// many keys there are: it raises the ring's epoch, and keys issued in an
     /// earlier epoch no longer verify, nor do access tokens issued up to the
-    /// end of its second, even in the plain
-    /// [`verify_access_token`](Self::verify_access_token). Keys issued
+    /// end of the second its write landed in, even in the plain
+    /// [`verify_access_token`](Self::verify_access_token) (when the write
+    /// crossed into a later second than the one it was made in, a second
+    /// settings write moves the instant there: an exchange that found the
+    /// old epoch meanwhile dated its token in that second). Keys issued
     /// afterwards work. Refused
     /// with [`Error::InvalidInput`], changing nothing, when the epoch
     /// (a `u64`, raised by one each time) is already at its maximum, which
-    /// only edited settings reach.
+    /// only edited settings reach. After a storage error the revoke-all may
+    /// have landed all the same ([`settings`](Self::settings) tells, once
+    /// [`refresh`](Self::refresh)ed); calling it again revokes again.
     pub fn revoke_all(&self) -> Result<(), Error> {
         self.anonymous().revoke_all()
     }
@@ -3053,7 +3058,7 @@ impl<S: KeyStore> Acting<'_, S> {
     pub fn revoke_all(&self) -> Result<(), Error> {
         let ring = self.ring;
         let _guard = ring.shared.lock();
-        let (mut now, mut epoch) = (ring.stamp(), 0);
+        let (mut now, mut epoch, mut marked) = (ring.stamp(), 0, NOT_YET);
         // Durable first: a failed write leaves every key as it was.
         ring.shared.change_settings(|next| {
             now = ring.stamp();
@@ -3071,9 +3076,26 @@ impl<S: KeyStore> Acting<'_, S> {
                 at = at.max(instant(held));
             }
             next.revoked_all_at = Some(at);
-            epoch = next.epoch;
+            (epoch, marked) = (next.epoch, nanos(at));
             Ok(true)
         })?;
+        // An exchange on any ring that found the old epoch (in its ring, or
+        // in the store, read before the write landed) dated its token by a
+        // reading it took before: later than the instant written when the
+        // write crossed into a later second (a slow fsync), and the plain
+        // check would take the token for its whole life. Every such reading
+        // precedes the landing, so one taken now covers them: the instant
+        // is raised to it, in a second write (the epoch stays).
+        let landed = ring.stamp();
+        if whole_second(nanos(landed)) > marked {
+            ring.shared.change_settings(|next| {
+                if next.revoked_all_at.is_some_and(|at| at >= landed) {
+                    return Ok(false);
+                }
+                next.revoked_all_at = Some(landed);
+                Ok(true)
+            })?;
+        }
         // Another ring may have written newer settings meanwhile. Only a
         // look: the revoke-all has landed, so a failed read must not report
         // it as failed (the background reload retries).

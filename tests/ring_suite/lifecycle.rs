@@ -5775,3 +5775,43 @@ fn a_token_of_the_old_secret_minted_while_a_regeneration_lands_fails_the_strict_
         .unwrap();
     assert!(a.verify_access_token_strict(fresh.expose()).is_ok());
 }
+
+/// Ring B's `revoke_all` read the clock and the settings, and its write
+/// took long enough to cross into the next second; meanwhile an exchange
+/// on ring A read the settings (still the old epoch), checked the key and
+/// minted a token in that next second. Once the revoke-all has landed, no
+/// ring may take that token, a ring built afterwards included, not even in
+/// the plain check: the revoke-all ended the key it was minted from.
+#[test]
+fn a_token_minted_while_a_revoke_all_lands_is_refused_by_the_plain_check() {
+    let clock = ManualClock::new(T0);
+    let (a, b, interleaved) = interleaved_signing_rings(&clock);
+    let key = a.issue(NewKey::new("o")).unwrap();
+    let secret = key.secret.expose().to_owned();
+    let minted = Arc::new(std::sync::Mutex::new(None::<String>));
+    let (ring, hook_clock, out) = (Arc::clone(&a), clock.clone(), Arc::clone(&minted));
+    interleaved.arm_settings(move || {
+        hook_clock.advance(Duration::seconds(1));
+        let token = ring.exchange(&secret, Duration::minutes(10)).unwrap();
+        *out.lock().unwrap() = Some(token.expose().to_owned());
+    });
+    b.revoke_all().unwrap();
+    assert!(interleaved.settings_fired(), "the exchange never ran");
+    let token = minted.lock().unwrap().take().unwrap();
+    clock.advance(Duration::seconds(5));
+    a.refresh().unwrap();
+    let later = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .signing_key(1, [7; 32])
+        .flush_interval(None)
+        .build(Arc::clone(&interleaved) as Arc<dyn KeyStore>)
+        .unwrap();
+    for (name, ring) in [("A", &*a), ("B", &b), ("built later", &later)] {
+        assert_eq!(
+            ring.verify_access_token(&token).map(|_| ()),
+            Err(VerifyError::Revoked),
+            "ring {name}: a token minted from a revoked key passed the plain check"
+        );
+    }
+    assert_eq!(check(&a, &key), Err(VerifyError::Revoked));
+}
