@@ -4497,18 +4497,7 @@ fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
 fn revoke_leaked_passes_over_a_key_regenerated_while_it_runs() {
     let clock = ManualClock::new(T0);
     for token in [false, true] {
-        let shared = Arc::new(fresh_store());
-        let interleaved = interleaved_over(&shared);
-        let build = |store| {
-            KeyRing::builder(PREFIX)
-                .clock(clock.clone())
-                .signing_key(1, [7; 32])
-                .flush_interval(None)
-                .build(store)
-                .unwrap()
-        };
-        let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
-        let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+        let (a, b, interleaved) = interleaved_signing_rings(&clock);
         let issued = a.issue(NewKey::new("o")).unwrap();
         let id = issued.key.id();
         let leaked = if token {
