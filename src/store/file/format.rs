@@ -185,9 +185,9 @@ pub(crate) fn check_header(bytes: &[u8]) -> HeaderCheck {
                 len: slots[0].max(slots[1]).max(HEADER_LEN as u64),
                 next_slot,
             })
-        } else if h.iter().all(|&b| b == 0) {
-            HeaderCheck::Unfinished
         } else {
+            // All zeros included: a whole header's length is no creation
+            // cut short, but a header overwritten.
             HeaderCheck::Invalid
         }
     } else if bytes.iter().all(|&b| b == 0) || expected.starts_with(bytes) {
@@ -388,6 +388,7 @@ mod tests {
         assert_eq!(check_header(&h[..5]), HeaderCheck::Unfinished);
         assert_eq!(check_header(&[]), HeaderCheck::Unfinished);
         assert_eq!(check_header(&[0; 16]), HeaderCheck::Unfinished);
+        assert_eq!(check_header(&[0; HEADER_LEN]), HeaderCheck::Invalid);
         assert_eq!(check_header(b"not a keyward file"), HeaderCheck::Invalid);
         // A file of version 1 (before the slots) is refused, not misread.
         let mut other = h;

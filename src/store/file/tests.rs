@@ -1302,6 +1302,26 @@ fn damage_in_the_header_is_an_error() {
     assert!(store.is_empty());
 }
 
+/// A whole header overwritten by zeros (a filesystem that lost the file's
+/// first blocks, say), with records after it, is damage at offset 0; the
+/// error must not call the file shorter than a header, which it is not.
+#[test]
+fn a_store_file_whose_header_is_zeroed_is_not_called_short() {
+    let (bytes, _, _) = six_records();
+    for keep in [HEADER_LEN, bytes.len()] {
+        let mut zeroed = bytes[..keep].to_vec();
+        zeroed[..HEADER_LEN].fill(0);
+        match open_bytes(zeroed) {
+            Err(e @ StoreError::Corrupt { offset: 0, .. }) => {
+                let message = e.to_string();
+                assert!(!message.contains("shorter"), "{keep} bytes: {message}");
+            }
+            Err(e) => panic!("{keep} bytes: {e}"),
+            Ok(_) => panic!("{keep} bytes opened"),
+        }
+    }
+}
+
 /// A store file cut short to a part of its header (by a host's mistake, or
 /// a filesystem's) is an error naming it, and is left as it was: it was
 /// taken for a creation cut short and overwritten by a new, empty store.
