@@ -1239,3 +1239,41 @@ mod bounded_import {
         assert_eq!(contents(&store), before);
     }
 }
+
+/// An open that fails (a damaged file) lets go of the lock: the next open
+/// in this process is told what is wrong with the file again, not that it
+/// is locked, and once the file is repaired it opens.
+#[test]
+fn a_failed_open_leaves_the_store_unlocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    {
+        let ring = ring_on(FileStore::open(&path).unwrap());
+        ring.issue(NewKey::new("o1")).unwrap();
+        ring.issue(NewKey::new("o2")).unwrap();
+    }
+    let whole = std::fs::read(&path).unwrap();
+    let mut damaged = whole.clone();
+    damaged[0] ^= 0xFF;
+    std::fs::write(&path, &damaged).unwrap();
+    for _ in 0..2 {
+        match FileStore::open(&path) {
+            Err(StoreError::Corrupt { offset: 0, .. }) => {}
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+    std::fs::write(&path, &whole).unwrap();
+    // Another test in this binary may be between fork and exec right now,
+    // holding a copy of a lock descriptor for a moment: wait that out.
+    let give_up = Instant::now() + Duration::from_secs(2);
+    let store = loop {
+        match FileStore::open(&path) {
+            Ok(store) => break store,
+            Err(StoreError::Locked(_)) if Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("a failed open kept the lock: {e}"),
+        }
+    };
+    assert_eq!(store.len(), 2);
+}

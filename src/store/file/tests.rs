@@ -3021,3 +3021,148 @@ fn the_tail_bound_is_the_largest_record() {
     assert!(head(MAX_PAYLOAD).is_some());
     assert!(head(MAX_PAYLOAD + 1).is_none());
 }
+
+/// A store whose export (of another store's history) is about to be
+/// imported: the target, its state, the export and the state each mode
+/// should leave.
+fn import_setup(sim: &SimFs, mode: ImportMode) -> (FileStore, State, Vec<u8>, State) {
+    let source_disk = SimFs::new();
+    let (source, _) = store_with_history(&source_disk, 21);
+    source.save_settings(&settings(3)).unwrap();
+    let mut export = Vec::new();
+    source.export(&mut export).unwrap();
+    let target = open(sim, FileStoreOptions::default()).unwrap();
+    target.save_settings(&settings(5)).unwrap();
+    for id in [1, 2, 900] {
+        target.insert(sample(id, 7)).unwrap();
+    }
+    target.remove(KeyId::from_u64(2)).unwrap();
+    let before = State::of(&target);
+    // What the import leaves, computed on a healthy disk.
+    let model = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
+    model.save_settings(&settings(5)).unwrap();
+    for id in [1, 2, 900] {
+        model.insert(sample(id, 7)).unwrap();
+    }
+    model.remove(KeyId::from_u64(2)).unwrap();
+    model.import(&export[..], mode).unwrap();
+    let after = State::of(&model);
+    assert_ne!(before, after);
+    (target, before, export, after)
+}
+
+/// An import is all or nothing across a crash at any of its calls: the
+/// store reopens as it was or as the import left it, never a mix; and a
+/// write acknowledged after an import survives a power loss.
+#[test]
+fn a_crash_at_every_step_of_an_import_leaves_the_old_or_the_new_store() {
+    for mode in [ImportMode::Replace, ImportMode::Merge] {
+        let sim = SimFs::new();
+        let (store, _, export, after) = import_setup(&sim, mode);
+        let start = sim.calls();
+        store.import(&export[..], mode).unwrap();
+        let steps = sim.calls() - start;
+        assert!(steps >= 5, "{mode:?}: an import made only {steps} calls");
+        // Acknowledged after the import: on the new file, durable.
+        store.insert(sample(950, 0)).unwrap();
+        let later = before_and(&after, vec![Change::Insert(sample(950, 0))]);
+        drop(store);
+        for fate in 0..20 {
+            let reopened = crash_and_reopen(&sim, 0, fate);
+            assert_eq!(State::of(&reopened), later, "{mode:?}, fate {fate}");
+        }
+
+        for step in 1..=steps {
+            for fate in 0..20 {
+                for restart_first in [false, true] {
+                    let sim = SimFs::new();
+                    let (store, before, export, after) = import_setup(&sim, mode);
+                    sim.die_at_call(step);
+                    assert!(store.import(&export[..], mode).is_err(), "step {step}");
+                    // Memory is the old store: the import did not return Ok.
+                    assert_eq!(State::of(&store), before, "{mode:?}, step {step}");
+                    drop(store);
+                    let mut seen = None;
+                    if restart_first {
+                        // The process dies, restarts and opens the store
+                        // (which makes what it finds durable), then the
+                        // machine loses power.
+                        sim.restart();
+                        let s = open(&sim, FileStoreOptions::default())
+                            .unwrap_or_else(|e| panic!("{mode:?}, step {step}: restart: {e}"));
+                        seen = Some(State::of(&s));
+                    }
+                    let reopened = crash_and_reopen(&sim, step, fate);
+                    let got = State::of(&reopened);
+                    assert!(
+                        seen.as_ref()
+                            .map_or(got == before || got == after, |s| *s == got),
+                        "{mode:?}, step {step}, fate {fate}, restart {restart_first}: \
+                         a mix of the old store and the import"
+                    );
+                    assert!(sim.read(&temp_path(&path())).is_none());
+                }
+            }
+        }
+    }
+}
+
+/// A rewrite to run on a store: whether it returned `Ok`.
+type Rewrite = Box<dyn Fn(&FileStore) -> bool>;
+
+/// A compaction or an import dies at any of its calls; the process
+/// restarts (what it wrote is still in the page cache), reopens the store
+/// and acknowledges a write; then the power fails. That write, and the
+/// state the reopen found, survive.
+#[test]
+fn a_write_acknowledged_after_a_rewrite_died_and_the_store_reopened_survives_a_power_loss() {
+    let setup = |sim: &SimFs, which: usize| -> (FileStore, Rewrite) {
+        match which {
+            0 => {
+                let (store, _) = store_with_history(sim, 9);
+                (store, Box::new(|s: &FileStore| s.compact().is_ok()))
+            }
+            _ => {
+                let mode = if which == 1 {
+                    ImportMode::Replace
+                } else {
+                    ImportMode::Merge
+                };
+                let (store, _, export, _) = import_setup(sim, mode);
+                (
+                    store,
+                    Box::new(move |s: &FileStore| s.import(&export[..], mode).is_ok()),
+                )
+            }
+        }
+    };
+    for which in 0..3 {
+        let sim = SimFs::new();
+        let (store, rewrite) = setup(&sim, which);
+        let start = sim.calls();
+        assert!(rewrite(&store));
+        let steps = sim.calls() - start;
+        drop(store);
+        for step in 1..=steps {
+            for fate in 0..20 {
+                let sim = SimFs::new();
+                let (store, rewrite) = setup(&sim, which);
+                sim.die_at_call(step);
+                assert!(!rewrite(&store), "{which}, step {step}");
+                drop(store);
+                sim.restart();
+                let store = open(&sim, FileStoreOptions::default())
+                    .unwrap_or_else(|e| panic!("{which}, step {step}: restart: {e}"));
+                store.insert(sample(990, 0)).unwrap();
+                let acked = State::of(&store);
+                drop(store);
+                let reopened = crash_and_reopen(&sim, step, fate);
+                assert_eq!(
+                    State::of(&reopened),
+                    acked,
+                    "{which}, step {step}, fate {fate}"
+                );
+            }
+        }
+    }
+}
