@@ -14,11 +14,23 @@ macro_rules! store_over_memory {
             fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
                 self.0.lookup(id)
             }
+            fn inspect(
+                &self,
+                id: keyward::KeyId,
+                f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+            ) {
+                self.0.inspect(id, f)
+            }
             fn list(
                 &self,
                 owner: Option<&str>,
             ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
                 self.0.list(owner)
+            }
+            fn snapshot(
+                &self,
+            ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+                self.0.snapshot()
             }
             fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
                 self.0.load_settings()
@@ -224,4 +236,104 @@ fn the_suite_catches_a_store_whose_replace_if_is_not_atomic() {
         outcome.is_err(),
         "the suite passed a store whose ReplaceIf checks and writes apart"
     );
+}
+
+/// What the suite says of a broken store: the message of the check that
+/// refused it, run through [`conformance::check_all`] as a host would.
+fn rejection<S: keyward::KeyStore>(fresh: impl FnMut() -> S) -> String {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        conformance::check_all(fresh)
+    }));
+    let Err(panic) = outcome else {
+        panic!("the suite passed a broken store");
+    };
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default()
+}
+
+/// The id of the record a change writes, if any.
+fn written_id(change: &keyward::Change) -> Option<keyward::KeyId> {
+    match change {
+        keyward::Change::Insert(e)
+        | keyward::Change::Replace(e)
+        | keyward::Change::ReplaceIf { next: e, .. } => Some(e.id()),
+        keyward::Change::Remove(id) => Some(*id),
+        _ => None,
+    }
+}
+
+/// A store whose in-memory view of its records (a cache in front of its
+/// database) takes only the first record of each batch: the others read
+/// as they were. `revoke_owner` revokes an owner's keys in one batch, so
+/// all but one would still verify. The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_shows_part_of_a_batch() {
+    #[derive(Debug, Default)]
+    struct Cached {
+        db: MemoryStore,
+        cache: std::sync::Mutex<
+            std::collections::HashMap<keyward::KeyId, Option<std::sync::Arc<keyward::StoredKey>>>,
+        >,
+    }
+    impl keyward::KeyStore for Cached {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            let mut cache = self.cache.lock().unwrap();
+            cache
+                .entry(id)
+                .or_insert_with(|| self.db.lookup(id))
+                .clone()
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.db.list(owner)
+        }
+        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.db.snapshot()
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.db.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            let ids: Vec<_> = changes.iter().filter_map(written_id).collect();
+            // What the cache held before (read now if it held nothing).
+            ids.iter().for_each(|&id| drop(self.lookup(id)));
+            self.db.apply(changes)?;
+            if let Some(&first) = ids.first() {
+                let now = self.db.lookup(first);
+                self.cache.lock().unwrap().insert(first, now);
+            }
+            Ok(())
+        }
+    }
+    let message = rejection(Cached::default);
+    assert!(message.contains("of a batch that returned Ok"), "{message}");
+}
+
+/// A store that writes only the first `ReplaceIf` of a batch and reports
+/// the batch written: `revoke_owner` would lose all revocations but one.
+/// The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_drops_part_of_a_batch_of_replace_ifs() {
+    store_over_memory!(FirstOnly, |inner, changes| {
+        let mut seen = 0;
+        let changes = changes
+            .into_iter()
+            .filter(|c| {
+                if matches!(c, keyward::Change::ReplaceIf { .. }) {
+                    seen += 1;
+                    seen == 1
+                } else {
+                    true
+                }
+            })
+            .collect();
+        inner.apply(changes)
+    });
+    let message = rejection(FirstOnly::default);
+    assert!(message.contains("of a batch that returned Ok"), "{message}");
 }

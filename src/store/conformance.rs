@@ -115,6 +115,7 @@ pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
     check_remove(&fresh());
     check_batch_is_all_or_nothing(&fresh());
     check_batch_sees_earlier_changes(&fresh());
+    check_batch_lands_whole(&fresh());
     check_settings(&fresh());
     check_settings_if(&fresh());
     check_settings_if_is_atomic(&fresh());
@@ -338,6 +339,56 @@ pub fn check_batch_sees_earlier_changes<S: KeyStore>(store: &S) {
         ])
         .expect("remove then insert in one batch");
     assert_eq!(get(store, 1).as_deref(), Some(&again));
+}
+
+/// A batch that returned `Ok` has landed whole: every record it wrote
+/// reads as written through `lookup`, `inspect`, `list` and `snapshot` at
+/// once, not only the first. A key ring writes several records in one
+/// batch (a rotation; `revoke_owner`'s revocations; a usage flush): a
+/// store that shows or keeps only part of it leaves the other keys'
+/// revocations unseen by `verify`.
+pub fn check_batch_lands_whole<S: KeyStore>(store: &S) {
+    for id in 1..=4 {
+        store
+            .insert(sample_key(id, "alice", "before"))
+            .expect("insert");
+    }
+    let mut batch = vec![Change::Insert(sample_key(5, "alice", "after"))];
+    for id in 1..=3 {
+        batch.push(Change::ReplaceIf {
+            expected: get(store, id).expect("inserted"),
+            next: sample_key(id, "alice", "after"),
+        });
+    }
+    batch.push(Change::Remove(KeyId::from_u64(4)));
+    store.apply(batch).expect("a batch of several records");
+    for id in [1, 2, 3, 5] {
+        assert_eq!(
+            get(store, id).as_ref().map(|e| e.key().name()),
+            Some("after"),
+            "record {id} of a batch that returned Ok does not read as written"
+        );
+    }
+    assert!(
+        get(store, 4).is_none(),
+        "a record removed by a batch that returned Ok is still found"
+    );
+    for (what, listed) in [
+        ("list", store.list(None)),
+        ("list by owner", store.list(Some("alice"))),
+        ("snapshot", store.snapshot()),
+    ] {
+        let listed = listed.expect(what);
+        assert!(
+            listed.iter().all(|e| e.key().name() == "after"),
+            "{what} holds a record as it was before a batch that returned Ok"
+        );
+        assert_eq!(
+            ids(listed),
+            [1, 2, 3, 5],
+            "{what} after a batch that returned Ok"
+        );
+    }
 }
 
 /// Settings round-trip, the last write wins, except that the revoke-all

@@ -12,8 +12,11 @@
 //! - **Writes are durable before they return `Ok`.** Once `apply` (or one of
 //!   the single-change writers built on it) has returned `Ok`, the change survives a
 //!   crash of the process (and, for a durable backend, of the machine), and
-//!   every later `lookup` in this process sees it. A revocation in particular
-//!   must never be lost or reordered behind an older write of the same key.
+//!   every later read in this process (`lookup`, `inspect`, `list`,
+//!   `snapshot`) sees every change of the batch, not only the first: a ring
+//!   writes a rotation, or all of an owner's revocations, as one batch. A
+//!   revocation in particular must never be lost or reordered behind an
+//!   older write of the same key.
 //! - **`ReplaceIf` is a compare-and-swap.** A key ring writes every record
 //!   it read and changed as [`Change::ReplaceIf`], naming the version it
 //!   read; the store must compare that version with the one it holds under
