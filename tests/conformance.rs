@@ -337,3 +337,26 @@ fn the_suite_catches_a_store_that_drops_part_of_a_batch_of_replace_ifs() {
     let message = rejection(FirstOnly::default);
     assert!(message.contains("of a batch that returned Ok"), "{message}");
 }
+
+/// A store that checks each `Insert` against the records it held before
+/// the batch only: a second `Insert` of one id in a batch writes over the
+/// first, and the store ends up having accepted a duplicate id. The suite
+/// refuses it.
+#[test]
+fn the_suite_catches_a_store_that_takes_an_id_twice_in_one_batch() {
+    store_over_memory!(TwiceInABatch, |inner, changes| {
+        let mut inserted = std::collections::HashSet::new();
+        let changes = changes
+            .into_iter()
+            .map(|c| match c {
+                keyward::Change::Insert(e) if !inserted.insert(e.id()) => {
+                    keyward::Change::Replace(e)
+                }
+                other => other,
+            })
+            .collect();
+        inner.apply(changes)
+    });
+    let message = rejection(TwiceInABatch::default);
+    assert!(message.contains("inserted twice in one batch"), "{message}");
+}

@@ -321,8 +321,23 @@ pub fn check_batch_is_all_or_nothing<S: KeyStore>(store: &S) {
     );
 }
 
-/// Later changes of a batch see the earlier ones.
+/// Later changes of a batch see the earlier ones: an `Insert` of an id
+/// inserted earlier in its batch fails with `Duplicate` (ids are unique),
+/// and the batch is refused.
 pub fn check_batch_sees_earlier_changes<S: KeyStore>(store: &S) {
+    let result = store.apply(vec![
+        Change::Insert(sample_key(7, "alice", "first")),
+        Change::Insert(sample_key(7, "mallory", "second")),
+    ]);
+    assert!(
+        matches!(result, Err(StoreError::Duplicate(id)) if id == KeyId::from_u64(7)),
+        "an id inserted twice in one batch must fail with Duplicate, got {result:?}"
+    );
+    assert!(
+        get(store, 7).is_none(),
+        "part of a batch refused for a duplicate id was applied"
+    );
+
     let second = sample_key(1, "alice", "second");
     store
         .apply(vec![
