@@ -360,3 +360,90 @@ fn the_suite_catches_a_store_that_takes_an_id_twice_in_one_batch() {
     let message = rejection(TwiceInABatch::default);
     assert!(message.contains("inserted twice in one batch"), "{message}");
 }
+
+/// A store that lends `verify` a copy of the record (equal, in another
+/// allocation): the uses `verify` counts on it are lost, and a key with an
+/// idle expiry expires while in use. The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_lends_inspect_a_copy() {
+    #[derive(Debug, Default)]
+    struct Copying(MemoryStore);
+    impl keyward::KeyStore for Copying {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn inspect(
+            &self,
+            id: keyward::KeyId,
+            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+        ) {
+            let copy = self
+                .0
+                .lookup(id)
+                .map(|e| std::sync::Arc::new(keyward::StoredKey::clone(&e)));
+            f(copy.as_ref())
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.snapshot()
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            self.0.apply(changes)
+        }
+    }
+    let message = rejection(Copying::default);
+    assert!(message.contains("counted on the record"), "{message}");
+}
+
+/// A store whose `list` decodes copies (from its database, say) rather
+/// than give the records it lends: the ring's usage flush, which finds
+/// the records `verify` counted uses on through `list`, never writes them,
+/// and `revoke_owner`'s compare-and-swap of the listed records conflicts
+/// every time. The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_whose_list_gives_copies() {
+    #[derive(Debug, Default)]
+    struct Copying(MemoryStore);
+    impl keyward::KeyStore for Copying {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn inspect(
+            &self,
+            id: keyward::KeyId,
+            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+        ) {
+            self.0.inspect(id, f)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            Ok(self
+                .0
+                .list(owner)?
+                .into_iter()
+                .map(|e| std::sync::Arc::new(keyward::StoredKey::clone(&e)))
+                .collect())
+        }
+        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.snapshot()
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            self.0.apply(changes)
+        }
+    }
+    let message = rejection(Copying::default);
+    assert!(message.contains("is lost: list gives another"), "{message}");
+}

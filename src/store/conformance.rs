@@ -120,6 +120,7 @@ pub fn check_all<S: KeyStore>(mut fresh: impl FnMut() -> S) {
     check_settings_if(&fresh());
     check_settings_if_is_atomic(&fresh());
     check_list_by_owner(&fresh());
+    check_records_are_lent_in_place(&fresh());
     check_snapshot_holds_batches_whole(&fresh());
     check_concurrent_writers(&fresh());
     check_debug_hides_records(&fresh());
@@ -626,6 +627,55 @@ pub fn check_list_by_owner<S: KeyStore>(store: &S) {
         .collect();
     assert_eq!(ids(alice), [1, 3], "list by owner misses records");
     assert_eq!(ids(store.list(None).expect("list")), [1, 2, 3]);
+}
+
+/// `inspect`, `lookup` and `list` give the records the store holds, not
+/// copies: `verify` counts a use in place on the record `inspect` lends,
+/// and a ring finds that count through `list` and `lookup` to write it
+/// back (a usage flush); `revoke_owner` writes a [`Change::ReplaceIf`] of
+/// each record `list` gave it. A store that lends copies loses every use
+/// of a key without a use limit (and a key with an idle expiry expires
+/// while in use), or fails `revoke_owner` with conflicts.
+pub fn check_records_are_lent_in_place<S: KeyStore>(store: &S) {
+    store.insert(sample_key(1, "alice", "k")).expect("insert");
+    let id = KeyId::from_u64(1);
+    let now = datetime!(2026-01-02 0:00 UTC).unix_timestamp_nanos() as crate::key::Nanos;
+    let mut lent = 0;
+    store.inspect(id, &mut |entry| {
+        if let Some(entry) = entry {
+            entry.key.consume(now);
+            lent += 1;
+        }
+    });
+    assert_eq!(lent, 1, "inspect lent no record");
+    let counted = |e: &Arc<StoredKey>| e.key().uses() == 1 && e.usage_changed();
+    assert!(
+        store.lookup(id).is_some_and(|e| counted(&e)),
+        "a use counted on the record inspect lends is lost: lookup gives another"
+    );
+    for (what, listed) in [
+        ("list", store.list(None)),
+        ("list by owner", store.list(Some("alice"))),
+    ] {
+        assert!(
+            listed.expect(what).iter().any(counted),
+            "a use counted on the record inspect lends is lost: {what} gives another"
+        );
+    }
+    let listed = store
+        .list(Some("alice"))
+        .expect("list")
+        .into_iter()
+        .find(|e| e.id() == id)
+        .expect("list by owner misses a record");
+    let result = store.apply(vec![Change::ReplaceIf {
+        expected: listed,
+        next: sample_key(1, "alice", "revoked"),
+    }]);
+    assert!(
+        result.is_ok(),
+        "a replace-if of the record list by owner gave must apply, got {result:?}"
+    );
 }
 
 /// [`snapshot`](KeyStore::snapshot) holds every record, and no batch half

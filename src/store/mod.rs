@@ -9,6 +9,15 @@
 //!   cloning an `Arc`. A backend on a shared database keeps an
 //!   in-memory index of its records and refreshes it from the database's
 //!   change notifications; it must not assume it is the only writer.
+//! - **Records are lent in place.** `inspect`, `lookup` and `list` give the
+//!   `Arc` the store holds for each record (the one its last write put
+//!   there), not a copy decoded for the call: `verify` counts the uses of a
+//!   key without a use limit in place on the record `inspect` lends, and a
+//!   ring finds them through `list` and `lookup` to write them back; and a
+//!   ring writes a record `lookup` or `list` gave it as a
+//!   [`Change::ReplaceIf`] of that record. A store that lends copies loses
+//!   those uses (a key with an idle expiry then expires while in use) and
+//!   fails the ring's compare-and-swaps.
 //! - **Writes are durable before they return `Ok`.** Once `apply` (or one of
 //!   the single-change writers built on it) has returned `Ok`, the change survives a
 //!   crash of the process (and, for a durable backend, of the machine), and
@@ -583,7 +592,10 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
         f(self.lookup(id).as_ref());
     }
 
-    /// Every record, or every record of one owner. Order is unspecified.
+    /// Every record, or every record of one owner, each once, as the store
+    /// holds it: the allocations [`lookup`](Self::lookup) lends, which
+    /// carry the uses `verify` counted on them (see the [module
+    /// docs](self)). Order is unspecified.
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError>;
 
     /// Every record as of one moment: no batch half applied. An
