@@ -447,3 +447,41 @@ fn the_suite_catches_a_store_whose_list_gives_copies() {
     let message = rejection(Copying::default);
     assert!(message.contains("is lost: list gives another"), "{message}");
 }
+
+/// A store whose `snapshot` is its `list`, read part by part (here a
+/// `MemoryStore`'s, shard by shard) while batches land: an export taken
+/// during a rotation can hold the successor beside its predecessor as it
+/// was before, and an import of it grants a limited key's uses twice. The
+/// check is one of chance, so it must catch the store every time of ten,
+/// not merely some of them.
+#[test]
+fn the_suite_catches_a_store_whose_snapshot_is_read_part_by_part() {
+    #[derive(Debug, Default)]
+    struct ListedSnapshot(MemoryStore);
+    impl keyward::KeyStore for ListedSnapshot {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            self.0.apply(changes)
+        }
+    }
+    let caught = (0..10)
+        .filter(|_| {
+            std::panic::catch_unwind(|| {
+                conformance::check_snapshot_holds_batches_whole(&ListedSnapshot::default())
+            })
+            .is_err()
+        })
+        .count();
+    assert_eq!(caught, 10, "the suite passed a snapshot read part by part");
+}

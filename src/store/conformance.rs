@@ -681,21 +681,29 @@ pub fn check_records_are_lent_in_place<S: KeyStore>(store: &S) {
 /// [`snapshot`](KeyStore::snapshot) holds every record, and no batch half
 /// applied. A writer applies batches shaped like a rotation (insert record
 /// `n + 1`, rename record `n`) while a reader takes snapshots: in each,
-/// record `n` is renamed exactly when record `n + 1` is there. A store
-/// whose `list` reads part of its records, then part, can fail this by
-/// chance, so a pass is evidence, not proof; a failure is a broken rule.
+/// record `n` is renamed exactly when record `n + 1` is there. The ids are
+/// spread over the id space as a ring's random ids are, so that a store
+/// that reads its records part by part (shard by shard, partition by
+/// partition) finds the two records of a batch in different parts. Such a
+/// store can still pass by chance, so a pass is evidence, not proof; a
+/// failure is a broken rule.
 pub fn check_snapshot_holds_batches_whole<S: KeyStore>(store: &S) {
     const BATCHES: u64 = 1000;
-    store.insert(sample_key(1, "alice", "k")).expect("insert");
-    assert_eq!(ids(store.snapshot().expect("snapshot")), [1]);
+    // Odd, so a bijection of the ids; it spreads consecutive `n` over
+    // every bit of the id.
+    let id = |n: u64| n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    store
+        .insert(sample_key(id(1), "alice", "1"))
+        .expect("insert");
+    assert_eq!(ids(store.snapshot().expect("snapshot")), [id(1)]);
     let done = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
             for n in 1..=BATCHES {
                 store
                     .apply(vec![
-                        Change::Insert(sample_key(n + 1, "alice", "k")),
-                        Change::Replace(sample_key(n, "alice", "rotated")),
+                        Change::Insert(sample_key(id(n + 1), "alice", &format!("{}", n + 1))),
+                        Change::Replace(sample_key(id(n), "alice", &format!("{n} rotated"))),
                     ])
                     .expect("a batch");
             }
@@ -704,15 +712,27 @@ pub fn check_snapshot_holds_batches_whole<S: KeyStore>(store: &S) {
         loop {
             let finished = done.load(std::sync::atomic::Ordering::Acquire);
             let snapshot = store.snapshot().expect("snapshot");
+            // Per `n`: whether record `n` is renamed.
             let named: BTreeMap<u64, bool> = snapshot
                 .iter()
-                .map(|k| (k.id().as_u64(), k.key().name() == "rotated"))
+                .filter_map(|k| {
+                    let (n, rotated) = match k.key().name().split_once(' ') {
+                        Some((n, _)) => (n, true),
+                        None => (k.key().name(), false),
+                    };
+                    Some((n.parse().ok()?, rotated))
+                })
                 .collect();
-            for (&id, &rotated) in &named {
+            assert_eq!(
+                named.len(),
+                snapshot.len(),
+                "a snapshot holds a record twice or altered"
+            );
+            for (&n, &rotated) in &named {
                 assert_eq!(
                     rotated,
-                    named.contains_key(&(id + 1)),
-                    "a snapshot holds a batch half applied (record {id})"
+                    named.contains_key(&(n + 1)),
+                    "a snapshot holds a batch half applied (record {n})"
                 );
             }
             if finished {
