@@ -485,3 +485,90 @@ fn the_suite_catches_a_store_whose_snapshot_is_read_part_by_part() {
         .count();
     assert_eq!(caught, 10, "the suite passed a snapshot read part by part");
 }
+
+/// A durable store (a `FileStore` behind an in-memory view) that writes
+/// to its file every change but one kind, which it keeps only in memory:
+/// [`keyward::Change::ReplaceIf`], which a ring writes a revocation as, or
+/// [`keyward::Change::SettingsIf`], which it writes a `revoke_all` as.
+/// Either way revocations come undone at the next start. The suite's
+/// persistence check refuses both.
+#[test]
+fn the_suite_catches_a_durable_store_that_keeps_compare_and_swaps_in_memory() {
+    #[derive(Debug)]
+    struct HalfDurable {
+        file: FileStore,
+        view: MemoryStore,
+        /// Whether `SettingsIf` is the kind lost (else `ReplaceIf`).
+        loses_settings: bool,
+    }
+    impl HalfDurable {
+        fn open(path: &std::path::Path, loses_settings: bool) -> HalfDurable {
+            use keyward::KeyStore;
+            let file = FileStore::open(path).unwrap();
+            let view = MemoryStore::new();
+            let mut load: Vec<keyward::Change> = file
+                .list(None)
+                .unwrap()
+                .iter()
+                .map(|e| keyward::Change::Insert(keyward::StoredKey::clone(e)))
+                .collect();
+            load.extend(file.load_settings().unwrap().map(keyward::Change::Settings));
+            view.apply(load).unwrap();
+            HalfDurable {
+                file,
+                view,
+                loses_settings,
+            }
+        }
+    }
+    impl keyward::KeyStore for HalfDurable {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.view.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.view.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.view.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            self.view.apply(changes.clone())?;
+            let written: Vec<keyward::Change> = changes
+                .into_iter()
+                .filter_map(|c| match c {
+                    keyward::Change::ReplaceIf { next, .. } => self
+                        .loses_settings
+                        .then_some(keyward::Change::Replace(next)),
+                    keyward::Change::SettingsIf { next, .. } => {
+                        (!self.loses_settings).then_some(keyward::Change::Settings(next))
+                    }
+                    other => Some(other),
+                })
+                .collect();
+            if written.is_empty() {
+                Ok(())
+            } else {
+                self.file.apply(written)
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (loses_settings, name) in [(false, "replace_if.kw"), (true, "settings_if.kw")] {
+        let path = dir.path().join(name);
+        let outcome = std::panic::catch_unwind(|| {
+            conformance::check_persistence(|| HalfDurable::open(&path, loses_settings))
+        });
+        assert!(
+            outcome.is_err(),
+            "the suite passed a store that keeps {} only in memory",
+            if loses_settings {
+                "SettingsIf"
+            } else {
+                "ReplaceIf"
+            }
+        );
+    }
+}

@@ -776,7 +776,11 @@ pub fn check_debug_hides_records<S: KeyStore>(store: &S) {
 }
 
 /// Writes survive closing and reopening: `open` must open the same storage
-/// each time (empty the first time).
+/// each time (empty the first time). The compare-and-swaps too, which are
+/// what a ring writes: a revocation is a [`Change::ReplaceIf`], a
+/// rotation one batch of an `Insert` and a `ReplaceIf`, a `revoke_all` a
+/// [`Change::SettingsIf`]; a store that kept them only in memory would
+/// undo them at the next start.
 pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
     let kept = sample_key(1, "alice", "kept");
     let replaced = sample_key(2, "alice", "replaced");
@@ -815,5 +819,42 @@ pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
         store.load_settings().expect("load_settings"),
         Some(sample_settings(5)),
         "settings did not survive a reopen"
+    );
+
+    let revoked_all = settings_revoked(6, datetime!(2026-02-01 0:00 UTC), 7);
+    {
+        let expected = get(&store, 1).expect("kept");
+        store
+            .apply(vec![
+                Change::Insert(sample_key(4, "alice", "successor")),
+                Change::ReplaceIf {
+                    expected,
+                    next: sample_key(1, "alice", "rotated"),
+                },
+            ])
+            .expect("an insert and a replace-if in one batch");
+        let expected = store.load_settings().expect("load_settings");
+        store
+            .apply(vec![Change::SettingsIf {
+                expected,
+                next: revoked_all.clone(),
+            }])
+            .expect("a settings-if over the settings held");
+    }
+    drop(store);
+    let store = open();
+    assert_eq!(
+        get(&store, 1).as_ref().map(|e| e.key().name()),
+        Some("rotated"),
+        "a replace-if did not survive a reopen"
+    );
+    assert!(
+        get(&store, 4).is_some(),
+        "an insert batched with a replace-if did not survive a reopen"
+    );
+    assert_eq!(
+        store.load_settings().expect("load_settings"),
+        Some(revoked_all),
+        "a settings-if did not survive a reopen"
     );
 }
