@@ -572,3 +572,49 @@ fn the_suite_catches_a_durable_store_that_keeps_compare_and_swaps_in_memory() {
         );
     }
 }
+
+/// A store whose `list` of one owner returns one page of a database query
+/// (here the first 100 records) and drops the rest: `revoke_owner`
+/// revokes the keys listed, and the owner's other keys go on verifying.
+/// The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_lists_one_page_of_an_owner() {
+    #[derive(Debug, Default)]
+    struct OnePage(MemoryStore);
+    impl keyward::KeyStore for OnePage {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn inspect(
+            &self,
+            id: keyward::KeyId,
+            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+        ) {
+            self.0.inspect(id, f)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            let mut listed = self.0.list(owner)?;
+            if owner.is_some() {
+                listed.truncate(100);
+            }
+            Ok(listed)
+        }
+        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.snapshot()
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            self.0.apply(changes)
+        }
+    }
+    let message = rejection(OnePage::default);
+    assert!(
+        message.contains("list by owner misses records"),
+        "{message}"
+    );
+}

@@ -613,20 +613,62 @@ pub fn check_replace_if_is_atomic<S: KeyStore>(store: &S) {
     }
 }
 
-/// `list(Some(owner))` returns that owner's records (and may not return
-/// others').
+/// `list(Some(owner))` returns every one of that owner's records (and may
+/// return others'), `list(None)` every record: also for an owner with
+/// more records than a page of a database query holds, which a store must
+/// read to the end. `revoke_owner` revokes the records `list` gives it;
+/// an owner's key left out goes on verifying.
 pub fn check_list_by_owner<S: KeyStore>(store: &S) {
     for (id, owner) in [(1, "alice"), (2, "bob"), (3, "alice")] {
         store.insert(sample_key(id, owner, "k")).expect("insert");
     }
-    let alice: Vec<_> = store
-        .list(Some("alice"))
-        .expect("list")
-        .into_iter()
-        .filter(|k| k.key().owner() == "alice")
-        .collect();
-    assert_eq!(ids(alice), [1, 3], "list by owner misses records");
+    let listed = |store: &S, owner: &str| -> Vec<u64> {
+        let of_owner = store
+            .list(Some(owner))
+            .expect("list")
+            .into_iter()
+            .filter(|k| k.key().owner() == owner)
+            .collect();
+        ids(of_owner)
+    };
+    assert_eq!(
+        listed(store, "alice"),
+        [1, 3],
+        "list by owner misses records"
+    );
     assert_eq!(ids(store.list(None).expect("list")), [1, 2, 3]);
+
+    // Many more, in batches of 50 (ids 11.., every third one bob's).
+    const MANY: u64 = 3000;
+    let owner = |id: u64| if id.is_multiple_of(3) { "bob" } else { "carol" };
+    let many: Vec<u64> = (11..11 + MANY).collect();
+    for chunk in many.chunks(50) {
+        store
+            .apply(
+                chunk
+                    .iter()
+                    .map(|&id| Change::Insert(sample_key(id, owner(id), "k")))
+                    .collect(),
+            )
+            .expect("a batch of inserts");
+    }
+    let carol: Vec<u64> = many
+        .iter()
+        .copied()
+        .filter(|&id| owner(id) == "carol")
+        .collect();
+    assert_eq!(
+        listed(store, "carol"),
+        carol,
+        "list by owner misses records of an owner with {} of them",
+        carol.len()
+    );
+    assert_eq!(
+        store.list(None).expect("list").len() as u64,
+        3 + MANY,
+        "list misses records of a store with {} of them",
+        3 + MANY
+    );
 }
 
 /// `inspect`, `lookup` and `list` give the records the store holds, not
