@@ -618,3 +618,63 @@ fn the_suite_catches_a_store_that_lists_one_page_of_an_owner() {
         "{message}"
     );
 }
+
+/// A store that keeps `written_over` for `Change::Settings` but writes a
+/// `Change::SettingsIf`'s settings as given: a compare-and-swap carrying
+/// a lower epoch than the one held moves the revoke-all epoch back. The
+/// suite refuses it.
+#[test]
+fn the_suite_catches_a_store_whose_settings_if_moves_the_epoch_back() {
+    #[derive(Debug, Default)]
+    struct Verbatim {
+        keys: MemoryStore,
+        settings: std::sync::Mutex<Option<keyward::RingSettings>>,
+    }
+    impl keyward::KeyStore for Verbatim {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.keys.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.keys.list(owner)
+        }
+        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.keys.snapshot()
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            Ok(self.settings.lock().unwrap().clone())
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            let mut held = self.settings.lock().unwrap();
+            let (mut next, mut touched, mut keys) = (held.clone(), false, Vec::new());
+            for change in changes {
+                match change {
+                    keyward::Change::Settings(s) => {
+                        next = Some(s.written_over(next.as_ref()));
+                        touched = true;
+                    }
+                    keyward::Change::SettingsIf { expected, next: s } => {
+                        if touched || expected != *held {
+                            return Err(keyward::StoreError::SettingsConflict);
+                        }
+                        next = Some(s);
+                        touched = true;
+                    }
+                    other => keys.push(other),
+                }
+            }
+            if !keys.is_empty() {
+                self.keys.apply(keys)?;
+            }
+            *held = next;
+            Ok(())
+        }
+    }
+    let message = rejection(Verbatim::default);
+    assert!(
+        message.contains("SettingsIf with a lower epoch"),
+        "{message}"
+    );
+}

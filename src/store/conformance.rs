@@ -478,7 +478,9 @@ pub fn check_settings<S: KeyStore>(store: &S) {
 /// from: on a store without settings only with `expected: None`, then only
 /// with the settings held (the value as `load_settings` gives it). Any
 /// other expected value, or a change of the settings earlier in its batch,
-/// fails with `SettingsConflict` and the whole batch is refused.
+/// fails with `SettingsConflict` and the whole batch is refused. What it
+/// writes is kept as [`RingSettings::written_over`] the held settings, as
+/// for [`Change::Settings`].
 pub fn check_settings_if<S: KeyStore>(store: &S) {
     let settings_if =
         |expected: Option<RingSettings>, next: RingSettings| Change::SettingsIf { expected, next };
@@ -541,6 +543,24 @@ pub fn check_settings_if<S: KeyStore>(store: &S) {
         "after a settings change earlier in its batch",
     );
     assert_eq!(held(store), Some(sample_settings(2)));
+
+    // Like any settings write, it keeps `next.written_over(held)`: a lower
+    // epoch in `next` does not move the stored one back.
+    let lower = RingSettings {
+        default_expiry: ExpiryPolicy::days(30),
+        ..sample_settings(1)
+    };
+    store
+        .apply(vec![settings_if(held(store), lower)])
+        .expect("SettingsIf over the settings held");
+    assert_eq!(
+        held(store),
+        Some(RingSettings {
+            default_expiry: ExpiryPolicy::days(30),
+            ..sample_settings(2)
+        }),
+        "a SettingsIf with a lower epoch moved the revoke-all epoch back"
+    );
 }
 
 /// Two writers racing a [`Change::SettingsIf`] over the same settings:

@@ -508,9 +508,10 @@ pub enum Change {
     /// Replace the ring settings, whatever the store holds (the store
     /// still keeps [`written_over`](RingSettings::written_over) of them).
     Settings(RingSettings),
-    /// Replace the ring settings with `next`, but only if the store still
-    /// holds `expected` (compared by value; `None`: no settings were saved
-    /// yet). Otherwise the batch fails with
+    /// Replace the ring settings with `next` (the store keeps
+    /// [`written_over`](RingSettings::written_over) of them, as for
+    /// [`Change::Settings`]), but only if the store still holds `expected`
+    /// (compared by value; `None`: no settings were saved yet). Otherwise the batch fails with
     /// [`StoreError::SettingsConflict`] and nothing is applied; a change of
     /// the settings earlier in the same batch is a conflict too. A key ring
     /// writes its settings this way (a `revoke_all`, a new default), so
