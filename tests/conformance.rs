@@ -678,3 +678,48 @@ fn the_suite_catches_a_store_whose_settings_if_moves_the_epoch_back() {
         "{message}"
     );
 }
+
+/// Broken stores the suite already refused, kept so that it goes on
+/// refusing them: each breaks one rule a ring relies on to fail closed.
+#[test]
+fn the_suite_catches_stores_that_break_the_write_rules() {
+    // Applies a batch change by change, and stops at the first refused
+    // one: the changes before it stay (half a rotation, half of an
+    // owner's revocations).
+    store_over_memory!(ChangeByChange, |inner, changes| {
+        changes
+            .into_iter()
+            .try_for_each(|change| inner.apply(vec![change]))
+    });
+    let message = rejection(ChangeByChange::default);
+    assert!(message.contains("was applied"), "{message}");
+
+    // Writes an `Insert` over an existing id: a duplicate id accepted, and
+    // the existing key's record (a revocation with it) replaced.
+    store_over_memory!(Overwriting, |inner, changes| {
+        let changes = changes
+            .into_iter()
+            .map(|c| match c {
+                keyward::Change::Insert(e) if inner.lookup(e.id()).is_some() => {
+                    keyward::Change::Replace(e)
+                }
+                other => other,
+            })
+            .collect();
+        inner.apply(changes)
+    });
+    let message = rejection(Overwriting::default);
+    assert!(message.contains("expected Duplicate"), "{message}");
+
+    // Takes the `Remove` of a missing id as done: a ring's delete of a key
+    // another ring deleted meanwhile reports success for nothing written.
+    store_over_memory!(Forgiving, |inner, changes| {
+        let changes = changes
+            .into_iter()
+            .filter(|c| !matches!(c, keyward::Change::Remove(id) if inner.lookup(*id).is_none()))
+            .collect();
+        inner.apply(changes)
+    });
+    let message = rejection(Forgiving::default);
+    assert!(message.contains("must fail with NotFound"), "{message}");
+}
