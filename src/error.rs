@@ -916,6 +916,85 @@ mod tests {
         }
     }
 
+    /// `VerifyError`'s serialized form as documented: its code, then the
+    /// reason, scope or binding it names, each reason and binding by its
+    /// stable snake-case name (a JSON error body or an event carries
+    /// them). Every variant, reason and binding is listed: the matches
+    /// below fail to compile when one is added.
+    #[test]
+    fn verify_errors_serialize_to_the_documented_json() {
+        use super::{MalformedReason as M, VerifyError as V};
+        use crate::binding::Binding as B;
+
+        let reasons = [
+            (M::TooLong, "too_long"),
+            (M::WrongLength, "wrong_length"),
+            (M::WrongPrefix, "wrong_prefix"),
+            (M::UnknownVersion, "unknown_version"),
+            (M::BadAlphabet, "bad_alphabet"),
+            (M::BadChecksum, "bad_checksum"),
+            (M::IdOutOfRange, "id_out_of_range"),
+        ];
+        for (reason, _) in &reasons {
+            match reason {
+                M::TooLong
+                | M::WrongLength
+                | M::WrongPrefix
+                | M::UnknownVersion
+                | M::BadAlphabet
+                | M::BadChecksum
+                | M::IdOutOfRange => {}
+            }
+        }
+        let bindings = [
+            (B::ClientCertificate, "client_certificate"),
+            (B::Network, "network"),
+            (B::NotPresented, "not_presented"),
+        ];
+        for (binding, _) in &bindings {
+            match binding {
+                B::ClientCertificate | B::Network | B::NotPresented => {}
+            }
+        }
+        let mut cases: Vec<(V, String)> = vec![
+            (V::Invalid, r#"{"code":"invalid_key"}"#.into()),
+            (V::Expired, r#"{"code":"key_expired"}"#.into()),
+            (V::Revoked, r#"{"code":"key_revoked"}"#.into()),
+            (V::Disabled, r#"{"code":"key_disabled"}"#.into()),
+            (
+                V::InsufficientScope(crate::Scope::new("invoices:write").unwrap()),
+                r#"{"code":"insufficient_scope","scope":"invoices:write"}"#.into(),
+            ),
+            (V::UsageExceeded, r#"{"code":"usage_exceeded"}"#.into()),
+            (V::Unavailable, r#"{"code":"use_not_recorded"}"#.into()),
+        ];
+        for (reason, name) in reasons {
+            let json = format!(r#"{{"code":"malformed_key","reason":"{name}"}}"#);
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{name}\"")
+            );
+            cases.push((V::Malformed(reason), json));
+        }
+        for (binding, name) in bindings {
+            let json = format!(r#"{{"code":"binding_mismatch","binding":"{name}"}}"#);
+            assert_eq!(
+                serde_json::to_string(&binding).unwrap(),
+                format!("\"{name}\"")
+            );
+            cases.push((V::BindingMismatch(binding), json));
+        }
+        let mut seen = [false; VERIFY_VARIANTS];
+        for (error, json) in &cases {
+            seen[verify_variant(error)] = true;
+            assert_eq!(&serde_json::to_string(error).unwrap(), json, "{error:?}");
+        }
+        assert!(
+            seen.iter().all(|&s| s),
+            "a VerifyError variant is not tested"
+        );
+    }
+
     #[test]
     fn no_code_or_message_repeats_a_key_pasted_into_a_field() {
         use crate::store::{FileStore, ImportMode};

@@ -1189,6 +1189,44 @@ fn builder_debug_never_echoes_a_key_pasted_as_the_prefix() {
     assert!(format!("{:?}", KeyRing::builder("acme_live")).contains("\"acme_live\""));
 }
 
+/// The builder's `Debug` shows "never the pepper or a signing key", and
+/// the ring's `Debug` (which a host may log at start-up) neither: not as
+/// the bytes' list, nor in hex, for the current and an accepted signing
+/// key alike.
+#[test]
+fn ring_and_builder_debug_never_show_the_pepper_or_a_signing_key() {
+    let pepper: [u8; 32] = std::array::from_fn(|i| 200 + i as u8);
+    let signing: [u8; 32] = std::array::from_fn(|i| 100 + i as u8);
+    let accepted: [u8; 32] = std::array::from_fn(|i| 140 + i as u8);
+    let builder = || {
+        KeyRing::builder("acme")
+            .pepper(pepper)
+            .signing_key(2, signing)
+            .accept_signing_key(1, accepted)
+            .flush_interval(None)
+    };
+    let ring = builder().build(MemoryStore::new()).unwrap();
+    let shown = [
+        format!("{:?}", builder()),
+        format!("{:#?}", builder()),
+        format!("{ring:?}"),
+        format!("{ring:#?}"),
+        format!("{:?}", ring.settings()),
+    ];
+    for secret in [pepper, signing, accepted] {
+        // The first bytes as a list (`200,201,202,203`, spaces and line
+        // breaks of `{:#?}` squeezed out) and in hex.
+        let list: Vec<String> = secret[..4].iter().map(u8::to_string).collect();
+        let list = list.join(",");
+        let hex: String = secret[..4].iter().map(|b| format!("{b:02x}")).collect();
+        for text in &shown {
+            let squeezed: String = text.split_whitespace().collect();
+            assert!(!squeezed.contains(&list), "{list} in {text}");
+            assert!(!text.to_lowercase().contains(&hex), "{hex} in {text}");
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Errors: statuses, codes, messages
 // ---------------------------------------------------------------------------
@@ -2412,6 +2450,7 @@ trait Lacks {
     const DISPLAY: bool = false;
     const SERIALIZE: bool = false;
     const CLONE: bool = false;
+    const DESERIALIZE: bool = false;
 }
 
 impl<T: ?Sized> Lacks for T {}
@@ -2426,6 +2465,10 @@ impl<T: ?Sized + serde::Serialize> Probe<T> {
 
 impl<T: Clone> Probe<T> {
     const CLONE: bool = true;
+}
+
+impl<T: serde::de::DeserializeOwned> Probe<T> {
+    const DESERIALIZE: bool = true;
 }
 
 /// SPEC 1: the plaintext "has no `Display`, no `Serialize`" and exists
@@ -2445,6 +2488,52 @@ fn the_plaintext_has_no_display_serialize_or_clone() {
     const { assert!(!<Probe<Issued>>::SERIALIZE, "Issued implements Serialize") };
     const { assert!(!<Probe<Secret>>::CLONE, "Secret implements Clone") };
     const { assert!(!<Probe<Issued>>::CLONE, "Issued implements Clone") };
+}
+
+/// An access token's text is handled as the plaintext key is
+/// (`AccessToken`: "redacted in `Debug`, no `Display`, wiped on drop"):
+/// no `Display`, no `Serialize` and no `Clone` either. Checked at compile
+/// time, as above.
+#[test]
+fn an_access_token_has_no_display_serialize_or_clone() {
+    const {
+        assert!(
+            !<Probe<AccessToken>>::DISPLAY,
+            "AccessToken implements Display"
+        )
+    };
+    const {
+        assert!(
+            !<Probe<AccessToken>>::SERIALIZE,
+            "AccessToken implements Serialize"
+        )
+    };
+    const { assert!(!<Probe<AccessToken>>::CLONE, "AccessToken implements Clone") };
+}
+
+/// README ("Forwarding the principal"): `Verified` and `AccessClaims`
+/// serialize but "neither deserializes: a principal read back from text
+/// was never verified". The probe sees `Deserialize` where it is
+/// (`Key`, `KeyState`), so it cannot pass by always saying no.
+#[test]
+fn a_principal_serializes_but_never_deserializes() {
+    const { assert!(<Probe<Key>>::DESERIALIZE) };
+    const { assert!(<Probe<KeyState>>::DESERIALIZE) };
+    const { assert!(<Probe<Verified>>::SERIALIZE) };
+    const { assert!(<Probe<AccessClaims>>::SERIALIZE) };
+
+    const {
+        assert!(
+            !<Probe<Verified>>::DESERIALIZE,
+            "Verified implements Deserialize"
+        )
+    };
+    const {
+        assert!(
+            !<Probe<AccessClaims>>::DESERIALIZE,
+            "AccessClaims implements Deserialize"
+        )
+    };
 }
 
 /// SPEC 1: the key id is 64 random bits and the secret at least 128 (24
