@@ -747,6 +747,39 @@ fn a_successor_rotated_on_a_clock_behind_its_predecessor_reopens() {
 // Scopes
 // ---------------------------------------------------------------------------
 
+/// `NewKey::scopes`: "by default: nothing that needs a scope". A key
+/// issued without scopes holds the empty set, not the unrestricted one:
+/// it verifies with no requirement and fails every scope requirement,
+/// and its access tokens carry no scope either.
+#[test]
+fn a_key_issued_without_scopes_is_granted_no_scope() {
+    let ring = KeyRing::builder("acme")
+        .signing_key(1, [5; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+    let key = issued.secret.expose();
+    assert!(!issued.key.scopes().is_unrestricted());
+    assert!(issued.key.scopes().is_empty());
+    assert!(ring.verify(key).is_ok());
+    for scope in ["invoices:read", "*:read", "invoices:*"] {
+        let need = Requirement::scope(scope).unwrap();
+        match ring.verify_with(key, &need) {
+            Err(VerifyError::InsufficientScope(missing)) => assert_eq!(missing.as_str(), scope),
+            other => panic!("{scope}: {:?}", other.map(|v| v.id())),
+        }
+    }
+    let token = ring.exchange(key, Duration::minutes(5)).unwrap();
+    assert!(token.claims.scopes.is_empty());
+    assert!(!token.claims.scopes.is_unrestricted());
+    let claims = ring.verify_access_token_strict(token.expose()).unwrap();
+    assert!(matches!(
+        ring.authorize(&claims, &Requirement::scope("invoices:read").unwrap()),
+        Err(VerifyError::InsufficientScope(_))
+    ));
+}
+
 #[test]
 fn scopes_are_capped_to_the_owners() {
     let ring = ring("acme");

@@ -839,6 +839,33 @@ fn disable_and_enable_are_reversible() {
     assert_eq!(check(&ring, &key), Ok(()));
 }
 
+/// `disable`: "Disabling a disabled key changes nothing"; `enable`:
+/// "Enabling an active key changes nothing". Nothing is written (the
+/// store holds the very record it held) and no event is sent, which an
+/// audit log would otherwise show as a second switch.
+#[test]
+fn disabling_a_disabled_key_or_enabling_an_active_one_writes_and_reports_nothing() {
+    let clock = ManualClock::new(T0);
+    let (ring, log) = logged(fresh_store(), &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    let unchanged = |what: &str, op: &dyn Fn() -> Result<(), Error>| {
+        let (record, events) = (ring.store().lookup(id).unwrap(), log.events().len());
+        op().unwrap();
+        assert!(
+            Arc::ptr_eq(&record, &ring.store().lookup(id).unwrap()),
+            "{what} wrote the record"
+        );
+        assert_eq!(log.events().len(), events, "{what} sent an event");
+    };
+    unchanged("enable of an active key", &|| ring.enable(id));
+    ring.disable(id).unwrap();
+    unchanged("disable of a disabled key", &|| ring.disable(id));
+    assert_eq!(check(&ring, &key), Err(VerifyError::Disabled));
+    ring.enable(id).unwrap();
+    assert_eq!(check(&ring, &key), Ok(()));
+}
+
 #[test]
 fn disabled_is_reported_only_with_the_right_secret() {
     let ring = clocked(&ManualClock::new(T0));
