@@ -1073,6 +1073,55 @@ fn invoices_key<S: KeyStore>(ring: &KeyRing<S>) -> Issued {
     .expect("issue")
 }
 
+/// `MalformedReason::TooLong`: "longer than the longest possible key;
+/// refused before any other work", for tokens as for keys. A real token
+/// with characters of its alphabet appended (so that length is all that is
+/// wrong) is refused as too long by every token check, and by an exchange
+/// (where it is taken for a key), however long it is; the real token,
+/// with the event it is refused with naming no key.
+#[test]
+fn an_oversize_token_is_refused_as_too_long() {
+    let clock = ManualClock::new(T0);
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .signing_key(1, SIGNING)
+        .events(Arc::clone(&log))
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .expect("ring builds");
+    let issued = invoices_key(&ring);
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .expect("exchange");
+    assert!(ring.verify_access_token(token.expose()).is_ok());
+    let too_long = VerifyError::Malformed(MalformedReason::TooLong);
+    for length in [10_000, 1 << 20] {
+        let mut long = token.expose().to_owned();
+        long.extend(std::iter::repeat_n('A', length - long.len()));
+        let checks = [
+            ring.verify_access_token(&long).err(),
+            ring.verify_access_token_strict(&long).err(),
+            ring.verify_access_token_with(&long, RequestContext::new())
+                .err(),
+        ];
+        for refused in checks {
+            assert_eq!(refused, Some(too_long.clone()), "{length} characters");
+        }
+        assert!(matches!(
+            ring.exchange(&long, Duration::minutes(5)),
+            Err(Error::Rejected(e)) if e == too_long
+        ));
+    }
+    let refusals: Vec<Event> = log
+        .events()
+        .into_iter()
+        .filter(|e| matches!(&e.kind, EventKind::VerifyFailed(e) if *e == too_long))
+        .collect();
+    assert_eq!(refusals.len(), 8, "{refusals:?}");
+    assert!(refusals.iter().all(|e| e.key.is_none()), "{refusals:?}");
+}
+
 #[test]
 fn token_is_valid_until_its_expiry_and_not_an_instant_after() {
     let clock = ManualClock::new(T0);
