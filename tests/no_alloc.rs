@@ -92,6 +92,61 @@ fn successful_verify_does_not_allocate() {
     );
 }
 
+/// `KeyRing::verify`: "no heap allocation on success for a key without a
+/// use limit": not only for a plain key, but for every other kind a key
+/// without a use limit can be: bound to a certificate and networks
+/// (checked with the request), with an idle timeout, and a rotated key in
+/// its grace beside its successor.
+#[test]
+fn successful_verify_of_every_kind_of_unlimited_key_does_not_allocate() {
+    use keyward::time::Duration;
+    use keyward::{CertFingerprint, Network, RequestContext};
+
+    let ring = KeyRing::builder("acme")
+        .max_lifetime(Duration::days(365))
+        .default_expiry(ExpiryPolicy::Idle(Duration::days(30)))
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let der = b"client certificate";
+    let bound = ring
+        .issue(
+            NewKey::new("o")
+                .client_cert(CertFingerprint::of_der(der))
+                .allow_network("10.0.0.0/8".parse::<Network>().unwrap())
+                .allow_network("2001:db8::/32".parse::<Network>().unwrap()),
+        )
+        .unwrap();
+    let idle = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))))
+        .unwrap();
+    let by_default = ring.issue(NewKey::new("o")).unwrap();
+    let old = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(7)))
+        .unwrap();
+    let successor = ring.rotate(old.key.id(), Duration::hours(1)).unwrap();
+    let fingerprint = CertFingerprint::of_der(der);
+    let request = RequestContext::new()
+        .client_cert(fingerprint)
+        .peer_addr("10.1.2.3".parse().unwrap());
+    let unbound = [&idle, &by_default, &old, &successor];
+    // Warm up.
+    for issued in unbound {
+        ring.verify(issued.secret.expose()).unwrap();
+    }
+    ring.verify_with(bound.secret.expose(), request).unwrap();
+
+    let n = allocations_in(|| {
+        for _ in 0..10 {
+            for issued in unbound {
+                ring.verify(issued.secret.expose()).unwrap();
+            }
+            ring.verify_with(bound.secret.expose(), request).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in 50 successful verifies");
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     // Proves the check above can fail: an allocation is counted.
