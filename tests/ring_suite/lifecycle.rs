@@ -2846,6 +2846,65 @@ fn update_changes_the_descriptive_fields() {
     assert_eq!(ring.get(id).unwrap().description(), None);
 }
 
+/// An update "narrows its scopes (widening is refused)", and a sensitive
+/// resource is never covered by an unrestricted key or a wildcard (SPEC
+/// 4): so an update that names a sensitive scope is a widening for a key
+/// that holds it only through `*` or unrestricted, and would otherwise
+/// grant it. A key that holds it by name narrows to it.
+#[test]
+fn update_cannot_narrow_a_wildcard_or_unrestricted_key_to_a_sensitive_scope() {
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .sensitive(["billing"])
+        .flush_interval(None)
+        .build(fresh_store())
+        .unwrap();
+    let billing_read = Requirement::scope("billing:read").unwrap();
+    for held in [
+        ScopeSet::unrestricted(),
+        ScopeSet::parse(["*:*"]).unwrap(),
+        ScopeSet::parse(["*:read"]).unwrap(),
+    ] {
+        let key = ring.issue(NewKey::new("o").scopes(held.clone())).unwrap();
+        let id = key.key.id();
+        assert!(
+            ring.verify_with(key.secret.expose(), &billing_read)
+                .is_err()
+        );
+        for asked in [
+            vec!["billing:read"],
+            vec!["billing:*"],
+            vec!["x:read", "billing:read"],
+        ] {
+            let update = KeyUpdate::new().scopes(ScopeSet::parse(&asked).unwrap());
+            match ring.update(id, update) {
+                Err(Error::ScopeWidening(scope)) => {
+                    assert!(scope.starts_with("billing:"), "{scope}")
+                }
+                other => panic!(
+                    "{held:?} narrowed to {asked:?}: {:?}",
+                    other.map(|k| k.scopes().clone())
+                ),
+            }
+        }
+        assert_eq!(ring.get(id).unwrap().scopes(), &held);
+        assert!(
+            ring.verify_with(key.secret.expose(), &billing_read)
+                .is_err()
+        );
+    }
+    // Granted by name, it narrows.
+    let named = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::parse(["billing:*"]).unwrap()))
+        .unwrap();
+    let narrowed = KeyUpdate::new().scopes(ScopeSet::parse(["billing:read"]).unwrap());
+    ring.update(named.key.id(), narrowed).unwrap();
+    assert!(
+        ring.verify_with(named.secret.expose(), &billing_read)
+            .is_ok()
+    );
+}
+
 #[test]
 fn update_narrows_scopes_and_refuses_widening() {
     let ring = clocked(&ManualClock::new(T0));
