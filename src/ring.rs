@@ -542,6 +542,10 @@ impl KeyRingBuilder {
     /// [`verify_access_token`](KeyRing::verify_access_token) or its strict
     /// forms, as [`EventKind::TokenVerified`]. Refusals are always
     /// reported.
+    ///
+    /// Each reported success builds an [`Event`], whose owner is an owned
+    /// `String`: with this on, every successful `verify` allocates (without
+    /// it, one of a key without a use limit does not).
     pub fn report_successes(mut self, yes: bool) -> Self {
         self.report_successes = yes;
         self
@@ -1582,7 +1586,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// use is written at once; if the store fails that write, the key is
     /// refused as [`VerifyError::Unavailable`] and no use is spent), and no
     /// heap allocation on success for a key without a use limit (a limited
-    /// key's write builds the record's next version).
+    /// key's write builds the record's next version), unless the ring
+    /// [reports successes](KeyRingBuilder::report_successes) to its event
+    /// sink (each builds an [`Event`], which owns its strings).
     pub fn verify(&self, presented: &str) -> Result<Verified, VerifyError> {
         self.verify_with(presented, RequestContext::new())
     }

@@ -147,6 +147,41 @@ fn successful_verify_of_every_kind_of_unlimited_key_does_not_allocate() {
     assert_eq!(n, 0, "{n} heap allocations in 50 successful verifies");
 }
 
+/// An event sink does not change that: a ring with one verifies a key
+/// without allocating, as long as it does not report successes. One that
+/// does (`report_successes(true)`, which the host opts into) builds an
+/// `Event` for each success, whose owner is an owned `String`: the
+/// exception `KeyRing::verify` and the README state.
+#[test]
+fn successes_allocate_only_when_reported_to_the_sink() {
+    struct Discard;
+    impl keyward::EventSink for Discard {
+        fn record(&self, event: &keyward::Event) {
+            std::hint::black_box(event);
+        }
+    }
+    for report in [false, true] {
+        let ring = KeyRing::builder("acme")
+            .events(Discard)
+            .report_successes(report)
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap();
+        let issued = ring.issue(NewKey::new("acct_42")).unwrap();
+        ring.verify(issued.secret.expose()).unwrap();
+        let n = allocations_in(|| {
+            for _ in 0..10 {
+                ring.verify(issued.secret.expose()).unwrap();
+            }
+        });
+        if report {
+            assert!(n >= 10, "{n} allocations in 10 reported successes");
+        } else {
+            assert_eq!(n, 0, "{n} allocations in 10 successes, none reported");
+        }
+    }
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     // Proves the check above can fail: an allocation is counted.
