@@ -45,8 +45,10 @@ const VERSION: u8 = 1;
 
 /// The stored hash of a key: algorithm, version and a 32-byte digest.
 ///
-/// `==` is constant time. There is no access to the raw bytes, so nothing
-/// can compare them with a variable-time `==` by accident. `Debug` does not
+/// `==` is constant time. There is no accessor for the raw bytes, so
+/// nothing compares them with a variable-time `==` by accident; the only
+/// way out is the stored text form (`Display`, `Serialize`), for storing:
+/// compare hashes as `KeyHash`es, never as their texts. `Debug` does not
 /// print the digest.
 #[derive(Clone)]
 pub struct KeyHash {
