@@ -878,6 +878,95 @@ fn disabled_is_reported_only_with_the_right_secret() {
     );
 }
 
+/// Spec §7: expired, revoked and disabled are reported only once the
+/// secret matched, also for a key in more than one of those states at
+/// once, and for the states the record does not hold (a revoke-all, the
+/// end of a rotation's grace, an idle timeout, the ring default, a spent
+/// use limit): with a wrong secret each is `invalid`, as an unknown id is,
+/// and the refusal is reported without the key's owner. With the right
+/// secret, revoked outranks disabled, which outranks expired and used up.
+#[test]
+fn every_refusal_by_state_needs_the_right_secret_first() {
+    let clock = ManualClock::new(T0);
+    let store = fresh_store();
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .default_expiry(ExpiryPolicy::days(10))
+        .flush_interval(None)
+        .build(store)
+        .unwrap();
+    let own_day = NewKey::new("o").expiry(ExpiryPolicy::days(1));
+    let issue = |request: NewKey| ring.issue(request).unwrap();
+
+    let disabled_expired = issue(own_day.clone());
+    ring.disable(disabled_expired.key.id()).unwrap();
+    let revoked_expired = issue(own_day.clone());
+    ring.revoke(revoked_expired.key.id(), "left").unwrap();
+    let revoked_disabled = issue(own_day);
+    ring.disable(revoked_disabled.key.id()).unwrap();
+    ring.revoke(revoked_disabled.key.id(), "left").unwrap();
+    let spent = || NewKey::new("o").use_limit(1).expiry(ExpiryPolicy::Never);
+    let used_up_disabled = issue(spent());
+    ring.verify(used_up_disabled.secret.expose()).unwrap();
+    ring.disable(used_up_disabled.key.id()).unwrap();
+    let used_up = issue(spent());
+    ring.verify(used_up.secret.expose()).unwrap();
+    let idle = issue(NewKey::new("o").expiry(ExpiryPolicy::Idle(Duration::hours(1))));
+    let by_default = issue(NewKey::new("o"));
+    let rotated = issue(NewKey::new("o").expiry(ExpiryPolicy::days(30)));
+    ring.rotate(rotated.key.id(), Duration::hours(1)).unwrap();
+    clock.advance(Duration::days(11));
+    let cases = [
+        (&disabled_expired, VerifyError::Disabled),
+        (&revoked_expired, VerifyError::Revoked),
+        (&revoked_disabled, VerifyError::Revoked),
+        (&used_up_disabled, VerifyError::Disabled),
+        (&used_up, VerifyError::UsageExceeded),
+        (&idle, VerifyError::Expired),
+        (&by_default, VerifyError::Expired),
+        (&rotated, VerifyError::Expired),
+    ];
+    let last_refusal = || {
+        let events = log.events();
+        let last = events.last().unwrap().clone();
+        (last.kind, last.owner)
+    };
+    let judge = |what: &str, key: &Issued, right: &VerifyError| {
+        assert_eq!(
+            check(&ring, key).as_ref(),
+            Err(right),
+            "{what}: right secret"
+        );
+        assert_eq!(
+            ring.verify(&wrong_secret(key.secret.expose())).unwrap_err(),
+            VerifyError::Invalid,
+            "{what}: a wrong secret learnt the key's state"
+        );
+        assert_eq!(
+            last_refusal(),
+            (EventKind::VerifyFailed(VerifyError::Invalid), None),
+            "{what}"
+        );
+        assert_eq!(
+            ring.verify(&never_issued(&ring, key.secret.expose()))
+                .unwrap_err(),
+            VerifyError::Invalid,
+            "{what}"
+        );
+    };
+    for (key, right) in &cases {
+        judge("before revoke_all", key, right);
+    }
+    // A revoke-all, which no record holds, outranks every other state.
+    let active = issue(NewKey::new("o"));
+    ring.revoke_all().unwrap();
+    for (key, _) in cases.iter().chain([&(&active, VerifyError::Revoked)]) {
+        judge("after revoke_all", key, &VerifyError::Revoked);
+    }
+}
+
 #[test]
 fn revoke_is_irreversible() {
     let ring = clocked(&ManualClock::new(T0));
