@@ -365,6 +365,70 @@ fn end_of_utc_date_is_valid_through_that_date() {
     assert_eq!(ring.state(issued.key.id()), Some(KeyState::Expired));
 }
 
+/// SPEC 5: the end of a date is the following midnight UTC, whatever
+/// offset the clock answers in: east of UTC a key for "today" (in UTC) is
+/// issued though the local date is already the next one, and it works until
+/// midnight UTC (9:00 local); west of UTC a date that has ended in UTC is
+/// refused as past though it is still that date locally. As a ring
+/// default, the date ends at the same instant.
+#[test]
+fn end_of_date_is_midnight_utc_on_a_clock_in_another_offset() {
+    let day = date!(2026 - 03 - 31);
+    let end = datetime!(2026-04-01 00:00 UTC);
+
+    // East: 05:00 on April 1st in Tokyo is 20:00 on March 31st in UTC.
+    let clock = ManualClock::new(datetime!(2026-04-01 05:00 +09:00));
+    let ring = clocked_ring("acme", &clock);
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(day)))
+        .unwrap();
+    assert_eq!(issued.key.own_deadline(), Some(end));
+    clock.set(datetime!(2026-04-01 08:59:59.999999999 +09:00));
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    clock.set(datetime!(2026-04-01 09:00 +09:00));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+
+    // West: 22:00 on March 31st in New York is 03:00 on April 1st in UTC.
+    let clock = ManualClock::new(datetime!(2026-03-31 22:00 -05:00));
+    let ring = clocked_ring("acme", &clock);
+    assert!(matches!(
+        ring.issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(day))),
+        Err(Error::InvalidExpiry(_))
+    ));
+    clock.set(datetime!(2026-03-31 18:00 -05:00));
+    let issued = ring
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::EndOfDate(day)))
+        .unwrap();
+    clock.set(datetime!(2026-03-31 18:59:59.999999999 -05:00));
+    assert!(ring.verify(issued.secret.expose()).is_ok());
+    clock.set(datetime!(2026-03-31 19:00 -05:00));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+
+    // The same date as the ring's default.
+    let clock = ManualClock::new(datetime!(2026-04-01 05:00 +09:00));
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::EndOfDate(day))
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let governed = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(ring.expires_at(governed.key.id()), Some(end));
+    clock.set(datetime!(2026-04-01 08:59:59.999999999 +09:00));
+    assert!(ring.verify(governed.secret.expose()).is_ok());
+    clock.set(datetime!(2026-04-01 09:00 +09:00));
+    assert_eq!(
+        ring.verify(governed.secret.expose()).unwrap_err(),
+        VerifyError::Expired
+    );
+}
+
 #[test]
 fn lifetime_above_max_is_refused_with_a_clear_error() {
     let clock = ManualClock::new(T0);
@@ -2472,6 +2536,80 @@ fn malformed_keys_are_refused_before_any_store_lookup() {
     assert!(after_unknown > before, "an unknown id was not looked up");
     assert!(ring.verify(key).is_ok());
     assert!(ring.store().reads() > after_unknown);
+}
+
+/// SPEC 1: "Parse by position from the right, never by splitting on `_`",
+/// with a prefix that holds `_` (`acme_live_eu`): the ring's own key
+/// verifies, and a `_` anywhere in the body (the secret region included,
+/// where a parser that splits on `_` would find its separator), with the
+/// checksum recomputed over it, is a bad character, refused before the
+/// store is read; so is a key whose separator is not a `_` (the `_`
+/// inside the prefix is not taken for it).
+#[test]
+fn a_prefix_with_underscores_parses_by_position_and_the_body_takes_none() {
+    const PREFIX: &str = "acme_live_eu";
+    let ring = KeyRing::builder(PREFIX)
+        .flush_interval(None)
+        .build(ReadCounter::default())
+        .unwrap();
+    let issued = ring.issue(NewKey::new("o")).unwrap();
+    let key = issued.secret.expose();
+    let p = parts(key, PREFIX);
+    assert_eq!(issued.key.hint(), format!("{PREFIX}_1{}", &p.id[..6]));
+    assert!(ring.verify(key).is_ok());
+
+    let with_checksum = |checked: String| {
+        let sum = checksum(&checked);
+        format!("{checked}{sum}")
+    };
+    let mut cases = Vec::new();
+    // A `_` at each place of the id and the secret.
+    for at in 0..ID_LEN + SECRET_LEN {
+        let mut middle = format!("{}{}", p.id, p.secret).into_bytes();
+        middle[at] = b'_';
+        let middle = String::from_utf8(middle).unwrap();
+        cases.push((
+            with_checksum(format!("{PREFIX}_1{middle}")),
+            MalformedReason::BadAlphabet,
+        ));
+    }
+    // A `_` in the checksum.
+    let mut in_checksum = key.to_owned().into_bytes();
+    in_checksum[key.len() - 2] = b'_';
+    cases.push((
+        String::from_utf8(in_checksum).unwrap(),
+        MalformedReason::BadAlphabet,
+    ));
+    // The version character as a `_`: a parser splitting on the last `_`
+    // would take the body for one character shorter.
+    cases.push((
+        with_checksum(format!("{PREFIX}__{}{}", p.id, p.secret)),
+        MalformedReason::UnknownVersion,
+    ));
+    // The separator as another character: the `_` inside the prefix is
+    // not taken for it.
+    cases.push((
+        with_checksum(format!("{PREFIX}x1{}{}", p.id, p.secret)),
+        MalformedReason::WrongPrefix,
+    ));
+    let before = ring.store().reads();
+    for (presented, reason) in &cases {
+        assert_eq!(
+            presented.len(),
+            key.len(),
+            "{presented:?} is of the key's length"
+        );
+        assert_eq!(
+            ring.verify(presented).unwrap_err(),
+            VerifyError::Malformed(*reason),
+            "{presented:?}"
+        );
+    }
+    assert_eq!(
+        ring.store().reads(),
+        before,
+        "a malformed key reached the store"
+    );
 }
 
 /// Whether a type implements a trait, decided at compile time: an inherent
