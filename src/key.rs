@@ -549,10 +549,14 @@ impl Key {
         self.expiry
     }
 
-    /// The fixed deadline of the key's own policy (capped by the ring's
-    /// maximum lifetime). `None` for a key without one, or governed by the
-    /// ring's default, whose deadline [`KeyRing::expires_at`](crate::KeyRing::expires_at)
-    /// resolves.
+    /// The fixed deadline of the key's own policy, as stored: capped by
+    /// the ring's maximum lifetime in force when the key was issued, the
+    /// predecessor's for a rotation's successor. `None` for a key without
+    /// one, or governed by the ring's default. The ring also caps it by
+    /// its maximum lifetime as it stands, and adds the ring's default, a
+    /// rotation's grace and an idle timeout:
+    /// [`KeyRing::expires_at`](crate::KeyRing::expires_at) gives when the
+    /// key actually stops working.
     pub fn own_deadline(&self) -> Option<OffsetDateTime> {
         optional(self.expires_at)
     }
