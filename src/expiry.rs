@@ -62,6 +62,8 @@ pub enum ExpiryPolicy {
     /// exchange for an access token counts as one once the key passed its
     /// checks, even when the exchange is then refused for a reason of the
     /// key's (see [`KeyRing::exchange_with`](crate::KeyRing::exchange_with)).
+    /// A use is kept to the second (rounded down), so the period can end up
+    /// to a second early, never late.
     Idle(Duration),
 }
 
