@@ -2713,6 +2713,12 @@ impl<S: KeyStore> Acting<'_, S> {
         let old_key = old.current_key();
         let mut successor = old_key.clone();
         successor.epoch = ring.shared.epoch.load(Ordering::Acquire);
+        // The epoch is read again here, after `live_entry` judged the key
+        // by it: a revoke-all reloaded in between revoked the key, and its
+        // successor would carry the new epoch and verify.
+        if old.key.epoch < successor.epoch {
+            return Err(Error::Revoked(id));
+        }
         successor.created_at = nanos(now);
         successor.grace_until = NEVER;
         // A disabled key's successor is disabled too (revoked keys are not
@@ -3348,6 +3354,50 @@ mod tests {
         let text = serde_json::to_string(&keys[0].current_key()).unwrap();
         serde_json::from_str::<Key>(&text).expect("the record reads back");
         assert_eq!(a.state(id), Some(KeyState::Expired));
+    }
+
+    /// Another ring's revoke-all, reloaded while `rotate` works on a key it
+    /// found live: the key is revoked now, and its successor must not be
+    /// stamped with the new epoch (it would verify: a revoked key living on
+    /// through its successor). The rotation is refused as revoked, and
+    /// nothing is written.
+    #[test]
+    fn a_revoke_all_reloaded_during_rotate_refuses_the_rotation() {
+        use crate::{ManualClock, MemoryStore, NewKey};
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let store = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new(t0);
+        let ring = || {
+            KeyRing::builder("acme")
+                .clock(clock.clone())
+                .flush_interval(None)
+                .build(Arc::clone(&store))
+                .unwrap()
+        };
+        let (a, b) = (ring(), ring());
+        let id = a.issue(NewKey::new("acct_42")).unwrap().key.id;
+        clock.advance(Duration::seconds(2));
+        BETWEEN_ROTATE_READS.with(|h| {
+            *h.borrow_mut() = Some(Box::new(move || b.revoke_all().unwrap()));
+        });
+        let rotated = a.rotate(id, Duration::hours(1));
+        if let Ok(issued) = &rotated {
+            assert_eq!(
+                a.verify(issued.secret.expose()).map(|v| v.id()),
+                Err(VerifyError::Revoked),
+                "the successor of a key a revoke-all revoked verifies"
+            );
+        }
+        assert!(
+            matches!(rotated, Err(Error::Revoked(e)) if e == id),
+            "{:?}",
+            rotated.map(|i| i.key.id)
+        );
+        assert_eq!(
+            store.list(None).unwrap().len(),
+            1,
+            "no successor was written"
+        );
     }
 
     /// A negative period read from a store (no call can set one) must not
