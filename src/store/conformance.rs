@@ -18,6 +18,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use time::macros::datetime;
 
@@ -750,7 +751,14 @@ pub fn check_records_are_lent_in_place<S: KeyStore>(store: &S) {
 /// store can still pass by chance, so a pass is evidence, not proof; a
 /// failure is a broken rule.
 pub fn check_snapshot_holds_batches_whole<S: KeyStore>(store: &S) {
+    // At least this many batches, and on until this many were under way
+    // while a snapshot was taken (or the cap is reached): on a busy
+    // machine the two threads take turns more than they run side by side,
+    // and a writer done with a fixed count in one turn left the reader
+    // little to catch (a store read part by part passed a run in four).
     const BATCHES: u64 = 1000;
+    const CONTESTED: u64 = 100;
+    const MOST_BATCHES: u64 = 10_000;
     // Odd, so a bijection of the ids; it spreads consecutive `n` over
     // every bit of the id.
     let id = |n: u64| n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -758,22 +766,52 @@ pub fn check_snapshot_holds_batches_whole<S: KeyStore>(store: &S) {
         .insert(sample_key(id(1), "alice", "1"))
         .expect("insert");
     assert_eq!(ids(store.snapshot().expect("snapshot")), [id(1)]);
-    let done = std::sync::atomic::AtomicBool::new(false);
+    let done = AtomicBool::new(false);
+    // Batches begun and landed, and how many were under way (begun before
+    // a snapshot ended, landed after it began) while one was taken.
+    let (begun, landed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let contested = AtomicU64::new(0);
+    // Sets its flag when dropped, a failed assertion's unwinding included:
+    // a reader that stops stops the writer (rather than let it go on to
+    // the cap), and a writer that stops ends the reader's loop.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    let stopped = AtomicBool::new(false);
     std::thread::scope(|scope| {
         scope.spawn(|| {
-            for n in 1..=BATCHES {
-                store
-                    .apply(vec![
-                        Change::Insert(sample_key(id(n + 1), "alice", &format!("{}", n + 1))),
-                        Change::Replace(sample_key(id(n), "alice", &format!("{n} rotated"))),
-                    ])
-                    .expect("a batch");
+            let _done = Stop(&done);
+            let mut n = 0;
+            while !stopped.load(Ordering::Acquire)
+                && (n < BATCHES
+                    || (n < MOST_BATCHES && contested.load(Ordering::Acquire) < CONTESTED))
+            {
+                n += 1;
+                let batch = vec![
+                    Change::Insert(sample_key(id(n + 1), "alice", &format!("{}", n + 1))),
+                    Change::Replace(sample_key(id(n), "alice", &format!("{n} rotated"))),
+                ];
+                begun.store(n, Ordering::Release);
+                store.apply(batch).expect("a batch");
+                landed.store(n, Ordering::Release);
             }
-            done.store(true, std::sync::atomic::Ordering::Release);
         });
+        let _stop = Stop(&stopped);
+        let mut counted = 0;
         loop {
-            let finished = done.load(std::sync::atomic::Ordering::Acquire);
+            let finished = done.load(Ordering::Acquire);
+            let before = landed.load(Ordering::Acquire);
             let snapshot = store.snapshot().expect("snapshot");
+            // Each batch counted once: a writer paused within one batch
+            // while the reader takes many snapshots gives one chance.
+            let under_way = begun.load(Ordering::Acquire);
+            if under_way > before.max(counted) {
+                counted = under_way;
+                contested.fetch_add(1, Ordering::AcqRel);
+            }
             // Per `n`: whether record `n` is renamed.
             let named: BTreeMap<u64, bool> = snapshot
                 .iter()
@@ -798,7 +836,8 @@ pub fn check_snapshot_holds_batches_whole<S: KeyStore>(store: &S) {
                 );
             }
             if finished {
-                assert_eq!(named.len() as u64, BATCHES + 1, "snapshot misses records");
+                let written = landed.load(Ordering::Acquire);
+                assert_eq!(named.len() as u64, written + 1, "snapshot misses records");
                 break;
             }
         }
