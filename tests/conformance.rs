@@ -1,7 +1,7 @@
 //! The public `KeyStore` conformance suite, run on the shipped stores.
 
 use keyward::store::conformance;
-use keyward::{FileStore, MemoryStore};
+use keyward::{FileStore, KeyStore, MemoryStore};
 
 /// A `KeyStore` over a `MemoryStore`: reads go to it, and `apply` runs
 /// `$apply` with `$inner` the `MemoryStore` (a broken store, for the tests
@@ -41,6 +41,63 @@ macro_rules! store_over_memory {
             }
         }
     };
+}
+
+/// The reads a broken store over a `MemoryStore` changes (see [`Reads`]);
+/// each one it leaves alone is the `MemoryStore`'s own.
+trait ReadHooks: std::fmt::Debug + Default + Send + Sync {
+    fn inspect(
+        inner: &MemoryStore,
+        id: keyward::KeyId,
+        f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+    ) {
+        inner.inspect(id, f)
+    }
+    fn list(
+        inner: &MemoryStore,
+        owner: Option<&str>,
+    ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+        inner.list(owner)
+    }
+    fn snapshot(
+        inner: &MemoryStore,
+    ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+        inner.snapshot()
+    }
+}
+
+/// A `KeyStore` over a `MemoryStore` whose reads go through `R`'s hooks,
+/// and whose writes are the `MemoryStore`'s (a broken store, for the tests
+/// that show the suite refuses it).
+#[derive(Debug, Default)]
+struct Reads<R>(MemoryStore, std::marker::PhantomData<R>);
+
+impl<R: ReadHooks> keyward::KeyStore for Reads<R> {
+    fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+        self.0.lookup(id)
+    }
+    fn inspect(
+        &self,
+        id: keyward::KeyId,
+        f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+    ) {
+        R::inspect(&self.0, id, f)
+    }
+    fn list(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+        R::list(&self.0, owner)
+    }
+    fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+        R::snapshot(&self.0)
+    }
+    fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+        self.0.load_settings()
+    }
+    fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+        self.0.apply(changes)
+    }
 }
 
 #[test]
@@ -155,49 +212,69 @@ fn the_suite_catches_a_store_whose_settings_if_is_not_atomic() {
     );
 }
 
+/// A store that keeps its settings apart from its records (a
+/// `MemoryStore`), and writes them as given: a `Change::SettingsIf`'s once
+/// its `expected` matches, and a `Change::Settings`' too, unless
+/// `written_over` (then as [`keyward::RingSettings::written_over`] the
+/// settings held, as it should).
+#[derive(Debug, Default)]
+struct Verbatim {
+    keys: MemoryStore,
+    settings: std::sync::Mutex<Option<keyward::RingSettings>>,
+    written_over: bool,
+}
+
+impl keyward::KeyStore for Verbatim {
+    fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+        self.keys.lookup(id)
+    }
+    fn list(
+        &self,
+        owner: Option<&str>,
+    ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+        self.keys.list(owner)
+    }
+    fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+        self.keys.snapshot()
+    }
+    fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+        Ok(self.settings.lock().unwrap().clone())
+    }
+    fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+        let mut held = self.settings.lock().unwrap();
+        let (mut next, mut touched, mut keys) = (held.clone(), false, Vec::new());
+        for change in changes {
+            match change {
+                keyward::Change::Settings(s) if self.written_over => {
+                    next = Some(s.written_over(next.as_ref()));
+                    touched = true;
+                }
+                keyward::Change::Settings(s) => {
+                    next = Some(s);
+                    touched = true;
+                }
+                keyward::Change::SettingsIf { expected, next: s } => {
+                    if touched || expected != *held {
+                        return Err(keyward::StoreError::SettingsConflict);
+                    }
+                    next = Some(s);
+                    touched = true;
+                }
+                other => keys.push(other),
+            }
+        }
+        if !keys.is_empty() {
+            self.keys.apply(keys)?;
+        }
+        *held = next;
+        Ok(())
+    }
+}
+
 /// A store that writes settings as given, so that a stale copy moves the
 /// revoke-all epoch back (and undoes a `revoke_all`): the suite refuses it.
 #[test]
 fn the_suite_catches_a_store_whose_epoch_moves_back() {
-    #[derive(Debug, Default)]
-    struct Verbatim {
-        keys: MemoryStore,
-        settings: std::sync::Mutex<Option<keyward::RingSettings>>,
-    }
-    impl keyward::KeyStore for Verbatim {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.keys.lookup(id)
-        }
-        fn list(
-            &self,
-            owner: Option<&str>,
-        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.keys.list(owner)
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            Ok(self.settings.lock().unwrap().clone())
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            let mut last = None;
-            let keys: Vec<_> = changes
-                .into_iter()
-                .filter_map(|c| match c {
-                    keyward::Change::Settings(s) => {
-                        last = Some(s);
-                        None
-                    }
-                    other => Some(other),
-                })
-                .collect();
-            if !keys.is_empty() {
-                self.keys.apply(keys)?;
-            }
-            if let Some(s) = last {
-                *self.settings.lock().unwrap() = Some(s);
-            }
-            Ok(())
-        }
-    }
     let outcome = std::panic::catch_unwind(|| conformance::check_settings(&Verbatim::default()));
     assert!(
         outcome.is_err(),
@@ -367,39 +444,20 @@ fn the_suite_catches_a_store_that_takes_an_id_twice_in_one_batch() {
 #[test]
 fn the_suite_catches_a_store_that_lends_inspect_a_copy() {
     #[derive(Debug, Default)]
-    struct Copying(MemoryStore);
-    impl keyward::KeyStore for Copying {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
+    struct Copying;
+    impl ReadHooks for Copying {
         fn inspect(
-            &self,
+            inner: &MemoryStore,
             id: keyward::KeyId,
             f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
         ) {
-            let copy = self
-                .0
+            let copy = inner
                 .lookup(id)
                 .map(|e| std::sync::Arc::new(keyward::StoredKey::clone(&e)));
             f(copy.as_ref())
         }
-        fn list(
-            &self,
-            owner: Option<&str>,
-        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.list(owner)
-        }
-        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.snapshot()
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            self.0.apply(changes)
-        }
     }
-    let message = rejection(Copying::default);
+    let message = rejection(Reads::<Copying>::default);
     assert!(message.contains("counted on the record"), "{message}");
 }
 
@@ -411,40 +469,20 @@ fn the_suite_catches_a_store_that_lends_inspect_a_copy() {
 #[test]
 fn the_suite_catches_a_store_whose_list_gives_copies() {
     #[derive(Debug, Default)]
-    struct Copying(MemoryStore);
-    impl keyward::KeyStore for Copying {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
-        fn inspect(
-            &self,
-            id: keyward::KeyId,
-            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
-        ) {
-            self.0.inspect(id, f)
-        }
+    struct Copying;
+    impl ReadHooks for Copying {
         fn list(
-            &self,
+            inner: &MemoryStore,
             owner: Option<&str>,
         ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            Ok(self
-                .0
+            Ok(inner
                 .list(owner)?
                 .into_iter()
                 .map(|e| std::sync::Arc::new(keyward::StoredKey::clone(&e)))
                 .collect())
         }
-        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.snapshot()
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            self.0.apply(changes)
-        }
     }
-    let message = rejection(Copying::default);
+    let message = rejection(Reads::<Copying>::default);
     assert!(message.contains("is lost: list gives another"), "{message}");
 }
 
@@ -457,28 +495,18 @@ fn the_suite_catches_a_store_whose_list_gives_copies() {
 #[test]
 fn the_suite_catches_a_store_whose_snapshot_is_read_part_by_part() {
     #[derive(Debug, Default)]
-    struct ListedSnapshot(MemoryStore);
-    impl keyward::KeyStore for ListedSnapshot {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
-        fn list(
-            &self,
-            owner: Option<&str>,
+    struct ListedSnapshot;
+    impl ReadHooks for ListedSnapshot {
+        fn snapshot(
+            inner: &MemoryStore,
         ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.list(owner)
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            self.0.apply(changes)
+            inner.list(None)
         }
     }
     let caught = (0..10)
         .filter(|_| {
             std::panic::catch_unwind(|| {
-                conformance::check_snapshot_holds_batches_whole(&ListedSnapshot::default())
+                conformance::check_snapshot_holds_batches_whole(&Reads::<ListedSnapshot>::default())
             })
             .is_err()
         })
@@ -580,39 +608,20 @@ fn the_suite_catches_a_durable_store_that_keeps_compare_and_swaps_in_memory() {
 #[test]
 fn the_suite_catches_a_store_that_lists_one_page_of_an_owner() {
     #[derive(Debug, Default)]
-    struct OnePage(MemoryStore);
-    impl keyward::KeyStore for OnePage {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.0.lookup(id)
-        }
-        fn inspect(
-            &self,
-            id: keyward::KeyId,
-            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
-        ) {
-            self.0.inspect(id, f)
-        }
+    struct OnePage;
+    impl ReadHooks for OnePage {
         fn list(
-            &self,
+            inner: &MemoryStore,
             owner: Option<&str>,
         ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            let mut listed = self.0.list(owner)?;
+            let mut listed = inner.list(owner)?;
             if owner.is_some() {
                 listed.truncate(100);
             }
             Ok(listed)
         }
-        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.0.snapshot()
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            self.0.load_settings()
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            self.0.apply(changes)
-        }
     }
-    let message = rejection(OnePage::default);
+    let message = rejection(Reads::<OnePage>::default);
     assert!(
         message.contains("list by owner misses records"),
         "{message}"
@@ -625,54 +634,10 @@ fn the_suite_catches_a_store_that_lists_one_page_of_an_owner() {
 /// suite refuses it.
 #[test]
 fn the_suite_catches_a_store_whose_settings_if_moves_the_epoch_back() {
-    #[derive(Debug, Default)]
-    struct Verbatim {
-        keys: MemoryStore,
-        settings: std::sync::Mutex<Option<keyward::RingSettings>>,
-    }
-    impl keyward::KeyStore for Verbatim {
-        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
-            self.keys.lookup(id)
-        }
-        fn list(
-            &self,
-            owner: Option<&str>,
-        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.keys.list(owner)
-        }
-        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
-            self.keys.snapshot()
-        }
-        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
-            Ok(self.settings.lock().unwrap().clone())
-        }
-        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
-            let mut held = self.settings.lock().unwrap();
-            let (mut next, mut touched, mut keys) = (held.clone(), false, Vec::new());
-            for change in changes {
-                match change {
-                    keyward::Change::Settings(s) => {
-                        next = Some(s.written_over(next.as_ref()));
-                        touched = true;
-                    }
-                    keyward::Change::SettingsIf { expected, next: s } => {
-                        if touched || expected != *held {
-                            return Err(keyward::StoreError::SettingsConflict);
-                        }
-                        next = Some(s);
-                        touched = true;
-                    }
-                    other => keys.push(other),
-                }
-            }
-            if !keys.is_empty() {
-                self.keys.apply(keys)?;
-            }
-            *held = next;
-            Ok(())
-        }
-    }
-    let message = rejection(Verbatim::default);
+    let message = rejection(|| Verbatim {
+        written_over: true,
+        ..Verbatim::default()
+    });
     assert!(
         message.contains("SettingsIf with a lower epoch"),
         "{message}"

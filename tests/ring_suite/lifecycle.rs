@@ -4312,13 +4312,15 @@ fn interleaved_rings() -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
     interleaved_rings_on(&ManualClock::new(T0))
 }
 
-/// [`interleaved_rings`], both rings on `clock`.
+/// [`interleaved_rings`], both rings on `clock` (and signing access
+/// tokens with the same key).
 fn interleaved_rings_on(clock: &ManualClock) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
     let shared = Arc::new(fresh_store());
     let interleaved = interleaved_over(&shared);
     let build = |store| {
         KeyRing::builder(PREFIX)
             .clock(clock.clone())
+            .signing_key(1, [7; 32])
             .flush_interval(None)
             .build(store)
             .unwrap()
@@ -4672,7 +4674,7 @@ fn a_revocation_is_redone_through_a_long_run_of_conflicts() {
 fn revoke_leaked_passes_over_a_key_regenerated_while_it_runs() {
     let clock = ManualClock::new(T0);
     for token in [false, true] {
-        let (a, b, interleaved) = interleaved_signing_rings(&clock);
+        let (a, b, interleaved) = interleaved_rings_on(&clock);
         let issued = a.issue(NewKey::new("o")).unwrap();
         let id = issued.key.id();
         let leaked = if token {
@@ -5880,26 +5882,6 @@ fn revoke_owner_revokes_the_successor_of_a_key_rotated_while_it_lists() {
     }
 }
 
-/// Ring A on a store and ring B on it through [`Interleaved`], both on
-/// `clock` and signing access tokens with the same key.
-fn interleaved_signing_rings(
-    clock: &ManualClock,
-) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
-    let shared = Arc::new(fresh_store());
-    let interleaved = interleaved_over(&shared);
-    let build = |store| {
-        KeyRing::builder(PREFIX)
-            .clock(clock.clone())
-            .signing_key(1, [7; 32])
-            .flush_interval(None)
-            .build(store)
-            .unwrap()
-    };
-    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
-    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
-    (a, b, interleaved)
-}
-
 /// Ring B's `regenerate` read the clock and the record, and its write took
 /// long enough to cross into the next second (a slow fsync); meanwhile an
 /// exchange of the old secret (on another ring, or another thread of B)
@@ -5910,7 +5892,7 @@ fn interleaved_signing_rings(
 #[test]
 fn a_token_of_the_old_secret_minted_while_a_regeneration_lands_fails_the_strict_checks() {
     let clock = ManualClock::new(T0);
-    let (a, b, interleaved) = interleaved_signing_rings(&clock);
+    let (a, b, interleaved) = interleaved_rings_on(&clock);
     let key = a.issue(NewKey::new("o")).unwrap();
     let id = key.key.id();
     let old = key.secret.expose().to_owned();
@@ -5949,7 +5931,7 @@ fn a_token_of_the_old_secret_minted_while_a_regeneration_lands_fails_the_strict_
 #[test]
 fn a_token_minted_while_a_revoke_all_lands_is_refused_by_the_plain_check() {
     let clock = ManualClock::new(T0);
-    let (a, b, interleaved) = interleaved_signing_rings(&clock);
+    let (a, b, interleaved) = interleaved_rings_on(&clock);
     let key = a.issue(NewKey::new("o")).unwrap();
     let secret = key.secret.expose().to_owned();
     let minted = Arc::new(std::sync::Mutex::new(None::<String>));
