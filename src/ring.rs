@@ -1482,7 +1482,9 @@ impl<S: KeyStore> KeyRing<S> {
     ///
     /// After a storage error ([`Error::Storage`]) the store may hold the
     /// new secret, which was never returned, and the old one then fails:
-    /// regenerate again once the store works. To recover a rotation whose
+    /// regenerate again once the store works. (When the new secret's write
+    /// landed and only the second write failed, the regeneration is
+    /// reported, [`EventKind::Regenerated`].) To recover a rotation whose
     /// secret was lost, regenerate the successor (see
     /// [`rotate`](Self::rotate)).
     pub fn regenerate(&self, id: KeyId) -> Result<Issued, Error> {
@@ -1550,7 +1552,10 @@ impl<S: KeyStore> KeyRing<S> {
     /// (a `u64`, raised by one each time) is already at its maximum, which
     /// only edited settings reach. After a storage error the revoke-all may
     /// have landed all the same ([`settings`](Self::settings) tells, once
-    /// [`refresh`](Self::refresh)ed); calling it again revokes again.
+    /// [`refresh`](Self::refresh)ed; when the second write failed, the
+    /// first had landed, and its [`EventKind::AllRevoked`] is reported);
+    /// calling it again revokes again, and marks the tokens of this second
+    /// too.
     pub fn revoke_all(&self) -> Result<(), Error> {
         self.anonymous().revoke_all()
     }
@@ -2784,12 +2789,19 @@ impl<S: KeyStore> Acting<'_, S> {
         // in a second write, before the new secret is handed out (so no
         // token of the new secret can be dated before it).
         let landed = nanos(ring.clock.now());
-        if whole_second(landed) > cut
-            && let Some(key) = redo_on_conflict(|| ring.raise_cut(id, &hash, landed))?
-        {
-            issued.key = key;
+        let raised = if whole_second(landed) > cut {
+            redo_on_conflict(|| ring.raise_cut(id, &hash, landed))
+        } else {
+            Ok(None)
+        };
+        // The new secret is in the store whether the raise landed or not:
+        // reported either way (a failed raise returns its error, and the
+        // caller regenerates again, as after any storage error).
+        if let Ok(Some(key)) = &raised {
+            issued.key = key.clone();
         }
         self.event(EventKind::Regenerated, &issued.key, ring.clock.now());
+        raised?;
         Ok(issued)
     }
 
@@ -3099,21 +3111,25 @@ impl<S: KeyStore> Acting<'_, S> {
         // precedes the landing, so one taken now covers them: the instant
         // is raised to it, in a second write (the epoch stays).
         let landed = ring.stamp();
-        if whole_second(nanos(landed)) > marked {
+        let raised = if whole_second(nanos(landed)) > marked {
             ring.shared.change_settings(|next| {
                 if next.revoked_all_at.is_some_and(|at| at >= landed) {
                     return Ok(false);
                 }
                 next.revoked_all_at = Some(landed);
                 Ok(true)
-            })?;
-        }
+            })
+        } else {
+            Ok(())
+        };
         // Another ring may have written newer settings meanwhile. Only a
         // look: the revoke-all has landed, so a failed read must not report
         // it as failed (the background reload retries).
         let _ = ring.shared.refresh();
+        // The new epoch is in the store whether the raise landed or not:
+        // reported either way, and a failed raise returns its error.
         ring.emit(|| Event::new(EventKind::AllRevoked { epoch }, now).actor(self.actor));
-        Ok(())
+        raised
     }
 
     /// See [`KeyRing::revoke_leaked`].

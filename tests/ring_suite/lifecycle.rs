@@ -5961,3 +5961,102 @@ fn a_token_minted_while_a_revoke_all_lands_is_refused_by_the_plain_check() {
     }
     assert_eq!(check(&a, &key), Err(VerifyError::Revoked));
 }
+
+/// A store whose armed write lands and takes a second (the clock moves on
+/// while it is written), after which every write fails (a disk that has
+/// just filled up).
+#[derive(Debug)]
+struct LandsSlowlyThenFails {
+    inner: TestStore,
+    clock: ManualClock,
+    armed: std::sync::atomic::AtomicBool,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl KeyStore for LandsSlowlyThenFails {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: "keys".into(),
+                source: std::io::Error::other("disk full"),
+            });
+        }
+        self.inner.apply(changes)?;
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.clock.advance(Duration::seconds(1));
+            self.failing.store(true, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+}
+
+/// `regenerate` and `revoke_all` whose first write lands across a second
+/// boundary, and whose second write (the cut of the tokens raised to the
+/// landing) then fails: the call returns the storage error, but the first
+/// write is in the store, the old secret (or every key) is refused, and
+/// the audit trail says so (`Regenerated`, `AllRevoked`). It said nothing:
+/// the event was sent only after the second write.
+#[test]
+fn a_regeneration_or_revoke_all_that_landed_is_reported_when_its_second_write_fails() {
+    for revoke_all in [false, true] {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(LandsSlowlyThenFails {
+            inner: fresh_store(),
+            clock: clock.clone(),
+            armed: false.into(),
+            failing: false.into(),
+        });
+        let log = Arc::new(EventLog::new());
+        let ring = KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .signing_key(1, [7; 32])
+            .events(Arc::clone(&log))
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap();
+        let key = ring.issue(NewKey::new("o")).unwrap();
+        let before = log.events().len();
+        store.armed.store(true, Ordering::SeqCst);
+        let outcome = if revoke_all {
+            ring.revoke_all()
+        } else {
+            ring.regenerate(key.key.id()).map(|_| ())
+        };
+        assert!(
+            matches!(outcome, Err(Error::Storage(StoreError::Io { .. }))),
+            "revoke_all {revoke_all}: {outcome:?}"
+        );
+        assert!(
+            store.failing.load(Ordering::SeqCst),
+            "revoke_all {revoke_all}: the first write did not land"
+        );
+        let reported: Vec<EventKind> = log.events()[before..]
+            .iter()
+            .map(|e| e.kind.clone())
+            .collect();
+        let expected = if revoke_all {
+            EventKind::AllRevoked { epoch: 1 }
+        } else {
+            EventKind::Regenerated
+        };
+        assert_eq!(reported, [expected], "revoke_all {revoke_all}");
+        assert_eq!(
+            check(&ring, &key),
+            Err(if revoke_all {
+                VerifyError::Revoked
+            } else {
+                VerifyError::Invalid
+            }),
+            "revoke_all {revoke_all}: the first write is in force"
+        );
+    }
+}
