@@ -307,6 +307,11 @@ impl RingSettings {
         if current.epoch > self.epoch {
             self.epoch = current.epoch;
             self.revoked_all_at = current.revoked_all_at;
+        } else if current.epoch == self.epoch {
+            // A revoke-all raises its instant within its epoch when its
+            // write crossed a second (see `KeyRing::revoke_all`): a stale
+            // copy of that epoch must not lower it again.
+            self.revoked_all_at = self.revoked_all_at.max(current.revoked_all_at);
         }
         let missing: Vec<Superseded> = current
             .superseded
@@ -856,6 +861,32 @@ mod tests {
         // Written again over itself, nothing doubles.
         assert_eq!(kept.clone().written_over(Some(&kept)), kept);
         assert_eq!(base.clone().written_over(None), base);
+    }
+
+    /// The revoke-all instant never moves back, also within one epoch: a
+    /// `revoke_all` raises it in a second write when its first crossed a
+    /// second, and a copy of the settings taken between the two (a stale
+    /// ring's, an export's) written over them keeps the later instant, and
+    /// so keeps refusing the tokens minted in that second.
+    #[test]
+    fn a_write_over_settings_keeps_the_later_revoke_all_instant_of_an_epoch() {
+        let mut raised = settings(ExpiryPolicy::Never);
+        raised.epoch = 4;
+        raised.revoked_all_at = Some(datetime!(2026-03-01 0:00:01 UTC));
+        let stale = RingSettings {
+            revoked_all_at: Some(datetime!(2026-03-01 0:00 UTC)),
+            ..raised.clone()
+        };
+        assert_eq!(stale.clone().written_over(Some(&raised)), raised);
+        // The later instant of the same epoch is taken over the held one.
+        assert_eq!(raised.clone().written_over(Some(&stale)), raised);
+        // A higher epoch brings its own instant, earlier or not.
+        let next = RingSettings {
+            epoch: 5,
+            ..stale.clone()
+        };
+        assert_eq!(next.clone().written_over(Some(&raised)), next);
+        assert_eq!(raised.clone().written_over(Some(&next)), next);
     }
 
     #[test]
