@@ -53,16 +53,23 @@ fn a_second_open_in_this_process_is_locked_out() {
         format!("store {} is locked by another open store", path.display())
     );
     drop(first);
-    // Another test in this binary may be between fork and exec right now:
-    // its child then shares our lock descriptor for a moment. Wait that out.
+    if let Err(e) = open_waiting_out_forks(&path) {
+        panic!("the lock is not released with the store: {e}");
+    }
+}
+
+/// `FileStore::open`, retried for up to 2 s while it finds the store
+/// locked: another test in this binary may be between fork and exec, its
+/// child sharing a lock descriptor of ours for a moment. The first other
+/// answer, or `Locked` once the time is up.
+fn open_waiting_out_forks(path: &std::path::Path) -> Result<FileStore, StoreError> {
     let give_up = Instant::now() + Duration::from_secs(2);
     loop {
-        match FileStore::open(&path) {
-            Ok(_) => break,
+        match FileStore::open(path) {
             Err(StoreError::Locked(_)) if Instant::now() < give_up => {
                 std::thread::sleep(Duration::from_millis(5))
             }
-            Err(e) => panic!("the lock is not released with the store: {e}"),
+            other => return other,
         }
     }
 }
@@ -1257,23 +1264,15 @@ fn a_failed_open_leaves_the_store_unlocked() {
     damaged[0] ^= 0xFF;
     std::fs::write(&path, &damaged).unwrap();
     for _ in 0..2 {
-        match FileStore::open(&path) {
+        match open_waiting_out_forks(&path) {
             Err(StoreError::Corrupt { offset: 0, .. }) => {}
             other => panic!("expected Corrupt, got {other:?}"),
         }
     }
     std::fs::write(&path, &whole).unwrap();
-    // Another test in this binary may be between fork and exec right now,
-    // holding a copy of a lock descriptor for a moment: wait that out.
-    let give_up = Instant::now() + Duration::from_secs(2);
-    let store = loop {
-        match FileStore::open(&path) {
-            Ok(store) => break store,
-            Err(StoreError::Locked(_)) if Instant::now() < give_up => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("a failed open kept the lock: {e}"),
-        }
+    let store = match open_waiting_out_forks(&path) {
+        Ok(store) => store,
+        Err(e) => panic!("a failed open kept the lock: {e}"),
     };
     assert_eq!(store.len(), 2);
 }
