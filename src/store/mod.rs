@@ -286,9 +286,11 @@ impl Superseded {
 impl RingSettings {
     /// What a store keeps when these settings are written over `current`
     /// (the settings it holds, if any): these, except that nothing a ring
-    /// with a stale copy could undo is lost. The revoke-all epoch (and its
-    /// instant) never move backwards, so a stale copy cannot undo another
-    /// ring's `revoke_all`; and the defaults kept because keys had expired
+    /// with a stale copy could undo is lost. The revoke-all epoch never
+    /// moves backwards, nor its instant within one epoch (a higher epoch
+    /// brings its own instant, which a ring's `revoke_all` makes no earlier
+    /// than the held one), so a stale copy cannot undo another ring's
+    /// `revoke_all`; and the defaults kept because keys had expired
     /// under them are kept from both, so a stale copy cannot bring those
     /// keys back; settings without the ring's prefix and check (written by
     /// an older keyward) keep the stored ones. A [`KeyStore`] calls it
