@@ -1082,14 +1082,7 @@ fn invoices_key<S: KeyStore>(ring: &KeyRing<S>) -> Issued {
 #[test]
 fn an_oversize_token_is_refused_as_too_long() {
     let clock = ManualClock::new(T0);
-    let log = Arc::new(EventLog::new());
-    let ring = KeyRing::builder("acme")
-        .clock(clock.clone())
-        .signing_key(1, SIGNING)
-        .events(Arc::clone(&log))
-        .flush_interval(None)
-        .build(MemoryStore::new())
-        .expect("ring builds");
+    let (ring, log) = logged_ring("acme", &clock);
     let issued = invoices_key(&ring);
     let token = ring
         .exchange(issued.secret.expose(), Duration::minutes(5))

@@ -5962,15 +5962,14 @@ fn a_token_minted_while_a_revoke_all_lands_is_refused_by_the_plain_check() {
     assert_eq!(check(&a, &key), Err(VerifyError::Revoked));
 }
 
-/// A store whose armed write lands and takes a second (the clock moves on
-/// while it is written), after which every write fails (a disk that has
-/// just filled up).
+/// A [`WriteLog`] whose armed write lands and takes a second (the clock
+/// moves on while it is written), after which every write fails (a disk
+/// that has just filled up).
 #[derive(Debug)]
 struct LandsSlowlyThenFails {
-    inner: TestStore,
+    inner: WriteLog,
     clock: ManualClock,
     armed: std::sync::atomic::AtomicBool,
-    failing: std::sync::atomic::AtomicBool,
 }
 
 impl KeyStore for LandsSlowlyThenFails {
@@ -5984,16 +5983,10 @@ impl KeyStore for LandsSlowlyThenFails {
         self.inner.load_settings()
     }
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        if self.failing.load(Ordering::SeqCst) {
-            return Err(StoreError::Io {
-                path: "keys".into(),
-                source: std::io::Error::other("disk full"),
-            });
-        }
         self.inner.apply(changes)?;
         if self.armed.swap(false, Ordering::SeqCst) {
             self.clock.advance(Duration::seconds(1));
-            self.failing.store(true, Ordering::SeqCst);
+            self.inner.fail(true);
         }
         Ok(())
     }
@@ -6010,10 +6003,9 @@ fn a_regeneration_or_revoke_all_that_landed_is_reported_when_its_second_write_fa
     for revoke_all in [false, true] {
         let clock = ManualClock::new(T0);
         let store = Arc::new(LandsSlowlyThenFails {
-            inner: fresh_store(),
+            inner: WriteLog::new(),
             clock: clock.clone(),
             armed: false.into(),
-            failing: false.into(),
         });
         let log = Arc::new(EventLog::new());
         let ring = KeyRing::builder(PREFIX)
@@ -6036,7 +6028,7 @@ fn a_regeneration_or_revoke_all_that_landed_is_reported_when_its_second_write_fa
             "revoke_all {revoke_all}: {outcome:?}"
         );
         assert!(
-            store.failing.load(Ordering::SeqCst),
+            !store.armed.load(Ordering::SeqCst),
             "revoke_all {revoke_all}: the first write did not land"
         );
         let reported: Vec<EventKind> = log.events()[before..]
