@@ -18,6 +18,22 @@ use keyward::*;
 
 use crate::stores::{TestStore, fresh_store};
 
+/// The reads of a test store that wraps another in `inner` and changes
+/// only its writes: `lookup`, `list` and `load_settings`, passed through.
+macro_rules! inner_reads {
+    () => {
+        fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+            self.inner.lookup(id)
+        }
+        fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+            self.inner.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+            self.inner.load_settings()
+        }
+    };
+}
+
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
@@ -1380,15 +1396,7 @@ impl CountingStore {
 }
 
 impl KeyStore for CountingStore {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
+    inner_reads!();
     /// Counts every change of every batch by kind.
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         for change in &changes {
@@ -1959,15 +1967,7 @@ impl WriteLog {
 }
 
 impl KeyStore for WriteLog {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
+    inner_reads!();
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         if self.failing.load(Ordering::SeqCst) {
             return Err(StoreError::Io {
@@ -3749,15 +3749,7 @@ struct GatedFlush {
 }
 
 impl KeyStore for GatedFlush {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
+    inner_reads!();
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.inner.apply(changes)
     }
@@ -4540,15 +4532,7 @@ impl Raced {
 }
 
 impl KeyStore for Raced {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
+    inner_reads!();
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         for change in &changes {
             if let Change::ReplaceIf { next, .. } = change
@@ -5973,15 +5957,7 @@ struct LandsSlowlyThenFails {
 }
 
 impl KeyStore for LandsSlowlyThenFails {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
+    inner_reads!();
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
         self.inner.apply(changes)?;
         if self.armed.swap(false, Ordering::SeqCst) {
