@@ -216,12 +216,32 @@ fn the_suite_catches_a_store_whose_settings_if_is_not_atomic() {
 /// `MemoryStore`), and writes them as given: a `Change::SettingsIf`'s once
 /// its `expected` matches, and a `Change::Settings`' too, unless
 /// `written_over` (then as [`keyward::RingSettings::written_over`] the
-/// settings held, as it should).
+/// settings held, as it should), or `by_epoch_alone` (then every settings
+/// write as [`by_epoch_alone`] merges it).
 #[derive(Debug, Default)]
 struct Verbatim {
     keys: MemoryStore,
     settings: std::sync::Mutex<Option<keyward::RingSettings>>,
     written_over: bool,
+    by_epoch_alone: bool,
+}
+
+/// `new` written over `held` as a store that compares the revoke-all
+/// epochs alone keeps it (as `written_over` did before it compared the
+/// instants of one epoch): the stored epoch and instant over a lower
+/// epoch, and otherwise the new ones, though the new instant of the same
+/// epoch is earlier.
+fn by_epoch_alone(
+    new: keyward::RingSettings,
+    held: Option<&keyward::RingSettings>,
+) -> keyward::RingSettings {
+    let kept = new.clone().written_over(held);
+    if held.is_none_or(|held| held.epoch() != new.epoch()) {
+        return kept;
+    }
+    let mut kept = serde_json::to_value(&kept).unwrap();
+    kept["revoked_all_at"] = serde_json::to_value(&new).unwrap()["revoked_all_at"].take();
+    serde_json::from_value(kept).unwrap()
 }
 
 impl keyward::KeyStore for Verbatim {
@@ -245,6 +265,10 @@ impl keyward::KeyStore for Verbatim {
         let (mut next, mut touched, mut keys) = (held.clone(), false, Vec::new());
         for change in changes {
             match change {
+                keyward::Change::Settings(s) if self.by_epoch_alone => {
+                    next = Some(by_epoch_alone(s, next.as_ref()));
+                    touched = true;
+                }
                 keyward::Change::Settings(s) if self.written_over => {
                     next = Some(s.written_over(next.as_ref()));
                     touched = true;
@@ -257,7 +281,11 @@ impl keyward::KeyStore for Verbatim {
                     if touched || expected != *held {
                         return Err(keyward::StoreError::SettingsConflict);
                     }
-                    next = Some(s);
+                    next = Some(if self.by_epoch_alone {
+                        by_epoch_alone(s, next.as_ref())
+                    } else {
+                        s
+                    });
                     touched = true;
                 }
                 other => keys.push(other),
@@ -640,6 +668,26 @@ fn the_suite_catches_a_store_whose_settings_if_moves_the_epoch_back() {
     });
     assert!(
         message.contains("SettingsIf with a lower epoch"),
+        "{message}"
+    );
+}
+
+/// A store that merges settings by the revoke-all epoch alone: over a
+/// lower epoch it keeps the stored epoch and instant, as it must, but a
+/// write of the same epoch puts back an earlier instant. A `revoke_all`
+/// whose write crossed a second raises its instant in a second write of
+/// the same epoch, and a stale copy taken between the two (another
+/// ring's, an export's) written over them lowered it again: the plain
+/// token check then took the tokens exchanged in that second, from keys
+/// the revoke-all ended, for their whole life. The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_lowers_the_revoke_all_instant_of_an_epoch() {
+    let message = rejection(|| Verbatim {
+        by_epoch_alone: true,
+        ..Verbatim::default()
+    });
+    assert!(
+        message.contains("moved the revoke-all instant of its epoch back"),
         "{message}"
     );
 }

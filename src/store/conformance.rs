@@ -411,8 +411,11 @@ pub fn check_batch_lands_whole<S: KeyStore>(store: &S) {
 /// Settings round-trip, the last write wins, except that the revoke-all
 /// epoch never moves back: a write with a lower epoch keeps the stored
 /// epoch and its `revoked_all_at` (a stale copy must not undo a
-/// `revoke_all`), and takes the rest; and the superseded defaults of the
-/// stored settings are kept (see [`RingSettings::written_over`]).
+/// `revoke_all`), and takes the rest; nor does the instant within one
+/// epoch: a write of the same epoch with an earlier `revoked_all_at`
+/// keeps the stored one (a `revoke_all` raises it in a second write);
+/// and the superseded defaults of the stored settings are kept (see
+/// [`RingSettings::written_over`]).
 pub fn check_settings<S: KeyStore>(store: &S) {
     store
         .save_settings(&sample_settings(1))
@@ -472,6 +475,29 @@ pub fn check_settings<S: KeyStore>(store: &S) {
         kept.as_ref().map(|s| (s.prefix.clone(), s.check.clone())),
         claimed.map(|s| (s.prefix, s.check)),
         "settings without a prefix and check dropped the stored ones"
+    );
+
+    // A `revoke_all` whose write crossed a second raises its instant in a
+    // second write of the same epoch; a stale copy of that epoch (another
+    // ring's, read between the two) must not lower it again, or the plain
+    // token check takes the tokens of that second.
+    let raised = datetime!(2026-05-01 0:00:01 UTC);
+    store
+        .save_settings(&settings_revoked(7, raised, 7))
+        .expect("save_settings");
+    store
+        .save_settings(&settings_revoked(7, raised - time::Duration::SECOND, 30))
+        .expect("save_settings");
+    let kept = store.load_settings().expect("load_settings");
+    assert_eq!(
+        kept.as_ref().map(|s| (s.epoch, s.revoked_all_at)),
+        Some((7, Some(raised))),
+        "a settings write moved the revoke-all instant of its epoch back"
+    );
+    assert_eq!(
+        kept.map(|s| s.default_expiry),
+        Some(ExpiryPolicy::days(30)),
+        "a settings write of the same epoch did not take the rest"
     );
 }
 

@@ -47,7 +47,8 @@
 //!   applies only over the settings its change was derived from. The
 //!   revoke-all epoch never moves backwards: a settings write carrying a
 //!   lower epoch than the stored one keeps the stored epoch (and its
-//!   instant), so a ring with stale settings cannot undo a `revoke_all`;
+//!   instant), nor does its instant within one epoch, so a ring with stale
+//!   settings cannot undo a `revoke_all`;
 //!   nor can it drop the replaced defaults kept so that keys expired under
 //!   them stay expired. A store keeps
 //!   [`new.written_over(current)`](RingSettings::written_over).
