@@ -182,6 +182,49 @@ fn successes_allocate_only_when_reported_to_the_sink() {
     }
 }
 
+/// SPEC "Performance": "no heap allocation on a successful `verify`", and
+/// the README's "`verify` inline": on a `FileStore` too, whose `verify`
+/// answers from its in-memory index (a plain key, a scoped check, a bound
+/// key with its request), as on a `MemoryStore`.
+#[test]
+fn successful_verify_on_a_file_store_does_not_allocate() {
+    use keyward::{CertFingerprint, FileStore, Network, RequestContext};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::builder("acme")
+        .default_expiry(ExpiryPolicy::days(30))
+        .flush_interval(None)
+        .build(FileStore::open(dir.path().join("keys.kw")).unwrap())
+        .unwrap();
+    let plain = ring
+        .issue(NewKey::new("o").scopes(ScopeSet::parse(["invoices:read"]).unwrap()))
+        .unwrap();
+    let der = b"client certificate";
+    let bound = ring
+        .issue(
+            NewKey::new("o")
+                .client_cert(CertFingerprint::of_der(der))
+                .allow_network("10.0.0.0/8".parse::<Network>().unwrap()),
+        )
+        .unwrap();
+    let need = Requirement::scope("invoices:read").unwrap();
+    let request = RequestContext::new()
+        .client_cert(CertFingerprint::of_der(der))
+        .peer_addr("10.1.2.3".parse().unwrap());
+    // Warm up.
+    ring.verify(plain.secret.expose()).unwrap();
+    ring.verify_with(bound.secret.expose(), request).unwrap();
+
+    let n = allocations_in(|| {
+        for _ in 0..10 {
+            ring.verify(plain.secret.expose()).unwrap();
+            ring.verify_with(plain.secret.expose(), &need).unwrap();
+            ring.verify_with(bound.secret.expose(), request).unwrap();
+        }
+    });
+    assert_eq!(n, 0, "{n} heap allocations in 30 successful verifies");
+}
+
 #[test]
 fn the_counter_sees_allocations() {
     // Proves the check above can fail: an allocation is counted.
