@@ -1276,3 +1276,53 @@ fn a_failed_open_leaves_the_store_unlocked() {
     };
     assert_eq!(store.len(), 2);
 }
+
+/// `FileStore::import` tells to build key rings on the store after
+/// importing, and says why: a ring that runs across the import reloads
+/// the imported settings (on `refresh`, or within a second by its
+/// background thread), but never moves its revoke-all epoch back. So after
+/// a `Replace` by an export taken before a `revoke_all`, that ring takes
+/// the export's default and refuses the imported keys as revoked, while a
+/// ring built after the import verifies them.
+#[test]
+fn a_ring_running_across_a_replace_import_reloads_its_settings_but_keeps_its_epoch() {
+    use keyward::store::ImportMode;
+    use keyward::time::macros::datetime;
+    use keyward::{ExpiryPolicy, ManualClock};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let clock = ManualClock::new(datetime!(2026-01-01 0:00 UTC));
+    let running = std::sync::Arc::new(FileStore::open(&path).unwrap());
+    let ring = KeyRing::builder("kill")
+        .pepper(PEPPER)
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::days(30))
+        .flush_interval(None)
+        .build(std::sync::Arc::clone(&running))
+        .unwrap();
+    let issued = ring.issue(NewKey::new("acct")).unwrap();
+    let mut before = Vec::new();
+    running.export(&mut before).unwrap();
+    ring.set_default_expiry(ExpiryPolicy::days(1)).unwrap();
+    clock.advance(Span::seconds(2));
+    ring.revoke_all().unwrap();
+
+    running.import(&before[..], ImportMode::Replace).unwrap();
+    ring.refresh().unwrap();
+    assert_eq!(ring.settings().default_expiry(), ExpiryPolicy::days(30));
+    assert_eq!(
+        ring.verify(issued.secret.expose()).unwrap_err(),
+        VerifyError::Revoked,
+        "the running ring moved its revoke-all epoch back"
+    );
+
+    drop(ring);
+    let rebuilt = KeyRing::builder("kill")
+        .pepper(PEPPER)
+        .clock(clock)
+        .flush_interval(None)
+        .build(running)
+        .unwrap();
+    assert!(rebuilt.verify(issued.secret.expose()).is_ok());
+}

@@ -585,7 +585,11 @@ impl FileStore {
     /// merging (see [`ImportMode`]). All or nothing: the input is read and
     /// checked whole, then the store is rewritten atomically as by a
     /// compaction. Build key rings on the store after importing: a running
-    /// ring keeps the settings it read at build.
+    /// ring reloads the imported settings (within a second, or on
+    /// [`KeyRing::refresh`](crate::KeyRing::refresh)), but never moves its
+    /// revoke-all epoch back, so after a `Replace` by an export of a lower
+    /// epoch it refuses the imported keys as revoked, and stamps the keys
+    /// it issues with its own epoch, above the store's.
     ///
     /// A line may hold at most 1 MiB (1,048,576 bytes, its line break not
     /// counted): nearly four times the longest line an export of keys
