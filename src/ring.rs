@@ -1830,18 +1830,19 @@ impl<S: KeyStore> KeyRing<S> {
     // lookup for a refused key's owner stays out of `verify_with`'s code.
     #[inline(never)]
     fn report(&self, presented: &str, outcome: &Result<Verified, VerifyError>) {
-        let now = self.clock.now();
+        // The clock is read only for an event that is sent: a success that
+        // is not reported must not pay for a precise reading.
         match outcome {
             Ok(v) if self.report_successes => {
                 self.emit(|| {
-                    Event::new(EventKind::Verified, now)
+                    Event::new(EventKind::Verified, self.clock.now())
                         .key(v.id())
                         .owner(v.owner())
                 });
             }
             Ok(_) => {}
             Err(e) => self.emit(|| {
-                let event = Event::new(EventKind::VerifyFailed(e.clone()), now);
+                let event = Event::new(EventKind::VerifyFailed(e.clone()), self.clock.now());
                 // The id is public; report it when the string parsed, with
                 // the owner of its key when the secret matched (see
                 // `authenticated`: for the host's audit of whose key was

@@ -26,6 +26,8 @@ struct Readings {
     /// Nanoseconds since the Unix epoch.
     trailing: Mutex<i128>,
     precise_reads: AtomicUsize,
+    /// Readings through `now` (an `OffsetDateTime`, the precise clock too).
+    now_reads: AtomicUsize,
 }
 
 impl TwoReadings {
@@ -43,6 +45,10 @@ impl TwoReadings {
     fn precise_reads(&self) -> usize {
         self.0.precise_reads.load(Ordering::SeqCst)
     }
+
+    fn now_reads(&self) -> usize {
+        self.0.now_reads.load(Ordering::SeqCst)
+    }
 }
 
 fn at(offset: i64) -> i128 {
@@ -51,6 +57,7 @@ fn at(offset: i64) -> i128 {
 
 impl Clock for TwoReadings {
     fn now(&self) -> OffsetDateTime {
+        self.0.now_reads.fetch_add(1, Ordering::SeqCst);
         T0 + Duration::nanoseconds(*self.0.precise.lock().unwrap())
     }
 
@@ -290,4 +297,43 @@ fn a_ring_on_a_clock_without_a_trailing_reading_reads_the_precise_one_every_time
     let (outcome, reads) = verify_at(&ring, &clock, idle.secret.expose(), 0, 600 * SECOND - 1);
     assert!(outcome.is_ok(), "{outcome:?}");
     assert_eq!(reads, 1);
+}
+
+/// A ring with an event sink that does not report successes takes no
+/// precise reading for a success either: nothing is reported, so there is
+/// no event to date. (`report` read `Clock::now`, the precise clock as an
+/// `OffsetDateTime`, before it knew whether it would send anything: on
+/// `SystemClock`, the ordered read that the trailing reading exists to
+/// skip, on every successful verify of a ring with an audit sink.)
+#[test]
+fn a_success_nobody_reports_takes_no_precise_reading_on_a_ring_with_a_sink() {
+    let clock = TwoReadings::default();
+    clock.set(0, 0);
+    let log = Arc::new(EventLog::new());
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .events(Arc::clone(&log))
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = ring
+        .issue(NewKey::new("acct_1").expiry(ExpiryPolicy::At(T0 + Duration::hours(1))))
+        .unwrap();
+    let key = issued.secret.expose();
+    let (precise, now) = (clock.precise_reads(), clock.now_reads());
+    for _ in 0..10 {
+        ring.verify(key).unwrap();
+    }
+    assert_eq!(
+        (clock.precise_reads() - precise, clock.now_reads() - now),
+        (0, 0),
+        "precise readings (unix_nanos, now) in 10 unreported successes"
+    );
+    // A refusal is reported, dated by the precise clock.
+    let events = log.events().len();
+    let mut wrong = key.to_owned();
+    wrong.pop();
+    assert!(ring.verify(&wrong).is_err());
+    assert_eq!(log.events().len(), events + 1);
+    assert!(clock.now_reads() > now);
 }
