@@ -42,6 +42,23 @@ pub trait Clock: fmt::Debug + Send + Sync {
     }
 }
 
+/// A clock shared with other code: a ring built with `Arc::clone(&clock)`
+/// reads the host's clock, all three readings forwarded (a host's cheaper
+/// [`trailing_unix_nanos`](Clock::trailing_unix_nanos) included).
+impl<C: Clock + ?Sized> Clock for Arc<C> {
+    fn now(&self) -> OffsetDateTime {
+        (**self).now()
+    }
+
+    fn unix_nanos(&self) -> i128 {
+        (**self).unix_nanos()
+    }
+
+    fn trailing_unix_nanos(&self) -> Option<i128> {
+        (**self).trailing_unix_nanos()
+    }
+}
+
 /// The operating system's wall clock.
 ///
 /// On Linux, with the `coarse-clock` feature (on by default), `verify`
@@ -236,6 +253,41 @@ mod system_tests {
 #[cfg(all(test, feature = "coarse-clock"))]
 mod tests {
     use super::*;
+
+    /// A host clock with its own answer to each of the three readings, so
+    /// a forward that fell back on a default (`unix_nanos` from `now`, or
+    /// no trailing reading) shows.
+    #[derive(Debug)]
+    struct ThreeAnswers;
+
+    impl Clock for ThreeAnswers {
+        fn now(&self) -> OffsetDateTime {
+            OffsetDateTime::UNIX_EPOCH + Duration::seconds(7)
+        }
+        fn unix_nanos(&self) -> i128 {
+            11
+        }
+        fn trailing_unix_nanos(&self) -> Option<i128> {
+            Some(5)
+        }
+    }
+
+    #[test]
+    fn a_shared_clock_forwards_each_reading() {
+        let shared: Arc<dyn Clock> = Arc::new(ThreeAnswers);
+        let by_arc = Arc::clone(&shared);
+        assert_eq!(
+            by_arc.now(),
+            OffsetDateTime::UNIX_EPOCH + Duration::seconds(7)
+        );
+        assert_eq!(by_arc.unix_nanos(), 11);
+        assert_eq!(by_arc.trailing_unix_nanos(), Some(5));
+        // A sized one too, as `KeyRingBuilder::clock` takes it.
+        let manual = Arc::new(ManualClock::new(OffsetDateTime::UNIX_EPOCH));
+        let ring_side = Arc::clone(&manual);
+        manual.advance(Duration::seconds(3));
+        assert_eq!(ring_side.unix_nanos(), 3_000_000_000);
+    }
 
     #[test]
     fn the_coarse_clock_trails_the_system_clock_by_less_than_a_second() {
