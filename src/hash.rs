@@ -223,15 +223,26 @@ mod tests {
 
     const SECRET: &[u8; SECRET_LEN] = b"abcdefghijklmnopqrstuvwx";
 
+    /// Every bit of the id and every character of the secret is hashed: a
+    /// change to any one of them gives another digest.
     #[test]
     fn same_input_same_hash_and_every_input_matters() {
         let h = Hasher::new(None, "acme");
         let a = h.hash(KeyId::from_u64(7), SECRET);
         assert_eq!(a, h.hash(KeyId::from_u64(7), SECRET));
-        assert_ne!(a, h.hash(KeyId::from_u64(8), SECRET));
-        let mut other = *SECRET;
-        other[23] = b'y';
-        assert_ne!(a, h.hash(KeyId::from_u64(7), &other));
+        for bit in 0..64 {
+            let id = KeyId::from_u64(7 ^ (1 << bit));
+            assert_ne!(a, h.hash(id, SECRET), "bit {bit} of the id");
+        }
+        for position in 0..SECRET_LEN {
+            let mut other = *SECRET;
+            other[position] = b'0';
+            assert_ne!(
+                a,
+                h.hash(KeyId::from_u64(7), &other),
+                "character {position}"
+            );
+        }
     }
 
     #[test]
