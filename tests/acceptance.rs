@@ -2057,9 +2057,13 @@ fn public_types_are_send_and_sync() {
     assert_send_sync::<KeyHash>();
 }
 
+/// The marker trait only, which says nothing of what `Drop` does: that
+/// dropping a `Secret` or an `AccessToken` really overwrites its text is
+/// tests/wipe_on_drop.rs, which searches the freed memory for it.
 #[test]
-fn secret_zeroizes_on_drop() {
+fn secret_and_access_token_are_marked_zeroize_on_drop() {
     assert_zeroize_on_drop::<Secret>();
+    assert_zeroize_on_drop::<AccessToken>();
 }
 
 #[test]
