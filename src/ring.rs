@@ -348,7 +348,7 @@ impl<S: KeyStore> Shared<S> {
     /// Installs `settings`, unless they were read when `seen` installs
     /// had been made and more have been made since; says whether it did.
     /// The epoch is raised either way: it only moves forward.
-    fn install(&self, settings: RingSettings, seen: Option<u64>) -> bool {
+    fn install(&self, mut settings: RingSettings, seen: Option<u64>) -> bool {
         let mut current = self
             .settings
             .write()
@@ -360,6 +360,12 @@ impl<S: KeyStore> Shared<S> {
         if seen.is_some_and(|seen| seen != self.installed.load(Ordering::Acquire)) {
             return false;
         }
+        // The settings kept are those in force, for `settings()`: a store
+        // whose epoch went back (an import's `Replace`), or a stale copy,
+        // leaves the ring's higher epoch and revoke-all instant.
+        settings.epoch = self.epoch.load(Ordering::Acquire);
+        let at = self.revoked_all_at.load(Ordering::Acquire);
+        settings.revoked_all_at = (at != NOT_YET).then(|| instant(at));
         self.default.store(&settings);
         *current = settings;
         self.installed.fetch_add(1, Ordering::AcqRel);

@@ -5,7 +5,11 @@
 //! A key is recognised by its shape and its checksum, offline and without a
 //! store: the CRC32 over everything before the last six characters must
 //! match them, which random text does with odds of one in 4.3 billion per
-//! candidate, and a typo (any single changed character) never does.
+//! candidate, and a typo (any single changed character) never does within
+//! the text the checksum covers. A typo in the prefix that ends the word
+//! early (`acme-live_1…` for `acme_live_1…`) leaves a shorter candidate
+//! (`live_1…`), which is random text to the checksum: a match with those
+//! same odds.
 //!
 //! # For secret-scanning services
 //!

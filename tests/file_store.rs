@@ -1307,10 +1307,20 @@ fn a_ring_running_across_a_replace_import_reloads_its_settings_but_keeps_its_epo
     ring.set_default_expiry(ExpiryPolicy::days(1)).unwrap();
     clock.advance(Span::seconds(2));
     ring.revoke_all().unwrap();
+    let enforced = ring.settings();
 
     running.import(&before[..], ImportMode::Replace).unwrap();
     ring.refresh().unwrap();
-    assert_eq!(ring.settings().default_expiry(), ExpiryPolicy::days(30));
+    let reported = ring.settings();
+    assert_eq!(reported.default_expiry(), ExpiryPolicy::days(30));
+    // What `settings` reports is what the ring enforces, not the lower
+    // epoch the import wrote.
+    assert!(running.load_settings().unwrap().unwrap().epoch() < enforced.epoch());
+    assert_eq!(
+        (reported.epoch(), reported.revoked_all_at()),
+        (enforced.epoch(), enforced.revoked_all_at()),
+        "the settings reported are not those in force"
+    );
     assert_eq!(
         ring.verify(issued.secret.expose()).unwrap_err(),
         VerifyError::Revoked,
