@@ -149,6 +149,7 @@ fn issue_rotate_and_regenerate_free_no_copy_of_the_secret() {
             part = secret_part(issued.secret.expose());
             drop(issued);
         });
+        assert!(!freed.is_empty(), "{what} freed nothing: not watched");
         assert!(
             !holds(&freed, &part),
             "{what} left the secret in freed memory"
