@@ -841,4 +841,50 @@ mod tests {
         assert!(set(&["a:b"]).is_within(&ScopeSet::unrestricted(), &none));
         assert!(!set(&["billing:read"]).is_within(&ScopeSet::unrestricted(), &sens(&["billing"])));
     }
+
+    /// A set counts its explicit scopes; only the empty set grants
+    /// nothing (an unrestricted set has no explicit scope, yet grants).
+    #[test]
+    fn a_set_counts_its_scopes_and_only_the_empty_one_is_empty() {
+        assert_eq!(set(&["b:c", "a:b", "a:b"]).len(), 2);
+        assert_eq!(set(&["a:b"]).len(), 1);
+        assert_eq!(ScopeSet::empty().len(), 0);
+        assert_eq!(ScopeSet::unrestricted().len(), 0);
+        assert!(ScopeSet::empty().is_empty());
+        assert!(!set(&["a:b"]).is_empty());
+        assert!(!ScopeSet::unrestricted().is_empty());
+    }
+
+    /// Scopes and sets show their text, in `Debug` as in `as_str`.
+    #[test]
+    fn scopes_and_sets_show_their_text() {
+        assert_eq!(s("invoices:read").as_str(), "invoices:read");
+        assert_eq!(format!("{:?}", s("invoices:read")), "Scope(invoices:read)");
+        assert_eq!(format!("{:?}", set(&["b:c", "a:b"])), r#"{"a:b", "b:c"}"#);
+        assert_eq!(
+            format!("{:?}", ScopeSet::unrestricted()),
+            "ScopeSet(unrestricted)"
+        );
+    }
+
+    /// The limit is exact: 32 levels, a scope being one, so 31 `any`s
+    /// over a scope; an `all` inside an `any` is a level too.
+    #[test]
+    fn a_requirement_nests_exactly_32_levels() {
+        let count = |wrap: fn(Requirement) -> Requirement| {
+            let mut need = Requirement::scope("a:b").unwrap();
+            for levels in 0..1000 {
+                match Requirement::any([wrap(need)]) {
+                    Ok(deeper) => need = deeper,
+                    Err(e) => {
+                        assert!(matches!(e, Error::RequirementTooDeep), "{e:?}");
+                        return levels;
+                    }
+                }
+            }
+            panic!("`any` nested 1000 levels deep");
+        };
+        assert_eq!(count(|need| need), 31);
+        assert_eq!(count(|need| Requirement::all([need])), 15);
+    }
 }
