@@ -532,6 +532,34 @@ mod tests {
         Prefix::new("acme_live").unwrap()
     }
 
+    /// The key format is a public contract (SPEC 1): a fixed prefix, id and
+    /// secret give this exact string, checksum included, and it parses
+    /// back to them. A change to the body layout, the base62 alphabet or
+    /// the checksum fails here; one made on purpose takes a new body
+    /// version beside this one, never a change to it.
+    #[test]
+    fn a_known_id_and_secret_give_the_pinned_key_string() {
+        let secret = b"Zy9x8W7v6U5t4S3r2Q1p0OnM";
+        let id = KeyId::from_u64(0x0123_4567_89AB_CDEF);
+        let text = format_key(&prefix(), id, secret);
+        assert_eq!(text, "acme_live_1063UfDVRKBzZy9x8W7v6U5t4S3r2Q1p0OnM1ptmY5");
+        let parsed = parse(&text, &prefix()).unwrap();
+        assert_eq!((parsed.id, parsed.secret), (id, secret));
+        assert_eq!(prefix().hint(id), "acme_live_1063UfD");
+        assert_eq!(id.to_string(), "063UfDVRKBz");
+        // The extremes of the id's range (checked against an independent
+        // base62 and CRC32 in Python).
+        for (id, expected) in [
+            (0, "acme_live_100000000000Zy9x8W7v6U5t4S3r2Q1p0OnM19zxst"),
+            (
+                u64::MAX,
+                "acme_live_1LygHa16AHYFZy9x8W7v6U5t4S3r2Q1p0OnM2IkL7C",
+            ),
+        ] {
+            assert_eq!(format_key(&prefix(), KeyId::from_u64(id), secret), expected);
+        }
+    }
+
     #[test]
     fn generated_key_has_the_documented_shape() {
         let g = generate(&prefix()).unwrap();
