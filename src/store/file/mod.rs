@@ -338,6 +338,13 @@ struct ExportHeader {
     settings: Option<RingSettings>,
 }
 
+/// The version field of an export's first line, read before the rest
+/// (other fields are ignored here, not refused).
+#[derive(Deserialize)]
+struct ExportVersion {
+    keyward_export: u32,
+}
+
 /// A borrowed [`Entry`], to encode without cloning records.
 #[derive(Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -1746,13 +1753,17 @@ fn read_export(
     let mut buf = Vec::new();
     let first =
         read_line(&mut input, &mut buf, 1)?.ok_or_else(|| invalid(1, "empty input".into()))?;
-    let header: ExportHeader = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
-    if header.keyward_export != 1 {
+    // The version first, alone: another version's header may hold fields
+    // or settings this one cannot read, and the error must say that the
+    // export is of another version, not that a field is unknown.
+    let version: ExportVersion = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
+    if version.keyward_export != 1 {
         return Err(invalid(
             1,
-            format!("unknown export version {}", header.keyward_export),
+            format!("unknown export version {}", version.keyward_export),
         ));
     }
+    let header: ExportHeader = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
     let mut keys = Vec::new();
     let mut lines_of_keys = Vec::new();
     let mut seen = std::collections::HashSet::new();
