@@ -68,7 +68,7 @@ pub(crate) const RECORD_HEAD_LEN: usize = 12;
 const FILE_MAGIC: &[u8; 8] = b"KEYWARD\0";
 /// 2 since the slots (version 1 files, from before them, are refused
 /// rather than misread).
-const FORMAT_VERSION: u16 = 2;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 const RECORD_MAGIC: &[u8; 2] = b"KW";
 const KIND_BATCH: u8 = 1;
 /// Longest payload accepted; a longer length field is damage.

@@ -1334,10 +1334,24 @@ fn load(
                 ))
             };
         }
-        HeaderCheck::OtherVersion(_) => {
+        HeaderCheck::OtherVersion(version) => {
+            // Not damage: a whole, valid header of another version. The
+            // reason says which way, so an admin does not take a newer
+            // store for a broken one.
             return Err(corrupt(
                 0,
-                "a store file of another format version (this build reads version 2)",
+                match version {
+                    1 => {
+                        "a store file of format version 1, which this build no longer reads \
+                         (it reads version 2): export its keys with the keyward that wrote it, \
+                         then import them"
+                    }
+                    v if v > format::FORMAT_VERSION => {
+                        "a store file of a later format version than this build reads \
+                         (version 2): open it with a newer keyward"
+                    }
+                    _ => "a store file of an unknown format version (this build reads version 2)",
+                },
             ));
         }
         HeaderCheck::Invalid => {

@@ -2709,28 +2709,36 @@ fn a_key_over_the_rewrite_budget_is_compacted_in_a_record_of_its_own() {
 /// A file of format version 1 (a 16-byte header, before the slots) is
 /// refused with an error that says so, never read as damage to drop: read
 /// with this layout, its first record fell in the slots and the file was
-/// cut to its header. (From helper-35's review.)
+/// cut to its header. (From helper-35's review.) The reason names the
+/// version, and a later version is told apart from an earlier one, so an
+/// admin does not take a newer store for a broken one (helper-94).
 #[test]
-fn a_file_of_the_previous_format_version_is_refused_untouched() {
-    let mut bytes = b"KEYWARD\0".to_vec();
-    bytes.extend_from_slice(&1u16.to_le_bytes());
-    bytes.extend_from_slice(&[0, 0]);
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
-    let payload = serde_json::to_vec(&[EntryRef::Put(&sample(1, 0))]).unwrap();
-    bytes.extend_from_slice(&super::format::encode_payload(&payload).unwrap());
-    let sim = SimFs::new();
-    sim.put(&path(), bytes.clone());
-    match open(&sim, FileStoreOptions::default()) {
-        Err(StoreError::Corrupt {
-            offset: 0, reason, ..
-        }) => {
-            assert!(reason.contains("format version"), "{reason}");
+fn a_file_of_another_format_version_is_refused_untouched_naming_which() {
+    for (version, says) in [
+        (1u16, "format version 1, which this build no longer reads"),
+        (3, "a later format version than this build reads"),
+        (0, "an unknown format version"),
+    ] {
+        let mut bytes = b"KEYWARD\0".to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0]);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        let payload = serde_json::to_vec(&[EntryRef::Put(&sample(1, 0))]).unwrap();
+        bytes.extend_from_slice(&super::format::encode_payload(&payload).unwrap());
+        let sim = SimFs::new();
+        sim.put(&path(), bytes.clone());
+        match open(&sim, FileStoreOptions::default()) {
+            Err(StoreError::Corrupt {
+                offset: 0, reason, ..
+            }) => {
+                assert!(reason.contains(says), "version {version}: {reason}");
+            }
+            Err(e) => panic!("version {version}: {e}"),
+            Ok(store) => panic!("version {version}: opened with {} keys", store.len()),
         }
-        Err(e) => panic!("{e}"),
-        Ok(store) => panic!("opened with {} keys", store.len()),
+        assert_eq!(sim.read(&path()).unwrap(), bytes, "the file was changed");
     }
-    assert_eq!(sim.read(&path()).unwrap(), bytes, "the file was changed");
 }
 
 /// A crash at every call of an open that writes a slot (after a writer
