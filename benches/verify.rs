@@ -238,6 +238,49 @@ fn peer_sha256_call(set: &Set, i: usize) -> Option<u64> {
     set.sha_map.get(&digest).map(|r| r.1)
 }
 
+/// Checks that each rejection row is timed on the refusal it is named for
+/// (a mistake in forging the strings, e.g. a wrong secret whose checksum
+/// no longer matches, would otherwise time another refusal under the
+/// row's name), and that every valid key verifies.
+fn check_rejections(set: &Set) {
+    use keyward::{MalformedReason, VerifyError};
+    let start = PREFIX.len() + 2;
+    let stored = |key: &str| {
+        let id: KeyId = key[start..start + 11].parse().expect("an id's digits");
+        set.ring.store().lookup(id).is_some()
+    };
+    for i in 0..set.valid.len().min(1000) {
+        assert!(
+            set.ring.verify(&set.valid[i]).is_ok(),
+            "valid keys must verify"
+        );
+        let wrong = &set.wrong_secret[i];
+        assert!(
+            matches!(set.ring.verify(wrong), Err(VerifyError::Invalid)) && stored(wrong),
+            "wrong secret: a stored id refused as invalid"
+        );
+        let unknown = &set.unknown_id[i];
+        assert!(
+            matches!(set.ring.verify(unknown), Err(VerifyError::Invalid)) && !stored(unknown),
+            "unknown id: an id no key has, refused as invalid"
+        );
+        assert!(
+            matches!(
+                set.ring.verify(&set.bad_checksum[i]),
+                Err(VerifyError::Malformed(MalformedReason::BadChecksum))
+            ),
+            "bad checksum: refused on its checksum"
+        );
+        assert!(
+            matches!(
+                set.ring.verify(&set.malformed[i]),
+                Err(VerifyError::Malformed(MalformedReason::WrongLength))
+            ),
+            "malformed: refused on its length"
+        );
+    }
+}
+
 /// Checks that the peer's call finds every key it is timed on, and does
 /// the peer's work and no more: one allocation, its hex digest (a peer
 /// encodes with a table, as `hex::encode` does; a `format!` per byte would
@@ -1324,6 +1367,7 @@ fn main() {
     let mut largest = None;
     for &n in &sizes {
         let set = build(n);
+        check_rejections(&set);
         check_peer(&set);
         bench_size(&mut c, n, &set);
         largest = Some((n, set));
