@@ -1251,10 +1251,21 @@ fn bench_tokens_and_scan(c: &mut Criterion) {
     group.finish();
 }
 
-/// The median of a criterion benchmark, in ns, from its saved estimates.
+/// When this run began (set first thing in `main`).
+static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock::new();
+
+/// The median of a criterion benchmark, in ns, from its saved estimates;
+/// `None` if this run did not write them. Criterion leaves the estimates of
+/// earlier runs in place, so a row that a filter (or `--test`) left out
+/// would otherwise print, and go into the CSV, with an earlier run's figure
+/// beside this run's, its ratio taken across two runs.
 fn median(group: &str, name: &str) -> Option<f64> {
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
     let path = format!("{dir}/criterion/{group}/{name}/new/estimates.json");
+    let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if written < *STARTED.get()? {
+        return None;
+    }
     let text = std::fs::read_to_string(path).ok()?;
     let json: serde_json::Value = serde_json::from_str(&text).ok()?;
     json["median"]["point_estimate"].as_f64()
@@ -1347,6 +1358,7 @@ fn main() {
         println!("{} {}", store.len(), started.elapsed().as_secs_f64());
         return;
     }
+    STARTED.get_or_init(std::time::SystemTime::now);
     // A misnamed ratio fails here, not after the criterion part has run.
     for (_, call, to) in DERIVED {
         paired_index(call);
