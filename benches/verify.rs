@@ -9,6 +9,11 @@
 //! the largest size.
 //! A CSV of the latency figures is written to `target/keyward-bench.csv` for
 //! `cargo run --example plot_benchmarks`.
+//!
+//! Without `--bench` (`cargo test --benches`) or with `--test` (`cargo bench
+//! --bench verify -- --test`, which `.ci/run` runs), it is a smoke run: every
+//! row and part once or for a moment, at 1,000 keys, with every setup check,
+//! and no figure worth reading (see `SMOKE`).
 
 mod common;
 
@@ -982,22 +987,22 @@ fn paired_index(name: &str) -> usize {
 fn paired<const ONE_AT_A_TIME: bool>(
     set: &Set,
     variants: &Variants,
+    scale: &Scale,
 ) -> (f64, Vec<[f64; 3]>, Vec<[f64; 3]>) {
-    const ROUNDS: usize = 61;
-    const CALLS: usize = 20_000;
+    let (rounds, calls) = (scale.rounds, scale.calls);
     let mut rng = Rng(0x005E_ED0F_B10C_u64 ^ u64::from(ONE_AT_A_TIME));
     // The parse model must take the path a valid key takes in `verify`.
     assert!(
         (0..1000).all(|i| floor_parsed(set, i, true).is_some()),
         "the bench's parse model refused a valid key"
     );
-    let mut seconds = vec![[0f64; PAIRED.len()]; ROUNDS];
+    let mut seconds = vec![[0f64; PAIRED.len()]; rounds];
     for (round, times) in seconds.iter_mut().enumerate() {
         for turn in 0..PAIRED.len() {
             let k = (round + turn) % PAIRED.len();
             let call = PAIRED[k].1;
             let run = |mut i: usize| {
-                for _ in 0..CALLS {
+                for _ in 0..calls {
                     let found = black_box(call(set, variants, i));
                     i = next::<ONE_AT_A_TIME>(i, found);
                 }
@@ -1010,9 +1015,9 @@ fn paired<const ONE_AT_A_TIME: bool>(
     }
     let quartiles = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        [v[ROUNDS / 4], v[ROUNDS / 2], v[ROUNDS * 3 / 4]]
+        [v[rounds / 4], v[rounds / 2], v[rounds * 3 / 4]]
     };
-    let floor_ns = quartiles(seconds.iter().map(|t| t[0] * 1e9 / CALLS as f64).collect())[1];
+    let floor_ns = quartiles(seconds.iter().map(|t| t[0] * 1e9 / calls as f64).collect())[1];
     let ratio = |k: usize, to: usize| quartiles(seconds.iter().map(|t| t[k] / t[to]).collect());
     let ratios = (1..PAIRED.len()).map(|k| ratio(k, 0)).collect();
     let derived = DERIVED
@@ -1273,8 +1278,35 @@ fn median(group: &str, name: &str) -> Option<f64> {
 
 // ---- plain-loop part -----------------------------------------------------
 
-/// Rounds of the thread-scaling table.
-const THREAD_ROUNDS: usize = 9;
+/// How much of each part the run does: the full bench, or a smoke run.
+struct Scale {
+    /// Rounds of the blocks that take turns.
+    rounds: usize,
+    /// Timed calls per block.
+    calls: usize,
+    /// Rounds of the thread-scaling table.
+    thread_rounds: usize,
+    /// Seconds per row and round of the thread-scaling table.
+    thread_secs: f64,
+}
+
+/// The full bench.
+const FULL: Scale = Scale {
+    rounds: 61,
+    calls: 20_000,
+    thread_rounds: 9,
+    thread_secs: 0.5,
+};
+
+/// A smoke run (`cargo test --benches`, or `-- --test`): every part and
+/// every setup check, at 1,000 keys unless `KEYWARD_BENCH_SIZES` says
+/// otherwise, for a moment each; its figures mean nothing.
+const SMOKE: Scale = Scale {
+    rounds: 3,
+    calls: 200,
+    thread_rounds: 1,
+    thread_secs: 0.02,
+};
 
 /// Seeds the draws of every thread of [`throughput`]: each thread takes the
 /// next, so no two threads (and no two rows) walk the same keys.
@@ -1364,8 +1396,21 @@ fn main() {
         paired_index(call);
         paired_index(to);
     }
+    // `cargo test --benches` (and `--all-targets`) runs this binary without
+    // `--bench`, and `cargo bench --bench verify -- --test` with `--test`:
+    // criterion then runs each row once, untimed, and the rest of the bench
+    // runs as a smoke run (see `SMOKE`) instead of building a million keys.
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test");
+    let scale = if smoke { &SMOKE } else { &FULL };
     let sizes: Vec<usize> = std::env::var("KEYWARD_BENCH_SIZES")
-        .unwrap_or_else(|_| "1000,10000,100000,1000000".into())
+        .unwrap_or_else(|_| {
+            if smoke {
+                "1000".into()
+            } else {
+                "1000,10000,100000,1000000".into()
+            }
+        })
         .split(',')
         .map(|s| {
             s.trim()
@@ -1532,15 +1577,19 @@ fn main() {
         );
     }
     let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);
+    // A smoke run's figures mean nothing: it leaves a full run's CSV alone.
+    if !smoke {
+        let _ = std::fs::write(format!("{dir}/keyward-bench.csv"), csv);
+    }
 
     if let Some((n, set)) = &largest {
         println!(
-            "\n## ratios to the floor, {n} keys, timed in blocks that take turns (61 rounds of 20,000 calls each; median, and the middle half of the rounds)\n"
+            "\n## ratios to the floor, {n} keys, timed in blocks that take turns ({} rounds of {} calls each; median, and the middle half of the rounds)\n",
+            scale.rounds, scale.calls
         );
         let variants = Variants::build(set, *n);
-        let (apart_ns, apart, apart_derived) = paired::<false>(set, &variants);
-        let (chained_ns, chained, chained_derived) = paired::<true>(set, &variants);
+        let (apart_ns, apart, apart_derived) = paired::<false>(set, &variants, scale);
+        let (chained_ns, chained, chained_derived) = paired::<true>(set, &variants, scale);
         println!("| call | back to back | one at a time |");
         println!("|---|---:|---:|");
         println!("| floor, ns | {apart_ns:.0} | {chained_ns:.0} |");
@@ -1564,7 +1613,8 @@ fn main() {
     }
     let Some((n, set)) = largest else { return };
     println!(
-        "\n## threads, {n} keys, verifies of random valid keys (and the floor's calls), each thread drawing its own keys, {THREAD_ROUNDS} rounds of 0.5 s per row taking turns (median; lowest and highest round)\n"
+        "\n## threads, {n} keys, verifies of random valid keys (and the floor's calls), each thread drawing its own keys, {} rounds of {} s per row taking turns (median; lowest and highest round)\n",
+        scale.thread_rounds, scale.thread_secs
     );
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     // Each row: label, threads, writer, the call, and the row its ratio is
@@ -1596,12 +1646,12 @@ fn main() {
     // fast phase of the host then shows in both sides of a ratio.
     let mut rates = vec![Vec::new(); rows.len()];
     let mut ratios = vec![Vec::new(); rows.len()];
-    for round in 0..THREAD_ROUNDS {
+    for round in 0..scale.thread_rounds {
         let mut got = vec![0.0; rows.len()];
         for turn in 0..rows.len() {
             let k = (round + turn) % rows.len();
             let (_, threads, writer, call, _) = &rows[k];
-            got[k] = throughput(&set, *threads, *writer, 0.5, *call);
+            got[k] = throughput(&set, *threads, *writer, scale.thread_secs, *call);
         }
         for (k, row) in rows.iter().enumerate() {
             rates[k].push(got[k]);
