@@ -1646,6 +1646,7 @@ fn main() {
     // fast phase of the host then shows in both sides of a ratio.
     let mut rates = vec![Vec::new(); rows.len()];
     let mut ratios = vec![Vec::new(); rows.len()];
+    let keys_before = set.ring.store().len();
     for round in 0..scale.thread_rounds {
         let mut got = vec![0.0; rows.len()];
         for turn in 0..rows.len() {
@@ -1676,6 +1677,12 @@ fn main() {
             ratio[last]
         );
     }
+    // The writers' keys stay in the store, revoked (as revoked keys do):
+    // the table's later rounds ran on a larger store than its heading says.
+    println!(
+        "\nThe store held {keys_before} keys when the table began and {} when it ended (the writers' keys stay, revoked).",
+        set.ring.store().len()
+    );
     drop(set);
 
     memory_and_file_store(n);
