@@ -2915,3 +2915,592 @@ fn settings_instants_are_kept_in_utc_whatever_the_clock_answers_in() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------
+
+/// The export of `store` with `edit` made to the record of its first key
+/// (line 2) or, with `header`, to its first line.
+fn edited_export(
+    store: &FileStore,
+    header: bool,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> String {
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let line = usize::from(!header);
+    let mut value: serde_json::Value = serde_json::from_str(&lines[line]).unwrap();
+    edit(if header {
+        &mut value
+    } else {
+        &mut value["key"]
+    });
+    lines[line] = value.to_string();
+    lines.join("\n") + "\n"
+}
+
+/// The text an error shows, with the text of each of its sources after
+/// it (` <- `): a message that an `Io` error carries in its source is
+/// pinned with it.
+fn shown(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(" <- ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Every message a user sees, word for word, as the call that refuses
+/// returns it: each error's own words, each `InvalidInput`,
+/// `InvalidExpiry`, `InvalidBinding` and `StoreOfAnotherRing` reason, each
+/// reason an import or an open of a damaged file gives, and the words of
+/// the variants no call here can provoke (a failed random number
+/// generator, a backend), built by hand. Other tests pin the rest (the
+/// `VerifyError`s, the limits' words by part): this one fails when any
+/// of these is reworded, so that a change of wording is a decision, not
+/// an accident (STYLE.md, habit 3).
+#[test]
+fn every_message_a_user_sees_is_pinned_word_for_word() {
+    use keyward::store::ImportMode;
+    use keyward::time::{Date, UtcOffset};
+
+    let clock = ManualClock::new(T0);
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .signing_key(1, [5; 32])
+        .build(MemoryStore::new())
+        .unwrap();
+    let key = |request: NewKey| ring.issue(request).unwrap();
+    let refused = |request: NewKey| shown(&ring.issue(request).unwrap_err());
+    let built = |b: KeyRingBuilder| shown(&b.build(MemoryStore::new()).unwrap_err());
+    let pasted = key(NewKey::new("o")).secret.expose().to_owned();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    let mut pin = |shown: String, pinned: &str| cases.push((shown, pinned.to_owned()));
+
+    // Building a ring.
+    pin(
+        built(KeyRing::builder("acme").signing_key(62, [1; 32])),
+        "invalid input: a signing key id is 0 to 61",
+    );
+    pin(
+        built(
+            KeyRing::builder("acme")
+                .signing_key(1, [1; 32])
+                .accept_signing_key(1, [2; 32]),
+        ),
+        "invalid input: each signing key needs its own id",
+    );
+    pin(
+        built(KeyRing::builder("acme").max_token_ttl(Duration::ZERO)),
+        "invalid input: the maximum token lifetime must be positive",
+    );
+    pin(
+        built(KeyRing::builder("acme").max_token_ttl(Duration::hours(25))),
+        "invalid input: the maximum token lifetime must be at most 24 hours",
+    );
+    pin(
+        built(KeyRing::builder("acme").flush_interval(Some(std::time::Duration::ZERO))),
+        "invalid input: a flush interval must be positive (None runs no flush thread)",
+    );
+    pin(
+        built(KeyRing::builder("acme").max_lifetime(Duration::ZERO)),
+        "invalid expiry: the maximum lifetime must be positive",
+    );
+    let claimed = Arc::new(MemoryStore::new());
+    KeyRing::builder("acme")
+        .build(Arc::clone(&claimed))
+        .unwrap();
+    pin(
+        shown(
+            &KeyRing::builder("other")
+                .build(Arc::clone(&claimed))
+                .unwrap_err(),
+        ),
+        "the store belongs to another key ring: it holds the keys of prefix `acme`",
+    );
+    pin(
+        shown(
+            &KeyRing::builder("acme")
+                .pepper([3; 32])
+                .build(Arc::clone(&claimed))
+                .unwrap_err(),
+        ),
+        "the store belongs to another key ring: its keys were hashed under another pepper",
+    );
+    pin(
+        shown(&Requirement::any([]).unwrap_err()),
+        "empty requirement: `any` needs at least one alternative",
+    );
+
+    // Issuing: the limits, and a key pasted into a field.
+    let long = "x".repeat(257);
+    pin(
+        refused(NewKey::new(&long)),
+        "invalid input: owner and name are limited to 256 bytes",
+    );
+    pin(
+        refused(NewKey::new("o").name(&long)),
+        "invalid input: owner and name are limited to 256 bytes",
+    );
+    pin(
+        refused(NewKey::new("o").description("d".repeat(4097))),
+        "invalid input: description is limited to 4096 bytes",
+    );
+    pin(
+        refused(NewKey::new("o").contact(contact_with(3, 257))),
+        "invalid input: each contact field is limited to 256 bytes",
+    );
+    pin(
+        refused(NewKey::new("o").metadata("k", &long)),
+        "invalid input: metadata is limited to 64 entries of 256 bytes each",
+    );
+    pin(
+        refused(NewKey::new("o").scopes(scopes(257))),
+        "invalid input: a scope set is limited to 256 scopes",
+    );
+    pin(
+        refused(
+            networks(65)
+                .into_iter()
+                .fold(NewKey::new("o"), NewKey::allow_network),
+        ),
+        "invalid input: a key can be bound to at most 64 networks",
+    );
+    pin(
+        refused(NewKey::new("o").client_cert(CertFingerprint::of_der(&[]))),
+        "invalid input: a key cannot be bound to the fingerprint of empty input: no certificate has it",
+    );
+    let holds = |field: &str| {
+        format!(
+            "invalid input: the {field} holds an API key or access token; never paste one into a key's fields"
+        )
+    };
+    pin(refused(NewKey::new(&pasted)), &holds("owner"));
+    pin(refused(NewKey::new("o").name(&pasted)), &holds("name"));
+    pin(
+        refused(NewKey::new("o").description(&pasted)),
+        &holds("description"),
+    );
+    pin(
+        refused(NewKey::new("o").contact(Contact::new("a", "b", "c", &pasted))),
+        &holds("contact"),
+    );
+    pin(
+        refused(NewKey::new("o").metadata("k", &pasted)),
+        &holds("metadata"),
+    );
+    pin(
+        refused(
+            NewKey::new("o").expiry(ExpiryPolicy::At(
+                Date::MAX
+                    .with_hms(23, 0, 0)
+                    .unwrap()
+                    .assume_offset(UtcOffset::from_hms(-5, 0, 0).unwrap()),
+            )),
+        ),
+        "invalid expiry: the instant is out of range",
+    );
+    pin(
+        shown(&"$kw-b3k$v=2$00".parse::<KeyHash>().unwrap_err()),
+        "unrecognised key hash: expected `$kw-b3k$v=1$` and 64 lowercase hex digits",
+    );
+
+    // The lifecycle.
+    let missing = KeyId::from_u64(7);
+    pin(
+        shown(&ring.revoke(missing, "r").unwrap_err()),
+        &format!("no key with id {missing}"),
+    );
+    let rotated = key(NewKey::new("o").scopes(ScopeSet::parse(["a:b"]).unwrap()));
+    let id = rotated.key.id();
+    pin(
+        shown(
+            &ring
+                .update(
+                    id,
+                    KeyUpdate::new().scopes(ScopeSet::parse(["a:c"]).unwrap()),
+                )
+                .unwrap_err(),
+        ),
+        "scopes may only narrow: `a:c` is not granted to the key",
+    );
+    pin(
+        shown(&ring.rotate(id, -Duration::SECOND).unwrap_err()),
+        "invalid input: a grace period must not be negative",
+    );
+    ring.rotate(id, Duration::ZERO).unwrap();
+    pin(
+        shown(&ring.rotate(id, Duration::ZERO).unwrap_err()),
+        &format!("key {id} was already rotated"),
+    );
+    pin(
+        shown(&ring.list_page(&ListFilter::new(), 0).unwrap_err()),
+        "invalid input: a page holds at least one key",
+    );
+    let stored = ring.store().lookup(id).unwrap();
+    pin(
+        shown(&ring.store().insert((*stored).clone()).unwrap_err()),
+        &format!("a key with id {id} already exists"),
+    );
+    let defaulted = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .default_expiry(ExpiryPolicy::At(T0 + Duration::days(1)))
+        .build(MemoryStore::new())
+        .unwrap();
+    clock.advance(Duration::days(2));
+    pin(
+        shown(&defaulted.issue(NewKey::new("o")).unwrap_err()),
+        "invalid input: the ring's default expiry has passed: set another default, or give the key its own",
+    );
+
+    // Exchanges.
+    let held = key(NewKey::new("o"));
+    pin(
+        shown(
+            &ring
+                .exchange(held.secret.expose(), Duration::ZERO)
+                .unwrap_err(),
+        ),
+        "invalid input: a token lifetime must be positive",
+    );
+    let limited = key(NewKey::new("o").use_limit(3));
+    pin(
+        shown(
+            &ring
+                .exchange(limited.secret.expose(), Duration::minutes(5))
+                .unwrap_err(),
+        ),
+        "invalid input: a key with a use limit cannot be exchanged for access tokens",
+    );
+    let ending =
+        key(NewKey::new("o").expiry(ExpiryPolicy::At(clock.now() + Duration::milliseconds(500))));
+    pin(
+        shown(
+            &ring
+                .exchange(ending.secret.expose(), Duration::minutes(5))
+                .unwrap_err(),
+        ),
+        "invalid input: the key expires too soon for an access token",
+    );
+    let wide = key(NewKey::new("o".repeat(256))
+        .scopes(ScopeSet::parse((0..256).map(|i| format!("resource_number_{i}:read"))).unwrap()));
+    pin(
+        shown(
+            &ring
+                .exchange(wide.secret.expose(), Duration::minutes(5))
+                .unwrap_err(),
+        ),
+        "invalid input: owner and scopes are too long for an access token",
+    );
+    let renewed = ring.regenerate(held.key.id()).unwrap();
+    pin(
+        shown(
+            &ring
+                .exchange(renewed.secret.expose(), Duration::minutes(5))
+                .unwrap_err(),
+        ),
+        &format!(
+            "key {} was regenerated within this second: exchange again in a second",
+            held.key.id()
+        ),
+    );
+    pin(
+        VerifyError::BindingMismatch(Binding::ClientCertificate).to_string(),
+        "api key binding mismatch: client certificate",
+    );
+    pin(
+        VerifyError::BindingMismatch(Binding::Network).to_string(),
+        "api key binding mismatch: network",
+    );
+    pin(
+        VerifyError::BindingMismatch(Binding::NotPresented).to_string(),
+        "api key binding mismatch: no request context for a bound key",
+    );
+
+    // Records read back: what a deserializer refuses.
+    let record = serde_json::to_value(&*ring.store().lookup(held.key.id()).unwrap()).unwrap();
+    let unread = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut edited = record.clone();
+        edit(&mut edited["key"]);
+        serde_json::from_value::<StoredKey>(edited)
+            .unwrap_err()
+            .to_string()
+    };
+    pin(
+        unread(&|k| k["use_limit"] = serde_json::json!(0)),
+        "use_limit must be at least 1 (absent: no limit)",
+    );
+    pin(
+        unread(&|k| {
+            k["expiry"] = serde_json::to_value(ExpiryPolicy::days(1)).unwrap();
+            k.as_object_mut().unwrap().remove("expires_at");
+        }),
+        "expires_at is missing, but the expiry policy has a deadline",
+    );
+    let asked = ScopeSet::parse((0..16).map(|i| format!("r{i}:*"))).unwrap();
+    let held_scopes = ScopeSet::parse((0..17).map(|i| format!("*:a{i}"))).unwrap();
+    pin(
+        refused(NewKey::new("o").scopes(asked).owner_scopes(held_scopes)),
+        "invalid input: the scopes capped to the owner's come to more than 256 scopes",
+    );
+    let rotated_record = serde_json::to_value(&*ring.store().lookup(id).unwrap()).unwrap();
+    let mut edited = rotated_record.clone();
+    edited["key"].as_object_mut().unwrap().remove("grace_until");
+    pin(
+        serde_json::from_value::<StoredKey>(edited)
+            .unwrap_err()
+            .to_string(),
+        "grace_until is missing, but the key was rotated (rotated_to)",
+    );
+
+    // Imports of edited exports.
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileStore::open(dir.path().join("keys")).unwrap();
+    let filed = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .build(file)
+        .unwrap();
+    filed
+        .issue(NewKey::new("o").expiry(ExpiryPolicy::days(1)))
+        .unwrap();
+    // A default that keys expired under is kept as superseded.
+    filed.set_default_expiry(ExpiryPolicy::days(1)).unwrap();
+    clock.advance(Duration::days(2));
+    filed.set_default_expiry(ExpiryPolicy::days(30)).unwrap();
+    let file = filed.store();
+    let import = |text: String| {
+        shown(
+            &file
+                .import(text.as_bytes(), ImportMode::Replace)
+                .unwrap_err(),
+        )
+    };
+    let line = |n: usize, reason: &str| format!("invalid import at line {n}: {reason}");
+    pin(
+        import(edited_export(file, false, |k| {
+            k["hint"] = format!("acme_1{}", "x".repeat(40)).into();
+        })),
+        &line(
+            2,
+            "a hint is limited to the prefix and the id's first characters",
+        ),
+    );
+    pin(
+        import(edited_export(file, false, |k| {
+            k["expiry"] = serde_json::to_value(ExpiryPolicy::Lifetime(Duration::ZERO)).unwrap();
+        })),
+        &line(2, "an expiry period must be positive"),
+    );
+    pin(
+        import(edited_export(file, false, |k| {
+            k["expires_at"] = "2030-01-01T00:00:00Z".into();
+        })),
+        &line(
+            2,
+            "the expiry policy's deadline is missing or later than the policy gives",
+        ),
+    );
+    pin(
+        import(edited_export(file, false, |k| {
+            k.as_object_mut().unwrap().remove("expiry");
+        })),
+        &line(2, "a deadline needs an expiry policy of the key's own"),
+    );
+    pin(
+        import(edited_export(file, false, |k| {
+            k["status"] = serde_json::json!({
+                "state": "revoked",
+                "at": "2026-01-02T00:00:00Z",
+                "reason": pasted,
+            });
+        })),
+        &line(
+            2,
+            "the reason holds an API key or access token; never paste one into a key's fields",
+        ),
+    );
+    pin(
+        import(edited_export(file, false, |k| {
+            k["hint"] = "other_1abc".into();
+        })),
+        &line(
+            2,
+            "the key is of another prefix than this store's ring (see its hint)",
+        ),
+    );
+    let twice = edited_export(file, false, |_| {});
+    let second = twice.lines().nth(1).unwrap().to_owned();
+    pin(
+        import(format!("{twice}{second}\n")),
+        &line(
+            3,
+            &format!("key id {} appears twice", {
+                let v: serde_json::Value = serde_json::from_str(&second).unwrap();
+                v["key"]["id"].as_str().unwrap().to_owned()
+            }),
+        ),
+    );
+    pin(
+        import(edited_export(file, true, |h| {
+            h["settings"]["default_expiry"] =
+                serde_json::to_value(ExpiryPolicy::Lifetime(Duration::ZERO)).unwrap();
+        })),
+        &line(1, "a default expiry period must be positive"),
+    );
+    pin(
+        import(edited_export(file, true, |h| {
+            h["settings"]["superseded"][0]["policy"] =
+                serde_json::to_value(ExpiryPolicy::Lifetime(-Duration::DAY)).unwrap();
+        })),
+        &line(1, "a superseded default period must be positive"),
+    );
+    let other = KeyRing::builder("other")
+        .build(FileStore::open(dir.path().join("other")).unwrap())
+        .unwrap();
+    pin(
+        shown(
+            &other
+                .store()
+                .import(
+                    edited_export(file, true, |_| {}).as_bytes(),
+                    ImportMode::Replace,
+                )
+                .unwrap_err(),
+        ),
+        &line(
+            1,
+            "the export holds the keys of another prefix than this store's ring",
+        ),
+    );
+    let peppered = KeyRing::builder("acme")
+        .pepper([3; 32])
+        .build(FileStore::open(dir.path().join("peppered")).unwrap())
+        .unwrap();
+    pin(
+        shown(
+            &peppered
+                .store()
+                .import(
+                    edited_export(file, true, |_| {}).as_bytes(),
+                    ImportMode::Replace,
+                )
+                .unwrap_err(),
+        ),
+        &line(
+            1,
+            "the export's keys were hashed under another pepper than this store's ring's",
+        ),
+    );
+    let maxed = FileStore::open(dir.path().join("maxed")).unwrap();
+    maxed
+        .import(
+            edited_export(file, true, |h| h["settings"]["epoch"] = u64::MAX.into()).as_bytes(),
+            ImportMode::Replace,
+        )
+        .unwrap();
+    let maxed = KeyRing::builder("acme").build(maxed).unwrap();
+    pin(
+        shown(&maxed.revoke_all().unwrap_err()),
+        "invalid input: the revoke-all epoch is at its maximum; revoke keys one by one",
+    );
+
+    // Opening a file that is not a store of this build.
+    let opened = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let e = FileStore::open(&path).unwrap_err();
+        shown(&e).replace(&path.display().to_string(), "<path>")
+    };
+    let corrupt = |reason: &str| format!("store <path> is corrupt at byte 0: {reason}");
+    pin(
+        opened("short", b"KEYWARD\0"),
+        &corrupt(
+            "the file is shorter than a store header: cut short (move it away to start afresh)",
+        ),
+    );
+    pin(
+        opened("text", b"not a store"),
+        &corrupt("not a keyward store, or a bad file header"),
+    );
+    let of_version = |version: u16| {
+        let mut bytes = b"KEYWARD\0".to_vec();
+        bytes.extend_from_slice(&version.to_le_bytes());
+        bytes.extend_from_slice(&[0, 0]);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    };
+    pin(
+        opened("v1", &of_version(1)),
+        &corrupt(
+            "a store file of format version 1, which this build no longer reads (it reads \
+             version 2): export its keys with the keyward that wrote it, then import them",
+        ),
+    );
+    pin(
+        opened("v3", &of_version(3)),
+        &corrupt(
+            "a store file of a later format version than this build reads (version 2): open \
+             it with a newer keyward",
+        ),
+    );
+    pin(
+        opened("v0", &of_version(0)),
+        &corrupt("a store file of an unknown format version (this build reads version 2)"),
+    );
+    let path = dir.path().join("keys");
+    // Cut after its header (three pages), before records its slots vouch for.
+    let whole = std::fs::read(&path).unwrap();
+    pin(
+        opened("cut", &whole[..3 * 4096]),
+        "store <path> is corrupt at byte 12288: file ends inside its synced part",
+    );
+    pin(
+        shown(&FileStore::open(dir.path().join("keys.lock")).unwrap_err())
+            .replace(&dir.path().display().to_string(), "<dir>"),
+        "i/o error on <dir>/keys.lock <- a store's file name cannot end in .compact or .lock \
+         (the names of another store's temporary and lock files)",
+    );
+    #[cfg(unix)]
+    {
+        let linked = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("linked.lock"))
+            .unwrap();
+        pin(
+            shown(&FileStore::open(&linked).unwrap_err())
+                .replace(&dir.path().display().to_string(), "<dir>"),
+            "i/o error on <dir>/linked.lock <- the lock file is a symbolic link; remove it",
+        );
+    }
+
+    // The variants no call here provokes.
+    pin(
+        Error::Random("entropy source failed".into()).to_string(),
+        "operating system random number generator failed: entropy source failed",
+    );
+    pin(
+        StoreError::SettingsConflict.to_string(),
+        "the ring settings changed since they were read",
+    );
+    pin(
+        StoreError::ForeignSettings.to_string(),
+        "the store's settings belong to another key ring",
+    );
+    pin(
+        shown(&StoreError::Backend(Box::new(std::io::Error::other(
+            "connection reset",
+        )))),
+        "storage backend failed <- connection reset",
+    );
+
+    for (shown, pinned) in &cases {
+        assert_eq!(shown, pinned);
+        assert!(!shown.contains(&pasted), "{shown}");
+    }
+}
