@@ -1,6 +1,9 @@
 //! Property tests of every parser of untrusted input: key strings, key ids,
-//! list cursors, scopes, stored hashes and the leak scanner. Whatever the
-//! input, nothing panics; what is printed parses back to the same value.
+//! list cursors, scopes and scope sets, stored hashes, networks, client
+//! certificate fingerprints, bindings, expiry policies, access tokens and
+//! the leak scanner. Whatever the input, nothing panics; what is printed
+//! parses back to the same value. (Exports and store files: see
+//! `lifecycle_extremes.rs` and `hostile_input.rs`.)
 
 use keyward::*;
 use proptest::prelude::*;
@@ -346,5 +349,175 @@ proptest! {
                 }
             }
         }
+    }
+}
+
+/// A network of `bits` (an IPv4 address in the low 32 bits when `v4`)
+/// with its host bits cleared, in CIDR form.
+fn network_text(v4: bool, bits: u128, prefix: u8) -> String {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    let width = if v4 { 32 } else { 128 };
+    let prefix = u32::from(prefix) % (width + 1);
+    let mask = if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - prefix) >> (128 - width)
+    };
+    if v4 {
+        format!("{}/{prefix}", Ipv4Addr::from((bits & mask) as u32))
+    } else {
+        format!("{}/{prefix}", Ipv6Addr::from(bits & mask))
+    }
+}
+
+/// 64 hex digits, each in either case, as in a row or as `openssl` prints
+/// them (pairs joined by `:`).
+fn fingerprint_text() -> impl Strategy<Value = (String, [u8; 32])> {
+    (any::<[u8; 32]>(), any::<[bool; 32]>(), any::<bool>()).prop_map(|(bytes, upper, colons)| {
+        let pairs: Vec<String> = bytes
+            .iter()
+            .zip(upper)
+            .map(|(b, up)| {
+                if up {
+                    format!("{b:02X}")
+                } else {
+                    format!("{b:02x}")
+                }
+            })
+            .collect();
+        (pairs.join(if colons { ":" } else { "" }), bytes)
+    })
+}
+
+fn expiry_policy() -> impl Strategy<Value = ExpiryPolicy> {
+    use keyward::time::{Date, Duration, OffsetDateTime};
+    let instant =
+        (-62_135_596_800i64..253_402_300_799, 0..1_000_000_000i64).prop_map(|(seconds, nanos)| {
+            OffsetDateTime::from_unix_timestamp(seconds).unwrap() + Duration::nanoseconds(nanos)
+        });
+    let date = (-365_243i32..2_932_896).prop_map(|day| Date::from_julian_day(day).unwrap());
+    let period = (1i64..i64::MAX, 0..1_000_000_000i32)
+        .prop_map(|(seconds, nanos)| Duration::new(seconds, nanos));
+    prop_oneof![
+        Just(ExpiryPolicy::Never),
+        instant.prop_map(ExpiryPolicy::At),
+        date.prop_map(ExpiryPolicy::EndOfDate),
+        period.clone().prop_map(ExpiryPolicy::Lifetime),
+        period.prop_map(ExpiryPolicy::Idle),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// A network prints in the form it parses from: parse, print, parse
+    /// gives the same network, and the JSON of bindings holding it reads
+    /// back as they were.
+    #[test]
+    fn networks_round_trip_through_text_and_json(
+        v4 in any::<bool>(),
+        bits in any::<u128>(),
+        prefix in 0u8..=128,
+    ) {
+        let text = network_text(v4, bits, prefix);
+        let network = Network::parse(&text).unwrap();
+        let printed = network.to_string();
+        prop_assert_eq!(&printed, &text);
+        prop_assert_eq!(Network::parse(&printed).unwrap(), network);
+        prop_assert_eq!(printed.parse::<Network>().unwrap(), network);
+        let mut bindings = Bindings::default();
+        bindings.networks = vec![network];
+        let json = serde_json::to_string(&bindings).unwrap();
+        prop_assert_eq!(serde_json::from_str::<Bindings>(&json).unwrap(), bindings);
+    }
+
+    /// Whatever network-like text parses prints as text that parses to the
+    /// same network (a bare address and a prefix with leading zeros
+    /// included), and nothing panics.
+    #[test]
+    fn network_like_text_parses_back_from_its_print(
+        s in "[0-9a-fA-F:.]{0,40}(/[0-9]{0,4})?",
+    ) {
+        if let Ok(network) = Network::parse(&s) {
+            let again = Network::parse(&network.to_string()).unwrap();
+            prop_assert_eq!(again, network);
+            prop_assert_eq!(again.to_string(), network.to_string());
+        }
+    }
+
+    /// A fingerprint in either form and case parses to its bytes, prints
+    /// as 64 lowercase digits, and that print parses to the same
+    /// fingerprint; bindings to it read back from JSON as they were.
+    #[test]
+    fn cert_fingerprints_round_trip_through_text_and_json(
+        (text, bytes) in fingerprint_text(),
+    ) {
+        let fingerprint = CertFingerprint::from_hex(&text).unwrap();
+        let printed = fingerprint.to_string();
+        let expected: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        prop_assert_eq!(&printed, &expected);
+        prop_assert_eq!(CertFingerprint::from_hex(&printed).unwrap(), fingerprint);
+        prop_assert_eq!(printed.parse::<CertFingerprint>().unwrap(), fingerprint);
+        let mut bindings = Bindings::default();
+        bindings.client_cert = Some(fingerprint);
+        let json = serde_json::to_string(&bindings).unwrap();
+        prop_assert_eq!(serde_json::from_str::<Bindings>(&json).unwrap(), bindings);
+    }
+
+    /// Fingerprint-like text never panics, and what parses prints back.
+    #[test]
+    fn fingerprint_like_text_parses_back_from_its_print(s in "[0-9a-fA-Fg:]{60,100}") {
+        if let Ok(fingerprint) = CertFingerprint::from_hex(&s) {
+            prop_assert_eq!(CertFingerprint::from_hex(&fingerprint.to_string()).unwrap(), fingerprint);
+            prop_assert_eq!(fingerprint.to_string(), s.replace(':', "").to_lowercase());
+        }
+    }
+
+    /// A set of scopes reads back from its JSON as it was.
+    #[test]
+    fn scope_sets_round_trip_through_json(
+        scopes in proptest::collection::vec(valid_scope(), 0..12),
+    ) {
+        let set = ScopeSet::parse(&scopes).unwrap();
+        let json = serde_json::to_string(&set).unwrap();
+        let read: ScopeSet = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(&read, &set);
+        prop_assert_eq!(serde_json::to_string(&read).unwrap(), json);
+    }
+
+    /// Every expiry policy reads back from its JSON as it was: an
+    /// instant, a date, a period, or never.
+    #[test]
+    fn expiry_policies_round_trip_through_json(policy in expiry_policy()) {
+        let json = serde_json::to_string(&policy).unwrap();
+        let read: ExpiryPolicy = serde_json::from_str(&json).unwrap();
+        prop_assert_eq!(read, policy);
+        prop_assert_eq!(serde_json::to_string(&read).unwrap(), json);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(32))]
+
+    /// An access token's text reads back to the claims it was minted with,
+    /// whatever the owner and scopes it carries.
+    #[test]
+    fn access_tokens_read_back_to_their_claims(
+        owner in "[ -~]{1,40}",
+        scopes in proptest::collection::vec(valid_scope(), 0..6),
+    ) {
+        let ring = KeyRing::builder(PREFIX)
+            .signing_key(3, [7; 32])
+            .build(MemoryStore::new())
+            .unwrap();
+        let issued = ring
+            .issue(NewKey::new(owner).scopes(ScopeSet::parse(&scopes).unwrap()))
+            .unwrap();
+        let token = ring
+            .exchange(issued.secret.expose(), keyward::time::Duration::minutes(5))
+            .unwrap();
+        let read = ring.verify_access_token(token.expose()).unwrap();
+        prop_assert_eq!(&read, &token.claims);
+        prop_assert_eq!(read.key_id, issued.key.id());
     }
 }
