@@ -608,9 +608,12 @@ impl FileStore {
     ///
     /// # Errors
     ///
-    /// [`StoreError::InvalidImport`], naming the first bad line, for input
-    /// that is not an export of this version, a field this version does not
-    /// know (a misspelt restriction is refused, not skipped), a line over
+    /// [`StoreError::InvalidImport`], naming the first bad line, for a read
+    /// error of `input` (its message with each run of more than 16 letters
+    /// and digits shown as its length, since it may quote what it read),
+    /// for input that is not an export of this version, a field this
+    /// version does not know (a misspelt restriction is refused, not
+    /// skipped), a line over
     /// 1 MiB, a key id that appears twice, a use limit of 0, or fields past
     /// the limits
     /// `issue` holds a key to (an empty owner or one with a NUL; an owner or
@@ -1733,10 +1736,12 @@ fn read_line<'b>(
 ) -> Result<Option<&'b str>, StoreError> {
     let invalid = |reason: String| StoreError::InvalidImport { line: n, reason };
     buf.clear();
+    // The reader is the host's, and its error may quote what it read: shown
+    // as every echo of the input is.
     let read = (&mut *input)
         .take(MAX_IMPORT_LINE as u64 + 2)
         .read_until(b'\n', buf)
-        .map_err(|e| invalid(e.to_string()))?;
+        .map_err(|e| invalid(crate::error::echo(&e.to_string(), 256)))?;
     if read == 0 {
         return Ok(None);
     }

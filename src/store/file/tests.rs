@@ -1644,6 +1644,45 @@ fn refused_import_of_an_edited_key(
     assert_eq!(State::of(&store), state);
 }
 
+/// The input of an import is the host's reader, and its error may quote
+/// what it was reading (a row, a request, a decompressed block): the
+/// reason repeats it as every other echo of input does, with no run of
+/// letters and digits long enough to hold part of a key's body, as a store
+/// error in an event is redacted.
+#[test]
+fn an_import_whose_reader_fails_repeats_no_key_its_error_quotes() {
+    struct Failing(String);
+    impl Read for Failing {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other(format!("bad block near {}", self.0)))
+        }
+    }
+    let ring = crate::KeyRing::builder("acme")
+        .build(crate::MemoryStore::new())
+        .unwrap();
+    let issued = ring.issue(crate::NewKey::new("o")).unwrap();
+    let key = issued.secret.expose();
+    let body = &key["acme_".len()..];
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 41);
+    let input = (&b"{\"keyward_export\":1}\n"[..]).chain(Failing(key.to_owned()));
+    match store.import(input, ImportMode::Merge) {
+        Err(e @ StoreError::InvalidImport { line: 2, .. }) => {
+            let shown = e.to_string();
+            assert_eq!(
+                shown,
+                "invalid import at line 2: bad block near acme_<42 characters>"
+            );
+            assert!(
+                !(0..=body.len() - 17).any(|i| shown.contains(&body[i..i + 17])),
+                "{shown}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(State::of(&store), state);
+}
+
 #[test]
 fn an_import_with_a_use_limit_of_zero_is_refused() {
     // Read as "no limit", a hand-edited 0 would grant unlimited uses.
