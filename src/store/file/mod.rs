@@ -1664,9 +1664,21 @@ impl Snapshot {
 
 /// A parse error of an export line, which can quote the line's values:
 /// as [`crate::error::echo`] shows them, so a key pasted into a field of an
-/// edited export does not reach the message.
+/// edited export does not reach the message. serde_json places the error
+/// in the one line it was given ("at line 1 column N"), which would
+/// contradict the line the import names: only the column is kept, after
+/// the cut, so that a long message keeps it too.
 fn quoted(e: &serde_json::Error) -> String {
-    crate::error::echo(&e.to_string(), 256)
+    let text = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&position) {
+        Some(message) => format!(
+            "{} (column {})",
+            crate::error::echo(message, 256),
+            e.column()
+        ),
+        None => crate::error::echo(&text, 256),
+    }
 }
 
 /// Refuses an export of another ring than the one that claimed this store

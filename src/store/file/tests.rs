@@ -1691,6 +1691,43 @@ fn an_import_with_a_use_limit_of_zero_is_refused() {
     });
 }
 
+/// The reason of a line that does not read names no other line than the
+/// one the error names, and keeps where on it the error is: serde_json
+/// counts the lines of what it was given, a single line, so its "at line 1
+/// column N" on the second line of an export contradicted "at line 2", and
+/// a long reason, cut after 256 characters, lost the column.
+#[test]
+fn an_import_reason_names_no_line_but_its_own_and_keeps_the_column() {
+    let sim = SimFs::new();
+    let (store, state) = store_with_history(&sim, 42);
+    let refused = |text: &str| match store.import(text.as_bytes(), ImportMode::Replace) {
+        Err(e @ StoreError::InvalidImport { line: 2, .. }) => e.to_string(),
+        other => panic!("{other:?}"),
+    };
+    let header = edited_export(&store, |_| {})
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        refused(&format!("{header}\n{{\"hash\": }}\n")),
+        "invalid import at line 2: expected value (column 10)"
+    );
+    let edited = edited_export(&store, |key| {
+        key["expire_at"] = serde_json::json!("2026-01-01T00:00:00Z");
+    });
+    // Where serde_json stopped: the end of the field's name.
+    let column = edited.lines().nth(1).unwrap().find("expire_at").unwrap() + "expire_at\"".len();
+    let shown = refused(&edited);
+    assert!(
+        shown.starts_with("invalid import at line 2: unknown field `expire_at`, expected "),
+        "{shown}"
+    );
+    assert!(!shown.contains("line 1"), "{shown}");
+    assert!(shown.ends_with(&format!(" (column {column})")), "{shown}");
+    assert_eq!(State::of(&store), state);
+}
+
 /// A misspelt restriction in an edited export is refused, not skipped:
 /// skipped, `expire_at` would import a key that never expires and
 /// `use_limt` one with unlimited uses. The same holds for the first line.
