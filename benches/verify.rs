@@ -713,7 +713,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// bad-checksum rejection with the string from memory and in cache, for
 /// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 28] = [
+const PAIRED: [(&str, PairedCall); 29] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -919,14 +919,21 @@ const PAIRED: [(&str, PairedCall); 28] = [
         prefetch_ahead(&set.bad_checksum, set, i);
         bad_checksum_call(set, i)
     }),
+    // Peer (a), taking turns with verify: criterion times it in a row of
+    // its own, after verify's, and a change of the host's speed between
+    // the two rows moves their ratio (run 15 read it either side of 1).
+    ("peer: SHA-256 + String map", |set, _, i| {
+        peer_sha256_call(set, i).is_some()
+    }),
 ];
 
 /// Ratios of one call of [`PAIRED`] to another (not the floor), each taken
 /// round by round as the ratios to the floor are: verify against a floor
 /// that also references the record its slot points to (as a verify that
-/// returns its record must), and the conditions the targets are read
-/// under, with the string in cache on both sides or on neither.
-const DERIVED: [(&str, &str, &str); 4] = [
+/// returns its record must), the conditions the targets are read under,
+/// with the string in cache on both sides or on neither, and peer (a)
+/// against verify.
+const DERIVED: [(&str, &str, &str); 5] = [
     (
         "valid verify / floor + record reference (a floor that reaches its record)",
         "valid verify",
@@ -946,6 +953,11 @@ const DERIVED: [(&str, &str, &str); 4] = [
         "bad checksum / valid verify, both with the string in cache",
         "bad checksum, string in cache",
         "valid verify, string in cache",
+    ),
+    (
+        "peer (SHA-256 + String map) / valid verify: how much faster keyward is",
+        "peer: SHA-256 + String map",
+        "valid verify",
     ),
 ];
 
