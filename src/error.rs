@@ -331,7 +331,8 @@ pub enum Error {
     #[error("invalid binding: {0}")]
     InvalidBinding(String),
     /// An expiry policy that cannot be applied (zero or negative period, an
-    /// instant or date already past).
+    /// instant or date already past or out of range), or a ring's maximum
+    /// lifetime that is not positive.
     #[error("invalid expiry: {0}")]
     InvalidExpiry(&'static str),
     /// The expiry asked for ends after the ring's maximum lifetime. The
@@ -379,9 +380,12 @@ pub enum Error {
     /// would refuse it for its whole life. Exchange again a second later.
     #[error("key {0} was regenerated within this second: exchange again in a second")]
     RegeneratedThisSecond(KeyId),
-    /// The API key presented for an exchange was refused.
+    /// The API key presented for an exchange was refused. The refusal is
+    /// in the message and in the field, not also the error's
+    /// [`source`](std::error::Error::source), so a report that prints the
+    /// chain does not say it twice.
     #[error("exchange refused: {0}")]
-    Rejected(#[source] VerifyError),
+    Rejected(VerifyError),
     /// The store failed.
     ///
     /// For a write, the outcome is then unknown: the store may hold the

@@ -3504,3 +3504,44 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
         assert!(!shown.contains(&pasted), "{shown}");
     }
 }
+
+/// An error says its cause in its message or gives it as its source, never
+/// both: a report that prints the chain (`{:#}` of anyhow, a logger that
+/// walks `source`) would say it twice. `Error::Rejected` did both.
+#[test]
+fn no_error_says_its_source_twice() {
+    let ring = KeyRing::builder("acme")
+        .signing_key(1, [5; 32])
+        .build(MemoryStore::new())
+        .unwrap();
+    let rejected = ring
+        .exchange("acme_nope", Duration::minutes(5))
+        .unwrap_err();
+    assert!(matches!(rejected, Error::Rejected(_)), "{rejected:?}");
+    let io = || std::io::Error::other("disk on fire");
+    let errors: Vec<Box<dyn std::error::Error>> = vec![
+        Box::new(rejected),
+        Box::new(Error::from(StoreError::Io {
+            path: "keys.kw".into(),
+            source: io(),
+        })),
+        Box::new(StoreError::Io {
+            path: "keys.kw".into(),
+            source: io(),
+        }),
+        Box::new(StoreError::Backend(Box::new(io()))),
+    ];
+    for e in &errors {
+        let mut outer = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let inner = s.to_string();
+            assert!(
+                !outer.contains(&inner),
+                "`{outer}` says its source `{inner}` again"
+            );
+            outer = inner;
+            source = s.source();
+        }
+    }
+}
