@@ -920,4 +920,17 @@ mod tests {
                 .is_err()
         );
     }
+
+    /// A text over 64 characters is refused before it is read, even one
+    /// whose leading zeros would make a period of it (no period
+    /// [`format_period`] writes comes near); 64 characters are read.
+    #[test]
+    fn a_period_of_more_than_64_characters_is_refused_unread() {
+        let longest = format!("P{}1D", "0".repeat(61));
+        assert_eq!(longest.len(), 64);
+        assert_eq!(parse_period(&longest), Some(Duration::days(1)));
+        let over = format!("P{}1D", "0".repeat(62));
+        assert_eq!(parse_period(&over), None);
+        assert!(from_json(&format!(r#"{{"lifetime":"{over}"}}"#)).is_err());
+    }
 }
