@@ -793,4 +793,19 @@ mod tests {
         assert!(debug.contains(g.secret.hint()));
         assert_eq!(g.secret.hint(), prefix().hint(g.id));
     }
+
+    /// The longest key, of a 32-character prefix, is exactly `MAX_KEY_LEN`
+    /// long and passes: only longer input is refused as too long.
+    #[test]
+    fn the_longest_key_is_not_too_long() {
+        let p = Prefix::new(&"a".repeat(MAX_PREFIX_LEN)).unwrap();
+        let g = generate(&p).unwrap();
+        assert_eq!(g.secret.expose().len(), MAX_KEY_LEN);
+        assert_eq!(parse(g.secret.expose(), &p).map(|k| k.id).ok(), Some(g.id));
+        // As long, for a shorter prefix: the wrong length, not too long.
+        assert_eq!(
+            parse(&"a".repeat(MAX_KEY_LEN), &prefix()).err(),
+            Some(MalformedReason::WrongLength)
+        );
+    }
 }
