@@ -3363,16 +3363,21 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
     let other = KeyRing::builder("other")
         .build(FileStore::open(dir.path().join("other")).unwrap())
         .unwrap();
-    pin(
+    // The untouched export, into the store of a ring that claimed it
+    // with another prefix or pepper.
+    let import_into = |ring: &KeyRing<FileStore>| {
         shown(
-            &other
+            &ring
                 .store()
                 .import(
                     edited_export(file, true, |_| {}).as_bytes(),
                     ImportMode::Replace,
                 )
                 .unwrap_err(),
-        ),
+        )
+    };
+    pin(
+        import_into(&other),
         &line(
             1,
             "the export holds the keys of another prefix than this store's ring",
@@ -3383,15 +3388,7 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
         .build(FileStore::open(dir.path().join("peppered")).unwrap())
         .unwrap();
     pin(
-        shown(
-            &peppered
-                .store()
-                .import(
-                    edited_export(file, true, |_| {}).as_bytes(),
-                    ImportMode::Replace,
-                )
-                .unwrap_err(),
-        ),
+        import_into(&peppered),
         &line(
             1,
             "the export's keys were hashed under another pepper than this store's ring's",
