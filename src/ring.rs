@@ -300,21 +300,53 @@ impl<S: KeyStore> Shared<S> {
     /// Takes the settings in the store, where another ring on the same
     /// store may have changed them. The epoch only moves forward.
     fn refresh(&self) -> Result<(), StoreError> {
+        self.reload().map(|_| ())
+    }
+
+    /// [`Self::refresh`], giving the revoke-all epoch of the settings it
+    /// last read (0 for none).
+    fn reload(&self) -> Result<u64, StoreError> {
+        let mut epoch = 0;
         for _ in 0..RELOAD_ATTEMPTS {
             let seen = self.installed.load(Ordering::Acquire);
             let Some(stored) = self.store.load_settings()? else {
-                return Ok(());
+                return Ok(0);
             };
             if self.foreign(&stored) {
                 return Err(StoreError::ForeignSettings);
             }
+            epoch = stored.epoch;
             if self.install(stored, Some(seen)) {
-                return Ok(());
+                return Ok(epoch);
             }
         }
         // Each time, other settings were installed meanwhile, read after
         // ours began: they are at least as new.
-        Ok(())
+        Ok(epoch)
+    }
+
+    /// [`Self::refresh`] before a key is stamped with this ring's epoch
+    /// (`issue`, `rotate`). When the store's epoch went back below the
+    /// ring's (an import's `Replace` of an older export, a restored
+    /// backup), the store's is raised to the ring's first, with the ring's
+    /// revoke-all instant: a key stamped above the store's epoch would
+    /// outlive the next `revoke_all` of any ring that reads the store's.
+    /// One settings read otherwise, as `refresh`. Call under
+    /// [`Self::lock`].
+    fn refresh_to_stamp(&self) -> Result<(), Error> {
+        let stored = self.reload()?;
+        if stored >= self.epoch.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let at = self.revoked_all_at.load(Ordering::Acquire);
+        // `change_settings` raises the epoch; the instant goes with it.
+        self.change_settings(|next| {
+            if at != NOT_YET {
+                let ours = instant(at);
+                next.revoked_all_at = Some(next.revoked_all_at.map_or(ours, |r| r.max(ours)));
+            }
+            Ok(true)
+        })
     }
 
     /// Takes the store's settings at once if another ring raised the
@@ -2619,8 +2651,8 @@ impl<S: KeyStore> Acting<'_, S> {
         check_request(&request)?;
         let _guard = ring.shared.lock();
         // Stamp the key with the store's epoch, which another ring may have
-        // raised.
-        ring.shared.refresh()?;
+        // raised (or the ring's, the store's raised to it).
+        ring.shared.refresh_to_stamp()?;
         let now = ring.clock.now();
         let policy = request.expiry.map(ExpiryPolicy::normalized).transpose()?;
         let expires_at = match policy {
@@ -2691,7 +2723,7 @@ impl<S: KeyStore> Acting<'_, S> {
 
     fn rotate_locked(&self, id: KeyId, grace: Duration) -> Result<Issued, Error> {
         let ring = self.ring;
-        ring.shared.refresh()?;
+        ring.shared.refresh_to_stamp()?;
         let old = ring.live_entry(id)?;
         if old
             .key

@@ -1336,3 +1336,48 @@ fn a_ring_running_across_a_replace_import_reloads_its_settings_but_keeps_its_epo
         .unwrap();
     assert!(rebuilt.verify(issued.secret.expose()).is_ok());
 }
+
+/// After a `Replace` by an export of a lower revoke-all epoch, a ring that
+/// ran across it keeps its own higher epoch, and stamps the keys it issues
+/// with it. A `revoke_all` by a ring that reads the store's epoch (one
+/// built after, or another on the same store) must still revoke those
+/// keys: "keys issued in an earlier epoch no longer verify".
+#[test]
+fn a_revoke_all_after_a_replace_import_revokes_the_keys_a_running_ring_issued() {
+    use keyward::store::ImportMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let store = std::sync::Arc::new(FileStore::open(&path).unwrap());
+    let build = || {
+        KeyRing::builder("kill")
+            .pepper(PEPPER)
+            .flush_interval(None)
+            .build(std::sync::Arc::clone(&store))
+            .unwrap()
+    };
+    let running = build();
+    let mut before = Vec::new();
+    store.export(&mut before).unwrap();
+    running.revoke_all().unwrap();
+    running.revoke_all().unwrap();
+    store.import(&before[..], ImportMode::Replace).unwrap();
+    running.refresh().unwrap();
+    // Issued and rotated after the import, by the ring above the store.
+    let issued = running.issue(NewKey::new("acct")).unwrap();
+    let other = running.issue(NewKey::new("acct")).unwrap();
+    let rotated = running.rotate(other.key.id(), Span::ZERO).unwrap();
+    let later = build();
+    assert!(later.verify(issued.secret.expose()).is_ok());
+    later.revoke_all().unwrap();
+    running.refresh().unwrap();
+    for ring in [&later, &running] {
+        for secret in [&issued.secret, &rotated.secret] {
+            assert_eq!(
+                ring.verify(secret.expose()).unwrap_err(),
+                VerifyError::Revoked,
+                "a key issued before the revoke-all outlived it"
+            );
+        }
+    }
+}

@@ -595,8 +595,9 @@ impl FileStore {
     /// ring reloads the imported settings (within a second, or on
     /// [`KeyRing::refresh`](crate::KeyRing::refresh)), but never moves its
     /// revoke-all epoch back, so after a `Replace` by an export of a lower
-    /// epoch it refuses the imported keys as revoked, and stamps the keys
-    /// it issues with its own epoch, above the store's.
+    /// epoch it refuses the imported keys as revoked, and before it issues
+    /// or rotates a key it raises the store's epoch back to its own (so the
+    /// next `revoke_all` of any ring on the store revokes that key too).
     ///
     /// A line may hold at most 1 MiB (1,048,576 bytes, its line break not
     /// counted): nearly four times the longest line an export of keys
