@@ -244,6 +244,25 @@ mod system_tests {
     }
 
     #[test]
+    fn a_manual_clock_is_set_both_ways_and_shows_its_time_in_debug() {
+        let start = OffsetDateTime::UNIX_EPOCH + Duration::days(20_000);
+        let clock = ManualClock::new(start);
+        let ring_view = clock.clone();
+        clock.set(start + Duration::hours(1));
+        assert_eq!(ring_view.now(), start + Duration::hours(1));
+        clock.set(start - Duration::hours(1));
+        assert_eq!(
+            ring_view.unix_nanos(),
+            (start - Duration::hours(1)).unix_timestamp_nanos()
+        );
+        // A test's failure message names the time the ring was reading.
+        assert_eq!(
+            format!("{ring_view:?}"),
+            "ManualClock(2024-10-03 23:00:00.0 +00:00:00)"
+        );
+    }
+
+    #[test]
     fn other_clocks_have_no_trailing_reading_unless_they_say_so() {
         let clock = ManualClock::new(OffsetDateTime::UNIX_EPOCH);
         assert_eq!(clock.trailing_unix_nanos(), None);
@@ -326,5 +345,22 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         assert!(CoarseClock.unix_nanos() > after);
+    }
+
+    #[test]
+    fn the_coarse_clock_never_goes_back_from_one_tick_to_the_next() {
+        // Over 30 ms, several ticks at any `HZ`: each reading is at or
+        // after the one before (unless the clock is stepped meanwhile), the
+        // nanoseconds within a second included.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(30);
+        let mut last = CoarseClock.unix_nanos();
+        let mut ticks = 0;
+        while std::time::Instant::now() < deadline {
+            let now = CoarseClock.unix_nanos();
+            assert!(now >= last, "went back from {last} to {now}");
+            ticks += usize::from(now > last);
+            last = now;
+        }
+        assert!(ticks > 0, "no tick in 30 ms");
     }
 }
