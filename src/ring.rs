@@ -3455,6 +3455,37 @@ mod tests {
         );
     }
 
+    /// A reload that lands between `limits` (which read the hot default,
+    /// with the bar of a default since replaced) and `cutoff`'s read of the
+    /// settings (which then have no superseded default covering the key):
+    /// the key is refused by `verify`, so `expires_at` must give an end (its
+    /// creation, at the latest), never "no end at all".
+    #[test]
+    fn a_key_past_a_bar_the_settings_no_longer_hold_ends_by_its_creation() {
+        use crate::{ManualClock, MemoryStore, NewKey};
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let clock = ManualClock::new(t0);
+        let ring = KeyRing::builder("acme")
+            .clock(clock.clone())
+            .default_expiry(ExpiryPolicy::days(10))
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap();
+        let issued = ring.issue(NewKey::new("acct_42")).unwrap();
+        clock.set(t0 + Duration::days(11));
+        // The hot default as a reload in flight has installed it; the
+        // settings behind the lock are still the ones before it.
+        let mut reloaded = ring.settings();
+        reloaded.replace_default(ExpiryPolicy::Never, clock.now());
+        assert!(reloaded.expired_bars().0.is_some(), "the change left a bar");
+        ring.shared.default.store(&reloaded);
+        assert_eq!(
+            ring.verify(issued.secret.expose()).map(|v| v.id()),
+            Err(VerifyError::Expired)
+        );
+        assert_eq!(ring.expires_at(issued.key.id), Some(t0));
+    }
+
     /// A negative period read from a store (no call can set one) must not
     /// turn into "forever": that would fail open.
     #[test]

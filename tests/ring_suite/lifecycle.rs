@@ -468,6 +468,23 @@ fn a_rotated_limited_key_is_expired_on_a_clock_behind_the_rotation() {
     assert_eq!(a.get(id).unwrap().uses(), 0, "a refused use was spent");
 }
 
+/// A key with a use limit hands its remaining uses to its successor and
+/// stops at once, whatever grace the rotation asks for (a grace would let
+/// both spend the same uses): its end, as `expires_at` and its rotation
+/// record give it, is the rotation, not the grace asked for.
+#[test]
+fn a_rotated_limited_key_ends_at_the_rotation_whatever_the_grace() {
+    let clock = ManualClock::new(T0);
+    let ring = clocked(&clock);
+    let old = ring.issue(NewKey::new("o").use_limit(5)).unwrap();
+    let id = old.key.id();
+    ring.rotate(id, Duration::hours(1)).unwrap();
+    assert_eq!(ring.expires_at(id), Some(T0));
+    let rotation = ring.get(id).unwrap().rotation().unwrap();
+    assert_eq!(rotation.grace_until, Some(T0));
+    assert_eq!(check(&ring, &old), Err(VerifyError::Expired));
+}
+
 /// A key whose every use is spent has nothing to hand on: `rotate` refuses
 /// it (as its docs say) and changes nothing, rather than give a successor
 /// unlimited uses or none.
