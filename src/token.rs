@@ -663,6 +663,24 @@ mod tests {
         }
     }
 
+    /// The bad digits are noted by OR-ing their table values, which no
+    /// count of bad characters can cancel (an XOR of two 255s would be 0):
+    /// two or more are refused like one, here and in a key id's text.
+    #[test]
+    fn several_bad_characters_are_refused_like_one() {
+        for digits in [
+            &b"--aaaaaaaa"[..],
+            b"a-b-c-d-e-",
+            b"\xff\xffzzzzzzzz",
+            b"----------",
+        ] {
+            assert_eq!(decode_small(digits), None, "{digits:?}");
+        }
+        for id in ["--000000000", "0-0-0000000", "1..........", "ab~~cdefghi"] {
+            assert!(id.parse::<KeyId>().is_err(), "{id}");
+        }
+    }
+
     #[test]
     fn crc32_matches_crc32fast() {
         for text in [&b""[..], b"a", b"bench_1", &[0xA5; 300]] {
@@ -782,6 +800,52 @@ mod tests {
             let key = std::str::from_utf8(&text).unwrap();
             assert_eq!(parse(key, &p).err(), expected, "{id}");
         }
+    }
+
+    /// The scanner's recogniser takes a key only with the `_` before its
+    /// body, even when the checksum was made to match a text glued without
+    /// it; and it reports where the key, its prefix and its secret are.
+    #[test]
+    fn a_key_is_recognised_only_with_the_underscore_before_its_body() {
+        let g = generate(&prefix()).unwrap();
+        let mut text = format!("x9{}", g.secret.expose()).into_bytes();
+        let hit = recognise_api_key(&text).unwrap();
+        let prefix_end = "x9acme_live".len();
+        assert_eq!(
+            (
+                hit.start,
+                hit.prefix_end,
+                hit.secret_start,
+                hit.key_id,
+                hit.token
+            ),
+            (2, prefix_end, prefix_end + 2 + ID_LEN, g.id, false)
+        );
+        text[prefix_end] = b'x';
+        let sum_start = text.len() - CHECKSUM_LEN;
+        encode_fixed(
+            u128::from(crc32(&text[2..sum_start])),
+            &mut text[sum_start..],
+        );
+        assert!(recognise_api_key(&text).is_none());
+    }
+
+    /// A prefix can start only at a lowercase letter, at most
+    /// `MAX_PREFIX_LEN` before the end, within the prefix characters the
+    /// head ends with, and never before a `_` that ends the head: the
+    /// starts come shortest prefix first.
+    #[test]
+    fn prefix_starts_are_the_lowercase_letters_of_the_tail_shortest_first() {
+        let starts = |head: &[u8]| prefix_starts(head).collect::<Vec<_>>();
+        assert_eq!(starts(b"x9_ab"), [4, 3, 0]);
+        assert_eq!(starts(b"AB-c9d"), [5, 3]);
+        assert_eq!(starts(b"acme_"), [] as [usize; 0]);
+        assert_eq!(starts(b""), [] as [usize; 0]);
+        let long = [b'a'; MAX_PREFIX_LEN + 8];
+        assert_eq!(
+            starts(&long),
+            (8..MAX_PREFIX_LEN + 8).rev().collect::<Vec<_>>()
+        );
     }
 
     #[test]
