@@ -532,6 +532,51 @@ mod tests {
         }
     }
 
+    /// The longest token, of a 32-character prefix and the most bytes of
+    /// claims, is exactly `MAX_TOKEN_LEN` long and opens: only longer text
+    /// is refused as too long (as `the_longest_key_is_not_too_long` pins
+    /// for keys). One byte of claims more is refused at signing.
+    #[test]
+    fn the_longest_token_is_not_too_long() {
+        let prefix = Prefix::new(&"a".repeat(token::MAX_PREFIX_LEN)).unwrap();
+        let mut signer = Signer::with_capacity(1);
+        signer
+            .add(0, &[7; 32], prefix.as_str(), None, true)
+            .unwrap();
+        let claims = AccessClaims {
+            key_id: KeyId::from_u64(42),
+            // With the NUL after it, `MAX_CLAIMS` bytes.
+            owner: "o".repeat(MAX_CLAIMS - 1),
+            scopes: ScopeSet::empty(),
+            issued_at: datetime!(2026-01-01 00:00 UTC),
+            expires_at: datetime!(2026-01-01 00:30 UTC),
+            bound: false,
+        };
+        let token = signer.sign(&prefix, claims.clone()).unwrap();
+        assert_eq!(token.expose().len(), MAX_TOKEN_LEN);
+        assert_eq!(signer.open(&prefix, token.expose()), Ok(claims.clone()));
+        // A claims length over the most, in a text of the same length and
+        // a good checksum, is malformed, whatever the MAC.
+        let mut text = token.expose().as_bytes().to_vec();
+        let at = prefix.as_str().len() + 2 + KID_LEN + token::ID_LEN + 2 * TIME_LEN;
+        encode_fixed(MAX_CLAIMS as u128 + 1, &mut text[at..at + CLAIMS_LEN_LEN]);
+        let sum_at = text.len() - token::CHECKSUM_LEN;
+        encode_fixed(
+            u128::from(token::crc32(&text[..sum_at])),
+            &mut text[sum_at..],
+        );
+        assert_eq!(
+            signer.open(&prefix, std::str::from_utf8(&text).unwrap()),
+            Err(VerifyError::Malformed(MalformedReason::WrongLength))
+        );
+        let mut over = claims;
+        over.owner.push('o');
+        assert!(matches!(
+            signer.sign(&prefix, over),
+            Err(Error::InvalidInput(_))
+        ));
+    }
+
     /// The MAC keys are derived in place, as `blake3::derive_key` would
     /// derive them, into a list that never reallocates (which would leave
     /// copies of them in freed memory).
