@@ -606,6 +606,15 @@ mod tests {
                 ExpiryPolicy::Idle(Duration::minutes(90)),
                 r#"{"idle":"PT1H30M"}"#,
             ),
+            // Days with only minutes, or only seconds, after them.
+            (
+                ExpiryPolicy::Idle(Duration::days(2) + Duration::minutes(5)),
+                r#"{"idle":"P2DT5M"}"#,
+            ),
+            (
+                ExpiryPolicy::Lifetime(Duration::days(1) + Duration::seconds(1)),
+                r#"{"lifetime":"P1DT1S"}"#,
+            ),
             (
                 ExpiryPolicy::Idle(Duration::days(1) + Duration::milliseconds(500)),
                 r#"{"idle":"P1DT0.5S"}"#,
