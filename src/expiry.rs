@@ -827,6 +827,59 @@ mod tests {
         }
     }
 
+    /// A format that names a variant by its index (bincode, postcard)
+    /// or by bytes reads each policy's name, in the order of
+    /// [`VARIANTS`]; any other index or name is refused, unrepeated.
+    #[test]
+    fn a_policy_name_is_read_by_index_and_by_bytes() {
+        use serde::de::value::{BoolDeserializer, BytesDeserializer, Error, U64Deserializer};
+        let name = |tag: Result<Tag, Error>| tag.map(|t| VARIANTS[t as usize]);
+        for (index, expected) in VARIANTS.iter().enumerate() {
+            let by_index = Tag::deserialize(U64Deserializer::<Error>::new(index as u64));
+            assert_eq!(name(by_index), Ok(*expected));
+            let by_bytes = Tag::deserialize(BytesDeserializer::<Error>::new(expected.as_bytes()));
+            assert_eq!(name(by_bytes), Ok(*expected));
+        }
+        for refused in [
+            Tag::deserialize(U64Deserializer::<Error>::new(5)),
+            Tag::deserialize(U64Deserializer::<Error>::new(u64::MAX)),
+            Tag::deserialize(BytesDeserializer::<Error>::new(b"Never")),
+            Tag::deserialize(BytesDeserializer::<Error>::new(b"\xffidle")),
+        ] {
+            let error = name(refused).unwrap_err().to_string();
+            assert!(error.starts_with("unknown expiry policy"), "{error}");
+        }
+        let error = name(Tag::deserialize(BoolDeserializer::<Error>::new(true))).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .ends_with("expected the name of an expiry policy"),
+            "{error}"
+        );
+    }
+
+    /// `time` writes a period's nanoseconds with the sign of its seconds,
+    /// and a period under a second, or of whole seconds, with the sign
+    /// the nonzero part has: all of these read.
+    #[test]
+    fn the_legacy_period_takes_the_sign_of_its_nonzero_part() {
+        for (text, period) in [
+            (r#"{"idle":[0,-500000000]}"#, -Duration::milliseconds(500)),
+            (r#"{"idle":[0,500000000]}"#, Duration::milliseconds(500)),
+            (r#"{"idle":[-5,0]}"#, Duration::seconds(-5)),
+            (r#"{"idle":[0,0]}"#, Duration::ZERO),
+            (
+                r#"{"idle":[0,-999999999]}"#,
+                Duration::nanoseconds(-999_999_999),
+            ),
+        ] {
+            assert_eq!(from_json(text), Ok(ExpiryPolicy::Idle(period)), "{text}");
+        }
+        for text in [r#"{"idle":[-1,1]}"#, r#"{"idle":[0,-1000000000]}"#] {
+            assert!(from_json(text).is_err(), "{text}");
+        }
+    }
+
     /// A key pasted where a legacy tuple or a `never` belongs is not
     /// repeated either (the element's own error would quote it).
     #[test]
