@@ -532,6 +532,33 @@ mod tests {
         }
     }
 
+    /// A token's `Debug` shows what names it and no more: prefix, `_T`,
+    /// signing key id and key id, whatever the prefix's length (not the
+    /// times after them, and never the MAC).
+    #[test]
+    fn token_debug_shows_exactly_prefix_signing_key_id_and_key_id() {
+        for prefix in ["a", "acme", "acme_live_eu"] {
+            let prefix = Prefix::new(prefix).unwrap();
+            let mut signer = Signer::with_capacity(1);
+            signer
+                .add(7, &[7; 32], prefix.as_str(), None, true)
+                .unwrap();
+            let claims = AccessClaims {
+                key_id: KeyId::from_u64(42),
+                owner: "o".to_owned(),
+                scopes: ScopeSet::empty(),
+                issued_at: datetime!(2026-01-01 00:00 UTC),
+                expires_at: datetime!(2026-01-01 00:30 UTC),
+                bound: false,
+            };
+            let token = signer.sign(&prefix, claims).unwrap();
+            let shown = format!("{token:?}");
+            let named = format!("{}_T7{}", prefix.as_str(), KeyId::from_u64(42));
+            let expected = format!("AccessToken {{ token: {named}…, redacted, claims: ");
+            assert!(shown.starts_with(&expected), "{shown}");
+        }
+    }
+
     /// The longest token, of a 32-character prefix and the most bytes of
     /// claims, is exactly `MAX_TOKEN_LEN` long and opens: only longer text
     /// is refused as too long (as `the_longest_key_is_not_too_long` pins
