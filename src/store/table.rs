@@ -559,6 +559,96 @@ mod tests {
         assert_same(&table, &model);
     }
 
+    /// Where each key sits: (bucket, slot, id).
+    fn positions(table: &IdTable) -> Vec<(usize, usize, u64)> {
+        let mut out = Vec::new();
+        for (b, bucket) in table.buckets.iter().enumerate() {
+            for k in 0..WAYS {
+                if bucket.keys[k].is_some() {
+                    out.push((b, k, bucket.ids[k]));
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_insert_with_room_in_its_buckets_moves_no_resident() {
+        // 150 keys in 256 slots: never grown, and most inserts find a free
+        // slot in one of their buckets; those take it and move nobody.
+        let mut table = IdTable::with_buckets(64, Seeds::draw());
+        let mut with_room = 0;
+        for id in 0..150u64 {
+            let (i, j) = table.buckets_of(id);
+            let room =
+                table.buckets[i].free_slot().is_some() || table.buckets[j].free_slot().is_some();
+            let before = positions(&table);
+            table.insert(record(id, "o"));
+            let after = positions(&table);
+            if room {
+                with_room += 1;
+                assert_eq!(after.len(), before.len() + 1);
+                for resident in &before {
+                    assert!(after.contains(resident), "{resident:?} moved for key {id}");
+                }
+            }
+        }
+        assert_eq!(table.buckets.len(), 64);
+        assert!(with_room >= 100, "only {with_room} inserts had room");
+    }
+
+    #[test]
+    fn the_walk_state_is_never_zero() {
+        // A xorshift state of zero stays zero: every walk would then start
+        // in the same bucket and move the same slot.
+        for walk in [0, 1, 2, u64::MAX - 1] {
+            let mut table = IdTable::with_buckets(1, Seeds { mix: 0, walk });
+            assert_ne!(table.step(), 0, "walk seed {walk}");
+        }
+    }
+
+    #[test]
+    fn the_table_grows_past_90_percent_full_and_shrinks_under_22_5() {
+        // 1,000 buckets, 4,000 slots: 3,600 keys are exactly 90% full,
+        // and stay (a walk at 90% of this size does not fail).
+        let mut table = IdTable::with_buckets(1_000, Seeds::draw());
+        for id in 0..3_600u64 {
+            table.insert(record(id, "o"));
+        }
+        assert_eq!(table.buckets.len(), 1_000, "exactly 90% full does not grow");
+        table.insert(record(3_600, "o"));
+        assert_eq!(table.buckets.len(), 1_250, "one more grows by 5/4");
+        // 10 buckets, 40 slots: 9 keys are exactly 22.5% full, and stay.
+        let mut table = IdTable::with_buckets(10, Seeds::draw());
+        for id in 0..10u64 {
+            table.insert(record(id, "o"));
+        }
+        table.remove(0).unwrap();
+        assert_eq!(
+            table.buckets.len(),
+            10,
+            "exactly 22.5% full does not shrink"
+        );
+        table.remove(1).unwrap();
+        // 8 keys 60% full: ceil(8 * 5 / 3) = 14 slots, 4 buckets.
+        assert_eq!(table.buckets.len(), 4, "under 22.5% shrinks");
+        assert_eq!(table.len(), 8);
+    }
+
+    #[test]
+    fn a_rebuild_into_too_few_buckets_grows_until_every_key_fits() {
+        // The retry of a rebuild whose placement failed: 40 keys cannot fit
+        // one bucket, so it must grow (by at least one bucket each time).
+        let mut table = IdTable::new();
+        let mut model = HashMap::new();
+        for id in 0..40u64 {
+            table.insert(record(id, "o"));
+            model.insert(id, "o".to_string());
+        }
+        table.rebuild(1);
+        assert_same(&table, &model);
+    }
+
     #[test]
     fn a_bucket_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Bucket>(), 64);
