@@ -3455,6 +3455,17 @@ mod tests {
         );
     }
 
+    /// A ring on a fresh `MemoryStore` read by `clock`, with a default
+    /// lifetime of 10 days and no background flusher.
+    fn ten_day_default_ring(clock: &crate::ManualClock) -> KeyRing<crate::MemoryStore> {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .default_expiry(ExpiryPolicy::days(10))
+            .flush_interval(None)
+            .build(crate::MemoryStore::new())
+            .unwrap()
+    }
+
     /// A reload that lands between `limits` (which read the hot default,
     /// with the bar of a default since replaced) and `cutoff`'s read of the
     /// settings (which then have no superseded default covering the key):
@@ -3462,15 +3473,10 @@ mod tests {
     /// creation, at the latest), never "no end at all".
     #[test]
     fn a_key_past_a_bar_the_settings_no_longer_hold_ends_by_its_creation() {
-        use crate::{ManualClock, MemoryStore, NewKey};
+        use crate::{ManualClock, NewKey};
         let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
         let clock = ManualClock::new(t0);
-        let ring = KeyRing::builder("acme")
-            .clock(clock.clone())
-            .default_expiry(ExpiryPolicy::days(10))
-            .flush_interval(None)
-            .build(MemoryStore::new())
-            .unwrap();
+        let ring = ten_day_default_ring(&clock);
         let issued = ring.issue(NewKey::new("acct_42")).unwrap();
         clock.set(t0 + Duration::days(11));
         // The hot default as a reload in flight has installed it; the
@@ -3500,15 +3506,10 @@ mod tests {
     /// default and under defaults since replaced, used or not.
     #[test]
     fn settings_give_the_default_end_the_ring_gives() {
-        use crate::{ManualClock, MemoryStore, NewKey};
+        use crate::{ManualClock, NewKey};
         let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
         let clock = ManualClock::new(t0);
-        let ring = KeyRing::builder("acme")
-            .clock(clock.clone())
-            .default_expiry(ExpiryPolicy::days(10))
-            .flush_interval(None)
-            .build(MemoryStore::new())
-            .unwrap();
+        let ring = ten_day_default_ring(&clock);
         let mut keys = Vec::new();
         let defaults = [
             ExpiryPolicy::Idle(Duration::days(3)),
