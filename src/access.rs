@@ -532,6 +532,27 @@ mod tests {
         }
     }
 
+    /// A signer with one key, of id `kid`, for `prefix`.
+    fn one_key_signer(kid: u8, prefix: &Prefix) -> Signer {
+        let mut signer = Signer::with_capacity(1);
+        signer
+            .add(kid, &[7; 32], prefix.as_str(), None, true)
+            .unwrap();
+        signer
+    }
+
+    /// Claims of key 42 for `owner`, unscoped, unbound, for half an hour.
+    fn claims_of_42(owner: String) -> AccessClaims {
+        AccessClaims {
+            key_id: KeyId::from_u64(42),
+            owner,
+            scopes: ScopeSet::empty(),
+            issued_at: datetime!(2026-01-01 00:00 UTC),
+            expires_at: datetime!(2026-01-01 00:30 UTC),
+            bound: false,
+        }
+    }
+
     /// A token's `Debug` shows what names it and no more: prefix, `_T`,
     /// signing key id and key id, whatever the prefix's length (not the
     /// times after them, and never the MAC).
@@ -539,19 +560,8 @@ mod tests {
     fn token_debug_shows_exactly_prefix_signing_key_id_and_key_id() {
         for prefix in ["a", "acme", "acme_live_eu"] {
             let prefix = Prefix::new(prefix).unwrap();
-            let mut signer = Signer::with_capacity(1);
-            signer
-                .add(7, &[7; 32], prefix.as_str(), None, true)
-                .unwrap();
-            let claims = AccessClaims {
-                key_id: KeyId::from_u64(42),
-                owner: "o".to_owned(),
-                scopes: ScopeSet::empty(),
-                issued_at: datetime!(2026-01-01 00:00 UTC),
-                expires_at: datetime!(2026-01-01 00:30 UTC),
-                bound: false,
-            };
-            let token = signer.sign(&prefix, claims).unwrap();
+            let signer = one_key_signer(7, &prefix);
+            let token = signer.sign(&prefix, claims_of_42("o".to_owned())).unwrap();
             let shown = format!("{token:?}");
             let named = format!("{}_T7{}", prefix.as_str(), KeyId::from_u64(42));
             let expected = format!("AccessToken {{ token: {named}…, redacted, claims: ");
@@ -566,19 +576,9 @@ mod tests {
     #[test]
     fn the_longest_token_is_not_too_long() {
         let prefix = Prefix::new(&"a".repeat(token::MAX_PREFIX_LEN)).unwrap();
-        let mut signer = Signer::with_capacity(1);
-        signer
-            .add(0, &[7; 32], prefix.as_str(), None, true)
-            .unwrap();
-        let claims = AccessClaims {
-            key_id: KeyId::from_u64(42),
-            // With the NUL after it, `MAX_CLAIMS` bytes.
-            owner: "o".repeat(MAX_CLAIMS - 1),
-            scopes: ScopeSet::empty(),
-            issued_at: datetime!(2026-01-01 00:00 UTC),
-            expires_at: datetime!(2026-01-01 00:30 UTC),
-            bound: false,
-        };
+        let signer = one_key_signer(0, &prefix);
+        // With the NUL after it, `MAX_CLAIMS` bytes.
+        let claims = claims_of_42("o".repeat(MAX_CLAIMS - 1));
         let token = signer.sign(&prefix, claims.clone()).unwrap();
         assert_eq!(token.expose().len(), MAX_TOKEN_LEN);
         assert_eq!(signer.open(&prefix, token.expose()), Ok(claims.clone()));
