@@ -579,7 +579,10 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// should override it (`MemoryStore` lends it under its shard's read
     /// lock): `verify` then reads the record with plain loads, which the CPU
     /// overlaps, and takes a reference count (a locked instruction) only for
-    /// a key that verified. `f` does not call back into the store.
+    /// a key that verified. `f` must not call back into the store: a store
+    /// may run it under a lock, as `MemoryStore` does, and a write to the
+    /// same shard from inside `f` would deadlock or panic (`verify`'s `f`
+    /// only reads the record and counts its use).
     ///
     /// `verify` counts the use of a key without a use limit inside `f`. If
     /// `apply` cannot replace the record while `f` runs on it (as with

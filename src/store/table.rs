@@ -12,11 +12,13 @@
 //!
 //! Inserts place a key in a free slot of either bucket or move a resident key
 //! to its other bucket (a bounded random walk); the table grows by 5/4 when
-//! it is 90% full or a walk fails, so it stays 72-90% full (16 bytes per
-//! slot: 18-22 bytes per key). Removals that leave it under a quarter full
-//! (22.5%) rebuild it 60% full, so mass deletion gives the memory back. Bucket indices come from the id mixed with a
-//! per-table random seed, so ids chosen by an importer cannot be aimed at one
-//! bucket, and a rebuild draws a new seed.
+//! it is 90% full or a walk fails, so a table filled by inserts is 72-90%
+//! full (16 bytes per slot: 18-22 bytes per key), or less after a walk
+//! failed early. Removals that leave it under a quarter full (22.5%)
+//! rebuild it 60% full, so mass deletion gives the memory back. A table
+//! never fills more than 90% of its slots. Bucket indices come from the id
+//! mixed with a per-table random seed, so ids chosen by an importer cannot
+//! be aimed at one bucket, and a rebuild draws a new seed.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
