@@ -152,8 +152,8 @@ pub struct Page {
     /// so far and so appears on a page still to come, or on a page asked
     /// for after the last one; not if the clock went back, or gave the
     /// same instant to it and to a listed key with a larger id (possible
-    /// with a coarse clock). Either way the other keys are each listed
-    /// once.
+    /// with a coarse clock), nor a key imported with a creation time before
+    /// this page's last. Either way the other keys are each listed once.
     pub next: Option<ListCursor>,
 }
 
