@@ -1275,10 +1275,15 @@ static STARTED: std::sync::OnceLock<std::time::SystemTime> = std::sync::OnceLock
 /// `None` if this run did not write them. Criterion leaves the estimates of
 /// earlier runs in place, so a row that a filter (or `--test`) left out
 /// would otherwise print, and go into the CSV, with an earlier run's figure
-/// beside this run's, its ratio taken across two runs.
+/// beside this run's, its ratio taken across two runs. The estimates are
+/// where criterion writes them: under `CRITERION_HOME` if it is set, else
+/// under `criterion` in the target directory.
 fn median(group: &str, name: &str) -> Option<f64> {
-    let dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-    let path = format!("{dir}/criterion/{group}/{name}/new/estimates.json");
+    let home = std::env::var("CRITERION_HOME").unwrap_or_else(|_| {
+        let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+        format!("{target}/criterion")
+    });
+    let path = format!("{home}/{group}/{name}/new/estimates.json");
     let written = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
     if written < *STARTED.get()? {
         return None;
