@@ -329,6 +329,8 @@ mod tests {
             "10.0.0/8",
             "10.0.0.0/-1",
             "10.0.0.0/08a",
+            "10.0.0.0/+8",
+            "10.0.0.0/0008",
             "x/8",
             "2001:db8::1/32",
         ] {
@@ -412,6 +414,21 @@ mod tests {
             Err(Binding::ClientCertificate)
         );
         assert_eq!(b.check(None, None), Err(Binding::ClientCertificate));
+    }
+
+    /// `Debug` names the type and shows the value as `Display` does (a
+    /// fingerprint and a network are public, unlike a key).
+    #[test]
+    fn debug_shows_the_type_and_the_value() {
+        let fp = CertFingerprint::of_der(b"abc");
+        assert_eq!(
+            format!("{fp:?}"),
+            "CertFingerprint(ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad)"
+        );
+        let v4 = Network::parse("10.0.0.0/8").unwrap();
+        assert_eq!(format!("{v4:?}"), "Network(10.0.0.0/8)");
+        let v6 = Network::parse("2001:db8::42").unwrap();
+        assert_eq!(format!("{v6:?}"), "Network(2001:db8::42/128)");
     }
 
     #[test]
