@@ -566,6 +566,35 @@ mod tests {
         }
     }
 
+    /// A task's stable name, as `as_str` and `Display` give it.
+    #[test]
+    fn store_tasks_have_stable_names() {
+        for (task, name) in [
+            (StoreTask::SettingsReload, "settings reload"),
+            (StoreTask::UsageFlush, "usage flush"),
+            (StoreTask::LimitedUse, "limited use"),
+        ] {
+            assert_eq!(task.as_str(), name);
+            assert_eq!(task.to_string(), name);
+        }
+    }
+
+    /// An `EventLog` keeps what it is given, oldest first, also through
+    /// an `Arc` (as a ring holds its sink), and its `Debug` shows only how
+    /// many events it holds.
+    #[test]
+    fn an_event_log_keeps_events_in_order_and_debug_counts_them() {
+        let log = std::sync::Arc::new(EventLog::new());
+        assert_eq!(format!("{log:?}"), "EventLog { events: 0 }");
+        let first = Event::new(EventKind::Issued, T).owner("acct_42");
+        let second = Event::new(EventKind::Deleted, T + Duration::seconds(1));
+        let sink: &dyn EventSink = &log;
+        sink.record(&first);
+        sink.record(&second);
+        assert_eq!(log.events(), [first, second]);
+        assert_eq!(format!("{log:?}"), "EventLog { events: 2 }");
+    }
+
     /// `at` is RFC 3339 in UTC whatever offset the host's clock answered
     /// in (one with seconds has no RFC 3339 form at all), with the
     /// fraction of a second when there is one.
