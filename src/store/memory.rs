@@ -199,3 +199,43 @@ impl MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::sample_key;
+
+    /// `len` and `is_empty` count the keys of every shard, and `Debug`
+    /// prints that count (and nothing of the records).
+    #[test]
+    fn len_is_empty_and_debug_count_the_keys_of_every_shard() {
+        let store = MemoryStore::new();
+        assert_eq!((store.len(), store.is_empty()), (0, true));
+        assert_eq!(format!("{store:?}"), "MemoryStore { keys: 0 }");
+        // Ids in three shards, two of them in one.
+        for id in [1, 2 << 32, 3 << 32, (3 << 32) | 1] {
+            store.insert(sample_key(id, "alice", "k")).unwrap();
+        }
+        assert_eq!((store.len(), store.is_empty()), (4, false));
+        assert_eq!(format!("{store:?}"), "MemoryStore { keys: 4 }");
+        store.remove(KeyId::from_u64(2 << 32)).unwrap();
+        assert_eq!((store.len(), store.is_empty()), (3, false));
+    }
+
+    /// A key's shard is bits 32..38 of its id: ids that differ only there
+    /// land one in each shard, so a writer blocks 1/64 of the readers,
+    /// not all of them; the bits above and below do not move a key.
+    #[test]
+    fn a_key_s_shard_is_bits_32_to_38_of_its_id() {
+        let store = MemoryStore::new();
+        for shard in 0..SHARDS as u64 {
+            let id = (0xA5A5 << 48) | (shard << 32) | 0xDEAD_BEEF;
+            store.insert(sample_key(id, "alice", "k")).unwrap();
+        }
+        for (i, shard) in store.shards.iter().enumerate() {
+            let ids: Vec<u64> = shard.read().iter().map(|e| e.id().as_u64()).collect();
+            assert_eq!(ids.len(), 1, "shard {i} holds {ids:x?}");
+            assert_eq!((ids[0] >> 32) & 63, i as u64, "shard {i}");
+        }
+    }
+}
