@@ -895,6 +895,72 @@ mod tests {
         assert_eq!(raised.clone().written_over(Some(&next)), next);
     }
 
+    /// Past the cap, a default is dropped only when another of its kind
+    /// covers it: the one lifetime default among many idle ones stays
+    /// (dropping it would bring back the keys created before its bar), and
+    /// exactly [`SUPERSEDED_KEPT`] are kept.
+    #[test]
+    fn past_the_cap_a_default_alone_of_its_kind_is_kept() {
+        let mut s = settings(ExpiryPolicy::days(1));
+        let mut at = datetime!(2026-01-03 0:00 UTC);
+        s.replace_default(ExpiryPolicy::Idle(Duration::days(1)), at);
+        let lifetime_bar = at - Duration::days(1);
+        for _ in 0..2 * SUPERSEDED_KEPT {
+            at += Duration::days(2);
+            s.replace_default(ExpiryPolicy::Idle(Duration::days(1)), at);
+        }
+        assert_eq!(s.superseded.len(), SUPERSEDED_KEPT);
+        assert_eq!(
+            s.expired_bars(),
+            (Some(lifetime_bar), Some(at - Duration::days(1)))
+        );
+        assert_eq!(
+            s.expired_under_superseded(lifetime_bar, at),
+            Some(datetime!(2026-01-02 0:00 UTC) + Duration::days(1))
+        );
+    }
+
+    /// A fixed default is kept once its deadline has passed, for the keys
+    /// created before the deadline (expired at it), not before it passed,
+    /// and not twice: set again and replaced again, it raises no bar.
+    #[test]
+    fn a_fixed_default_is_kept_once_it_has_passed() {
+        let deadline = datetime!(2026-03-01 0:00 UTC);
+        let mut s = settings(ExpiryPolicy::At(deadline));
+        s.replace_default(ExpiryPolicy::At(deadline), datetime!(2026-02-01 0:00 UTC));
+        assert!(s.superseded.is_empty(), "{:?}", s.superseded);
+        s.replace_default(ExpiryPolicy::At(deadline), datetime!(2026-04-01 0:00 UTC));
+        s.replace_default(ExpiryPolicy::Never, datetime!(2026-05-01 0:00 UTC));
+        assert_eq!(s.superseded.len(), 1, "{:?}", s.superseded);
+        let last = deadline - Duration::nanoseconds(1);
+        assert_eq!(s.expired_bars(), (Some(last), None));
+        assert_eq!(s.expired_under_superseded(last, last), Some(deadline));
+        assert_eq!(s.expired_under_superseded(deadline, deadline), None);
+    }
+
+    /// Under a replaced lifetime default, a key had expired if its
+    /// lifetime (from its creation or the default's start, the later)
+    /// ended by the replacement; a key whose lifetime ran past it had not.
+    #[test]
+    fn a_replaced_lifetime_default_expires_only_the_keys_it_had_ended() {
+        let mut s = settings(ExpiryPolicy::days(30));
+        let until = datetime!(2026-03-01 0:00 UTC);
+        s.replace_default(ExpiryPolicy::Never, until);
+        let old = datetime!(2026-01-15 0:00 UTC);
+        assert_eq!(
+            s.expired_under_superseded(old, until),
+            Some(old + Duration::days(30))
+        );
+        // Created before the default was set: counted from its start.
+        let older = datetime!(2025-12-01 0:00 UTC);
+        assert_eq!(
+            s.expired_under_superseded(older, older),
+            Some(datetime!(2026-01-31 0:00 UTC))
+        );
+        let young = until - Duration::days(10);
+        assert_eq!(s.expired_under_superseded(young, young), None);
+    }
+
     #[test]
     fn settings_written_before_superseded_defaults_existed_still_read() {
         let json = r#"{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":3}"#;
