@@ -961,6 +961,57 @@ mod tests {
         assert_eq!(s.expired_under_superseded(young, young), None);
     }
 
+    /// A store that implements only the four required methods, over a
+    /// `MemoryStore`: every other method is the trait's default.
+    #[derive(Debug, Default)]
+    struct RequiredOnly(MemoryStore);
+
+    impl KeyStore for RequiredOnly {
+        fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+            self.0.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+            self.0.apply(changes)
+        }
+    }
+
+    /// The defaults a host store gets for free: `inspect` lends what
+    /// `lookup` gives, once, also `None`; `snapshot` is every record, as
+    /// `list(None)` gives them (an export of the store writes it).
+    #[test]
+    fn the_default_inspect_and_snapshot_give_the_records_lookup_and_list_give() {
+        use crate::store::conformance::sample_key;
+        let store = RequiredOnly::default();
+        for id in [1, 2 << 32] {
+            store.insert(sample_key(id, "alice", "k")).unwrap();
+        }
+        for id in [1, 2 << 32, 3] {
+            let id = KeyId::from_u64(id);
+            let mut lent = Vec::new();
+            store.inspect(id, &mut |entry| lent.push(entry.cloned()));
+            assert_eq!(lent.len(), 1, "inspect called its function {lent:?}");
+            let (lent, found) = (lent[0].as_ref(), store.lookup(id));
+            assert_eq!(lent.is_some(), found.is_some());
+            if let (Some(lent), Some(found)) = (lent, found) {
+                assert!(Arc::ptr_eq(lent, &found), "inspect lent a copy");
+            }
+        }
+        let mut snapshot: Vec<u64> = store
+            .snapshot()
+            .unwrap()
+            .iter()
+            .map(|e| e.id().as_u64())
+            .collect();
+        snapshot.sort_unstable();
+        assert_eq!(snapshot, [1, 2 << 32]);
+    }
+
     #[test]
     fn settings_written_before_superseded_defaults_existed_still_read() {
         let json = r#"{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":3}"#;
