@@ -413,7 +413,8 @@ pub fn check_batch_lands_whole<S: KeyStore>(store: &S) {
 /// epoch and its `revoked_all_at` (a stale copy must not undo a
 /// `revoke_all`), and takes the rest; nor does the instant within one
 /// epoch: a write of the same epoch with an earlier `revoked_all_at`
-/// keeps the stored one (a `revoke_all` raises it in a second write);
+/// keeps the stored one (a `revoke_all` raises it in a second write,
+/// which a write of the same epoch with a later instant must take);
 /// and the superseded defaults of the stored settings are kept (see
 /// [`RingSettings::written_over`]).
 pub fn check_settings<S: KeyStore>(store: &S) {
@@ -498,6 +499,20 @@ pub fn check_settings<S: KeyStore>(store: &S) {
         kept.map(|s| s.default_expiry),
         Some(ExpiryPolicy::days(30)),
         "a settings write of the same epoch did not take the rest"
+    );
+    // And the raise itself lands: a write of the same epoch with a later
+    // instant (that `revoke_all`'s second write) takes it.
+    let later = raised + time::Duration::SECOND;
+    store
+        .save_settings(&settings_revoked(7, later, 30))
+        .expect("save_settings");
+    assert_eq!(
+        store
+            .load_settings()
+            .expect("load_settings")
+            .map(|s| (s.epoch, s.revoked_all_at)),
+        Some((7, Some(later))),
+        "a settings write of the same epoch did not raise the revoke-all instant"
     );
 }
 
