@@ -196,7 +196,7 @@ pub fn check_replace<S: KeyStore>(store: &S) {
 /// after another write of the id (even of an equal record) it fails with
 /// `Conflict` and its whole batch is refused; for a missing id it fails
 /// with `NotFound`; a change to the same id earlier in its batch is a
-/// conflict too.
+/// conflict too, and a removal of it earlier in its batch `NotFound`.
 pub fn check_replace_if<S: KeyStore>(store: &S) {
     let replace_if = |expected: &Arc<StoredKey>, name: &str| Change::ReplaceIf {
         expected: Arc::clone(expected),
@@ -254,6 +254,20 @@ pub fn check_replace_if<S: KeyStore>(store: &S) {
         "a replace-if after a change to its id in the same batch must conflict, got {result:?}"
     );
     assert_eq!(get(store, 1).expect("kept").key().name(), "second");
+
+    // A removal earlier in the batch leaves the id gone.
+    let result = store.apply(vec![
+        Change::Remove(KeyId::from_u64(1)),
+        replace_if(&current, "stale"),
+    ]);
+    assert!(
+        matches!(result, Err(StoreError::NotFound(id)) if id == KeyId::from_u64(1)),
+        "a replace-if after a removal of its id in the same batch must fail with NotFound, got {result:?}"
+    );
+    assert!(
+        Arc::ptr_eq(&get(store, 1).expect("kept"), &current),
+        "part of a batch refused for a missing id was applied"
+    );
 
     store.remove(KeyId::from_u64(1)).expect("remove");
     let result = store.apply(vec![replace_if(&current, "gone")]);

@@ -495,7 +495,8 @@ pub enum Change {
     /// ring on the same store in between (a revocation, a new secret) is
     /// never overwritten by a copy of what came before it: the ring reads
     /// the record again and redoes its change. A change earlier in the same
-    /// batch to the same id is a conflict too.
+    /// batch to the same id is a conflict too; a removal earlier in it
+    /// leaves the id gone, so [`StoreError::NotFound`].
     ///
     /// The allocation stands for the version only among rings that share
     /// one store value in one process. A store whose records other
