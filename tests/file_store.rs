@@ -665,6 +665,63 @@ fn on_a_real_file_a_torn_tail_is_dropped_and_earlier_damage_is_an_error() {
     assert_eq!(std::fs::read(&path).unwrap(), damaged);
 }
 
+/// On a real file, the open that drops a torn tail cuts it off the file:
+/// the writes after it follow the valid records, and the store reopens
+/// with all of them (left on disk, the tail would lie before committed
+/// records: damage, and the store would not open).
+#[test]
+fn on_a_real_file_a_dropped_tail_is_cut_off_before_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let len = || std::fs::metadata(&path).unwrap().len();
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    let kept = ring.issue(NewKey::new("o1")).unwrap();
+    let end = len();
+    ring.issue(NewKey::new("o2")).unwrap();
+    drop(ring);
+    let cut = (end + len()) / 2;
+    let whole = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &whole[..cut as usize]).unwrap();
+
+    let store = FileStore::open(&path).unwrap();
+    assert_eq!(store.recovery().dropped_at, Some(end));
+    assert_eq!(len(), end, "the tail is still on disk");
+    let ring = ring_on(store);
+    let after = ring.issue(NewKey::new("o3")).unwrap();
+    drop(ring);
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    assert_eq!(ring.store().recovery().dropped_bytes, 0);
+    assert!(ring.verify(kept.secret.expose()).is_ok());
+    assert!(ring.verify(after.secret.expose()).is_ok());
+}
+
+/// On a real file, an open records in a header slot the length it made
+/// durable: damage to the last record, once a later open has vouched for
+/// it, is a `Corrupt` error, not a torn tail dropped with the write it
+/// held.
+#[test]
+fn on_a_real_file_damage_to_a_record_an_open_vouched_for_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let len = || std::fs::metadata(&path).unwrap().len();
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    ring.issue(NewKey::new("o1")).unwrap();
+    let end = len();
+    ring.issue(NewKey::new("o2")).unwrap();
+    drop(ring);
+    // This open vouches for the whole file.
+    drop(FileStore::open(&path).unwrap());
+    let mut damaged = std::fs::read(&path).unwrap();
+    let flip = (end as usize + damaged.len()) / 2;
+    damaged[flip] ^= 0xFF;
+    std::fs::write(&path, &damaged).unwrap();
+    match FileStore::open(&path) {
+        Err(StoreError::Corrupt { offset, .. }) => assert_eq!(offset, end),
+        Err(other) => panic!("expected Corrupt, got {other}"),
+        Ok(store) => panic!("opened, dropping {:?}", store.recovery()),
+    }
+}
+
 /// A merge moves keys without an expiry of their own under the target's
 /// default, as a change of the default would, but never brings back one that
 /// had expired under the export's: that key arrives with the instant it

@@ -124,3 +124,41 @@ impl Fs for OsFs {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only "not found" means "no file": any other error is reported, so a
+    /// store whose file cannot be read is never taken for one that has
+    /// none and started afresh over it, and a leftover that cannot be
+    /// removed is not taken for gone.
+    #[test]
+    fn only_a_missing_file_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let missing = dir.path().join("missing");
+        // A path through a regular file: "not a directory", not "not found".
+        let through = file.join("child");
+        assert!(OsFs.open_read(&missing).unwrap().is_none());
+        assert!(OsFs.open_read(&through).is_err());
+        let mut read = String::new();
+        OsFs.open_read(&file)
+            .unwrap()
+            .unwrap()
+            .read_to_string(&mut read)
+            .unwrap();
+        assert_eq!(read, "x");
+
+        OsFs.remove(&missing).unwrap();
+        let sub = dir.path().join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(
+            OsFs.remove(&sub).is_err(),
+            "a directory is no file to remove"
+        );
+        OsFs.remove(&file).unwrap();
+        assert!(!file.exists());
+    }
+}
