@@ -425,6 +425,42 @@ mod tests {
         assert_eq!(check_header(&h), both);
     }
 
+    /// The slots as the format describes them: at the start of pages 1
+    /// and 2, synced as u64 LE, then CRC32 of the slot's number (one byte)
+    /// and synced, then four zero bytes.
+    #[test]
+    fn slots_are_laid_out_as_the_format_says() {
+        assert_eq!([slot_offset(0), slot_offset(1)], [4096, 8192]);
+        for (i, synced) in [(0, 12_288u64), (1, 12_288), (0, 1 << 40), (1, 77_777)] {
+            let mut covered = vec![i as u8];
+            covered.extend_from_slice(&synced.to_le_bytes());
+            let mut expected = [0u8; SLOT_LEN];
+            expected[..8].copy_from_slice(&synced.to_le_bytes());
+            expected[8..12].copy_from_slice(&crc32fast::hash(&covered).to_le_bytes());
+            assert_eq!(slot(i, synced), expected, "slot {i}, {synced}");
+            assert_eq!(read_slot(i, &expected), Some(synced));
+        }
+    }
+
+    /// The longest record a head may claim is the longest torn tail: one
+    /// byte more is refused at the head.
+    #[test]
+    fn the_longest_torn_tail_is_the_longest_record() {
+        let head = |len: u32| {
+            let mut h = [0u8; RECORD_HEAD_LEN];
+            h[..4].copy_from_slice(b"KW\x01\x00");
+            h[4..8].copy_from_slice(&len.to_le_bytes());
+            parse_head(&h)
+        };
+        let longest = head(MAX_PAYLOAD).expect("the longest payload");
+        assert!(head(MAX_PAYLOAD + 1).is_none());
+        assert_eq!(
+            RECORD_HEAD_LEN as u64 + u64::from(longest.len),
+            MAX_TORN_TAIL
+        );
+        assert_eq!(MAX_PAYLOAD, 512 << 20);
+    }
+
     #[test]
     fn a_record_round_trips_and_any_flipped_byte_is_caught() {
         let record =
@@ -474,6 +510,43 @@ mod tests {
                 assert_eq!(joined, crc32fast::hash(&bytes), "{len_a} + {len_b}");
             }
         }
+    }
+
+    /// Lengths of 2^24 bytes and more (a payload may be 512 MiB) take the
+    /// last row of powers: checked against CRC32 over zeros.
+    #[test]
+    fn a_shifted_crc_joins_crcs_over_lengths_of_every_byte_of_a_u32() {
+        let head = b"a head";
+        for len in [1 << 24, (1 << 25) + (1 << 16) + (1 << 8) + 1] {
+            let zeros = vec![0u8; len];
+            let mut whole = head.to_vec();
+            whole.extend_from_slice(&zeros);
+            let joined = shift(crc32fast::hash(head), len as u32) ^ crc32fast::hash(&zeros);
+            assert_eq!(joined, crc32fast::hash(&whole), "{len}");
+        }
+    }
+
+    /// What the scan runs through CRC32, counted exactly: the payloads
+    /// from the first one claimed, and each head's six checked bytes.
+    #[test]
+    fn the_scan_counts_the_bytes_it_hashes() {
+        let record =
+            encode_payload(&serde_json::to_vec(&[Entry::Remove(KeyId::from_u64(5))]).unwrap())
+                .unwrap();
+        let payload = record.len() - RECORD_HEAD_LEN;
+        let mut tail = vec![0xAB; 3];
+        tail.extend_from_slice(&record);
+        assert_eq!(scan_after_start(&tail), (true, payload + 6));
+        // A second, damaged record: both claims hashed, no valid one.
+        let mut bad = record.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let mut tail = vec![0xAB; 3];
+        tail.extend_from_slice(&bad);
+        tail.extend_from_slice(&bad);
+        assert_eq!(
+            scan_after_start(&tail),
+            (false, payload + RECORD_HEAD_LEN + payload + 2 * 6)
+        );
     }
 
     #[test]
