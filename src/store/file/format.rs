@@ -141,7 +141,8 @@ fn read_slot(slot: usize, bytes: &[u8; SLOT_LEN]) -> Option<u64> {
 pub(crate) struct Synced {
     /// The file's first `len` bytes were durable when a write began.
     pub(crate) len: u64,
-    /// The slot the next write takes: not the one holding `len`.
+    /// The slot the next write takes: the one holding the smaller length
+    /// (slot 0 on a tie), so the other keeps `len`.
     pub(crate) next_slot: usize,
 }
 
