@@ -6045,3 +6045,107 @@ fn a_regeneration_or_revoke_all_that_landed_is_reported_when_its_second_write_fa
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Id collisions
+// ---------------------------------------------------------------------------
+
+/// A store whose next `refusals` batches with an `Insert` are refused as
+/// [`StoreError::Duplicate`] (naming `named` if set, else the id inserted)
+/// and change nothing, as a store that held the id already would refuse
+/// them.
+#[derive(Debug)]
+struct TakenIds {
+    inner: TestStore,
+    refusals: AtomicUsize,
+    named: std::sync::Mutex<Option<KeyId>>,
+    /// Batches with an `Insert` seen, refused or not.
+    inserts: AtomicUsize,
+}
+
+impl TakenIds {
+    fn refuse(&self, refusals: usize, named: Option<KeyId>) {
+        self.refusals.store(refusals, Ordering::SeqCst);
+        *self.named.lock().unwrap() = named;
+    }
+}
+
+impl KeyStore for TakenIds {
+    inner_reads!();
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let inserted = changes.iter().find_map(|change| match change {
+            Change::Insert(e) => Some(e.id()),
+            _ => None,
+        });
+        if let Some(id) = inserted {
+            self.inserts.fetch_add(1, Ordering::SeqCst);
+            let refused = self
+                .refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if refused {
+                let named = *self.named.lock().unwrap();
+                return Err(StoreError::Duplicate(named.unwrap_or(id)));
+            }
+        }
+        self.inner.apply(changes)
+    }
+}
+
+/// `issue` and `rotate` draw another id when the store already holds the
+/// one drawn (the store refuses the whole batch, changing nothing), up to
+/// four draws in all; then they give up with the store's `Duplicate`. A
+/// `Duplicate` naming an id the ring did not draw is no collision of its
+/// own: returned at once.
+#[test]
+fn issue_and_rotate_draw_another_id_when_the_store_holds_the_one_drawn() {
+    let store = Arc::new(TakenIds {
+        inner: fresh_store(),
+        refusals: AtomicUsize::new(0),
+        named: std::sync::Mutex::new(None),
+        inserts: AtomicUsize::new(0),
+    });
+    let ring = KeyRing::builder(PREFIX)
+        .clock(ManualClock::new(T0))
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let inserts = || store.inserts.load(Ordering::SeqCst);
+
+    // Three ids taken: the fourth draw is stored.
+    store.refuse(3, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(inserts(), 4);
+    assert_eq!(ring.get(key.key.id()).unwrap(), key.key);
+    assert_eq!(check(&ring, &key), Ok(()));
+
+    // A rotation draws again too, and lands whole.
+    store.refuse(1, None);
+    let next = ring.rotate(key.key.id(), Duration::ZERO).unwrap();
+    assert_eq!(inserts(), 6);
+    assert_eq!(check(&ring, &next), Ok(()));
+    let rotation = ring.get(key.key.id()).unwrap().rotation().unwrap();
+    assert_eq!(rotation.rotated_to, Some(next.key.id()));
+
+    // Four ids taken: given up, nothing written.
+    let held = ring.list(&ListFilter::default()).unwrap().len();
+    store.refuse(4, None);
+    let refused = ring.issue(NewKey::new("o"));
+    assert!(
+        matches!(refused, Err(Error::Storage(StoreError::Duplicate(_)))),
+        "{refused:?}"
+    );
+    assert_eq!(inserts(), 10);
+    assert_eq!(ring.list(&ListFilter::default()).unwrap().len(), held);
+
+    // A duplicate of another id: the store's own fault, not retried.
+    store.refuse(1, Some(key.key.id()));
+    let refused = ring.issue(NewKey::new("o"));
+    assert!(
+        matches!(refused, Err(Error::Storage(StoreError::Duplicate(id))) if id == key.key.id()),
+        "{refused:?}"
+    );
+    assert_eq!(inserts(), 11);
+    store.refuse(0, None);
+    assert!(ring.issue(NewKey::new("o")).is_ok());
+}
