@@ -6149,3 +6149,59 @@ fn issue_and_rotate_draw_another_id_when_the_store_holds_the_one_drawn() {
     store.refuse(0, None);
     assert!(ring.issue(NewKey::new("o")).is_ok());
 }
+
+/// Ring B's `regenerate` lands across a second boundary, and before its
+/// second write (the old secrets' cut raised to the landing) ring A, on a
+/// clock a second behind, regenerates the key again. B's raise finds A's
+/// secret in the record by then, and leaves A's record as A wrote it: A's
+/// new secret is exchanged from the second after A's regeneration on, as
+/// `regenerate` promises, and B reports the key as it wrote it. Raising the
+/// cut of A's record too would refuse A's secret for a second more.
+#[test]
+fn a_regeneration_landing_slowly_leaves_a_later_regenerations_cut_alone() {
+    let (clock_a, clock_b) = (ManualClock::new(T0), ManualClock::new(T0));
+    let shared = Arc::new(fresh_store());
+    let interleaved = interleaved_over(&shared);
+    let build = |store, clock: &ManualClock| {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .signing_key(1, [7; 32])
+            .flush_interval(None)
+            .build(store)
+            .unwrap()
+    };
+    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>, &clock_a));
+    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>, &clock_b);
+    let key = a.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    let from_a = Arc::new(std::sync::Mutex::new(None::<Issued>));
+    // Before B's first write: B's clock moves on a second while it lands,
+    // and A's regeneration is armed for B's next write of the key (the
+    // raise), slipped in after B has read the record for it.
+    let (hook_clock, rearm, ring, out) = (
+        clock_b.clone(),
+        Arc::downgrade(&interleaved),
+        Arc::clone(&a),
+        Arc::clone(&from_a),
+    );
+    interleaved.arm(id, move || {
+        hook_clock.advance(Duration::seconds(1));
+        rearm.upgrade().unwrap().arm(id, move || {
+            *out.lock().unwrap() = Some(ring.regenerate(id).unwrap());
+        });
+    });
+    let from_b = b.regenerate(id).unwrap();
+    assert!(interleaved.fired(), "ring A's regeneration never ran");
+    let from_a = from_a.lock().unwrap().take().unwrap();
+    assert_eq!(b.get(id).unwrap(), from_a.key);
+    assert_eq!(from_b.key.id(), id);
+    // B's secret is an old one now; A's works, and is exchanged in the
+    // second after A's regeneration.
+    assert_eq!(check(&a, &from_b), Err(VerifyError::Invalid));
+    assert_eq!(check(&a, &from_a), Ok(()));
+    clock_a.advance(Duration::seconds(1));
+    assert!(
+        a.exchange(from_a.secret.expose(), Duration::minutes(10))
+            .is_ok()
+    );
+}
