@@ -1910,7 +1910,8 @@ fn a_key_pasted_into_a_free_text_field_is_refused() {
 
 /// Scopes, owner scopes, networks and contact fields have limits, at issue
 /// and at update, like the free text: 256 scopes, 64 networks, 256 bytes
-/// per contact field. At the limit a request is taken; one past it is
+/// per contact field (and an update's name and metadata are held to the
+/// limits of `issue`). At the limit a request is taken; one past it is
 /// refused with a message naming the field, and nothing is stored.
 #[test]
 fn scopes_networks_and_contact_fields_are_held_to_limits() {
@@ -1970,6 +1971,15 @@ fn scopes_networks_and_contact_fields_are_held_to_limits() {
         (
             KeyUpdate::new().contact(Some(contact_with(2, 257))),
             "contact",
+        ),
+        (KeyUpdate::new().name("n".repeat(257)), "256 bytes"),
+        (
+            KeyUpdate::new().metadata([("k".to_owned(), "v".repeat(257))].into()),
+            "metadata",
+        ),
+        (
+            KeyUpdate::new().metadata((0..65).map(|n| (n.to_string(), "v".to_owned())).collect()),
+            "metadata",
         ),
     ];
     for (change, words) in refused {
