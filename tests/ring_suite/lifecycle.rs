@@ -6205,3 +6205,59 @@ fn a_regeneration_landing_slowly_leaves_a_later_regenerations_cut_alone() {
             .is_ok()
     );
 }
+
+/// A [`WriteLog`] whose writes each take `delay` on the ring's clock.
+#[derive(Debug)]
+struct TimedWrites {
+    inner: WriteLog,
+    clock: ManualClock,
+    delay: std::sync::Mutex<Duration>,
+}
+
+impl KeyStore for TimedWrites {
+    inner_reads!();
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        self.inner.apply(changes)?;
+        self.clock.advance(*self.delay.lock().unwrap());
+        Ok(())
+    }
+}
+
+/// `regenerate` raises the old secrets' cut in a second write only when
+/// its first write landed in a later second than the one it was made in:
+/// a write that lands within the second writes once. Either way the new
+/// secret is exchanged from the second after the regeneration on.
+#[test]
+fn a_regeneration_writes_a_second_time_only_when_it_lands_in_a_later_second() {
+    for (delay, writes) in [(Duration::milliseconds(500), 1), (Duration::seconds(1), 2)] {
+        let clock = ManualClock::new(T0);
+        let store = Arc::new(TimedWrites {
+            inner: WriteLog::new(),
+            clock: clock.clone(),
+            delay: std::sync::Mutex::new(Duration::ZERO),
+        });
+        let ring = KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .signing_key(1, [7; 32])
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap();
+        let key = ring.issue(NewKey::new("o")).unwrap();
+        let before = store.inner.writes.load(Ordering::SeqCst);
+        *store.delay.lock().unwrap() = delay;
+        let new = ring.regenerate(key.key.id()).unwrap();
+        *store.delay.lock().unwrap() = Duration::ZERO;
+        assert_eq!(
+            store.inner.writes.load(Ordering::SeqCst) - before,
+            writes,
+            "a write taking {delay}"
+        );
+        assert_eq!(ring.get(key.key.id()).unwrap(), new.key);
+        clock.set(T0 + Duration::seconds(2));
+        assert!(
+            ring.exchange(new.secret.expose(), Duration::minutes(10))
+                .is_ok(),
+            "a write taking {delay}"
+        );
+    }
+}
