@@ -3552,3 +3552,40 @@ fn no_error_says_its_source_twice() {
         }
     }
 }
+
+/// A revoke-all's instant only moves forward, as its epoch does: when the
+/// store's settings went back (an older export imported with `Replace`)
+/// and the clock did too, the next revoke-all writes the later instant the
+/// ring holds, not its clock's. A ring opened on the store afterwards
+/// still refuses the tokens the earlier revoke-all refused.
+#[test]
+fn a_revoke_all_writes_the_later_instant_the_ring_holds_over_settings_that_went_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let (earlier, later) = (T0 + Duration::hours(3), T0 + Duration::hours(5));
+    let clock = ManualClock::new(later);
+    let ring = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(FileStore::open(&path).unwrap())
+        .unwrap();
+    let mut before = Vec::new();
+    ring.store().export(&mut before).unwrap();
+    ring.revoke_all().unwrap();
+    assert_eq!(ring.settings().revoked_all_at(), Some(later));
+
+    ring.store()
+        .import(&before[..], keyward::store::ImportMode::Replace)
+        .unwrap();
+    clock.set(earlier);
+    ring.revoke_all().unwrap();
+    assert_eq!(ring.settings().epoch(), 2);
+    drop(ring);
+    let reopened = KeyRing::builder("acme")
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(FileStore::open(&path).unwrap())
+        .unwrap();
+    assert_eq!(reopened.settings().epoch(), 2);
+    assert_eq!(reopened.settings().revoked_all_at(), Some(later));
+}
