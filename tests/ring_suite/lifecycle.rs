@@ -1062,8 +1062,8 @@ fn revoke_records_time_and_reason_and_keeps_the_first() {
 }
 
 /// A revocation needs a reason: an empty or blank one is refused like one
-/// too long, for `revoke`, `revoke_owner` and `revoke_leaked`, before
-/// anything is written or reported.
+/// too long (past 256 bytes), for `revoke`, `revoke_owner` and
+/// `revoke_leaked`, before anything is written or reported.
 #[test]
 fn revoke_refuses_an_empty_or_blank_reason() {
     let clock = ManualClock::new(T0);
@@ -1093,10 +1093,13 @@ fn revoke_refuses_an_empty_or_blank_reason() {
     assert_eq!(check(&ring, &key), Ok(()));
     assert_eq!(stored(&ring, key.key.id()).status(), Status::Active);
     assert_eq!(log.events().len(), events, "a refused revoke reported");
-    ring.revoke(key.key.id(), " leaked ").unwrap();
+    // At the limit, white space around words and all, it is taken.
+    let at_limit = format!(" leaked {} ", "x".repeat(247));
+    assert_eq!(at_limit.len(), 256);
+    ring.revoke(key.key.id(), &at_limit).unwrap();
     assert_eq!(
         ring.get(key.key.id()).unwrap().status(),
-        revoked(T0, " leaked ")
+        revoked(T0, &at_limit)
     );
 }
 
