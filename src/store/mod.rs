@@ -38,7 +38,10 @@
 //!   it is reopened (the write may have landed before the error), never a
 //!   part of it.
 //! - **Ids are unique.** An `Insert` of an id that exists fails with
-//!   [`StoreError::Duplicate`] and leaves the existing record as it was.
+//!   [`StoreError::Duplicate`] naming that id, and leaves the existing
+//!   record as it was. A ring that draws a new key's id draws again on a
+//!   `Duplicate` of the id it drew; a `Duplicate` naming another id is
+//!   returned to the caller as the store's own fault.
 //! - **No plaintext.** The store sees only [`StoredKey`]s (record and hash);
 //!   it must not log them, and a `Debug` of the store should not print them.
 //! - **Settings are the ring's.** `Change::Settings` / `load_settings` keep
