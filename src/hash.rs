@@ -346,6 +346,35 @@ mod tests {
         }
     }
 
+    /// The same bit changed in two, three or all four words of the digest
+    /// is a difference too: the fold keeps every word's difference (an
+    /// xor of the differences would cancel an even number of them).
+    #[test]
+    fn equality_sees_the_same_change_in_several_words() {
+        let a = Hasher::new(None, "pfx").hash(KeyId::from_u64(5), SECRET);
+        for words in [&[0, 1][..], &[1, 3], &[0, 1, 2], &[0, 1, 2, 3]] {
+            for bit in [0, 7] {
+                let mut b = a.clone();
+                for word in words {
+                    b.digest[word * 8] ^= 1 << bit;
+                }
+                assert!(a != b, "bit {bit} changed in words {words:?}");
+                assert!(!bool::from(a.ct_eq(&b)));
+            }
+        }
+    }
+
+    /// `Debug` names the type and its algorithm tag, nothing else.
+    #[test]
+    fn debug_is_the_tag_only() {
+        let h = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);
+        assert_eq!(format!("{h:?}"), "KeyHash($kw-b3k$v=1$…)");
+        assert_eq!(
+            format!("{:?}", Hasher::new(Some(&[1; 32]), "acme")),
+            "Hasher(keyed BLAKE3, key redacted)"
+        );
+    }
+
     #[test]
     fn debug_hides_the_digest() {
         let h = Hasher::new(None, "acme").hash(KeyId::from_u64(7), SECRET);

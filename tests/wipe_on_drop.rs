@@ -172,3 +172,30 @@ fn an_exchanged_token_leaves_no_copy_in_freed_memory() {
     assert!(!freed.is_empty(), "the drop freed nothing: not watched");
     assert!(!holds(&freed, &tail), "the token is left in freed memory");
 }
+
+/// The ring's hashing key, derived from the pepper and the prefix (see
+/// `hash.rs`; `hash::tests::a_known_input_gives_the_pinned_digest` pins the
+/// derivation), is as good as the pepper to anyone checking guesses
+/// against a stolen store: a ring dropped from the heap leaves no copy of
+/// it in the freed block.
+#[test]
+fn a_dropped_ring_leaves_no_copy_of_its_hashing_key() {
+    let pepper = [5u8; 32];
+    let mut material = pepper.to_vec();
+    material.push(4);
+    material.extend_from_slice(b"acme");
+    let hashing_key = blake3::derive_key("keyward 2026-11-27 api key secret hash v1", &material);
+    let ring = Box::new(
+        KeyRing::builder("acme")
+            .pepper(pepper)
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap(),
+    );
+    let freed = freed_by(|| drop(ring));
+    assert!(freed.len() >= 32, "the drop freed nothing: not watched");
+    assert!(
+        !freed.windows(32).any(|w| w == hashing_key),
+        "the hashing key is left in freed memory"
+    );
+}
