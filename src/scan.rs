@@ -22,8 +22,9 @@
 //! (prefix, `_`, body version `1`, then 11 id, 24 secret and 6 checksum
 //! characters; the key ends where no letter or digit follows, so a `_`
 //! may: `<key>_old`. Without lookahead, `(?:\b|_)` at the end does the
-//! same but takes the `_`, so of two keys joined by `_` a regex finds only
-//! the first; [`scan`] finds both).
+//! same but takes the `_` into the match, to be cut off; the next match
+//! starts after it, so of two keys joined by `_` it still finds both, as
+//! [`scan`] does).
 //!
 //! Confirm a match offline: take the CRC32 (IEEE 802.3, the zlib /
 //! `crc32fast` one) of the key without its last six characters, write it
