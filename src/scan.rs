@@ -72,8 +72,9 @@ pub enum FoundKind {
 pub struct Found {
     /// Byte range of the whole key in the text.
     pub range: Range<usize>,
-    /// Byte range of the part a redaction removes (secret and checksum, or
-    /// a token's claims and MAC).
+    /// Byte range of the part a redaction removes: everything after the
+    /// key id (a key's secret and checksum; a token's instants, claims,
+    /// MAC and checksum).
     pub secret_range: Range<usize>,
     /// The key's prefix.
     pub prefix: String,
