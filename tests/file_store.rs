@@ -665,20 +665,27 @@ fn on_a_real_file_a_torn_tail_is_dropped_and_earlier_damage_is_an_error() {
     assert_eq!(std::fs::read(&path).unwrap(), damaged);
 }
 
+/// A real store file with two keys issued: the directory, the file's
+/// path, the first key, and the file's length after it (where the second
+/// key's record starts).
+fn two_keys_on_a_real_file() -> (tempfile::TempDir, PathBuf, keyward::Issued, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let ring = ring_on(FileStore::open(&path).unwrap());
+    let first = ring.issue(NewKey::new("o1")).unwrap();
+    let end = std::fs::metadata(&path).unwrap().len();
+    ring.issue(NewKey::new("o2")).unwrap();
+    (dir, path, first, end)
+}
+
 /// On a real file, the open that drops a torn tail cuts it off the file:
 /// the writes after it follow the valid records, and the store reopens
 /// with all of them (left on disk, the tail would lie before committed
 /// records: damage, and the store would not open).
 #[test]
 fn on_a_real_file_a_dropped_tail_is_cut_off_before_the_next_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.kw");
+    let (_dir, path, kept, end) = two_keys_on_a_real_file();
     let len = || std::fs::metadata(&path).unwrap().len();
-    let ring = ring_on(FileStore::open(&path).unwrap());
-    let kept = ring.issue(NewKey::new("o1")).unwrap();
-    let end = len();
-    ring.issue(NewKey::new("o2")).unwrap();
-    drop(ring);
     let cut = (end + len()) / 2;
     let whole = std::fs::read(&path).unwrap();
     std::fs::write(&path, &whole[..cut as usize]).unwrap();
@@ -701,14 +708,7 @@ fn on_a_real_file_a_dropped_tail_is_cut_off_before_the_next_write() {
 /// held.
 #[test]
 fn on_a_real_file_damage_to_a_record_an_open_vouched_for_is_an_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("keys.kw");
-    let len = || std::fs::metadata(&path).unwrap().len();
-    let ring = ring_on(FileStore::open(&path).unwrap());
-    ring.issue(NewKey::new("o1")).unwrap();
-    let end = len();
-    ring.issue(NewKey::new("o2")).unwrap();
-    drop(ring);
+    let (_dir, path, _, end) = two_keys_on_a_real_file();
     // This open vouches for the whole file.
     drop(FileStore::open(&path).unwrap());
     let mut damaged = std::fs::read(&path).unwrap();

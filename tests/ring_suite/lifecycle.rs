@@ -4327,9 +4327,17 @@ fn interleaved_rings() -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
 /// [`interleaved_rings`], both rings on `clock` (and signing access
 /// tokens with the same key).
 fn interleaved_rings_on(clock: &ManualClock) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
+    interleaved_rings_on_clocks(clock, clock)
+}
+
+/// [`interleaved_rings_on`], ring A on `clock_a` and ring B on `clock_b`.
+fn interleaved_rings_on_clocks(
+    clock_a: &ManualClock,
+    clock_b: &ManualClock,
+) -> (Arc<SharedRing>, SharedRing, Arc<Interleaved>) {
     let shared = Arc::new(fresh_store());
     let interleaved = interleaved_over(&shared);
-    let build = |store| {
+    let build = |store, clock: &ManualClock| {
         KeyRing::builder(PREFIX)
             .clock(clock.clone())
             .signing_key(1, [7; 32])
@@ -4337,8 +4345,8 @@ fn interleaved_rings_on(clock: &ManualClock) -> (Arc<SharedRing>, SharedRing, Ar
             .build(store)
             .unwrap()
     };
-    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>));
-    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>);
+    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>, clock_a));
+    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>, clock_b);
     (a, b, interleaved)
 }
 
@@ -6163,18 +6171,7 @@ fn issue_and_rotate_draw_another_id_when_the_store_holds_the_one_drawn() {
 #[test]
 fn a_regeneration_landing_slowly_leaves_a_later_regenerations_cut_alone() {
     let (clock_a, clock_b) = (ManualClock::new(T0), ManualClock::new(T0));
-    let shared = Arc::new(fresh_store());
-    let interleaved = interleaved_over(&shared);
-    let build = |store, clock: &ManualClock| {
-        KeyRing::builder(PREFIX)
-            .clock(clock.clone())
-            .signing_key(1, [7; 32])
-            .flush_interval(None)
-            .build(store)
-            .unwrap()
-    };
-    let a = Arc::new(build(Arc::clone(&shared) as Arc<dyn KeyStore>, &clock_a));
-    let b = build(Arc::clone(&interleaved) as Arc<dyn KeyStore>, &clock_b);
+    let (a, b, interleaved) = interleaved_rings_on_clocks(&clock_a, &clock_b);
     let key = a.issue(NewKey::new("o")).unwrap();
     let id = key.key.id();
     let from_a = Arc::new(std::sync::Mutex::new(None::<Issued>));
