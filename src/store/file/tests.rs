@@ -571,6 +571,13 @@ fn writes_in_the_last_moment_before_the_swap_are_kept() {
     assert!(late.lock().unwrap().is_none(), "the late hook did not run");
     assert_eq!(State::of(&*store), after);
     assert_eq!(store.log().entries, before.keys.len() as u64 + 1 + 4);
+    // What the store takes as synced is the new file's whole length, the
+    // records the swap copied included: the next write's slot vouches for
+    // that much, no more, no less.
+    assert_eq!(
+        store.log().synced.len,
+        sim.read(&path()).unwrap().len() as u64
+    );
     drop(store);
     let reopened = open(&sim, FileStoreOptions::default()).unwrap();
     assert_eq!(State::of(&reopened), after);
@@ -986,6 +993,44 @@ fn after_a_failed_compaction_a_flush_waits_for_the_dead_records_to_double() {
         reopened.lookup(KeyId::from_u64(1)).unwrap().key().name(),
         "version 599"
     );
+}
+
+/// A flush compacts once dead records outnumber live ones (the key and the
+/// settings' place), not when they are as many, and once at least
+/// `min_dead_to_compact` are dead, that many included.
+#[test]
+fn a_flush_compacts_when_dead_records_outnumber_live_ones_and_reach_the_minimum() {
+    for min in [1, 3] {
+        let sim = SimFs::new();
+        let store = open(&sim, FileStoreOptions::default().min_dead_to_compact(min)).unwrap();
+        store.insert(sample(1, 0)).unwrap();
+        // Four entries: two dead, two live.
+        for version in 1..4 {
+            store.replace(sample(1, version)).unwrap();
+        }
+        let log = store.log();
+        assert_eq!((log.entries, store.dead(&log)), (4, 2));
+        drop(log);
+        assert!(!store.compaction_due(), "min {min}: dead as many as live");
+        let calls = sim.calls();
+        store.flush().unwrap();
+        assert_eq!(sim.calls(), calls, "min {min}: a flush compacted");
+        // Five entries: three dead, two live.
+        store.replace(sample(1, 4)).unwrap();
+        assert!(store.compaction_due(), "min {min}: three dead, two live");
+        store.flush().unwrap();
+        assert_eq!(store.log().entries, 1, "min {min}: no compaction");
+    }
+    // Under the minimum, nothing is due however many more are dead.
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default().min_dead_to_compact(4)).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    for version in 1..5 {
+        store.replace(sample(1, version)).unwrap();
+    }
+    assert!(!store.compaction_due(), "three dead, minimum four");
+    store.replace(sample(1, 5)).unwrap();
+    assert!(store.compaction_due(), "four dead, minimum four");
 }
 
 #[test]
@@ -2235,6 +2280,10 @@ fn merge_into_a_store_without_settings_keeps_each_key_as_it_was() {
             "key {id}, revoked in the source, came back to life"
         );
     }
+    // The target takes the source's settings, but not its revoke-all
+    // history: it keeps its own epoch (0) and never ran a revoke_all.
+    let taken = target.load_settings().unwrap().unwrap();
+    assert_eq!((taken.epoch, taken.revoked_all_at), (0, None));
 }
 
 #[test]
