@@ -629,6 +629,29 @@ mod tests {
 
     use super::lifetime;
 
+    /// `echo` word for word: a run of up to 16 letters and digits shown as
+    /// is, a longer one as its length, and never more than `max_chars`
+    /// characters, however the limit falls (within a short run, just after
+    /// one, or on a placeholder that fits exactly or by one too few).
+    #[test]
+    fn an_echo_shows_short_runs_and_the_length_of_long_ones_within_its_limit() {
+        let a = |n: usize| "a".repeat(n);
+        for (text, max, shown) in [
+            ("abcdefghijklmnop".to_owned(), 100, "abcdefghijklmnop"),
+            ("abcdefghijklmnopq".to_owned(), 100, "<17 characters>"),
+            (format!("acme_{}", a(42)), 40, "acme_<42 characters>"),
+            ("abc-def".to_owned(), 3, "abc"),
+            ("x-abcdef".to_owned(), 4, "x-ab"),
+            (a(20), 15, "<20 characters>"),
+            (a(20), 14, ""),
+            (format!("{}-xyz", a(20)), 16, "<20 characters>-"),
+            ("é-ü:ö".to_owned(), 3, "é-ü"),
+            (String::new(), 10, ""),
+        ] {
+            assert_eq!(super::echo(&text, max), shown, "{text:?} cut at {max}");
+        }
+    }
+
     #[test]
     fn a_lifetime_is_stated_in_the_units_it_has() {
         for (d, stated) in [
