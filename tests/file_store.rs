@@ -385,6 +385,73 @@ fn a_store_opened_through_a_dangling_link_locks_its_target() {
     assert_eq!(first.path(), std::fs::canonicalize(&target).unwrap());
 }
 
+/// The child: opens the store named by a bare file name, relative to its
+/// working directory, then the same store spelled `./<name>` and by its
+/// absolute path, printing what each open did.
+#[test]
+#[ignore = "child process of a_bare_file_name_is_a_store_in_the_working_directory"]
+fn bare_name_child() {
+    let Some(name) = std::env::var_os("KEYWARD_BARE_NAME_CHILD") else {
+        return;
+    };
+    let name = PathBuf::from(name);
+    let shown = |open: Result<FileStore, StoreError>| match open {
+        Ok(store) => format!("open {}", store.path().display()),
+        Err(StoreError::Locked(_)) => "locked".to_owned(),
+        Err(e) => format!("error {e:?}"),
+    };
+    let first = FileStore::open(&name);
+    let first_shown = match &first {
+        Ok(store) => format!("open {}", store.path().display()),
+        Err(e) => format!("error {e:?}"),
+    };
+    let dotted = shown(FileStore::open(Path::new(".").join(&name)));
+    let absolute = shown(FileStore::open(
+        std::env::current_dir().unwrap().join(&name),
+    ));
+    // A fresh line: the harness has printed "test bare_name_child ... ".
+    println!("\nKW {first_shown}\nKW {dotted}\nKW {absolute}");
+}
+
+/// A store named by a bare file name (`keys.kw`, no directory) is the file
+/// of that name in the working directory, locked for every spelling of
+/// it. (The child runs in a directory of its own: this process's working
+/// directory is left alone.)
+#[test]
+fn a_bare_file_name_is_a_store_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "bare_name_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("KEYWARD_BARE_NAME_CHILD", "keys.kw")
+        .current_dir(dir.path())
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let said: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("KW "))
+        .collect();
+    let file = std::fs::canonicalize(dir.path()).unwrap().join("keys.kw");
+    assert_eq!(
+        said,
+        [
+            format!("open {}", file.display()).as_str(),
+            "locked",
+            "locked"
+        ],
+        "{stdout}"
+    );
+    assert!(file.is_file());
+    assert!(dir.path().join("keys.kw.lock").is_file());
+}
+
 #[test]
 #[cfg(unix)]
 fn store_files_are_private_to_their_owner() {
@@ -486,7 +553,13 @@ fn a_store_refuses_a_link_as_its_lock_file() {
                 source,
             }) => {
                 assert_eq!(named, lock);
-                assert!(source.to_string().contains("symbolic link"), "{source}");
+                // Said in so many words, not the system's "too many levels
+                // of symbolic links" for the refused open.
+                assert_eq!(source.kind(), std::io::ErrorKind::InvalidInput);
+                assert_eq!(
+                    source.to_string(),
+                    "the lock file is a symbolic link; remove it"
+                );
             }
             other => panic!("{}: {other:?}", target.display()),
         }
@@ -497,6 +570,31 @@ fn a_store_refuses_a_link_as_its_lock_file() {
     let store = FileStore::open(&path).unwrap();
     assert!(matches!(FileStore::open(&path), Err(StoreError::Locked(_))));
     drop(store);
+}
+
+/// Something other than a link at the lock path that cannot be opened as
+/// a file (a directory): the open fails naming the lock file, with the
+/// system's own reason, not a claim that it is a symbolic link; it creates
+/// no store file.
+#[test]
+#[cfg(unix)]
+fn a_directory_at_the_lock_path_fails_the_open_for_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let lock = dir.path().join("keys.kw.lock");
+    std::fs::create_dir(&lock).unwrap();
+    match FileStore::open(&path) {
+        Err(StoreError::Io {
+            path: named,
+            source,
+        }) => {
+            assert_eq!(named, lock);
+            assert_eq!(source.raw_os_error(), Some(libc::EISDIR), "{source}");
+            assert!(!source.to_string().contains("symbolic link"), "{source}");
+        }
+        other => panic!("expected an i/o error, got {other:?}"),
+    }
+    assert!(!path.exists(), "the failed open created the store file");
 }
 
 /// Something planted at the temporary path while the store runs (after
