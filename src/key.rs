@@ -1767,6 +1767,472 @@ mod tests {
         );
     }
 
+    /// A key string `scan` finds, to paste into fields.
+    fn pasted_key() -> String {
+        let ring = crate::KeyRing::builder("acme")
+            .build(crate::MemoryStore::new())
+            .unwrap();
+        let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+        issued.secret.expose().to_owned()
+    }
+
+    /// Each limit `Fields::check` holds a field to, at the byte: the
+    /// longest value passes, one byte more is refused with the field's own
+    /// message; one field over is enough (the others at their limit).
+    #[test]
+    fn fields_are_held_to_each_limit_at_the_byte() {
+        let at = "a".repeat(MAX_FIELD_LEN);
+        let over = "a".repeat(MAX_FIELD_LEN + 1);
+        let check = |fields: Fields<'_>| fields.check();
+        assert_eq!(check(Fields::default()), Ok(()));
+        for (owner, expected) in [
+            ("", Err("owner must not be empty")),
+            ("a\0b", Err("owner must not contain a NUL character")),
+            (&at, Ok(())),
+            (&over, Err("owner and name are limited to 256 bytes")),
+        ] {
+            let fields = Fields {
+                owner: Some(owner),
+                name: Some(&at),
+                ..Fields::default()
+            };
+            assert_eq!(check(fields), expected, "owner of {} bytes", owner.len());
+        }
+        let name_over = Fields {
+            owner: Some("acct_1"),
+            name: Some(&over),
+            ..Fields::default()
+        };
+        assert_eq!(
+            check(name_over),
+            Err("owner and name are limited to 256 bytes")
+        );
+        for (len, expected) in [
+            (MAX_DESCRIPTION_LEN, Ok(())),
+            (
+                MAX_DESCRIPTION_LEN + 1,
+                Err("description is limited to 4096 bytes"),
+            ),
+        ] {
+            let description = "d".repeat(len);
+            let fields = Fields {
+                description: Some(&description),
+                ..Fields::default()
+            };
+            assert_eq!(check(fields), expected, "description of {len} bytes");
+        }
+        let contact_at = Contact::new(at.clone(), at.clone(), at.clone(), at.clone());
+        assert_eq!(
+            check(Fields {
+                contact: Some(&contact_at),
+                ..Fields::default()
+            }),
+            Ok(())
+        );
+        for field in 0..4 {
+            let mut contact = contact_at.clone();
+            *[
+                &mut contact.first_name,
+                &mut contact.last_name,
+                &mut contact.login,
+                &mut contact.email,
+            ][field] = over.clone();
+            let fields = Fields {
+                contact: Some(&contact),
+                ..Fields::default()
+            };
+            assert_eq!(
+                check(fields),
+                Err("each contact field is limited to 256 bytes"),
+                "contact field {field}"
+            );
+        }
+        let entries = |n: usize| -> BTreeMap<String, String> {
+            (0..n).map(|i| (format!("k{i}"), "v".to_owned())).collect()
+        };
+        let metadata_error = Err("metadata is limited to 64 entries of 256 bytes each");
+        for (metadata, expected) in [
+            (entries(MAX_METADATA_ENTRIES), Ok(())),
+            (entries(MAX_METADATA_ENTRIES + 1), metadata_error),
+            (BTreeMap::from([(at.clone(), at.clone())]), Ok(())),
+            (
+                BTreeMap::from([(over.clone(), "v".to_owned())]),
+                metadata_error,
+            ),
+            (
+                BTreeMap::from([("k".to_owned(), over.clone())]),
+                metadata_error,
+            ),
+        ] {
+            let fields = Fields {
+                metadata: Some(&metadata),
+                ..Fields::default()
+            };
+            assert_eq!(check(fields), expected, "{} entries", metadata.len());
+        }
+        for (n, expected) in [
+            (MAX_SCOPES, Ok(())),
+            (MAX_SCOPES + 1, Err("a scope set is limited to 256 scopes")),
+        ] {
+            let scopes = ScopeSet::parse((0..n).map(|i| format!("r{i}:read"))).unwrap();
+            assert_eq!(scopes.len(), n);
+            let fields = Fields {
+                scopes: Some(&scopes),
+                ..Fields::default()
+            };
+            assert_eq!(check(fields), expected, "{n} scopes");
+        }
+        for (n, expected) in [
+            (MAX_NETWORKS, Ok(())),
+            (
+                MAX_NETWORKS + 1,
+                Err("a key can be bound to at most 64 networks"),
+            ),
+        ] {
+            let bindings = Bindings {
+                client_cert: Some(CertFingerprint::of_der(b"cert")),
+                networks: (0..n)
+                    .map(|i| format!("10.{i}.0.0/16").parse().unwrap())
+                    .collect(),
+            };
+            let fields = Fields {
+                bindings: Some(&bindings),
+                ..Fields::default()
+            };
+            assert_eq!(check(fields), expected, "{n} networks");
+        }
+        let of_nothing = Bindings {
+            client_cert: Some(CertFingerprint::of_der(b"")),
+            networks: Vec::new(),
+        };
+        assert_eq!(
+            check(Fields {
+                bindings: Some(&of_nothing),
+                ..Fields::default()
+            }),
+            Err("a key cannot be bound to the fingerprint of empty input: no certificate has it")
+        );
+    }
+
+    /// A key pasted into any free-text field is refused, naming the field;
+    /// in a metadata key or a metadata value alike. The same text without
+    /// the key passes.
+    #[test]
+    fn a_key_pasted_into_any_field_is_refused_naming_the_field() {
+        let key = pasted_key();
+        let text = format!("replaces {key} (lost)");
+        let clean = "replaces the lost one".to_owned();
+        let with = |field: usize, text: &str| -> Result<(), &'static str> {
+            let contact = Contact::new("Ada", "L", text, "ada@example.com");
+            let metadata = match field {
+                4 => BTreeMap::from([(text.to_owned(), "v".to_owned())]),
+                5 => BTreeMap::from([("k".to_owned(), text.to_owned())]),
+                _ => BTreeMap::new(),
+            };
+            Fields {
+                owner: Some(if field == 0 { text } else { "acct_1" }),
+                name: (field == 1).then_some(text),
+                description: (field == 2).then_some(text),
+                contact: (field == 3).then_some(&contact),
+                metadata: Some(&metadata),
+                ..Fields::default()
+            }
+            .check()
+        };
+        let refused = |what: &str| -> Result<(), &'static str> {
+            Err(match what {
+                "owner" => {
+                    "the owner holds an API key or access token; never paste one into a key's fields"
+                }
+                "name" => {
+                    "the name holds an API key or access token; never paste one into a key's fields"
+                }
+                "description" => {
+                    "the description holds an API key or access token; never paste one into a key's fields"
+                }
+                "contact" => {
+                    "the contact holds an API key or access token; never paste one into a key's fields"
+                }
+                _ => {
+                    "the metadata holds an API key or access token; never paste one into a key's fields"
+                }
+            })
+        };
+        for (field, what) in [
+            "owner",
+            "name",
+            "description",
+            "contact",
+            "metadata",
+            "metadata",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(with(field, &text), refused(what), "{what} ({field})");
+            assert_eq!(with(field, &clean), Ok(()), "{what} ({field})");
+        }
+    }
+
+    /// A record a call could write, to hold to `check_fields`: a lifetime
+    /// of 30 days, resolved.
+    fn checkable() -> Key {
+        let mut key = blank();
+        key.hint = "acme_1AbCdEf".into();
+        let policy = ExpiryPolicy::Lifetime(time::Duration::days(30));
+        key.set_expiry(Some(policy), policy.deadline(key.created_at()));
+        key.tidy();
+        key
+    }
+
+    /// What `check_fields` adds to `Fields::check` for an import: the
+    /// hint's length, a positive period, a deadline no later than the
+    /// policy gives (not held for a rotation's successor), no deadline
+    /// without a policy, and the revocation reason's length and content.
+    #[test]
+    fn check_fields_holds_an_imported_record_to_what_a_call_could_write() {
+        assert_eq!(checkable().check_fields(), Ok(()));
+        // The rest of the fields go through `Fields::check`.
+        let mut key = checkable();
+        key.owner = "".into();
+        assert_eq!(key.check_fields(), Err("owner must not be empty"));
+
+        let mut key = checkable();
+        key.hint = "h".repeat(MAX_HINT_LEN).into();
+        assert_eq!(key.check_fields(), Ok(()));
+        key.hint = "h".repeat(MAX_HINT_LEN + 1).into();
+        assert_eq!(
+            key.check_fields(),
+            Err("a hint is limited to the prefix and the id's first characters")
+        );
+
+        let period = Err("an expiry period must be positive");
+        for days in [0, -1] {
+            let d = time::Duration::days(days);
+            for policy in [ExpiryPolicy::Lifetime(d), ExpiryPolicy::Idle(d)] {
+                let mut key = checkable();
+                key.set_expiry(Some(policy), None);
+                assert_eq!(key.check_fields(), period, "{policy:?}");
+            }
+        }
+        let mut key = checkable();
+        key.set_expiry(Some(ExpiryPolicy::Idle(time::Duration::days(1))), None);
+        assert_eq!(key.check_fields(), Ok(()));
+
+        // The deadline: up to the one the policy gives from creation.
+        let given = checkable().expires_at;
+        let later = Err("the expiry policy's deadline is missing or later than the policy gives");
+        for (expires_at, expected) in [
+            (given - 1, Ok(())),
+            (given, Ok(())),
+            (given + 1, later),
+            (NEVER, later),
+        ] {
+            let mut key = checkable();
+            key.expires_at = expires_at;
+            assert_eq!(key.check_fields(), expected, "{expires_at} against {given}");
+            // A rotation's successor keeps its predecessor's deadline.
+            key.extra_mut().rotated_from = Some(KeyId::from_u64(9));
+            assert_eq!(key.check_fields(), Ok(()), "successor, {expires_at}");
+        }
+
+        // No deadline of its own without a policy of its own.
+        let mut key = checkable();
+        key.set_expiry(None, None);
+        assert_eq!(key.check_fields(), Ok(()));
+        key.expires_at = given;
+        assert_eq!(
+            key.check_fields(),
+            Err("a deadline needs an expiry policy of the key's own")
+        );
+
+        // The revocation's reason: its length and no pasted key.
+        let revoked = |reason: String| {
+            let mut key = checkable();
+            key.set_status(Status::Revoked {
+                at: datetime!(2026-11-28 0:00 UTC),
+                reason,
+            });
+            key.check_fields()
+        };
+        assert_eq!(revoked("r".repeat(MAX_FIELD_LEN)), Ok(()));
+        assert_eq!(
+            revoked("r".repeat(MAX_FIELD_LEN + 1)),
+            Err("a reason is limited to 256 bytes")
+        );
+        assert_eq!(
+            revoked(format!("leaked: {}", pasted_key())),
+            Err("the reason holds an API key or access token; never paste one into a key's fields")
+        );
+        assert_eq!(revoked("leaked in a log".into()), Ok(()));
+    }
+
+    /// Record times are clamped into the range a record keeps, short of
+    /// the two sentinels: an instant before 1677 is not "never used", one
+    /// after 2262 is not "no deadline".
+    #[test]
+    fn nanos_stops_short_of_both_sentinels() {
+        assert_eq!(nanos(datetime!(1000-01-01 0:00 UTC)), NOT_YET + 1);
+        assert_eq!(nanos(datetime!(3000-01-01 0:00 UTC)), NEVER - 1);
+        assert_eq!(
+            optional(nanos(datetime!(1000-01-01 0:00 UTC))),
+            Some(instant(NOT_YET + 1))
+        );
+        assert_eq!(
+            optional(nanos(datetime!(3000-01-01 0:00 UTC))),
+            Some(instant(NEVER - 1))
+        );
+        assert_eq!((optional(NOT_YET), optional(NEVER)), (None, None));
+    }
+
+    /// The usage cells: clones copy the count and the last use but start
+    /// clean; comparisons read the count and the last use and ignore
+    /// whether the usage was written.
+    #[test]
+    fn usage_cells_clone_and_compare_by_value_and_dirt_by_neither() {
+        let count = Counter::new(3);
+        assert_eq!(count.clone().get(), 3);
+        assert!(count == Counter::new(3) && count != Counter::new(4));
+        let stamp = Stamp::new(5);
+        assert_eq!(stamp.clone().get(), 5);
+        assert!(stamp == Stamp::new(5) && stamp != Stamp::new(6));
+
+        let key = blank();
+        assert!(!key.dirty.get(), "a fresh record has nothing unwritten");
+        assert!(key.consume(nanos(datetime!(2026-11-28 0:00 UTC))));
+        assert!(key.dirty.get(), "a use marks the usage unwritten");
+        let copy = key.clone();
+        assert!(!copy.dirty.get(), "a clone starts clean");
+        assert_eq!(copy, key, "and still equals its original");
+    }
+
+    /// `consume` counts a use and stamps the start of its second, never
+    /// moving the last use back; with a limit exactly `limit` uses pass.
+    /// `spend` does the same but leaves the usage marked written.
+    #[test]
+    fn consume_counts_within_the_limit_and_stamps_the_second() {
+        let t = nanos(datetime!(2026-11-28 8:30:15.7 UTC));
+        let second = nanos(datetime!(2026-11-28 8:30:15 UTC));
+        let key = blank();
+        assert!(key.consume(t));
+        assert_eq!((key.uses(), key.last_used_at.get()), (1, second));
+        // An earlier reading (another thread's, a trailing clock's) does
+        // not move it back.
+        assert!(key.consume(t - 5_000_000_000));
+        assert_eq!((key.uses(), key.last_used_at.get()), (2, second));
+        assert!(key.consume(t + 1_000_000_000));
+        assert_eq!(key.last_used_at.get(), second + 1_000_000_000);
+
+        let mut limited = blank();
+        limited.use_limit = NonZeroU64::new(2);
+        limited.tidy();
+        assert!(!limited.used_up());
+        assert!(limited.consume(t));
+        assert!(!limited.used_up());
+        assert!(limited.consume(t));
+        assert!(limited.used_up());
+        assert!(!limited.consume(t), "the limit is spent");
+        assert_eq!(limited.uses(), 2);
+        assert!(!blank().used_up(), "no limit: never used up");
+
+        let mut spent = blank();
+        spent.use_limit = NonZeroU64::new(1);
+        spent.tidy();
+        assert!(spent.spend(t));
+        assert_eq!(spent.uses(), 1);
+        assert!(!spent.dirty.get(), "the use is part of the write");
+        assert!(!spent.spend(t));
+    }
+
+    /// `used_in` moves the last use forward only, and marks the usage
+    /// unwritten only when it moved it; `carry_usage` adds the uses and
+    /// the later last use.
+    #[test]
+    fn used_in_and_carry_usage_move_usage_forward_only() {
+        let second = nanos(datetime!(2026-11-28 8:30 UTC));
+        let key = blank();
+        key.used_in(second);
+        assert_eq!(key.last_used_at.get(), second);
+        assert!(key.dirty.get());
+        let key = key.clone();
+        key.used_in(second);
+        assert!(!key.dirty.get(), "the same second: nothing changed");
+        key.used_in(second - 1_000_000_000);
+        assert!(!key.dirty.get(), "an earlier second: nothing changed");
+        assert_eq!(key.last_used_at.get(), second);
+
+        let key = blank();
+        key.carry_usage(3, second);
+        assert_eq!((key.uses(), key.last_used_at.get()), (3, second));
+        key.carry_usage(0, second - 1);
+        assert_eq!((key.uses(), key.last_used_at.get()), (3, second));
+    }
+
+    /// A rotated key with a use limit handed its uses on; neither a limit
+    /// alone nor a rotation alone did. `rotation` is `None` only without
+    /// any link or grace.
+    #[test]
+    fn rotation_links_and_handed_on() {
+        let mut key = blank();
+        key.tidy();
+        assert_eq!(key.rotation(), None);
+        assert!(!key.handed_on());
+        let to = KeyId::from_u64(9);
+        let grace = nanos(datetime!(2026-12-01 0:00 UTC));
+        let mut rotated = blank();
+        rotated.extra_mut().rotated_to = Some(to);
+        rotated.grace_until = grace;
+        rotated.tidy();
+        assert!(!rotated.handed_on(), "no limit: nothing handed on");
+        let rotation = rotated.rotation().unwrap();
+        assert_eq!(
+            (
+                rotation.rotated_from,
+                rotation.rotated_to,
+                rotation.grace_until
+            ),
+            (None, Some(to), Some(instant(grace)))
+        );
+        rotated.use_limit = NonZeroU64::new(5);
+        rotated.tidy();
+        assert!(rotated.handed_on());
+        let mut limited = blank();
+        limited.use_limit = NonZeroU64::new(5);
+        limited.tidy();
+        assert!(!limited.handed_on(), "not rotated: nothing handed on");
+        let mut graced = blank();
+        graced.grace_until = grace;
+        graced.tidy();
+        assert_eq!(graced.rotation().unwrap().grace_until, Some(instant(grace)));
+    }
+
+    /// A record is marked bound only for bindings, not for other rarely
+    /// set fields.
+    #[test]
+    fn tidy_marks_bound_only_for_bindings() {
+        let mut key = blank();
+        key.extra_mut().description = Some("d".into());
+        key.tidy();
+        assert!(!key.bound && key.extra.is_some());
+        key.extra_mut()
+            .bindings
+            .networks
+            .push("10.0.0.0/8".parse().unwrap());
+        key.tidy();
+        assert!(key.bound);
+    }
+
+    /// Stored metadata that is not an object says what it must be.
+    #[test]
+    fn stored_metadata_of_the_wrong_type_says_what_it_must_be() {
+        let mut stored = json(&blank());
+        stored["metadata"] = serde_json::json!(["team"]);
+        let error = serde_json::from_value::<Key>(stored)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("metadata: an object of strings"), "{error}");
+    }
+
     /// What tells an update that changes nothing: every field but the
     /// usage, which `verify` moves in place whenever it likes.
     #[test]
