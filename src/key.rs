@@ -558,7 +558,10 @@ impl Key {
     /// [`KeyRing::expires_at`](crate::KeyRing::expires_at) gives when the
     /// key actually stops working.
     pub fn own_deadline(&self) -> Option<OffsetDateTime> {
-        optional(self.expires_at)
+        // A deadline without a policy of the key's own (only an edited
+        // store file holds one: every call and import refuse it) is not
+        // what `verify` goes by: the ring's default governs the key.
+        self.expiry.and(optional(self.expires_at))
     }
 
     /// Active, disabled or revoked (with time and reason), as stored on
@@ -1724,6 +1727,25 @@ mod tests {
             let back: Key = serde_json::from_value(json(&key)).unwrap();
             assert_eq!((back.expiry(), back.own_deadline()), (Some(policy), None));
         }
+    }
+
+    /// The other way round: a stored deadline without a policy of the
+    /// key's own (no call writes one, an import refuses it; only an edited
+    /// store file holds one) is not what `verify` goes by, the ring's
+    /// default is. `own_deadline` says so, and the record is written back
+    /// without it.
+    #[test]
+    fn a_stored_deadline_without_a_policy_is_no_deadline_of_the_keys_own() {
+        let mut edited = json(&blank());
+        let object = edited.as_object_mut().unwrap();
+        assert!(!object.contains_key("expiry"));
+        object.insert(
+            "expires_at".into(),
+            serde_json::Value::from("2027-01-01T00:00:00Z"),
+        );
+        let key: Key = serde_json::from_value(edited).unwrap();
+        assert_eq!((key.expiry(), key.own_deadline()), (None, None));
+        assert_eq!(json(&key), json(&blank()));
     }
 
     #[test]
