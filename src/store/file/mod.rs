@@ -1647,17 +1647,24 @@ impl Snapshot {
         Ok(Snapshot { header, keys })
     }
 
+    /// Each line is encoded whole before it is written, so that an error
+    /// of `out` is always an i/o error named `<export>` (never an encoding
+    /// error) and `out` takes one write per line.
     fn write(&self, mut out: impl Write) -> Result<(), StoreError> {
         let io_err = |source| StoreError::Io {
             path: PathBuf::from("<export>"),
             source,
         };
         let json = |e| StoreError::Backend(Box::new(e));
-        serde_json::to_writer(&mut out, &self.header).map_err(json)?;
-        out.write_all(b"\n").map_err(io_err)?;
+        let mut line = Vec::new();
+        serde_json::to_writer(&mut line, &self.header).map_err(json)?;
+        line.push(b'\n');
+        out.write_all(&line).map_err(io_err)?;
         for key in &self.keys {
-            serde_json::to_writer(&mut out, &**key).map_err(json)?;
-            out.write_all(b"\n").map_err(io_err)?;
+            line.clear();
+            serde_json::to_writer(&mut line, &**key).map_err(json)?;
+            line.push(b'\n');
+            out.write_all(&line).map_err(io_err)?;
         }
         out.flush().map_err(io_err)
     }

@@ -1549,6 +1549,54 @@ fn export_then_import_copies_the_store() {
     );
 }
 
+/// A writer that fails every write after the first `ok` bytes, as a full
+/// disk or a closed pipe does.
+struct FailingWriter {
+    ok: usize,
+}
+
+impl std::io::Write for FailingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.ok == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                "no space left",
+            ));
+        }
+        let n = buf.len().min(self.ok);
+        self.ok -= n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn an_export_whose_writer_fails_is_an_io_error_of_the_export() {
+    let sim = SimFs::new();
+    let (store, _) = store_with_history(&sim, 3);
+    let mut whole = Vec::new();
+    store.export(&mut whole).unwrap();
+    // Wherever the writer stops taking bytes: in the header, at a line
+    // break, in a key's line.
+    for ok in 0..whole.len() {
+        for result in [
+            store.export(FailingWriter { ok }),
+            export(&store, FailingWriter { ok }),
+        ] {
+            match result {
+                Err(StoreError::Io { path, source }) => {
+                    assert_eq!(path, Path::new("<export>"), "at byte {ok}");
+                    assert_eq!(source.kind(), std::io::ErrorKind::StorageFull);
+                }
+                other => panic!("at byte {ok}: {other:?}"),
+            }
+        }
+    }
+}
+
 /// A store that runs `between` when its records are read for an export,
 /// after its settings were read: a write landing between the two reads.
 #[derive(Debug)]
