@@ -1803,28 +1803,8 @@ fn read_export(
         ));
     }
     let header: ExportHeader = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
-    let mut keys = Vec::new();
-    let mut lines_of_keys = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for n in 2.. {
-        let Some(line) = read_line(&mut input, &mut buf, n)? else {
-            break;
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let key: StoredKey = serde_json::from_str(line).map_err(|e| invalid(n, quoted(&e)))?;
-        // The limits `issue` and `update` hold a key to hold here too: an
-        // edited export must not bring in what no call could write.
-        key.key()
-            .check_fields()
-            .map_err(|reason| invalid(n, reason.into()))?;
-        if !seen.insert(key.id()) {
-            return Err(invalid(n, format!("key id {} appears twice", key.id())));
-        }
-        keys.push(key);
-        lines_of_keys.push(n);
-    }
+    // The settings are checked before the keys are read: an import names
+    // its first bad line.
     // A default no call could set: a period that is not positive.
     if let Some(settings) = &header.settings
         && let crate::ExpiryPolicy::Lifetime(d) | crate::ExpiryPolicy::Idle(d) =
@@ -1853,6 +1833,28 @@ fn read_export(
             1,
             "a superseded default period must be positive".into(),
         ));
+    }
+    let mut keys = Vec::new();
+    let mut lines_of_keys = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for n in 2.. {
+        let Some(line) = read_line(&mut input, &mut buf, n)? else {
+            break;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        let key: StoredKey = serde_json::from_str(line).map_err(|e| invalid(n, quoted(&e)))?;
+        // The limits `issue` and `update` hold a key to hold here too: an
+        // edited export must not bring in what no call could write.
+        key.key()
+            .check_fields()
+            .map_err(|reason| invalid(n, reason.into()))?;
+        if !seen.insert(key.id()) {
+            return Err(invalid(n, format!("key id {} appears twice", key.id())));
+        }
+        keys.push(key);
+        lines_of_keys.push(n);
     }
     Ok((header.settings, keys, lines_of_keys))
 }

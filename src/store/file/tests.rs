@@ -2080,6 +2080,45 @@ fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
     assert_eq!(State::of(&store), state);
 }
 
+/// An import names the first bad line: settings no call could write, on
+/// line 1, are named before a bad key further down.
+#[test]
+fn an_import_names_bad_settings_on_line_1_before_a_bad_key_after_them() {
+    let sim = SimFs::new();
+    let store = open(&sim, FileStoreOptions::default()).unwrap();
+    let mut kept = settings(0);
+    kept.replace_default(ExpiryPolicy::Never, datetime!(2026-03-01 0:00 UTC));
+    store.save_settings(&kept).unwrap();
+    store.insert(sample(1, 0)).unwrap();
+    let mut export = Vec::new();
+    store.export(&mut export).unwrap();
+    let text = String::from_utf8(export).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    let zero = serde_json::to_value(ExpiryPolicy::Lifetime(time::Duration::ZERO)).unwrap();
+    let mut default = header.clone();
+    default["settings"]["default_expiry"] = zero.clone();
+    let mut superseded = header;
+    superseded["settings"]["superseded"][0]["policy"] = zero;
+    let state = State::of(&store);
+    for (header, reason) in [
+        (default, "must be positive"),
+        (superseded, "superseded default"),
+    ] {
+        let mut edited = lines.clone();
+        edited[0] = header.to_string();
+        edited.push("{\"not\": \"a key\"}".into());
+        let edited = edited.join("\n") + "\n";
+        match store.import(edited.as_bytes(), ImportMode::Replace) {
+            Err(StoreError::InvalidImport { line: 1, reason: r }) => {
+                assert!(r.contains(reason), "{r}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(State::of(&store), state);
+    }
+}
+
 /// An export (or a store) an earlier keyward wrote in a build where
 /// `time`'s `serde-human-readable` feature was on (any crate of the host
 /// may enable it: features are unified) holds periods as
