@@ -869,11 +869,12 @@ fn a_rewrite_record_closes_at_its_key_count_or_its_byte_budget() {
         .unwrap();
     for (max, per_record) in [(usize::MAX, REWRITE_CHUNK), (one * 2, 2), (one, 1)] {
         let mut ids = Vec::new();
+        let mut sizes = Vec::new();
         put_records(&keys, max, max, |record| {
             let payload = &record[RECORD_HEAD_LEN..];
             assert!(payload.len() <= max);
             let entries: Vec<Entry> = serde_json::from_slice(payload).unwrap();
-            assert!(entries.len() <= per_record, "{} keys", entries.len());
+            sizes.push(entries.len());
             ids.extend(entries.iter().map(|e| match e {
                 Entry::Put(k) => k.id().as_u64(),
                 other => panic!("{other:?}"),
@@ -883,7 +884,31 @@ fn a_rewrite_record_closes_at_its_key_count_or_its_byte_budget() {
         .unwrap();
         let expected: Vec<u64> = keys.iter().map(|k| k.id().as_u64()).collect();
         assert_eq!(ids, expected, "max {max}");
+        // Every record but the last is full: as many keys as it may hold.
+        let (last, full) = sizes.split_last().unwrap();
+        assert!(full.iter().all(|&n| n == per_record), "{sizes:?}");
+        assert_eq!(*last, (keys.len() - 1) % per_record + 1, "{sizes:?}");
     }
+    // The budget counts the closing bracket: a payload of exactly the
+    // budget is one record, one byte over it is two.
+    let two = serde_json::to_vec(&[EntryRef::Put(&keys[0]), EntryRef::Put(&keys[1])])
+        .unwrap()
+        .len();
+    for (budget, expected) in [(two, vec![2]), (two - 1, vec![1, 1])] {
+        let mut sizes = Vec::new();
+        put_records(&keys[..2], budget, usize::MAX, |record| {
+            let entries: Vec<Entry> = serde_json::from_slice(&record[RECORD_HEAD_LEN..]).unwrap();
+            sizes.push(entries.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, expected, "budget {budget} for {two} bytes");
+    }
+    // No keys, no record (not an empty one).
+    put_records(&[], usize::MAX, usize::MAX, |record| {
+        panic!("a record for no keys: {record:?}")
+    })
+    .unwrap();
     // A key that cannot fit a record of its own is an error, not a panic.
     assert!(put_records(&keys, one - 1, one - 1, |_| Ok(())).is_err());
     // Over the budget but within what a record may hold: a record of its own.
