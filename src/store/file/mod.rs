@@ -579,6 +579,16 @@ impl FileStore {
     /// The records are taken under the write lock (a consistent snapshot,
     /// no half batch) and written after it is released, so a slow `out`
     /// holds up no write to the store.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Io`] with the path `<export>` for any error of `out`
+    /// (its own `io::Error` the source); [`StoreError::Backend`] if a
+    /// record does not encode. Each line is handed to `out` whole (one
+    /// `write_all`), so after an error `out` holds the lines before the
+    /// failed one and perhaps part of it. Do not import that: cut at a
+    /// line break it reads as a whole export without the later keys (the
+    /// format has no count or end mark); export again.
     pub fn export(&self, out: impl Write) -> Result<(), StoreError> {
         let snapshot = {
             let _log = self.log();
@@ -1619,6 +1629,14 @@ type Job = (u64, u64, Vec<u8>);
 /// hold each rotation whole or not at all. The settings are read after
 /// the records, so a `revoke_all` that lands meanwhile revokes, in the
 /// export, the records it revoked in the store.
+///
+/// # Errors
+///
+/// The store's own errors from [`snapshot`](KeyStore::snapshot) and
+/// [`load_settings`](KeyStore::load_settings), before anything is written;
+/// then, as for [`FileStore::export`], [`StoreError::Io`] with the path
+/// `<export>` for an error of `out` and [`StoreError::Backend`] if a record
+/// does not encode.
 pub fn export(store: &dyn KeyStore, out: impl Write) -> Result<(), StoreError> {
     Snapshot::of(store)?.write(out)
 }
