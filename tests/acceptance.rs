@@ -3589,3 +3589,63 @@ fn a_revoke_all_writes_the_later_instant_the_ring_holds_over_settings_that_went_
     assert_eq!(reopened.settings().epoch(), 2);
     assert_eq!(reopened.settings().revoked_all_at(), Some(later));
 }
+
+/// A store whose settings went back behind the ring's (an older export
+/// imported with `Replace`) is raised to the ring's revoke-all epoch and
+/// instant before the ring stamps a key with its epoch (here `issue`; `rotate`
+/// does the same): otherwise a ring opened on the store afterwards would pass a
+/// token exchanged before the ring's `revoke_all`, and its own next
+/// `revoke_all` would reach only the epoch the new key holds, and miss it.
+#[test]
+fn a_key_stamped_over_settings_that_went_back_raises_them_first() {
+    let stamp = "issue";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.kw");
+    let clock = ManualClock::new(T0);
+    let open = || {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .signing_key(1, [5; 32])
+            .flush_interval(None)
+            .build(FileStore::open(&path).unwrap())
+            .unwrap()
+    };
+    let ring = open();
+    let old = ring.issue(NewKey::new("o")).unwrap();
+    let token = ring
+        .exchange(old.secret.expose(), Duration::minutes(10))
+        .unwrap()
+        .expose()
+        .to_owned();
+    let mut before = Vec::new();
+    ring.store().export(&mut before).unwrap();
+    clock.advance(Duration::seconds(2));
+    ring.revoke_all().unwrap();
+    ring.store()
+        .import(&before[..], keyward::store::ImportMode::Replace)
+        .unwrap();
+    assert_eq!(ring.store().load_settings().unwrap().unwrap().epoch(), 0);
+
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let saved = ring.store().load_settings().unwrap().unwrap();
+    assert_eq!(saved.epoch(), 1, "{stamp} left the store's epoch behind");
+    assert_eq!(
+        saved.revoked_all_at(),
+        Some(T0 + Duration::seconds(2)),
+        "{stamp} left the store's revoke-all instant behind"
+    );
+    drop(ring);
+    let reopened = open();
+    assert_eq!(
+        reopened.verify_access_token(&token).map(|_| ()),
+        Err(VerifyError::Revoked),
+        "after {stamp}: a token from before the revoke-all passed"
+    );
+    assert!(reopened.verify(key.secret.expose()).is_ok());
+    reopened.revoke_all().unwrap();
+    assert_eq!(
+        reopened.verify(key.secret.expose()).map(|_| ()),
+        Err(VerifyError::Revoked),
+        "the key of {stamp} outlived the next revoke-all"
+    );
+}

@@ -6261,3 +6261,39 @@ fn a_regeneration_writes_a_second_time_only_when_it_lands_in_a_later_second() {
         );
     }
 }
+
+/// An exchange reads the store's settings first: a key another ring on
+/// the same store revoked with `revoke_all` is refused at once, before
+/// this ring's background reload (here there is none) brings the new
+/// epoch, and no token is minted from it (the plain token check would
+/// pass one for its whole life: its time is after the revoke-all).
+#[test]
+fn an_exchange_catches_up_with_another_rings_revoke_all_at_once() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let build = || {
+        KeyRing::builder(PREFIX)
+            .clock(clock.clone())
+            .signing_key(1, [7; 32])
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let key = a.issue(NewKey::new("o")).unwrap();
+    assert!(
+        a.exchange(key.secret.expose(), Duration::minutes(10))
+            .is_ok()
+    );
+    b.revoke_all().unwrap();
+    clock.advance(Duration::seconds(2));
+    assert!(
+        matches!(
+            a.exchange(key.secret.expose(), Duration::minutes(10)),
+            Err(Error::Rejected(VerifyError::Revoked))
+        ),
+        "an exchange passed a key another ring revoked with revoke_all"
+    );
+    assert_eq!(a.settings().epoch(), 1);
+    assert_eq!(check(&a, &key), Err(VerifyError::Revoked));
+}
