@@ -2105,19 +2105,25 @@ fn an_import_refuses_a_default_expiry_period_that_is_not_positive() {
     assert_eq!(State::of(&store), state);
 }
 
-/// An import names the first bad line: settings no call could write, on
-/// line 1, are named before a bad key further down.
-#[test]
-fn an_import_names_bad_settings_on_line_1_before_a_bad_key_after_them() {
-    let sim = SimFs::new();
-    let store = open(&sim, FileStoreOptions::default()).unwrap();
+/// A store with a superseded default and one key, and its export as
+/// text: to edit into exports no call could write.
+fn exported_with_a_superseded_default(sim: &SimFs) -> (FileStore, RingSettings, String) {
+    let store = open(sim, FileStoreOptions::default()).unwrap();
     let mut kept = settings(0);
     kept.replace_default(ExpiryPolicy::Never, datetime!(2026-03-01 0:00 UTC));
     store.save_settings(&kept).unwrap();
     store.insert(sample(1, 0)).unwrap();
     let mut export = Vec::new();
     store.export(&mut export).unwrap();
-    let text = String::from_utf8(export).unwrap();
+    (store, kept, String::from_utf8(export).unwrap())
+}
+
+/// An import names the first bad line: settings no call could write, on
+/// line 1, are named before a bad key further down.
+#[test]
+fn an_import_names_bad_settings_on_line_1_before_a_bad_key_after_them() {
+    let sim = SimFs::new();
+    let (store, _, text) = exported_with_a_superseded_default(&sim);
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     let zero = serde_json::to_value(ExpiryPolicy::Lifetime(time::Duration::ZERO)).unwrap();
@@ -2258,14 +2264,7 @@ fn a_file_with_more_superseded_defaults_than_kept_does_not_open() {
 #[test]
 fn an_import_refuses_a_superseded_default_no_change_could_write() {
     let sim = SimFs::new();
-    let store = open(&sim, FileStoreOptions::default()).unwrap();
-    let mut kept = settings(0);
-    kept.replace_default(ExpiryPolicy::Never, datetime!(2026-03-01 0:00 UTC));
-    store.save_settings(&kept).unwrap();
-    store.insert(sample(1, 0)).unwrap();
-    let mut export = Vec::new();
-    store.export(&mut export).unwrap();
-    let text = String::from_utf8(export).unwrap();
+    let (store, kept, text) = exported_with_a_superseded_default(&sim);
     let lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     let state = State::of(&store);
