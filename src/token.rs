@@ -872,4 +872,102 @@ mod tests {
             Some(MalformedReason::WrongLength)
         );
     }
+
+    /// A key id's `Debug` names the type and shows the id's text (public),
+    /// and its raw value round-trips.
+    #[test]
+    fn key_id_debug_shows_its_text_and_the_raw_value_round_trips() {
+        let id = KeyId::from_u64(0x0123_4567_89AB_CDEF);
+        assert_eq!(format!("{id:?}"), "KeyId(063UfDVRKBz)");
+        for raw in [0, 1, 0x0123_4567_89AB_CDEF, u64::MAX] {
+            assert_eq!(KeyId::from_u64(raw).as_u64(), raw);
+        }
+    }
+
+    /// The hint of a key of the longest prefix is exactly `MAX_HINT_LEN`
+    /// long: a stored key's hint is refused above it, so a shorter limit
+    /// would refuse the keys of a ring with a 32-character prefix.
+    #[test]
+    fn the_longest_hint_is_max_hint_len() {
+        let p = Prefix::new(&"a".repeat(MAX_PREFIX_LEN)).unwrap();
+        let g = generate(&p).unwrap();
+        assert_eq!(p.hint(g.id).len(), MAX_HINT_LEN);
+        assert_eq!(g.secret.hint().len(), MAX_HINT_LEN);
+    }
+
+    /// A refused prefix is shown in the error as given, cut after 40
+    /// characters; a valid prefix's `Debug` is its quoted text.
+    #[test]
+    fn a_refused_prefix_is_echoed_cut_after_40_characters() {
+        let message = |p: &str| match Prefix::new(p) {
+            Err(Error::InvalidPrefix(shown)) => shown,
+            other => panic!("{p}: {other:?}"),
+        };
+        assert_eq!(message("Acme"), "Acme");
+        assert_eq!(message(&"a-".repeat(30)), "a-".repeat(20));
+        assert_eq!(format!("{:?}", prefix()), "\"acme_live\"");
+    }
+
+    /// A hint is of a prefix when `<prefix>_` is followed by a body start
+    /// with no `_`: a prefix that only starts another's is told apart.
+    #[test]
+    fn hint_is_of_tells_a_prefix_from_one_it_starts() {
+        assert!(hint_is_of("acme_live_1063UfD", "acme_live"));
+        assert!(hint_is_of(&prefix().hint(KeyId(7)), "acme_live"));
+        for (hint, prefix) in [
+            ("acme_live_1063UfD", "acme"),
+            ("acme_1063UfD", "acme_live"),
+            ("acme_", "acme"),
+            ("acme1063UfD", "acme"),
+            ("acme_live_1063UfD", "acme_test"),
+        ] {
+            assert!(!hint_is_of(hint, prefix), "{hint} {prefix}");
+        }
+    }
+
+    /// Generated secrets are uniform over the whole alphabet and fresh
+    /// every time: 62 * 2000 characters drawn give each character 2000
+    /// times give or take 300 (6.7 standard deviations; a modulo bias
+    /// would give the first eight 2422), every position of a key's secret
+    /// is drawn, and generated keys never repeat an id or a secret.
+    #[test]
+    fn generated_secrets_are_uniform_and_never_repeat() {
+        let mut drawn = vec![0u8; 62 * 2000];
+        random_base62(&mut drawn).unwrap();
+        let mut counts = [0usize; 256];
+        for &b in &drawn {
+            counts[usize::from(b)] += 1;
+        }
+        for &c in ALPHABET {
+            let n = counts[usize::from(c)];
+            assert!(
+                (1700..=2300).contains(&n),
+                "{} drawn {n} times",
+                char::from(c)
+            );
+        }
+        assert_eq!(
+            ALPHABET
+                .iter()
+                .map(|&c| counts[usize::from(c)])
+                .sum::<usize>(),
+            drawn.len(),
+            "a character outside the alphabet"
+        );
+        // Every position of a generated secret varies: 200 keys show about
+        // 60 characters at each (fewer than 30 has odds below 10^-30).
+        let keys: Vec<Generated> = (0..200).map(|_| generate(&prefix()).unwrap()).collect();
+        for position in 0..SECRET_LEN {
+            let seen: std::collections::HashSet<u8> =
+                keys.iter().map(|g| g.secret_part()[position]).collect();
+            assert!(
+                seen.len() >= 30,
+                "position {position}: {} characters",
+                seen.len()
+            );
+        }
+        let ids: std::collections::HashSet<_> = keys.iter().map(|g| g.id).collect();
+        let secrets: std::collections::HashSet<_> = keys.iter().map(|g| *g.secret_part()).collect();
+        assert_eq!((ids.len(), secrets.len()), (200, 200));
+    }
 }
