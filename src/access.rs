@@ -651,4 +651,129 @@ mod tests {
         material.extend_from_slice(&[2; 32]);
         assert_eq!(keys[1], blake3::derive_key(CONTEXT, &material));
     }
+
+    /// A token's MAC is BLAKE3 keyed with the derived signing key, over
+    /// everything before it, cut to its first 16 bytes (computed here with
+    /// `blake3` directly); a token signed under another key is refused,
+    /// and so is one whose MAC was changed and its checksum made good.
+    #[test]
+    fn the_mac_is_keyed_blake3_and_another_key_is_refused() {
+        let prefix = Prefix::new("acme").unwrap();
+        let signer = one_key_signer(3, &prefix);
+        let token = signer.sign(&prefix, claims_of_42("o".to_owned())).unwrap();
+        let text = token.expose().as_bytes();
+        let mac_at = text.len() - token::CHECKSUM_LEN - MAC_LEN;
+        let mut material = [7; 32].to_vec();
+        material.extend_from_slice(b"acme");
+        let key = blake3::derive_key(CONTEXT, &material);
+        let hash = blake3::keyed_hash(&key, &text[..mac_at]);
+        let mut expected = [0u8; MAC_LEN];
+        encode_fixed(
+            u128::from_be_bytes(hash.as_bytes()[..16].try_into().unwrap()),
+            &mut expected,
+        );
+        assert_eq!(&text[mac_at..mac_at + MAC_LEN], &expected[..]);
+        // Same signing key id, another key: refused.
+        let mut other = Signer::with_capacity(1);
+        other.add(3, &[8; 32], "acme", None, true).unwrap();
+        assert_eq!(
+            other.open(&prefix, token.expose()),
+            Err(VerifyError::Invalid)
+        );
+        // A signing key id the signer does not hold: refused.
+        let unknown = one_key_signer(4, &prefix);
+        assert_eq!(
+            unknown.open(&prefix, token.expose()),
+            Err(VerifyError::Invalid)
+        );
+        // Another MAC with a good checksum: refused.
+        let mut forged = text.to_vec();
+        forged[mac_at] = if forged[mac_at] == b'0' { b'1' } else { b'0' };
+        let sum_at = forged.len() - token::CHECKSUM_LEN;
+        encode_fixed(
+            u128::from(token::crc32(&forged[..sum_at])),
+            &mut forged[sum_at..],
+        );
+        assert_eq!(
+            signer.open(&prefix, std::str::from_utf8(&forged).unwrap()),
+            Err(VerifyError::Invalid)
+        );
+        assert_eq!(
+            signer.open(&prefix, token.expose()),
+            Ok(claims_of_42("o".to_owned()))
+        );
+    }
+
+    /// Claims come back from a token as they went in: scopes unrestricted,
+    /// empty or listed, bound or not, and the instants to the second.
+    #[test]
+    fn claims_round_trip_through_a_token() {
+        let prefix = Prefix::new("acme").unwrap();
+        let signer = one_key_signer(0, &prefix);
+        for (scopes, bound) in [
+            (ScopeSet::unrestricted(), false),
+            (ScopeSet::empty(), true),
+            (
+                ScopeSet::parse(["invoices:read", "customers:*"]).unwrap(),
+                true,
+            ),
+            (ScopeSet::parse(["a:b"]).unwrap(), false),
+        ] {
+            let claims = AccessClaims {
+                scopes,
+                bound,
+                issued_at: datetime!(2026-05-01 12:34:56 UTC),
+                expires_at: datetime!(2026-05-01 13:04:56 UTC),
+                ..claims_of_42("acct_42".to_owned())
+            };
+            let token = signer.sign(&prefix, claims.clone()).unwrap();
+            assert_eq!(token.claims, claims);
+            assert_eq!(signer.open(&prefix, token.expose()), Ok(claims));
+        }
+    }
+
+    /// A signer can sign only with a current key it holds; its `Debug`
+    /// shows the signing key ids and never the keys.
+    #[test]
+    fn a_signer_signs_with_its_current_key_and_shows_only_ids() {
+        let prefix = Prefix::new("acme").unwrap();
+        let mut signer = Signer::with_capacity(2);
+        assert!(!signer.can_sign());
+        signer.add(5, &[1; 32], "acme", None, false).unwrap();
+        assert!(!signer.can_sign());
+        assert!(matches!(
+            signer.sign(&prefix, claims_of_42("o".to_owned())),
+            Err(Error::NoSigningKey)
+        ));
+        signer.add(61, &[2; 32], "acme", None, true).unwrap();
+        assert!(signer.can_sign());
+        assert!(matches!(
+            signer.add(62, &[3; 32], "acme", None, false),
+            Err(Error::InvalidInput(_))
+        ));
+        let token = signer.sign(&prefix, claims_of_42("o".to_owned())).unwrap();
+        assert!(token.expose().starts_with("acme_Tz"), "{:?}", token);
+        assert_eq!(
+            format!("{signer:?}"),
+            "Signer { current: Some(61), key_ids: [5, 61] }"
+        );
+    }
+
+    /// The key id a token names is read from its shape and checksum alone
+    /// (for the events of refused tokens), whatever the MAC; text that is
+    /// not a token of the prefix names none.
+    #[test]
+    fn key_id_of_reads_the_id_of_a_well_formed_token() {
+        let prefix = Prefix::new("acme").unwrap();
+        let token = one_key_signer(0, &prefix)
+            .sign(&prefix, claims_of_42("o".to_owned()))
+            .unwrap();
+        assert_eq!(
+            key_id_of(&prefix, token.expose()),
+            Some(KeyId::from_u64(42))
+        );
+        let other = Prefix::new("acme_test").unwrap();
+        assert_eq!(key_id_of(&other, token.expose()), None);
+        assert_eq!(key_id_of(&prefix, &token.expose()[1..]), None);
+    }
 }
