@@ -995,4 +995,63 @@ mod tests {
         assert_eq!(parse_period(&over), None);
         assert!(from_json(&format!(r#"{{"lifetime":"{over}"}}"#)).is_err());
     }
+
+    /// `normalized` moves an instant to UTC (the same instant), leaves the
+    /// other policies as they are, and refuses an instant with no UTC form.
+    #[test]
+    fn normalized_puts_an_instant_in_utc() {
+        let at = datetime!(2026-06-01 08:00:00.5 +02:00);
+        let normal = ExpiryPolicy::At(at).normalized().unwrap();
+        assert_eq!(normal, ExpiryPolicy::At(at));
+        let ExpiryPolicy::At(utc) = normal else {
+            panic!("{normal:?}")
+        };
+        assert_eq!(utc.offset(), time::UtcOffset::UTC);
+        assert_eq!(utc, datetime!(2026-06-01 06:00:00.5 UTC));
+        for other in [
+            ExpiryPolicy::Never,
+            ExpiryPolicy::days(3),
+            ExpiryPolicy::Idle(Duration::minutes(5)),
+            ExpiryPolicy::EndOfDate(date!(2026 - 06 - 01)),
+        ] {
+            assert_eq!(other.normalized().unwrap(), other);
+        }
+        // The last date's last half hour, an hour west of UTC: later than
+        // any UTC instant.
+        let beyond = Date::MAX
+            .with_hms(23, 30, 0)
+            .unwrap()
+            .assume_offset(time::macros::offset!(-01:00));
+        assert!(matches!(
+            ExpiryPolicy::At(beyond).normalized(),
+            Err(Error::InvalidExpiry(_))
+        ));
+    }
+
+    /// A date ends at the following midnight UTC: at that very instant it
+    /// has passed; `Date::MAX` never ends; a lifetime past the end of time
+    /// saturates instead of panicking.
+    #[test]
+    fn a_date_has_passed_at_its_following_midnight() {
+        let midnight = datetime!(2026-01-01 0:00 UTC);
+        assert!(
+            ExpiryPolicy::EndOfDate(date!(2025 - 12 - 31))
+                .validate(midnight)
+                .is_err()
+        );
+        assert!(
+            ExpiryPolicy::EndOfDate(date!(2025 - 12 - 31))
+                .validate(midnight - Duration::NANOSECOND)
+                .is_ok()
+        );
+        assert!(
+            ExpiryPolicy::EndOfDate(Date::MAX)
+                .validate(midnight)
+                .is_ok()
+        );
+        assert_eq!(
+            ExpiryPolicy::Lifetime(Duration::MAX).deadline(midnight),
+            Some(time::PrimitiveDateTime::MAX.assume_utc())
+        );
+    }
 }
