@@ -1324,6 +1324,31 @@ fn ring_and_builder_debug_never_show_the_pepper_or_a_signing_key() {
     }
 }
 
+/// The ring's `Debug`, which a host may log at start-up, shows its
+/// configuration: the prefix, whether it has an event sink, the sensitive
+/// resources and the maximum lifetime (and, above, never a secret).
+#[test]
+fn ring_debug_shows_its_configuration() {
+    let plain = ring("acme");
+    let shown = format!("{plain:?}");
+    assert!(shown.starts_with("KeyRing {"), "{shown}");
+    assert!(shown.contains("prefix: \"acme\""), "{shown}");
+    assert!(shown.contains("events: false"), "{shown}");
+    assert!(shown.contains("max_lifetime: None"), "{shown}");
+    let configured = KeyRing::builder("acme_live")
+        .events(Arc::new(EventLog::new()))
+        .sensitive(["payroll"])
+        .max_lifetime(Duration::days(90))
+        .build(MemoryStore::new())
+        .unwrap();
+    let shown = format!("{configured:?}");
+    assert!(shown.contains("prefix: \"acme_live\""), "{shown}");
+    assert!(shown.contains("events: true"), "{shown}");
+    assert!(shown.contains("payroll"), "{shown}");
+    assert!(shown.contains("max_lifetime: Some("), "{shown}");
+    assert!(format!("{configured:#?}").contains("payroll"));
+}
+
 // ---------------------------------------------------------------------------
 // Errors: statuses, codes, messages
 // ---------------------------------------------------------------------------

@@ -3165,6 +3165,43 @@ fn a_token_of_a_bound_key_needs_the_bindings_again() {
     );
 }
 
+/// The strict checks follow the key's current bindings, not the token's
+/// claim of them: a token exchanged while its key was unbound (its claims
+/// say unbound) is held to the bindings an `update` gave the key since,
+/// as the key itself is; the plain check, which cannot see them, still
+/// takes it.
+#[test]
+fn a_token_of_a_key_bound_since_its_exchange_needs_the_new_bindings() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let token = ring
+        .exchange(issued.secret.expose(), Duration::minutes(5))
+        .unwrap();
+    assert!(!token.claims.bound);
+    let mut bindings = Bindings::default();
+    bindings.client_cert = Some(CertFingerprint::of_der(CERT));
+    ring.update(issued.key.id(), KeyUpdate::new().bindings(bindings))
+        .unwrap();
+    assert_eq!(
+        ring.verify_access_token_strict(token.expose()).unwrap_err(),
+        VerifyError::BindingMismatch(Binding::ClientCertificate)
+    );
+    assert_eq!(
+        ring.verify_access_token_with(
+            token.expose(),
+            RequestContext::new().client_cert_der(OTHER_CERT)
+        )
+        .unwrap_err(),
+        VerifyError::BindingMismatch(Binding::ClientCertificate)
+    );
+    assert!(
+        ring.verify_access_token_with(token.expose(), RequestContext::new().client_cert_der(CERT))
+            .is_ok()
+    );
+    assert!(ring.verify_access_token(token.expose()).is_ok());
+}
+
 /// A key with a use limit is refused a token, and the refused exchange
 /// spends none of its uses. A wrong secret for it is refused as invalid,
 /// like any other: the refusal names the limit only to the key's holder.
@@ -4031,6 +4068,51 @@ fn a_lower_maximum_token_life_refuses_longer_outstanding_tokens() {
         .exchange(issued.secret.expose(), Duration::hours(1))
         .unwrap();
     assert!(fractional.verify_access_token(signed.expose()).is_ok());
+}
+
+/// A lowered maximum of whole seconds is exact: a ring with a maximum of
+/// 15 minutes takes a token that lives exactly 15 minutes and refuses one
+/// that lives a second longer, in the plain and the strict check (only a
+/// maximum with a fraction of a second is rounded up to the next second).
+#[test]
+fn a_lowered_maximum_token_life_refuses_a_token_one_second_longer() {
+    let clock = ManualClock::new(T0 + Duration::milliseconds(300));
+    let store = Arc::new(MemoryStore::new());
+    let with_max = |max: Duration| {
+        KeyRing::builder("acme")
+            .clock(clock.clone())
+            .signing_key(1, SIGNING)
+            .max_token_ttl(max)
+            .flush_interval(None)
+            .build(Arc::clone(&store))
+            .expect("ring builds")
+    };
+    let ring = with_max(Duration::hours(1));
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    let exact = ring
+        .exchange(issued.secret.expose(), Duration::minutes(15))
+        .unwrap();
+    let longer = ring
+        .exchange(
+            issued.secret.expose(),
+            Duration::minutes(15) + Duration::seconds(1),
+        )
+        .unwrap();
+    assert_eq!(
+        longer.claims.expires_at - longer.claims.issued_at,
+        Duration::minutes(15) + Duration::seconds(1)
+    );
+    let lowered = with_max(Duration::minutes(15));
+    for check in [
+        KeyRing::verify_access_token,
+        KeyRing::verify_access_token_strict,
+    ] {
+        assert!(check(&lowered, exact.expose()).is_ok());
+        assert_eq!(
+            check(&lowered, longer.expose()).unwrap_err(),
+            VerifyError::Expired
+        );
+    }
 }
 
 /// The README tells a service that takes keys and tokens in one header to
