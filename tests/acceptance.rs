@@ -3674,3 +3674,188 @@ fn a_key_stamped_over_settings_that_went_back_raises_them_first() {
         "the key of {stamp} outlived the next revoke-all"
     );
 }
+
+/// Settings that carry the ring's prefix but no pepper check (a host store
+/// or an edit that dropped the field): the first ring to open writes its
+/// check, so a ring with another pepper is refused from then on rather
+/// than opening and refusing every key as `Invalid`.
+#[test]
+fn settings_with_a_prefix_but_no_check_get_the_check_of_the_first_ring() {
+    let store = Arc::new(MemoryStore::new());
+    let old: RingSettings = serde_json::from_str(
+        r#"{"default_expiry":"never","default_since":"2026-01-01T00:00:00Z","epoch":2,"prefix":"acme"}"#,
+    )
+    .unwrap();
+    store.save_settings(&old).unwrap();
+    let ring = KeyRing::builder("acme")
+        .pepper([1; 32])
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let adopted = store.load_settings().unwrap().unwrap();
+    assert_eq!(adopted.epoch(), 2);
+    assert_eq!(ring.settings(), adopted);
+    let json = serde_json::to_value(&adopted).unwrap();
+    assert!(json.get("check").is_some(), "no check written: {json}");
+    match KeyRing::builder("acme")
+        .pepper([2; 32])
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+    {
+        Err(Error::StoreOfAnotherRing(why)) => {
+            assert_eq!(why, "its keys were hashed under another pepper")
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+/// A store that can be told to refuse every settings write as a conflict,
+/// every record write as a conflict, or every write as an I/O failure, and
+/// counts the writes it is asked for.
+#[derive(Debug, Default)]
+struct Refusing {
+    inner: MemoryStore,
+    settings_conflict: std::sync::atomic::AtomicBool,
+    record_conflict: std::sync::atomic::AtomicBool,
+    broken: std::sync::atomic::AtomicBool,
+    applies: std::sync::atomic::AtomicUsize,
+}
+
+impl Refusing {
+    fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
+        flag.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn take_applies(&self) -> usize {
+        self.applies.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl KeyStore for Refusing {
+    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
+        self.inner.lookup(id)
+    }
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+        self.inner.inspect(id, f)
+    }
+    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
+        self.inner.list(owner)
+    }
+    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
+        self.inner.load_settings()
+    }
+    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.applies.fetch_add(1, SeqCst);
+        if self.broken.load(SeqCst) {
+            return Err(StoreError::Backend("disk on fire".into()));
+        }
+        for change in &changes {
+            match change {
+                Change::SettingsIf { .. } if self.settings_conflict.load(SeqCst) => {
+                    return Err(StoreError::SettingsConflict);
+                }
+                Change::ReplaceIf { next, .. } if self.record_conflict.load(SeqCst) => {
+                    return Err(StoreError::Conflict(next.id()));
+                }
+                _ => {}
+            }
+        }
+        self.inner.apply(changes)
+    }
+    fn flush(&self) -> Result<(), StoreError> {
+        self.inner.flush()
+    }
+}
+
+/// A settings write that conflicts on every run (a store whose settings
+/// copy never catches up) gives up with `SettingsConflict` after 64 runs,
+/// at `build` (the claim of the store) and at `revoke_all`, rather than
+/// spinning for ever; nothing is written, and the keys stay as they were.
+#[test]
+fn a_settings_write_that_always_conflicts_gives_up_after_64_runs() {
+    let claimed = std::thread::spawn(|| {
+        let store = Arc::new(Refusing::default());
+        Refusing::set(&store.settings_conflict, true);
+        let built = KeyRing::builder("acme")
+            .flush_interval(None)
+            .build(Arc::clone(&store));
+        assert!(
+            matches!(built, Err(Error::Storage(StoreError::SettingsConflict))),
+            "{:?}",
+            built.map(|_| ())
+        );
+        assert_eq!(store.take_applies(), 64, "runs of the claim");
+        assert_eq!(store.load_settings().unwrap(), None);
+    });
+
+    let store = Arc::new(Refusing::default());
+    let ring = KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let before = store.load_settings().unwrap();
+    Refusing::set(&store.settings_conflict, true);
+    store.take_applies();
+    assert!(matches!(
+        ring.revoke_all(),
+        Err(Error::Storage(StoreError::SettingsConflict))
+    ));
+    assert_eq!(store.take_applies(), 64, "runs of the revoke-all");
+    assert_eq!(store.load_settings().unwrap(), before);
+    assert_eq!(ring.settings().epoch(), 0);
+    assert!(ring.verify(key.secret.expose()).is_ok());
+    claimed.join().unwrap();
+}
+
+/// A record write that conflicts on every run gives up with `Conflict`
+/// after 1024 runs (`revoke`, and the usage flush), rather than spinning
+/// for ever; a write that fails otherwise (I/O) is not redone: it fails at
+/// once, with its own error.
+#[test]
+fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
+    let store = Arc::new(Refusing::default());
+    let ring = KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    ring.verify(key.secret.expose()).unwrap();
+
+    Refusing::set(&store.record_conflict, true);
+    store.take_applies();
+    assert!(matches!(
+        ring.revoke(id, "test"),
+        Err(Error::Storage(StoreError::Conflict(c))) if c == id
+    ));
+    assert_eq!(store.take_applies(), 1024, "runs of the revoke");
+    assert!(matches!(
+        ring.flush(),
+        Err(Error::Storage(StoreError::Conflict(c))) if c == id
+    ));
+    assert_eq!(store.take_applies(), 1024, "runs of the usage flush");
+    Refusing::set(&store.record_conflict, false);
+
+    Refusing::set(&store.broken, true);
+    assert!(matches!(
+        ring.revoke(id, "test"),
+        Err(Error::Storage(StoreError::Backend(_)))
+    ));
+    assert_eq!(store.take_applies(), 1, "a failed revoke was redone");
+    assert!(matches!(
+        ring.flush(),
+        Err(Error::Storage(StoreError::Backend(_)))
+    ));
+    assert_eq!(store.take_applies(), 1, "a failed usage flush was redone");
+    Refusing::set(&store.broken, false);
+
+    assert!(ring.verify(key.secret.expose()).is_ok());
+    ring.flush().unwrap();
+    assert_eq!(ring.get(id).unwrap().uses(), 2);
+    ring.revoke(id, "test").unwrap();
+    assert_eq!(
+        ring.verify(key.secret.expose()).map(|_| ()),
+        Err(VerifyError::Revoked)
+    );
+}
