@@ -3859,3 +3859,44 @@ fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
         Err(VerifyError::Revoked)
     );
 }
+
+/// An administrative write of a key no request used meanwhile leaves its
+/// new record clean: the next usage flush has nothing to write (a record
+/// marked as used would cost a write, with a `FileStore` an fsync, on
+/// every flush after every update). A use is written once: by the next
+/// flush, or by an administrative write along with its change.
+#[test]
+fn a_usage_flush_writes_only_keys_used_since_the_last_one() {
+    let store = Arc::new(Refusing::default());
+    let ring = KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    let id = key.key.id();
+    ring.update(id, KeyUpdate::new().name("renamed")).unwrap();
+    ring.disable(id).unwrap();
+    ring.enable(id).unwrap();
+    store.take_applies();
+    ring.flush().unwrap();
+    assert_eq!(store.take_applies(), 0, "a flush wrote an unused key");
+
+    ring.verify(key.secret.expose()).unwrap();
+    store.take_applies();
+    ring.flush().unwrap();
+    assert_eq!(store.take_applies(), 1, "the use was not written");
+    ring.flush().unwrap();
+    assert_eq!(store.take_applies(), 0, "a use was written twice");
+
+    // An update writes the use along with its change.
+    ring.verify(key.secret.expose()).unwrap();
+    ring.update(id, KeyUpdate::new().name("again")).unwrap();
+    store.take_applies();
+    ring.flush().unwrap();
+    assert_eq!(
+        store.take_applies(),
+        0,
+        "a use the update wrote was written again"
+    );
+    assert_eq!(ring.get(id).unwrap().uses(), 2);
+}
