@@ -2469,21 +2469,33 @@ fn an_echoed_input_stays_within_its_limit() {
 // SPEC audit: statements no test asserted before
 // ---------------------------------------------------------------------------
 
-/// Counts every read of a record, so a test can see whether a check
-/// reached the store.
+/// A memory store that counts every read of a record (so a test can see
+/// whether a check reached the store) and every batch it is asked to
+/// apply, and can be told to refuse every settings write as a conflict,
+/// every record write as a conflict, or every write as an I/O failure.
 #[derive(Debug, Default)]
-struct ReadCounter {
+struct Instrumented {
     inner: MemoryStore,
     reads: std::sync::atomic::AtomicUsize,
+    applies: std::sync::atomic::AtomicUsize,
+    settings_conflict: std::sync::atomic::AtomicBool,
+    record_conflict: std::sync::atomic::AtomicBool,
+    broken: std::sync::atomic::AtomicBool,
 }
 
-impl ReadCounter {
+impl Instrumented {
     fn reads(&self) -> usize {
         self.reads.load(std::sync::atomic::Ordering::SeqCst)
     }
+    fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
+        flag.store(on, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn take_applies(&self) -> usize {
+        self.applies.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
-impl KeyStore for ReadCounter {
+impl KeyStore for Instrumented {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.lookup(id)
@@ -2499,6 +2511,22 @@ impl KeyStore for ReadCounter {
         self.inner.load_settings()
     }
     fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.applies.fetch_add(1, SeqCst);
+        if self.broken.load(SeqCst) {
+            return Err(StoreError::Backend("disk on fire".into()));
+        }
+        for change in &changes {
+            match change {
+                Change::SettingsIf { .. } if self.settings_conflict.load(SeqCst) => {
+                    return Err(StoreError::SettingsConflict);
+                }
+                Change::ReplaceIf { next, .. } if self.record_conflict.load(SeqCst) => {
+                    return Err(StoreError::Conflict(next.id()));
+                }
+                _ => {}
+            }
+        }
         self.inner.apply(changes)
     }
     fn flush(&self) -> Result<(), StoreError> {
@@ -2513,7 +2541,7 @@ impl KeyStore for ReadCounter {
 #[test]
 fn malformed_keys_are_refused_before_any_store_lookup() {
     let ring = KeyRing::builder("acme")
-        .build(ReadCounter::default())
+        .build(Instrumented::default())
         .unwrap();
     let issued = ring.issue(NewKey::new("o")).unwrap();
     let key = issued.secret.expose();
@@ -2589,7 +2617,7 @@ fn a_prefix_with_underscores_parses_by_position_and_the_body_takes_none() {
     const PREFIX: &str = "acme_live_eu";
     let ring = KeyRing::builder(PREFIX)
         .flush_interval(None)
-        .build(ReadCounter::default())
+        .build(Instrumented::default())
         .unwrap();
     let issued = ring.issue(NewKey::new("o")).unwrap();
     let key = issued.secret.expose();
@@ -3709,64 +3737,6 @@ fn settings_with_a_prefix_but_no_check_get_the_check_of_the_first_ring() {
     }
 }
 
-/// A store that can be told to refuse every settings write as a conflict,
-/// every record write as a conflict, or every write as an I/O failure, and
-/// counts the writes it is asked for.
-#[derive(Debug, Default)]
-struct Refusing {
-    inner: MemoryStore,
-    settings_conflict: std::sync::atomic::AtomicBool,
-    record_conflict: std::sync::atomic::AtomicBool,
-    broken: std::sync::atomic::AtomicBool,
-    applies: std::sync::atomic::AtomicUsize,
-}
-
-impl Refusing {
-    fn set(flag: &std::sync::atomic::AtomicBool, on: bool) {
-        flag.store(on, std::sync::atomic::Ordering::SeqCst);
-    }
-    fn take_applies(&self) -> usize {
-        self.applies.swap(0, std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl KeyStore for Refusing {
-    fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.inner.lookup(id)
-    }
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
-        self.inner.inspect(id, f)
-    }
-    fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
-        self.inner.list(owner)
-    }
-    fn load_settings(&self) -> Result<Option<RingSettings>, StoreError> {
-        self.inner.load_settings()
-    }
-    fn apply(&self, changes: Vec<Change>) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.applies.fetch_add(1, SeqCst);
-        if self.broken.load(SeqCst) {
-            return Err(StoreError::Backend("disk on fire".into()));
-        }
-        for change in &changes {
-            match change {
-                Change::SettingsIf { .. } if self.settings_conflict.load(SeqCst) => {
-                    return Err(StoreError::SettingsConflict);
-                }
-                Change::ReplaceIf { next, .. } if self.record_conflict.load(SeqCst) => {
-                    return Err(StoreError::Conflict(next.id()));
-                }
-                _ => {}
-            }
-        }
-        self.inner.apply(changes)
-    }
-    fn flush(&self) -> Result<(), StoreError> {
-        self.inner.flush()
-    }
-}
-
 /// A settings write that conflicts on every run (a store whose settings
 /// copy never catches up) gives up with `SettingsConflict` after 64 runs,
 /// at `build` (the claim of the store) and at `revoke_all`, rather than
@@ -3774,8 +3744,8 @@ impl KeyStore for Refusing {
 #[test]
 fn a_settings_write_that_always_conflicts_gives_up_after_64_runs() {
     let claimed = std::thread::spawn(|| {
-        let store = Arc::new(Refusing::default());
-        Refusing::set(&store.settings_conflict, true);
+        let store = Arc::new(Instrumented::default());
+        Instrumented::set(&store.settings_conflict, true);
         let built = KeyRing::builder("acme")
             .flush_interval(None)
             .build(Arc::clone(&store));
@@ -3788,14 +3758,14 @@ fn a_settings_write_that_always_conflicts_gives_up_after_64_runs() {
         assert_eq!(store.load_settings().unwrap(), None);
     });
 
-    let store = Arc::new(Refusing::default());
+    let store = Arc::new(Instrumented::default());
     let ring = KeyRing::builder("acme")
         .flush_interval(None)
         .build(Arc::clone(&store))
         .unwrap();
     let key = ring.issue(NewKey::new("o")).unwrap();
     let before = store.load_settings().unwrap();
-    Refusing::set(&store.settings_conflict, true);
+    Instrumented::set(&store.settings_conflict, true);
     store.take_applies();
     assert!(matches!(
         ring.revoke_all(),
@@ -3814,7 +3784,7 @@ fn a_settings_write_that_always_conflicts_gives_up_after_64_runs() {
 /// once, with its own error.
 #[test]
 fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
-    let store = Arc::new(Refusing::default());
+    let store = Arc::new(Instrumented::default());
     let ring = KeyRing::builder("acme")
         .flush_interval(None)
         .build(Arc::clone(&store))
@@ -3823,7 +3793,7 @@ fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
     let id = key.key.id();
     ring.verify(key.secret.expose()).unwrap();
 
-    Refusing::set(&store.record_conflict, true);
+    Instrumented::set(&store.record_conflict, true);
     store.take_applies();
     assert!(matches!(
         ring.revoke(id, "test"),
@@ -3835,9 +3805,9 @@ fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
         Err(Error::Storage(StoreError::Conflict(c))) if c == id
     ));
     assert_eq!(store.take_applies(), 1024, "runs of the usage flush");
-    Refusing::set(&store.record_conflict, false);
+    Instrumented::set(&store.record_conflict, false);
 
-    Refusing::set(&store.broken, true);
+    Instrumented::set(&store.broken, true);
     assert!(matches!(
         ring.revoke(id, "test"),
         Err(Error::Storage(StoreError::Backend(_)))
@@ -3848,7 +3818,7 @@ fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
         Err(Error::Storage(StoreError::Backend(_)))
     ));
     assert_eq!(store.take_applies(), 1, "a failed usage flush was redone");
-    Refusing::set(&store.broken, false);
+    Instrumented::set(&store.broken, false);
 
     assert!(ring.verify(key.secret.expose()).is_ok());
     ring.flush().unwrap();
@@ -3867,7 +3837,7 @@ fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
 /// flush, or by an administrative write along with its change.
 #[test]
 fn a_usage_flush_writes_only_keys_used_since_the_last_one() {
-    let store = Arc::new(Refusing::default());
+    let store = Arc::new(Instrumented::default());
     let ring = KeyRing::builder("acme")
         .flush_interval(None)
         .build(Arc::clone(&store))
