@@ -633,8 +633,12 @@ impl KeyRingBuilder {
     /// way.
     ///
     /// `None` runs no thread: usage is written only by [`KeyRing::flush`]
-    /// and when the ring is dropped, and settings are reloaded only by
-    /// [`KeyRing::refresh`]. A [`FileStore`](crate::FileStore) compacts its
+    /// and when the ring is dropped, and settings are reloaded by
+    /// [`KeyRing::refresh`] and by the ring's own writes (`issue`,
+    /// `rotate`, `revoke`, `update`, `revoke_all` and the like read them
+    /// before they write), and an [`exchange`](KeyRing::exchange) first
+    /// catches up with a `revoke_all` written since; `verify` goes by the
+    /// settings last loaded. A [`FileStore`](crate::FileStore) compacts its
     /// file on those flushes, so with `None` call [`KeyRing::flush`] (or
     /// [`FileStore::compact`](crate::FileStore::compact)) from time to time.
     /// A zero interval, which would flush without pause, is refused by
