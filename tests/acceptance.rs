@@ -2493,6 +2493,13 @@ impl Instrumented {
     fn take_applies(&self) -> usize {
         self.applies.swap(0, std::sync::atomic::Ordering::SeqCst)
     }
+    /// A ring on `store`, with no background thread.
+    fn ring(store: &Arc<Instrumented>) -> KeyRing<Arc<Instrumented>> {
+        KeyRing::builder("acme")
+            .flush_interval(None)
+            .build(Arc::clone(store))
+            .unwrap()
+    }
 }
 
 impl KeyStore for Instrumented {
@@ -3759,10 +3766,7 @@ fn a_settings_write_that_always_conflicts_gives_up_after_64_runs() {
     });
 
     let store = Arc::new(Instrumented::default());
-    let ring = KeyRing::builder("acme")
-        .flush_interval(None)
-        .build(Arc::clone(&store))
-        .unwrap();
+    let ring = Instrumented::ring(&store);
     let key = ring.issue(NewKey::new("o")).unwrap();
     let before = store.load_settings().unwrap();
     Instrumented::set(&store.settings_conflict, true);
@@ -3785,10 +3789,7 @@ fn a_settings_write_that_always_conflicts_gives_up_after_64_runs() {
 #[test]
 fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
     let store = Arc::new(Instrumented::default());
-    let ring = KeyRing::builder("acme")
-        .flush_interval(None)
-        .build(Arc::clone(&store))
-        .unwrap();
+    let ring = Instrumented::ring(&store);
     let key = ring.issue(NewKey::new("o")).unwrap();
     let id = key.key.id();
     ring.verify(key.secret.expose()).unwrap();
@@ -3838,10 +3839,7 @@ fn a_record_write_is_redone_on_conflicts_only_and_a_bounded_number_of_times() {
 #[test]
 fn a_usage_flush_writes_only_keys_used_since_the_last_one() {
     let store = Arc::new(Instrumented::default());
-    let ring = KeyRing::builder("acme")
-        .flush_interval(None)
-        .build(Arc::clone(&store))
-        .unwrap();
+    let ring = Instrumented::ring(&store);
     let key = ring.issue(NewKey::new("o")).unwrap();
     let id = key.key.id();
     ring.update(id, KeyUpdate::new().name("renamed")).unwrap();
