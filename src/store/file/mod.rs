@@ -1667,7 +1667,7 @@ impl Snapshot {
 
     /// Each line is encoded whole before it is written, so that an error
     /// of `out` is always an i/o error named `<export>` (never an encoding
-    /// error) and `out` takes one write per line.
+    /// error) and `out` is handed one `write_all` per line.
     fn write(&self, mut out: impl Write) -> Result<(), StoreError> {
         let io_err = |source| StoreError::Io {
             path: PathBuf::from("<export>"),
