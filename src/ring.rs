@@ -921,9 +921,10 @@ const STORE_CHECK: &[u8; token::SECRET_LEN] = b"keyward-ring-store-check";
 /// [`STORE_CHECK`] is `check`. A store of another prefix or pepper is
 /// refused with [`Error::StoreOfAnotherRing`]; a store without settings
 /// gets `fresh()`'s, and settings saved before keyward kept a prefix and a
-/// check get the ring's, unless the store holds keys and none of them is
-/// of the ring's prefix (as their hints say). Each write is a [`Change::SettingsIf`]: when
-/// another ring writes first, its settings are read and judged instead.
+/// check get the ring's, in both cases unless the store holds keys and
+/// none of them is of the ring's prefix (as their hints say). Each write
+/// is a [`Change::SettingsIf`]: when another ring writes first, its
+/// settings are read and judged instead.
 fn claim_store<S: KeyStore>(
     store: &S,
     prefix: &Prefix,
@@ -956,26 +957,27 @@ fn claim_store<S: KeyStore>(
                 if saved.prefix.is_some() && saved.check.is_some() {
                     return Ok(saved.clone());
                 }
-                // Settings an older keyward saved: their keys' hints say
-                // whose they are. A store that holds keys, none of this
-                // prefix, is another ring's (a test ring starting first
-                // after an upgrade must not take the live ring's store).
-                if saved.prefix.is_none() {
-                    let keys = store.list(None)?;
-                    if !keys.is_empty()
-                        && !keys
-                            .iter()
-                            .any(|k| token::hint_is_of(k.key.hint(), prefix.as_str()))
-                    {
-                        return Err(Error::StoreOfAnotherRing(
-                            "it holds the keys of another prefix".into(),
-                        ));
-                    }
-                }
                 saved.clone()
             }
             None => fresh()?,
         };
+        // Settings an older keyward saved, or none (a store a host filled
+        // with `insert`, or an import of an export without settings): the
+        // keys' hints say whose they are. A store that holds keys, none of
+        // this prefix, is another ring's (a test ring starting first must
+        // not take the live ring's store, list its keys and revoke them).
+        if saved.as_ref().is_none_or(|s| s.prefix.is_none()) {
+            let keys = store.list(None)?;
+            if !keys.is_empty()
+                && !keys
+                    .iter()
+                    .any(|k| token::hint_is_of(k.key.hint(), prefix.as_str()))
+            {
+                return Err(Error::StoreOfAnotherRing(
+                    "it holds the keys of another prefix".into(),
+                ));
+            }
+        }
         next.prefix = Some(prefix.as_str().to_owned());
         next.check = Some(check.clone());
         let claim = Change::SettingsIf {

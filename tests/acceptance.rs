@@ -2346,6 +2346,45 @@ fn a_store_without_a_prefix_is_not_adopted_by_a_ring_none_of_its_keys_belong_to(
     assert!(live.verify(issued.secret.expose()).is_ok());
 }
 
+/// A store that holds keys but no settings (filled by a host with
+/// `insert`, or by an import of an export without settings) is judged by
+/// its keys' hints, as settings without a prefix are: a ring none of the
+/// keys belong to is refused and writes nothing, so it cannot list or
+/// revoke them and lock their own ring out. The keys' ring then claims
+/// the store, and an empty store still goes to whichever ring comes first.
+#[test]
+fn a_store_without_settings_is_not_claimed_by_a_ring_none_of_its_keys_belong_to() {
+    let issuing = KeyRing::builder("acme_live")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let issued = issuing.issue(NewKey::new("customer")).unwrap();
+    let stored = issuing.store().lookup(issued.key.id()).unwrap();
+    let store = Arc::new(MemoryStore::new());
+    store.insert(StoredKey::clone(&stored)).unwrap();
+
+    for prefix in ["acme_test", "acme"] {
+        match KeyRing::builder(prefix).build(Arc::clone(&store)) {
+            Err(Error::StoreOfAnotherRing(why)) => {
+                assert_eq!(why, "it holds the keys of another prefix", "{prefix}")
+            }
+            other => panic!("{prefix}: {:?}", other.map(|_| ())),
+        }
+    }
+    assert_eq!(store.load_settings().unwrap(), None);
+    let live = KeyRing::builder("acme_live")
+        .build(Arc::clone(&store))
+        .unwrap();
+    assert_eq!(live.settings().prefix(), Some("acme_live"));
+    assert!(live.verify(issued.secret.expose()).is_ok());
+
+    let empty = Arc::new(MemoryStore::new());
+    let first = KeyRing::builder("acme_test")
+        .build(Arc::clone(&empty))
+        .unwrap();
+    assert_eq!(first.settings().prefix(), Some("acme_test"));
+}
+
 /// Capping to the owner's scopes meets each asked scope with each held
 /// one, so the result can be longer than either set: a result past the
 /// limit of a stored set (256) is refused, and a key that fits still
