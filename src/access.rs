@@ -180,6 +180,12 @@ impl Signer {
         if self.keys.iter().any(|(k, _)| *k == id) {
             return Err(Error::InvalidInput("each signing key needs its own id"));
         }
+        if current && self.current.is_some() {
+            // The last would sign, silently: one of the two is a mistake.
+            return Err(Error::InvalidInput(
+                "one signing key signs: give the others with accept_signing_key",
+            ));
+        }
         let mut material = Zeroizing::new(Vec::with_capacity(32 + prefix.len() + 1 + 32));
         material.extend_from_slice(key);
         material.extend_from_slice(prefix.as_bytes());

@@ -650,7 +650,9 @@ impl KeyRingBuilder {
 
     /// The key that signs access tokens from now on, with its id (0 to 61,
     /// written into each token), from the host's secret manager. See
-    /// [`KeyRing::exchange`].
+    /// [`KeyRing::exchange`]. One key signs: [`build`](Self::build) refuses
+    /// a second `signing_key` with [`Error::InvalidInput`] (give the keys
+    /// tokens may still carry with [`accept_signing_key`](Self::accept_signing_key)).
     pub fn signing_key(mut self, id: u8, key: [u8; 32]) -> Self {
         self.signing_keys
             .push((id, Box::new(zeroize::Zeroizing::new(key)), true));

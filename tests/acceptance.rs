@@ -3106,6 +3106,14 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
         "invalid input: each signing key needs its own id",
     );
     pin(
+        built(
+            KeyRing::builder("acme")
+                .signing_key(1, [1; 32])
+                .signing_key(2, [2; 32]),
+        ),
+        "invalid input: one signing key signs: give the others with accept_signing_key",
+    );
+    pin(
         built(KeyRing::builder("acme").max_token_ttl(Duration::ZERO)),
         "invalid input: the maximum token lifetime must be positive",
     );

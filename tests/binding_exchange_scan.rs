@@ -1467,6 +1467,36 @@ fn signing_key_ids_are_0_to_61() {
     }
 }
 
+/// One key signs new tokens: a second `signing_key`, which would make
+/// the last one given sign without a word, is refused by `build`, in
+/// either order and with accepted keys between them. One signing key with
+/// any number of accepted ones builds.
+#[test]
+fn a_second_current_signing_key_is_refused() {
+    for (first, second) in [(1, 2), (2, 1)] {
+        let built = KeyRing::builder("acme")
+            .signing_key(first, SIGNING)
+            .accept_signing_key(7, OLD_SIGNING)
+            .signing_key(second, [9; 32])
+            .flush_interval(None)
+            .build(MemoryStore::new());
+        match built {
+            Err(Error::InvalidInput(why)) => assert_eq!(
+                why,
+                "one signing key signs: give the others with accept_signing_key"
+            ),
+            other => panic!("{first}, {second}: {:?}", other.map(|_| ())),
+        }
+    }
+    KeyRing::builder("acme")
+        .accept_signing_key(1, OLD_SIGNING)
+        .signing_key(2, SIGNING)
+        .accept_signing_key(3, [9; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .expect("one signing key, two accepted");
+}
+
 #[test]
 fn a_ring_without_signing_key_cannot_exchange() {
     let clock = ManualClock::new(T0);
