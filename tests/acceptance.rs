@@ -3451,7 +3451,8 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
             "the key is of another prefix than this store's ring (see its hint)",
         ),
     );
-    let twice = edited_export(file, false, |_| {});
+    // One key, its line twice (the count raised to match).
+    let twice = edited_export(file, true, |h| h["keys"] = 2.into());
     let second = twice.lines().nth(1).unwrap().to_owned();
     pin(
         import(format!("{twice}{second}\n")),
@@ -3461,6 +3462,37 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
                 let v: serde_json::Value = serde_json::from_str(&second).unwrap();
                 v["key"]["id"].as_str().unwrap().to_owned()
             }),
+        ),
+    );
+    // The count kept: the repeated line is one past it.
+    let once = edited_export(file, true, |_| {});
+    pin(
+        import(format!("{once}{second}\n")),
+        &line(3, "a key line past the 1 the header counts"),
+    );
+    pin(
+        import(edited_export(file, true, |h| h["keys"] = 3.into())),
+        &line(
+            3,
+            "the export ends after 1 of the 3 key lines its header counts: it was cut short",
+        ),
+    );
+    pin(
+        import(edited_export(file, true, |h| {
+            h.as_object_mut().unwrap().remove("keys");
+        })),
+        &line(
+            1,
+            "the key count is missing (`keys`, the number of key lines that follow)",
+        ),
+    );
+    pin(
+        import(edited_export(file, true, |h| {
+            h["keyward_export"] = 1.into()
+        })),
+        &line(
+            1,
+            "an export of version 1 has no key count (`keys` came with version 2)",
         ),
     );
     pin(

@@ -694,6 +694,73 @@ fn a_slow_export_holds_up_no_write() {
     assert_eq!(ring.list(&ListFilter::default()).unwrap().len(), 2);
 }
 
+/// An export cut short is refused by an import, wherever the cut falls:
+/// in a line (its JSON is not whole) or at a line break, where the lines
+/// read are each whole but fewer than the first line counts. (Before the
+/// count, an export cut at a line break imported as a whole one without
+/// its later keys, and a `Replace` dropped those keys from the store.)
+/// Neither mode changes the store. Only the last line break can go: the
+/// keys are all there.
+#[test]
+fn an_export_cut_short_anywhere_is_refused_and_changes_nothing() {
+    use keyward::store::ImportMode;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = ring_on(FileStore::open(dir.path().join("keys.kw")).unwrap());
+    for owner in ["a", "b", "c", "d"] {
+        ring.issue(NewKey::new(owner)).unwrap();
+    }
+    let export = |store: &FileStore| {
+        let mut out = Vec::new();
+        store.export(&mut out).unwrap();
+        out
+    };
+    let whole = export(ring.store());
+    let breaks: Vec<usize> = (0..whole.len()).filter(|&i| whole[i] == b'\n').collect();
+    assert_eq!(breaks.len(), 5, "a header and four keys");
+
+    // Holds the whole export already: a refused `Replace` would otherwise
+    // be told from one that took effect by its keys alone.
+    let target = FileStore::open(dir.path().join("target.kw")).unwrap();
+    target.import(&whole[..], ImportMode::Replace).unwrap();
+    let file_before = std::fs::read(dir.path().join("target.kw")).unwrap();
+    for cut in 0..whole.len() - 1 {
+        let input = &whole[..cut];
+        for mode in [ImportMode::Replace, ImportMode::Merge] {
+            match target.import(input, mode) {
+                Err(StoreError::InvalidImport { line, reason }) => {
+                    // Cut right after the line break that ends the header
+                    // and `keys` key lines: named is the line the next key
+                    // was due on.
+                    if let Some(keys) = breaks.iter().position(|&b| b + 1 == cut) {
+                        assert_eq!(line, keys + 2, "cut at {cut}");
+                        assert_eq!(
+                            reason,
+                            format!(
+                                "the export ends after {keys} of the 4 key lines its header \
+                                 counts: it was cut short"
+                            ),
+                            "cut at {cut}"
+                        );
+                    }
+                }
+                other => panic!("cut at {cut} of {}, {mode:?}: {other:?}", whole.len()),
+            }
+        }
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("target.kw")).unwrap(),
+        file_before
+    );
+    assert_eq!(export(&target), whole);
+    // Without its last line break the export is whole.
+    let fresh = FileStore::open(dir.path().join("fresh.kw")).unwrap();
+    fresh
+        .import(&whole[..whole.len() - 1], ImportMode::Replace)
+        .unwrap();
+    assert_eq!(export(&fresh), whole);
+}
+
 /// SPEC 8, on a real file through the public API (the byte-level cases run
 /// on a simulated disk in the unit tests): a torn tail is dropped and
 /// reported, the writes before it kept; damage before the last record is a

@@ -330,11 +330,20 @@ struct Tail {
     entries: u64,
 }
 
+/// The export version this build writes. It reads this one and version 1,
+/// whose header has no key count.
+const EXPORT_VERSION: u32 = 2;
+
 /// The first line of an export.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExportHeader {
     keyward_export: u32,
+    /// How many key lines follow (from version 2; `None` in version 1), so
+    /// that an export cut short at a line break is refused, not read as
+    /// a whole export without its later keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    keys: Option<u64>,
     settings: Option<RingSettings>,
 }
 
@@ -573,8 +582,9 @@ impl FileStore {
         log.entries.saturating_sub(self.index.len() as u64 + 1)
     }
 
-    /// Writes the whole store to `out`: one JSON line of settings, then one
-    /// line per key (record and hash, never a secret). Read it back with
+    /// Writes the whole store to `out`: one JSON line with the export
+    /// version (2), the number of keys and the settings, then one line per
+    /// key (record and hash, never a secret). Read it back with
     /// [`import`](Self::import).
     /// The records are taken under the write lock (a consistent snapshot,
     /// no half batch) and written after it is released, so a slow `out`
@@ -586,9 +596,9 @@ impl FileStore {
     /// (its own `io::Error` the source); [`StoreError::Backend`] if a
     /// record does not encode. Each line is handed to `out` whole (one
     /// `write_all`), so after an error `out` holds the lines before the
-    /// failed one and perhaps part of it. Do not import that: cut at a
-    /// line break it reads as a whole export without the later keys (the
-    /// format has no count or end mark); export again.
+    /// failed one and perhaps part of it. An import refuses that, even cut
+    /// at a line break, since the first line counts the keys; export
+    /// again.
     pub fn export(&self, out: impl Write) -> Result<(), StoreError> {
         let snapshot = {
             let _log = self.log();
@@ -622,7 +632,10 @@ impl FileStore {
     /// [`StoreError::InvalidImport`], naming the first bad line, for a read
     /// error of `input` (its message with each run of more than 16 letters
     /// and digits shown as its length, since it may quote what it read),
-    /// for input that is not an export of this version, a field this
+    /// for input that is not an export (of version 2, or of version 1,
+    /// which has no key count), an export with fewer or more key lines
+    /// than its first line counts (one cut short, or edited without its
+    /// count; blank lines are not counted), a field this
     /// version does not know (a misspelt restriction is refused, not
     /// skipped), a line over
     /// 1 MiB, a key id that appears twice, a use limit of 0, or fields past
@@ -1622,8 +1635,9 @@ enum Decoded {
 type Job = (u64, u64, Vec<u8>);
 
 /// Writes the whole of any store in the export format of
-/// [`FileStore::export`]: one JSON line of settings, then one line per key
-/// (record and hash, never a secret), in id order. A `FileStore` reads it
+/// [`FileStore::export`]: one JSON line with the version, the number of
+/// keys and the settings, then one line per key (record and hash, never a
+/// secret), in id order. A `FileStore` reads it
 /// back with [`FileStore::import`]. The records are the store's
 /// [`snapshot`](KeyStore::snapshot): taken while keys are rotated, they
 /// hold each rotation whole or not at all. The settings are read after
@@ -1658,7 +1672,8 @@ impl Snapshot {
         // Not `list`, which may see a batch half applied.
         let mut keys = store.snapshot()?;
         let header = ExportHeader {
-            keyward_export: 1,
+            keyward_export: EXPORT_VERSION,
+            keys: Some(keys.len() as u64),
             settings: store.load_settings()?,
         };
         keys.sort_by_key(|k| k.id());
@@ -1814,13 +1829,28 @@ fn read_export(
     // or settings this one cannot read, and the error must say that the
     // export is of another version, not that a field is unknown.
     let version: ExportVersion = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
-    if version.keyward_export != 1 {
+    if !(1..=EXPORT_VERSION).contains(&version.keyward_export) {
         return Err(invalid(
             1,
             format!("unknown export version {}", version.keyward_export),
         ));
     }
     let header: ExportHeader = serde_json::from_str(first).map_err(|e| invalid(1, quoted(&e)))?;
+    match (version.keyward_export, header.keys) {
+        (1, Some(_)) => {
+            return Err(invalid(
+                1,
+                "an export of version 1 has no key count (`keys` came with version 2)".into(),
+            ));
+        }
+        (2.., None) => {
+            return Err(invalid(
+                1,
+                "the key count is missing (`keys`, the number of key lines that follow)".into(),
+            ));
+        }
+        _ => {}
+    }
     // The settings are checked before the keys are read: an import names
     // its first bad line.
     // A default no call could set: a period that is not positive.
@@ -1852,15 +1882,26 @@ fn read_export(
             "a superseded default period must be positive".into(),
         ));
     }
+    // Not allocated by the count, which is outside input.
     let mut keys = Vec::new();
     let mut lines_of_keys = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for n in 2.. {
+    let mut n = 1;
+    loop {
+        n += 1;
         let Some(line) = read_line(&mut input, &mut buf, n)? else {
             break;
         };
         if line.trim().is_empty() {
             continue;
+        }
+        if let Some(count) = header.keys
+            && keys.len() as u64 == count
+        {
+            return Err(invalid(
+                n,
+                format!("a key line past the {count} the header counts"),
+            ));
         }
         let key: StoredKey = serde_json::from_str(line).map_err(|e| invalid(n, quoted(&e)))?;
         // The limits `issue` and `update` hold a key to hold here too: an
@@ -1873,6 +1914,18 @@ fn read_export(
         }
         keys.push(key);
         lines_of_keys.push(n);
+    }
+    if let Some(count) = header.keys
+        && (keys.len() as u64) < count
+    {
+        // The line where the next key was due.
+        return Err(invalid(
+            n,
+            format!(
+                "the export ends after {} of the {count} key lines its header counts: it was cut short",
+                keys.len()
+            ),
+        ));
     }
     Ok((header.settings, keys, lines_of_keys))
 }

@@ -2728,9 +2728,10 @@ fn import_brings_a_record_from_a_future_epoch_back_in_line() {
     source.export(&mut export).unwrap();
     let mut forged = sample(7, 0);
     forged.key.epoch = u64::MAX;
-    let mut text = String::from_utf8(export).unwrap();
-    text.push_str(&serde_json::to_string(&forged).unwrap());
-    text.push('\n');
+    let text = String::from_utf8(export).unwrap();
+    let mut header: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    header["keys"] = 1.into();
+    let text = format!("{header}\n{}\n", serde_json::to_string(&forged).unwrap());
     let target = open(&SimFs::new(), FileStoreOptions::default()).unwrap();
     target.import(text.as_bytes(), ImportMode::Replace).unwrap();
     assert_eq!(target.lookup(KeyId::from_u64(7)).unwrap().key().epoch, 0);
