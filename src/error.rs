@@ -26,7 +26,9 @@ const ECHO_RUN: usize = 16;
 /// body, however the key was pasted or where the text is cut
 /// (`acme_1JFA…` becomes `acme_<42 characters>`). Runs are measured in the
 /// whole of `text` before it is cut, so a cut never leaves a short piece of
-/// a long run.
+/// a long run. A control character is shown escaped (`\n`, `\u{1b}`), so
+/// that a message a host logs keeps to one line and carries no terminal
+/// escape from the input; the escape counts its own characters.
 pub(crate) fn echo(text: &str, max_chars: usize) -> String {
     let mut out = String::new();
     let mut shown = 0;
@@ -47,8 +49,17 @@ pub(crate) fn echo(text: &str, max_chars: usize) -> String {
             shown += take;
             run
         } else if let Some(c) = rest.chars().next() {
-            out.push(c);
-            shown += 1;
+            if c.is_control() {
+                let escaped = c.escape_default().to_string();
+                if shown + escaped.len() > max_chars {
+                    break;
+                }
+                shown += escaped.len();
+                out.push_str(&escaped);
+            } else {
+                out.push(c);
+                shown += 1;
+            }
             c.len_utf8()
         } else {
             break;
@@ -322,6 +333,9 @@ pub enum Error {
     #[error("requirement too deep: `all` and `any` nest more than 32 levels")]
     RequirementTooDeep,
     /// A key id string is not 11 base62 characters of a 64-bit value.
+    /// Holds the string as given, its control characters escaped (`\n`),
+    /// when it is at most 11 characters long; a longer one (perhaps a
+    /// whole key pasted by mistake) as its length, `<42 characters>`.
     #[error("invalid key id `{0}`")]
     InvalidKeyId(String),
     /// A client-certificate fingerprint or a network that cannot be parsed.
@@ -647,6 +661,15 @@ mod tests {
             (format!("{}-xyz", a(20)), 16, "<20 characters>-"),
             ("é-ü:ö".to_owned(), 3, "é-ü"),
             (String::new(), 10, ""),
+            (
+                "a\nb\r\tc\u{1b}[31m\u{85}".to_owned(),
+                100,
+                "a\\nb\\r\\tc\\u{1b}[31m\\u{85}",
+            ),
+            ("ab\ncd".to_owned(), 3, "ab"),
+            ("ab\ncd".to_owned(), 4, "ab\\n"),
+            ("ab\u{7f}".to_owned(), 7, "ab"),
+            ("ab\u{7f}".to_owned(), 8, "ab\\u{7f}"),
         ] {
             assert_eq!(super::echo(&text, max), shown, "{text:?} cut at {max}");
         }

@@ -102,10 +102,11 @@ impl FromStr for KeyId {
         decode_id(s.as_bytes()).ok_or_else(|| {
             // Echo the input only when it is no longer than an id: a longer
             // one may be a whole key pasted by mistake (with a short prefix,
-            // the first 16 characters would reach into its secret).
+            // the first 16 characters would reach into its secret). Its
+            // control characters escaped, as `echo` shows them.
             let length = s.chars().count();
             Error::InvalidKeyId(if length <= ID_LEN {
-                s.to_owned()
+                crate::error::echo(s, usize::MAX)
             } else {
                 format!("<{length} characters>")
             })
@@ -704,6 +705,9 @@ mod tests {
         // A short bad id is echoed, to help whoever typed it.
         let message = "zzzzzzzzzzz".parse::<KeyId>().unwrap_err().to_string();
         assert_eq!(message, "invalid key id `zzzzzzzzzzz`");
+        // Its control characters escaped: the message stays on one line.
+        let message = "ab\ncd\u{1b}[2J".parse::<KeyId>().unwrap_err().to_string();
+        assert_eq!(message, "invalid key id `ab\\ncd\\u{1b}[2J`");
     }
 
     #[test]
