@@ -104,8 +104,10 @@ fn lifetime(d: &Duration) -> String {
 ///
 /// Serialized as its variant's name in snake case (`"too_long"`,
 /// `"wrong_length"`, `"wrong_prefix"`, `"unknown_version"`,
-/// `"bad_alphabet"`, `"bad_checksum"`, `"id_out_of_range"`), a stable
-/// name, unlike [`as_str`](Self::as_str)'s words.
+/// `"bad_alphabet"`, `"bad_checksum"`, `"id_out_of_range"`): the name
+/// for programs (metrics, JSON logs), which follows the variant. Its words
+/// for people, from [`as_str`](Self::as_str) and `Display`, can differ
+/// from it (`bad character` for `bad_alphabet`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
@@ -129,7 +131,9 @@ pub enum MalformedReason {
 }
 
 impl MalformedReason {
-    /// A stable, lowercase description.
+    /// A lowercase description for people, as `Display` shows it
+    /// (`"bad character"`); for programs, match the variant or read its
+    /// serde name.
     pub const fn as_str(self) -> &'static str {
         match self {
             MalformedReason::TooLong => "too long",
