@@ -100,7 +100,9 @@ pub struct Network {
 
 impl Network {
     /// Parses CIDR notation. Host bits must be zero (`10.0.0.1/8` is
-    /// refused, as a likely typo).
+    /// refused, as a likely typo), and the prefix length is decimal
+    /// without a leading zero (`/08` is refused, as `IpAddr` refuses the
+    /// octet `08`).
     pub fn parse(text: &str) -> Result<Network, Error> {
         let invalid = |why: &str| {
             Error::InvalidBinding(format!("invalid network `{}`: {why}", echo(text, 100)))
@@ -116,7 +118,14 @@ impl Network {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.len() <= 3 => {
+            // Decimal without a leading zero, as `IpAddr` reads an
+            // octet: `/010` is not `/10` to every reader.
+            Some(p)
+                if !p.is_empty()
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && p.len() <= 3
+                    && (p == "0" || !p.starts_with('0')) =>
+            {
                 p.parse::<u8>().map_err(|_| invalid("bad prefix length"))?
             }
             Some(_) => return Err(invalid("bad prefix length")),
