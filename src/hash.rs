@@ -119,9 +119,12 @@ impl fmt::Display for KeyHash {
     }
 }
 
-/// The stored form of a hash could not be read.
+/// The stored form of a hash could not be read. `#[non_exhaustive]`, so
+/// that it can come to say more (which part is wrong) without breaking
+/// code that uses it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unrecognised key hash: expected `$kw-b3k$v=1$` and 64 lowercase hex digits")]
+#[non_exhaustive]
 pub struct HashFormatError;
 
 impl FromStr for KeyHash {
