@@ -1156,6 +1156,100 @@ fn an_import_refuses_an_export_of_another_ring() {
     assert_eq!(taken.as_ref().and_then(|s| s.prefix()), Some("acme_test"));
 }
 
+/// An import neither drops a ring's claim on its store nor hands a store
+/// to a ring none of its keys belong to. A `Replace` by an export without
+/// settings would leave a claimed store with none: a ring of its prefix
+/// under another pepper then took it, and refused every key as `Invalid`.
+/// A `Merge` into a store without settings takes the export's, and with
+/// them its ring's claim: refused when the store holds keys, none of them
+/// of that ring's prefix. Each refusal leaves the store as it was; the
+/// same exports are taken where they do not do that.
+#[test]
+fn an_import_neither_drops_a_stores_claim_nor_hands_it_to_another_ring() {
+    use keyward::store::{ImportMode, StoredKey, export};
+    use keyward::{Error, KeyStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ring = |prefix: &str, pepper: u8, name: &str| {
+        KeyRing::builder(prefix)
+            .pepper([pepper; 32])
+            .flush_interval(None)
+            .build(FileStore::open(dir.path().join(name)).unwrap())
+    };
+    let exported = |store: &FileStore| {
+        let mut out = Vec::new();
+        export(store, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let without_settings = |text: &str| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        let mut header: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        header["settings"] = serde_json::Value::Null;
+        lines[0] = header.to_string();
+        lines.join("\n") + "\n"
+    };
+
+    let live = ring("acme_live", 3, "live.kw").unwrap();
+    let issued = live.issue(NewKey::new("customer")).unwrap();
+    let settings = live.store().load_settings().unwrap();
+    let bare = without_settings(&exported(live.store()));
+    match live.store().import(bare.as_bytes(), ImportMode::Replace) {
+        Err(StoreError::InvalidImport { line: 1, reason }) => assert_eq!(
+            reason,
+            "an export without settings cannot replace those of a store a ring has claimed \
+             (merge it, or import it into a new store)"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(live.store().load_settings().unwrap(), settings);
+    // Merged, it changes nothing here (its one key is there already).
+    let report = live
+        .store()
+        .import(bare.as_bytes(), ImportMode::Merge)
+        .unwrap();
+    assert_eq!((report.imported, report.skipped), (0, 1));
+    assert_eq!(live.store().load_settings().unwrap(), settings);
+    assert!(live.verify(issued.secret.expose()).is_ok());
+    drop(live);
+    assert!(matches!(
+        ring("acme_live", 9, "live.kw"),
+        Err(Error::StoreOfAnotherRing(_))
+    ));
+    // Into a new store, it replaces.
+    let new = FileStore::open(dir.path().join("new.kw")).unwrap();
+    new.import(bare.as_bytes(), ImportMode::Replace).unwrap();
+    assert_eq!(new.len(), 1);
+
+    // A store without settings holding an `acme_test` key, as a host
+    // filled it.
+    let test = ring("acme_test", 3, "test.kw").unwrap();
+    let tester = test.issue(NewKey::new("tester")).unwrap();
+    let host = FileStore::open(dir.path().join("host.kw")).unwrap();
+    host.insert(StoredKey::clone(
+        &test.store().lookup(tester.key.id()).unwrap(),
+    ))
+    .unwrap();
+    let live_export = exported(&FileStore::open(dir.path().join("live.kw")).unwrap());
+    match host.import(live_export.as_bytes(), ImportMode::Merge) {
+        Err(StoreError::InvalidImport { line: 1, reason }) => assert_eq!(
+            reason,
+            "the store holds the keys of another prefix than the export's ring"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(host.load_settings().unwrap(), None);
+    assert_eq!(host.len(), 1);
+    // The export of its keys' own ring is merged, with its claim.
+    host.import(exported(test.store()).as_bytes(), ImportMode::Merge)
+        .unwrap();
+    assert_eq!(
+        host.load_settings()
+            .unwrap()
+            .and_then(|s| s.prefix().map(str::to_owned)),
+        Some("acme_test".to_owned())
+    );
+}
+
 // Bounded lines in `FileStore::import`: an export line is one record, whose
 // fields all have limits, so import refuses a line longer than any export
 // writes, without reading the rest of it.

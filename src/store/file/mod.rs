@@ -646,7 +646,11 @@ impl FileStore {
     /// scopes; over 64 bound networks; a revocation reason over 256; free
     /// text or a revocation reason holding an API key or access token), or
     /// settings no call could write (a default period that is not positive,
-    /// over 64 superseded defaults); into a store a ring has claimed (see
+    /// over 64 superseded defaults); a `Replace` by an export without
+    /// settings into a store a ring has claimed, which would leave the
+    /// store unclaimed; a `Merge` of an export whose settings name a ring
+    /// into a store without settings that holds keys, none of that ring's
+    /// prefix; into a store a ring has claimed (see
     /// [`Error::StoreOfAnotherRing`](crate::Error::StoreOfAnotherRing)), an
     /// export of another ring: settings of another prefix or pepper, or
     /// keys whose hints are of another prefix (export settings without a
@@ -667,8 +671,36 @@ impl FileStore {
         if log.poisoned {
             return Err(StoreError::Poisoned(self.path.clone()));
         }
+        let invalid = |reason: &str| StoreError::InvalidImport {
+            line: 1,
+            reason: reason.into(),
+        };
         if let Some(own) = self.index.load_settings()? {
             same_ring(&own, settings.as_mut(), &incoming, &lines)?;
+            // The store would be left without settings, its claim gone:
+            // the next ring of its prefix, under any pepper, would take it.
+            if mode == ImportMode::Replace && settings.is_none() && own.prefix.is_some() {
+                return Err(invalid(
+                    "an export without settings cannot replace those of a store a ring has claimed \
+                     (merge it, or import it into a new store)",
+                ));
+            }
+        } else if mode == ImportMode::Merge
+            && let Some(theirs) = settings.as_ref().and_then(|s| s.prefix.as_deref())
+        {
+            // The store takes the export's settings, and with them its
+            // ring's claim: not over keys none of which are that ring's
+            // (as `KeyRingBuilder::build` judges a store without settings).
+            let keys = self.index.list(None)?;
+            if !keys.is_empty()
+                && !keys
+                    .iter()
+                    .any(|k| crate::token::hint_is_of(k.key.hint(), theirs))
+            {
+                return Err(invalid(
+                    "the store holds the keys of another prefix than the export's ring",
+                ));
+            }
         }
         let mut report = ImportReport::default();
         let (keys, added, settings) = match mode {
