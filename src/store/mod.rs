@@ -337,17 +337,25 @@ impl RingSettings {
     /// [`SUPERSEDED_KEPT`] are kept and one of them is covered by another
     /// of its kind with a bar as high: that one keeps every key the dropped
     /// one did expired (only the instant reported for them may move later).
+    /// A default that gives no bar (no call keeps one, but settings read
+    /// from a store or an export may hold it) keeps no key expired, and
+    /// goes first: otherwise a set of them could keep the count past the
+    /// cap, and settings that no longer read back would be written.
     fn prune_superseded(&mut self) {
         fn covers(newer: &Superseded, older: &Superseded) -> bool {
             let higher = |a: Option<OffsetDateTime>, b: Option<OffsetDateTime>| matches!((a, b), (Some(a), Some(b)) if a >= b);
             higher(newer.expired_created_by(), older.expired_created_by())
                 || higher(newer.expired_idle_by(), older.expired_idle_by())
         }
+        fn inert(s: &Superseded) -> bool {
+            s.expired_created_by().is_none() && s.expired_idle_by().is_none()
+        }
         while self.superseded.len() > SUPERSEDED_KEPT {
             let kept = &self.superseded;
-            let Some(covered) = (0..kept.len())
-                .find(|&i| (0..kept.len()).any(|j| j != i && covers(&kept[j], &kept[i])))
-            else {
+            let Some(covered) = (0..kept.len()).find(|&i| inert(&kept[i])).or_else(|| {
+                (0..kept.len())
+                    .find(|&i| (0..kept.len()).any(|j| j != i && covers(&kept[j], &kept[i])))
+            }) else {
                 return;
             };
             self.superseded.remove(covered);
@@ -922,6 +930,36 @@ mod tests {
             s.expired_under_superseded(lifetime_bar, at),
             Some(datetime!(2026-01-02 0:00 UTC) + Duration::days(1))
         );
+    }
+
+    /// Settings read from an export or a store may hold superseded
+    /// defaults that no call keeps, which give no bar (`never`, say): past
+    /// the cap they go first, so a change of the default (or a write over
+    /// them) never keeps more than [`SUPERSEDED_KEPT`], and what a store
+    /// writes reads back. (Before, 64 of them and one change of the default
+    /// made settings that no longer read: a `FileStore` then failed to
+    /// open, "undecodable record".)
+    #[test]
+    fn superseded_defaults_that_give_no_bar_do_not_keep_the_count_past_the_cap() {
+        let mut s = settings(ExpiryPolicy::days(1));
+        s.superseded = (0..SUPERSEDED_KEPT)
+            .map(|i| Superseded {
+                policy: ExpiryPolicy::Never,
+                since: datetime!(2025-01-01 0:00 UTC),
+                until: datetime!(2025-02-01 0:00 UTC) + Duration::minutes(i as i64),
+            })
+            .collect();
+        let stored = s.clone();
+        let at = datetime!(2026-05-01 0:00 UTC);
+        s.replace_default(ExpiryPolicy::Never, at);
+        assert_eq!(s.superseded.len(), SUPERSEDED_KEPT);
+        assert_eq!(s.expired_bars(), (Some(at - Duration::days(1)), None));
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<RingSettings>(&json).unwrap(), s);
+        // Written over the stored settings, which hold all the inert ones.
+        let kept = s.clone().written_over(Some(&stored));
+        assert!(kept.superseded.len() <= SUPERSEDED_KEPT);
+        assert!(kept.superseded.contains(s.superseded.last().unwrap()));
     }
 
     /// A fixed default is kept once its deadline has passed, for the keys
