@@ -551,7 +551,8 @@ impl Key {
 
     /// The fixed deadline of the key's own policy, as stored: capped by
     /// the ring's maximum lifetime in force when the key was issued, the
-    /// predecessor's for a rotation's successor. `None` for a key without
+    /// predecessor's for a rotation's successor (capped by the rotating
+    /// ring's maximum from the predecessor's creation). `None` for a key without
     /// one, or governed by the ring's default. The ring also caps it by
     /// its maximum lifetime as it stands, and adds the ring's default, a
     /// rotation's grace and an idle timeout:

@@ -1470,7 +1470,9 @@ impl<S: KeyStore> KeyRing<S> {
     /// never past its own expiry; a zero grace ends it at once.
     ///
     /// A key with its own expiry policy hands its deadline on unchanged (a
-    /// rotation renews the secret, not the lifetime); a key governed by the
+    /// rotation renews the secret, not the lifetime), within the ring's
+    /// [maximum lifetime](KeyRingBuilder::max_lifetime) as it bound the old
+    /// key (counted from the old key's creation); a key governed by the
     /// ring default stays so. A key with a use limit gets no grace: its
     /// remaining uses go to the successor, and it stops at once. Refused for
     /// a revoked ([`Error::Revoked`]), deleted ([`Error::NotFound`]),
@@ -2772,6 +2774,13 @@ impl<S: KeyStore> Acting<'_, S> {
             return Err(Error::Revoked(id));
         }
         successor.created_at = nanos(now);
+        // A policy of the key's own hands on the deadline `verify` gives
+        // the old key, the ring's cap included: that cap counts from
+        // creation, so from the successor's it would end later (a cap set
+        // or lowered since the old key was issued).
+        if successor.expiry.is_some() {
+            successor.expires_at = deadline;
+        }
         successor.grace_until = NEVER;
         // A disabled key's successor is disabled too (revoked keys are not
         // rotated at all).

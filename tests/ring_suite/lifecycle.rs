@@ -1741,6 +1741,56 @@ fn a_max_lifetime_set_later_binds_keys_with_policies_of_their_own() {
     }
 }
 
+/// A rotation on a ring whose maximum lifetime was set after the key was
+/// issued hands on the deadline the cap gives the old key ("a rotation
+/// renews the secret, not the lifetime"): the cap counts from creation,
+/// and counted from the successor's it would end later.
+#[test]
+fn a_rotation_under_a_max_lifetime_set_later_hands_on_the_capped_deadline() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(fresh_store());
+    let uncapped = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let keys: Vec<Issued> = [
+        ExpiryPolicy::Never,
+        ExpiryPolicy::Idle(Duration::days(30)),
+        ExpiryPolicy::days(400),
+    ]
+    .into_iter()
+    .map(|policy| uncapped.issue(NewKey::new("o").expiry(policy)).unwrap())
+    .collect();
+    let capped = KeyRing::builder(PREFIX)
+        .clock(clock.clone())
+        .max_lifetime(Duration::days(10))
+        .flush_interval(None)
+        .build(Arc::clone(&store))
+        .unwrap();
+    let cap = T0 + Duration::days(10);
+    clock.set(T0 + Duration::days(5));
+    for key in &keys {
+        let policy = key.key.expiry();
+        let successor = capped.rotate(key.key.id(), Duration::ZERO).unwrap();
+        assert_eq!(successor.key.own_deadline(), Some(cap), "{policy:?}");
+        assert_eq!(
+            capped.expires_at(successor.key.id()),
+            Some(cap),
+            "{policy:?}"
+        );
+        clock.set(cap - NS);
+        assert_eq!(check(&capped, &successor), Ok(()), "{policy:?}");
+        clock.set(cap);
+        assert_eq!(
+            check(&capped, &successor),
+            Err(VerifyError::Expired),
+            "{policy:?}"
+        );
+        clock.set(T0 + Duration::days(5));
+    }
+}
+
 /// A key issued under a fixed default that has passed would be dead on
 /// arrival: it is refused, while one with its own policy is issued. After
 /// a change away from that default, a ring whose clock runs a little
