@@ -1993,15 +1993,17 @@ impl<S: KeyStore> KeyRing<S> {
         // (the refusal tells nothing to a caller without its secret), and
         // before a use is spent.
         let outcome = self.check(presented, &request.context, Limited::Hold);
+        // Reported before any refusal that follows a passed check, as the
+        // later ones are: the key passed, and the event says so.
+        if self.events.is_some() {
+            self.report(presented, &outcome);
+        }
         if let Ok(verified) = &outcome
             && verified.key().use_limit.is_some()
         {
             return Err(Error::InvalidInput(
                 "a key with a use limit cannot be exchanged for access tokens",
             ));
-        }
-        if self.events.is_some() {
-            self.report(presented, &outcome);
         }
         let verified = outcome.map_err(Error::Rejected)?;
         let key = verified.key();

@@ -3683,6 +3683,34 @@ fn reported_successes_are_those_of_keys_and_of_tokens() {
             (EventKind::TokenVerified, Some(id), owner),
         ]
     );
+    // An exchange refused after the key passed its check reports the
+    // passed check too: a key with a use limit (which no token may carry)
+    // as one asking for wider scopes. (The first was refused before it
+    // was reported.)
+    let limited = ring.issue(NewKey::new("acct_2").use_limit(3)).unwrap();
+    let before = log.events().len();
+    assert!(matches!(
+        ring.exchange(limited.secret.expose(), Duration::minutes(5)),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        ring.exchange_with(
+            issued.secret.expose(),
+            TokenRequest::new().scopes(ScopeSet::parse(["invoices:write"]).unwrap())
+        ),
+        Err(Error::ScopeWidening(_))
+    ));
+    let reported: Vec<(EventKind, Option<KeyId>)> = log.events()[before..]
+        .iter()
+        .map(|e| (e.kind.clone(), e.key))
+        .collect();
+    assert_eq!(
+        reported,
+        vec![
+            (EventKind::Verified, Some(limited.key.id())),
+            (EventKind::Verified, Some(id)),
+        ]
+    );
 
     let quiet_log = Arc::new(EventLog::new());
     let quiet = KeyRing::builder("acme")
