@@ -670,6 +670,10 @@ impl KeyRingBuilder {
     /// The longest life of an access token (default one hour, at most 24
     /// hours: [`build`](Self::build) refuses more, since a plain token
     /// check cannot see a single key's revocation until the token expires).
+    /// At least one second: tokens carry whole seconds, and under a shorter
+    /// maximum an exchange early in a second would end its token in the
+    /// second it was issued in (refused), so `build` refuses less with
+    /// [`Error::InvalidInput`].
     pub fn max_token_ttl(mut self, max: Duration) -> Self {
         self.max_token_ttl = max;
         self
@@ -686,6 +690,11 @@ impl KeyRingBuilder {
         if !self.max_token_ttl.is_positive() {
             return Err(Error::InvalidInput(
                 "the maximum token lifetime must be positive",
+            ));
+        }
+        if self.max_token_ttl < Duration::SECOND {
+            return Err(Error::InvalidInput(
+                "the maximum token lifetime must be at least one second (tokens carry whole seconds)",
             ));
         }
         if self.max_token_ttl > TOKEN_TTL_LIMIT {
@@ -791,6 +800,38 @@ mod builder_tests {
             Err(Error::InvalidInput(reason)) if reason.contains("flush interval")
         ));
         assert!(build(std::time::Duration::from_nanos(1)).is_ok());
+    }
+
+    /// Tokens carry whole seconds: under a maximum life of less than one,
+    /// an exchange early in a second ended its token in that very second
+    /// and was refused ("the key expires too soon"), one late in it was
+    /// not. Such a maximum is refused at build; one second exchanges at
+    /// any fraction of a second.
+    #[test]
+    fn a_maximum_token_life_under_a_second_is_refused() {
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let clock = crate::ManualClock::new(t0);
+        let build = |max| {
+            KeyRing::builder("acme")
+                .clock(clock.clone())
+                .signing_key(1, [1; 32])
+                .max_token_ttl(max)
+                .flush_interval(None)
+                .build(MemoryStore::new())
+        };
+        for max in [Duration::NANOSECOND, Duration::milliseconds(999)] {
+            assert!(matches!(
+                build(max),
+                Err(Error::InvalidInput(reason)) if reason.contains("at least one second")
+            ));
+        }
+        let ring = build(Duration::SECOND).unwrap();
+        let issued = ring.issue(crate::NewKey::new("o")).unwrap();
+        for ms in [0, 300, 999] {
+            clock.set(t0 + Duration::milliseconds(ms));
+            let token = ring.exchange(issued.secret.expose(), Duration::SECOND);
+            assert!(token.is_ok(), "{ms} ms: {token:?}");
+        }
     }
 }
 

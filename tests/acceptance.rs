@@ -3118,6 +3118,10 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
         "invalid input: the maximum token lifetime must be positive",
     );
     pin(
+        built(KeyRing::builder("acme").max_token_ttl(Duration::milliseconds(500))),
+        "invalid input: the maximum token lifetime must be at least one second (tokens carry whole seconds)",
+    );
+    pin(
         built(KeyRing::builder("acme").max_token_ttl(Duration::hours(25))),
         "invalid input: the maximum token lifetime must be at most 24 hours",
     );

@@ -258,7 +258,7 @@ proptest! {
         issue_policy in prop_oneof![Just(None), policy().prop_map(Some)],
         limit in prop_oneof![Just(None), counter().prop_map(Some)],
         max_lifetime in prop_oneof![Just(None), positive().prop_map(Some)],
-        token_ttl in prop_oneof![Just(Duration::nanoseconds(1)), Just(Duration::hours(24))],
+        token_ttl in prop_oneof![Just(Duration::seconds(1)), Just(Duration::hours(24))],
         ring_default in prop_oneof![Just(None), policy().prop_map(Some)],
         now in clock_time(),
         later in duration(),
