@@ -619,6 +619,13 @@ impl KeyRingBuilder {
     /// own (change it with [`KeyRing::set_default_expiry`]). Under a
     /// [maximum lifetime](Self::max_lifetime) a fixed default must fit the
     /// cap, and a `Never` or idle default expires keys at the cap.
+    ///
+    /// [`build`](Self::build) checks it on every store, new or not: a
+    /// period that is not positive is refused with
+    /// [`Error::InvalidExpiry`], a lifetime past the maximum with
+    /// [`Error::ExpiryBeyondMax`]. A fixed instant or date that has passed
+    /// is refused only when it would seed a new store (so a service whose
+    /// store keeps its own default still restarts after that date).
     pub fn default_expiry(mut self, policy: ExpiryPolicy) -> Self {
         self.default_expiry = policy;
         self
@@ -718,8 +725,20 @@ impl KeyRingBuilder {
         // As `KeyRing::stamp` gives it.
         let now = instant(clamp_nanos(self.clock.unix_nanos()));
         let check = hasher.hash(KeyId::from_u64(0), STORE_CHECK);
+        // The default is checked on every build, not only when it seeds a
+        // new store: a period that is not positive, or one past the cap, is
+        // a configuration error that must show where the service runs, not
+        // first in a new environment. A fixed instant or date is judged
+        // only when it seeds a store: once it has passed, a service whose
+        // store keeps its own default must still restart.
+        let default_expiry = self.default_expiry.normalized()?;
+        if !matches!(
+            default_expiry,
+            ExpiryPolicy::At(_) | ExpiryPolicy::EndOfDate(_)
+        ) {
+            check_default(default_expiry, self.max_lifetime, now)?;
+        }
         let settings = claim_store(&store, &prefix, &check, || {
-            let default_expiry = self.default_expiry.normalized()?;
             check_default(default_expiry, self.max_lifetime, now)?;
             Ok(RingSettings {
                 default_expiry,
@@ -784,6 +803,52 @@ mod builder_tests {
             builder = builder.accept_signing_key(id, [id; 32]);
         }
         assert!(std::ptr::eq(first, &**builder.signing_keys[0].1));
+    }
+
+    /// The builder's default is checked on a store that has settings of
+    /// its own too (which it does not change): a period that is not
+    /// positive, or a lifetime past the cap, is refused there as on a new
+    /// store. A fixed instant that has passed is refused only where it
+    /// would seed the store.
+    #[test]
+    fn the_default_is_checked_on_a_store_that_keeps_its_own() {
+        let store = Arc::new(MemoryStore::new());
+        let t0 = time::macros::datetime!(2026-01-01 0:00 UTC);
+        let build = |store: &Arc<MemoryStore>, policy, max: Option<Duration>| {
+            let builder = KeyRing::builder("acme")
+                .clock(crate::ManualClock::new(t0))
+                .default_expiry(policy)
+                .flush_interval(None);
+            let builder = match max {
+                Some(max) => builder.max_lifetime(max),
+                None => builder,
+            };
+            builder.build(Arc::clone(store)).map(drop)
+        };
+        build(&store, ExpiryPolicy::days(7), None).unwrap();
+        let saved = store.load_settings().unwrap();
+        for fresh in [false, true] {
+            let store = if fresh {
+                Arc::new(MemoryStore::new())
+            } else {
+                Arc::clone(&store)
+            };
+            assert!(matches!(
+                build(&store, ExpiryPolicy::days(0), None),
+                Err(Error::InvalidExpiry(_))
+            ));
+            assert!(matches!(
+                build(&store, ExpiryPolicy::Idle(Duration::ZERO), None),
+                Err(Error::InvalidExpiry(_))
+            ));
+            assert!(matches!(
+                build(&store, ExpiryPolicy::days(90), Some(Duration::days(30))),
+                Err(Error::ExpiryBeyondMax { .. })
+            ));
+            let passed = build(&store, ExpiryPolicy::At(t0 - Duration::DAY), None);
+            assert_eq!(passed.is_err(), fresh, "{passed:?}");
+        }
+        assert_eq!(store.load_settings().unwrap(), saved);
     }
 
     /// A zero flush interval would run the flush thread without pause: it
