@@ -509,16 +509,39 @@ fn rotate_refuses_a_key_whose_uses_are_spent() {
 // Regenerate
 // ---------------------------------------------------------------------------
 
+/// SPEC 6, "regenerate (new secret, same record ...)": everything but the
+/// secret is kept, the scopes above all (a regenerated key given more than
+/// it held would pass every check of its new secret), and the usage, so
+/// regenerating does not refill a use limit. Compared in the serialized
+/// form, which names every field of the record; only `tokens_after` (the
+/// cut of the old secret's access tokens) may change.
 #[test]
 fn regenerate_keeps_the_id_and_kills_the_old_secret_at_once() {
     let clock = ManualClock::new(T0);
     let ring = clocked(&clock);
     let old = ring
-        .issue(NewKey::new("o").name("ci").expiry(ExpiryPolicy::days(30)))
+        .issue(
+            NewKey::new("o")
+                .name("ci")
+                .description("deploys")
+                .contact(contact())
+                .scopes(ScopeSet::parse(["invoices:read"]).unwrap())
+                .metadata("team", "billing")
+                .use_limit(10)
+                .expiry(ExpiryPolicy::days(30)),
+        )
         .unwrap();
     assert_eq!(check(&ring, &old), Ok(()));
     clock.advance(Duration::hours(1));
+    let before = ring.get(old.key.id()).unwrap();
     let new = ring.regenerate(old.key.id()).unwrap();
+    let fields = |key: &Key| {
+        let mut json = serde_json::to_value(key).unwrap();
+        json.as_object_mut().unwrap().remove("tokens_after");
+        json
+    };
+    assert_eq!(fields(&new.key), fields(&before));
+    assert_eq!(new.key.uses(), 1);
 
     assert_eq!(new.key.id(), old.key.id());
     assert_eq!(id_part(new.secret.expose()), old.key.id().to_string());
