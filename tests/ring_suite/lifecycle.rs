@@ -2974,6 +2974,11 @@ fn expiring_within_leaves_out_keys_that_cannot_be_used_again() {
 // Update
 // ---------------------------------------------------------------------------
 
+/// SPEC 6: an update changes the descriptive fields it names, and nothing
+/// else: the key's own expiry, use limit and scopes stay (an update that
+/// dropped the expiry would hand the key to the ring's default, perhaps
+/// `never`; one that dropped the limit, unlimited uses). Compared in the
+/// serialized form, which names every field of the record.
 #[test]
 fn update_changes_the_descriptive_fields() {
     let clock = ManualClock::new(T0);
@@ -2984,10 +2989,21 @@ fn update_changes_the_descriptive_fields() {
                 .name("before")
                 .description("old description")
                 .contact(contact())
-                .metadata("team", "billing"),
+                .metadata("team", "billing")
+                .scopes(ScopeSet::parse(["invoices:read"]).unwrap())
+                .expiry(ExpiryPolicy::days(30))
+                .use_limit(5),
         )
         .unwrap();
     let id = key.key.id();
+    let untouched = |key: &Key| {
+        let mut json = serde_json::to_value(key).unwrap();
+        for field in ["name", "description", "contact", "metadata"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        json
+    };
+    let before = untouched(&key.key);
     let new_contact = Contact::new("Grace", "Hopper", "grace", "grace@example.com");
     let metadata = BTreeMap::from([
         ("env".to_owned(), "prod".to_owned()),
@@ -3011,6 +3027,7 @@ fn update_changes_the_descriptive_fields() {
         assert_eq!(k.metadata(), &metadata);
         assert_eq!(k.owner(), "o");
         assert_eq!(k.created_at(), T0);
+        assert_eq!(untouched(k), before);
     }
     assert_eq!(
         ring.verify(key.secret.expose()).unwrap().metadata(),
