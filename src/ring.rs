@@ -3201,8 +3201,24 @@ impl<S: KeyStore> Acting<'_, S> {
         .map_err(Error::InvalidInput)?;
         let ring = self.ring;
         let _guard = ring.shared.lock();
+        // The store is scanned for the owner's keys on the first run only:
+        // a run redone after a conflict (another ring wrote one of them
+        // meanwhile, a use of a limited key, say) reads the keys it found
+        // again by id, as `revoke` does. A scan takes time in proportion
+        // to the whole store, and a key its holder keeps using on another
+        // ring is written again within each scan of a large one: redone
+        // by scans, no run would land, and the holder would hold off the
+        // revocation. A key issued to the owner after the scan was issued
+        // during the call.
+        let mut scanned: Option<Vec<KeyId>> = None;
         let revoked = redo_on_conflict(|| {
-            let mut entries = ring.store().list(Some(owner))?;
+            let mut entries = match &scanned {
+                None => ring.store().list(Some(owner))?,
+                Some(ids) => ids
+                    .iter()
+                    .filter_map(|&id| ring.store().lookup(id))
+                    .collect(),
+            };
             entries.retain(|e| e.key.owner() == owner);
             // A list need not be a snapshot (a `MemoryStore` scans shard by
             // shard): it can hold a key another ring rotated while it ran
@@ -3225,6 +3241,7 @@ impl<S: KeyStore> Acting<'_, S> {
                     entries.push(found);
                 }
             }
+            scanned = Some(entries.iter().map(|e| e.id()).collect());
             // One batch: an owner's keys are revoked together or not at all.
             self.revoke_locked(&entries, reason, false)
         })?;

@@ -4319,6 +4319,8 @@ struct Interleaved {
     settings_hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Run by the next `list` in the middle of its scan (see `arm_list`).
     list_hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Run by the next `list` at the end of its scan (see `arm_scanned`).
+    scanned_hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for Interleaved {
@@ -4356,6 +4358,13 @@ impl Interleaved {
     fn arm_list(&self, hook: impl FnOnce() + Send + 'static) {
         *self.list_hook.lock().unwrap() = Some(Box::new(hook));
     }
+
+    /// Runs `hook` when the next `list` has read every record, which come
+    /// back as they were read: a write landing after the scan passed its
+    /// record, which in a large store takes a while.
+    fn arm_scanned(&self, hook: impl FnOnce() + Send + 'static) {
+        *self.scanned_hook.lock().unwrap() = Some(Box::new(hook));
+    }
 }
 
 impl KeyStore for Interleaved {
@@ -4367,6 +4376,11 @@ impl KeyStore for Interleaved {
     }
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
         let before = self.inner.list(owner)?;
+        let scanned = self.scanned_hook.lock().unwrap().take();
+        if let Some(hook) = scanned {
+            hook();
+            return Ok(before);
+        }
         let hook = self.list_hook.lock().unwrap().take();
         let Some(hook) = hook else {
             return Ok(before);
@@ -5702,6 +5716,7 @@ fn interleaved_over(shared: &Arc<TestStore>) -> Arc<Interleaved> {
         hook: std::sync::Mutex::new(None),
         settings_hook: std::sync::Mutex::new(None),
         list_hook: std::sync::Mutex::new(None),
+        scanned_hook: std::sync::Mutex::new(None),
     })
 }
 
@@ -5978,6 +5993,62 @@ fn revoke_owner_revokes_the_successor_of_a_key_rotated_while_it_lists() {
     expected.sort();
     assert_eq!(revoked_ids, expected);
     for key in [&old].into_iter().chain(successors.iter()) {
+        for ring in [&*a, &b] {
+            assert_eq!(check(ring, key), Err(VerifyError::Revoked));
+        }
+    }
+}
+
+/// Arms `interleaved` to spend a use of the limited key `secret` on `ring`
+/// as each `list` ends its scan, as a holder who keeps using the key on
+/// another ring would within each scan of a large store; counts the uses.
+fn use_on_each_list(
+    interleaved: &Arc<Interleaved>,
+    ring: &Arc<SharedRing>,
+    secret: &Arc<str>,
+    uses: &Arc<AtomicUsize>,
+) {
+    let (again, ring, secret, uses) = (
+        Arc::clone(interleaved),
+        Arc::clone(ring),
+        Arc::clone(secret),
+        Arc::clone(uses),
+    );
+    interleaved.arm_scanned(move || {
+        ring.verify(&secret).unwrap();
+        uses.fetch_add(1, Ordering::SeqCst);
+        use_on_each_list(&again, &ring, &secret, &uses);
+    });
+}
+
+/// The holder of a limited key uses it on ring A during every scan ring
+/// B's `revoke_owner` makes of the store. Each use writes the record, so a
+/// run that scanned again meets a conflict every time, and after its
+/// 1024 runs the revocation failed while the key kept working. A redone
+/// run reads the owner's keys again by id: the revocation lands.
+#[test]
+fn revoke_owner_is_not_held_off_by_uses_on_another_ring_during_its_scans() {
+    let (a, b, interleaved) = interleaved_rings();
+    let used = a.issue(NewKey::new("alice").use_limit(u64::MAX)).unwrap();
+    let other = a.issue(NewKey::new("alice")).unwrap();
+    let uses = Arc::new(AtomicUsize::new(0));
+    let secret: Arc<str> = used.secret.expose().into();
+    use_on_each_list(&interleaved, &a, &secret, &uses);
+
+    let revoked = b.revoke_owner("alice", "offboarded");
+    interleaved.arm_scanned(|| {});
+
+    let revoked = revoked.unwrap_or_else(|e| {
+        panic!(
+            "the revocation failed ({e}) after {} uses meanwhile",
+            uses.load(Ordering::SeqCst)
+        )
+    });
+    let mut expected = vec![used.key.id(), other.key.id()];
+    expected.sort();
+    assert_eq!(revoked, expected);
+    assert_eq!(uses.load(Ordering::SeqCst), 1, "scanned more than once");
+    for key in [&used, &other] {
         for ring in [&*a, &b] {
             assert_eq!(check(ring, key), Err(VerifyError::Revoked));
         }
