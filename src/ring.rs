@@ -3461,11 +3461,16 @@ impl<S: KeyStore> Drop for KeyRing<S> {
     /// writes outstanding usage back and flushes the store, best effort.
     fn drop(&mut self) {
         drop(self.background.take());
-        if let Err(e) = self.shared.flush_usage() {
-            // A sink that panics must not make the drop panic (an abort,
-            // if the ring is dropped while unwinding).
+        // Neither a store nor a sink that panics may make the drop panic:
+        // that aborts the process if the ring is dropped while unwinding.
+        // A store's panic is reported as the background threads report it.
+        let flushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.shared.flush_usage().map_err(|e| event::describe(&e))
+        }))
+        .unwrap_or_else(|_| Err(PANICKED.to_owned()));
+        if let Err(error) = flushed {
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.store_failed(StoreTask::UsageFlush, None, || event::describe(&e));
+                self.store_failed(StoreTask::UsageFlush, None, || error);
             }));
         }
     }

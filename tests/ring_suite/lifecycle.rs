@@ -4088,6 +4088,36 @@ fn a_panic_in_a_background_task_is_reported_and_so_is_its_recovery() {
     }
 }
 
+/// A store that panics in the last flush, the one the drop of the ring
+/// makes, does not make the drop panic (a ring dropped while unwinding,
+/// from a handler that panicked, say, would abort the process): the panic
+/// is reported as the background flush reports one.
+#[test]
+fn a_panic_in_the_store_when_the_ring_is_dropped_is_reported_not_raised() {
+    let clock = ManualClock::new(T0);
+    let store = Arc::new(PanicsOnce {
+        inner: fresh_store(),
+        settings: false.into(),
+        flush: false.into(),
+        replaced: AtomicUsize::new(0),
+    });
+    let (ring, log) = logged(Arc::clone(&store), &clock, None);
+    let key = ring.issue(NewKey::new("o")).unwrap();
+    assert_eq!(check(&ring, &key), Ok(()));
+    store.arm();
+    let written = store.replaced.load(Ordering::SeqCst);
+
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(ring)));
+    assert!(dropped.is_ok(), "the drop panicked");
+    let panicked = "the store panicked (its message went to the panic hook)";
+    assert_eq!(
+        store_events(&log),
+        [failed(StoreTask::UsageFlush, panicked)]
+    );
+    // The use was written before the store's own flush panicked.
+    assert_eq!(store.replaced.load(Ordering::SeqCst), written + 1);
+}
+
 /// A store whose reads of the settings, writes and flushes all fail while
 /// it is down (a lost database connection, a full disk).
 #[derive(Debug)]
