@@ -1697,7 +1697,8 @@ impl<S: KeyStore> KeyRing<S> {
     /// many keys there are: it raises the ring's epoch, and keys issued in an
     /// earlier epoch no longer verify, nor do access tokens issued up to the
     /// end of the second its write landed in, even in the plain
-    /// [`verify_access_token`](Self::verify_access_token) (when the write
+    /// [`verify_access_token`](Self::verify_access_token) (by the tokens'
+    /// own times: see there for a ring whose clock runs ahead; when the write
     /// crossed into a later second than the one it was made in, a second
     /// settings write moves the instant there: an exchange that found the
     /// old epoch meanwhile dated its token in that second). Keys issued
@@ -2175,6 +2176,15 @@ impl<S: KeyStore> KeyRing<S> {
     /// with its background thread, else on [`refresh`](Self::refresh)); its
     /// [exchanges](Self::exchange_with) see it at once, so it mints no
     /// token from a key the revoke-all ended.
+    ///
+    /// The token is judged by its own time, which is the clock of the ring
+    /// that exchanged it. A ring whose clock runs ahead of the one that
+    /// calls `revoke_all` (or whose clock jumped forward and was set back
+    /// before the call) dates its tokens after the revoke-all's instant,
+    /// and those tokens pass this check until they expire (within the
+    /// [maximum](KeyRingBuilder::max_token_ttl)). The strict check refuses
+    /// them: it reads the key, which the revoke-all ended. Keep the rings'
+    /// clocks in step, or use the strict check where that matters.
     ///
     /// A token that lives longer than the ring's
     /// [maximum](KeyRingBuilder::max_token_ttl) (lowered since the token was

@@ -1469,6 +1469,42 @@ fn signing_key_ids_are_0_to_61() {
     }
 }
 
+/// A token is judged against a `revoke_all` by its own time, the clock of
+/// the ring that exchanged it: a ring whose clock runs 30 s ahead of the
+/// one that calls `revoke_all` dates its token after the revoke-all, and
+/// the plain check passes it on both rings until it expires (as the docs
+/// of `verify_access_token` say). The strict check refuses it on both: it
+/// reads the key, which the revoke-all ended.
+#[test]
+fn a_token_from_a_ring_whose_clock_runs_ahead_is_ended_by_revoke_all_only_in_the_strict_check() {
+    let store = Arc::new(MemoryStore::new());
+    let behind = ManualClock::new(T0);
+    let ahead = ManualClock::new(T0 + Duration::seconds(30));
+    let a = ring_on("acme", &ahead, Arc::clone(&store));
+    let b = ring_on("acme", &behind, Arc::clone(&store));
+    let issued = a.issue(NewKey::new("acct_1")).unwrap();
+    let token = a
+        .exchange(issued.secret.expose(), Duration::minutes(30))
+        .unwrap();
+    behind.advance(Duration::seconds(2));
+    b.revoke_all().unwrap();
+    a.refresh().unwrap();
+    for clock in [&ahead, &behind] {
+        clock.advance(Duration::minutes(5));
+    }
+    for ring in [&a, &b] {
+        assert_eq!(
+            ring.verify(issued.secret.expose()).unwrap_err(),
+            VerifyError::Revoked
+        );
+        assert!(ring.verify_access_token(token.expose()).is_ok());
+        assert_eq!(
+            ring.verify_access_token_strict(token.expose()).unwrap_err(),
+            VerifyError::Revoked
+        );
+    }
+}
+
 /// One key signs new tokens: a second `signing_key`, which would make
 /// the last one given sign without a word, is refused by `build`, in
 /// either order and with accepted keys between them. One signing key with
