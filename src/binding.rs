@@ -298,6 +298,7 @@ impl<'de> Deserialize<'de> for Bindings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
@@ -466,5 +467,48 @@ mod tests {
         );
         let json = serde_json::to_string(&b).unwrap();
         assert_eq!(serde_json::from_str::<Bindings>(&json).unwrap(), b);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
+        /// An IPv4 network holds the addresses whose first `prefix` bits
+        /// are its own, also written IPv4-mapped, and no other IPv6
+        /// address. `near` keeps the network's bits, to reach its inside.
+        #[test]
+        fn ipv4_networks_hold_their_prefix(
+            net: u32,
+            prefix in 0u8..=32,
+            peer: u32,
+            near: bool,
+            mapped: bool,
+        ) {
+            let mask = u32::MAX.checked_shl(u32::from(32 - prefix)).unwrap_or(0);
+            let network = Network::parse(&format!("{}/{prefix}", Ipv4Addr::from(net & mask))).unwrap();
+            let peer = if near { (net & mask) | (peer & !mask) } else { peer };
+            let v4 = Ipv4Addr::from(peer);
+            let shown = if mapped { IpAddr::V6(v4.to_ipv6_mapped()) } else { IpAddr::V4(v4) };
+            proptest::prop_assert_eq!(network.contains(shown), peer & mask == net & mask);
+            proptest::prop_assert!(!network.contains(IpAddr::V6(Ipv6Addr::from(u128::from(peer)))));
+        }
+
+        /// An IPv6 network holds the addresses whose first `prefix` bits are
+        /// its own, except IPv4-mapped ones, which count as IPv4; a network
+        /// written IPv4-mapped is refused.
+        #[test]
+        fn ipv6_networks_hold_their_prefix(net: u128, prefix in 0u8..=128, peer: u128, near: bool) {
+            let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+            let addr = Ipv6Addr::from(net & mask);
+            let Ok(network) = Network::parse(&format!("{addr}/{prefix}")) else {
+                proptest::prop_assert!(addr.to_ipv4_mapped().is_some());
+                return Ok(());
+            };
+            let peer = Ipv6Addr::from(if near { (net & mask) | (peer & !mask) } else { peer });
+            let inside = u128::from(peer) & mask == net & mask;
+            proptest::prop_assert_eq!(
+                network.contains(IpAddr::V6(peer)),
+                inside && peer.to_ipv4_mapped().is_none()
+            );
+        }
     }
 }

@@ -887,4 +887,161 @@ mod tests {
         assert_eq!(count(|need| need), 31);
         assert_eq!(count(|need| Requirement::all([need])), 15);
     }
+
+    /// Model checks of the algebra over a small universe: resources `a`,
+    /// `b`, `s`, `t` and one that no scope names, actions `x`, `y` and one
+    /// that no scope names (so a wildcard can never be made up of names).
+    /// A set grants the pairs its scopes cover, `*` reaching no sensitive
+    /// resource; a required scope asks every pair it names, a `*` resource
+    /// the sensitive ones too. Then `meets` and `permits` are inclusion,
+    /// `is_within` never widens, and `cap` is the exact intersection.
+    mod model {
+        use super::*;
+        use proptest::prelude::*;
+
+        const RESOURCES: [&str; 5] = ["a", "b", "s", "t", "unnamed"];
+        const ACTIONS: [&str; 3] = ["x", "y", "unnamed"];
+
+        fn scope() -> impl Strategy<Value = Scope> {
+            let resource = prop::sample::select(vec!["a", "b", "s", "t", "*"]);
+            let action = prop::sample::select(vec!["x", "y", "*"]);
+            (resource, action).prop_map(|(r, a)| s(&format!("{r}:{a}")))
+        }
+
+        fn scope_set() -> impl Strategy<Value = ScopeSet> {
+            prop_oneof![
+                1 => Just(ScopeSet::unrestricted()),
+                6 => prop::collection::vec(scope(), 0..5).prop_map(ScopeSet::from_scopes),
+            ]
+        }
+
+        /// The (resource, action) pairs that match, by index.
+        fn pairs(matches: impl Fn(&str, &str) -> bool) -> Vec<(usize, usize)> {
+            let mut out = Vec::new();
+            for (r, resource) in RESOURCES.iter().enumerate() {
+                for (a, action) in ACTIONS.iter().enumerate() {
+                    if matches(resource, action) {
+                        out.push((r, a));
+                    }
+                }
+            }
+            out
+        }
+
+        fn granted(set: &ScopeSet, sensitive: &[&str]) -> Vec<(usize, usize)> {
+            pairs(|resource, action| match &set.0 {
+                None => !sensitive.contains(&resource),
+                Some(scopes) => scopes.iter().any(|g| {
+                    (g.resource() == resource
+                        || (g.resource() == "*" && !sensitive.contains(&resource)))
+                        && (g.action() == action || g.action() == "*")
+                }),
+            })
+        }
+
+        fn asked(required: &Scope) -> Vec<(usize, usize)> {
+            pairs(|resource, action| {
+                (required.resource() == resource || required.resource() == "*")
+                    && (required.action() == action || required.action() == "*")
+            })
+        }
+
+        fn within(small: &[(usize, usize)], large: &[(usize, usize)]) -> bool {
+            small.iter().all(|p| large.contains(p))
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn scope_sets_match_the_model(
+                a in scope_set(),
+                b in scope_set(),
+                x in scope(),
+                names in prop::sample::subsequence(vec!["a", "s", "t"], 0..=3),
+            ) {
+                let sensitive = sens(&names);
+                let (in_a, in_b) = (granted(&a, &names), granted(&b, &names));
+                prop_assert_eq!(a.meets(&x, &sensitive), within(&asked(&x), &in_a));
+                let as_grant = granted(&ScopeSet::from_scopes([x.clone()]), &names);
+                prop_assert_eq!(a.permits(&x, &sensitive), within(&as_grant, &in_a));
+                // An unrestricted set is within an unrestricted one only,
+                // even where an explicit `*:*` grants as much.
+                if !a.is_unrestricted() || b.is_unrestricted() {
+                    prop_assert_eq!(a.is_within(&b, &sensitive), within(&in_a, &in_b));
+                } else {
+                    prop_assert!(!a.is_within(&b, &sensitive));
+                }
+                let both: Vec<_> = in_a.iter().filter(|p| in_b.contains(p)).copied().collect();
+                prop_assert_eq!(granted(&a.cap(&b, &sensitive), &names), both);
+            }
+
+            #[test]
+            fn requirements_match_the_model(
+                tree in tree(),
+                scopes in prop::collection::vec(scope(), 0..5),
+                unrestricted in any::<bool>(),
+                names in prop::sample::subsequence(vec!["a", "s"], 0..=2),
+            ) {
+                let set = if unrestricted {
+                    ScopeSet::unrestricted()
+                } else {
+                    ScopeSet::from_scopes(scopes)
+                };
+                let sensitive = sens(&names);
+                let need = build(&tree);
+                prop_assert_eq!(
+                    need.check(&set, &sensitive).map_err(Clone::clone),
+                    evaluate(&tree, &set, &sensitive)
+                );
+            }
+        }
+
+        /// A requirement as written, before `all` flattens it.
+        #[derive(Debug, Clone)]
+        enum Tree {
+            Scope(Scope),
+            All(Vec<Tree>),
+            Any(Vec<Tree>),
+        }
+
+        fn tree() -> impl Strategy<Value = Tree> {
+            scope()
+                .prop_map(Tree::Scope)
+                .prop_recursive(6, 64, 5, |inner| {
+                    prop_oneof![
+                        prop::collection::vec(inner.clone(), 0..5).prop_map(Tree::All),
+                        prop::collection::vec(inner, 1..5).prop_map(Tree::Any),
+                    ]
+                })
+        }
+
+        fn build(tree: &Tree) -> Requirement {
+            match tree {
+                Tree::Scope(scope) => Requirement::scope(scope.as_str()).unwrap(),
+                Tree::All(parts) => Requirement::all(parts.iter().map(build)),
+                Tree::Any(parts) => Requirement::any(parts.iter().map(build)).unwrap(),
+            }
+        }
+
+        /// As documented: every part of an `all`, the first missing scope
+        /// in reading order; one part of an `any`, else its first
+        /// alternative's missing scope.
+        fn evaluate(tree: &Tree, set: &ScopeSet, sensitive: &Sensitive) -> Result<(), Scope> {
+            match tree {
+                Tree::Scope(scope) if set.meets(scope, sensitive) => Ok(()),
+                Tree::Scope(scope) => Err(scope.clone()),
+                Tree::All(parts) => parts.iter().try_for_each(|p| evaluate(p, set, sensitive)),
+                Tree::Any(parts) => {
+                    let outcomes: Vec<_> =
+                        parts.iter().map(|p| evaluate(p, set, sensitive)).collect();
+                    if outcomes.iter().any(Result::is_ok) {
+                        Ok(())
+                    } else {
+                        outcomes[0].clone()
+                    }
+                }
+            }
+        }
+    }
 }
