@@ -3290,6 +3290,18 @@ fn every_message_a_user_sees_is_pinned_word_for_word() {
         ),
         "invalid input: a token lifetime must be positive",
     );
+    pin(
+        shown(
+            &ring
+                .exchange_with(
+                    pasted.as_str(),
+                    TokenRequest::new()
+                        .scopes(ScopeSet::parse((0..257).map(|i| format!("r{i}:read"))).unwrap()),
+                )
+                .unwrap_err(),
+        ),
+        "invalid input: a token's scopes are limited to 256, as a key's are",
+    );
     let limited = key(NewKey::new("o").use_limit(3));
     pin(
         shown(

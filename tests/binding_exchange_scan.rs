@@ -3270,6 +3270,33 @@ fn a_token_of_a_key_bound_since_its_exchange_needs_the_new_bindings() {
     assert!(ring.verify_access_token(token.expose()).is_ok());
 }
 
+/// A token asks for at most 256 scopes, as a key holds: a strict check
+/// meets each of a token's scopes with each of its key's, and a token of
+/// some 800 short scopes made that check take 40 ms. More is refused
+/// before the key is checked (no use counted), whatever the key holds.
+#[test]
+fn a_token_asks_for_at_most_256_scopes() {
+    let clock = ManualClock::new(T0);
+    let ring = ring("acme", &clock);
+    let issued = ring
+        .issue(NewKey::new("acct_1").scopes(ScopeSet::parse(["*:*"]).unwrap()))
+        .unwrap();
+    let asking = |n: usize| {
+        let scopes = ScopeSet::parse((0..n).map(|i| format!("r{i}:read"))).unwrap();
+        ring.exchange_with(issued.secret.expose(), TokenRequest::new().scopes(scopes))
+    };
+    match asking(257) {
+        Err(Error::InvalidInput(why)) => {
+            assert_eq!(why, "a token's scopes are limited to 256, as a key's are")
+        }
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    assert_eq!(ring.get(issued.key.id()).unwrap().uses(), 0);
+    let token = asking(256).unwrap();
+    assert_eq!(token.claims.scopes.len(), 256);
+    assert_eq!(ring.get(issued.key.id()).unwrap().uses(), 1);
+}
+
 /// A key with a use limit is refused a token, and the refused exchange
 /// spends none of its uses. A wrong secret for it is refused as invalid,
 /// like any other: the refusal names the limit only to the key's holder.
