@@ -1040,6 +1040,20 @@ fn nothing_on_disk_holds_key_material() {
     );
 }
 
+/// A ring of `prefix` under the pepper `[pepper; 32]`, on the store file
+/// `name` in `dir`.
+fn peppered_ring(
+    dir: &Path,
+    prefix: &str,
+    pepper: u8,
+    name: &str,
+) -> Result<KeyRing<FileStore>, keyward::Error> {
+    KeyRing::builder(prefix)
+        .pepper([pepper; 32])
+        .flush_interval(None)
+        .build(FileStore::open(dir.join(name)).unwrap())
+}
+
 /// One store holds one ring's keys (`Error::StoreOfAnotherRing`), and an
 /// import cannot get round it: into a store a ring has claimed, an export
 /// of another prefix or pepper is refused, merged or replacing, as its
@@ -1057,11 +1071,7 @@ fn an_import_refuses_an_export_of_another_ring() {
 
     let dir = tempfile::tempdir().unwrap();
     let ring = |prefix: &str, pepper: u8, name: &str| {
-        KeyRing::builder(prefix)
-            .pepper([pepper; 32])
-            .flush_interval(None)
-            .build(FileStore::open(dir.path().join(name)).unwrap())
-            .unwrap()
+        peppered_ring(dir.path(), prefix, pepper, name).unwrap()
     };
     let exported = |ring: &KeyRing<FileStore>| {
         let mut out = Vec::new();
@@ -1170,12 +1180,8 @@ fn an_import_neither_drops_a_stores_claim_nor_hands_it_to_another_ring() {
     use keyward::{Error, KeyStore};
 
     let dir = tempfile::tempdir().unwrap();
-    let ring = |prefix: &str, pepper: u8, name: &str| {
-        KeyRing::builder(prefix)
-            .pepper([pepper; 32])
-            .flush_interval(None)
-            .build(FileStore::open(dir.path().join(name)).unwrap())
-    };
+    let ring =
+        |prefix: &str, pepper: u8, name: &str| peppered_ring(dir.path(), prefix, pepper, name);
     let exported = |store: &FileStore| {
         let mut out = Vec::new();
         export(store, &mut out).unwrap();
