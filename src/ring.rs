@@ -1074,17 +1074,12 @@ fn claim_store<S: KeyStore>(
         // keys' hints say whose they are. A store that holds keys, none of
         // this prefix, is another ring's (a test ring starting first must
         // not take the live ring's store, list its keys and revoke them).
-        if saved.as_ref().is_none_or(|s| s.prefix.is_none()) {
-            let keys = store.list(None)?;
-            if !keys.is_empty()
-                && !keys
-                    .iter()
-                    .any(|k| token::hint_is_of(k.key.hint(), prefix.as_str()))
-            {
-                return Err(Error::StoreOfAnotherRing(
-                    "it holds the keys of another prefix".into(),
-                ));
-            }
+        if saved.as_ref().is_none_or(|s| s.prefix.is_none())
+            && crate::store::none_of_prefix(&store.list(None)?, prefix.as_str())
+        {
+            return Err(Error::StoreOfAnotherRing(
+                "it holds the keys of another prefix".into(),
+            ));
         }
         next.prefix = Some(prefix.as_str().to_owned());
         next.check = Some(check.clone());

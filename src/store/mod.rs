@@ -103,6 +103,16 @@ pub struct StoredKey {
     pub(crate) key: Key,
 }
 
+/// Whether `keys` holds keys and none of them is of `prefix`, as their
+/// hints say: the keys of another ring, whose store a ring of `prefix`
+/// must not claim (see `claim_store` and [`FileStore::import`]).
+pub(crate) fn none_of_prefix(keys: &[Arc<StoredKey>], prefix: &str) -> bool {
+    !keys.is_empty()
+        && !keys
+            .iter()
+            .any(|k| crate::token::hint_is_of(k.key.hint(), prefix))
+}
+
 impl StoredKey {
     pub(crate) fn new(mut key: Key, hash: KeyHash) -> StoredKey {
         // Whatever the caller changed, the flags verify goes by match.

@@ -691,12 +691,7 @@ impl FileStore {
             // The store takes the export's settings, and with them its
             // ring's claim: not over keys none of which are that ring's
             // (as `KeyRingBuilder::build` judges a store without settings).
-            let keys = self.index.list(None)?;
-            if !keys.is_empty()
-                && !keys
-                    .iter()
-                    .any(|k| crate::token::hint_is_of(k.key.hint(), theirs))
-            {
+            if super::none_of_prefix(&self.index.list(None)?, theirs) {
                 return Err(invalid(
                     "the store holds the keys of another prefix than the export's ring",
                 ));
