@@ -349,6 +349,16 @@ fn parse_body(bytes: &[u8], head: usize) -> Result<Body, VerifyError> {
     if !bytes[head..].iter().all(u8::is_ascii_alphanumeric) {
         return Err(malformed(MalformedReason::BadAlphabet));
     }
+    // The claims length gives the token's whole length: a token cut short
+    // (a header limit, a bad copy) or run on is refused for its length, as
+    // an API key is, rather than for the checksum that its cut lost.
+    let len_at = head + KID_LEN + token::ID_LEN + 2 * TIME_LEN;
+    let declared = decode_fixed(&bytes[len_at..len_at + CLAIMS_LEN_LEN])
+        .and_then(|n| usize::try_from(n).ok())
+        .map(|n| head + FIXED_LEN + n.div_ceil(CHUNK_BYTES) * CHUNK_CHARS);
+    if declared != Some(bytes.len()) {
+        return Err(malformed(MalformedReason::WrongLength));
+    }
     let (checked, checksum) = bytes.split_at(bytes.len() - token::CHECKSUM_LEN);
     if decode_fixed(checksum) != Some(u128::from(token::crc32(checked))) {
         return Err(malformed(MalformedReason::BadChecksum));

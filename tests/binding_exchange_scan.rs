@@ -3904,7 +3904,9 @@ fn revoke_leaked_passes_over_tokens_from_before_a_regeneration() {
 }
 
 /// A token cut short (a header limit, a bad copy) is refused for its
-/// length, as a short API key is, not for a prefix it has right; a string
+/// length, as a short API key is, not for a prefix it has right nor for
+/// the checksum its cut lost (regression: a cut past the fixed part was a
+/// bad checksum); a string
 /// long enough with another prefix is refused for its prefix.
 #[test]
 fn a_truncated_token_is_refused_for_its_length_not_its_prefix() {
@@ -3915,13 +3917,19 @@ fn a_truncated_token_is_refused_for_its_length_not_its_prefix() {
         .exchange(issued.secret.expose(), Duration::minutes(5))
         .unwrap();
     let text = token.expose();
-    for cut in ["acme_T".len(), 20, 40, 60] {
+    // Past its fixed part too (a token's claims length says how long it
+    // is), and run on by a character that could belong to it.
+    for cut in "acme_T".len()..text.len() {
         assert_eq!(
             ring.verify_access_token(&text[..cut]),
             Err(VerifyError::Malformed(MalformedReason::WrongLength)),
             "cut at {cut}"
         );
     }
+    assert_eq!(
+        ring.verify_access_token(&format!("{text}0")),
+        Err(VerifyError::Malformed(MalformedReason::WrongLength))
+    );
     assert_eq!(
         ring.verify_access_token(&format!("acmf{}", &text[4..])),
         Err(VerifyError::Malformed(MalformedReason::WrongPrefix))
