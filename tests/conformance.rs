@@ -736,3 +736,36 @@ fn the_suite_catches_stores_that_break_the_write_rules() {
     let message = rejection(Forgiving::default);
     assert!(message.contains("must fail with NotFound"), "{message}");
 }
+
+/// A store whose update of a record leaves its hash as it was (the hash in
+/// a column of its own, which the `UPDATE` does not set): after a
+/// `regenerate` the old secret goes on verifying and the new one fails.
+/// The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_keeps_the_old_hash_on_update() {
+    /// `next` with the hash of `held`, as the store would read it back.
+    fn with_hash_of(next: &keyward::StoredKey, held: &keyward::StoredKey) -> keyward::StoredKey {
+        let mut record = serde_json::to_value(next).unwrap();
+        record["hash"] = serde_json::to_value(held).unwrap()["hash"].take();
+        serde_json::from_value(record).unwrap()
+    }
+    store_over_memory!(KeepsHash, |inner, changes| {
+        let changes = changes
+            .into_iter()
+            .map(|c| match c {
+                keyward::Change::Replace(next) => match inner.lookup(next.id()) {
+                    Some(held) => keyward::Change::Replace(with_hash_of(&next, &held)),
+                    None => keyward::Change::Replace(next),
+                },
+                keyward::Change::ReplaceIf { expected, next } => {
+                    let next = with_hash_of(&next, &expected);
+                    keyward::Change::ReplaceIf { expected, next }
+                }
+                other => other,
+            })
+            .collect();
+        inner.apply(changes)
+    });
+    let message = rejection(KeepsHash::default);
+    assert!(message.contains("right after replace"), "{message}");
+}
