@@ -769,3 +769,47 @@ fn the_suite_catches_a_store_that_keeps_the_old_hash_on_update() {
     let message = rejection(KeepsHash::default);
     assert!(message.contains("right after replace"), "{message}");
 }
+
+/// A store whose `inspect` answers from a cache that `lookup` fills and
+/// `apply` does not clear: `verify` goes through `inspect` alone, and a
+/// `revoke` looks the key up before its write, so the revoked key goes on
+/// verifying. The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_whose_inspect_only_lookup_refreshes() {
+    type Cache =
+        std::collections::HashMap<keyward::KeyId, Option<std::sync::Arc<keyward::StoredKey>>>;
+    #[derive(Debug, Default)]
+    struct Stale(MemoryStore, std::sync::Mutex<Cache>);
+    impl keyward::KeyStore for Stale {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            let found = self.0.lookup(id);
+            self.1.lock().unwrap().insert(id, found.clone());
+            found
+        }
+        fn inspect(
+            &self,
+            id: keyward::KeyId,
+            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+        ) {
+            let cached = self.1.lock().unwrap().get(&id).cloned();
+            f(cached.unwrap_or_else(|| self.lookup(id)).as_ref())
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn snapshot(&self) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.snapshot()
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            self.0.apply(changes)
+        }
+    }
+    let message = rejection(Stale::default);
+    assert!(message.contains("inspect lent another record"), "{message}");
+}

@@ -87,16 +87,20 @@ fn settings_revoked(epoch: u64, at: time::OffsetDateTime, days: i64) -> RingSett
 }
 
 /// The record by `lookup`, checked against what `inspect` lends (which
-/// must be called exactly once, with the same record).
+/// must be called exactly once, with the same record). `inspect` is asked
+/// first: `verify` reaches the record through it alone, often with no
+/// `lookup` since the last write (a `revoke` looks the key up before its
+/// write, not after), so a store whose `inspect` answers from a copy that
+/// only `lookup` brings up to date lets a revoked key verify.
 fn get<S: KeyStore>(store: &S, id: u64) -> Option<Arc<StoredKey>> {
     let id = KeyId::from_u64(id);
-    let found = store.lookup(id);
     let mut calls = 0;
     let mut lent = None;
     store.inspect(id, &mut |entry| {
         calls += 1;
         lent = entry.cloned();
     });
+    let found = store.lookup(id);
     assert_eq!(calls, 1, "inspect must call its function exactly once");
     assert_eq!(
         lent.as_deref(),
