@@ -813,3 +813,39 @@ fn the_suite_catches_a_store_whose_inspect_only_lookup_refreshes() {
     let message = rejection(Stale::default);
     assert!(message.contains("inspect lent another record"), "{message}");
 }
+
+/// A store whose `list(Some(owner))` is `WHERE owner LIKE ?` with the
+/// owner bound as it is: `\` escapes the next character, so the keys of
+/// an owner `CORP\alice` are never listed, and `revoke_owner` of it
+/// revokes none of them (they go on verifying). The suite refuses it.
+#[test]
+fn the_suite_catches_a_store_that_lists_an_owner_by_pattern() {
+    /// SQL's `LIKE` with `\` as its escape character.
+    fn like(text: &[char], pattern: &[char]) -> bool {
+        match pattern {
+            [] => text.is_empty(),
+            ['%', rest @ ..] => (0..=text.len()).any(|i| like(&text[i..], rest)),
+            ['_', rest @ ..] => !text.is_empty() && like(&text[1..], rest),
+            ['\\', c, rest @ ..] | [c, rest @ ..] => {
+                text.first() == Some(c) && like(&text[1..], rest)
+            }
+        }
+    }
+    #[derive(Debug, Default)]
+    struct ByPattern;
+    impl ReadHooks for ByPattern {
+        fn list(
+            inner: &MemoryStore,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            let pattern: Vec<char> = owner.map(|o| o.chars().collect()).unwrap_or_default();
+            let mut all = inner.list(None)?;
+            if owner.is_some() {
+                all.retain(|k| like(&k.key().owner().chars().collect::<Vec<_>>(), &pattern));
+            }
+            Ok(all)
+        }
+    }
+    let message = rejection(Reads::<ByPattern>::default);
+    assert!(message.contains("misses the record of owner"), "{message}");
+}

@@ -704,8 +704,9 @@ pub fn check_replace_if_is_atomic<S: KeyStore>(store: &S) {
 /// `list(Some(owner))` returns every one of that owner's records (and may
 /// return others'), `list(None)` every record: also for an owner with
 /// more records than a page of a database query holds, which a store must
-/// read to the end. `revoke_owner` revokes the records `list` gives it;
-/// an owner's key left out goes on verifying.
+/// read to the end, and for owners a query could take for a pattern
+/// (`CORP\alice` in a `LIKE`). `revoke_owner` revokes the records `list`
+/// gives it; an owner's key left out goes on verifying.
 pub fn check_list_by_owner<S: KeyStore>(store: &S) {
     for (id, owner) in [(1, "alice"), (2, "bob"), (3, "alice")] {
         store.insert(sample_key(id, owner, "k")).expect("insert");
@@ -757,6 +758,21 @@ pub fn check_list_by_owner<S: KeyStore>(store: &S) {
         "list misses records of a store with {} of them",
         3 + MANY
     );
+
+    // Owners a query can read as more than text: a `LIKE` pattern's escape
+    // and wildcards, a quote, a trailing space, case, text beyond ASCII.
+    // An owner is any text (a `DOMAIN\user`, say), compared as it is.
+    let unusual = ["CORP\\alice", "50%_off", "O'Brien", "dave ", "Alice", "Åsa"];
+    for (id, owner) in (MANY + 100..).zip(unusual) {
+        store.insert(sample_key(id, owner, "k")).expect("insert");
+    }
+    for (id, owner) in (MANY + 100..).zip(unusual) {
+        assert_eq!(
+            listed(store, owner),
+            [id],
+            "list by owner misses the record of owner {owner:?}"
+        );
+    }
 }
 
 /// `inspect`, `lookup` and `list` give the records the store holds, not
