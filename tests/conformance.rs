@@ -849,3 +849,68 @@ fn the_suite_catches_a_store_that_lists_an_owner_by_pattern() {
     let message = rejection(Reads::<ByPattern>::default);
     assert!(message.contains("misses the record of owner"), "{message}");
 }
+
+/// A durable store that does not keep the use count (taken for a
+/// statistic): at the next start a key with a use limit that was used up
+/// has all its uses again. The suite refuses it.
+#[test]
+fn the_suite_catches_a_durable_store_that_drops_use_counts() {
+    /// What the store keeps: each record as JSON, and the settings.
+    type Disk = std::sync::Mutex<(Vec<serde_json::Value>, Option<keyward::RingSettings>)>;
+    struct Uncounted<'d>(MemoryStore, &'d Disk);
+    impl std::fmt::Debug for Uncounted<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Uncounted")
+        }
+    }
+    impl<'d> Uncounted<'d> {
+        fn open(disk: &'d Disk) -> Uncounted<'d> {
+            let memory = MemoryStore::new();
+            let (records, settings) = &*disk.lock().unwrap();
+            for record in records {
+                let mut record = record.clone();
+                record["key"].as_object_mut().unwrap().remove("uses");
+                memory
+                    .insert(serde_json::from_value(record).unwrap())
+                    .unwrap();
+            }
+            if let Some(settings) = settings {
+                memory.save_settings(settings).unwrap();
+            }
+            Uncounted(memory, disk)
+        }
+    }
+    impl keyward::KeyStore for Uncounted<'_> {
+        fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
+            self.0.lookup(id)
+        }
+        fn list(
+            &self,
+            owner: Option<&str>,
+        ) -> Result<Vec<std::sync::Arc<keyward::StoredKey>>, keyward::StoreError> {
+            self.0.list(owner)
+        }
+        fn load_settings(&self) -> Result<Option<keyward::RingSettings>, keyward::StoreError> {
+            self.0.load_settings()
+        }
+        fn apply(&self, changes: Vec<keyward::Change>) -> Result<(), keyward::StoreError> {
+            let mut disk = self.1.lock().unwrap();
+            self.0.apply(changes)?;
+            disk.0 = (self.0.snapshot()?.iter())
+                .map(|e| serde_json::to_value(&**e).unwrap())
+                .collect();
+            disk.1 = self.0.load_settings()?;
+            Ok(())
+        }
+    }
+    let disk = Disk::default();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        conformance::check_persistence(|| Uncounted::open(&disk))
+    }));
+    let message = outcome.expect_err("the suite passed a store that drops use counts");
+    let message = message
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("its use count too"), "{message}");
+}

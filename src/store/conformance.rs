@@ -966,8 +966,19 @@ pub fn check_debug_hides_records<S: KeyStore>(store: &S) {
 /// [`Change::SettingsIf`]; a store that kept them only in memory would
 /// undo them at the next start.
 pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
+    // Records with uses counted on them, as a ring writes every use of a
+    // key with a use limit: a store that does not keep the count (usage
+    // taken for statistics) gives a used-up key its uses again at the
+    // next start.
+    let used = |entry: StoredKey, uses: u32| {
+        let at = datetime!(2026-01-02 0:00 UTC).unix_timestamp_nanos() as crate::key::Nanos;
+        for _ in 0..uses {
+            entry.key.consume(at);
+        }
+        entry
+    };
     let kept = sample_key(1, "alice", "kept");
-    let replaced = sample_key(2, "alice", "replaced");
+    let replaced = used(sample_key(2, "alice", "replaced"), 2);
     {
         let store = open();
         check_empty(&store);
@@ -993,7 +1004,7 @@ pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
     assert_eq!(
         get(&store, 2).as_deref(),
         Some(&replaced),
-        "a replace did not survive a reopen"
+        "a replace did not survive a reopen as written (its use count too)"
     );
     assert!(
         get(&store, 3).is_none(),
@@ -1013,7 +1024,7 @@ pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
                 Change::Insert(sample_key(4, "alice", "successor")),
                 Change::ReplaceIf {
                     expected,
-                    next: sample_key(1, "alice", "rotated"),
+                    next: used(sample_key(1, "alice", "rotated"), 3),
                 },
             ])
             .expect("an insert and a replace-if in one batch");
@@ -1029,8 +1040,8 @@ pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
     let store = open();
     assert_eq!(
         get(&store, 1).as_deref(),
-        Some(&sample_key(1, "alice", "rotated")),
-        "a replace-if did not survive a reopen as written (its hash too)"
+        Some(&used(sample_key(1, "alice", "rotated"), 3)),
+        "a replace-if did not survive a reopen as written (its hash and use count too)"
     );
     assert!(
         get(&store, 4).is_some(),
