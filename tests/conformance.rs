@@ -737,37 +737,52 @@ fn the_suite_catches_stores_that_break_the_write_rules() {
     assert!(message.contains("must fail with NotFound"), "{message}");
 }
 
-/// A store whose update of a record leaves its hash as it was (the hash in
-/// a column of its own, which the `UPDATE` does not set): after a
-/// `regenerate` the old secret goes on verifying and the new one fails.
-/// The suite refuses it.
+/// Stores whose update of a record leaves one field as it was (a column
+/// of its own, which the `UPDATE` does not set): the hash, and after a
+/// `regenerate` the old secret goes on verifying; the status, and after a
+/// `revoke` the key does. The suite refuses both.
 #[test]
-fn the_suite_catches_a_store_that_keeps_the_old_hash_on_update() {
-    /// `next` with the hash of `held`, as the store would read it back.
-    fn with_hash_of(next: &keyward::StoredKey, held: &keyward::StoredKey) -> keyward::StoredKey {
+fn the_suite_catches_a_store_that_keeps_a_field_on_update() {
+    /// `next` with the field at `pointer` of `held`, as the store reads it back.
+    fn keeping(
+        next: &keyward::StoredKey,
+        held: &keyward::StoredKey,
+        pointer: &str,
+    ) -> keyward::StoredKey {
         let mut record = serde_json::to_value(next).unwrap();
-        record["hash"] = serde_json::to_value(held).unwrap()["hash"].take();
+        let mut held = serde_json::to_value(held).unwrap();
+        *record.pointer_mut(pointer).unwrap() = held.pointer_mut(pointer).unwrap().take();
         serde_json::from_value(record).unwrap()
     }
-    store_over_memory!(KeepsHash, |inner, changes| {
-        let changes = changes
-            .into_iter()
-            .map(|c| match c {
-                keyward::Change::Replace(next) => match inner.lookup(next.id()) {
-                    Some(held) => keyward::Change::Replace(with_hash_of(&next, &held)),
-                    None => keyward::Change::Replace(next),
-                },
-                keyward::Change::ReplaceIf { expected, next } => {
-                    let next = with_hash_of(&next, &expected);
-                    keyward::Change::ReplaceIf { expected, next }
-                }
-                other => other,
-            })
-            .collect();
-        inner.apply(changes)
-    });
-    let message = rejection(KeepsHash::default);
-    assert!(message.contains("right after replace"), "{message}");
+    macro_rules! keeps {
+        ($name:ident, $pointer:literal) => {
+            store_over_memory!($name, |inner, changes| {
+                let changes = changes
+                    .into_iter()
+                    .map(|c| match c {
+                        keyward::Change::Replace(next) => match inner.lookup(next.id()) {
+                            Some(held) => keyward::Change::Replace(keeping(&next, &held, $pointer)),
+                            None => keyward::Change::Replace(next),
+                        },
+                        keyward::Change::ReplaceIf { expected, next } => {
+                            let next = keeping(&next, &expected, $pointer);
+                            keyward::Change::ReplaceIf { expected, next }
+                        }
+                        other => other,
+                    })
+                    .collect();
+                inner.apply(changes)
+            });
+        };
+    }
+    keeps!(KeepsHash, "/hash");
+    keeps!(KeepsStatus, "/key/status");
+    for message in [
+        rejection(KeepsHash::default),
+        rejection(KeepsStatus::default),
+    ] {
+        assert!(message.contains("right after replace"), "{message}");
+    }
 }
 
 /// A store whose `inspect` answers from a cache that `lookup` fills and

@@ -62,6 +62,16 @@ pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
     )
 }
 
+/// `entry` revoked, as a ring's `revoke` writes it.
+fn revoked(entry: StoredKey) -> StoredKey {
+    let mut key = entry.key.clone();
+    key.set_status(crate::key::Status::Revoked {
+        at: datetime!(2026-01-03 0:00 UTC),
+        reason: "conformance".to_owned(),
+    });
+    StoredKey::new(key, entry.hash)
+}
+
 fn sample_settings(epoch: u64) -> RingSettings {
     RingSettings {
         default_expiry: ExpiryPolicy::days(7),
@@ -217,15 +227,19 @@ pub fn check_replace_if<S: KeyStore>(store: &S) {
         .insert(sample_key(1, "alice", "first"))
         .expect("insert");
     let first = get(store, 1).expect("inserted");
+    // A revocation and a new secret: the store writes the whole record.
+    let written = revoked(sample_key(1, "alice", "second"));
     store
-        .apply(vec![replace_if(&first, "second")])
+        .apply(vec![Change::ReplaceIf {
+            expected: Arc::clone(&first),
+            next: written.clone(),
+        }])
         .expect("a replace-if of the record the store holds must apply");
     let second = get(store, 1).expect("replaced");
     assert_eq!(
-        *second,
-        sample_key(1, "alice", "second"),
-        "lookup right after replace-if: the record as written, its hash too \
-         (a new secret: the old one must stop working)"
+        *second, written,
+        "lookup right after replace-if: the record as written, its status and \
+         hash too (a revocation, a new secret: the old key must stop working)"
     );
 
     // `first` is gone: a change derived from it conflicts, with its batch.
@@ -1024,7 +1038,7 @@ pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
                 Change::Insert(sample_key(4, "alice", "successor")),
                 Change::ReplaceIf {
                     expected,
-                    next: used(sample_key(1, "alice", "rotated"), 3),
+                    next: used(revoked(sample_key(1, "alice", "rotated")), 3),
                 },
             ])
             .expect("an insert and a replace-if in one batch");
@@ -1040,8 +1054,8 @@ pub fn check_persistence<S: KeyStore>(mut open: impl FnMut() -> S) {
     let store = open();
     assert_eq!(
         get(&store, 1).as_deref(),
-        Some(&used(sample_key(1, "alice", "rotated"), 3)),
-        "a replace-if did not survive a reopen as written (its hash and use count too)"
+        Some(&used(revoked(sample_key(1, "alice", "rotated")), 3)),
+        "a replace-if did not survive a reopen as written (its status, hash and use count too)"
     );
     assert!(
         get(&store, 4).is_some(),
