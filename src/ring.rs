@@ -1321,7 +1321,10 @@ impl<'a> RequestContext<'a> {
         self
     }
 
-    /// The peer address of the request.
+    /// The peer address of the request. An `IpAddr` has no zone id, so a
+    /// key bound to a link-local network (`fe80::/10`, `169.254.0.0/16`)
+    /// accepts such an address from any of the host's interfaces: bind
+    /// link-local keys by certificate where the interface matters.
     pub fn peer_addr(mut self, peer: IpAddr) -> Self {
         self.peer = Some(peer);
         self
