@@ -37,6 +37,9 @@ use sha2::{Digest, Sha256};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Live heap bytes as glibc's malloc hands them out (see [`chunk`]): what a
+/// host pays, beside the bytes requested that `LIVE` counts.
+static LIVE_CHUNKS: AtomicIsize = AtomicIsize::new(0);
 /// Allocations made (`alloc` and `realloc` calls), for the setup checks that
 /// a timed call allocates no more than the design it stands for.
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
@@ -46,11 +49,13 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        LIVE_CHUNKS.fetch_add(chunk(layout.size()), Ordering::Relaxed);
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        LIVE_CHUNKS.fetch_sub(chunk(layout.size()), Ordering::Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -58,6 +63,7 @@ unsafe impl GlobalAlloc for Counting {
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
+        LIVE_CHUNKS.fetch_add(chunk(new_size) - chunk(layout.size()), Ordering::Relaxed);
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -68,6 +74,32 @@ static GLOBAL: Counting = Counting;
 
 fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+fn live_chunks() -> isize {
+    LIVE_CHUNKS.load(Ordering::Relaxed)
+}
+
+/// The bytes glibc's malloc (x86-64) takes for a request of `size`: an
+/// 8-byte size header, rounded up to 16 bytes, 32 at least; from 128 KiB
+/// (its default mmap threshold) a mapping of whole 4 KiB pages. The bench
+/// also reads the resident set's growth, which this model should match.
+fn chunk(size: usize) -> isize {
+    let bytes = if size >= 128 * 1024 {
+        (size + 16).div_ceil(4096) * 4096
+    } else {
+        ((size + 8).div_ceil(16) * 16).max(32)
+    };
+    bytes as isize
+}
+
+/// The process's resident set in bytes, from `/proc/self/statm` (Linux);
+/// 0 where it cannot be read.
+fn resident() -> isize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<isize>().ok())
+        .map_or(0, |pages| pages * 4096)
 }
 
 // ---- the key set ----------------------------------------------------------
@@ -1705,11 +1737,39 @@ fn main() {
     memory_and_file_store(n);
 }
 
+/// Memory per key of fuller keys than the bench's: a 36-character owner
+/// (a UUID, as many hosts use), a name and three scopes, in a ring of their
+/// own, dropped after.
+fn fuller_keys(n: usize) {
+    let before = live();
+    let chunks_before = live_chunks();
+    let ring = KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let scopes = ScopeSet::parse(["invoices:read", "invoices:write", "customers:read"]).unwrap();
+    for i in 0..n {
+        let owner = format!("{:08x}-0000-4000-8000-{:012x}", i % 50_000, i % 50_000);
+        let request = NewKey::new(owner)
+            .name("billing sync")
+            .scopes(scopes.clone());
+        drop(ring.issue(request).unwrap());
+    }
+    let requested = (live() - before) as f64 / n as f64;
+    let chunks = (live_chunks() - chunks_before) as f64 / n as f64;
+    println!(
+        "MemoryStore, keys with a UUID owner, a name and three scopes: {requested:.0} bytes per key requested, {chunks:.0} as malloc hands them out"
+    );
+}
+
 /// Memory per key (`MemoryStore`, `FileStore`), and `FileStore`'s open
 /// time, issue rate and compaction, at `n` keys.
 fn memory_and_file_store(n: usize) {
     println!("\n## memory and FileStore, {n} keys\n");
     let before = live();
+    let chunks_before = live_chunks();
+    let resident_before = resident();
     let ring = KeyRing::builder(PREFIX)
         .pepper([7; 32])
         .flush_interval(None)
@@ -1719,7 +1779,13 @@ fn memory_and_file_store(n: usize) {
         drop(ring.issue(issue_request(i)).unwrap());
     }
     let memory_per_key = (live() - before) as f64 / n as f64;
+    let chunks_per_key = (live_chunks() - chunks_before) as f64 / n as f64;
+    let resident_per_key = (resident() - resident_before) as f64 / n as f64;
     println!("MemoryStore: {memory_per_key:.0} bytes per key (live heap, allocator-counted)");
+    println!(
+        "MemoryStore: {chunks_per_key:.0} bytes per key as malloc hands them out (glibc's chunk sizes); the resident set grew by {resident_per_key:.0} per key"
+    );
+    fuller_keys(n);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("keys.kw");
