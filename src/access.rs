@@ -468,11 +468,7 @@ fn scopes_text(scopes: &ScopeSet) -> String {
     if scopes.is_unrestricted() {
         return "*".to_owned();
     }
-    scopes
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(" ")
+    scopes.iter().collect::<Vec<_>>().join(" ")
 }
 
 fn mac(key: &[u8; 32], data: &[u8]) -> u128 {

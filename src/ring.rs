@@ -2133,7 +2133,7 @@ impl<S: KeyStore> KeyRing<S> {
                 if !narrower.is_within(&key.scopes, &self.sensitive) {
                     let wider = narrower
                         .iter()
-                        .find(|s| !key.scopes.permits(s, &self.sensitive))
+                        .find(|s| !key.scopes.permits_text(s, &self.sensitive))
                         .map_or_else(|| "unrestricted".to_owned(), ToString::to_string);
                     return Err(Error::ScopeWidening(wider));
                 }
@@ -3160,7 +3160,7 @@ impl<S: KeyStore> Acting<'_, S> {
         {
             let wider = match scopes
                 .iter()
-                .find(|s| !entry.key.scopes.permits(s, &ring.sensitive))
+                .find(|s| !entry.key.scopes.permits_text(s, &ring.sensitive))
             {
                 Some(s) => s.to_string(),
                 None => "unrestricted".to_owned(),

@@ -69,21 +69,32 @@ impl Scope {
         &self.text
     }
 
-    /// Whether this granted scope covers the required `resource:action`.
-    fn covers(&self, resource: &str, action: &str, sensitive: &Sensitive) -> bool {
-        let resource = self.resource() == resource
-            || (self.resource() == "*" && !sensitive.contains(resource));
-        let action = self.action() == action || self.action() == "*";
-        resource && action
-    }
+}
 
-    /// The largest scope covered by both `self` and `other`, if any:
-    /// `*:read` and `invoices:*` meet in `invoices:read`.
-    fn meet(&self, other: &Scope, sensitive: &Sensitive) -> Option<Scope> {
-        let resource = meet_part(self.resource(), other.resource(), |r| sensitive.contains(r))?;
-        let action = meet_part(self.action(), other.action(), |_| false)?;
-        Scope::new(&format!("{resource}:{action}")).ok()
-    }
+/// A valid scope text's resource and action (its parts either side of the
+/// one colon).
+fn parts(text: &str) -> (&str, &str) {
+    text.split_once(':').unwrap_or((text, ""))
+}
+
+/// Whether the granted scope `granted` (a valid scope's text) covers the
+/// required `resource:action`.
+fn covers(granted: &str, resource: &str, action: &str, sensitive: &Sensitive) -> bool {
+    let (granted_resource, granted_action) = parts(granted);
+    let resource = granted_resource == resource
+        || (granted_resource == "*" && !sensitive.contains(resource));
+    let action = granted_action == action || granted_action == "*";
+    resource && action
+}
+
+/// The largest scope covered by both `a` and `b` (valid scopes' texts), if
+/// any: `*:read` and `invoices:*` meet in `invoices:read`.
+fn meet(a: &str, b: &str, sensitive: &Sensitive) -> Option<Scope> {
+    let (a_resource, a_action) = parts(a);
+    let (b_resource, b_action) = parts(b);
+    let resource = meet_part(a_resource, b_resource, |r| sensitive.contains(r))?;
+    let action = meet_part(a_action, b_action, |_| false)?;
+    Scope::new(&format!("{resource}:{action}")).ok()
 }
 
 fn meet_part<'a>(a: &'a str, b: &'a str, protected: impl Fn(&str) -> bool) -> Option<&'a str> {
@@ -178,14 +189,17 @@ impl Sensitive {
 /// # Ok::<(), keyward::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct ScopeSet(Option<Box<[Scope]>>);
+pub struct ScopeSet(Option<Box<str>>);
+
+/// Between two scopes in a [`ScopeSet`]'s text: no scope holds one.
+const SEPARATOR: char = ' ';
 
 /// Serialized as the string `"unrestricted"` or a list of scope strings.
 impl Serialize for ScopeSet {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match &self.0 {
             None => serializer.serialize_str(UNRESTRICTED),
-            Some(scopes) => serializer.collect_seq(scopes.iter()),
+            Some(_) => serializer.collect_seq(self.iter()),
         }
     }
 }
@@ -241,7 +255,7 @@ impl ScopeSet {
 
     /// The empty set: a key that passes no scope requirement.
     pub fn empty() -> ScopeSet {
-        ScopeSet(Some(Box::new([])))
+        ScopeSet(Some(Box::from("")))
     }
 
     /// An explicit set; duplicates are dropped.
@@ -249,7 +263,22 @@ impl ScopeSet {
         let mut v: Vec<Scope> = scopes.into_iter().collect();
         v.sort();
         v.dedup();
-        ScopeSet(Some(v.into()))
+        ScopeSet::from_sorted(v.iter().map(Scope::as_str))
+    }
+
+    /// The set of `texts`, valid scopes' texts in order, without repeats:
+    /// joined in one allocation, so that a key's scopes cost it one, not one
+    /// for each scope and one for their list.
+    fn from_sorted<'a>(texts: impl Iterator<Item = &'a str> + Clone) -> ScopeSet {
+        let len = texts.clone().map(|t| t.len() + 1).sum::<usize>();
+        let mut text = String::with_capacity(len.saturating_sub(1));
+        for t in texts {
+            if !text.is_empty() {
+                text.push(SEPARATOR);
+            }
+            text.push_str(t);
+        }
+        ScopeSet(Some(text.into_boxed_str()))
     }
 
     /// Parses each string as a [`Scope`].
@@ -266,19 +295,32 @@ impl ScopeSet {
         self.0.is_none()
     }
 
-    /// The explicit scopes, sorted (none for an unrestricted set).
-    pub fn iter(&self) -> std::slice::Iter<'_, Scope> {
-        self.0.as_deref().unwrap_or(&[]).iter()
+    /// The explicit scopes' `resource:action` texts, sorted (none for an
+    /// unrestricted set). [`Scope::new`] gives one's parts.
+    ///
+    /// ```
+    /// use keyward::ScopeSet;
+    /// let set = ScopeSet::parse(["invoices:write", "customers:*"])?;
+    /// assert_eq!(set.iter().collect::<Vec<_>>(), ["customers:*", "invoices:write"]);
+    /// assert_eq!(ScopeSet::unrestricted().iter().count(), 0);
+    /// # Ok::<(), keyward::Error>(())
+    /// ```
+    pub fn iter(&self) -> impl Iterator<Item = &str> + Clone + '_ {
+        self.0
+            .as_deref()
+            .filter(|text| !text.is_empty())
+            .into_iter()
+            .flat_map(|text| text.split(SEPARATOR))
     }
 
     /// How many explicit scopes (0 for an unrestricted set).
     pub fn len(&self) -> usize {
-        self.0.as_deref().map_or(0, <[Scope]>::len)
+        self.iter().count()
     }
 
     /// Whether the set grants nothing.
     pub fn is_empty(&self) -> bool {
-        self.0.as_deref().is_some_and(<[Scope]>::is_empty)
+        self.0.as_deref() == Some("")
     }
 
     /// Whether this set grants `required`, given the ring's sensitive
@@ -289,12 +331,19 @@ impl ScopeSet {
         self.permits_parts(required.resource(), required.action(), sensitive)
     }
 
+    /// [`permits`](Self::permits) for a valid scope's text, such as one of
+    /// another set's.
+    pub(crate) fn permits_text(&self, text: &str, sensitive: &Sensitive) -> bool {
+        let (resource, action) = parts(text);
+        self.permits_parts(resource, action, sensitive)
+    }
+
     fn permits_parts(&self, resource: &str, action: &str, sensitive: &Sensitive) -> bool {
         match &self.0 {
             None => !sensitive.contains(resource),
-            Some(granted) => granted
+            Some(_) => self
                 .iter()
-                .any(|g| g.covers(resource, action, sensitive)),
+                .any(|granted| covers(granted, resource, action, sensitive)),
         }
     }
 
@@ -313,24 +362,16 @@ impl ScopeSet {
     /// owner holds"): each pair of scopes contributes the narrower of the
     /// two where one covers the other, or their meet.
     pub(crate) fn cap(&self, owner: &ScopeSet, sensitive: &Sensitive) -> ScopeSet {
+        let not_sensitive = |s: &&str| !sensitive.contains(parts(s).0);
         match (&self.0, &owner.0) {
             // An unrestricted owner holds every scope but the sensitive ones.
             (None, None) => ScopeSet::unrestricted(),
-            (Some(asked), None) => ScopeSet::from_scopes(
-                asked
-                    .iter()
-                    .filter(|s| !sensitive.contains(s.resource()))
-                    .cloned(),
-            ),
-            (None, Some(held)) => ScopeSet::from_scopes(
-                held.iter()
-                    .filter(|s| !sensitive.contains(s.resource()))
-                    .cloned(),
-            ),
-            (Some(asked), Some(held)) => ScopeSet::from_scopes(
-                asked
-                    .iter()
-                    .flat_map(|a| held.iter().filter_map(move |h| a.meet(h, sensitive)))
+            // Each in order already, without repeats.
+            (Some(_), None) => ScopeSet::from_sorted(self.iter().filter(not_sensitive)),
+            (None, Some(_)) => ScopeSet::from_sorted(owner.iter().filter(not_sensitive)),
+            (Some(_), Some(_)) => ScopeSet::from_scopes(
+                self.iter()
+                    .flat_map(|a| owner.iter().filter_map(move |h| meet(a, h, sensitive)))
                     .collect::<Vec<_>>(),
             ),
         }
@@ -340,7 +381,7 @@ impl ScopeSet {
     pub(crate) fn is_within(&self, wider: &ScopeSet, sensitive: &Sensitive) -> bool {
         match &self.0 {
             None => wider.is_unrestricted(),
-            Some(mine) => mine.iter().all(|s| wider.permits(s, sensitive)),
+            Some(_) => self.iter().all(|s| wider.permits_text(s, sensitive)),
         }
     }
 }
@@ -349,7 +390,7 @@ impl fmt::Debug for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             None => f.write_str("ScopeSet(unrestricted)"),
-            Some(s) => f.debug_set().entries(s.iter().map(Scope::as_str)).finish(),
+            Some(_) => f.debug_set().entries(self.iter()).finish(),
         }
     }
 }
@@ -931,7 +972,7 @@ mod tests {
         fn granted(set: &ScopeSet, sensitive: &[&str]) -> Vec<(usize, usize)> {
             pairs(|resource, action| match &set.0 {
                 None => !sensitive.contains(&resource),
-                Some(scopes) => scopes.iter().any(|g| {
+                Some(_) => set.iter().map(s).any(|g| {
                     (g.resource() == resource
                         || (g.resource() == "*" && !sensitive.contains(&resource)))
                         && (g.action() == action || g.action() == "*")
