@@ -3,6 +3,7 @@
 //! [`Verified`] (the outcome of a successful check).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::num::NonZeroU64;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -449,11 +450,67 @@ pub struct Key {
     pub(crate) use_limit: Option<NonZeroU64>,
     /// `None`: governed by the ring's default policy.
     pub(crate) expiry: Option<ExpiryPolicy>,
-    pub(crate) hint: Box<str>,
-    pub(crate) name: Box<str>,
-    pub(crate) owner: Box<str>,
+    /// The hint, owner and name, in one allocation.
+    pub(crate) labels: Labels,
     pub(crate) scopes: ScopeSet,
     pub(crate) extra: Option<Box<Extra>>,
+}
+
+/// A key's hint, owner and name in one allocation (a key's scopes take a
+/// second, its record a third): `hint NUL owner`, then `NUL name` when it
+/// has one. A hint and an owner never hold a NUL (`issue` makes the one,
+/// [`Fields::check`] refuses one in the other, and so does reading a
+/// stored record, see [`Key`]'s `Deserialize`), so the first two NULs part
+/// them; a name may hold one, being last.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Labels(Box<str>);
+
+impl Labels {
+    /// The labels of `hint`, `owner` and `name`; neither `hint` nor `owner`
+    /// may hold a NUL (see [`Labels`]).
+    pub(crate) fn new(hint: &str, owner: &str, name: &str) -> Labels {
+        debug_assert!(!hint.contains('\0') && !owner.contains('\0'));
+        let mut text = String::with_capacity(
+            hint.len() + 1 + owner.len() + if name.is_empty() { 0 } else { 1 + name.len() },
+        );
+        text.push_str(hint);
+        text.push('\0');
+        text.push_str(owner);
+        if !name.is_empty() {
+            text.push('\0');
+            text.push_str(name);
+        }
+        Labels(text.into_boxed_str())
+    }
+
+    fn parts(&self) -> (&str, &str, &str) {
+        let (hint, rest) = self.0.split_once('\0').unwrap_or((&self.0, ""));
+        let (owner, name) = rest.split_once('\0').unwrap_or((rest, ""));
+        (hint, owner, name)
+    }
+
+    pub(crate) fn hint(&self) -> &str {
+        self.parts().0
+    }
+
+    pub(crate) fn owner(&self) -> &str {
+        self.parts().1
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        self.parts().2
+    }
+}
+
+impl fmt::Debug for Labels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (hint, owner, name) = self.parts();
+        f.debug_struct("Labels")
+            .field("hint", &hint)
+            .field("owner", &owner)
+            .field("name", &name)
+            .finish()
+    }
 }
 
 /// Which of a record's further fields `verify` has to read, so that for
@@ -479,7 +536,7 @@ impl Key {
     /// A new active record: never used, no expiry of its own, nothing in the
     /// rarely set fields. Callers fill in the rest and call
     /// [`tidy`](Self::tidy).
-    pub(crate) fn blank(id: KeyId, owner: Box<str>, created_at: OffsetDateTime) -> Key {
+    pub(crate) fn blank(id: KeyId, owner: &str, created_at: OffsetDateTime) -> Key {
         Key {
             uses: Counter::new(0),
             last_used_at: Stamp::new(NOT_YET),
@@ -494,9 +551,7 @@ impl Key {
             grace_until: NEVER,
             use_limit: None,
             expiry: None,
-            hint: Box::from(""),
-            name: Box::from(""),
-            owner,
+            labels: Labels::new("", owner, ""),
             scopes: ScopeSet::empty(),
             extra: None,
         }
@@ -510,12 +565,12 @@ impl Key {
     /// The non-secret display hint: prefix, body version and the first id
     /// characters, e.g. `acme_1AbC9xQ`, so listings show which key is which.
     pub fn hint(&self) -> &str {
-        &self.hint
+        self.labels.hint()
     }
 
     /// Human-readable name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.labels.name()
     }
 
     /// Longer description, if any.
@@ -525,7 +580,17 @@ impl Key {
 
     /// The host's user or account id that owns the key.
     pub fn owner(&self) -> &str {
-        &self.owner
+        self.labels.owner()
+    }
+
+    /// Sets the hint, keeping the owner and name.
+    pub(crate) fn set_hint(&mut self, hint: &str) {
+        self.labels = Labels::new(hint, self.owner(), self.name());
+    }
+
+    /// Sets the name, keeping the hint and owner.
+    pub(crate) fn set_name(&mut self, name: &str) {
+        self.labels = Labels::new(self.hint(), self.owner(), name);
     }
 
     /// Who to tell about the key.
@@ -687,9 +752,7 @@ impl Key {
             grace_until,
             use_limit,
             expiry,
-            hint,
-            name,
-            owner,
+            labels,
             scopes,
             extra,
         } = self;
@@ -703,9 +766,7 @@ impl Key {
             && *grace_until == other.grace_until
             && *use_limit == other.use_limit
             && *expiry == other.expiry
-            && *hint == other.hint
-            && *name == other.name
-            && *owner == other.owner
+            && *labels == other.labels
             && *scopes == other.scopes
             && *extra == other.extra
     }
@@ -754,8 +815,8 @@ impl Key {
     /// from outside, such as an import.
     pub(crate) fn check_fields(&self) -> Result<(), &'static str> {
         Fields {
-            owner: Some(&self.owner),
-            name: Some(&self.name),
+            owner: Some(self.owner()),
+            name: Some(self.name()),
             description: self.description(),
             contact: self.contact(),
             metadata: Some(self.metadata()),
@@ -763,7 +824,7 @@ impl Key {
             bindings: Some(self.bindings()),
         }
         .check()?;
-        if self.hint.len() > MAX_HINT_LEN {
+        if self.hint().len() > MAX_HINT_LEN {
             return Err("a hint is limited to the prefix and the id's first characters");
         }
         if let Some(ExpiryPolicy::Lifetime(d) | ExpiryPolicy::Idle(d)) = self.expiry
@@ -959,10 +1020,10 @@ impl Serialize for Key {
         let extra = self.extra.as_deref();
         KeyRepr {
             id: self.id,
-            hint: self.hint.clone(),
-            name: self.name.clone(),
+            hint: self.hint().into(),
+            name: self.name().into(),
             description: extra.and_then(|e| e.description.clone()),
-            owner: self.owner.clone(),
+            owner: self.owner().into(),
             contact: extra.and_then(|e| e.contact.clone()),
             scopes: self.scopes.clone(),
             created_at: self.created_at(),
@@ -987,6 +1048,18 @@ impl Serialize for Key {
 impl<'de> Deserialize<'de> for Key {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let r = KeyRepr::deserialize(deserializer)?;
+        // `issue` makes no hint and takes no owner with a NUL, which parts
+        // the two from the name in memory (see `Labels`).
+        if r.hint.contains('\0') {
+            return Err(serde::de::Error::custom(
+                "hint must not contain a NUL character",
+            ));
+        }
+        if r.owner.contains('\0') {
+            return Err(serde::de::Error::custom(
+                "owner must not contain a NUL character",
+            ));
+        }
         // `issue` refuses a limit of 0 and this build never writes one (an
         // early development build wrote 0 for a rotated, fully spent key).
         // Read as "no limit", a 0 would grant unlimited uses: refuse it.
@@ -1042,9 +1115,7 @@ impl<'de> Deserialize<'de> for Key {
             dirty: Dirty::default(),
             bound: false,
             shape: Shape::default(),
-            hint: r.hint,
-            name: r.name,
-            owner: r.owner,
+            labels: Labels::new(&r.hint, &r.owner, &r.name),
             scopes: r.scopes,
             // Most keys have none of these: no allocation for them.
             extra: (!extra.is_empty()).then(|| Box::new(extra)),
@@ -1268,7 +1339,7 @@ impl Verified {
 
     /// The key's owner.
     pub fn owner(&self) -> &str {
-        &self.entry.key.owner
+        self.entry.key.owner()
     }
 
     /// The key's scopes.
@@ -1444,7 +1515,7 @@ mod tests {
     fn blank() -> Key {
         Key::blank(
             KeyId::from_u64(0x1234_5678),
-            "acct_1".into(),
+            "acct_1",
             datetime!(2026-11-27 12:00 UTC),
         )
     }
@@ -1474,7 +1545,7 @@ mod tests {
     #[test]
     fn stored_form_round_trips_fields_away_from_their_default() {
         let mut key = blank();
-        key.name = "ci deploy".into();
+        key.set_name("ci deploy");
         key.epoch = 3;
         key.uses = Counter::new(7);
         key.use_limit = NonZeroU64::new(9);
@@ -1514,7 +1585,7 @@ mod tests {
     fn verified_serializes_to_the_documented_json() {
         let mut key = Key::blank(
             "0Oa2wCGYzlq".parse().unwrap(),
-            "acct_42".into(),
+            "acct_42",
             datetime!(2026-01-01 00:00 UTC),
         );
         key.scopes = ScopeSet::parse(["invoices:read"]).unwrap();
@@ -1522,8 +1593,8 @@ mod tests {
             .metadata
             .insert("team".into(), "billing".into());
         // The rest of the record, all set: none of it is in the form.
-        key.hint = "acme_10Oa2wCG".into();
-        key.name = "billing sync".into();
+        key.set_hint("acme_10Oa2wCG");
+        key.set_name("billing sync");
         key.epoch = 2;
         key.uses = Counter::new(5);
         key.use_limit = NonZeroU64::new(9);
@@ -1568,7 +1639,7 @@ mod tests {
     fn blank_as(owner: &str) -> Key {
         let mut key = Key::blank(
             "0Oa2wCGYzlq".parse().unwrap(),
-            owner.into(),
+            owner,
             datetime!(2026-01-01 00:00 UTC),
         );
         key.tidy();
@@ -1584,6 +1655,67 @@ mod tests {
         stored["use_limit"] = serde_json::json!(1);
         let key: Key = serde_json::from_value(stored).unwrap();
         assert_eq!(key.use_limit(), Some(1));
+    }
+
+    /// The hint, owner and name share one allocation and come back apart:
+    /// empty ones too, and a name holding NULs (only a hint's and an
+    /// owner's would mix them up, and neither can hold one).
+    #[test]
+    fn labels_give_back_the_hint_owner_and_name_they_were_made_of() {
+        for (hint, owner, name) in [
+            ("acme_1AbCdEf", "acct_42", ""),
+            ("acme_1AbCdEf", "acct_42", "billing sync"),
+            ("", "acct_42", "n"),
+            ("h", "", ""),
+            ("h", "", "a\0name\0with NULs\0"),
+            ("", "", ""),
+        ] {
+            let labels = Labels::new(hint, owner, name);
+            assert_eq!(
+                (labels.hint(), labels.owner(), labels.name()),
+                (hint, owner, name)
+            );
+            let mut key = blank_as(owner);
+            key.set_hint(hint);
+            key.set_name(name);
+            assert_eq!((key.hint(), key.owner(), key.name()), (hint, owner, name));
+            key.set_hint("acme_1XyZ000");
+            assert_eq!((key.owner(), key.name()), (owner, name));
+            key.set_name("renamed");
+            assert_eq!((key.hint(), key.owner()), ("acme_1XyZ000", owner));
+        }
+    }
+
+    /// A stored record whose hint or owner holds a NUL does not read: none
+    /// was ever written (issue makes hints without one, refuses an owner
+    /// with one), and read, it would mix up the key's owner and name.
+    #[test]
+    fn a_stored_hint_or_owner_with_a_nul_is_refused() {
+        let mut key = blank_as("acct_42");
+        key.set_hint("acme_1AbCdEf");
+        key.set_name("billing sync");
+        let stored = json(&key);
+        let back: Key = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(
+            (back.hint(), back.owner(), back.name()),
+            ("acme_1AbCdEf", "acct_42", "billing sync")
+        );
+        for field in ["hint", "owner"] {
+            let mut edited = stored.clone();
+            edited[field] = serde_json::json!("acct\u{0}42");
+            let error = serde_json::from_value::<Key>(edited).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("{field} must not contain a NUL")),
+                "{error}"
+            );
+        }
+        // A name may hold one.
+        let mut edited = stored;
+        edited["name"] = serde_json::json!("billing\u{0}sync");
+        let back: Key = serde_json::from_value(edited).unwrap();
+        assert_eq!((back.owner(), back.name()), ("acct_42", "billing\0sync"));
     }
 
     /// A field this version does not know is refused, at every level of
@@ -2001,7 +2133,7 @@ mod tests {
     /// of 30 days, resolved.
     fn checkable() -> Key {
         let mut key = blank();
-        key.hint = "acme_1AbCdEf".into();
+        key.set_hint("acme_1AbCdEf");
         let policy = ExpiryPolicy::Lifetime(time::Duration::days(30));
         key.set_expiry(Some(policy), policy.deadline(key.created_at()));
         key.tidy();
@@ -2017,13 +2149,13 @@ mod tests {
         assert_eq!(checkable().check_fields(), Ok(()));
         // The rest of the fields go through `Fields::check`.
         let mut key = checkable();
-        key.owner = "".into();
+        key.labels = Labels::new(key.hint(), "", key.name());
         assert_eq!(key.check_fields(), Err("owner must not be empty"));
 
         let mut key = checkable();
-        key.hint = "h".repeat(MAX_HINT_LEN).into();
+        key.set_hint(&"h".repeat(MAX_HINT_LEN));
         assert_eq!(key.check_fields(), Ok(()));
-        key.hint = "h".repeat(MAX_HINT_LEN + 1).into();
+        key.set_hint(&"h".repeat(MAX_HINT_LEN + 1));
         assert_eq!(
             key.check_fields(),
             Err("a hint is limited to the prefix and the id's first characters")
@@ -2262,7 +2394,7 @@ mod tests {
     fn eq_but_usage_leaves_out_the_use_count_and_last_use_only() {
         let key = Key::blank(
             crate::KeyId::from_u64(7),
-            "o".into(),
+            "o",
             datetime!(2026-01-01 0:00 UTC),
         );
         let copy = key.clone();
@@ -2270,7 +2402,7 @@ mod tests {
         assert_ne!(copy, key);
         assert!(copy.eq_but_usage(&key) && key.eq_but_usage(&copy));
         let mut renamed = copy.clone();
-        renamed.name = "m".into();
+        renamed.set_name("m");
         assert!(!renamed.eq_but_usage(&key));
         let mut described = copy;
         described.extra_mut().description = Some("d".into());

@@ -2163,7 +2163,7 @@ impl<S: KeyStore> KeyRing<S> {
         }
         let claims = AccessClaims {
             key_id: key.id,
-            owner: key.owner.to_string(),
+            owner: key.owner().to_string(),
             scopes,
             issued_at: instant(issued),
             expires_at: instant(expires),
@@ -2725,7 +2725,7 @@ impl<S: KeyStore> KeyRing<S> {
         for _ in 0..ID_ATTEMPTS {
             let generated = token::generate(&self.prefix)?;
             key.id = generated.id;
-            key.hint = self.prefix.hint(generated.id).into();
+            key.set_hint(&self.prefix.hint(generated.id));
             let hash = self.hasher.hash(generated.id, generated.secret_part());
             let mut batch = vec![Change::Insert(StoredKey::new(key.clone(), hash))];
             batch.extend(with(generated.id));
@@ -2782,7 +2782,7 @@ impl<S: KeyStore> Acting<'_, S> {
         self.ring.emit(|| {
             Event::new(kind, now)
                 .key(key.id)
-                .owner(&key.owner)
+                .owner(key.owner())
                 .actor(self.actor)
         });
     }
@@ -2834,10 +2834,10 @@ impl<S: KeyStore> Acting<'_, S> {
                 "the scopes capped to the owner's come to more than 256 scopes",
             ));
         }
-        let mut key = Key::blank(KeyId::from_u64(0), request.owner.into(), now);
+        let mut key = Key::blank(KeyId::from_u64(0), &request.owner, now);
         key.epoch = ring.shared.epoch.load(Ordering::Acquire);
         key.use_limit = request.use_limit.and_then(NonZeroU64::new);
-        key.name = request.name.into();
+        key.set_name(&request.name);
         key.scopes = scopes;
         key.extra = Some(Box::new(Extra {
             description: request.description.map(Into::into),
@@ -3180,7 +3180,7 @@ impl<S: KeyStore> Acting<'_, S> {
         .map_err(Error::InvalidInput)?;
         let (next, carry) = Carry::revise(&entry, |k| {
             if let Some(name) = change.name {
-                k.name = name.into();
+                k.set_name(&name);
             }
             if let Some(description) = change.description {
                 k.extra_mut().description = description.map(Into::into);

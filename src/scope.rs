@@ -68,7 +68,6 @@ impl Scope {
     pub fn as_str(&self) -> &str {
         &self.text
     }
-
 }
 
 /// A valid scope text's resource and action (its parts either side of the
@@ -81,8 +80,8 @@ fn parts(text: &str) -> (&str, &str) {
 /// required `resource:action`.
 fn covers(granted: &str, resource: &str, action: &str, sensitive: &Sensitive) -> bool {
     let (granted_resource, granted_action) = parts(granted);
-    let resource = granted_resource == resource
-        || (granted_resource == "*" && !sensitive.contains(resource));
+    let resource =
+        granted_resource == resource || (granted_resource == "*" && !sensitive.contains(resource));
     let action = granted_action == action || granted_action == "*";
     resource && action
 }

@@ -37,11 +37,11 @@ use crate::token::KeyId;
 pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
     let mut key = Key::blank(
         KeyId::from_u64(id),
-        owner.into(),
+        owner,
         datetime!(2026-01-01 0:00 UTC),
     );
-    key.hint = format!("conformance_1{id}").into();
-    key.name = name.into();
+    key.set_hint(&format!("conformance_1{id}"));
+    key.set_name(name);
     key.scopes = ScopeSet::parse(["invoices:read"]).unwrap_or_else(|_| ScopeSet::empty());
     key.extra = Some(Box::new(Extra {
         description: Some("conformance suite".into()),

@@ -342,7 +342,7 @@ mod tests {
     fn record(id: u64, owner: &str) -> Arc<StoredKey> {
         let key = Key::blank(
             KeyId::from_u64(id),
-            owner.into(),
+            owner,
             OffsetDateTime::UNIX_EPOCH,
         );
         Arc::new(StoredKey::new(key, KeyHash::placeholder()))

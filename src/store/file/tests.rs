@@ -36,12 +36,12 @@ impl Rng {
 fn sample(id: u64, version: usize) -> StoredKey {
     let mut key = Key::blank(
         KeyId::from_u64(id),
-        format!("owner{}", id % 3).into(),
+        &format!("owner{}", id % 3),
         datetime!(2026-01-01 0:00 UTC),
     );
     key.uses = Counter::new(version as u64);
-    key.hint = format!("t_1{id}").into();
-    key.name = format!("version {version}").into();
+    key.set_hint(&format!("t_1{id}"));
+    key.set_name(&format!("version {version}"));
     key.scopes = ScopeSet::parse(["invoices:read"]).unwrap();
     if version % 5 == 4 {
         key.set_status(Status::Revoked {

@@ -1,0 +1,95 @@
+//! What a stored key costs in heap allocations: a `MemoryStore` keeps each
+//! key in three (its record, its hint, owner and name, and its scopes),
+//! however many scopes it has. Each allocation costs a host malloc's header
+//! and rounding beside the bytes asked for (`benches/verify.rs` counts both),
+//! so their number is part of the memory per key. Counted by a global
+//! allocator that tallies this test's thread only (the harness's other
+//! threads allocate freely).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+use keyward::{KeyRing, MemoryStore, NewKey, ScopeSet};
+
+struct Counting;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Allocations made less allocations freed, on this thread.
+    static LIVE: Cell<i64> = const { Cell::new(0) };
+}
+
+// SAFETY: every call is passed unchanged to the system allocator, which
+// upholds `GlobalAlloc`'s contract; the counting touches only thread-locals.
+// (`forbid(unsafe_code)` holds for the library; this is a test crate.)
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(1);
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(-1);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+fn note(change: i64) {
+    // `try_with`: thread-local storage may be gone while a thread exits.
+    let _ = COUNTING.try_with(|counting| {
+        if counting.get() {
+            let _ = LIVE.try_with(|n| n.set(n.get() + change));
+        }
+    });
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// The allocations `f` made on this thread and left live.
+fn left_live(f: impl FnOnce()) -> i64 {
+    LIVE.with(|n| n.set(0));
+    COUNTING.with(|c| c.set(true));
+    f();
+    COUNTING.with(|c| c.set(false));
+    LIVE.with(Cell::get)
+}
+
+#[test]
+fn a_stored_key_takes_three_allocations_whatever_its_scopes() {
+    let keys = 20_000;
+    for scopes in [
+        vec!["invoices:read"],
+        vec!["invoices:read", "invoices:write", "customers:read"],
+    ] {
+        let ring = KeyRing::builder("acme")
+            .flush_interval(None)
+            .build(MemoryStore::new())
+            .unwrap();
+        let scopes = ScopeSet::parse(&scopes).unwrap();
+        let mut issued = Vec::with_capacity(keys);
+        let live = left_live(|| {
+            for i in 0..keys {
+                let request = NewKey::new(format!("9f0c41d2-7a55-4b1e-a3c8-{i:012x}"))
+                    .name("billing sync")
+                    .scopes(scopes.clone());
+                // The secret is dropped; the id stays, so nothing the
+                // test keeps but what the store holds is counted.
+                issued.push(ring.issue(request).unwrap().key.id());
+            }
+        });
+        assert_eq!(ring.store().len(), keys);
+        // The store's tables add a few allocations for all the keys: under
+        // a tenth of one per key.
+        let per_key = live as f64 / keys as f64;
+        assert!(
+            (3.0..3.1).contains(&per_key),
+            "{per_key} live allocations per key, keys of {} scopes",
+            scopes.len()
+        );
+    }
+}
