@@ -35,11 +35,7 @@ use crate::token::KeyId;
 /// version without its hash (a hash column its update leaves alone) keeps
 /// the old secret working after a `regenerate`.
 pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
-    let mut key = Key::blank(
-        KeyId::from_u64(id),
-        owner,
-        datetime!(2026-01-01 0:00 UTC),
-    );
+    let mut key = Key::blank(KeyId::from_u64(id), owner, datetime!(2026-01-01 0:00 UTC));
     key.set_hint(&format!("conformance_1{id}"));
     key.set_name(name);
     key.scopes = ScopeSet::parse(["invoices:read"]).unwrap_or_else(|_| ScopeSet::empty());

@@ -340,11 +340,7 @@ mod tests {
     use crate::token::KeyId;
 
     fn record(id: u64, owner: &str) -> Arc<StoredKey> {
-        let key = Key::blank(
-            KeyId::from_u64(id),
-            owner,
-            OffsetDateTime::UNIX_EPOCH,
-        );
+        let key = Key::blank(KeyId::from_u64(id), owner, OffsetDateTime::UNIX_EPOCH);
         Arc::new(StoredKey::new(key, KeyHash::placeholder()))
     }
 
