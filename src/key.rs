@@ -2,6 +2,7 @@
 //! [`NewKey`] (an issue request), [`Issued`] (record plus plaintext, once) and
 //! [`Verified`] (the outcome of a successful check).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroU64;
@@ -923,14 +924,19 @@ impl Key {
 /// (`expire_at`, `use_limt`) would otherwise read as a key without it.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyRepr {
+struct KeyRepr<'a> {
     id: KeyId,
-    hint: Box<str>,
-    #[serde(default, skip_serializing_if = "str::is_empty")]
-    name: Box<str>,
+    // Borrowed: from the record when written, from the input when read
+    // (where it holds no escape), as they are copied into the record's
+    // `Labels`.
+    #[serde(borrow)]
+    hint: Cow<'a, str>,
+    #[serde(default, borrow, skip_serializing_if = "str::is_empty")]
+    name: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     description: Option<Box<str>>,
-    owner: Box<str>,
+    #[serde(borrow)]
+    owner: Cow<'a, str>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     contact: Option<Contact>,
     scopes: ScopeSet,
@@ -1020,10 +1026,10 @@ impl Serialize for Key {
         let extra = self.extra.as_deref();
         KeyRepr {
             id: self.id,
-            hint: self.hint().into(),
-            name: self.name().into(),
+            hint: Cow::Borrowed(self.hint()),
+            name: Cow::Borrowed(self.name()),
             description: extra.and_then(|e| e.description.clone()),
-            owner: self.owner().into(),
+            owner: Cow::Borrowed(self.owner()),
             contact: extra.and_then(|e| e.contact.clone()),
             scopes: self.scopes.clone(),
             created_at: self.created_at(),
@@ -1700,6 +1706,19 @@ mod tests {
             (back.hint(), back.owner(), back.name()),
             ("acme_1AbCdEf", "acct_42", "billing sync")
         );
+        // Read from text, borrowed or (with an escape) copied, alike.
+        let text = serde_json::to_string(&stored).unwrap();
+        let escaped = text
+            .replace("\"acct_42\"", "\"acct\\u005f42\"")
+            .replace("\"billing sync\"", "\"billing\\u0020sync\"");
+        assert_ne!(text, escaped);
+        for text in [text, escaped] {
+            let back: Key = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                (back.hint(), back.owner(), back.name()),
+                ("acme_1AbCdEf", "acct_42", "billing sync")
+            );
+        }
         for field in ["hint", "owner"] {
             let mut edited = stored.clone();
             edited[field] = serde_json::json!("acct\u{0}42");

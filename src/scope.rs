@@ -10,6 +10,7 @@
 //! requirement of `*:read` is met only by a set that also grants `read` on
 //! each sensitive resource by name, since no wildcard reaches those.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
@@ -39,15 +40,7 @@ pub struct Scope {
 impl Scope {
     /// Parses and validates `resource:action`.
     pub fn new(text: &str) -> Result<Scope, Error> {
-        let invalid = || Error::InvalidScope(echo(text, MAX_SCOPE_LEN));
-        if text.len() > MAX_SCOPE_LEN {
-            return Err(invalid());
-        }
-        let (resource, action) = text.split_once(':').ok_or_else(invalid)?;
-        if !is_part(resource) || !is_part(action) {
-            return Err(invalid());
-        }
-        let colon = u8::try_from(resource.len()).map_err(|_| invalid())?;
+        let colon = colon_of(text)?;
         Ok(Scope {
             text: text.into(),
             colon,
@@ -68,6 +61,19 @@ impl Scope {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+}
+
+/// Checks `text` as a scope, `resource:action`, giving where its colon is.
+fn colon_of(text: &str) -> Result<u8, Error> {
+    let invalid = || Error::InvalidScope(echo(text, MAX_SCOPE_LEN));
+    if text.len() > MAX_SCOPE_LEN {
+        return Err(invalid());
+    }
+    let (resource, action) = text.split_once(':').ok_or_else(invalid)?;
+    if !is_part(resource) || !is_part(action) {
+        return Err(invalid());
+    }
+    u8::try_from(resource.len()).map_err(|_| invalid())
 }
 
 /// A valid scope text's resource and action (its parts either side of the
@@ -142,6 +148,38 @@ impl<'de> Deserialize<'de> for Scope {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
         Scope::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A string read borrowed from the input where it can be (JSON without
+/// escapes), owned where it must be: serde's own `Cow<str>` always owns.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a scope string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+
+        deserializer.deserialize_str(Visit)
     }
 }
 
@@ -233,11 +271,16 @@ impl<'de> Deserialize<'de> for ScopeSet {
                 self,
                 mut seq: A,
             ) -> Result<ScopeSet, A::Error> {
+                // Each scope's text borrowed from the input where it can
+                // be, checked, and copied once, into the set's text.
                 let mut scopes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
-                while let Some(scope) = seq.next_element::<Scope>()? {
-                    scopes.push(scope);
+                while let Some(Text(text)) = seq.next_element::<Text<'de>>()? {
+                    colon_of(&text).map_err(serde::de::Error::custom)?;
+                    scopes.push(text);
                 }
-                Ok(ScopeSet::from_scopes(scopes))
+                scopes.sort();
+                scopes.dedup();
+                Ok(ScopeSet::from_sorted(scopes.iter().map(|t| &**t)))
             }
         }
 
@@ -822,6 +865,36 @@ mod tests {
                 .is_unrestricted()
         );
         assert!(serde_json::from_str::<ScopeSet>(r#"["Bad"]"#).is_err());
+    }
+
+    /// A scope list reads the same whether its strings can be borrowed
+    /// from the input or must be copied (an escape in one, or a reader):
+    /// sorted, without repeats, each checked.
+    #[test]
+    fn scope_sets_read_alike_borrowed_or_copied() {
+        let expected = set(&["a:b", "b:c"]);
+        for json in [
+            r#"["b:c","a:b","b:c"]"#,
+            r#"["b\u003ac","a:b","b:c"]"#,
+            r#"["b\u003ac","a\u003ab","b:c"]"#,
+        ] {
+            assert_eq!(serde_json::from_str::<ScopeSet>(json).unwrap(), expected);
+            assert_eq!(
+                serde_json::from_reader::<_, ScopeSet>(json.as_bytes()).unwrap(),
+                expected
+            );
+        }
+        for json in [r#"["a:b","B\u003ac"]"#, r#"["a:b",7]"#, r#"["a:b","c"]"#] {
+            assert!(serde_json::from_str::<ScopeSet>(json).is_err(), "{json}");
+            assert!(
+                serde_json::from_reader::<_, ScopeSet>(json.as_bytes()).is_err(),
+                "{json}"
+            );
+        }
+        assert_eq!(
+            serde_json::from_str::<ScopeSet>("[]").unwrap(),
+            ScopeSet::empty()
+        );
     }
 
     /// A key pasted where a scope set goes (say, the JSON body of a host's
