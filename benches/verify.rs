@@ -1636,6 +1636,26 @@ fn main() {
             "\n## ratios to the floor, {n} keys, timed in blocks that take turns ({} rounds of {} calls each; median, and the middle half of the rounds)\n",
             scale.rounds, scale.calls
         );
+        // Where the records' allocations start in their cache lines: what
+        // a plain key's `verify` reads of its record (the `Arc`'s counts
+        // and its first 80 bytes) spans two lines from three of malloc's
+        // four 16-byte offsets, three from the fourth (48), so the share
+        // at 48 can move the ratios from one process to the next.
+        let mut offsets = [0usize; 4];
+        let records = set.ring.store().list(None).unwrap();
+        for record in &records {
+            let start = Arc::as_ptr(record) as usize - 16;
+            offsets[start % 64 / 16] += 1;
+        }
+        let share = |k: usize| 100.0 * offsets[k] as f64 / records.len() as f64;
+        println!(
+            "Records' allocations by offset in their cache line: 0: {:.0}%, 16: {:.0}%, 32: {:.0}%, 48: {:.0}% (48: verify reads three lines of the record, two otherwise)\n",
+            share(0),
+            share(1),
+            share(2),
+            share(3)
+        );
+        drop(records);
         let variants = Variants::build(set, *n);
         let (apart_ns, apart, apart_derived) = paired::<false>(set, &variants, scale);
         let (chained_ns, chained, chained_derived) = paired::<true>(set, &variants, scale);
