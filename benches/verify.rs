@@ -636,14 +636,26 @@ fn second_ring_call(set: &Set, v: &Variants, i: usize, mode: u8) -> bool {
 }
 
 /// A stand-in for a record: an `Arc<StoredKey>` allocation is two counts
-/// and 200 bytes, in a 224-byte malloc chunk at 16-byte alignment; so is
-/// this (224 bytes apart, 16-byte aligned).
+/// and the `StoredKey` (168 bytes), in a 192-byte malloc chunk at 16-byte
+/// alignment; so is this (192 bytes apart, 16-byte aligned). Sized from
+/// `StoredKey`, and checked against its malloc chunk below, so that it
+/// follows the record's layout.
 #[repr(C, align(16))]
 struct Record {
     count: AtomicU64,
     weak: u64,
-    data: [u64; 25],
+    data: [u64; RECORD_WORDS],
 }
+
+/// The words of a `StoredKey`.
+const RECORD_WORDS: usize = size_of::<StoredKey>() / 8;
+
+const _: () = {
+    assert!(size_of::<StoredKey>().is_multiple_of(8));
+    // glibc's chunk for the `Arc<StoredKey>` allocation (see [`chunk`]).
+    let arc = 16 + size_of::<StoredKey>();
+    assert!(size_of::<Record>() == (arc + 8).div_ceil(16) * 16);
+};
 
 impl Variants {
     fn build(set: &Set, n: usize) -> Variants {
@@ -658,7 +670,7 @@ impl Variants {
             .map(|k| Record {
                 count: AtomicU64::new(1),
                 weak: 1,
-                data: [k; 25],
+                data: [k; RECORD_WORDS],
             })
             .collect();
         // In the order of the keys' strings, as keyward's records are
@@ -671,7 +683,7 @@ impl Variants {
             let record = Arc::new(Record {
                 count: AtomicU64::new(1),
                 weak: 1,
-                data: [id; 25],
+                data: [id; RECORD_WORDS],
             });
             arc_map.insert(id, (digest, record));
             let start = PREFIX.len() + 2;
