@@ -929,3 +929,16 @@ fn the_suite_catches_a_durable_store_that_drops_use_counts() {
         .unwrap_or_default();
     assert!(message.contains("its use count too"), "{message}");
 }
+
+/// A sample record's owner and name come back as given, a name with a NUL
+/// too; an owner with one, which no key can have, is refused with a
+/// message rather than read back as another owner and name.
+#[test]
+fn sample_key_keeps_its_owner_and_name_and_refuses_a_nul_owner() {
+    let key = conformance::sample_key(7, "alice", "a\0name");
+    assert_eq!((key.key().owner(), key.key().name()), ("alice", "a\0name"));
+    let outcome = std::panic::catch_unwind(|| conformance::sample_key(7, "a\0b", "n"));
+    let message = outcome.expect_err("an owner with a NUL was taken");
+    let message = message.downcast_ref::<&str>().copied().unwrap_or_default();
+    assert!(message.contains("cannot hold a NUL"), "{message}");
+}

@@ -34,7 +34,15 @@ use crate::token::KeyId;
 /// id with other names have other hashes too: a store that writes a new
 /// version without its hash (a hash column its update leaves alone) keeps
 /// the old secret working after a `regenerate`.
+///
+/// # Panics
+///
+/// If `owner` holds a NUL character, which no key's owner can hold.
 pub fn sample_key(id: u64, owner: &str, name: &str) -> StoredKey {
+    assert!(
+        !owner.contains('\0'),
+        "sample_key: an owner cannot hold a NUL character"
+    );
     let mut key = Key::blank(KeyId::from_u64(id), owner, datetime!(2026-01-01 0:00 UTC));
     key.set_hint(&format!("conformance_1{id}"));
     key.set_name(name);
