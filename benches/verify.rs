@@ -1467,14 +1467,7 @@ fn main() {
     if let Some(n) = std::env::var_os(MEMORY_CHILD) {
         let n: usize = n.to_str().unwrap().parse().unwrap();
         let before = resident();
-        let ring = KeyRing::builder(PREFIX)
-            .pepper([7; 32])
-            .flush_interval(None)
-            .build(MemoryStore::new())
-            .unwrap();
-        for i in 0..n {
-            drop(ring.issue(issue_request(i)).unwrap());
-        }
+        let ring = memory_ring(n);
         println!("{}", (resident() - before) as f64 / n as f64);
         drop(ring);
         return;
@@ -1809,11 +1802,7 @@ fn main() {
 fn fuller_keys(n: usize) {
     let before = live();
     let chunks_before = live_chunks();
-    let ring = KeyRing::builder(PREFIX)
-        .pepper([7; 32])
-        .flush_interval(None)
-        .build(MemoryStore::new())
-        .unwrap();
+    let ring = bare_memory_ring();
     let scopes = ScopeSet::parse(["invoices:read", "invoices:write", "customers:read"]).unwrap();
     for i in 0..n {
         let owner = format!("{:08x}-0000-4000-8000-{:012x}", i % 50_000, i % 50_000);
@@ -1829,20 +1818,32 @@ fn fuller_keys(n: usize) {
     );
 }
 
+/// A ring on a `MemoryStore` holding the bench's first `n` keys
+/// ([`issue_request`]), as the memory rows measure it.
+fn memory_ring(n: usize) -> KeyRing<MemoryStore> {
+    let ring = bare_memory_ring();
+    for i in 0..n {
+        drop(ring.issue(issue_request(i)).unwrap());
+    }
+    ring
+}
+
+/// A ring on an empty `MemoryStore`, with no background flush.
+fn bare_memory_ring() -> KeyRing<MemoryStore> {
+    KeyRing::builder(PREFIX)
+        .pepper([7; 32])
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap()
+}
+
 /// Memory per key (`MemoryStore`, `FileStore`), and `FileStore`'s open
 /// time, issue rate and compaction, at `n` keys.
 fn memory_and_file_store(n: usize) {
     println!("\n## memory and FileStore, {n} keys\n");
     let before = live();
     let chunks_before = live_chunks();
-    let ring = KeyRing::builder(PREFIX)
-        .pepper([7; 32])
-        .flush_interval(None)
-        .build(MemoryStore::new())
-        .unwrap();
-    for i in 0..n {
-        drop(ring.issue(issue_request(i)).unwrap());
-    }
+    let ring = memory_ring(n);
     let memory_per_key = (live() - before) as f64 / n as f64;
     let chunks_per_key = (live_chunks() - chunks_before) as f64 / n as f64;
     println!("MemoryStore: {memory_per_key:.0} bytes per key (live heap, allocator-counted)");
