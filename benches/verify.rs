@@ -1024,10 +1024,19 @@ fn paired_index(name: &str) -> usize {
         .unwrap_or_else(|| panic!("DERIVED names a call PAIRED lacks: {name}"))
 }
 
-/// The calls of [`PAIRED`] timed in blocks that take turns (the order
-/// rotated each round), so that all see the same state of a noisy machine:
-/// for each call after the floor, the median and quartiles of its per-round
-/// ratio to the floor; and the floor's median ns per call.
+/// The calls of [`PAIRED`] timed in blocks that take turns (in an order
+/// shuffled each round), so that all see the same state of a noisy
+/// machine: for each call after the floor, the median and quartiles of its
+/// per-round ratio to the floor; and the floor's median ns per call.
+///
+/// The order is shuffled, not rotated: a block finds the cache as the
+/// block before it left it (the untimed warm-up below touches 20,000 keys,
+/// a few MB, not a million keys' records), and a rotated order keeps each
+/// call behind the same call in every round. Until 2026-12-07 it was
+/// rotated, and a call's place decided its ratio by up to 0.09x: the
+/// second ring's first row after the first ring's `verify` read 1.50x-1.51x
+/// one at a time and its last 1.42x-1.45x, whichever clock each of them
+/// read (docs/benchmark-history.md, "Row order in the blocks").
 ///
 /// Each block walks its own stretch of the draw order, starting at a random
 /// place, after an untimed warm-up of the same call on another stretch: so
@@ -1053,9 +1062,10 @@ fn paired<const ONE_AT_A_TIME: bool>(
         "the bench's parse model refused a valid key"
     );
     let mut seconds = vec![[0f64; PAIRED.len()]; rounds];
-    for (round, times) in seconds.iter_mut().enumerate() {
-        for turn in 0..PAIRED.len() {
-            let k = (round + turn) % PAIRED.len();
+    let mut order: Vec<usize> = (0..PAIRED.len()).collect();
+    for times in &mut seconds {
+        shuffle(&mut order, &mut rng);
+        for &k in &order {
             let call = PAIRED[k].1;
             let run = |mut i: usize| {
                 for _ in 0..calls {
@@ -1081,6 +1091,13 @@ fn paired<const ONE_AT_A_TIME: bool>(
         .map(|(_, call, to)| ratio(paired_index(call), paired_index(to)))
         .collect();
     (floor_ns, ratios, derived)
+}
+
+/// Puts `order` in a random order drawn from `rng` (Fisher-Yates).
+fn shuffle(order: &mut [usize], rng: &mut Rng) {
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.next() as usize % (i + 1));
+    }
 }
 
 // ---- criterion part ------------------------------------------------------
