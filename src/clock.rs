@@ -110,9 +110,10 @@ fn coarse_unix_nanos() -> i128 {
 /// The operating system's wall clock read at the kernel's tick resolution,
 /// for every reading: cheaper per read than [`SystemClock`]'s precise
 /// readings, for hosts that want no precise reading at all. `verify` on a
-/// [`SystemClock`] is nearly as fast, since it reads the same coarse time
-/// and reads the precise time only near a key's deadline and for keys
-/// with an idle timeout; prefer that unless you have measured a need.
+/// [`SystemClock`] is as fast for most keys, since it reads the same coarse
+/// time and reads the precise time only near a key's deadline and for keys
+/// with an idle timeout (the bench reads the two alike at a million keys);
+/// prefer that unless you have measured a need.
 ///
 /// On Linux it reads `CLOCK_REALTIME_COARSE` from the vDSO: the wall time
 /// at the kernel's last timekeeping tick, with no ordered read of the
