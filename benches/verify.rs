@@ -1033,10 +1033,11 @@ fn paired_index(name: &str) -> usize {
 /// block before it left it (the untimed warm-up below touches 20,000 keys,
 /// a few MB, not a million keys' records), and a rotated order keeps each
 /// call behind the same call in every round. Until 2026-12-07 it was
-/// rotated, and a call's place decided its ratio by up to 0.09x: the
-/// second ring's first row after the first ring's `verify` read 1.50x-1.51x
-/// one at a time and its last 1.42x-1.45x, whichever clock each of them
-/// read (docs/benchmark-history.md, "Row order in the blocks").
+/// rotated, and a call's place decided its ratio one at a time by up to
+/// 0.08x within a run: the second ring's first row after the first ring's
+/// `verify` read 1.50x-1.51x and its last 1.42x-1.45x, whichever clock
+/// each of them read (docs/benchmark-history.md, "A new bench machine, and
+/// row order in the blocks").
 ///
 /// Each block walks its own stretch of the draw order, starting at a random
 /// place, after an untimed warm-up of the same call on another stretch: so
