@@ -558,14 +558,35 @@ fn valid_call(set: &Set, i: usize) -> bool {
 }
 
 /// The next draw: back to back the next index; one at a time an index that
-/// depends on the answer, so the next call cannot start before it.
+/// depends on the answer, behind an `lfence`, so the next call cannot start
+/// before this one has finished.
 /// A constant, so that back to back the index never waits for the answer (a
 /// runtime flag lets the compiler select with a conditional move, which
 /// makes every draw wait for the previous answer).
+///
+/// The `lfence` (on x86_64) is what makes one at a time hold for every
+/// call. An index computed from the answer waits for it only where the
+/// answer is data; where a call reaches its answer through branches (a
+/// `HashMap` probe that compares keys, a `match` on a compare), the CPU
+/// predicts them and starts the next call while this one's cache misses are
+/// still outstanding. Until 2026-12-07 there was no fence: the SHA-256
+/// peer's `HashMap<String, _>` lookup then overlapped call with call one at
+/// a time as back to back (about 780 ns both ways at 1M keys, where the
+/// floor read 450 and 725), and so did the models that answer from a table
+/// slot before their write to a record. The floor and `verify` read the
+/// same with the fence as without it (docs/benchmark-history.md, "One at a
+/// time, fenced").
 #[inline]
 fn next<const ONE_AT_A_TIME: bool>(i: usize, found: bool) -> usize {
     if ONE_AT_A_TIME {
-        i.wrapping_add(2 - usize::from(found))
+        let next = i.wrapping_add(2 - usize::from(found));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `_mm_lfence` needs only SSE2, which every x86_64 CPU
+        // has; it reads and writes no memory.
+        unsafe {
+            std::arch::x86_64::_mm_lfence();
+        }
+        next
     } else {
         i.wrapping_add(1)
     }
