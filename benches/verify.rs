@@ -552,68 +552,11 @@ fn slot_checks(digest: &[u8; 32]) -> bool {
     w(1) < u64::MAX - 1 && w(0) != 3 && w(2).min(w(3)) > 2 && w(3) != 5 && w(2) != 7
 }
 
-/// A model of a store whose records lie inline in chunks of 64 slots,
-/// each chunk behind an `Arc` that a `Verified` would hold with the slot's
-/// place: verify's parse and clock read, the floor's lookup with the checks
-/// on the slot's words, then the chunk's `Arc` cloned and dropped. The
-/// chunk is picked from the decoded id, as a store knows it from the
-/// slot's place before the slot arrives; if `touch`, its count is read
-/// before the lookup, so its line is fetched alongside the slot's.
-#[inline]
-fn chunk_model(set: &Set, v: &Variants, i: usize, touch: bool) -> bool {
-    let key = set.valid[set.order[i & set.mask]].as_bytes();
-    let Some(decoded) = parse_like(key) else {
-        return false;
-    };
-    black_box(SystemClock.trailing_unix_nanos());
-    let spread = decoded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let at = ((u128::from(spread) * v.chunks.len() as u128) >> 64) as usize;
-    let chunk = &v.chunks[at];
-    if touch {
-        black_box(Arc::strong_count(chunk));
-    }
-    find_in(set, &set.floor_map, key, decoded & black_box(0), |stored| {
-        stored
-    })
-    .is_some_and(|digest| {
-        let ok = slot_checks(digest);
-        drop(black_box(Arc::clone(chunk)));
-        ok
-    })
-}
-
-/// [`chunk_model`] on [`Variants::hot_map`], with verify's writes of the
-/// usage made to the slot: the use count's locked increment, and the last
-/// use moved when its second has passed (as `consume` does).
-#[inline]
-fn chunk_usage_model(set: &Set, v: &Variants, i: usize) -> bool {
-    let key = set.valid[set.order[i & set.mask]].as_bytes();
-    let Some(decoded) = parse_like(key) else {
-        return false;
-    };
-    let now = SystemClock.trailing_unix_nanos().unwrap_or(0) as u64;
-    let spread = decoded.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let at = ((u128::from(spread) * v.chunks.len() as u128) >> 64) as usize;
-    let chunk = &v.chunks[at];
-    find_in(set, &v.hot_map, key, decoded & black_box(0), |slot| {
-        &slot.digest
-    })
-    .is_some_and(|slot| {
-        let ok = slot_checks(&slot.digest);
-        slot.uses.fetch_add(1, Ordering::AcqRel);
-        let second = now - now % 1_000_000_000;
-        if slot.last_used.load(Ordering::Relaxed) < second {
-            slot.last_used.fetch_max(second, Ordering::Relaxed);
-        }
-        drop(black_box(Arc::clone(chunk)));
-        ok
-    })
-}
-
 /// Verify's parse and clock read, the floor's hash, then the model of a
-/// chunked table (see [`chunked`]) in place of the floor's map.
+/// chunked table (see [`chunked`]) in place of the floor's map, its
+/// chunks' counts in the chunks or, if `apart`, together.
 #[inline]
-fn chunked_model(set: &Set, v: &Variants, i: usize) -> bool {
+fn chunked_model(set: &Set, v: &Variants, i: usize, apart: bool) -> bool {
     let key = set.valid[set.order[i & set.mask]].as_bytes();
     let Some(decoded) = parse_like(key) else {
         return false;
@@ -624,9 +567,8 @@ fn chunked_model(set: &Set, v: &Variants, i: usize) -> bool {
     let start = PREFIX.len() + 2;
     let computed = blake3::keyed_hash(&set.floor_key, &key[start..start + 35]);
     let id = floor_id(key) ^ (decoded & black_box(0));
-    v.chunked
-        .verify(id, computed.as_bytes(), now as u64)
-        .is_some()
+    let table = if apart { &v.chunked_apart } else { &v.chunked };
+    table.verify(id, computed.as_bytes(), now as i64).is_some()
 }
 
 /// A verify of the valid key drawn at `i`.
@@ -687,26 +629,11 @@ struct Variants {
     /// The same with each slot holding an `Arc` of the key's own record in
     /// the first ring's store, where `verify` finds it.
     ring_arc_map: IdMap<([u8; 32], Arc<StoredKey>)>,
-    /// One small `Arc` per 64 keys, allocated one after the other: the
-    /// counted handles of a store whose records lie inline in chunks of 64
-    /// slots, so that `Verified` holds its chunk's handle and the slot's
-    /// place rather than an `Arc` of its own record. A million keys' worth
-    /// (15,625 allocations of 48 bytes, about 750 KB) stays in L2.
-    chunks: Vec<Arc<[u64; 2]>>,
-    /// The floor's map again, each slot holding its digest and a key's use
-    /// count and last use, as a chunk's slot would.
-    hot_map: IdMap<HotSlot>,
     /// The floor's ids and digests in a model of a chunked table (see
-    /// [`chunked`]).
+    /// [`chunked`]), each chunk's count in its own allocation...
     chunked: chunked::ChunkedTable,
-}
-
-/// A slot with a record's hot fields: the digest (standing in for the
-/// hash and the fields verify checks) and the usage verify writes.
-struct HotSlot {
-    digest: [u8; 32],
-    uses: AtomicU64,
-    last_used: AtomicU64,
+    /// ...and the same with the counts apart, together.
+    chunked_apart: chunked::ChunkedTable,
 }
 
 /// Which clock [`SwitchedClock`] acts as: one of the `AS_*` values.
@@ -810,34 +737,31 @@ impl Variants {
             let stored = set.ring.store().lookup(key_id).unwrap();
             ring_arc_map.insert(id, (digest, stored));
         }
-        let chunks = (0..n.div_ceil(64) as u64)
-            .map(|k| Arc::new([k; 2]))
-            .collect();
-        let chunked = chunked::ChunkedTable::build(set.floor_map.iter().map(|(&id, &d)| (id, d)))
+        let created_at = SystemClock.unix_nanos() as i64;
+        let chunked_table = |apart| {
+            let table = chunked::ChunkedTable::build(
+                set.floor_map.iter().map(|(&id, &d)| (id, d)),
+                created_at,
+                apart,
+            )
             .expect("the chunked table's model places every key");
-        assert_eq!(chunked.len(), n);
-        let mut hot_map = HashMap::with_capacity_and_hasher(n, Default::default());
-        for key in &set.valid {
-            let id = floor_id(key.as_bytes());
-            let slot = HotSlot {
-                digest: set.floor_map[&id],
-                uses: AtomicU64::new(0),
-                last_used: AtomicU64::new(0),
-            };
-            hot_map.insert(id, slot);
-        }
+            assert_eq!(table.len(), n);
+            table
+        };
+        let chunked = chunked_table(false);
+        let chunked_apart = chunked_table(true);
         let variants = Variants {
             ring,
             valid,
             records,
             arc_map,
             ring_arc_map,
-            chunks,
-            hot_map,
             chunked,
+            chunked_apart,
         };
         assert!(
-            (0..n.min(1000)).all(|i| chunked_model(set, &variants, i)),
+            (0..n.min(1000)).all(|i| chunked_model(set, &variants, i, false)
+                && chunked_model(set, &variants, i, true)),
             "the chunked table's model verifies the valid keys"
         );
         variants
@@ -892,11 +816,8 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// record's first two lines checked, as verify's, with and without the
 /// reference, its two hot-field variants, and two whose slot holds an
 /// `Arc`, cloned as `Verified` is: of a record of its own, or of the key's
-/// record in the first ring's store; the same hot-field model with the
-/// `Arc` of the slot's chunk of 64 cloned instead (a store whose records
-/// lie in shared chunks, `Verified` holding its chunk), picked from the id,
-/// with the chunk's count read before the lookup, and with the usage
-/// written to the slot; a model of such a chunked table (see [`chunked`]);
+/// record in the first ring's store; a model of a chunked table (see
+/// [`chunked`]), its chunks' counts in the chunks or together;
 /// and verify itself; then verify on a second ring whose clock acts, call
 /// by call, as
 /// `SystemClock` (judged by its trailing reading), as `SystemClock` with
@@ -906,7 +827,7 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// bad-checksum rejection with the string from memory and in cache, for
 /// the [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 33] = [
+const PAIRED: [(&str, PairedCall); 31] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -1084,21 +1005,13 @@ const PAIRED: [(&str, PairedCall); 33] = [
             })
         },
     ),
-    (
-        "model, shipped clock, hot fields in the slot, its chunk's Arc cloned",
-        |set, v, i| chunk_model(set, v, i, false),
-    ),
-    (
-        "model, shipped clock, hot fields in the slot, its chunk's Arc cloned, chunk touched first",
-        |set, v, i| chunk_model(set, v, i, true),
-    ),
-    (
-        "model, shipped clock, hot fields and usage in the slot, its chunk's Arc cloned",
-        |set, v, i| chunk_usage_model(set, v, i),
-    ),
     ("model, shipped clock, chunked table", |set, v, i| {
-        chunked_model(set, v, i)
+        chunked_model(set, v, i, false)
     }),
+    (
+        "model, shipped clock, chunked table, counts apart",
+        |set, v, i| chunked_model(set, v, i, true),
+    ),
     (
         "model, shipped clock, hot fields in the slot, no record",
         |set, _, i| floor_parsed_shipped_clock(set, i).is_some_and(slot_checks),
