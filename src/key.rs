@@ -703,18 +703,6 @@ impl Key {
         true
     }
 
-    /// Moves the last use forward to `second` (the start of a second):
-    /// an exchange stamps the second its token carries, which the clock
-    /// reading `consume` stamped (a trailing one) may have put in the
-    /// second before. A regeneration cuts the old secret's tokens off at
-    /// the last use at least.
-    pub(crate) fn used_in(&self, second: Nanos) {
-        if self.last_used_at.get() < second {
-            self.last_used_at.0.fetch_max(second, Ordering::Relaxed);
-            self.dirty.0.store(true, Ordering::Release);
-        }
-    }
-
     /// [`consume`](Self::consume) on a new version about to be written: the
     /// use is part of that write, so the usage is not marked unwritten.
     pub(crate) fn spend(&mut self, now: Nanos) -> bool {
@@ -1305,9 +1293,25 @@ pub struct Issued {
 /// key's secret matched; one rebuilt from text would be a principal that
 /// no key authenticated. Read the JSON back as plain JSON
 /// (`serde_json::Value`) or into a type of your own.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verified {
-    pub(crate) entry: Arc<StoredKey>,
+    held: Held,
+}
+
+/// What a [`Verified`] holds of the key it names.
+#[derive(Clone)]
+enum Held {
+    /// The record judged.
+    Record(Arc<StoredKey>),
+}
+
+impl fmt::Debug for Verified {
+    /// The record's `Debug` (which prints no hash value).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verified")
+            .field("entry", self.record())
+            .finish()
+    }
 }
 
 /// The JSON form of a [`Verified`]: borrowed from the record, copied
@@ -1338,29 +1342,45 @@ impl Serialize for Verified {
 }
 
 impl Verified {
+    /// The ring's word for the record it judged.
+    pub(crate) fn of_record(record: Arc<StoredKey>) -> Verified {
+        Verified {
+            held: Held::Record(record),
+        }
+    }
+
+    /// The record of the version verified.
+    #[inline]
+    pub(crate) fn record(&self) -> &Arc<StoredKey> {
+        match &self.held {
+            Held::Record(record) => record,
+        }
+    }
+
     /// The key's id.
     pub fn id(&self) -> KeyId {
-        self.entry.key.id
+        self.record().key.id
     }
 
     /// The key's owner.
     pub fn owner(&self) -> &str {
-        self.entry.key.owner()
+        self.record().key.owner()
     }
 
     /// The key's scopes.
     pub fn scopes(&self) -> &ScopeSet {
-        &self.entry.key.scopes
+        &self.record().key.scopes
     }
 
     /// The key's metadata.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        self.entry.key.metadata()
+        self.record().key.metadata()
     }
 
-    /// The whole record.
+    /// The whole record, its usage counting the verification that
+    /// returned it.
     pub fn key(&self) -> &Key {
-        &self.entry.key
+        &self.record().key
     }
 }
 
@@ -1579,9 +1599,7 @@ mod tests {
     }
 
     fn verified(key: Key) -> Verified {
-        Verified {
-            entry: Arc::new(StoredKey::new(key, KeyHash::placeholder())),
-        }
+        Verified::of_record(Arc::new(StoredKey::new(key, KeyHash::placeholder())))
     }
 
     /// The JSON form documented on `Verified`, written out by hand: `key`,
@@ -2318,23 +2336,10 @@ mod tests {
         assert!(!spent.spend(t));
     }
 
-    /// `used_in` moves the last use forward only, and marks the usage
-    /// unwritten only when it moved it; `carry_usage` adds the uses and
-    /// the later last use.
+    /// `carry_usage` adds the uses and moves the last use forward only.
     #[test]
-    fn used_in_and_carry_usage_move_usage_forward_only() {
+    fn carry_usage_moves_usage_forward_only() {
         let second = nanos(datetime!(2026-11-28 8:30 UTC));
-        let key = blank();
-        key.used_in(second);
-        assert_eq!(key.last_used_at.get(), second);
-        assert!(key.dirty.get());
-        let key = key.clone();
-        key.used_in(second);
-        assert!(!key.dirty.get(), "the same second: nothing changed");
-        key.used_in(second - 1_000_000_000);
-        assert!(!key.dirty.get(), "an earlier second: nothing changed");
-        assert_eq!(key.last_used_at.get(), second);
-
         let key = blank();
         key.carry_usage(3, second);
         assert_eq!((key.uses(), key.last_used_at.get()), (3, second));

@@ -35,7 +35,7 @@ pub use crate::ring::{
 };
 pub use crate::scan::{Found, FoundKind, redact, scan};
 pub use crate::scope::{Requirement, Scope, ScopeSet};
-pub use crate::store::{Change, FileStore, KeyStore, MemoryStore, RingSettings, StoredKey};
+pub use crate::store::{Change, FileStore, KeyStore, Lent, MemoryStore, RingSettings, StoredKey};
 pub use crate::token::{KeyId, MAX_KEY_LEN, MAX_PREFIX_LEN, Secret};
 
 /// The `time` crate, re-exported: its types appear in keyward's API.

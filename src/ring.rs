@@ -55,7 +55,7 @@ use crate::key::{
 use crate::page::{ListCursor, Page};
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
-use crate::store::{Change, KeyStore, MemoryStore, OtherRing, RingSettings, StoredKey};
+use crate::store::{Change, KeyStore, Lent, MemoryStore, OtherRing, RingSettings, StoredKey};
 use crate::token::{self, KeyId, Prefix};
 
 /// Attempts at drawing an unused id before giving up (a collision of 64-bit
@@ -1760,18 +1760,22 @@ impl<S: KeyStore> KeyRing<S> {
         presented: &str,
         request: impl Into<RequestContext<'a>>,
     ) -> Result<Verified, VerifyError> {
-        let outcome = self.check(presented, &request.into(), Limited::Spend);
+        let outcome = self.check(presented, &request.into(), Limited::Spend, NOT_YET);
         if self.events.is_some() {
             self.report(presented, &outcome);
         }
         outcome
     }
 
+    /// `verify`'s checks, the use counted. `stamp` is a later instant the
+    /// key's last use must reach (an exchange's, whose token carries it;
+    /// `NOT_YET` for none).
     fn check(
         &self,
         presented: &str,
         request: &RequestContext<'_>,
         limited: Limited,
+        stamp: Nanos,
     ) -> Result<Verified, VerifyError> {
         let parsed = token::parse(presented, &self.prefix).map_err(VerifyError::Malformed)?;
         // The clock is read before the record: a precise reading's ordered
@@ -1781,21 +1785,36 @@ impl<S: KeyStore> KeyRing<S> {
         let now = self.reading();
         let digest = self.hasher.hash(parsed.id, parsed.secret);
         let mut outcome = Err(VerifyError::Invalid);
-        self.store().inspect(parsed.id, &mut |entry| {
-            outcome = self.judge(entry, &digest, now, request);
-            // A use of an unlimited key is counted here, where the store
-            // cannot swap the record (see `Carry`).
-            if let Ok(entry) = &outcome
-                && !entry.key.shape.limited
-            {
-                entry.key.consume(now.nanos);
-            }
+        self.store().inspect(parsed.id, &mut |lent| {
+            outcome = self.judge_lent(lent, &digest, now, request, stamp);
         });
-        let entry = outcome?;
-        if entry.key.shape.limited && limited == Limited::Spend {
-            return self.consume_limited(entry.id(), &digest, request);
+        let verified = outcome?;
+        if verified.record().key.shape.limited && limited == Limited::Spend {
+            return self.consume_limited(verified.id(), &digest, request);
         }
-        Ok(Verified { entry })
+        Ok(verified)
+    }
+
+    /// [`judge`](Self::judge) on what the store lent, and the use of a key
+    /// without a use limit counted where the store keeps it, at `now` or
+    /// at `stamp` if that is later: here, where the store cannot swap the
+    /// record (see `Carry`).
+    #[inline]
+    fn judge_lent(
+        &self,
+        lent: Option<Lent<'_>>,
+        digest: &KeyHash,
+        now: Reading,
+        request: &RequestContext<'_>,
+        stamp: Nanos,
+    ) -> Result<Verified, VerifyError> {
+        let entry = self.judge(lent.map(|l| l.record()), digest, now, request)?;
+        if let Some(lent) = lent
+            && !entry.key.shape.limited
+        {
+            lent.consume(now.nanos.max(stamp));
+        }
+        Ok(Verified::of_record(Arc::clone(entry)))
     }
 
     /// The checks of `verify` on a record the store lends: the secret
@@ -1804,13 +1823,13 @@ impl<S: KeyStore> KeyRing<S> {
     /// reads another record for it: see [`KeyStore::inspect`]), then revocation,
     /// status, expiry, bindings and scopes. Only a key that passes is
     /// reference counted.
-    fn judge(
+    fn judge<'e>(
         &self,
-        entry: Option<&Arc<StoredKey>>,
+        entry: Option<&'e Arc<StoredKey>>,
         digest: &KeyHash,
         now: Reading,
         request: &RequestContext<'_>,
-    ) -> Result<Arc<StoredKey>, VerifyError> {
+    ) -> Result<&'e Arc<StoredKey>, VerifyError> {
         let placeholder = KeyHash::placeholder();
         let stored = entry.map_or(&placeholder, |e| &e.hash);
         // Read the record's reference count now, alongside its hash: the
@@ -1849,7 +1868,7 @@ impl<S: KeyStore> KeyRing<S> {
                 .check(&key.scopes, &self.sensitive)
                 .map_err(|missing| VerifyError::InsufficientScope(missing.clone()))?;
         }
-        Ok(Arc::clone(entry))
+        Ok(entry)
     }
 
     /// Spends one use of a limited key and writes it at once, under the
@@ -1878,7 +1897,7 @@ impl<S: KeyStore> KeyRing<S> {
         let now = self.reading();
         for _ in 0..VERIFY_CONFLICT_ATTEMPTS {
             let current = self.store().lookup(id);
-            let judged = self.judge(current.as_ref(), digest, now, request)?;
+            let judged = Arc::clone(self.judge(current.as_ref(), digest, now, request)?);
             // A rotation handed the key's remaining uses to its successor
             // and ended it at once, at the rotating ring's reading of the
             // clock, which may be after `now`: another ring's rotation can
@@ -1899,7 +1918,7 @@ impl<S: KeyStore> KeyRing<S> {
             match self.store().apply(vec![write]) {
                 Ok(()) => {
                     let entry = self.store().lookup(id).unwrap_or(judged);
-                    return Ok(Verified { entry });
+                    return Ok(Verified::of_record(entry));
                 }
                 Err(StoreError::Conflict(_)) => {}
                 // Deleted by another ring since the lookup.
@@ -2113,7 +2132,11 @@ impl<S: KeyStore> KeyRing<S> {
         // outlive them: a limited key is refused once it passed its checks
         // (the refusal tells nothing to a caller without its secret), and
         // before a use is spent.
-        let outcome = self.check(presented, &request.context, Limited::Hold);
+        // The key's last use covers every token exchanged for it, which a
+        // regeneration's cut reaches (see `regenerate_locked`): the check
+        // stamps the token's second.
+        let issued = whole_second(nanos(now));
+        let outcome = self.check(presented, &request.context, Limited::Hold, issued);
         // Reported before any refusal that follows a passed check, as the
         // later ones are: the key passed, and the event says so.
         if self.events.is_some() {
@@ -2141,20 +2164,16 @@ impl<S: KeyStore> KeyRing<S> {
             }
             None => key.scopes.clone(),
         };
-        let issued = whole_second(nanos(now));
         // A token of the second the key was regenerated in counts as one of
         // the old secret (tokens carry whole seconds), and strict checks
         // would refuse it for its whole life: refuse the exchange instead,
         // so the caller knows to try again.
-        if issued_by_regeneration(&verified.entry, issued) {
+        if issued_by_regeneration(verified.record(), issued) {
             return Err(Error::RegeneratedThisSecond(key.id));
         }
-        // The key's last use covers every token exchanged for it, which a
-        // regeneration's cut reaches (see `regenerate_locked`).
-        verified.entry.key.used_in(issued);
         // Tokens carry whole seconds: round the end down, never past a cap.
         let end = nanos(now.saturating_add(ttl.min(self.max_token_ttl)))
-            .min(self.cutoff(&verified.entry));
+            .min(self.cutoff(verified.record()));
         let expires = whole_second(end);
         if expires <= issued {
             return Err(Error::InvalidInput(
@@ -2692,27 +2711,36 @@ impl<S: KeyStore> KeyRing<S> {
             };
             (deadline, idle_end)
         } else {
-            let d = self.shared.default.load();
-            if key.created_at <= d.expired_created_by || last_active <= d.expired_idle_by {
-                // Expired under a default since replaced (see `cutoff` for
-                // when).
-                return (EXPIRED_EARLIER, NEVER);
-            }
-            let deadline = match d.kind {
-                DEFAULT_FIXED => d.value,
-                DEFAULT_LIFETIME => key.created_at.max(d.since).saturating_add(d.value),
-                _ => NEVER,
-            };
-            let deadline = match self.max_lifetime {
-                Some(max) => deadline.min(key.created_at.saturating_add(span(max))),
-                None => deadline,
-            };
-            let idle_end = match d.kind {
-                DEFAULT_IDLE => last_active.max(d.since).saturating_add(d.value),
-                _ => NEVER,
-            };
-            (deadline, idle_end)
+            self.default_ends(key.created_at, last_active)
         }
+    }
+
+    /// [`ends`](Self::ends) of a key under the ring's default policy,
+    /// created at `created_at` and last active (created or used) at
+    /// `last_active`: the record's fields, or a table slot's (`verify`'s
+    /// fast path, see `judge_slot`).
+    #[inline]
+    fn default_ends(&self, created_at: Nanos, last_active: Nanos) -> (Nanos, Nanos) {
+        let d = self.shared.default.load();
+        if created_at <= d.expired_created_by || last_active <= d.expired_idle_by {
+            // Expired under a default since replaced (see `cutoff` for
+            // when).
+            return (EXPIRED_EARLIER, NEVER);
+        }
+        let deadline = match d.kind {
+            DEFAULT_FIXED => d.value,
+            DEFAULT_LIFETIME => created_at.max(d.since).saturating_add(d.value),
+            _ => NEVER,
+        };
+        let deadline = match self.max_lifetime {
+            Some(max) => deadline.min(created_at.saturating_add(span(max))),
+            None => deadline,
+        };
+        let idle_end = match d.kind {
+            DEFAULT_IDLE => last_active.max(d.since).saturating_add(d.value),
+            _ => NEVER,
+        };
+        (deadline, idle_end)
     }
 
     /// Draws a fresh key string with an unused id and stores `key` under it,

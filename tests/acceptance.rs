@@ -2546,7 +2546,7 @@ impl KeyStore for Instrumented {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.lookup(id)
     }
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
         self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.inspect(id, f)
     }

@@ -14,11 +14,7 @@ macro_rules! store_over_memory {
             fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
                 self.0.lookup(id)
             }
-            fn inspect(
-                &self,
-                id: keyward::KeyId,
-                f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
-            ) {
+            fn inspect(&self, id: keyward::KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
                 self.0.inspect(id, f)
             }
             fn list(
@@ -49,7 +45,7 @@ trait ReadHooks: std::fmt::Debug + Default + Send + Sync {
     fn inspect(
         inner: &MemoryStore,
         id: keyward::KeyId,
-        f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+        f: &mut dyn FnMut(Option<keyward::Lent<'_>>),
     ) {
         inner.inspect(id, f)
     }
@@ -76,11 +72,7 @@ impl<R: ReadHooks> keyward::KeyStore for Reads<R> {
     fn lookup(&self, id: keyward::KeyId) -> Option<std::sync::Arc<keyward::StoredKey>> {
         self.0.lookup(id)
     }
-    fn inspect(
-        &self,
-        id: keyward::KeyId,
-        f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
-    ) {
+    fn inspect(&self, id: keyward::KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
         R::inspect(&self.0, id, f)
     }
     fn list(
@@ -477,12 +469,12 @@ fn the_suite_catches_a_store_that_lends_inspect_a_copy() {
         fn inspect(
             inner: &MemoryStore,
             id: keyward::KeyId,
-            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
+            f: &mut dyn FnMut(Option<keyward::Lent<'_>>),
         ) {
             let copy = inner
                 .lookup(id)
                 .map(|e| std::sync::Arc::new(keyward::StoredKey::clone(&e)));
-            f(copy.as_ref())
+            f(copy.as_ref().map(keyward::Lent::from))
         }
     }
     let message = rejection(Reads::<Copying>::default);
@@ -801,13 +793,12 @@ fn the_suite_catches_a_store_whose_inspect_only_lookup_refreshes() {
             self.1.lock().unwrap().insert(id, found.clone());
             found
         }
-        fn inspect(
-            &self,
-            id: keyward::KeyId,
-            f: &mut dyn FnMut(Option<&std::sync::Arc<keyward::StoredKey>>),
-        ) {
+        fn inspect(&self, id: keyward::KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
             let cached = self.1.lock().unwrap().get(&id).cloned();
-            f(cached.unwrap_or_else(|| self.lookup(id)).as_ref())
+            f(cached
+                .unwrap_or_else(|| self.lookup(id))
+                .as_ref()
+                .map(keyward::Lent::from))
         }
         fn list(
             &self,

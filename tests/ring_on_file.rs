@@ -28,7 +28,7 @@ mod stores {
         }
         // Forwarded, so the suite runs `verify` as a host's ring on a
         // `FileStore` does: counting uses under the store's read lock.
-        fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+        fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
             self.store.inspect(id, f)
         }
         fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {

@@ -48,7 +48,7 @@ impl KeyStore for HostStore {
     fn lookup(&self, id: KeyId) -> Option<Arc<keyward::StoredKey>> {
         self.0.lookup(id)
     }
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<keyward::StoredKey>>)) {
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
         self.0.inspect(id, f)
     }
     fn list(

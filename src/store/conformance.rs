@@ -112,7 +112,7 @@ fn get<S: KeyStore>(store: &S, id: u64) -> Option<Arc<StoredKey>> {
     let mut lent = None;
     store.inspect(id, &mut |entry| {
         calls += 1;
-        lent = entry.cloned();
+        lent = entry.map(|e| Arc::clone(e.record()));
     });
     let found = store.lookup(id);
     assert_eq!(calls, 1, "inspect must call its function exactly once");
@@ -807,7 +807,7 @@ pub fn check_records_are_lent_in_place<S: KeyStore>(store: &S) {
     let mut lent = 0;
     store.inspect(id, &mut |entry| {
         if let Some(entry) = entry {
-            entry.key.consume(now);
+            entry.consume(now);
             lent += 1;
         }
     });

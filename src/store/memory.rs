@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::table::IdTable;
-use super::{Change, KeyStore, RingSettings, StoreError, StoredKey, check_batch};
+use super::{Change, KeyStore, Lent, RingSettings, StoreError, StoredKey, check_batch};
 use crate::token::KeyId;
 
 const SHARDS: usize = 64;
@@ -103,7 +103,7 @@ impl KeyStore for MemoryStore {
     }
 
     #[inline]
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<Lent<'_>>)) {
         let table = self.shard(id).read();
         let found = table.get(id.as_u64());
         if found.is_none() {
@@ -118,7 +118,7 @@ impl KeyStore for MemoryStore {
                 black_box((other.hash.words(), Arc::strong_count(other)));
             }
         }
-        f(found);
+        f(found.map(Lent::from));
     }
 
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {

@@ -596,8 +596,8 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>>;
 
     /// Calls `f` once with the record with this id (or `None`), lent for
-    /// the call: the verify hot path. The default calls
-    /// [`lookup`](Self::lookup). A store that can lend the record in place
+    /// the call as a [`Lent`]: the verify hot path. The default lends what
+    /// [`lookup`](Self::lookup) returns. A store that can lend the record in place
     /// should override it (`MemoryStore` lends it under its shard's read
     /// lock): `verify` then reads the record with plain loads, which the CPU
     /// overlaps, and takes a reference count (a locked instruction) only for
@@ -615,6 +615,17 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// that wraps another should forward `inspect` to it (as the impls for
     /// `Arc<S>` and `Box<S>` do), or it loses both the speed and the count.
     ///
+    /// A store of your own builds its `Lent` from the record's `Arc`:
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use keyward::{KeyId, StoredKey};
+    /// # use keyward::store::Lent;
+    /// # fn lend(found: Option<Arc<StoredKey>>, f: &mut dyn FnMut(Option<Lent<'_>>)) {
+    /// f(found.as_ref().map(Lent::from));
+    /// # }
+    /// ```
+    ///
     /// An unknown id should take as long as a known one, or timing tells
     /// which ids exist: for a stored id `verify` reads the record's hash,
     /// for an unknown one it compares a constant. `MemoryStore` (and
@@ -622,8 +633,8 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     /// `None`, one from the buckets the lookup just read; a host store whose
     /// lookup of a stored id costs more than that of an unknown one (a
     /// cache miss, a second query) should even that out as well.
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
-        f(self.lookup(id).as_ref());
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<Lent<'_>>)) {
+        f(self.lookup(id).as_ref().map(Lent::from));
     }
 
     /// Every record, or every record of one owner, each once, as the store
@@ -750,6 +761,57 @@ pub(crate) fn check_batch(
     Ok(())
 }
 
+/// A record lent by [`KeyStore::inspect`] for the length of one call: what
+/// `verify` judges.
+///
+/// A store of your own lends the `Arc` it holds, with `Lent::from`; the
+/// stores of this crate may lend their table's slot for the record
+/// instead, which carries the key's usage (see [`MemoryStore`]). Either
+/// way [`record`](Self::record) reads the record.
+#[derive(Clone, Copy)]
+pub struct Lent<'a>(pub(crate) LentAs<'a>);
+
+/// What a [`Lent`] holds.
+#[derive(Clone, Copy)]
+pub(crate) enum LentAs<'a> {
+    /// A record, usage and all (a host store, or `lookup`).
+    Record(&'a Arc<StoredKey>),
+}
+
+impl<'a> From<&'a Arc<StoredKey>> for Lent<'a> {
+    fn from(record: &'a Arc<StoredKey>) -> Lent<'a> {
+        Lent(LentAs::Record(record))
+    }
+}
+
+impl<'a> Lent<'a> {
+    /// The record lent.
+    #[inline]
+    pub fn record(&self) -> &'a Arc<StoredKey> {
+        match self.0 {
+            LentAs::Record(record) => record,
+        }
+    }
+
+    /// Counts one use of a key without a use limit at `now`, where the
+    /// store keeps it (see [`Key::consume`](crate::Key)).
+    #[inline]
+    pub(crate) fn consume(&self, now: crate::key::Nanos) {
+        match self.0 {
+            LentAs::Record(record) => {
+                record.key.consume(now);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Lent<'_> {
+    /// The record's `Debug` (which prints no hash value).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Lent").field(self.record()).finish()
+    }
+}
+
 /// Forwards every method, so a ring can run on `Arc<S>` (a store shared with
 /// other code) or `Box<dyn KeyStore>`.
 macro_rules! forward_store {
@@ -758,7 +820,7 @@ macro_rules! forward_store {
             fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
                 (**self).lookup(id)
             }
-            fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+            fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<Lent<'_>>)) {
                 (**self).inspect(id, f)
             }
             fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
@@ -1046,7 +1108,9 @@ mod tests {
         for id in [1, 2 << 32, 3] {
             let id = KeyId::from_u64(id);
             let mut lent = Vec::new();
-            store.inspect(id, &mut |entry| lent.push(entry.cloned()));
+            store.inspect(id, &mut |entry| {
+                lent.push(entry.map(|e| Arc::clone(e.record())))
+            });
             assert_eq!(lent.len(), 1, "inspect called its function {lent:?}");
             let (lent, found) = (lent[0].as_ref(), store.lookup(id));
             assert_eq!(lent.is_some(), found.is_some());

@@ -2247,7 +2247,7 @@ impl KeyStore for SlowInspect {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
         self.inner.lookup(id)
     }
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
         self.inner.inspect(id, f);
         self.clock.advance(Duration::minutes(1));
     }
@@ -4401,7 +4401,7 @@ impl KeyStore for Interleaved {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
         self.inner.lookup(id)
     }
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<keyward::Lent<'_>>)) {
         self.inner.inspect(id, f)
     }
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {

@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use self::format::{Entry, HEADER_LEN, HeaderCheck, RECORD_HEAD_LEN, Synced};
 use self::io::{Fs, FsFile, OsFs};
 use super::memory::MemoryStore;
-use super::{Change, KeyStore, OtherRing, RingSettings, StoreError, StoredKey, check_batch};
+use super::{Change, KeyStore, Lent, OtherRing, RingSettings, StoreError, StoredKey, check_batch};
 use crate::expiry::ExpiryPolicy;
 use crate::key::{Status, StatusCode, instant};
 use crate::token::KeyId;
@@ -1002,7 +1002,7 @@ impl KeyStore for FileStore {
         self.index.lookup(id)
     }
 
-    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<&Arc<StoredKey>>)) {
+    fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<Lent<'_>>)) {
         self.index.inspect(id, f)
     }
 
