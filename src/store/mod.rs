@@ -56,6 +56,7 @@
 //!   them stay expired. A store keeps
 //!   [`new.written_over(current)`](RingSettings::written_over).
 
+pub(crate) mod chunks;
 pub mod conformance;
 mod file;
 mod memory;
