@@ -81,6 +81,18 @@ impl KeyHash {
     }
 }
 
+impl KeyHash {
+    /// Whether the first 16 bytes of the digest are `head`, in constant
+    /// time, as [`ct_eq`](ConstantTimeEq::ct_eq) compares all 32: 128 bits
+    /// a guess must match, of a keyed hash (see SECURITY.md).
+    #[inline]
+    pub(crate) fn head_is(&self, head: [u64; 2]) -> bool {
+        let words = self.words();
+        let diff = (words[0] ^ head[0]) | (words[1] ^ head[1]);
+        diff.ct_eq(&0).into()
+    }
+}
+
 impl ConstantTimeEq for KeyHash {
     /// Folds the differences of the four words into one (xor and or: no
     /// branch, and no early exit) and asks `subtle` whether it is zero: one

@@ -16,6 +16,7 @@ use crate::binding::{Bindings, CertFingerprint, Network};
 use crate::expiry::ExpiryPolicy;
 use crate::scope::ScopeSet;
 use crate::store::StoredKey;
+use crate::store::chunks::{Chunk, SlotRef, slot_at};
 use crate::token::{KeyId, MAX_HINT_LEN, Secret};
 
 /// Longest owner, name, metadata key or value, contact field or revocation
@@ -396,6 +397,39 @@ impl Dirty {
     }
 }
 
+/// "This record's usage is a mirror of its store's table slot": set by
+/// `MemoryStore` on each record it takes, read by the ring's `Carry`, which
+/// must not add uses the slot already holds. Not part of a key's value:
+/// clones start clear and comparisons ignore it.
+#[derive(Debug, Default)]
+pub(crate) struct Kept(AtomicBool);
+
+impl Clone for Kept {
+    fn clone(&self) -> Self {
+        Kept::default()
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Kept {}
+
+impl Kept {
+    #[inline]
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Marks the record's usage a mirror.
+    pub(crate) fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// The record of an API key. It never contains the plaintext: only the store
 /// keeps the key's hash, beside this record.
 ///
@@ -444,6 +478,9 @@ pub struct Key {
     /// Which of the fields below `verify` must read; kept by
     /// [`tidy`](Self::tidy).
     pub(crate) shape: Shape,
+    /// Set by a store that keeps this record's usage elsewhere (a table
+    /// slot, see `store::chunks`): the record's usage is then a mirror.
+    pub(crate) kept: Kept,
     // The fields `verify` reads only when `shape` says so, or never.
     pub(crate) id: KeyId,
     /// The end of the rotation grace of a replaced key.
@@ -548,6 +585,7 @@ impl Key {
             dirty: Dirty::default(),
             bound: false,
             shape: Shape::default(),
+            kept: Kept::default(),
             id,
             grace_until: NEVER,
             use_limit: None,
@@ -731,6 +769,7 @@ impl Key {
             uses: _,
             last_used_at: _,
             dirty: _,
+            kept: _,
             created_at,
             expires_at,
             epoch,
@@ -1109,6 +1148,7 @@ impl<'de> Deserialize<'de> for Key {
             dirty: Dirty::default(),
             bound: false,
             shape: Shape::default(),
+            kept: Kept::default(),
             labels: Labels::new(&r.hint, &r.owner, &r.name),
             scopes: r.scopes,
             // Most keys have none of these: no allocation for them.
@@ -1301,8 +1341,13 @@ pub struct Verified {
 /// What a [`Verified`] holds of the key it names.
 #[derive(Clone)]
 enum Held {
-    /// The record judged.
+    /// The record judged (a host store's, or a key with a use limit).
     Record(Arc<StoredKey>),
+    /// The table chunk of `MemoryStore` that held the key's slot, and the
+    /// slot's place in it: the chunk, not the table, so a later write
+    /// (which copies a chunk a `Verified` holds) leaves it as it was
+    /// verified, usage aside.
+    Slot { chunk: Chunk, index: u32 },
 }
 
 impl fmt::Debug for Verified {
@@ -1349,11 +1394,23 @@ impl Verified {
         }
     }
 
+    /// The ring's word for the key in the table slot `at`.
+    #[inline]
+    pub(crate) fn of_slot(at: SlotRef<'_>) -> Verified {
+        Verified {
+            held: Held::Slot {
+                chunk: Arc::clone(at.chunk),
+                index: at.index,
+            },
+        }
+    }
+
     /// The record of the version verified.
     #[inline]
     pub(crate) fn record(&self) -> &Arc<StoredKey> {
         match &self.held {
             Held::Record(record) => record,
+            Held::Slot { chunk, index } => slot_at(chunk, *index).record(),
         }
     }
 
@@ -1380,6 +1437,10 @@ impl Verified {
     /// The whole record, its usage counting the verification that
     /// returned it.
     pub fn key(&self) -> &Key {
+        if let Held::Slot { chunk, index } = &self.held {
+            // The slot keeps the usage; the record mirrors it.
+            slot_at(chunk, *index).refresh();
+        }
         &self.record().key
     }
 }

@@ -55,7 +55,10 @@ use crate::key::{
 use crate::page::{ListCursor, Page};
 use crate::scan::FoundKind;
 use crate::scope::{Requirement, ScopeSet, Sensitive};
-use crate::store::{Change, KeyStore, Lent, MemoryStore, OtherRing, RingSettings, StoredKey};
+use crate::store::chunks::SlotRef;
+use crate::store::{
+    Change, KeyStore, Lent, LentAs, MemoryStore, OtherRing, RingSettings, StoredKey,
+};
 use crate::token::{self, KeyId, Prefix};
 
 /// Attempts at drawing an unused id before giving up (a collision of 64-bit
@@ -968,6 +971,12 @@ impl Carry {
     /// in `store` (under the ring's write lock, after the write).
     fn onto<S: KeyStore>(self, store: &S) {
         let key = &self.old.key;
+        // A store that keeps usage in its table (`MemoryStore`) kept every
+        // use across the swap: the record's count is a mirror, and carrying
+        // it would count those uses twice.
+        if key.kept.get() {
+            return;
+        }
         let more = key.uses.get().saturating_sub(self.uses);
         let last_used = key.last_used_at.get();
         if more == 0 && last_used <= self.last_used {
@@ -1808,13 +1817,64 @@ impl<S: KeyStore> KeyRing<S> {
         request: &RequestContext<'_>,
         stamp: Nanos,
     ) -> Result<Verified, VerifyError> {
+        let at = match lent {
+            Some(Lent(LentAs::Slot(at))) => {
+                if at.slot().is_plain() {
+                    return self.judge_slot(at, digest, now, request, stamp);
+                }
+                // The slow path reads the record's last use (an idle
+                // timeout of its own): raise it to the slot's first.
+                at.slot().refresh();
+                Some(at)
+            }
+            _ => None,
+        };
         let entry = self.judge(lent.map(|l| l.record()), digest, now, request)?;
         if let Some(lent) = lent
             && !entry.key.shape.limited
         {
             lent.consume(now.nanos.max(stamp));
         }
-        Ok(Verified::of_record(Arc::clone(entry)))
+        Ok(match at {
+            Some(at) => Verified::of_slot(at),
+            None => Verified::of_record(Arc::clone(entry)),
+        })
+    }
+
+    /// [`judge`](Self::judge) of a plain key (see `store::chunks::PLAIN`:
+    /// active, under the ring's default policy, no use limit, no grace, no
+    /// bindings) from its table slot alone, the record untouched unless the
+    /// request names scopes: the secret (16 bytes of the digest, constant
+    /// time, see SECURITY.md), the revoke-all epoch, the default policy's
+    /// ends, the scopes; then the use, counted in the slot.
+    #[inline]
+    fn judge_slot(
+        &self,
+        at: SlotRef<'_>,
+        digest: &KeyHash,
+        now: Reading,
+        request: &RequestContext<'_>,
+        stamp: Nanos,
+    ) -> Result<Verified, VerifyError> {
+        let slot = at.slot();
+        if !digest.head_is(slot.hash_head()) {
+            return Err(VerifyError::Invalid);
+        }
+        if slot.epoch() < self.shared.epoch.load(Ordering::Acquire) {
+            return Err(VerifyError::Revoked);
+        }
+        let created_at = slot.created_at();
+        let (deadline, idle_end) = self.default_ends(created_at, created_at.max(slot.last_used()));
+        if self.expired(now, deadline.min(idle_end), idle_end != NEVER) {
+            return Err(VerifyError::Expired);
+        }
+        if let Some(requirement) = request.requirement {
+            requirement
+                .check(&slot.record().key.scopes, &self.sensitive)
+                .map_err(|missing| VerifyError::InsufficientScope(missing.clone()))?;
+        }
+        slot.count_use(whole_second(now.nanos.max(stamp)));
+        Ok(Verified::of_slot(at))
     }
 
     /// The checks of `verify` on a record the store lends: the secret

@@ -84,12 +84,15 @@ fn a_stored_key_takes_three_allocations_whatever_its_scopes() {
             }
         });
         assert_eq!(ring.store().len(), keys);
-        // Exactly: a store's table that grows frees the one it replaces,
-        // so the tables' count is the same after the keys as before.
-        assert_eq!(
-            live,
-            3 * keys as i64,
-            "live allocations for {keys} keys of {} scopes",
+        // Three per key, and the tables' chunks: a chunk holds 128 slots,
+        // and a table that grows stays at least 78% full (its growth frees
+        // the chunks it replaces), so the chunks number at most one per
+        // 99.8 keys, and one short chunk more per shard (64). A fourth
+        // allocation per key would be 20,000 more.
+        let (least, most) = (3 * keys as i64, 3 * keys as i64 + keys as i64 / 90 + 64);
+        assert!(
+            (least..=most).contains(&live),
+            "live allocations for {keys} keys of {} scopes: {live}, not in {least}..={most}",
             scopes.len()
         );
     }

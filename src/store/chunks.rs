@@ -1,6 +1,5 @@
-//! [`ChunkTable`]: the map from key id to slot that is to replace `IdTable`
-//! (src/store/table.rs) behind each `MemoryStore` shard. See
-//! docs/design/chunked-store.md: this is its step 2.
+//! [`ChunkTable`]: the map from key id to slot behind each `MemoryStore`
+//! shard. See docs/design/chunked-store.md.
 //!
 //! **Layout.** A [`Slot`] is one 64-byte line holding what `verify` reads of
 //! a plain key: the id, the first 16 bytes of the hash, the epoch and a
@@ -11,7 +10,7 @@
 //! each; bucket `b` is `chunks[b >> 6][b & 63]`, and the last chunk of a
 //! table may be shorter, so a small table is one short chunk.
 //!
-//! **Cuckoo hashing**, as in `IdTable`: every id has two candidate buckets,
+//! **Cuckoo hashing**: every id has two candidate buckets,
 //! computed from the id mixed with a per-table random seed, and a lookup
 //! reads both (four lines) with no branch between the loads. An insert takes
 //! a free slot of either bucket or moves residents to their other bucket (a
@@ -36,10 +35,6 @@
 //! `uses` and `last_used_at` are a mirror, raised by [`Slot::refresh`].
 //! Bit 0 of `last_used` ([`UNWRITTEN`]) says uses were counted since the
 //! record was last written; copies and rebuilds carry all of it exactly.
-
-// Not used yet: `MemoryStore` moves onto this table in a later step
-// (docs/design/chunked-store.md §5, step 4), which uses these items.
-#![allow(dead_code)]
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -94,6 +89,7 @@ const REBUILD_FULL: (usize, usize) = (3, 5);
 
 /// [`ChunkTable::reserve`] sizes the table this full (17/20) for the keys it
 /// expects: below the loads where walks get long.
+#[cfg_attr(not(test), allow(dead_code))]
 const RESERVE_FULL: (usize, usize) = (17, 20);
 
 /// Odd 64-bit constants for the multiply mixes (the golden ratio's and
@@ -166,6 +162,7 @@ impl Slot {
 
     /// The key id.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn id(&self) -> u64 {
         self.id
     }
@@ -209,6 +206,7 @@ impl Slot {
 
     /// Whether uses were counted since the record was last written.
     #[inline]
+    #[cfg(test)]
     pub(crate) fn is_unwritten(&self) -> bool {
         self.last_used.load(Ordering::Relaxed) & UNWRITTEN != 0
     }
@@ -532,6 +530,7 @@ impl ChunkTable {
     /// Makes room for `additional` more keys at once (one rebuild, to 85%
     /// full for them), so that inserting them rebuilds no more: a
     /// `FileStore` opening a million keys sizes its tables from the count.
+    #[cfg_attr(not(test), allow(dead_code))] // for a presized load, when one needs it
     pub(crate) fn reserve(&mut self, additional: usize) {
         let need = self.len.saturating_add(additional);
         if need.saturating_mul(FULL.1) <= self.slots().saturating_mul(FULL.0) {
@@ -650,7 +649,7 @@ impl ChunkTable {
     }
 }
 
-/// 9/8 of `count` buckets, at least one more. Not 5/4 as `IdTable`: a
+/// 9/8 of `count` buckets, at least one more. Not 5/4 (the table before this one): a
 /// table grown at 90% full is then 80% full, not 72% (the memory budget of
 /// docs/design/chunked-store.md §2).
 fn grown(count: usize) -> usize {

@@ -4,17 +4,26 @@
 //! blocks only the 1/64 of lookups that fall in its shard. Each shard sits on
 //! its own cache lines so that readers of different shards never contend.
 //!
-//! Each shard is an [`IdTable`]: a cuckoo table whose 64-byte buckets hold
-//! the ids inline beside their records, so a lookup reads one pair of
-//! buckets (in parallel) and then the record. Ids are 64 random bits from
-//! the OS CSPRNG, so the shard is simply bits 32..38 of the id; inside a
-//! shard the id is mixed with a per-table random seed.
+//! Each shard is a [`ChunkTable`]: a cuckoo table of 64-byte slots, each
+//! holding a key's id, the first half of its hash, the fields `verify`
+//! reads for a plain key, its usage, and its record; so `verify` of a plain
+//! key reads one pair of buckets (in parallel) and no record. Ids are 64
+//! random bits from the OS CSPRNG, so the shard is simply bits 32..38 of
+//! the id; inside a shard the id is mixed with a per-table random seed.
+//!
+//! **Usage is kept in the slot.** `verify` counts a use there, under the
+//! shard's read lock. Each record's own count and last use are a mirror,
+//! raised to the slot's whenever the store lends the record outside
+//! `verify` (`lookup`, `list`, `snapshot`) and by [`Verified::key`]
+//! (crate::Verified::key): so every reader sees live usage. A write of a
+//! new version keeps the larger of the slot's usage and the version's, so a
+//! write never lowers a key's usage in this store.
 
 use std::fmt;
-use std::hint::black_box;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::table::IdTable;
+use super::LentAs;
+use super::chunks::ChunkTable;
 use super::{Change, KeyStore, Lent, RingSettings, StoreError, StoredKey, check_batch};
 use crate::token::KeyId;
 
@@ -32,11 +41,11 @@ pub struct MemoryStore {
 }
 
 #[repr(align(128))]
-struct Shard(RwLock<IdTable>);
+struct Shard(RwLock<ChunkTable>);
 
 impl Default for Shard {
     fn default() -> Self {
-        Shard(RwLock::new(IdTable::new()))
+        Shard(RwLock::new(ChunkTable::new()))
     }
 }
 
@@ -73,11 +82,11 @@ impl Shard {
     // (each write is one insert or remove, and a rebuild draws its seeds
     // before it takes any key out), so a poisoned lock is safe to use.
     #[inline]
-    fn read(&self) -> RwLockReadGuard<'_, IdTable> {
+    fn read(&self) -> RwLockReadGuard<'_, ChunkTable> {
         self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, IdTable> {
+    fn write(&self) -> RwLockWriteGuard<'_, ChunkTable> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -99,26 +108,21 @@ impl fmt::Debug for MemoryStore {
 
 impl KeyStore for MemoryStore {
     fn lookup(&self, id: KeyId) -> Option<Arc<StoredKey>> {
-        self.shard(id).read().get(id.as_u64()).map(Arc::clone)
+        let table = self.shard(id).read();
+        let at = table.get(id.as_u64())?;
+        let slot = at.slot();
+        slot.refresh();
+        Some(Arc::clone(slot.record()))
     }
 
+    /// Lends the key's table slot, under its shard's read lock. An unknown
+    /// id costs what a stored one does: the lookup reads both candidate
+    /// buckets either way, and `verify` compares the digest with the slot's
+    /// hash, on a line the lookup loaded, or with a constant.
     #[inline]
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<Lent<'_>>)) {
         let table = self.shard(id).read();
-        let found = table.get(id.as_u64());
-        if found.is_none() {
-            // An unknown id must take the time a stored id with a wrong
-            // secret takes, or timing tells which ids exist. `verify`
-            // compares a wrong secret's digest with the record's, read from
-            // memory (a cache miss in a large store), and an unknown id's
-            // with a constant already in cache: so read what that compare
-            // reads, the hash and reference count of a record, here another
-            // key's from the same buckets. (`benches/timing.rs` measures it.)
-            if let Some(other) = table.neighbour(id.as_u64()) {
-                black_box((other.hash.words(), Arc::strong_count(other)));
-            }
-        }
-        f(found.map(Lent::from));
+        f(table.get(id.as_u64()).map(|at| Lent(LentAs::Slot(at))));
     }
 
     fn list(&self, owner: Option<&str>) -> Result<Vec<Arc<StoredKey>>, StoreError> {
@@ -128,8 +132,11 @@ impl KeyStore for MemoryStore {
                 shard
                     .read()
                     .iter()
-                    .filter(|e| owner.is_none_or(|o| e.key.owner() == o))
-                    .map(Arc::clone),
+                    .filter(|slot| owner.is_none_or(|o| slot.record().key.owner() == o))
+                    .map(|slot| {
+                        slot.refresh();
+                        Arc::clone(slot.record())
+                    }),
             );
         }
         Ok(out)
@@ -174,6 +181,7 @@ impl MemoryStore {
     /// allocation happens on the thread that decoded it).
     pub(crate) fn put_shared(&self, entry: Arc<StoredKey>) {
         let id = entry.id();
+        entry.key.kept.set();
         self.shard(id).write().insert(entry);
     }
 
@@ -184,7 +192,9 @@ impl MemoryStore {
             | Change::Replace(entry)
             | Change::ReplaceIf { next: entry, .. } => {
                 let id = entry.id();
-                self.shard(id).write().insert(Arc::new(entry));
+                let entry = Arc::new(entry);
+                entry.key.kept.set();
+                self.shard(id).write().insert(entry);
             }
             Change::Remove(id) => {
                 self.shard(id).write().remove(id.as_u64());
@@ -233,7 +243,7 @@ mod tests {
             store.insert(sample_key(id, "alice", "k")).unwrap();
         }
         for (i, shard) in store.shards.iter().enumerate() {
-            let ids: Vec<u64> = shard.read().iter().map(|e| e.id().as_u64()).collect();
+            let ids: Vec<u64> = shard.read().iter().map(|slot| slot.id()).collect();
             assert_eq!(ids.len(), 1, "shard {i} holds {ids:x?}");
             assert_eq!((ids[0] >> 32) & 63, i as u64, "shard {i}");
         }

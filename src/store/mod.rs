@@ -12,12 +12,15 @@
 //! - **Records are lent in place.** `inspect`, `lookup` and `list` give the
 //!   `Arc` the store holds for each record (the one its last write put
 //!   there), not a copy decoded for the call: `verify` counts the uses of a
-//!   key without a use limit in place on the record `inspect` lends, and a
+//!   key without a use limit in place on what `inspect` lends, and a
 //!   ring finds them through `list` and `lookup` to write them back; and a
 //!   ring writes a record `lookup` or `list` gave it as a
 //!   [`Change::ReplaceIf`] of that record. A store that lends copies loses
 //!   those uses (a key with an idle expiry then expires while in use) and
-//!   fails the ring's compare-and-swaps.
+//!   fails the ring's compare-and-swaps. ([`MemoryStore`] lends `verify`
+//!   a table slot that keeps the usage beside the record, and raises the
+//!   record's own count to the slot's whenever it lends the record: the
+//!   same contract, kept in another place.)
 //! - **Writes are durable before they return `Ok`.** Once `apply` (or one of
 //!   the single-change writers built on it) has returned `Ok`, the change survives a
 //!   crash of the process (and, for a durable backend, of the machine), and
@@ -60,7 +63,6 @@ pub(crate) mod chunks;
 pub mod conformance;
 mod file;
 mod memory;
-mod table;
 
 use std::fmt;
 use std::sync::Arc;
@@ -629,11 +631,11 @@ pub trait KeyStore: fmt::Debug + Send + Sync {
     ///
     /// An unknown id should take as long as a known one, or timing tells
     /// which ids exist: for a stored id `verify` reads the record's hash,
-    /// for an unknown one it compares a constant. `MemoryStore` (and
-    /// `FileStore`) therefore read another record's hash before lending
-    /// `None`, one from the buckets the lookup just read; a host store whose
-    /// lookup of a stored id costs more than that of an unknown one (a
-    /// cache miss, a second query) should even that out as well.
+    /// for an unknown one it compares a constant. (`MemoryStore` and
+    /// `FileStore` keep the hash's first half in the table slot the lookup
+    /// reads either way.) A host store whose lookup of a stored id costs
+    /// more than that of an unknown one (a cache miss, a second query)
+    /// should even that out.
     fn inspect(&self, id: KeyId, f: &mut dyn FnMut(Option<Lent<'_>>)) {
         f(self.lookup(id).as_ref().map(Lent::from));
     }
@@ -777,6 +779,8 @@ pub struct Lent<'a>(pub(crate) LentAs<'a>);
 pub(crate) enum LentAs<'a> {
     /// A record, usage and all (a host store, or `lookup`).
     Record(&'a Arc<StoredKey>),
+    /// A table slot of `MemoryStore`: the record, and its usage beside it.
+    Slot(chunks::SlotRef<'a>),
 }
 
 impl<'a> From<&'a Arc<StoredKey>> for Lent<'a> {
@@ -791,6 +795,7 @@ impl<'a> Lent<'a> {
     pub fn record(&self) -> &'a Arc<StoredKey> {
         match self.0 {
             LentAs::Record(record) => record,
+            LentAs::Slot(at) => at.slot().record(),
         }
     }
 
@@ -802,6 +807,7 @@ impl<'a> Lent<'a> {
             LentAs::Record(record) => {
                 record.key.consume(now);
             }
+            LentAs::Slot(at) => at.slot().count_use(now - now.rem_euclid(1_000_000_000)),
         }
     }
 }
