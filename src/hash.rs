@@ -216,6 +216,48 @@ impl Hasher {
         input.zeroize();
         KeyHash { digest }
     }
+
+    /// [`hash`](Self::hash) for a secret just drawn (issue, regenerate),
+    /// which the caller hands out: the stack the hashing used is then
+    /// overwritten.
+    ///
+    /// BLAKE3 copies its input into state of its own on the stack (a chunk
+    /// state, an output block) and leaves it there when it returns, out of
+    /// reach of the `zeroize` above. Such a stale copy is later copied to
+    /// the heap: a value built on the stack and moved into a box carries
+    /// whatever its bytes that are never written held (the payload of a
+    /// `None`, padding). With rustc 1.95, `regenerate`'s clone of the key
+    /// built the new `Box<Extra>` over that stack, and the unused payload
+    /// of its `contact: None` held the 33 bytes hashed (version, id,
+    /// secret): a heap block that the `Issued` later freed unwiped
+    /// (`tests/wipe_on_drop.rs`). Wiping the stack the hashing used removes
+    /// the copy at its source, whatever the build lays out; `verify` keeps
+    /// the plain `hash` (its input is the caller's, and it is the hot path).
+    pub(crate) fn hash_new_secret(&self, id: KeyId, secret: &[u8; SECRET_LEN]) -> KeyHash {
+        let digest = self.hash_out_of_line(id, secret);
+        // Called from the same frame as the hashing, so its frame lies
+        // over the stack that BLAKE3 used (well under 8 KiB for one block).
+        // Best effort: Rust promises no stack layout, but no safe code can
+        // reach BLAKE3's copies otherwise.
+        wipe_stack();
+        digest
+    }
+
+    /// The hashing in a frame of its own, below the caller's, so that all
+    /// of BLAKE3's state is where [`wipe_stack`] then writes.
+    #[inline(never)]
+    fn hash_out_of_line(&self, id: KeyId, secret: &[u8; SECRET_LEN]) -> KeyHash {
+        self.hash(id, secret)
+    }
+}
+
+/// Overwrites 8 KiB of the stack below the caller's frame with zeros
+/// (volatile writes, which the compiler keeps), without `unsafe`.
+#[inline(never)]
+fn wipe_stack() {
+    let mut scratch = [0u64; 1024];
+    scratch.zeroize();
+    std::hint::black_box(&scratch);
 }
 
 impl Drop for Hasher {

@@ -2814,7 +2814,9 @@ impl<S: KeyStore> KeyRing<S> {
             let generated = token::generate(&self.prefix)?;
             key.id = generated.id;
             key.set_hint(&self.prefix.hint(generated.id));
-            let hash = self.hasher.hash(generated.id, generated.secret_part());
+            let hash = self
+                .hasher
+                .hash_new_secret(generated.id, generated.secret_part());
             let mut batch = vec![Change::Insert(StoredKey::new(key.clone(), hash))];
             batch.extend(with(generated.id));
             match self.store().apply(batch) {
@@ -3117,7 +3119,7 @@ impl<S: KeyStore> Acting<'_, S> {
             .map_or(now_nanos, |at| at.max(now_nanos))
             .max(old.key.last_used_at.get());
         let (mut next, carry) = Carry::revise(&old, |k| k.extra_mut().tokens_after = Some(cut));
-        next.hash = ring.hasher.hash(id, generated.secret_part());
+        next.hash = ring.hasher.hash_new_secret(id, generated.secret_part());
         let (key, hash) = (next.key.clone(), next.hash.clone());
         Carry::write(ring.store(), vec![carry.replace(next)], vec![carry])?;
         let issued = Issued {
