@@ -1797,8 +1797,11 @@ impl<S: KeyStore> KeyRing<S> {
         self.store().inspect(parsed.id, &mut |lent| {
             outcome = self.judge_lent(lent, &digest, now, request, stamp);
         });
-        let verified = outcome?;
-        if verified.record().key.shape.limited && limited == Limited::Spend {
+        // Whether the key has a use limit comes from the judgement: read
+        // from the `Verified`, it would reach the record the fast path
+        // spared.
+        let (verified, has_limit) = outcome?;
+        if has_limit && limited == Limited::Spend {
             return self.consume_limited(verified.id(), &digest, request);
         }
         Ok(verified)
@@ -1807,7 +1810,7 @@ impl<S: KeyStore> KeyRing<S> {
     /// [`judge`](Self::judge) on what the store lent, and the use of a key
     /// without a use limit counted where the store keeps it, at `now` or
     /// at `stamp` if that is later: here, where the store cannot swap the
-    /// record (see `Carry`).
+    /// record (see `Carry`); and whether the key has a use limit.
     #[inline]
     fn judge_lent(
         &self,
@@ -1816,11 +1819,12 @@ impl<S: KeyStore> KeyRing<S> {
         now: Reading,
         request: &RequestContext<'_>,
         stamp: Nanos,
-    ) -> Result<Verified, VerifyError> {
+    ) -> Result<(Verified, bool), VerifyError> {
         let at = match lent {
             Some(Lent(LentAs::Slot(at))) => {
                 if at.slot().is_plain() {
-                    return self.judge_slot(at, digest, now, request, stamp);
+                    // A plain key has no use limit.
+                    return Ok((self.judge_slot(at, digest, now, request, stamp)?, false));
                 }
                 // The slow path reads the record's last use (an idle
                 // timeout of its own): raise it to the slot's first.
@@ -1835,10 +1839,11 @@ impl<S: KeyStore> KeyRing<S> {
         {
             lent.consume(now.nanos.max(stamp));
         }
-        Ok(match at {
+        let verified = match at {
             Some(at) => Verified::of_slot(at),
             None => Verified::of_record(Arc::clone(entry)),
-        })
+        };
+        Ok((verified, entry.key.shape.limited))
     }
 
     /// [`judge`](Self::judge) of a plain key (see `store::chunks::PLAIN`:
