@@ -2208,7 +2208,7 @@ impl<S: KeyStore> KeyRing<S> {
             self.report(presented, &outcome);
         }
         if let Ok(verified) = &outcome
-            && verified.key().use_limit.is_some()
+            && verified.key().limit().is_some()
         {
             return Err(Error::InvalidInput(
                 "a key with a use limit cannot be exchanged for access tokens",
@@ -2725,7 +2725,7 @@ impl<S: KeyStore> KeyRing<S> {
                     None => expired,
                 };
                 if key.shape.graced {
-                    expired.min(key.grace_until)
+                    expired.min(key.grace_until_nanos())
                 } else {
                     expired
                 }
@@ -2742,7 +2742,7 @@ impl<S: KeyStore> KeyRing<S> {
         let cutoff = deadline.min(idle_end);
         let renews = idle_end != NEVER;
         if entry.key.shape.graced {
-            (cutoff.min(entry.key.grace_until), renews)
+            (cutoff.min(entry.key.grace_until_nanos()), renews)
         } else {
             (cutoff, renews)
         }
@@ -2758,7 +2758,7 @@ impl<S: KeyStore> KeyRing<S> {
         // The shape tells which further fields to read (see `Shape`).
         if key.shape.own_policy {
             let idle_end = if key.shape.own_idle {
-                match key.expiry {
+                match key.expiry() {
                     Some(ExpiryPolicy::Idle(d)) => last_active.saturating_add(span(d)),
                     _ => NEVER,
                 }
@@ -2771,8 +2771,10 @@ impl<S: KeyStore> KeyRing<S> {
             // about 0.08x slower back to back in two A/B pairs of the
             // blocks, session 36.)
             let deadline = match self.max_lifetime {
-                Some(max) => key.expires_at.min(key.created_at.saturating_add(span(max))),
-                None => key.expires_at,
+                Some(max) => key
+                    .expires_at_nanos()
+                    .min(key.created_at.saturating_add(span(max))),
+                None => key.expires_at_nanos(),
             };
             (deadline, idle_end)
         } else {
@@ -2931,10 +2933,10 @@ impl<S: KeyStore> Acting<'_, S> {
         }
         let mut key = Key::blank(KeyId::from_u64(0), &request.owner, now);
         key.epoch = ring.shared.epoch.load(Ordering::Acquire);
-        key.use_limit = request.use_limit.and_then(NonZeroU64::new);
         key.set_name(&request.name);
         key.scopes = scopes;
         key.extra = Some(Box::new(Extra {
+            use_limit: request.use_limit.and_then(NonZeroU64::new),
             description: request.description.map(Into::into),
             contact: request.contact,
             metadata: request.metadata,
@@ -3005,18 +3007,20 @@ impl<S: KeyStore> Acting<'_, S> {
         // the old key, the ring's cap included: that cap counts from
         // creation, so from the successor's it would end later (a cap set
         // or lowered since the old key was issued).
-        if successor.expiry.is_some() {
-            successor.expires_at = deadline;
+        if successor.expiry().is_some() {
+            successor.set_expires_at(deadline);
         }
-        successor.grace_until = NEVER;
+        successor.set_grace_until(NEVER);
         // A disabled key's successor is disabled too (revoked keys are not
         // rotated at all).
         successor.status = old_key.status;
         successor.last_used_at = Stamp::new(NOT_YET);
         successor.uses = Counter::new(0);
-        successor.use_limit = old_key
-            .use_limit
-            .and_then(|limit| NonZeroU64::new(limit.get().saturating_sub(old_key.uses())));
+        successor.set_use_limit(
+            old_key
+                .limit()
+                .and_then(|limit| NonZeroU64::new(limit.get().saturating_sub(old_key.uses()))),
+        );
         let extra = successor.extra_mut();
         extra.rotated_from = Some(id);
         extra.rotated_to = None;
@@ -3024,13 +3028,13 @@ impl<S: KeyStore> Acting<'_, S> {
         // A new id: no token of it was exchanged with an older secret.
         extra.tokens_after = None;
         successor.tidy();
-        if old_key.use_limit.is_some() && successor.use_limit.is_none() {
+        if old_key.limit().is_some() && successor.limit().is_none() {
             // Every use is spent: there is nothing to hand on.
             return Err(Error::InvalidInput(USES_SPENT));
         }
         // A key with a use limit hands its remaining uses to the successor
         // and stops at once: a grace would let both spend the same uses.
-        let grace = if old_key.use_limit.is_some() {
+        let grace = if old_key.limit().is_some() {
             Duration::ZERO
         } else {
             grace
@@ -3044,7 +3048,7 @@ impl<S: KeyStore> Acting<'_, S> {
         let issued = ring.insert_new(successor, |new_id| {
             let (next, copied) = Carry::revise(&old, |k| {
                 k.extra_mut().rotated_to = Some(new_id);
-                k.grace_until = grace_until;
+                k.set_grace_until(grace_until);
             });
             let change = copied.replace(next);
             carry.set(Some(copied));

@@ -91,11 +91,14 @@ pub use memory::MemoryStore;
 /// a use limit, whose every use is written at once, as a new version.
 ///
 /// Layout: the hash and the fields `verify` reads and counts come first,
-/// so a verification of most keys reads the first 96 bytes of the record's
-/// allocation (the `Arc`'s two counts, the hash, then the record's first
-/// fields) and no other allocation. At malloc's 16-byte alignment those
-/// bytes span two cache lines when the allocation starts 0, 16 or 32 bytes
-/// into a line, three when it starts 48 bytes in. A key with a use limit,
+/// so a verification of most keys reads within the first 96 bytes of the
+/// record's allocation (the `Arc`'s two counts, the hash, then the record's
+/// first fields, which end 88 bytes in) and no other allocation. The record
+/// is 120 bytes (its allocation 136 with the counts, 144 as malloc rounds
+/// it): the fields a plain key leaves unset are boxed. At malloc's 16-byte
+/// alignment the first 96 bytes span two cache lines when the allocation
+/// starts 0, 16 or 32 bytes into a line, three when it starts 48 bytes in.
+/// A key with a use limit,
 /// a rotation grace, a policy of its own, bindings, or a request for
 /// scopes makes verify read further.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -748,7 +748,7 @@ impl FileStore {
                         let created = instant(k.created_at);
                         let last_active = instant(k.created_at.max(k.last_used_at.get()));
                         s.default_end(created, last_active)
-                            .filter(|end| k.expiry.is_none() && *end <= now)
+                            .filter(|end| k.expiry().is_none() && *end <= now)
                     });
                     report.expired += usize::from(expired.is_some());
                     let key = key.revised(|k| {
