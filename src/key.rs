@@ -565,9 +565,9 @@ pub struct Key {
     pub(crate) extra: Option<Box<Extra>>,
 }
 
-/// The record's fields as they were before the four terms moved into
-/// [`Extra`]: those shown as the record's own, and `extra` only when it
-/// holds more than them.
+// The record's fields as they were before the four terms moved into
+// `Extra`: those shown as the record's own, and `extra` only when it holds
+// more than them.
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Key")
@@ -586,10 +586,7 @@ impl fmt::Debug for Key {
             .field("expiry", &self.expiry())
             .field("labels", &self.labels)
             .field("scopes", &self.scopes)
-            .field(
-                "extra",
-                &self.extra.as_deref().filter(|e| !e.only_terms()),
-            )
+            .field("extra", &self.extra.as_deref().filter(|e| !e.only_terms()))
             .finish()
     }
 }
@@ -1799,7 +1796,10 @@ mod tests {
         let shown = format!("{key:?}");
         assert!(shown.contains("grace_until: 5,"), "{shown}");
         assert!(shown.contains("use_limit: Some(3),"), "{shown}");
-        assert!(shown.contains("expires_at: 9223372036854775807,"), "{shown}");
+        assert!(
+            shown.contains("expires_at: 9223372036854775807,"),
+            "{shown}"
+        );
         assert!(shown.ends_with("extra: None }"), "{shown}");
         key.extra_mut().tokens_after = Some(1);
         let shown = format!("{key:?}");
