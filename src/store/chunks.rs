@@ -1078,8 +1078,8 @@ mod tests {
                 "own policy",
                 plain(|k| k.set_expiry(Some(ExpiryPolicy::days(3)), Some(k_deadline()))),
             ),
-            ("limited", plain(|k| k.use_limit = NonZeroU64::new(3))),
-            ("graced", plain(|k| k.grace_until = 10 * S)),
+            ("limited", plain(|k| k.set_use_limit(NonZeroU64::new(3)))),
+            ("graced", plain(|k| k.set_grace_until(10 * S))),
             ("epoch 2^32", plain(|k| k.epoch = 1 << 32)),
             ("bound", {
                 let mut key = Key::blank(KeyId::from_u64(7), "o", OffsetDateTime::UNIX_EPOCH);
