@@ -185,6 +185,28 @@ impl MemoryStore {
         self.shard(id).write().insert(entry);
     }
 
+    /// Makes room for `additional` more keys spread over the shards, so that
+    /// loading them rebuilds no table (a `FileStore` opening its file).
+    pub(crate) fn reserve(&self, additional: usize) {
+        // Random ids spread evenly over the shards, give or take about the
+        // square root of a shard's share (125 at a million keys): a margin
+        // of two of those, so that few shards grow, and not more, so that
+        // the tables stay as full as growth keeps them.
+        let share = additional / SHARDS;
+        let each = share + share / 32 + 16;
+        for shard in self.shards.iter() {
+            shard.write().reserve(each);
+        }
+    }
+
+    /// Rebuilds each shard's table that a [`reserve`](Self::reserve) left
+    /// under 80% full to 85% full.
+    pub(crate) fn fit(&self) {
+        for shard in self.shards.iter() {
+            shard.write().fit();
+        }
+    }
+
     /// Applies one change that [`check_batch`] accepted.
     pub(crate) fn apply_checked(&self, change: Change) {
         match change {

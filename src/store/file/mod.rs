@@ -1418,6 +1418,12 @@ fn load(
     // order) the applier returns; the parsers then fail to send and return,
     // the last one dropping the queue of jobs, and the reader fails to send
     // and returns: the file is not read on past what is in flight.
+    // Size the index for the keys the file can hold, so that loading
+    // them does not grow each table step by step (dozens of rebuilds a
+    // shard at a million keys); `fit` below gives back what the estimate
+    // overshot. A stored key takes more than `BYTES_PER_KEY_AT_LEAST`
+    // bytes of the file (268 for the bench's keys).
+    index.reserve(usize::try_from(synced.len / BYTES_PER_KEY_AT_LEAST).unwrap_or(usize::MAX));
     let (work, jobs) = mpsc::sync_channel::<Job>(PARSE_QUEUE);
     let jobs = Arc::new(Mutex::new(jobs));
     let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Parsed>(PARSE_QUEUE);
@@ -1481,6 +1487,7 @@ fn load(
             return Err(corrupt(offset, "undecodable record"));
         }
         let (valid_len, dropped, records) = outcome?;
+        index.fit();
         Ok(Loaded::Log {
             valid_len,
             dropped,
@@ -1490,6 +1497,11 @@ fn load(
         })
     })
 }
+
+/// Fewer bytes than any stored key takes in a store file, for sizing the
+/// index from the file's length (see `load`): a record's JSON holds its
+/// 76-character hash, id, hint, owner, times and scopes.
+const BYTES_PER_KEY_AT_LEAST: u64 = 192;
 
 fn io_error(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io {
