@@ -568,7 +568,10 @@ impl ChunkTable {
     /// estimate ends as full as growth would have left it.
     pub(crate) fn fit(&mut self) {
         if self.buckets > MIN_BUCKETS && self.len * 5 < self.slots() * 4 {
-            let slots = self.len.saturating_mul(RESERVE_FULL.1).div_ceil(RESERVE_FULL.0);
+            let slots = self
+                .len
+                .saturating_mul(RESERVE_FULL.1)
+                .div_ceil(RESERVE_FULL.0);
             self.rebuild(slots.div_ceil(WAYS).max(MIN_BUCKETS));
         }
     }
@@ -926,7 +929,10 @@ mod tests {
         // A walk fails once the buckets it can reach are full: all of them,
         // or (when both of an id's candidates are the same bucket, as
         // happens with two buckets half the time) that one bucket.
-        assert!(table.len() >= WAYS, "a walk failed with its bucket not full");
+        assert!(
+            table.len() >= WAYS,
+            "a walk failed with its bucket not full"
+        );
         let mut all: Vec<u64> = table.iter().map(Slot::id).collect();
         all.push(homeless.id());
         all.sort_unstable();
@@ -1547,5 +1553,4 @@ mod tests {
         assert_eq!(table.len() as u64, id - 1);
         drop(held);
     }
-
 }
