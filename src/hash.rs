@@ -41,7 +41,7 @@ const CONTEXT: &str = "keyward 2026-11-27 api key secret hash v1";
 /// The algorithm tag of the stored form.
 const TAG: &str = "$kw-b3k$v=1$";
 /// The only hash version so far.
-const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 
 /// The stored hash of a key: algorithm, version and a 32-byte digest.
 ///

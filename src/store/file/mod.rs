@@ -1422,8 +1422,14 @@ fn load(
     // them does not grow each table step by step (dozens of rebuilds a
     // shard at a million keys); `fit` below gives back what the estimate
     // overshot. A stored key takes more than `BYTES_PER_KEY_AT_LEAST`
-    // bytes of the file (268 for the bench's keys).
-    index.reserve(usize::try_from(synced.len / BYTES_PER_KEY_AT_LEAST).unwrap_or(usize::MAX));
+    // bytes of the file (268 for the bench's keys). The length is the
+    // header's, capped by the file's own: a damaged or cut-short file must
+    // fail as corrupt, not size the index for keys it does not hold. (A
+    // log of many versions of few keys is sized for more keys than it
+    // holds, in proportion to its length, until `fit`.)
+    let on_disk = std::fs::metadata(path).map_or(0, |m| m.len());
+    let estimate = synced.len.min(on_disk) / BYTES_PER_KEY_AT_LEAST;
+    index.reserve(usize::try_from(estimate).unwrap_or(0));
     let (work, jobs) = mpsc::sync_channel::<Job>(PARSE_QUEUE);
     let jobs = Arc::new(Mutex::new(jobs));
     let (parsed_tx, parsed_rx) = mpsc::sync_channel::<Parsed>(PARSE_QUEUE);

@@ -1336,6 +1336,33 @@ fn on_a_real_file_each_write_records_the_synced_length_in_its_header() {
     }
 }
 
+/// Open sizes its index from the durable length the header names, capped
+/// by the file's own length: a header that claims a terabyte (both slots)
+/// over a file of three keys must not size the index for five billion
+/// keys (an allocation that aborts the process), but fail as the file it
+/// is: shorter than its header says is durable.
+#[test]
+fn a_header_claiming_more_than_the_file_holds_sizes_no_index_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keys.kw");
+    let store = FileStore::open(&file).unwrap();
+    for id in 1..=3 {
+        store.insert(sample(id, 0)).unwrap();
+    }
+    drop(store);
+    let mut bytes = std::fs::read(&file).unwrap();
+    for slot in 0..2 {
+        let at = super::format::slot_offset(slot) as usize;
+        let claim = super::format::slot(slot, 1 << 40);
+        bytes[at..at + claim.len()].copy_from_slice(&claim);
+    }
+    std::fs::write(&file, &bytes).unwrap();
+    match FileStore::open(&file) {
+        Err(StoreError::Corrupt { .. }) => {}
+        other => panic!("{:?}", other.map(|s| s.recovery())),
+    }
+}
+
 #[test]
 fn an_absurd_length_is_an_error_not_an_allocation() {
     let (bytes, starts, _) = six_records();
