@@ -63,6 +63,29 @@ fn left_live(f: impl FnOnce()) -> i64 {
     LIVE.with(Cell::get)
 }
 
+/// The allocations left live by issuing `keys` keys (a UUID owner, a
+/// name, `scopes`, and what `terms` adds) into a fresh ring's
+/// `MemoryStore`, which must then hold them all.
+fn live_after_issuing(keys: usize, scopes: &ScopeSet, terms: fn(NewKey) -> NewKey) -> i64 {
+    let ring = KeyRing::builder("acme")
+        .flush_interval(None)
+        .build(MemoryStore::new())
+        .unwrap();
+    let mut issued = Vec::with_capacity(keys);
+    let live = left_live(|| {
+        for i in 0..keys {
+            let request = NewKey::new(format!("9f0c41d2-7a55-4b1e-a3c8-{i:012x}"))
+                .name("billing sync")
+                .scopes(scopes.clone());
+            // The secret is dropped; the id stays, so nothing the test
+            // keeps but what the store holds is counted.
+            issued.push(ring.issue(terms(request)).unwrap().key.id());
+        }
+    });
+    assert_eq!(ring.store().len(), keys);
+    live
+}
+
 #[test]
 fn a_stored_key_takes_three_allocations_whatever_its_scopes() {
     let keys = 20_000;
@@ -70,23 +93,8 @@ fn a_stored_key_takes_three_allocations_whatever_its_scopes() {
         vec!["invoices:read"],
         vec!["invoices:read", "invoices:write", "customers:read"],
     ] {
-        let ring = KeyRing::builder("acme")
-            .flush_interval(None)
-            .build(MemoryStore::new())
-            .unwrap();
         let scopes = ScopeSet::parse(&scopes).unwrap();
-        let mut issued = Vec::with_capacity(keys);
-        let live = left_live(|| {
-            for i in 0..keys {
-                let request = NewKey::new(format!("9f0c41d2-7a55-4b1e-a3c8-{i:012x}"))
-                    .name("billing sync")
-                    .scopes(scopes.clone());
-                // The secret is dropped; the id stays, so nothing the
-                // test keeps but what the store holds is counted.
-                issued.push(ring.issue(request).unwrap().key.id());
-            }
-        });
-        assert_eq!(ring.store().len(), keys);
+        let live = live_after_issuing(keys, &scopes, |r| r);
         // Three per key, and the tables' chunks: a chunk holds 128 slots,
         // and a table that grows stays at least 78% full (its growth frees
         // the chunks it replaces), so the chunks number at most one per
@@ -127,21 +135,8 @@ fn a_key_with_a_use_limit_or_a_policy_of_its_own_takes_four_allocations() {
         ),
     ];
     for (kind, terms, per_key) in kinds {
-        let ring = KeyRing::builder("acme")
-            .flush_interval(None)
-            .build(MemoryStore::new())
-            .unwrap();
         let scopes = ScopeSet::parse(["invoices:read"]).unwrap();
-        let mut issued = Vec::with_capacity(keys);
-        let live = left_live(|| {
-            for i in 0..keys {
-                let request = NewKey::new(format!("9f0c41d2-7a55-4b1e-a3c8-{i:012x}"))
-                    .name("billing sync")
-                    .scopes(scopes.clone());
-                issued.push(ring.issue(terms(request)).unwrap().key.id());
-            }
-        });
-        assert_eq!(ring.store().len(), keys);
+        let live = live_after_issuing(keys, &scopes, terms);
         assert_eq!(
             live,
             per_key * keys as i64,
