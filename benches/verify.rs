@@ -842,10 +842,11 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// only precise readings (as before it had a trailing one), and as
 /// `CoarseClock`; then the floor and verify with the presented string in
 /// cache (fetched ahead, as in the criterion rows that say so), and the
-/// bad-checksum rejection with the string from memory and in cache, for
-/// the [`DERIVED`] ratios.
+/// bad-checksum rejection with the string from memory and in cache, and
+/// the presented string fetched with nothing done to it, for the
+/// [`DERIVED`] ratios.
 type PairedCall = fn(&Set, &Variants, usize) -> bool;
-const PAIRED: [(&str, PairedCall); 31] = [
+const PAIRED: [(&str, PairedCall); 32] = [
     ("floor", |set, _, i| floor_call(set, i)),
     ("floor + clock read", |set, _, i| {
         floor_lookup_with(set, i, |key| {
@@ -1059,6 +1060,12 @@ const PAIRED: [(&str, PairedCall); 31] = [
         prefetch_ahead(&set.bad_checksum, set, i);
         bad_checksum_call(set, i)
     }),
+    // What any rejection that reads the presented string costs at the
+    // least: the string fetched (its first and last bytes), nothing else.
+    ("string fetched, nothing else", |set, _, i| {
+        let text = set.bad_checksum[set.order[i & set.mask]].as_bytes();
+        black_box(text[0] ^ text[text.len() - 1]) != 0
+    }),
     // Peer (a), taking turns with verify: criterion times it in a row of
     // its own, after verify's, and a change of the host's speed between
     // the two rows moves their ratio (run 15 read it either side of 1).
@@ -1073,7 +1080,7 @@ const PAIRED: [(&str, PairedCall); 31] = [
 /// returns its record must), the conditions the targets are read under,
 /// with the string in cache on both sides or on neither, and peer (a)
 /// against verify.
-const DERIVED: [(&str, &str, &str); 5] = [
+const DERIVED: [(&str, &str, &str); 6] = [
     (
         "valid verify / floor + record reference (a floor that reaches its record)",
         "valid verify",
@@ -1087,6 +1094,11 @@ const DERIVED: [(&str, &str, &str); 5] = [
     (
         "bad checksum / valid verify, both fetching the string from memory",
         "bad checksum",
+        "valid verify",
+    ),
+    (
+        "string fetched, nothing else / valid verify: the least a rejection from memory can cost",
+        "string fetched, nothing else",
         "valid verify",
     ),
     (
@@ -1246,22 +1258,35 @@ fn row_string_in_cache<const ONE_AT_A_TIME: bool>(
     });
 }
 
-/// Has the CPU fetch, ahead of time, the string the call 8 draws later
-/// presents (and, 16 draws ahead, where that string is), so that each call
-/// finds its presented string in cache, as a server finds the request it
-/// has just parsed. Only the presented strings: the store, and the floor's
-/// map, are left as cold as they are. The prefetches cost a few ns per call
-/// (three instructions and an address), charged to every row that uses
-/// them. On targets other than x86_64 it does nothing and these rows read
-/// the string from memory like the others.
+/// How many draws ahead [`prefetch_ahead`] fetches a string (and twice as
+/// many, where it is). Far enough for the fastest call it serves: a bad
+/// checksum, about 30 ns with its string in cache, must leave the two
+/// dependent fetches (the `String`, then its text) about two memory
+/// latencies, under a microsecond; 32 such calls do. Until 2026-12-07 it
+/// was 8, which was enough for a valid verify (8 calls take 3 µs at 1M
+/// keys) but not for a bad checksum: its "string in cache" rows at 1M keys
+/// read 75 ns in criterion against 29–30 ns at 1,000 keys, most of a
+/// memory fetch. Near enough that the lines wait in cache: 64 calls'
+/// strings and slots are about 200 lines.
+const AHEAD: usize = 32;
+
+/// Has the CPU fetch, ahead of time, the string the call [`AHEAD`] draws
+/// later presents (and, twice as far ahead, where that string is), so that
+/// each call finds its presented string in cache, as a server finds the
+/// request it has just parsed. Only the presented strings: the store, and
+/// the floor's map, are left as cold as they are. The prefetches cost a few
+/// ns per call (three instructions and an address), charged to every row
+/// that uses them. On targets other than x86_64 it does nothing and these
+/// rows read the string from memory like the others.
 #[inline(always)]
 fn prefetch_ahead(keys: &[String], set: &Set, i: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let slot: *const String = &keys[set.order[i.wrapping_add(16) & set.mask]];
-        // The slot was asked for 8 draws ago: this read finds it in cache.
-        let text = keys[set.order[i.wrapping_add(8) & set.mask]].as_bytes();
+        let slot: *const String = &keys[set.order[i.wrapping_add(2 * AHEAD) & set.mask]];
+        // The slot was asked for `AHEAD` draws ago: this read finds it in
+        // cache.
+        let text = keys[set.order[i.wrapping_add(AHEAD) & set.mask]].as_bytes();
         let (first, last) = (text.as_ptr(), text.as_ptr().wrapping_add(text.len() - 1));
         // SAFETY: `_mm_prefetch` only needs SSE, which every x86_64 CPU
         // has; a prefetch is a hint that reads nothing into the program and
