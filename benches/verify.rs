@@ -1272,7 +1272,7 @@ const AHEAD: usize = 8;
 /// call this fast. A rejection never reaches the store, so the work timed
 /// is the same whichever strings it is shown. Until 2026-12-07 these rows
 /// fetched their strings ahead as the valid rows do; at 1M keys a bad
-/// checksum then read 73–75 ns in criterion against 29–32 ns at 1,000 keys
+/// checksum then read 73–75 ns in criterion against 29 ns at 1,000 keys
 /// (runs 29 and 30, with the fetch 8 and 32 draws ahead alike): the cost of
 /// fetching a random string from memory every 30 ns, which the bench's own
 /// fetches pay (fetching the string and doing nothing else costs 48 ns a
