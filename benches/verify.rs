@@ -123,6 +123,10 @@ struct Set {
     unknown_id: Vec<String>,
     bad_checksum: Vec<String>,
     malformed: Vec<String>,
+    /// Malformed at the right length: a character outside the alphabet in
+    /// the secret, refused by the alphabet check (after the length, prefix
+    /// and version checks, before the checksum).
+    bad_character: Vec<String>,
     /// The floor: id -> digest in a map of the same size.
     floor_map: HashMap<u64, [u8; 32], BuildHasherDefault<IdHasher>>,
     floor_key: [u8; 32],
@@ -223,6 +227,13 @@ fn build(n: usize) -> Set {
     let malformed = (0..samples)
         .map(|i| format!("{PREFIX}_1{}", &valid[i][body + 1..body + 20]))
         .collect();
+    let bad_character = (0..samples)
+        .map(|i| {
+            let mut k = valid[i].clone();
+            k.replace_range(body + 24..body + 25, "-");
+            k
+        })
+        .collect();
     // The floor finds every valid key: its map holds each key's first 8 id
     // bytes and the digest of its id and secret text.
     let floor_key = [9u8; 32];
@@ -259,6 +270,7 @@ fn build(n: usize) -> Set {
         unknown_id,
         bad_checksum,
         malformed,
+        bad_character,
         floor_map,
         floor_key,
         sha_map,
@@ -297,6 +309,7 @@ fn check_rejections(set: &Set) {
         &set.unknown_id,
         &set.bad_checksum,
         &set.malformed,
+        &set.bad_character,
     ] {
         assert_eq!(bad.len(), set.valid.len(), "a rejection string per key");
     }
@@ -328,6 +341,15 @@ fn check_rejections(set: &Set) {
                 Err(VerifyError::Malformed(MalformedReason::WrongLength))
             ),
             "malformed: refused on its length"
+        );
+        let bad_character = &set.bad_character[i];
+        assert!(
+            bad_character.len() == set.valid[i].len()
+                && matches!(
+                    set.ring.verify(bad_character),
+                    Err(VerifyError::Malformed(MalformedReason::BadAlphabet))
+                ),
+            "bad character: the right length, refused on its alphabet"
         );
     }
 }
@@ -1326,6 +1348,7 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
         ("unknown_id", &set.unknown_id[..]),
         ("bad_checksum", &set.bad_checksum[..]),
         ("malformed", &set.malformed[..]),
+        ("bad_character", &set.bad_character[..]),
     ] {
         let mut i = 0usize;
         group.bench_function(name, |b| {
@@ -1354,6 +1377,7 @@ fn bench_size(c: &mut Criterion, n: usize, set: &Set) {
     for (name, keys) in [
         ("bad_checksum_string_in_cache", &set.bad_checksum[..]),
         ("malformed_string_in_cache", &set.malformed[..]),
+        ("bad_character_string_in_cache", &set.bad_character[..]),
     ] {
         let mut i = row_start();
         group.bench_function(name, |b| {
@@ -1719,6 +1743,8 @@ fn main() {
             "valid_one_at_a_time_string_in_cache",
             "bad_checksum_string_in_cache",
             "malformed_string_in_cache",
+            "bad_character",
+            "bad_character_string_in_cache",
             "peer_sha256_string_map",
         ] {
             if let Some(v) = get(n, name) {
@@ -1774,17 +1800,19 @@ fn main() {
         "\n## rejections, ratio to a valid verify of the same size measured the same way (back to back)\n"
     );
     println!(
-        "| keys | bad checksum | malformed | bad checksum, string in cache | malformed, string in cache |"
+        "| keys | bad checksum | malformed | malformed, right length | bad checksum, string in cache | malformed, string in cache | malformed, right length, string in cache |"
     );
-    println!("|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &sizes {
         let cell = |name: &str, valid: &str| ratio(get(n, name), get(n, valid));
         println!(
-            "| {n} | {} | {} | {} | {} |",
+            "| {n} | {} | {} | {} | {} | {} | {} |",
             cell("bad_checksum", "valid"),
             cell("malformed", "valid"),
+            cell("bad_character", "valid"),
             cell("bad_checksum_string_in_cache", "valid_string_in_cache"),
             cell("malformed_string_in_cache", "valid_string_in_cache"),
+            cell("bad_character_string_in_cache", "valid_string_in_cache"),
         );
     }
     let argon = median("argon2", "peer_argon2id_default");
