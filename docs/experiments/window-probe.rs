@@ -10,6 +10,10 @@
 //! `cargo bench --bench probe` (about 20 s at 1M keys). `PROBE_N` sets the
 //! number of keys, `PROBE_ROUNDS` the rounds (21), `PROBE_CALLS` a
 //! comma-separated list of rows by index (the floor, 0, first).
+//!
+//! Standalone on purpose: `IdHasher`, `crc32`, `decode62` and `parse_like`
+//! are copies of benches/verify.rs's (as of 029b15b), so that the probe
+//! needs nothing but keyward's public API.
 
 mod common;
 
