@@ -1490,8 +1490,11 @@ enum Held {
 }
 
 impl fmt::Debug for Verified {
-    /// The record's `Debug` (which prints no hash value).
+    /// The record's `Debug` (which prints no hash value), with its usage
+    /// raised to the slot's first, as [`key`](Self::key) does, so that it
+    /// shows live usage, not a lagging mirror.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.key();
         f.debug_struct("Verified")
             .field("entry", self.record())
             .finish()

@@ -111,6 +111,20 @@ fn a_verified_key_counts_its_own_verify_on_a_fresh_and_a_stale_chunk() {
     assert_eq!(ring.get(id).unwrap().uses(), 3);
 }
 
+/// `Debug` of a `Verified` shows the usage the slot keeps, the verify that
+/// returned it counted, as `key()` does: not the record's lagging mirror.
+#[test]
+fn a_verified_key_debug_shows_live_usage() {
+    let clock = clock();
+    let ring = ring_on(Arc::new(MemoryStore::new()), &clock);
+    let issued = ring.issue(NewKey::new("acct_1")).unwrap();
+    drop(ring.verify(issued.secret.expose()).unwrap());
+    let second = ring.verify(issued.secret.expose()).unwrap();
+    let shown = format!("{second:?}");
+    assert!(shown.contains("uses: Counter(2)"), "{shown}");
+    assert!(!shown.contains(issued.secret.expose()), "{shown}");
+}
+
 /// A write of a record with fewer uses than the store counted (a host's
 /// `Replace` of an old copy) keeps the store's count: a write never lowers
 /// usage in a `MemoryStore`.
