@@ -446,62 +446,41 @@ impl Stamp {
     }
 }
 
-/// "Usage changed since the record was last written." Not part of a key's
-/// value: clones start clean and comparisons ignore it.
-#[derive(Debug, Default)]
-pub(crate) struct Dirty(AtomicBool);
+/// A flag on a record that is not part of the key's value: clones start
+/// clear and comparisons ignore it. `Key::dirty` ("usage changed since the
+/// record was last written") and `Key::kept` ("this record's usage is a
+/// mirror of its store's table slot").
+#[derive(Default)]
+pub(crate) struct Flag(AtomicBool);
 
-impl Clone for Dirty {
-    fn clone(&self) -> Self {
-        Dirty::default()
+impl fmt::Debug for Flag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get(), f)
     }
 }
 
-impl PartialEq for Dirty {
+impl Clone for Flag {
+    fn clone(&self) -> Self {
+        Flag::default()
+    }
+}
+
+impl PartialEq for Flag {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for Dirty {}
+impl Eq for Flag {}
 
-impl Dirty {
+impl Flag {
     #[inline]
     pub(crate) fn get(&self) -> bool {
         self.0.load(Ordering::Acquire)
     }
-}
 
-/// "This record's usage is a mirror of its store's table slot": set by
-/// `MemoryStore` on each record it takes, read by the ring's `Carry`, which
-/// must not add uses the slot already holds. Not part of a key's value:
-/// clones start clear and comparisons ignore it.
-#[derive(Debug, Default)]
-pub(crate) struct Kept(AtomicBool);
-
-impl Clone for Kept {
-    fn clone(&self) -> Self {
-        Kept::default()
-    }
-}
-
-impl PartialEq for Kept {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Kept {}
-
-impl Kept {
-    #[inline]
-    pub(crate) fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
-    /// Marks the record's usage a mirror.
     pub(crate) fn set(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -547,7 +526,7 @@ pub struct Key {
     pub(crate) epoch: u64,
     pub(crate) status: StatusCode,
     /// Set by `verify` when it changed the usage; cleared by a write.
-    pub(crate) dirty: Dirty,
+    pub(crate) dirty: Flag,
     /// Whether the key has bindings (kept with the rarely set fields), so
     /// `verify` looks there only when it must.
     pub(crate) bound: bool,
@@ -555,8 +534,10 @@ pub struct Key {
     /// [`tidy`](Self::tidy).
     pub(crate) shape: Shape,
     /// Set by a store that keeps this record's usage elsewhere (a table
-    /// slot, see `store::chunks`): the record's usage is then a mirror.
-    pub(crate) kept: Kept,
+    /// slot, see `store::chunks`), by `MemoryStore` on each record it
+    /// takes: the record's usage is then a mirror, and the ring's `Carry`
+    /// must not add uses the slot already holds.
+    pub(crate) kept: Flag,
     // The fields `verify` reads only for a key that needs them, or never.
     pub(crate) id: KeyId,
     /// The hint, owner and name, in one allocation.
@@ -680,10 +661,10 @@ impl Key {
             created_at: nanos(created_at),
             epoch: 0,
             status: StatusCode::Active,
-            dirty: Dirty::default(),
+            dirty: Flag::default(),
             bound: false,
             shape: Shape::default(),
-            kept: Kept::default(),
+            kept: Flag::default(),
             id,
             labels: Labels::new("", owner, ""),
             scopes: ScopeSet::empty(),
@@ -875,7 +856,7 @@ impl Key {
             self.last_used_at.0.fetch_max(second, Ordering::Relaxed);
         }
         if !self.dirty.get() {
-            self.dirty.0.store(true, Ordering::Release);
+            self.dirty.set();
         }
         true
     }
@@ -884,7 +865,7 @@ impl Key {
     /// use is part of that write, so the usage is not marked unwritten.
     pub(crate) fn spend(&mut self, now: Nanos) -> bool {
         let spent = self.consume(now);
-        self.dirty = Dirty::default();
+        self.dirty = Flag::default();
         spent
     }
 
@@ -895,7 +876,7 @@ impl Key {
             self.uses.0.fetch_add(uses, Ordering::AcqRel);
         }
         self.last_used_at.0.fetch_max(last_used, Ordering::Relaxed);
-        self.dirty.0.store(true, Ordering::Release);
+        self.dirty.set();
     }
 
     /// Whether the two records hold the same values but for their usage
@@ -1284,10 +1265,10 @@ impl<'de> Deserialize<'de> for Key {
             status: StatusCode::Active,
             last_used_at: Stamp::new(r.last_used_at.map_or(NOT_YET, nanos)),
             uses: Counter::new(r.uses),
-            dirty: Dirty::default(),
+            dirty: Flag::default(),
             bound: false,
             shape: Shape::default(),
-            kept: Kept::default(),
+            kept: Flag::default(),
             labels: Labels::new(&r.hint, &r.owner, &r.name),
             scopes: r.scopes,
             // Most keys have none of these: no allocation for them.
@@ -1685,7 +1666,7 @@ mod tests {
             key + offset_of!(Key, created_at) + size_of::<Nanos>(),
             key + offset_of!(Key, epoch) + size_of::<u64>(),
             key + offset_of!(Key, status) + size_of::<StatusCode>(),
-            key + offset_of!(Key, dirty) + size_of::<Dirty>(),
+            key + offset_of!(Key, dirty) + size_of::<Flag>(),
             key + offset_of!(Key, bound) + size_of::<bool>(),
             key + offset_of!(Key, shape) + size_of::<Shape>(),
         ];
