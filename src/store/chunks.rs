@@ -752,6 +752,17 @@ mod tests {
         table.len() as f64 / table.slots() as f64
     }
 
+    /// A table of keys `0..n`, every one owned by "o", and its model.
+    fn filled(n: u64) -> (ChunkTable, HashMap<u64, String>) {
+        let mut table = ChunkTable::new();
+        let mut model = HashMap::new();
+        for id in 0..n {
+            table.insert(record(id, "o"));
+            model.insert(id, "o".to_string());
+        }
+        (table, model)
+    }
+
     /// Asserts the table holds exactly the model's keys (id to owner), each
     /// under its id, and is at most 90% full.
     fn assert_same(table: &ChunkTable, model: &HashMap<u64, String>) {
@@ -862,12 +873,7 @@ mod tests {
 
     #[test]
     fn mass_removal_gives_the_memory_back_and_keeps_every_key() {
-        let mut table = ChunkTable::new();
-        let mut model = HashMap::new();
-        for id in 0..20_000u64 {
-            table.insert(record(id, "o"));
-            model.insert(id, "o".to_string());
-        }
+        let (mut table, mut model) = filled(20_000);
         let peak = table.buckets;
         let mut rebuilt = 0;
         // Remove all but 50 keys, checking the load after every removal.
@@ -1058,12 +1064,7 @@ mod tests {
     fn a_rebuild_into_too_few_buckets_grows_until_every_key_fits() {
         // The retry of a rebuild whose placement failed: 40 keys cannot fit
         // two buckets, so it must grow (by at least one bucket each time).
-        let mut table = ChunkTable::new();
-        let mut model = HashMap::new();
-        for id in 0..40u64 {
-            table.insert(record(id, "o"));
-            model.insert(id, "o".to_string());
-        }
+        let (mut table, model) = filled(40);
         table.rebuild(1);
         assert_same(&table, &model);
     }
